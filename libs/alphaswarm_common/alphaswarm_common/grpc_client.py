@@ -1,0 +1,93 @@
+"""gRPC client helpers: channels with raised limits, deadlines on every call,
+and status codes turned back into domain errors.
+
+`call(stub.Method, request, timeout=...)` is the one way services call each
+other: a call without a deadline is a bug, so `timeout` is required. A failed
+call raises the `AlphaSwarmError` subclass of its status code, keeping the
+field named in the `BadRequest` detail and the `ErrorInfo` reason, so an
+INVALID_ARGUMENT two hops away still names the field that caused it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, Timeout, error_from_code
+from alphaswarm_common.grpc_server import channel_options
+
+__all__ = ["aio_call", "aio_channel", "call", "channel", "error_from_rpc"]
+
+R = TypeVar("R")
+
+
+def channel(address: str, *, max_message_bytes: int = 512 * 1024 * 1024) -> grpc.Channel:
+    return grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+
+
+def aio_channel(address: str, *, max_message_bytes: int = 512 * 1024 * 1024) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+
+
+def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, *, target: str = "") -> AlphaSwarmError:
+    """The domain error of a failed call."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    message = exc.details() if hasattr(exc, "details") else str(exc)
+    field = None
+    reason = None
+    details: dict[str, Any] = {}
+    try:
+        status = rpc_status.from_call(exc) if isinstance(exc, grpc.Call) else None
+    except Exception:  # pragma: no cover - malformed trailers
+        status = None
+    if status is not None:
+        violations = []
+        for any_detail in status.details:
+            if any_detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                any_detail.Unpack(info)
+                reason = info.reason or None
+                details.update(dict(info.metadata))
+            elif any_detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                any_detail.Unpack(bad)
+                violations = [{"field": v.field, "description": v.description} for v in bad.field_violations]
+        if violations:
+            field = violations[0]["field"] or None
+            details["violations"] = violations
+    name = code.name if code is not None else "UNKNOWN"
+    if name == "UNAVAILABLE":
+        return DependencyUnavailable(f"{target or 'service'} unavailable: {message}", details=details)
+    if name == "DEADLINE_EXCEEDED":
+        return Timeout(f"{target or 'call'} exceeded its deadline: {message}", details=details)
+    err = error_from_code(name, message or name, field=None, reason=reason, details=details)
+    # The message of a domain error already names the field ("field: message"); keep it as sent.
+    err.field = None
+    if field:
+        err.details.setdefault("field", field)
+        err.field_from_remote = field  # type: ignore[attr-defined]
+    return err
+
+
+def remote_field(exc: AlphaSwarmError) -> str | None:
+    return getattr(exc, "field_from_remote", None) or exc.field
+
+
+def call(method: Callable[..., R], request: Any, *, timeout: float, target: str = "") -> R:
+    """Invoke a unary method with a deadline; raise the domain error of a failed call."""
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc, target=target) from None
+
+
+async def aio_call(method: Callable[..., Any], request: Any, *, timeout: float, target: str = "") -> Any:
+    """Invoke a unary aio method with a deadline; raise the domain error of a failed call."""
+    try:
+        return await method(request, timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc, target=target) from None

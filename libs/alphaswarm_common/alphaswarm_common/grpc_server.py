@@ -1,0 +1,267 @@
+"""gRPC server bootstrap, written once for every service.
+
+`serve()` starts a threaded server and `serve_aio()` an asyncio one; both
+register `grpc.health.v1` (SERVING for every service) and reflection, raise
+the message limits, install the error interceptor, bind the requested port
+(0 picks a free one) and return `(server, port)` without blocking.
+`run_until_signal()` is the process entry's loop: on SIGTERM/SIGINT health
+turns NOT_SERVING and the server stops with a grace period.
+
+The error interceptor turns `AlphaSwarmError` into its status code with
+`google.rpc` details (`ErrorInfo{reason, domain}` and `BadRequest` naming the
+field); anything else becomes INTERNAL with the exception's message.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from alphaswarm_common.errors import AlphaSwarmError
+
+__all__ = ["ServiceRegistration", "channel_options", "run_until_signal", "serve", "serve_aio", "status_for"]
+
+log = logging.getLogger(__name__)
+ERROR_DOMAIN = "alphaswarm.dev"
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """A servicer and how to add it: `add(servicer, server)` and its full service name."""
+
+    add: Callable[[Any, Any], None]
+    servicer: Any
+    name: str
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def status_for(exc: BaseException) -> status_pb2.Status:
+    """The google.rpc.Status of an exception (domain errors keep their code and field)."""
+    if isinstance(exc, AlphaSwarmError):
+        code = getattr(code_pb2, exc.grpc_code, code_pb2.INTERNAL)
+        message = str(exc)
+        info = error_details_pb2.ErrorInfo(
+            reason=exc.reason,
+            domain=ERROR_DOMAIN,
+            metadata={k: str(v) for k, v in exc.details.items() if isinstance(v, str | int | float | bool)},
+        )
+        details = [info]
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(field=v.get("field", ""), description=v.get("description", ""))
+            for v in exc.details.get("violations", [])
+            if isinstance(v, dict)
+        ]
+        if exc.field and not violations:
+            violations = [error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.message)]
+        if violations:
+            details.append(error_details_pb2.BadRequest(field_violations=violations))
+    else:
+        code = code_pb2.INTERNAL
+        message = f"{type(exc).__name__}: {exc}"
+        details = [error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN)]
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)
+        packed.append(a)
+    return status_pb2.Status(code=code, message=message, details=packed)
+
+
+def _log_unexpected(method: str, exc: BaseException) -> None:
+    if isinstance(exc, AlphaSwarmError):
+        log.info("%s -> %s: %s", method, exc.grpc_code, exc)
+    else:
+        log.exception("%s failed", method, exc_info=exc)
+
+
+class _ErrorInterceptor(grpc.ServerInterceptor):
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+
+        def unary(behavior):  # type: ignore[no-untyped-def]
+            def wrapper(request, context):  # type: ignore[no-untyped-def]
+                try:
+                    return behavior(request, context)
+                except Exception as exc:
+                    if isinstance(exc, grpc.RpcError) and context.code() is not None:
+                        raise
+                    _log_unexpected(method, exc)
+                    context.abort_with_status(rpc_status.to_status(status_for(exc)))
+
+            return wrapper
+
+        def streaming(behavior):  # type: ignore[no-untyped-def]
+            def wrapper(request, context):  # type: ignore[no-untyped-def]
+                try:
+                    yield from behavior(request, context)
+                except Exception as exc:
+                    _log_unexpected(method, exc)
+                    context.abort_with_status(rpc_status.to_status(status_for(exc)))
+
+            return wrapper
+
+        if handler.unary_unary:
+            return handler._replace(unary_unary=unary(handler.unary_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=streaming(handler.unary_stream))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=unary(handler.stream_unary))
+        if handler.stream_stream:
+            return handler._replace(stream_stream=streaming(handler.stream_stream))
+        return handler
+
+
+class _AioErrorInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+
+        def unary(behavior):  # type: ignore[no-untyped-def]
+            async def wrapper(request, context):  # type: ignore[no-untyped-def]
+                try:
+                    return await behavior(request, context)
+                except Exception as exc:
+                    if isinstance(exc, grpc.aio.AbortError):
+                        raise
+                    _log_unexpected(method, exc)
+                    await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+
+            return wrapper
+
+        def streaming(behavior):  # type: ignore[no-untyped-def]
+            async def wrapper(request, context):  # type: ignore[no-untyped-def]
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except Exception as exc:
+                    if isinstance(exc, grpc.aio.AbortError):
+                        raise
+                    _log_unexpected(method, exc)
+                    await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+
+            return wrapper
+
+        if handler.unary_unary:
+            return handler._replace(unary_unary=unary(handler.unary_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=streaming(handler.unary_stream))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=unary(handler.stream_unary))
+        if handler.stream_stream:
+            return handler._replace(stream_stream=streaming(handler.stream_stream))
+        return handler
+
+
+def _register(server: Any, services: Sequence[ServiceRegistration], health_servicer: Any) -> None:
+    for svc in services:
+        svc.add(svc.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [svc.name for svc in services]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+
+
+def _bind(server: Any, host: str, port: int) -> int:
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind gRPC server to {host}:{port}")
+    return bound
+
+
+def serve(
+    services: Sequence[ServiceRegistration],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_workers: int = 8,
+    max_message_bytes: int = 512 * 1024 * 1024,
+) -> tuple[grpc.Server, int]:
+    """Start a threaded gRPC server with health and reflection; return (server, bound port)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=[_ErrorInterceptor()],
+        options=channel_options(max_message_bytes),
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    _register(server, services, health_servicer)
+    bound = _bind(server, host, port)
+    server.start()
+    _set_health(health_servicer, services, health_pb2.HealthCheckResponse.SERVING)
+    server.health_servicer = health_servicer  # type: ignore[attr-defined]
+    server.service_names = [s.name for s in services]  # type: ignore[attr-defined]
+    return server, bound
+
+
+async def serve_aio(
+    services: Sequence[ServiceRegistration],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_message_bytes: int = 512 * 1024 * 1024,
+) -> tuple[grpc.aio.Server, int]:
+    """Start an asyncio gRPC server with health and reflection; return (server, bound port)."""
+    from grpc_health.v1 import _async as health_async
+
+    server = grpc.aio.server(interceptors=[_AioErrorInterceptor()], options=channel_options(max_message_bytes))
+    health_servicer = health_async.HealthServicer()
+    _register(server, services, health_servicer)
+    bound = _bind(server, host, port)
+    await server.start()
+    for name in ["", *(s.name for s in services)]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    server.health_servicer = health_servicer  # type: ignore[attr-defined]
+    server.service_names = [s.name for s in services]  # type: ignore[attr-defined]
+    return server, bound
+
+
+def _set_health(health_servicer: Any, services: Iterable[ServiceRegistration], status: int) -> None:
+    for name in ["", *(s.name for s in services)]:
+        health_servicer.set(name, status)
+
+
+def mark_not_serving(server: grpc.Server) -> None:
+    hs = getattr(server, "health_servicer", None)
+    if hs is not None:
+        for name in ["", *getattr(server, "service_names", [])]:
+            hs.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def run_until_signal(server: grpc.Server, *, grace: float = 5.0) -> None:
+    """Block until SIGTERM/SIGINT, then report NOT_SERVING and stop with `grace` seconds."""
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: Any) -> None:
+        log.info("signal %s: draining", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    stop.wait()
+    mark_not_serving(server)
+    server.stop(grace).wait()

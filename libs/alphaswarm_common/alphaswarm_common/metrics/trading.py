@@ -1,0 +1,518 @@
+"""Trading metrics of a per-bar return series (METRICS.md, "Trading metrics").
+
+`returns` are simple (not log) per-bar portfolio returns `r_p[s]`, net of
+costs, one per bar, oldest first. They must be finite: a backtest return
+series has no gaps, and a NaN would silently mean different things to a
+mean (skipped) and to a compounded equity (treated as 0) — empyrical does
+exactly that; we raise DataError instead.
+
+Conventions (defaults follow empyrical-reloaded; all are parameters and are
+recorded in `MetricSet.conventions`):
+
+- `periods_per_year` (default 252, see `infer_periods_per_year`); `rf` is an
+  annual rate applied per bar as `rf_p = rf / periods_per_year` (simple, not
+  compounded). empyrical's `risk_free` / `required_return` arguments are that
+  per-bar `rf_p`.
+- Compounding is geometric: equity = `cumprod(1 + r)` from 1.
+- `total_return` = `prod(1 + r) - 1`.
+- `annualized_return` = `(1 + total_return) ** (periods_per_year / n) - 1`
+  (CAGR). Same as `empyrical.annual_return`, whose "number of years" is
+  `n / periods_per_year`. A wiped-out account (`1 + total_return <= 0`)
+  annualises to -1.
+- `volatility` = `std(r, ddof=1) * sqrt(periods_per_year)` (= empyrical's
+  `annual_volatility`); `sharpe` = `mean(r - rf_p) / std(r - rf_p, ddof=1) *
+  sqrt(periods_per_year)` (= `empyrical.sharpe_ratio(r, rf_p)`).
+- `downside_volatility` = `sqrt(mean(min(r - rf_p, 0) ** 2)) *
+  sqrt(periods_per_year)`: the mean runs over ALL bars, a bar above `rf_p`
+  contributing 0 (= `empyrical.downside_risk(r, rf_p)`; not the std of the
+  negative returns). `sortino` = `mean(r - rf_p) * periods_per_year /
+  downside_volatility` (= `empyrical.sortino_ratio(r, rf_p)`).
+- `max_drawdown` = `min(equity / cummax(equity) - 1)` with the initial
+  equity of 1 counted as a peak (a first-bar loss is a drawdown), a fraction
+  <= 0 (= `empyrical.max_drawdown`). 0 when equity never falls below a peak.
+- `max_drawdown_duration`: the longest run of consecutive bars whose equity
+  is strictly below the running peak (bars under water; the recovery bar is
+  not counted, an unrecovered drawdown runs to the last bar).
+- `calmar` = `annualized_return / abs(max_drawdown)` (=
+  `empyrical.calmar_ratio`), None when there is no drawdown.
+- `turnover` = mean of the per-bar turnover series given (METRICS.md:
+  `sum_i |w_held[s, i] - w_held[s-1, i]|`). `turnover_adj_sharpe` = `sharpe`
+  of `r - turnover_penalty * traded` (the Sharpe if each unit of traded
+  notional cost `turnover_penalty` more); when only `turnover` is given it
+  stands in for `traded` (recorded as `turnover_adj_basis`).
+- Trade statistics run over closed trades: `trade_pnls` (currency) when
+  given, else `trade_returns` (fractions) (recorded as `trade_basis`). A trade
+  wins when its PnL is > 0 and loses when < 0; a break-even trade counts in
+  `total_trades` and `win_rate`'s denominator but is neither. `profit_factor`
+  = gross profit / |gross loss|; `average_loss` and `largest_loss` are <= 0.
+  `average_trade_return` is the mean of `trade_returns` when they are given.
+- `beta` = cov(r, b) / var(b) and `alpha` = `(1 + mean(r - rf_p - beta *
+  (b - rf_p))) ** periods_per_year - 1`, empyrical's `beta` / `alpha`
+  (alpha is annualised by compounding the mean daily excess).
+- `probabilistic_sharpe` = P(true Sharpe > 0), Bailey & López de Prado (2012):
+  `Φ(SR * sqrt(n - 1) / sqrt(1 - γ3 * SR + (γ4 - 1) / 4 * SR²))` with `SR`
+  the per-bar Sharpe (`sharpe / sqrt(periods_per_year)`, ddof=1), `γ3` the
+  skewness and `γ4` the (non-excess) kurtosis of `r`, both the population
+  (biased) moment estimators of `scipy.stats.skew` / `kurtosis(fisher=False)`,
+  which guarantee `γ4 >= γ3² + 1` and so a non-negative radicand. `skewness`
+  and `kurtosis` are reported too, so a caller can deflate the Sharpe later
+  (`deflated_sharpe_ratio`).
+
+A value that is undefined (no returns, fewer than 2 bars, zero variance, no
+downside, no drawdown, no losing trade...) is None with the reason; values
+that are only computed from an optional input (`turnover*`, trade stats,
+`beta`/`alpha`, `final_value`/`peak_value`) are absent when that input is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.stats import norm
+
+from alphaswarm_common.errors import DataError, InvalidArgument
+from alphaswarm_common.metrics._types import MetricSet, _Builder
+
+__all__ = [
+    "deflated_sharpe_ratio",
+    "drawdown_series",
+    "expected_max_sharpe",
+    "infer_periods_per_year",
+    "max_drawdown_duration",
+    "probabilistic_sharpe_ratio",
+    "trading_metrics",
+]
+
+Array = NDArray[np.float64]
+
+EULER_MASCHERONI = 0.5772156649015329
+
+_NO_RETURNS = "no returns"
+_TOO_SHORT = "fewer than 2 periods"
+_ZERO_VARIANCE = "zero variance"
+
+
+def _as_returns(data: ArrayLike | None, field: str, length: int | None = None) -> Array:
+    arr = np.asarray(data, dtype=np.float64)
+    if arr.ndim != 1:
+        raise InvalidArgument(f"expected a 1-D series, got shape {arr.shape}", field=field)
+    if length is not None and arr.shape[0] != length:
+        raise InvalidArgument(f"has {arr.shape[0]} values, returns have {length}", field=field)
+    if not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise DataError(f"value at position {bad} is {arr[bad]!r}; every value must be finite", field=field)
+    return arr
+
+
+def _finite_float(value: float, field: str, *, minimum: float | None = None, strict: bool = False) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"must be a number, got {value!r}", field=field) from None
+    if not math.isfinite(out) or (minimum is not None and (out <= minimum if strict else out < minimum)):
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
+        raise InvalidArgument(f"must be a finite number{bound}, got {value!r}", field=field)
+    return out
+
+
+# ----------------------------------------------------------------------------- equity path
+
+
+def drawdown_series(returns: ArrayLike) -> Array:
+    """Per-bar drawdown `equity / running_peak - 1` (<= 0), one value per return.
+
+    Equity is `cumprod(1 + r)` starting from 1, and that initial 1 counts as a
+    peak, as in `empyrical.drawdown_series`.
+    """
+    r = _as_returns(returns, "returns")
+    equity = np.cumprod(1.0 + r)
+    peak = np.maximum(np.maximum.accumulate(equity), 1.0) if r.size else equity
+    return equity / peak - 1.0
+
+
+def _longest_true_run(flags: NDArray[np.bool_]) -> int:
+    if not flags.any():
+        return 0
+    edges = np.diff(np.concatenate(([0], flags.view(np.int8), [0])))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    return int((ends - starts).max())
+
+
+def max_drawdown_duration(returns: ArrayLike) -> int:
+    """Longest run of consecutive bars with equity strictly below a previous peak (the initial 1 included)."""
+    return _longest_true_run(drawdown_series(returns) < 0.0)
+
+
+# ----------------------------------------------------------------------------- bar spacing
+
+
+def infer_periods_per_year(dates: ArrayLike) -> float:
+    """Bars per year from the median spacing of `dates` (any datetime-like array; duplicates ignored).
+
+    - median spacing < 0.9 day (intraday): bars per day (median count per
+      calendar day) times the trading days per year below;
+    - < 4 days: daily, 252 (business days) — or 365 when weekends carry bars
+      (over 10% of the dates fall on a Saturday or Sunday, e.g. crypto);
+    - 5-9 days: 52 (weekly); 27-33: 12 (monthly); 85-95: 4 (quarterly);
+      180-186: 2; 360-370: 1 (annual);
+    - anything else: 365.25 / median spacing in days.
+    """
+    try:
+        stamps = np.unique(np.asarray(dates, dtype="datetime64[ns]"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"cannot read as dates: {exc}", field="dates") from None
+    stamps = stamps[~np.isnat(stamps)]
+    if stamps.size < 2:
+        raise InvalidArgument("need at least 2 distinct dates to infer a bar spacing", field="dates")
+    spacing_days = float(np.median(np.diff(stamps).astype(np.int64))) / 86_400e9
+    days = np.unique(stamps.astype("datetime64[D]"))
+    # 1970-01-01 was a Thursday: weekday 0 = Monday.
+    weekday = (days.astype(np.int64) + 3) % 7
+    trading_days = 365.0 if np.mean(weekday >= 5) > 0.1 else 252.0
+    if spacing_days < 0.9:
+        per_day = np.unique(stamps.astype("datetime64[D]"), return_counts=True)[1]
+        return trading_days * float(np.median(per_day))
+    for low, high, value in (
+        (0.9, 4.0, trading_days),
+        (5.0, 9.0, 52.0),
+        (27.0, 33.0, 12.0),
+        (85.0, 95.0, 4.0),
+        (180.0, 186.0, 2.0),
+        (360.0, 370.0, 1.0),
+    ):
+        if low <= spacing_days < high:
+            return value
+    return 365.25 / spacing_days
+
+
+# ----------------------------------------------------------------------------- Sharpe statistics
+
+
+def _sharpe_radicand(sharpe: float, skew: float, kurtosis: float) -> float:
+    return 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe * sharpe
+
+
+def probabilistic_sharpe_ratio(
+    sharpe_per_period: float,
+    n_obs: int,
+    skew: float,
+    kurtosis: float,
+    sharpe_benchmark: float = 0.0,
+) -> float:
+    """P(true Sharpe > `sharpe_benchmark`), Bailey & López de Prado (2012).
+
+    `PSR = Φ((SR - SR*) * sqrt(n_obs - 1) / sqrt(1 - γ3 SR + (γ4 - 1)/4 SR²))`
+    with `SR` and `SR*` per period (not annualised), `γ3` the skewness and `γ4`
+    the non-excess kurtosis (3 for a normal) of the returns. Raises
+    InvalidArgument when `n_obs < 2` or the radicand is not positive (moments
+    inconsistent with any distribution, or a degenerate two-point one).
+    """
+    sr = _finite_float(sharpe_per_period, "sharpe_per_period")
+    sr0 = _finite_float(sharpe_benchmark, "sharpe_benchmark")
+    g3 = _finite_float(skew, "skew")
+    g4 = _finite_float(kurtosis, "kurtosis")
+    if isinstance(n_obs, bool) or int(n_obs) != n_obs or n_obs < 2:
+        raise InvalidArgument(f"must be an integer >= 2, got {n_obs!r}", field="n_obs")
+    radicand = _sharpe_radicand(sr, g3, g4)
+    if not radicand > 0.0:
+        raise InvalidArgument(
+            f"1 - skew*SR + (kurtosis-1)/4*SR² = {radicand:.6g} is not positive: the Sharpe "
+            "estimator's variance is undefined for these moments",
+            field="kurtosis",
+        )
+    return float(norm.cdf((sr - sr0) * math.sqrt(int(n_obs) - 1) / math.sqrt(radicand)))
+
+
+def expected_max_sharpe(sharpe_trials_variance: float, n_trials: int) -> float:
+    """Expected maximum of `n_trials` per-period Sharpe ratios under the null (true SR 0).
+
+    `sqrt(V) * ((1 - γ) Φ⁻¹(1 - 1/N) + γ Φ⁻¹(1 - 1/(N e)))`, γ the
+    Euler-Mascheroni constant (Bailey & López de Prado 2014, eq. for SR₀);
+    0 for a single trial (nothing was selected).
+    """
+    variance = _finite_float(sharpe_trials_variance, "sharpe_trials_variance", minimum=0.0)
+    if isinstance(n_trials, bool) or int(n_trials) != n_trials or n_trials < 1:
+        raise InvalidArgument(f"must be an integer >= 1, got {n_trials!r}", field="n_trials")
+    n = int(n_trials)
+    if n == 1 or variance == 0.0:
+        return 0.0
+    return math.sqrt(variance) * (
+        (1.0 - EULER_MASCHERONI) * float(norm.ppf(1.0 - 1.0 / n))
+        + EULER_MASCHERONI * float(norm.ppf(1.0 - 1.0 / (n * math.e)))
+    )
+
+
+def deflated_sharpe_ratio(
+    sharpe_selected_per_period: float,
+    sharpe_trials_variance: float,
+    n_trials: int,
+    n_obs: int,
+    skew: float,
+    kurtosis: float,
+) -> float:
+    """Deflated Sharpe Ratio (Bailey & López de Prado 2014), a probability in [0, 1].
+
+    The PSR of the selected strategy against the Sharpe one would expect from
+    the best of `n_trials` skill-less trials: `PSR(SR* = expected_max_sharpe(
+    sharpe_trials_variance, n_trials))`. All Sharpe inputs are per period (an
+    annualised Sharpe divided by `sqrt(periods_per_year)`; the variance is the
+    variance across trials of those per-period Sharpes). `n_obs`, `skew` and
+    `kurtosis` (non-excess) describe the selected strategy's returns. The
+    optimisation p-value is `1 - deflated_sharpe_ratio(...)`. With one trial
+    (or zero variance across trials) the DSR equals the PSR against 0.
+    """
+    sr0 = expected_max_sharpe(sharpe_trials_variance, n_trials)
+    return probabilistic_sharpe_ratio(sharpe_selected_per_period, n_obs, skew, kurtosis, sr0)
+
+
+def _moments(r: Array) -> tuple[float, float] | None:
+    """Population skewness and non-excess kurtosis (scipy's biased estimators); None if r is constant."""
+    if r.size < 2 or r.max() == r.min():
+        return None
+    c = r - r.mean()
+    m2 = float(np.mean(c * c))
+    if m2 <= 0.0:
+        return None
+    return float(np.mean(c**3)) / m2**1.5, float(np.mean(c**4)) / (m2 * m2)
+
+
+def _sharpe(excess: Array, periods_per_year: float) -> tuple[float | None, str | None]:
+    if excess.size == 0:
+        return None, _NO_RETURNS
+    if excess.size < 2:
+        return None, _TOO_SHORT
+    if excess.max() == excess.min():  # exact: the residue of a centred constant is not dispersion
+        return None, _ZERO_VARIANCE
+    return float(excess.mean() / excess.std(ddof=1) * math.sqrt(periods_per_year)), None
+
+
+# ----------------------------------------------------------------------------- the metric set
+
+
+def _trade_stats(b: _Builder, trades: Array) -> None:
+    n = int(trades.size)
+    wins = trades[trades > 0.0]
+    losses = trades[trades < 0.0]
+    b.put("total_trades", n)
+    b.put("winning_trades", int(wins.size))
+    b.put("losing_trades", int(losses.size))
+    if n == 0:
+        for name in (
+            "win_rate",
+            "profit_factor",
+            "average_win",
+            "average_loss",
+            "largest_win",
+            "largest_loss",
+        ):
+            b.put(name, None, "no closed trades")
+        return
+    b.put("win_rate", wins.size / n)
+    gross_profit = float(wins.sum())
+    gross_loss = float(losses.sum())
+    if losses.size:
+        b.put("profit_factor", gross_profit / abs(gross_loss))
+        b.put("average_loss", float(losses.mean()))
+        b.put("largest_loss", float(losses.min()))
+    else:
+        b.put("profit_factor", None, "no losing trades")
+        b.put("average_loss", None, "no losing trades")
+        b.put("largest_loss", None, "no losing trades")
+    if wins.size:
+        b.put("average_win", float(wins.mean()))
+        b.put("largest_win", float(wins.max()))
+    else:
+        b.put("average_win", None, "no winning trades")
+        b.put("largest_win", None, "no winning trades")
+
+
+def trading_metrics(
+    returns: ArrayLike,
+    *,
+    periods_per_year: float = 252.0,
+    rf: float = 0.0,
+    turnover: ArrayLike | None = None,
+    traded: ArrayLike | None = None,
+    turnover_penalty: float = 0.001,
+    trade_pnls: ArrayLike | None = None,
+    trade_returns: ArrayLike | None = None,
+    benchmark: ArrayLike | None = None,
+    initial_capital: float | None = None,
+) -> MetricSet:
+    """Return, risk, drawdown, turnover, trade and benchmark metrics of per-bar `returns`.
+
+    `turnover` and `traded` are per-bar series aligned with `returns`
+    (fractions of equity); `trade_pnls` / `trade_returns` hold one value per
+    closed trade; `benchmark` is a per-bar return series aligned with
+    `returns`. See the module docstring for every definition.
+    """
+    r = _as_returns(returns, "returns")
+    ppy = _finite_float(periods_per_year, "periods_per_year", minimum=0.0, strict=True)
+    rf = _finite_float(rf, "rf")
+    penalty = _finite_float(turnover_penalty, "turnover_penalty", minimum=0.0)
+    n = int(r.size)
+    rf_p = rf / ppy
+    excess = r - rf_p
+    b = _Builder()
+    b.put("n_periods", n)
+
+    # -- return and risk
+    if n == 0:
+        for name in (
+            "total_return",
+            "annualized_return",
+            "volatility",
+            "downside_volatility",
+            "max_drawdown",
+            "max_drawdown_duration",
+        ):
+            b.put(name, None, _NO_RETURNS)
+    else:
+        growth = float(np.prod(1.0 + r))
+        b.put("total_return", growth - 1.0)
+        if growth > 0.0:
+            with np.errstate(over="ignore"):
+                b.put("annualized_return", float(np.power(growth, ppy / n)) - 1.0)
+        elif growth == 0.0:
+            b.put("annualized_return", -1.0)
+        else:
+            b.put("annualized_return", None, "equity went negative (1 + total_return < 0)")
+        if n >= 2:
+            b.put("volatility", 0.0 if r.max() == r.min() else float(r.std(ddof=1) * math.sqrt(ppy)))
+        else:
+            b.put("volatility", None, _TOO_SHORT)
+        downside = np.minimum(excess, 0.0)
+        b.put("downside_volatility", float(math.sqrt(np.mean(downside * downside)) * math.sqrt(ppy)))
+        dd = drawdown_series(r)
+        b.put("max_drawdown", float(dd.min()))
+        b.put("max_drawdown_duration", _longest_true_run(dd < 0.0))
+
+    sharpe, reason = _sharpe(excess, ppy)
+    b.put("sharpe", sharpe, reason)
+
+    downside_vol = b.get("downside_volatility")
+    if n < 2:
+        b.put("sortino", None, _NO_RETURNS if n == 0 else _TOO_SHORT)
+    elif downside_vol == 0.0:
+        b.put("sortino", None, "no downside deviation (no period below the risk-free rate)")
+    else:
+        assert downside_vol is not None
+        b.put("sortino", float(excess.mean() * ppy / downside_vol))
+
+    max_dd = b.get("max_drawdown")
+    ann = b.get("annualized_return")
+    if max_dd is None:
+        b.put("calmar", None, _NO_RETURNS)
+    elif max_dd == 0.0:
+        b.put("calmar", None, "no drawdown")
+    elif ann is None:
+        b.put("calmar", None, b.reason("annualized_return"))
+    else:
+        b.put("calmar", ann / abs(max_dd))
+
+    # -- distribution and probabilistic Sharpe
+    moments = _moments(r)
+    if moments is None:
+        reason = _NO_RETURNS if n == 0 else (_TOO_SHORT if n < 2 else _ZERO_VARIANCE)
+        for name in ("skewness", "kurtosis", "probabilistic_sharpe"):
+            b.put(name, None, reason)
+    else:
+        skew, kurt = moments
+        b.put("skewness", skew)
+        b.put("kurtosis", kurt)
+        if sharpe is None:  # pragma: no cover - moments exist only when the Sharpe does
+            b.put("probabilistic_sharpe", None, reason or _ZERO_VARIANCE)
+        else:
+            sr = sharpe / math.sqrt(ppy)
+            radicand = _sharpe_radicand(sr, skew, kurt)
+            if radicand > 0.0:
+                z = sr * math.sqrt(n - 1) / math.sqrt(radicand)
+                b.put("probabilistic_sharpe", float(norm.cdf(z)))
+            else:
+                b.put(
+                    "probabilistic_sharpe",
+                    None,
+                    "degenerate return distribution (zero Sharpe estimator variance)",
+                )
+
+    # -- turnover
+    conventions: dict[str, Any] = {
+        "periods_per_year": ppy,
+        "rf": rf,
+        "rf_per_period": rf_p,
+        "rf_application": "rf / periods_per_year per bar, simple",
+        "ddof": 1,
+        "compounding": "geometric",
+        "drawdown_initial_peak": True,
+        "downside_mean_over": "all periods",
+        "moments": "population skewness, non-excess kurtosis",
+        "psr_benchmark_sharpe": 0.0,
+        "alpha_annualization": "compounded: (1 + mean excess) ** periods_per_year - 1",
+        "turnover_penalty": penalty,
+    }
+    turnover_arr = None if turnover is None else _as_returns(turnover, "turnover", n)
+    traded_arr = None if traded is None else _as_returns(traded, "traded", n)
+    if turnover_arr is not None:
+        if n:
+            b.put("turnover", float(turnover_arr.mean()))
+        else:
+            b.put("turnover", None, _NO_RETURNS)
+    cost_basis = traded_arr if traded_arr is not None else turnover_arr
+    if cost_basis is not None:
+        conventions["turnover_adj_basis"] = "traded" if traded_arr is not None else "turnover"
+        adj, reason = _sharpe(excess - penalty * cost_basis, ppy)
+        b.put("turnover_adj_sharpe", adj, reason)
+
+    # -- closed trades
+    if trade_pnls is not None or trade_returns is not None:
+        pnls = None if trade_pnls is None else _as_returns(trade_pnls, "trade_pnls")
+        trets = None if trade_returns is None else _as_returns(trade_returns, "trade_returns")
+        if pnls is not None and trets is not None and pnls.size != trets.size:
+            raise InvalidArgument(
+                f"has {trets.size} trades, trade_pnls has {pnls.size}", field="trade_returns"
+            )
+        basis = pnls if pnls is not None else trets
+        assert basis is not None
+        conventions["trade_basis"] = "pnl" if pnls is not None else "return"
+        _trade_stats(b, basis)
+        if trets is not None:
+            if trets.size:
+                b.put("average_trade_return", float(trets.mean()))
+            else:
+                b.put("average_trade_return", None, "no closed trades")
+
+    # -- benchmark
+    if benchmark is not None:
+        bench = _as_returns(benchmark, "benchmark", n)
+        if n < 2:
+            b.put("beta", None, _NO_RETURNS if n == 0 else _TOO_SHORT)
+            b.put("alpha", None, _NO_RETURNS if n == 0 else _TOO_SHORT)
+        else:
+            centred = bench - bench.mean()
+            var_b = float(np.mean(centred * centred))
+            if bench.max() == bench.min() or var_b < 1e-30:
+                b.put("beta", None, "benchmark has zero variance")
+                b.put("alpha", None, "benchmark has zero variance")
+            else:
+                beta = float(np.mean(centred * r)) / var_b
+                b.put("beta", beta)
+                mean_alpha = float(np.mean(excess - beta * (bench - rf_p)))
+                if 1.0 + mean_alpha > 0.0:
+                    with np.errstate(over="ignore"):
+                        b.put("alpha", float(np.power(1.0 + mean_alpha, ppy)) - 1.0)
+                else:
+                    b.put("alpha", None, "mean per-period alpha <= -100%")
+
+    # -- account values
+    if initial_capital is not None:
+        capital = _finite_float(initial_capital, "initial_capital", minimum=0.0, strict=True)
+        conventions["initial_capital"] = capital
+        equity = np.cumprod(1.0 + r) if n else np.empty(0)
+        b.put("final_value", capital * float(equity[-1]) if n else capital)
+        b.put("peak_value", capital * max(1.0, float(equity.max())) if n else capital)
+
+    return b.build(conventions)

@@ -1,0 +1,86 @@
+"""Process settings (`ALPHASWARM_*` environment variables).
+
+Built once in a process entry point (`main()`, `create_app()`, the embedded
+launcher) and passed down; no other code reads `os.environ`.
+
+Embedded default: every store lives under `home` (`./.alphaswarm/`): the SQLite
+catalog, the MLflow SQLite store and its artifacts; no event bus server (the
+gateway's in-process bus). Distributed: point `database_url` at PostgreSQL,
+`nats_url` at NATS with JetStream, `MLFLOW_TRACKING_URI` at an MLflow server,
+and give each service the addresses of the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALPHASWARM_", extra="ignore", frozen=True)
+
+    home: Path = Field(default=Path(".alphaswarm"), description="Folder of the embedded stores.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL of the catalog; SQLite under home when unset.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ALPHASWARM_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking URI; a SQLite store under home when unset.",
+    )
+    mlflow_artifact_root: str | None = Field(default=None, description="Artifact root for new experiments (file stores).")
+    nats_url: str | None = Field(default=None, description="NATS server URL; the in-process bus when unset.")
+    ml_prediction_audit_enabled: bool = Field(default=False, description="Write MLPredictionAudit rows when a run captures predictions.")
+
+    # Addresses of the services (host:port). Unset in embedded mode, where the launcher fills them in.
+    trainer_addr: str | None = None
+    registry_addr: str | None = None
+    backtester_addr: str | None = None
+    persistence_addr: str | None = None
+    gateway_addr: str | None = None
+
+    # This process's own listening sockets.
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+
+    # gRPC behaviour.
+    grpc_max_message_mb: int = Field(default=512, ge=4)
+    grpc_max_workers: int = Field(default=8, ge=1)
+    grpc_shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+
+    # Deadlines of the saga's calls, in seconds.
+    deadline_default_seconds: float = Field(default=30.0, gt=0)
+    deadline_train_seconds: float = Field(default=1800.0, gt=0)
+    deadline_predict_seconds: float = Field(default=600.0, gt=0)
+    deadline_backtest_seconds: float = Field(default=900.0, gt=0)
+
+    # Gateway workers running sagas concurrently in this process.
+    gateway_workers: int = Field(default=2, ge=1)
+
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    def catalog_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_home() / 'catalog.db'}"
+
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.resolved_home() / 'mlflow.db'}"
+
+    def artifact_root(self) -> str | None:
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        if self.mlflow_tracking_uri and self.mlflow_tracking_uri.startswith(("http://", "https://")):
+            return None  # the server decides
+        return (self.resolved_home() / "mlartifacts").as_uri()
+
+    @property
+    def grpc_max_message_bytes(self) -> int:
+        return self.grpc_max_message_mb * 1024 * 1024
