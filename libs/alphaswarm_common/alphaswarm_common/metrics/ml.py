@@ -47,9 +47,10 @@ ufuncs), which keeps a 5040 x 3000 panel well under a second.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -69,6 +70,7 @@ _CHUNK_CELLS = 1 << 19
 _PARALLEL_MIN_CELLS = 1 << 21
 
 Array = NDArray[np.float64]
+T_ = TypeVar("T_")
 
 
 def _as_matrix(data: ArrayLike, field: str) -> Array:
@@ -123,18 +125,25 @@ def _masked_average_ranks(x: Array, mask: NDArray[np.bool_], counts: NDArray[np.
 def _row_corr(xc: Array, yc: Array, ok: NDArray[np.bool_]) -> Array:
     """Row-wise correlation of already centred, zero-masked rows; NaN where not `ok`."""
     cov = np.einsum("ij,ij->i", xc, yc)
-    sx = np.sqrt(np.einsum("ij,ij->i", xc, xc))
-    sy = np.sqrt(np.einsum("ij,ij->i", yc, yc))
-    ok = ok & (sx > 0) & (sy > 0)
+    vx = np.einsum("ij,ij->i", xc, xc)
+    vy = np.einsum("ij,ij->i", yc, yc)
+    ok = ok & (vx > 0) & (vy > 0)
     out = np.full(xc.shape[0], np.nan)
-    out[ok] = np.clip(cov[ok] / (sx[ok] * sy[ok]), -1.0, 1.0)
+    # sqrt(vx * vy), not sqrt(vx) * sqrt(vy): identical sides then correlate
+    # exactly 1 (the square root of a rounded square is exact).
+    out[ok] = np.clip(cov[ok] / np.sqrt(vx[ok] * vy[ok]), -1.0, 1.0)
     return out
 
 
+def _scale_rows(c: Array) -> Array:
+    """Divide each centred row by its largest magnitude (correlation is scale-free; no over/underflow)."""
+    peak = np.abs(c).max(axis=1, keepdims=True)
+    return c / np.where(peak > 0, peak, 1.0)
+
+
 def _chunk_correlations(
-    x: Array, y: Array, min_count: int, methods: tuple[ICMethod, ...]
+    x: Array, y: Array, mask: NDArray[np.bool_], min_count: int, methods: tuple[ICMethod, ...]
 ) -> dict[ICMethod, Array]:
-    mask = ~(np.isnan(x) | np.isnan(y))
     counts = mask.sum(axis=1)
     ok = counts >= min_count
     out: dict[ICMethod, Array] = {}
@@ -149,8 +158,8 @@ def _chunk_correlations(
         )
         x0 = np.where(mask, x, 0.0)
         y0 = np.where(mask, y, 0.0)
-        xc = np.where(mask, x0 - x0.sum(axis=1, keepdims=True) / safe_counts, 0.0)
-        yc = np.where(mask, y0 - y0.sum(axis=1, keepdims=True) / safe_counts, 0.0)
+        xc = _scale_rows(np.where(mask, x0 - x0.sum(axis=1, keepdims=True) / safe_counts, 0.0))
+        yc = _scale_rows(np.where(mask, y0 - y0.sum(axis=1, keepdims=True) / safe_counts, 0.0))
         out["pearson"] = _row_corr(xc, yc, p_ok)
     if "spearman" in methods:
         # Average ranks keep the sum n(n+1)/2, so the mean rank is exact; a
@@ -163,6 +172,20 @@ def _chunk_correlations(
     return out
 
 
+def _map_row_chunks(
+    shape: tuple[int, int], work: Callable[[int, int], T_], n_threads: int | None
+) -> list[T_]:
+    """`work(a, b)` over row chunks `[a, b)` of a `shape` matrix, in order; threaded when large."""
+    n_rows, n_cols = shape
+    step = max(1, _CHUNK_CELLS // max(n_cols, 1))
+    bounds = [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+    threads = _default_threads() if n_threads is None else _check_int(n_threads, "n_threads", 1)
+    if threads > 1 and len(bounds) > 1 and n_rows * n_cols >= _PARALLEL_MIN_CELLS:
+        with ThreadPoolExecutor(max_workers=min(threads, len(bounds))) as pool:
+            return list(pool.map(lambda bound: work(*bound), bounds))
+    return [work(a, b) for a, b in bounds]
+
+
 def _row_correlations(
     x: Array,
     y: Array,
@@ -173,26 +196,70 @@ def _row_correlations(
 ) -> dict[ICMethod, Array]:
     """Per-row Pearson/Spearman correlations of two equally shaped matrices (NaN = missing)."""
     methods = tuple(dict.fromkeys(methods))
-    n_rows, n_cols = x.shape
-    out = {m: np.full(n_rows, np.nan) for m in methods}
-    if n_rows == 0 or n_cols == 0:
+    out = {m: np.full(x.shape[0], np.nan) for m in methods}
+    if x.size == 0:
         return out
-    step = max(1, _CHUNK_CELLS // n_cols)
-    bounds = [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
 
-    def work(bound: tuple[int, int]) -> None:
-        a, b = bound
-        for method, values in _chunk_correlations(x[a:b], y[a:b], min_count, methods).items():
+    def work(a: int, b: int) -> None:
+        xs, ys = x[a:b], y[a:b]
+        mask = ~(np.isnan(xs) | np.isnan(ys))
+        for method, values in _chunk_correlations(xs, ys, mask, min_count, methods).items():
             out[method][a:b] = values
 
-    threads = _default_threads() if n_threads is None else _check_int(n_threads, "n_threads", 1)
-    if threads > 1 and len(bounds) > 1 and x.size >= _PARALLEL_MIN_CELLS:
-        with ThreadPoolExecutor(max_workers=min(threads, len(bounds))) as pool:
-            list(pool.map(work, bounds))
-    else:
-        for bound in bounds:
-            work(bound)
+    _map_row_chunks(x.shape, work, n_threads)
     return out
+
+
+@dataclass
+class _PairStats:
+    """Sums over the (date, symbol) pairs with both values, accumulated chunk by chunk."""
+
+    columns_with_data: NDArray[np.bool_]
+    n_pairs: int = 0
+    sum_abs: float = 0.0
+    sum_sq: float = 0.0
+    n_directional: int = 0
+    n_hits: int = 0
+
+    def add(self, other: _PairStats) -> None:
+        self.columns_with_data = self.columns_with_data | other.columns_with_data
+        self.n_pairs += other.n_pairs
+        self.sum_abs += other.sum_abs
+        self.sum_sq += other.sum_sq
+        self.n_directional += other.n_directional
+        self.n_hits += other.n_hits
+
+
+def _panel_pass(
+    x: Array, y: Array, *, min_count: int, methods: tuple[ICMethod, ...], n_threads: int | None
+) -> tuple[_PairStats, dict[ICMethod, Array]]:
+    """Pair statistics and per-row correlations (`methods`, possibly none) in one chunked pass."""
+    series = {m: np.full(x.shape[0], np.nan) for m in methods}
+
+    def work(a: int, b: int) -> _PairStats:
+        xs, ys = x[a:b], y[a:b]
+        mask = ~(np.isnan(xs) | np.isnan(ys))
+        if methods:
+            for method, values in _chunk_correlations(xs, ys, mask, min_count, methods).items():
+                series[method][a:b] = values
+        diff = np.where(mask, xs - ys, 0.0)
+        directional = mask & (xs != 0) & (ys != 0)
+        with np.errstate(over="ignore"):  # an overflowing sum reports rmse as undefined
+            sum_sq = float(np.einsum("ij,ij->", diff, diff))
+        return _PairStats(
+            columns_with_data=np.asarray(mask.any(axis=0), dtype=bool),
+            n_pairs=int(mask.sum()),
+            sum_abs=float(np.abs(diff).sum()),
+            sum_sq=sum_sq,
+            n_directional=int(directional.sum()),
+            n_hits=int((directional & ((xs > 0) == (ys > 0))).sum()),
+        )
+
+    total = _PairStats(columns_with_data=np.zeros(x.shape[1], dtype=bool))
+    if x.size:
+        for part in _map_row_chunks(x.shape, work, n_threads):
+            total.add(part)
+    return total, series
 
 
 def ic_series(
@@ -222,14 +289,13 @@ def ic_series(
     return _row_correlations(x, y, min_count=min_symbols, methods=(method,), n_threads=n_threads)[method]
 
 
-def _ic_summary(series: Array, what: str, b: _Builder, mean_name: str | None) -> int:
-    """Mean of a per-date (or per-block) IC series into `mean_name`; returns the valid count."""
+def _ic_mean(series: Array, name: str, b: _Builder, undefined_reason: str) -> int:
+    """Mean of an IC series (NaN = skipped) into `name`; returns how many entries were defined."""
     valid = series[~np.isnan(series)]
-    if mean_name is not None:
-        if valid.size:
-            b.put(mean_name, float(valid.mean()))
-        else:
-            b.put(mean_name, None, f"no {what} with a defined IC")
+    if valid.size:
+        b.put(name, float(valid.mean()))
+    else:
+        b.put(name, None, undefined_reason)
     return int(valid.size)
 
 
@@ -272,16 +338,23 @@ def ml_metrics(
     ts_block = _check_int(ts_block, "ts_block", 2)
     n_dates_total, n_symbols = x.shape
 
-    mask = ~(np.isnan(x) | np.isnan(y))
-    n_pairs = int(mask.sum())
+    # One pass computes the pair statistics and, for a multi-symbol panel, the
+    # per-date ICs (wasted only when a single column turns out to hold data).
+    stats, series = _panel_pass(
+        x, y, min_count=min_symbols, methods=_METHODS if n_symbols > 1 else (), n_threads=n_threads
+    )
+    n_pairs = stats.n_pairs
     b = _Builder()
 
-    symbols_with_data = np.flatnonzero(mask.any(axis=0))
+    symbols_with_data = np.flatnonzero(stats.columns_with_data)
     ic_mode = "time_series" if n_symbols == 1 or symbols_with_data.size == 1 else "cross_sectional"
     if ic_mode == "cross_sectional":
-        series = _row_correlations(x, y, min_count=min_symbols, methods=_METHODS, n_threads=n_threads)
-        n_dates = _ic_summary(series["spearman"], "date", b, "ic_spearman")
-        _ic_summary(series["pearson"], "date", b, "ic_pearson")
+        why = (
+            f"no date with at least {min_symbols} symbols having both values "
+            "and non-constant predictions and labels"
+        )
+        n_dates = _ic_mean(series["spearman"], "ic_spearman", b, why)
+        _ic_mean(series["pearson"], "ic_pearson", b, why)
         _icir(series["spearman"], "date", b)
         b.put("n_dates", n_dates)
     else:
@@ -290,8 +363,9 @@ def ml_metrics(
         whole = _row_correlations(
             xs[np.newaxis, :], ys[np.newaxis, :], min_count=min_symbols, methods=_METHODS, n_threads=1
         )
-        _ic_summary(whole["spearman"], "sample", b, "ic_spearman")
-        _ic_summary(whole["pearson"], "sample", b, "ic_pearson")
+        why = f"fewer than {min_symbols} dates with both values, or constant predictions or labels"
+        _ic_mean(whole["spearman"], "ic_spearman", b, why)
+        _ic_mean(whole["pearson"], "ic_pearson", b, why)
         n_blocks_total = n_dates_total // ts_block
         span = n_blocks_total * ts_block
         blocks = _row_correlations(
@@ -302,22 +376,19 @@ def ml_metrics(
             n_threads=1,
         )["spearman"]
         _icir(blocks, f"{ts_block}-bar block", b)
-        b.put("n_dates", int(mask[:, col].sum()))
+        b.put("n_dates", int((~(np.isnan(xs) | np.isnan(ys))).sum()))
         b.put("n_blocks", int((~np.isnan(blocks)).sum()))
 
     if n_pairs:
-        diff = np.where(mask, x - y, 0.0)
-        b.put("mae", float(np.abs(diff).sum() / n_pairs))
-        b.put("rmse", float(np.sqrt(np.square(diff).sum() / n_pairs)))
+        with np.errstate(over="ignore"):
+            b.put("mae", stats.sum_abs / n_pairs)
+            b.put("rmse", float(np.sqrt(np.float64(stats.sum_sq) / n_pairs)))
     else:
         b.put("mae", None, "no (date, symbol) pair with both a prediction and a label")
         b.put("rmse", None, "no (date, symbol) pair with both a prediction and a label")
 
-    directional = mask & (x != 0) & (y != 0)
-    n_directional = int(directional.sum())
-    if n_directional:
-        hits = int((directional & ((x > 0) == (y > 0))).sum())
-        b.put("hit_rate", hits / n_directional)
+    if stats.n_directional:
+        b.put("hit_rate", stats.n_hits / stats.n_directional)
     else:
         b.put("hit_rate", None, "no pair with both prediction and label non-zero")
     b.put("n_pairs", n_pairs)

@@ -1,0 +1,207 @@
+"""The gateway's service layer: accept, run, read and watch alpha-backtest runs.
+
+`Gateway` is the composition root of the gateway process (`bootstrap`): gRPC
+channels to the four services, the MLflow tracker, the event bus and the job
+queue. Both entrypoints (REST in `rest.py`, gRPC in `grpc_api.py`) call its
+methods and nothing else.
+
+Accepting a run creates the task and run rows in one transaction (idempotent
+by `request_id`), publishes the `accepted` event and enqueues the job; a
+worker (this process or a replica on the JetStream work queue) takes it and
+runs the saga (`saga.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from alphaswarm.backtester.v1 import backtester_service_pb2_grpc as bpb_grpc
+from alphaswarm.common.v1 import resources_pb2
+from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
+from alphaswarm.registry.v1 import registry_service_pb2_grpc as rpb_grpc
+from alphaswarm.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
+from alphaswarm_common.config import AlphaBacktestConfig
+from alphaswarm_common.errors import DependencyUnavailable, InvalidArgument
+from alphaswarm_common.events import (
+    EventBus,
+    InProcessEventBus,
+    InProcessJobQueue,
+    JobQueue,
+    NatsEventBus,
+    NatsJobQueue,
+    ProgressEvent,
+)
+from alphaswarm_common.grpc_client import aio_call, aio_channel
+from alphaswarm_common.protoconv import config_to_proto
+from alphaswarm_common.settings import Settings
+from alphaswarm_common.tracking import Tracker
+
+__all__ = ["Clients", "Gateway", "bootstrap"]
+
+log = logging.getLogger(__name__)
+JOB_KIND = "alpha_backtest"
+
+
+@dataclass
+class Clients:
+    trainer: tpb_grpc.TrainerServiceStub
+    registry: rpb_grpc.RegistryServiceStub
+    backtester: bpb_grpc.BacktesterServiceStub
+    persistence: ppb_grpc.PersistenceServiceStub
+    channels: dict[str, grpc.aio.Channel]
+
+    async def close(self) -> None:
+        for ch in self.channels.values():
+            await ch.close()
+
+
+def _connect(settings: Settings) -> Clients:
+    addrs = {
+        "trainer": settings.trainer_addr,
+        "registry": settings.registry_addr,
+        "backtester": settings.backtester_addr,
+        "persistence": settings.persistence_addr,
+    }
+    missing = [k for k, v in addrs.items() if not v]
+    if missing:
+        raise InvalidArgument(
+            f"the gateway needs the addresses of {', '.join(missing)} (ALPHASWARM_<NAME>_ADDR)", field=f"{missing[0]}_addr"
+        )
+    channels = {k: aio_channel(v, max_message_bytes=settings.grpc_max_message_bytes) for k, v in addrs.items() if v}
+    return Clients(
+        trainer=tpb_grpc.TrainerServiceStub(channels["trainer"]),
+        registry=rpb_grpc.RegistryServiceStub(channels["registry"]),
+        backtester=bpb_grpc.BacktesterServiceStub(channels["backtester"]),
+        persistence=ppb_grpc.PersistenceServiceStub(channels["persistence"]),
+        channels=channels,
+    )
+
+
+class Gateway:
+    """What REST and gRPC can ask of the alpha-backtest workflow."""
+
+    def __init__(self, settings: Settings, clients: Clients, tracker: Tracker, bus: EventBus, queue: JobQueue) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.tracker = tracker
+        self.bus = bus
+        self.queue = queue
+        self._workers: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self, *, workers: bool = True) -> None:
+        await self.bus.start()
+        await self.queue.start()
+        if workers:
+            from alphaswarm_gateway.saga import AlphaBacktestSaga
+
+            saga = AlphaBacktestSaga(self)
+            self._workers = asyncio.create_task(
+                self.queue.consume(saga.handle_job, concurrency=self.settings.gateway_workers), name="saga-workers"
+            )
+
+    async def close(self) -> None:
+        if self._workers is not None:
+            self._workers.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._workers
+        await self.queue.close()
+        await self.bus.close()
+        await self.clients.close()
+
+    async def readiness(self) -> dict[str, Any]:
+        """Health of every upstream service and of the event bus."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        checks: dict[str, Any] = {}
+        for name, ch in self.clients.channels.items():
+            try:
+                resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                checks[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+            except grpc.aio.AioRpcError as exc:
+                checks[name] = exc.code().name
+        checks["event_bus"] = "SERVING" if await self.bus.ready() else "NOT_CONNECTED"
+        checks["ready"] = all(v == "SERVING" for v in checks.values())
+        return checks
+
+    # -- runs -----------------------------------------------------------------------------------
+    async def start_run(self, cfg: AlphaBacktestConfig, *, request_id: str | None = None) -> resources_pb2.AlphaBacktestRun:
+        """Accept a run: create its rows, publish `accepted`, enqueue the job. Returns the stored run."""
+        request_id = request_id or cfg.request_id or ""
+        run = resources_pb2.AlphaBacktestRun(
+            run_name=cfg.run_name,
+            state=resources_pb2.RUN_STATE_PENDING,
+            config=config_to_proto(cfg),
+            stage="accepted",
+            deployment_id=cfg.deployment_id or "",
+        )
+        created = await aio_call(
+            self.clients.persistence.CreateAlphaBacktestRun,
+            ppb.CreateAlphaBacktestRunRequest(run=run, request_id=request_id),
+            timeout=self.settings.deadline_default_seconds,
+            target="persistence",
+        )
+        stored = created.run
+        if not created.created:
+            return stored  # the same request again: one run, already queued
+        await self.bus.publish(ProgressEvent(
+            task_id=stored.task_id, seq=1, stage="accepted", status="accepted", pct=0.0,
+            message=f"run {stored.run_id} accepted",
+            data={"run_id": stored.run_id, "run_name": cfg.run_name, "train_first": cfg.train_first},
+        ))
+        try:
+            await self.queue.enqueue(JOB_KIND, {"run_id": stored.run_id, "task_id": stored.task_id})
+        except Exception as exc:  # the queue is down: fail the run rather than leave it pending forever
+            from alphaswarm_gateway.saga import fail_unstarted
+
+            await fail_unstarted(self, stored, "accepted", DependencyUnavailable(f"job queue unavailable: {exc}"))
+            raise DependencyUnavailable(f"job queue unavailable: {exc}") from exc
+        return stored
+
+    async def get_run(self, *, run_id: str = "", task_id: str = "") -> resources_pb2.AlphaBacktestRun:
+        resp = await aio_call(
+            self.clients.persistence.GetAlphaBacktestRun,
+            ppb.GetAlphaBacktestRunRequest(run_id=run_id, task_id=task_id),
+            timeout=self.settings.deadline_default_seconds, target="persistence",
+        )
+        return resp.run
+
+    async def list_runs(self, *, page_size: int = 50, page_token: str = "") -> ppb.ListAlphaBacktestRunsResponse:
+        return await aio_call(
+            self.clients.persistence.ListAlphaBacktestRuns,
+            ppb.ListAlphaBacktestRunsRequest(page_size=page_size, page_token=page_token),
+            timeout=self.settings.deadline_default_seconds, target="persistence",
+        )
+
+    async def list_predictions(self, run_id: str, *, symbol: str = "", page_size: int = 500,
+                               page_token: str = "") -> ppb.ListPredictionAuditResponse:
+        return await aio_call(
+            self.clients.persistence.ListPredictionAudit,
+            ppb.ListPredictionAuditRequest(run_id=run_id, symbol=symbol, page_size=page_size, page_token=page_token),
+            timeout=self.settings.deadline_default_seconds, target="persistence",
+        )
+
+    async def watch(self, task_id: str, *, after_seq: int = 0) -> AsyncIterator[ProgressEvent]:
+        """Progress events of a task from the first (replayed), ending after the terminal event."""
+        await self.get_run(task_id=task_id)  # NotFound for an unknown task
+        async for event in self.bus.subscribe(task_id, after_seq=after_seq):
+            yield event
+
+
+def bootstrap(settings: Settings, *, tracker: Tracker | None = None, bus: EventBus | None = None,
+              queue: JobQueue | None = None, clients: Clients | None = None) -> Gateway:
+    """Wire the gateway from settings; tests pass fakes or in-process adapters here."""
+    if bus is None:
+        bus = NatsEventBus(settings.nats_url) if settings.nats_url else InProcessEventBus()
+    if queue is None:
+        queue = NatsJobQueue(settings.nats_url) if settings.nats_url else InProcessJobQueue()
+    tracker = tracker or Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
+    return Gateway(settings, clients or _connect(settings), tracker, bus, queue)

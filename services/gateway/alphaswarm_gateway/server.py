@@ -1,0 +1,26 @@
+"""Process entry of the gateway: REST + SSE (uvicorn) and the gateway's gRPC API.
+
+`python -m alphaswarm_gateway.server`; settings from `ALPHASWARM_*`
+(`ALPHASWARM_HTTP_PORT`, `ALPHASWARM_GRPC_PORT`, the four service addresses,
+`ALPHASWARM_NATS_URL`, `MLFLOW_TRACKING_URI`).
+"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from alphaswarm_common.service import configure_logging
+from alphaswarm_common.settings import Settings
+from alphaswarm_gateway.rest import create_app
+
+
+def main() -> None:
+    configure_logging()
+    settings = Settings()
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info",
+                timeout_graceful_shutdown=int(settings.grpc_shutdown_grace_seconds) or None)
+
+
+if __name__ == "__main__":
+    main()
