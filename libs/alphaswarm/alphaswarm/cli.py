@@ -1,0 +1,224 @@
+"""The `alphaswarm` command.
+
+    alphaswarm run CONFIG.yaml [--output table|json]   run an alpha backtest (embedded stack unless
+                                                       ALPHASWARM_GATEWAY_ADDR / --gateway is given)
+    alphaswarm serve [--port 8000] [--grpc-port 50051] the whole stack in one process with REST + SSE
+    alphaswarm runs list | runs get RUN_ID             read runs from a gateway (or the embedded stack)
+    alphaswarm migrate [--url URL]                     upgrade the catalog to the latest schema
+
+Exit status: 0 on success, 1 when the run failed, 2 for invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from alphaswarm_common.errors import AlphaSwarmError
+
+ML_ROWS = ("ic_spearman", "ic_pearson", "icir", "mae", "rmse", "hit_rate")
+TRADING_ROWS = ("sharpe", "sortino", "calmar", "max_drawdown", "total_return", "turnover_adj_sharpe")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from alphaswarm_common.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "home", None):
+        overrides["home"] = Path(args.home)
+    settings = Settings()
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _print_table(result: Any, console: Any) -> None:
+    from rich.table import Table
+
+    metrics = result.combined_metrics or {}
+    reasons = metrics.get("reasons", {})
+    table = Table(title=f"{result.run_name}: combined metrics", show_lines=False)
+    table.add_column("side")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for side, rows in (("ml", ML_ROWS), ("trading", TRADING_ROWS)):
+        values = metrics.get(side, {})
+        for name in rows:
+            value = values.get(name)
+            shown = _fmt(value) if value is not None else f"null ({reasons.get(f'{side}.{name}', 'undefined')})"
+            table.add_row(side, name, shown)
+    table.add_row("combined", "score", _fmt(metrics.get("score")), style="bold")
+    console.print(table)
+    ids = Table(title="links", show_header=False)
+    ids.add_column("id")
+    ids.add_column("value")
+    for label, value in (
+        ("task id", result.task_id), ("run id", result.run_id),
+        ("MLflow parent run id", result.mlflow_parent_run_id),
+        ("MLflow train run id", result.mlflow_train_run_id),
+        ("MLflow backtest run id", result.mlflow_backtest_run_id),
+        ("model", f"{result.model_name} v{result.model_version}" if result.model_name else None),
+        ("deployment id", result.deployment_id), ("backtest id", result.backtest_id),
+        ("duration", f"{result.duration_seconds:.2f} s" if result.duration_seconds else None),
+    ):
+        ids.add_row(label, _fmt(value))
+    console.print(ids)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from alphaswarm.client import RunFailed
+    from alphaswarm.ml.alpha_backtest_experiment import AlphaBacktestExperiment, load_config
+
+    err = Console(stderr=True)
+    cfg = load_config(args.config)
+    experiment = AlphaBacktestExperiment.from_config(cfg, settings=_settings(args), gateway_addr=args.gateway)
+    as_json = args.output == "json"
+    progress = Progress(TextColumn("[bold]{task.fields[stage]:<12}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        TimeElapsedColumn(), TextColumn("{task.description}"), console=err, transient=False,
+                        disable=as_json and not err.is_terminal)
+    with progress:
+        bar = progress.add_task("starting the embedded stack" if not args.gateway else "connecting", total=100,
+                                stage="starting")
+
+        def on_event(event: Any) -> None:
+            progress.update(bar, completed=event.pct, description=event.message, stage=event.stage)
+            if not progress.disable and not err.is_terminal:
+                err.print(f"{event.stage:<12} {event.status:<9} {event.pct:5.1f}% {event.message}")
+
+        try:
+            result = experiment.run(on_event=on_event, raise_on_failure=False)
+        except RunFailed as exc:  # pragma: no cover - raise_on_failure=False
+            result = exc.result
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        out = Console()
+        if result.status == "succeeded":
+            _print_table(result, out)
+        else:
+            e = result.error or {}
+            out.print(f"[bold red]run {result.run_id} failed[/] at [bold]{e.get('stage')}[/]: {e.get('code')}: "
+                      f"{e.get('message')}")
+    return 0 if result.status == "succeeded" else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from alphaswarm.embedded import start_services
+    from alphaswarm_common.service import configure_logging
+    from alphaswarm_gateway.rest import create_app
+
+    configure_logging()
+    settings = _settings(args).model_copy(update={"http_host": args.host, "http_port": args.port,
+                                                  "grpc_port": args.grpc_port})
+    settings, servers, tracker = start_services(settings)
+    from alphaswarm_gateway.core import bootstrap
+
+    app = create_app(settings, gateway=bootstrap(settings, tracker=tracker))
+    try:
+        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info")
+    finally:
+        for server in servers:
+            server.stop(1).wait()
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from alphaswarm.client import gateway_client, result_from_run
+
+    client = gateway_client(_settings(args), gateway_addr=args.gateway)
+    if args.action == "list":
+        page = client.list(page_size=args.page_size, page_token=args.page_token or "")
+        doc: Any = {"items": [result_from_run(r, []).to_dict() for r in page.runs],
+                    "next_page_token": page.next_page_token or None}
+    else:
+        doc = result_from_run(client.get(run_id=args.run_id), []).to_dict()
+    print(json.dumps(doc, indent=2, default=str))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from alphaswarm_persistence.migrations import upgrade
+
+    settings = _settings(args)
+    url = args.url or settings.catalog_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    print(f"catalog at {url} is at the latest revision")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alphaswarm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an alpha backtest from a YAML/JSON config")
+    run.add_argument("config", help="path of the run config (YAML or JSON)")
+    run.add_argument("--output", choices=["table", "json"], default="table")
+    run.add_argument("--home", help="folder of the embedded stores (default ./.alphaswarm)")
+    run.add_argument("--gateway", help="host:port of a running gateway (default: start the embedded stack)")
+    run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser("serve", help="serve REST, SSE and gRPC with the embedded stack")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=50051)
+    serve.add_argument("--home", help="folder of the embedded stores (default ./.alphaswarm)")
+    serve.set_defaults(func=cmd_serve)
+
+    runs = sub.add_parser("runs", help="read alpha-backtest runs")
+    runs.add_argument("action", choices=["list", "get"])
+    runs.add_argument("run_id", nargs="?")
+    runs.add_argument("--page-size", type=int, default=20)
+    runs.add_argument("--page-token")
+    runs.add_argument("--home")
+    runs.add_argument("--gateway")
+    runs.set_defaults(func=cmd_runs)
+
+    migrate = sub.add_parser("migrate", help="upgrade the catalog schema")
+    migrate.add_argument("--url", help="SQLAlchemy URL (default: the configured catalog)")
+    migrate.add_argument("--home")
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow\..*")
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from alphaswarm_common.tracking import quiet_mlflow
+
+    quiet_mlflow()
+    args = build_parser().parse_args(argv)
+    if args.command == "runs" and args.action == "get" and not args.run_id:
+        print("alphaswarm runs get: RUN_ID is required", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except AlphaSwarmError as exc:
+        print(f"error: {exc.grpc_code}: {exc}", file=sys.stderr)
+        return 2 if exc.http_status < 500 else 1
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

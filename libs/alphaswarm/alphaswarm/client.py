@@ -1,0 +1,173 @@
+"""A synchronous client of the gateway's gRPC API (`AlphaBacktestService`).
+
+Without an address it starts the embedded stack once per process (stopped at
+exit), so `AlphaBacktestExperiment(...).run()` and `alphaswarm run` need no
+server; with `ALPHASWARM_GATEWAY_ADDR` (or `gateway_addr=`) it talks to a
+running gateway.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from alphaswarm.common.v1 import resources_pb2
+from alphaswarm.gateway.v1 import gateway_service_pb2 as pb
+from alphaswarm.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
+from alphaswarm_common.config import AlphaBacktestConfig
+from alphaswarm_common.errors import AlphaSwarmError, error_from_code
+from alphaswarm_common.events import ProgressEvent
+from alphaswarm_common.grpc_client import call, channel, error_from_rpc
+from alphaswarm_common.protoconv import config_to_proto, struct_to_dict, timestamp_to_datetime
+from alphaswarm_common.settings import Settings
+
+__all__ = ["AlphaBacktestResult", "GatewayClient", "RunFailed", "gateway_client"]
+
+_embedded_lock = threading.Lock()
+_embedded: Any = None
+
+
+class RunFailed(AlphaSwarmError):
+    """A run ended FAILED; `.result` holds the run, `.stage` the failing stage."""
+
+    def __init__(self, result: AlphaBacktestResult) -> None:
+        err = result.error or {}
+        cause = error_from_code(err.get("code", "INTERNAL"), err.get("message", "failed"))
+        super().__init__(f"run {result.run_id} failed at {err.get('stage')}: {err.get('message')}",
+                         field=err.get("field") or None, reason=cause.reason)
+        self.grpc_code = cause.grpc_code  # type: ignore[misc]
+        self.http_status = cause.http_status  # type: ignore[misc]
+        self.result = result
+        self.stage = err.get("stage")
+
+
+@dataclass
+class AlphaBacktestResult:
+    """What a finished run produced and the ids that link it everywhere."""
+
+    run_id: str
+    task_id: str
+    run_name: str
+    status: str
+    combined_metrics: dict[str, Any] | None
+    model_name: str | None
+    model_version: str | None
+    deployment_id: str | None
+    mlflow_parent_run_id: str | None
+    mlflow_train_run_id: str | None
+    mlflow_backtest_run_id: str | None
+    backtest_id: str | None
+    error: dict[str, Any] | None
+    duration_seconds: float | None
+    predictions_captured: bool
+    events: list[ProgressEvent] = field(default_factory=list)
+
+    @property
+    def score(self) -> float | None:
+        return (self.combined_metrics or {}).get("score")
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = {k: v for k, v in self.__dict__.items() if k != "events"}
+        doc["events"] = [e.model_dump(mode="json") for e in self.events]
+        return doc
+
+
+_STATES = {
+    resources_pb2.RUN_STATE_PENDING: "pending",
+    resources_pb2.RUN_STATE_RUNNING: "running",
+    resources_pb2.RUN_STATE_SUCCEEDED: "succeeded",
+    resources_pb2.RUN_STATE_FAILED: "failed",
+    resources_pb2.RUN_STATE_CANCELLED: "cancelled",
+}
+
+
+def result_from_run(run: resources_pb2.AlphaBacktestRun, events: list[ProgressEvent]) -> AlphaBacktestResult:
+    error = None
+    if run.HasField("error") and run.error.code:
+        error = {"stage": run.error.stage, "code": run.error.code, "message": run.error.message,
+                 "field": run.error.field or None}
+    return AlphaBacktestResult(
+        run_id=run.run_id,
+        task_id=run.task_id,
+        run_name=run.run_name,
+        status=_STATES.get(run.state, "unspecified"),
+        combined_metrics=struct_to_dict(run.combined_metrics) if run.HasField("combined_metrics") else None,
+        model_name=run.model_name or None,
+        model_version=run.model_version or None,
+        deployment_id=run.deployment_id or None,
+        mlflow_parent_run_id=run.mlflow_parent_run_id or None,
+        mlflow_train_run_id=run.mlflow_train_run_id or None,
+        mlflow_backtest_run_id=run.mlflow_backtest_run_id or None,
+        backtest_id=run.backtest_id or None,
+        error=error,
+        duration_seconds=run.duration_seconds or None,
+        predictions_captured=run.predictions_captured,
+        events=events,
+    )
+
+
+class GatewayClient:
+    def __init__(self, address: str, *, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.address = address
+        self._channel = channel(address, max_message_bytes=self.settings.grpc_max_message_bytes)
+        self.stub = pb_grpc.AlphaBacktestServiceStub(self._channel)
+
+    def start(self, cfg: AlphaBacktestConfig, *, request_id: str = "") -> pb.StartAlphaBacktestRunResponse:
+        return call(self.stub.StartAlphaBacktestRun,
+                    pb.StartAlphaBacktestRunRequest(config=config_to_proto(cfg), request_id=request_id),
+                    timeout=self.settings.deadline_default_seconds, target="gateway")
+
+    def get(self, *, run_id: str = "", task_id: str = "") -> resources_pb2.AlphaBacktestRun:
+        return call(self.stub.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(run_id=run_id, task_id=task_id),
+                    timeout=self.settings.deadline_default_seconds, target="gateway").run
+
+    def list(self, *, page_size: int = 50, page_token: str = "") -> pb.ListAlphaBacktestRunsResponse:
+        return call(self.stub.ListAlphaBacktestRuns, pb.ListAlphaBacktestRunsRequest(page_size=page_size,
+                                                                                    page_token=page_token),
+                    timeout=self.settings.deadline_default_seconds, target="gateway")
+
+    def watch(self, task_id: str, *, timeout: float | None = None) -> Iterator[ProgressEvent]:
+        import grpc
+
+        total = timeout or (self.settings.deadline_train_seconds + self.settings.deadline_predict_seconds
+                            + self.settings.deadline_backtest_seconds)
+        try:
+            for msg in self.stub.WatchAlphaBacktestRun(pb.WatchAlphaBacktestRunRequest(task_id=task_id), timeout=total):
+                e = msg.event
+                yield ProgressEvent(task_id=e.task_id, seq=e.seq, ts=timestamp_to_datetime(e.ts), stage=e.stage,
+                                    status=e.status, pct=e.pct, message=e.message, data=struct_to_dict(e.data))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, target="gateway") from None
+
+    def run(self, cfg: AlphaBacktestConfig, *, on_event: Callable[[ProgressEvent], None] | None = None,
+            request_id: str = "", timeout: float | None = None) -> AlphaBacktestResult:
+        accepted = self.start(cfg, request_id=request_id)
+        events = []
+        for event in self.watch(accepted.task_id, timeout=timeout):
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+        return result_from_run(self.get(run_id=accepted.run_id), events)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def gateway_client(settings: Settings | None = None, *, gateway_addr: str | None = None) -> GatewayClient:
+    """A client of the configured gateway, or of the embedded stack (started once per process)."""
+    global _embedded
+    settings = settings or Settings()
+    address = gateway_addr or settings.gateway_addr
+    if not address:
+        with _embedded_lock:
+            if _embedded is None:
+                from alphaswarm.embedded import EmbeddedStack
+
+                _embedded = EmbeddedStack(settings).start()
+                atexit.register(_embedded.stop)
+            address = _embedded.gateway_addr
+    return GatewayClient(address, settings=settings)

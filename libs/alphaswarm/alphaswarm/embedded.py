@@ -1,0 +1,128 @@
+"""The embedded stack: the five services in one process, on loopback.
+
+Each service is a real gRPC server on an ephemeral port (the saga talks to
+them over sockets exactly as in the distributed deployment); the catalog is
+SQLite and the MLflow store a SQLite file under `settings.home`
+(`./.alphaswarm/`); progress and jobs use the in-process bus. The gateway runs
+in its own asyncio loop on a background thread.
+
+    with EmbeddedStack(Settings()) as stack:
+        stack.gateway_addr  # "127.0.0.1:PORT"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from alphaswarm_common.grpc_server import ServiceRegistration, serve, serve_aio
+from alphaswarm_common.settings import Settings
+from alphaswarm_common.tracking import Tracker
+
+__all__ = ["EmbeddedStack", "start_services"]
+
+log = logging.getLogger(__name__)
+
+
+def _serve(settings: Settings, registrations: list[ServiceRegistration]) -> tuple[Any, str]:
+    server, port = serve(registrations, host="127.0.0.1", port=0, max_workers=settings.grpc_max_workers,
+                         max_message_bytes=settings.grpc_max_message_bytes)
+    return server, f"127.0.0.1:{port}"
+
+
+def start_services(settings: Settings, tracker: Tracker | None = None) -> tuple[Settings, list[Any], Tracker]:
+    """Start persistence, trainer, registry and backtester; return settings with their addresses."""
+    from alphaswarm_backtester import server as backtester_server
+    from alphaswarm_persistence import server as persistence_server
+    from alphaswarm_registry import server as registry_server
+    from alphaswarm_trainer import server as trainer_server
+
+    settings.resolved_home().mkdir(parents=True, exist_ok=True)
+    tracker = tracker or Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
+    # Opening the MLflow store (its schema on first use) overlaps with the catalog migration.
+    warm = threading.Thread(target=tracker.warm_up, name="mlflow-warm-up", daemon=True)
+    warm.start()
+    servers = []
+    server, addr = _serve(settings, persistence_server.build(settings))
+    servers.append(server)
+    settings = settings.model_copy(update={"persistence_addr": addr})
+    for name, module in (("trainer", trainer_server), ("registry", registry_server), ("backtester", backtester_server)):
+        server, addr = _serve(settings, module.build(settings, tracker=tracker))
+        servers.append(server)
+        settings = settings.model_copy(update={f"{name}_addr": addr})
+    warm.join()
+    return settings, servers, tracker
+
+
+class EmbeddedStack:
+    """All five services in this process; `gateway_addr` serves AlphaBacktestService."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.gateway_addr: str | None = None
+        self._servers: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._gateway: Any = None
+        self._grpc: Any = None
+
+    def start(self) -> EmbeddedStack:
+        settings, self._servers, tracker = start_services(self.settings)
+        self.settings = settings
+        started: Future[str] = Future()
+        self._loop = asyncio.new_event_loop()
+
+        async def boot() -> None:
+            from alphaswarm.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
+            from alphaswarm_gateway.core import bootstrap
+            from alphaswarm_gateway.grpc_api import SERVICE_NAME, AlphaBacktestServicer
+
+            self._gateway = bootstrap(settings, tracker=tracker)
+            await self._gateway.start()
+            self._grpc, port = await serve_aio(
+                [ServiceRegistration(pb_grpc.add_AlphaBacktestServiceServicer_to_server,
+                                     AlphaBacktestServicer(self._gateway), SERVICE_NAME)],
+                host="127.0.0.1", port=0, max_message_bytes=settings.grpc_max_message_bytes,
+            )
+            started.set_result(f"127.0.0.1:{port}")
+
+        def run_loop() -> None:
+            assert self._loop is not None
+            asyncio.set_event_loop(self._loop)
+            task = self._loop.create_task(boot())
+            task.add_done_callback(lambda t: t.exception() and not started.done() and started.set_exception(t.exception()))
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run_loop, name="gateway-loop", daemon=True)
+        self._thread.start()
+        self.gateway_addr = started.result(timeout=120)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            async def shutdown() -> None:
+                if self._grpc is not None:
+                    await self._grpc.stop(1)
+                if self._gateway is not None:
+                    await self._gateway.close()
+
+            try:
+                asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=30)
+            except Exception:  # pragma: no cover - best effort on exit
+                log.exception("gateway shutdown")
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._loop = None
+        for server in self._servers:
+            server.stop(1).wait()
+        self._servers = []
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
