@@ -7,11 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
-from sklearn.metrics import mean_absolute_error, mean_squared_error
-
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics import MetricSet, ic_series, ml_metrics
+from scipy import stats
+from sklearn.metrics import mean_absolute_error, mean_squared_error
 
 pytestmark = pytest.mark.unit
 

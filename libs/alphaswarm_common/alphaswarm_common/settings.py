@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     mlflow_artifact_root: str | None = Field(default=None, description="Artifact root for new experiments (file stores).")
     nats_url: str | None = Field(default=None, description="NATS server URL; the in-process bus when unset.")
     ml_prediction_audit_enabled: bool = Field(default=False, description="Write MLPredictionAudit rows when a run captures predictions.")
+    migrate_on_start: bool = Field(default=True, description="The persistence service upgrades the catalog schema when it starts.")
 
     # Addresses of the services (host:port). Unset in embedded mode, where the launcher fills them in.
     trainer_addr: str | None = None

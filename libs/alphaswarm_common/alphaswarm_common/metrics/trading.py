@@ -128,9 +128,10 @@ def drawdown_series(returns: ArrayLike) -> Array:
     peak, as in `empyrical.drawdown_series`.
     """
     r = _as_returns(returns, "returns")
-    equity = np.cumprod(1.0 + r)
-    peak = np.maximum(np.maximum.accumulate(equity), 1.0) if r.size else equity
-    return equity / peak - 1.0
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing equity gives NaN, not a warning
+        equity = np.cumprod(1.0 + r)
+        peak = np.maximum(np.maximum.accumulate(equity), 1.0) if r.size else equity
+        return equity / peak - 1.0
 
 
 def _longest_true_run(flags: NDArray[np.bool_]) -> int:
@@ -350,6 +351,36 @@ def trading_metrics(
     closed trade; `benchmark` is a per-bar return series aligned with
     `returns`. See the module docstring for every definition.
     """
+    # Overflow (absurd returns compounding past 1e308) must not warn: the
+    # builder reports any non-finite result as None "not finite".
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _trading_metrics(
+            returns,
+            periods_per_year=periods_per_year,
+            rf=rf,
+            turnover=turnover,
+            traded=traded,
+            turnover_penalty=turnover_penalty,
+            trade_pnls=trade_pnls,
+            trade_returns=trade_returns,
+            benchmark=benchmark,
+            initial_capital=initial_capital,
+        )
+
+
+def _trading_metrics(
+    returns: ArrayLike,
+    *,
+    periods_per_year: float,
+    rf: float,
+    turnover: ArrayLike | None,
+    traded: ArrayLike | None,
+    turnover_penalty: float,
+    trade_pnls: ArrayLike | None,
+    trade_returns: ArrayLike | None,
+    benchmark: ArrayLike | None,
+    initial_capital: float | None,
+) -> MetricSet:
     r = _as_returns(returns, "returns")
     ppy = _finite_float(periods_per_year, "periods_per_year", minimum=0.0, strict=True)
     rf = _finite_float(rf, "rf")
@@ -375,8 +406,7 @@ def trading_metrics(
         growth = float(np.prod(1.0 + r))
         b.put("total_return", growth - 1.0)
         if growth > 0.0:
-            with np.errstate(over="ignore"):
-                b.put("annualized_return", float(np.power(growth, ppy / n)) - 1.0)
+            b.put("annualized_return", float(np.power(growth, ppy / n)) - 1.0)
         elif growth == 0.0:
             b.put("annualized_return", -1.0)
         else:
@@ -502,8 +532,7 @@ def trading_metrics(
                 b.put("beta", beta)
                 mean_alpha = float(np.mean(excess - beta * (bench - rf_p)))
                 if 1.0 + mean_alpha > 0.0:
-                    with np.errstate(over="ignore"):
-                        b.put("alpha", float(np.power(1.0 + mean_alpha, ppy)) - 1.0)
+                    b.put("alpha", float(np.power(1.0 + mean_alpha, ppy)) - 1.0)
                 else:
                     b.put("alpha", None, "mean per-period alpha <= -100%")
 

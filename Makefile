@@ -1,0 +1,74 @@
+# The verbs people reach for. Everything runs from the project's own virtualenv (.venv).
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+UV      := $(BIN)/uv
+CONFIG  ?= configs/ml/alpha_backtest/ridge_alpha_backtest.yaml
+
+.PHONY: install install-dev run serve test test-unit test-integration check lint format typecheck protos protos-check bench up down config migrate clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip uv
+
+install: $(BIN)/python            ## runtime dependencies + the alphaswarm command
+	$(UV) pip install --quiet --python $(BIN)/python -e .
+
+install-dev: $(BIN)/python        ## runtime + test/lint dependencies
+	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev]'
+
+run: install                       ## the main job on the embedded default (no servers needed)
+	$(BIN)/alphaswarm run $(CONFIG)
+
+serve: install                     ## REST + SSE on :8000 and gRPC on :50051, embedded stack
+	$(BIN)/alphaswarm serve --port 8000
+
+test: install-dev                  ## every test; starts PostgreSQL and NATS when they are not running
+	scripts/ensure_services.sh
+	$(BIN)/python -m pytest -q
+
+test-unit: install-dev
+	$(BIN)/python -m pytest -q -m unit
+
+test-integration: install-dev
+	scripts/ensure_services.sh
+	$(BIN)/python -m pytest -q -m "integration or e2e"
+
+check: install-dev lint typecheck protos-check  ## lint, types, architecture contract, fresh stubs
+	$(BIN)/lint-imports
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck:
+	$(BIN)/mypy libs/alphaswarm_common/alphaswarm_common services libs/alphaswarm/alphaswarm
+
+protos:                            ## regenerate the gRPC stubs from protos/
+	$(BIN)/python scripts/gen_protos.py
+
+protos-check:
+	$(BIN)/python scripts/gen_protos.py --check
+
+bench: install-dev                 ## benchmarks (figures go to stdout with the command that made them)
+	$(BIN)/python benchmarks/bench_e2e.py
+	$(BIN)/python benchmarks/bench_engine.py
+
+up:                                ## the distributed topology in containers
+	docker-compose -f deploy/docker-compose.yml up --build -d
+
+down:
+	docker-compose -f deploy/docker-compose.yml down
+
+config:                            ## validate the compose file
+	docker-compose -f deploy/docker-compose.yml config -q
+
+migrate: install
+	$(BIN)/alphaswarm migrate
+
+clean:
+	rm -rf .alphaswarm .pytest_cache .ruff_cache .mypy_cache

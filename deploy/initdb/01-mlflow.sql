@@ -1,0 +1,2 @@
+-- The MLflow tracking server keeps its own database beside the catalog.
+CREATE DATABASE mlflow OWNER alphaswarm;

@@ -1,0 +1,530 @@
+"""Load a `Panel` from a shipped dataset or a CSV / Parquet file, and check segments against it.
+
+Sources (`DatasetConfig.source`)
+--------------------------------
+- A shipped dataset name (`SHIPPED_DATASETS`, e.g. `sp500`). A shipped name
+  wins over a file of the same name in the working directory.
+- Otherwise a path (`~` expanded; relative paths against `base_dir`, default
+  the working directory) to a `.csv` (optionally compressed: `.csv.gz`,
+  `.csv.bz2`, `.csv.xz`, `.csv.zst`, `.csv.zip`) or `.parquet` / `.pq` file.
+
+Layouts (`DatasetConfig.format`, `auto` detects)
+------------------------------------------------
+- long: columns `date`, `symbol`, `close` and optionally `open`, `high`,
+  `low`, `volume` (names case-insensitive, surrounding spaces ignored; other
+  columns ignored). `auto` picks long when there is a `symbol` column.
+- wide: `date` then one close column per symbol (symbol names kept as
+  written). Every non-date column is a symbol and must be numeric.
+
+Dates: ISO strings, datetimes, or integers `YYYYMMDD`. Time zones are dropped
+keeping the local wall-clock date; a time of day is truncated to the date,
+and two bars falling on one date are a duplicate (intraday data is not
+supported). Symbols of a long file are sorted; a wide file keeps its column
+order; `symbols` in the config reorders to the order given.
+
+Validation (every problem is a `DataError` naming the field and the first
+offending row): unreadable or missing file, unsupported extension, missing
+`date` / `close` / `symbol` column (`dataset_cfg.source`); unparsable dates,
+dates not increasing in file order (a wide file), or per symbol in file
+order (a long file: it may be sorted by symbol then date, or by date);
+duplicate dates or (date, symbol) pairs; non-numeric, non-finite or
+non-positive prices, negative volumes (`dataset_cfg.source`); unknown
+symbols (`dataset_cfg.symbols`); no data left after the date filter
+(`dataset_cfg.start_date` / `end_date`). Files are rejected rather than
+silently sorted: out-of-order rows usually mean a broken export or a wrong
+day/month parse.
+
+Missing values: an empty cell, or a (date, symbol) pair absent from a long
+file, is a missing bar (NaN); see `Panel`. After the date filter, dates with
+no close for any symbol are dropped (not trading dates of this universe),
+and when `symbols` is not given, so are symbols with no close in the window.
+A symbol named in `symbols` with no close in the window is an error.
+
+Caching: loads are memoised in-process by (resolved path, mtime, size,
+format) for the parsed file and by that plus (symbols, start_date,
+end_date) for the result, so repeated loads return the same immutable
+`Panel` object. Editing the file invalidates its entries; `clear_cache()`
+empties the cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from alphaswarm_common.config import DatasetConfig
+from alphaswarm_common.data.panel import FIELDS, Panel
+from alphaswarm_common.errors import DataError
+from alphaswarm_common.labels import SEGMENT_NAMES, segment_rows
+
+__all__ = [
+    "DEFAULT_MIN_SEGMENT_DATES",
+    "SHIPPED_DATASETS",
+    "ShippedDataset",
+    "clear_cache",
+    "load_panel",
+    "panel_from_frame",
+    "read_panel",
+    "validate_segments",
+]
+
+_SOURCE = "dataset_cfg.source"
+_SYMBOLS = "dataset_cfg.symbols"
+
+
+@dataclass(frozen=True)
+class ShippedDataset:
+    """A dataset inside the package: file name, layout and provenance."""
+
+    filename: str
+    format: Literal["long", "wide"]
+    description: str
+
+
+SHIPPED_DATASETS: Mapping[str, ShippedDataset] = {
+    "sp500": ShippedDataset(
+        filename="sp500_dataset.csv.gz",
+        format="wide",
+        description=(
+            "Adjusted daily closes of 20 S&P 500 stocks, 1990-01-02..2022-12-28 (8313 dates), "
+            "from skfolio's datasets (BSD-3-Clause, see LICENSE-skfolio-sp500.txt)"
+        ),
+    ),
+}
+
+DEFAULT_MIN_SEGMENT_DATES: Mapping[str, int] = {"train": 20, "valid": 5, "test": 5}
+
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".csv.zip")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+# --------------------------------------------------------------------------- cache
+
+
+class _LRU:
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[Any, ...], Panel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Panel | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[Any, ...], value: Panel) -> Panel:
+        """Store `value` unless another thread stored one first; return the stored panel."""
+        with self._lock:
+            existing = self._items.get(key)
+            if existing is not None:
+                self._items.move_to_end(key)
+                return existing
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_FILES = _LRU(4)
+_RESULTS = _LRU(32)
+
+
+def clear_cache() -> None:
+    """Forget every memoised panel (files and filtered results)."""
+    _FILES.clear()
+    _RESULTS.clear()
+
+
+# --------------------------------------------------------------------------- public
+
+
+def load_panel(cfg: DatasetConfig, *, base_dir: str | Path | None = None) -> Panel:
+    """The panel `cfg` describes: source, layout, `symbols`, `start_date`, `end_date` applied.
+
+    Repeated calls with the same source file (unchanged on disk) and filters
+    return the same `Panel` object. See the module docstring for formats,
+    validation and the missing-data policy.
+    """
+    if cfg.start_date and cfg.end_date and cfg.end_date < cfg.start_date:
+        raise DataError(
+            f"end_date ({cfg.end_date}) is before start_date ({cfg.start_date})", field="dataset_cfg.end_date"
+        )
+    file_key, path, fmt = _resolve(cfg.source, cfg.format, base_dir)
+    key = (*file_key, None if cfg.symbols is None else tuple(cfg.symbols), cfg.start_date, cfg.end_date)
+    cached = _RESULTS.get(key)
+    if cached is not None:
+        return cached
+    full = _FILES.get(file_key)
+    if full is None:
+        full = _FILES.put(file_key, read_panel(path, format=fmt))
+    panel = _filter(full, cfg.symbols, cfg.start_date, cfg.end_date)
+    return _RESULTS.put(key, panel)
+
+
+def read_panel(path: str | Path, *, format: Literal["auto", "long", "wide"] = "auto") -> Panel:
+    """Parse and validate one CSV or Parquet file into a `Panel` (no filtering, no cache)."""
+    path = Path(path)
+    frame = _read_frame(path)
+    header = _csv_header(path) if _is_csv(path) else None
+    return panel_from_frame(frame, format=format, header=header, source=str(path))
+
+
+def panel_from_frame(
+    frame: pd.DataFrame,
+    *,
+    format: Literal["auto", "long", "wide"] = "auto",
+    header: list[str] | None = None,
+    source: str = "the data",
+) -> Panel:
+    """A validated `Panel` from a long or wide frame laid out as a file would be (see module docstring).
+
+    `header` is the raw column row of a CSV, used to detect duplicated column
+    names that the CSV reader renamed; `source` names the data in messages.
+    Errors are `DataError(field="dataset_cfg.source")`.
+    """
+    if frame.index.name is not None and str(frame.index.name).strip().lower() == "date":
+        frame = frame.reset_index()
+    columns = [str(c) for c in (header if header is not None else frame.columns)]
+    lower = [c.strip().lower() for c in columns]
+    dup = sorted({c for c in lower if lower.count(c) > 1 and (c in ("date", "symbol", *FIELDS) or c == "")})
+    if header is not None:
+        raw_dups = sorted({c for c in columns if columns.count(c) > 1})
+        if raw_dups:
+            raise DataError(f"{source} has duplicated column names: {raw_dups[:10]}", field=_SOURCE)
+    if dup:
+        raise DataError(f"{source} has duplicated columns (case-insensitive): {dup}", field=_SOURCE)
+    frame = frame.copy(deep=False)
+    frame.columns = pd.Index([str(c) for c in frame.columns])
+    by_lower = {str(c).strip().lower(): str(c) for c in frame.columns}
+    if "date" not in by_lower:
+        raise DataError(
+            f"{source} has no 'date' column; columns are {_show(list(frame.columns))}", field=_SOURCE
+        )
+    if len(frame) == 0:
+        raise DataError(f"{source} has no rows", field=_SOURCE)
+    if format == "auto":
+        format = "long" if "symbol" in by_lower else "wide"
+    if format == "long":
+        return _from_long(frame, by_lower, source)
+    if format == "wide":
+        return _from_wide(frame, by_lower, source)
+    raise DataError(f"format must be 'auto', 'long' or 'wide', got {format!r}", field="dataset_cfg.format")
+
+
+def validate_segments(
+    panel: Panel, cfg: DatasetConfig, *, min_dates: Mapping[str, int] | None = None
+) -> dict[str, np.ndarray]:
+    """Check that every segment of `cfg` has enough usable dates in `panel`; return the purged rows.
+
+    A segment fails (`DataError(field="dataset_cfg.segments.<name>")`) when
+    it lies outside the data, or when fewer than `min_dates[name]` rows are
+    left after purging (defaults `DEFAULT_MIN_SEGMENT_DATES`: 20 for train, 5
+    for valid and test; a mapping given replaces the defaults by key).
+    Purging uses `cfg.label` and `cfg.embargo` as `segment_rows` does. A
+    segment may extend beyond the data; only its dates in the data count.
+    """
+    minimum = {**DEFAULT_MIN_SEGMENT_DATES, **(min_dates or {})}
+    first, last = panel.dates[0], panel.dates[-1]
+    for name in SEGMENT_NAMES:
+        seg = getattr(cfg.segments, name)
+        if seg is None:
+            continue
+        if np.datetime64(seg.end, "D") < first or np.datetime64(seg.start, "D") > last:
+            raise DataError(
+                f"segment {name} ({seg.start}..{seg.end}) lies outside the data ({first}..{last})",
+                field=f"dataset_cfg.segments.{name}",
+            )
+    rows = segment_rows(
+        panel.dates,
+        cfg.segments,
+        execution_lag=cfg.label.execution_lag,
+        horizon=cfg.label.horizon,
+        embargo=cfg.embargo,
+    )
+    for name, idx in rows.items():
+        need = int(minimum.get(name, 1))
+        if idx.size < need:
+            seg = getattr(cfg.segments, name)
+            raise DataError(
+                f"segment {name} ({seg.start}..{seg.end}) has {idx.size} usable date(s) in the data "
+                f"after purging; at least {need} are needed",
+                field=f"dataset_cfg.segments.{name}",
+                details={"usable_dates": int(idx.size), "minimum": need},
+            )
+    return rows
+
+
+# --------------------------------------------------------------------------- resolve / read
+
+
+def _resolve(source: str, fmt: str, base_dir: str | Path | None) -> tuple[tuple[Any, ...], Path, Any]:
+    shipped = SHIPPED_DATASETS.get(source.strip().lower())
+    if shipped is not None:
+        ref = resources.files("alphaswarm_common.data").joinpath(shipped.filename)
+        path = Path(str(ref))
+        if not path.is_file():
+            raise DataError(f"shipped dataset {source!r} is missing from the installation ({path})", field=_SOURCE)
+        use = shipped.format if fmt == "auto" else fmt
+        return ("shipped", source.strip().lower(), use), path, use
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir or Path.cwd()) / path
+    path = path.resolve()
+    if not path.exists():
+        raise DataError(
+            f"data file not found: {path} (source is neither a path nor a shipped dataset: "
+            f"{', '.join(SHIPPED_DATASETS)})",
+            field=_SOURCE,
+        )
+    if not path.is_file():
+        raise DataError(f"{path} is not a file", field=_SOURCE)
+    if not (_is_csv(path) or _is_parquet(path)):
+        raise DataError(
+            f"unsupported file type {path.name!r}; use {', '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)}",
+            field=_SOURCE,
+        )
+    stat = path.stat()
+    return ("file", str(path), stat.st_mtime_ns, stat.st_size, fmt), path, fmt
+
+
+def _is_csv(path: Path) -> bool:
+    return path.name.lower().endswith(_CSV_SUFFIXES)
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(_PARQUET_SUFFIXES)
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    try:
+        if _is_parquet(path):
+            return pd.read_parquet(path)
+        if _is_csv(path):
+            return pd.read_csv(path, skipinitialspace=True)
+    except FileNotFoundError as exc:
+        raise DataError(f"data file not found: {path}", field=_SOURCE) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path} is empty", field=_SOURCE) from exc
+    except Exception as exc:  # the readers raise many types for corrupt input
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}", field=_SOURCE) from exc
+    raise DataError(f"unsupported file type {path.name!r}", field=_SOURCE)
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The first row of a CSV as written (the reader renames duplicates to `x.1`)."""
+    try:
+        head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except Exception:
+        return None
+    return [str(c) for c in head.iloc[0].tolist()] if len(head) else None
+
+
+# --------------------------------------------------------------------------- parse
+
+
+def _show(items: list[Any], limit: int = 12) -> str:
+    shown = ", ".join(map(str, items[:limit]))
+    return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"
+
+
+def _parse_dates(values: pd.Series, source: str) -> np.ndarray:
+    """`datetime64[D]` dates, or `DataError` naming the first value that is not a date."""
+    row_of = lambda i: i + 2  # noqa: E731 - 1-based file line with the header
+    if values.isna().any():
+        i = int(np.flatnonzero(values.isna().to_numpy())[0])
+        raise DataError(f"{source}: missing date on data row {i + 1} (line {row_of(i)})", field=_SOURCE)
+    if pd.api.types.is_integer_dtype(values.dtype):
+        parsed = pd.to_datetime(values.astype(str), format="%Y%m%d", errors="coerce")
+    elif pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        raise DataError(f"{source}: the date column is numeric ({values.dtype}); write dates as YYYY-MM-DD", field=_SOURCE)
+    elif isinstance(values.dtype, pd.DatetimeTZDtype):
+        parsed = values.dt.tz_localize(None)
+    else:
+        parsed = pd.to_datetime(values, errors="coerce")
+        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+            parsed = parsed.dt.tz_localize(None)
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{source}: {int(bad.sum())} value(s) of the date column are not dates, "
+            f"e.g. {values.iloc[i]!r} on data row {i + 1}",
+            field=_SOURCE,
+        )
+    return parsed.to_numpy().astype("datetime64[D]")
+
+
+def _numeric(values: pd.Series, what: str, source: str) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    coerced = pd.to_numeric(values, errors="coerce")
+    bad = coerced.isna().to_numpy() & values.notna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{source}: {what} is not numeric: {int(bad.sum())} value(s) such as {values.iloc[i]!r} "
+            f"on data row {i + 1}",
+            field=_SOURCE,
+        )
+    return coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _check_order_wide(days: np.ndarray, source: str) -> None:
+    step = np.diff(days.astype(np.int64))
+    if (step < 0).any():
+        i = int(np.flatnonzero(step < 0)[0])
+        raise DataError(
+            f"{source}: dates are not sorted: {days[i + 1]} on data row {i + 2} comes after {days[i]}",
+            field=_SOURCE,
+        )
+    if (step == 0).any():
+        i = int(np.flatnonzero(step == 0)[0])
+        raise DataError(
+            f"{source}: duplicate date {days[i]} on data rows {i + 1} and {i + 2}", field=_SOURCE
+        )
+
+
+def _build(
+    dates: np.ndarray, symbols: tuple[str, ...], fields: dict[str, np.ndarray], source: str
+) -> Panel:
+    try:
+        return Panel(dates=dates, symbols=symbols, **fields)
+    except DataError as exc:
+        raise DataError(f"{source}: {exc.message}", field=_SOURCE, details=exc.details) from exc
+
+
+def _from_wide(frame: pd.DataFrame, by_lower: dict[str, str], source: str) -> Panel:
+    date_col = by_lower["date"]
+    days = _parse_dates(frame[date_col], source)
+    symbol_cols = [c for c in frame.columns if c != date_col]
+    if not symbol_cols:
+        raise DataError(f"{source}: a wide file needs one close column per symbol after 'date'", field=_SOURCE)
+    symbols = tuple(str(c).strip() for c in symbol_cols)
+    if any(not s for s in symbols):
+        raise DataError(f"{source}: a symbol column has an empty name", field=_SOURCE)
+    _check_order_wide(days, source)
+    block = frame[symbol_cols]
+    numeric = [pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in block.dtypes]
+    if all(numeric):
+        close = block.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        close = np.empty((len(frame), len(symbol_cols)), dtype=np.float64)
+        for j, col in enumerate(symbol_cols):
+            close[:, j] = _numeric(block[col], f"column {col!r}", source)
+    return _build(days, symbols, {"close": close}, source)
+
+
+def _from_long(frame: pd.DataFrame, by_lower: dict[str, str], source: str) -> Panel:
+    if "symbol" not in by_lower:
+        raise DataError(
+            f"{source}: a long file needs a 'symbol' column; columns are {_show(list(frame.columns))}",
+            field=_SOURCE,
+        )
+    if "close" not in by_lower:
+        raise DataError(
+            f"{source}: missing 'close' column; columns are {_show(list(frame.columns))}", field=_SOURCE
+        )
+    days = _parse_dates(frame[by_lower["date"]], source)
+    raw_sym = frame[by_lower["symbol"]]
+    if raw_sym.isna().any():
+        i = int(np.flatnonzero(raw_sym.isna().to_numpy())[0])
+        raise DataError(f"{source}: missing symbol on data row {i + 1}", field=_SOURCE)
+    sym = raw_sym.astype(str).str.strip().to_numpy(dtype=object)
+    if (sym == "").any():
+        i = int(np.flatnonzero(sym == "")[0])
+        raise DataError(f"{source}: empty symbol on data row {i + 1}", field=_SOURCE)
+    codes, uniques = pd.factorize(sym, sort=True)
+    day_int = days.astype(np.int64)
+
+    # duplicates: exact, whatever the row order
+    pair = pd.DataFrame({"s": codes, "d": day_int})
+    dup = pair.duplicated(keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise DataError(
+            f"{source}: duplicate (date, symbol) ({days[i]}, {uniques[codes[i]]}) on data row {i + 1} "
+            f"({int(dup.sum())} duplicate row(s) in all)",
+            field=_SOURCE,
+        )
+    # per-symbol order: dates must increase down the file within each symbol
+    order = np.argsort(codes, kind="stable")
+    same = codes[order][1:] == codes[order][:-1]
+    back = same & (np.diff(day_int[order]) < 0)
+    if back.any():
+        j = int(np.flatnonzero(back)[0])
+        i = int(order[j + 1])
+        raise DataError(
+            f"{source}: dates of {uniques[codes[i]]} are not sorted: {days[i]} on data row {i + 1} "
+            f"comes after {days[order[j]]} on data row {int(order[j]) + 1}",
+            field=_SOURCE,
+        )
+
+    grid, row = np.unique(day_int, return_inverse=True)
+    shape = (grid.size, len(uniques))
+    fields: dict[str, np.ndarray] = {}
+    for name in FIELDS:
+        if name not in by_lower:
+            continue
+        values = _numeric(frame[by_lower[name]], f"column {by_lower[name]!r}", source)
+        arr = np.full(shape, np.nan, dtype=np.float64)
+        arr[row, codes] = values
+        fields[name] = arr
+    symbols = tuple(str(u) for u in uniques)
+    return _build(grid.astype("datetime64[D]"), symbols, fields, source)
+
+
+# --------------------------------------------------------------------------- filter
+
+
+def _filter(
+    full: Panel, symbols: list[str] | None, start: dt.date | None, end: dt.date | None
+) -> Panel:
+    first, last = full.dates[0], full.dates[-1]
+    if start is not None and np.datetime64(start, "D") > last:
+        raise DataError(f"start_date {start} is after the last date of the data ({last})", field="dataset_cfg.start_date")
+    if end is not None and np.datetime64(end, "D") < first:
+        raise DataError(f"end_date {end} is before the first date of the data ({first})", field="dataset_cfg.end_date")
+    panel = full.select(symbols) if symbols is not None else full
+    try:
+        panel = panel.slice(start, end)
+    except DataError as exc:
+        raise DataError(
+            f"no data between start_date {start} and end_date {end} (the data covers {first}..{last})",
+            field="dataset_cfg.start_date",
+        ) from exc
+    has_close = ~np.isnan(panel.close)
+    keep_dates = has_close.any(axis=1)
+    keep_syms = has_close.any(axis=0)
+    if not keep_dates.any():
+        raise DataError(
+            f"no close between {panel.dates[0]} and {panel.dates[-1]} for the selected symbols",
+            field="dataset_cfg.start_date" if symbols is None else _SYMBOLS,
+        )
+    if not keep_syms.all():
+        empty = [s for s, k in zip(panel.symbols, keep_syms, strict=True) if not k]
+        if symbols is not None:
+            raise DataError(
+                f"{len(empty)} selected symbol(s) have no close between {panel.dates[0]} and "
+                f"{panel.dates[-1]}: {_show(empty)}",
+                field=_SYMBOLS,
+                details={"empty": empty},
+            )
+        panel = panel.select([s for s, k in zip(panel.symbols, keep_syms, strict=True) if k])
+    if not keep_dates.all():
+        panel = panel.rows(np.flatnonzero(keep_dates))
+    return panel
