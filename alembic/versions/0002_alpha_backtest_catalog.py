@@ -102,7 +102,9 @@ def upgrade() -> None:
     op.create_index("ml_alpha_backtest_runs_task_idx", "ml_alpha_backtest_runs", ["task_id"], unique=True)
     op.create_index("ml_alpha_backtest_runs_created_idx", "ml_alpha_backtest_runs", ["created_at"])
     op.create_index("ml_alpha_backtest_runs_state_idx", "ml_alpha_backtest_runs", ["state"])
-    op.create_index("ml_alpha_backtest_runs_model_idx", "ml_alpha_backtest_runs", ["model_name", "model_version"])
+    op.create_index(
+        "ml_alpha_backtest_runs_model_idx", "ml_alpha_backtest_runs", ["model_name", "model_version"]
+    )
     op.create_index("ml_alpha_backtest_runs_deployment_idx", "ml_alpha_backtest_runs", ["deployment_id"])
     op.create_index("ml_alpha_backtest_runs_backtest_idx", "ml_alpha_backtest_runs", ["backtest_id"])
 
@@ -130,7 +132,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["run_id"], ["ml_alpha_backtest_runs.run_id"], ondelete="CASCADE"),
         sa.UniqueConstraint("run_id", "date", "symbol", name="ml_prediction_audit_run_date_symbol_key"),
     )
-    op.create_index("ml_prediction_audit_run_symbol_date_idx", "ml_prediction_audit", ["run_id", "symbol", "date"])
+    op.create_index(
+        "ml_prediction_audit_run_symbol_date_idx", "ml_prediction_audit", ["run_id", "symbol", "date"]
+    )
 
     op.create_table(
         "catalog_request_keys",

@@ -51,7 +51,9 @@ def _is_memory_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def create_engine(url: str | URL, *, echo: bool = False, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+def create_engine(
+    url: str | URL, *, echo: bool = False, pool_size: int = 5, max_overflow: int = 10
+) -> Engine:
     """An engine for `url` with the catalog's connection settings (see the module docstring)."""
     parsed = normalize_url(url)
     backend = parsed.get_backend_name()
@@ -107,14 +109,18 @@ class Database:
     (`expire_on_commit=False`).
     """
 
-    def __init__(self, url: str | URL | None = None, *, engine: Engine | None = None, echo: bool = False) -> None:
+    def __init__(
+        self, url: str | URL | None = None, *, engine: Engine | None = None, echo: bool = False
+    ) -> None:
         if engine is None:
             if url is None:
                 raise ValueError("Database needs a url or an engine")
             engine = create_engine(url, echo=echo)
         self.engine = engine
         self.dialect = engine.dialect.name
-        writer = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"}) if self.dialect == "sqlite" else engine
+        writer = (
+            engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"}) if self.dialect == "sqlite" else engine
+        )
         self._read = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
         self._write = sessionmaker(bind=writer, expire_on_commit=False, autoflush=False)
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
+from alembic import command
 from alphaswarm_persistence.db import create_engine, normalize_url
 
 __all__ = ["alembic_config", "current_revision", "default_ini_path", "downgrade", "head_revision", "upgrade"]

@@ -53,13 +53,13 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "AUDIT_VALUE_FIELDS",
-    "JSONVariant",
     "AlphaBacktestRunRow",
     "BacktestPortfolioRow",
     "BacktestResultRow",
     "BacktestTradeRow",
     "Base",
     "DeploymentRow",
+    "JSONVariant",
     "OptimizationResultRow",
     "PredictionAuditRow",
     "RequestKeyRow",
@@ -86,7 +86,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value!r}: the catalog stores timezone-aware UTC timestamps only")
+            raise ValueError(
+                f"naive datetime {value!r}: the catalog stores timezone-aware UTC timestamps only"
+            )
         value = value.astimezone(dt.UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
@@ -286,7 +288,9 @@ class WalkForwardTestRow(Base):
     updated_at: Mapped[dt.datetime] = _updated()
 
     __table_args__ = (
-        sa.ForeignKeyConstraint(["parent_backtest_id"], ["mcp_backtest_results.backtest_id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["parent_backtest_id"], ["mcp_backtest_results.backtest_id"], ondelete="CASCADE"
+        ),
         sa.Index("mcp_walk_forward_tests_parent_idx", "parent_backtest_id"),
         sa.Index("mcp_walk_forward_tests_period_idx", "test_period_start"),
         sa.Index("mcp_walk_forward_tests_performance_idx", "out_of_sample_return"),
@@ -403,7 +407,9 @@ class AlphaBacktestRunRow(Base):
     backtest_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid())
     combined_metrics: Mapped[Any | None] = mapped_column(JSONVariant)
     error: Mapped[Any | None] = mapped_column(JSONVariant)
-    predictions_captured: Mapped[bool] = mapped_column(sa.Boolean(), nullable=False, server_default=sa.false())
+    predictions_captured: Mapped[bool] = mapped_column(
+        sa.Boolean(), nullable=False, server_default=sa.false()
+    )
     created_at: Mapped[dt.datetime] = _created()
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

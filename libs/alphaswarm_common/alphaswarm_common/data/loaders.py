@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -199,13 +199,12 @@ def panel_from_frame(
     """
     if frame.index.name is not None and str(frame.index.name).strip().lower() == "date":
         frame = frame.reset_index()
-    columns = [str(c) for c in (header if header is not None else frame.columns)]
-    lower = [c.strip().lower() for c in columns]
-    dup = sorted({c for c in lower if lower.count(c) > 1 and (c in ("date", "symbol", *FIELDS) or c == "")})
     if header is not None:
-        raw_dups = sorted({c for c in columns if columns.count(c) > 1})
+        raw_dups = sorted(c for c, n in Counter(header).items() if n > 1)
         if raw_dups:
             raise DataError(f"{source} has duplicated column names: {raw_dups[:10]}", field=_SOURCE)
+    lower = Counter(str(c).strip().lower() for c in frame.columns)
+    dup = sorted(c for c in ("date", "symbol", *FIELDS) if lower[c] > 1)
     if dup:
         raise DataError(f"{source} has duplicated columns (case-insensitive): {dup}", field=_SOURCE)
     frame = frame.copy(deep=False)
@@ -218,7 +217,16 @@ def panel_from_frame(
     if len(frame) == 0:
         raise DataError(f"{source} has no rows", field=_SOURCE)
     if format == "auto":
-        format = "long" if "symbol" in by_lower else "wide"
+        if "symbol" in by_lower:
+            format = "long"
+        elif "close" in by_lower:
+            raise DataError(
+                f"{source} has a 'close' column but no 'symbol' column: add a 'symbol' column (long "
+                "layout) or write one close column per symbol (wide layout, format: wide)",
+                field=_SOURCE,
+            )
+        else:
+            format = "wide"
     if format == "long":
         return _from_long(frame, by_lower, source)
     if format == "wide":
@@ -344,10 +352,9 @@ def _show(items: list[Any], limit: int = 12) -> str:
 
 def _parse_dates(values: pd.Series, source: str) -> np.ndarray:
     """`datetime64[D]` dates, or `DataError` naming the first value that is not a date."""
-    row_of = lambda i: i + 2  # noqa: E731 - 1-based file line with the header
     if values.isna().any():
         i = int(np.flatnonzero(values.isna().to_numpy())[0])
-        raise DataError(f"{source}: missing date on data row {i + 1} (line {row_of(i)})", field=_SOURCE)
+        raise DataError(f"{source}: missing date on data row {i + 1}", field=_SOURCE)
     if pd.api.types.is_integer_dtype(values.dtype):
         parsed = pd.to_datetime(values.astype(str), format="%Y%m%d", errors="coerce")
     elif pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):

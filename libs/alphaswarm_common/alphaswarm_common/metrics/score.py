@@ -87,6 +87,15 @@ class ScoreResult:
     reason: str | None = None
     scales_used: Mapping[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        freeze = MappingProxyType
+        object.__setattr__(
+            self, "components", freeze({k: freeze(dict(v)) for k, v in self.components.items()})
+        )
+        object.__setattr__(self, "weights_used", freeze(dict(self.weights_used)))
+        object.__setattr__(self, "dropped", freeze(dict(self.dropped)))
+        object.__setattr__(self, "scales_used", freeze(dict(self.scales_used)))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, strict-JSON-safe dict of every field."""
         out: dict[str, Any] = json_value(

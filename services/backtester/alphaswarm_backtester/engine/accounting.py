@@ -504,8 +504,9 @@ def _mark_to_market(
     step = _row_chunk(n_cols)
     for r0 in range(0, n_bars, step):
         r1 = min(n_bars, r0 + step)
-        marks, carry = ffill_rows(close[r0:r1], carry)
-        if marks is not close[r0:r1]:
+        blk = close[r0:r1]
+        marks, carry = ffill_rows(blk, carry)
+        if marks is not blk:
             np.nan_to_num(marks, copy=False, nan=0.0)
         wh = weights_held[r0:r1]
         np.multiply(positions[r0:r1], marks, out=wh)

@@ -1,0 +1,20 @@
+"""Shared test settings: quiet third-party warnings, mark tests by folder."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(mlflow|sqlalchemy|google)\..*")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.fspath)
+        for layer in ("unit", "integration", "e2e"):
+            if f"/tests/{layer}/" in path and not item.get_closest_marker(layer):
+                item.add_marker(getattr(pytest.mark, layer))
