@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ SPEC = {
 ML_KEYS = ("icir", "ic_spearman", "hit_rate")
 
 
-def _reference(metrics: dict[str, float | None], weights: dict[str, float] | None = None) -> float | None:
+def _reference(metrics: Mapping[str, float | None], weights: dict[str, float] | None = None) -> float | None:
     """The formula written out: sum w tanh((m - c) / s) / sum w over the present metrics."""
     w = {k: v[0] for k, v in SPEC.items()} | (weights or {})
     num = den = 0.0
@@ -43,7 +44,7 @@ def _reference(metrics: dict[str, float | None], weights: dict[str, float] | Non
     return num / den if den else None
 
 
-def _split(metrics: dict[str, float | None]) -> tuple[dict, dict]:
+def _split(metrics: Mapping[str, float | None]) -> tuple[dict, dict]:
     ml = {k: v for k, v in metrics.items() if k in ML_KEYS}
     trading = {k: v for k, v in metrics.items() if k not in ML_KEYS}
     return ml, trading

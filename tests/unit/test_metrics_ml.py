@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 from alphaswarm_common.errors import DataError, InvalidArgument
-from alphaswarm_common.metrics import MetricSet, ic_series, ml_metrics
+from alphaswarm_common.metrics import ICMethod, MetricSet, ic_series, ml_metrics
 from scipy import stats
 from sklearn.metrics import mean_absolute_error, mean_squared_error
 
@@ -51,7 +51,7 @@ def _scipy_ic(preds: np.ndarray, labels: np.ndarray, method: str, min_symbols: i
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("method", ["spearman", "pearson"])
 @pytest.mark.parametrize("ties", [False, True])
-def test_ic_series_matches_scipy_per_date(seed: int, method: str, ties: bool) -> None:
+def test_ic_series_matches_scipy_per_date(seed: int, method: ICMethod, ties: bool) -> None:
     preds, labels = _panel(seed, ties=ties)
     got = ic_series(preds, labels, method)
     want = _scipy_ic(preds, labels, method)
@@ -279,7 +279,7 @@ def test_ml_metrics_rejects_bad_arguments() -> None:
 
 def test_metric_set_round_trips_and_is_read_only() -> None:
     ms = MetricSet(
-        values={"a": np.float64(1.5), "n": np.int64(3), "b": None},
+        values={"a": np.float64(1.5), "n": np.int64(3), "b": None},  # type: ignore[dict-item]
         reasons={"b": "zero variance"},
         conventions={"ppy": np.float64(252.0), "nested": {"k": [np.int32(1), 2.5]}},
     )

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics import (
+    MetricSet,
     deflated_sharpe_ratio,
     drawdown_series,
     expected_max_sharpe,
@@ -33,6 +34,13 @@ from empyrical.stats import drawdown_series as ep_drawdown_series
 from scipy import integrate, stats
 
 pytestmark = pytest.mark.unit
+
+
+def _v(ms: MetricSet, name: str) -> float:
+    """A metric that must be defined."""
+    value = ms[name]
+    assert value is not None, ms.reason(name)
+    return float(value)
 
 
 def _returns(seed: int, n: int = 750, *, drift: float = 0.0004, vol: float = 0.012) -> np.ndarray:
@@ -97,7 +105,7 @@ def test_definitions_written_out(seed: int) -> None:
     assert ms["sortino"] == pytest.approx(ex.mean() * ppy / downside, rel=1e-12)
     equity = np.cumprod(np.concatenate([[1.0], 1 + r]))  # the initial 1 is a peak
     assert ms["max_drawdown"] == pytest.approx(np.min(equity / np.maximum.accumulate(equity) - 1), rel=1e-12)
-    assert ms["calmar"] == pytest.approx(ms["annualized_return"] / abs(ms["max_drawdown"]), rel=1e-12)
+    assert ms["calmar"] == pytest.approx(_v(ms, "annualized_return") / abs(_v(ms, "max_drawdown")), rel=1e-12)
 
 
 def test_first_bar_loss_is_a_drawdown_from_the_initial_equity() -> None:
@@ -158,8 +166,8 @@ def test_probabilistic_sharpe_matches_scipy_formulation(seed: int, rf: float) ->
     assert ms["skewness"] == pytest.approx(stats.skew(r), rel=1e-10)
     assert ms["kurtosis"] == pytest.approx(stats.kurtosis(r, fisher=False), rel=1e-10)
     assert ms["probabilistic_sharpe"] == pytest.approx(_psr_reference(r, rf / 252), rel=1e-10)
-    sr = ms["sharpe"] / math.sqrt(252)
-    assert probabilistic_sharpe_ratio(sr, r.size, ms["skewness"], ms["kurtosis"]) == pytest.approx(
+    sr = _v(ms, "sharpe") / math.sqrt(252)
+    assert probabilistic_sharpe_ratio(sr, r.size, _v(ms, "skewness"), _v(ms, "kurtosis")) == pytest.approx(
         ms["probabilistic_sharpe"], rel=1e-12
     )
 
@@ -241,7 +249,7 @@ def test_turnover_and_turnover_adjusted_sharpe() -> None:
     assert ms["turnover"] == pytest.approx(turnover.mean())
     want = ep.sharpe_ratio(r - 0.002 * traded, risk_free=0.02 / 252)
     assert ms["turnover_adj_sharpe"] == pytest.approx(want, rel=1e-10)
-    assert ms["turnover_adj_sharpe"] < ms["sharpe"]
+    assert _v(ms, "turnover_adj_sharpe") < _v(ms, "sharpe")
     assert ms.conventions["turnover_adj_basis"] == "traded"
     assert ms.conventions["turnover_penalty"] == 0.002
     fallback = trading_metrics(r, turnover=turnover)
@@ -356,6 +364,7 @@ def test_constant_benchmark_has_no_beta() -> None:
 def test_overflow_is_none_not_inf() -> None:
     ms = trading_metrics(np.full(300, 10.0) + np.linspace(0, 1, 300))
     assert ms["total_return"] is None and "not finite" in (ms.reason("total_return") or "")
+    assert ms["max_drawdown"] is None and ms["max_drawdown_duration"] is None and ms["calmar"] is None
     json.dumps(ms.to_dict(), allow_nan=False)
 
 
@@ -394,8 +403,6 @@ def test_rejects_bad_inputs(kwargs: dict, field: str, error: type[Exception]) ->
 def test_metric_set_round_trips_through_json() -> None:
     r = _returns(9, n=120)
     ms = trading_metrics(r, turnover=np.full(r.size, 0.1), trade_pnls=np.array([1.0]), initial_capital=1e5)
-    from alphaswarm_common.metrics import MetricSet
-
     again = MetricSet.from_dict(json.loads(json.dumps(ms.to_dict(), allow_nan=False)))
     assert again == ms
 

@@ -171,10 +171,8 @@ class NatsEventBus(EventBus):
         await _ensure_stream(self._js, config)
 
     async def close(self) -> None:
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
-            self._nc = None
+        await _close(self._nc)
+        self._nc = None
 
     async def ready(self) -> bool:
         return bool(self._nc is not None and self._nc.is_connected)
@@ -198,6 +196,17 @@ class NatsEventBus(EventBus):
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+async def _close(nc: Any) -> None:
+    """Flush and close. Publishes already waited for their JetStream acks and jobs are acked
+    explicitly, so nothing is lost; `drain()` would wait out a pending pull fetch."""
+    if nc is None or nc.is_closed:
+        return
+    with contextlib.suppress(Exception):
+        await nc.flush(timeout=2)
+    with contextlib.suppress(Exception):
+        await nc.close()
 
 
 async def _ensure_stream(js: Any, config: Any) -> None:
@@ -281,10 +290,8 @@ class NatsJobQueue(JobQueue):
         await _ensure_stream(self._js, config)
 
     async def close(self) -> None:
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
-            self._nc = None
+        await _close(self._nc)
+        self._nc = None
 
     async def enqueue(self, kind: str, payload: dict[str, Any]) -> None:
         await self._js.publish(f"{JOBS_PREFIX}.{kind}", json.dumps(payload).encode())

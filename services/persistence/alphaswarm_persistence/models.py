@@ -26,6 +26,8 @@ Conventions:
   no time zones, the UTC wall time as ISO text with microseconds, so that
   text order is time order) and always returns aware UTC datetimes; binding a
   naive datetime is an error rather than a silent guess.
+* Python None is SQL NULL in every JSON column (`none_as_null=True`), never
+  the JSON literal `null`.
 * `created_at` / `updated_at` get Python-side defaults (UTC now), as the seed
   declares them NOT NULL without a server default.
 * Numeric columns read back as `float` (`asdecimal=False`); the repository
@@ -102,9 +104,10 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)
 
 
-JSONVariant = sa.JSON().with_variant(JSONB(), "postgresql")
+JSONVariant = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 """JSON for the non-seed tables: jsonb on PostgreSQL, JSON text elsewhere."""
 
+_JSON = sa.JSON(none_as_null=True)
 _AUDIT_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _SYMBOL_C = sa.String(length=32).with_variant(sa.String(length=32, collation="C"), "postgresql")
 
@@ -147,7 +150,7 @@ class BacktestResultRow(Base):
     initial_capital: Mapped[float | None] = mapped_column(_num(15, 2), server_default="10000.0")
     fees: Mapped[float | None] = mapped_column(_num(6, 4), server_default="0.001")
     slippage: Mapped[float | None] = mapped_column(_num(6, 4), server_default="0.001")
-    parameters: Mapped[Any | None] = mapped_column(sa.JSON())
+    parameters: Mapped[Any | None] = mapped_column(_JSON)
     total_return: Mapped[float | None] = mapped_column(_num(10, 4))
     annualized_return: Mapped[float | None] = mapped_column(_num(10, 4))
     sharpe_ratio: Mapped[float | None] = mapped_column(_num(8, 4))
@@ -170,8 +173,8 @@ class BacktestResultRow(Base):
     peak_portfolio_value: Mapped[float | None] = mapped_column(_num(15, 2))
     beta: Mapped[float | None] = mapped_column(_num(8, 4))
     alpha: Mapped[float | None] = mapped_column(_num(8, 4))
-    equity_curve: Mapped[Any | None] = mapped_column(sa.JSON())
-    drawdown_series: Mapped[Any | None] = mapped_column(sa.JSON())
+    equity_curve: Mapped[Any | None] = mapped_column(_JSON)
+    drawdown_series: Mapped[Any | None] = mapped_column(_JSON)
     execution_time_seconds: Mapped[float | None] = mapped_column(_num(8, 3))
     data_points: Mapped[int | None] = mapped_column(sa.Integer())
     status: Mapped[str | None] = mapped_column(sa.String(length=20), server_default="completed")
@@ -237,7 +240,7 @@ class OptimizationResultRow(Base):
     backtest_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid(), nullable=False)
     optimization_date: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
     parameter_set: Mapped[int] = mapped_column(sa.Integer(), nullable=False)
-    parameters: Mapped[Any] = mapped_column(sa.JSON(), nullable=False)
+    parameters: Mapped[Any] = mapped_column(_JSON, nullable=False)
     objective_function: Mapped[str | None] = mapped_column(sa.String(length=50))
     objective_value: Mapped[float | None] = mapped_column(_num(12, 6))
     total_return: Mapped[float | None] = mapped_column(_num(10, 4))
@@ -274,7 +277,7 @@ class WalkForwardTestRow(Base):
     training_end: Mapped[dt.date] = mapped_column(sa.Date(), nullable=False)
     test_period_start: Mapped[dt.date] = mapped_column(sa.Date(), nullable=False)
     test_period_end: Mapped[dt.date] = mapped_column(sa.Date(), nullable=False)
-    optimal_parameters: Mapped[Any | None] = mapped_column(sa.JSON())
+    optimal_parameters: Mapped[Any | None] = mapped_column(_JSON)
     training_performance: Mapped[float | None] = mapped_column(_num(10, 4))
     out_of_sample_return: Mapped[float | None] = mapped_column(_num(10, 4))
     out_of_sample_sharpe: Mapped[float | None] = mapped_column(_num(8, 4))
@@ -308,8 +311,8 @@ class BacktestPortfolioRow(Base):
     backtest_date: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
     start_date: Mapped[dt.date] = mapped_column(sa.Date(), nullable=False)
     end_date: Mapped[dt.date] = mapped_column(sa.Date(), nullable=False)
-    symbols: Mapped[Any] = mapped_column(sa.JSON(), nullable=False)
-    weights: Mapped[Any | None] = mapped_column(sa.JSON())
+    symbols: Mapped[Any] = mapped_column(_JSON, nullable=False)
+    weights: Mapped[Any | None] = mapped_column(_JSON)
     rebalance_frequency: Mapped[str | None] = mapped_column(sa.String(length=20))
     initial_capital: Mapped[float | None] = mapped_column(_num(15, 2), server_default="100000.0")
     max_positions: Mapped[int | None] = mapped_column(sa.Integer())
@@ -326,9 +329,9 @@ class BacktestPortfolioRow(Base):
     diversification_ratio: Mapped[float | None] = mapped_column(_num(8, 4))
     concentration_index: Mapped[float | None] = mapped_column(_num(8, 4))
     turnover_rate: Mapped[float | None] = mapped_column(_num(8, 4))
-    component_backtest_ids: Mapped[Any | None] = mapped_column(sa.JSON())
-    portfolio_equity_curve: Mapped[Any | None] = mapped_column(sa.JSON())
-    portfolio_weights_history: Mapped[Any | None] = mapped_column(sa.JSON())
+    component_backtest_ids: Mapped[Any | None] = mapped_column(_JSON)
+    portfolio_equity_curve: Mapped[Any | None] = mapped_column(_JSON)
+    portfolio_weights_history: Mapped[Any | None] = mapped_column(_JSON)
     status: Mapped[str | None] = mapped_column(sa.String(length=20), server_default="completed")
     notes: Mapped[str | None] = mapped_column(sa.Text())
     created_at: Mapped[dt.datetime] = _created()

@@ -121,6 +121,8 @@ __all__ = [
     "PredictionAuditRecord",
     "TaskRecord",
     "TradeRecord",
+    "parse_date",
+    "parse_uuid",
 ]
 
 T = TypeVar("T")
@@ -379,7 +381,8 @@ class Page(Generic[T]):
 # =========================================================================== helpers
 
 
-def _as_uuid(value: uuid.UUID | str | None, field_name: str, *, required: bool = False) -> uuid.UUID | None:
+def parse_uuid(value: uuid.UUID | str | None, field_name: str, *, required: bool = False) -> uuid.UUID | None:
+    """A UUID from a UUID or its text; empty is None (InvalidArgument naming `field_name` when required or malformed)."""
     if value is None or value == "":
         if required:
             raise InvalidArgument("is required", field=field_name)
@@ -393,7 +396,7 @@ def _as_uuid(value: uuid.UUID | str | None, field_name: str, *, required: bool =
 
 
 def _required_uuid(value: uuid.UUID | str | None, field_name: str) -> uuid.UUID:
-    parsed = _as_uuid(value, field_name, required=True)
+    parsed = parse_uuid(value, field_name, required=True)
     assert parsed is not None
     return parsed
 
@@ -413,6 +416,13 @@ def _as_date(value: Any, field_name: str, *, required: bool = True) -> dt.date |
         return dt.date.fromisoformat(str(value))
     except ValueError:
         raise InvalidArgument(f"{value!r} is not a date (YYYY-MM-DD)", field=field_name) from None
+
+
+def parse_date(value: Any, field_name: str) -> dt.date:
+    """A required date from a date, datetime64 or ISO-8601 text (InvalidArgument naming `field_name`)."""
+    parsed = _as_date(value, field_name)
+    assert parsed is not None
+    return parsed
 
 
 def _check_aware(value: dt.datetime | None, field_name: str) -> dt.datetime | None:
@@ -737,8 +747,8 @@ class CatalogRepository:
         self, run: AlphaBacktestRunRecord, *, request_id: str | None = None
     ) -> tuple[AlphaBacktestRunRecord, bool]:
         """Create a run and its task in one transaction; (run, created). See the module docstring."""
-        run_id = _as_uuid(run.run_id, "run.run_id")
-        task_id = _as_uuid(run.task_id, "run.task_id")
+        run_id = parse_uuid(run.run_id, "run.run_id")
+        task_id = parse_uuid(run.task_id, "run.task_id")
         config = _check_json(run.config, "run.config")
         run_name = run.run_name or (config or {}).get("run_name") or "alpha-backtest"
         values: dict[str, Any] = {
@@ -750,8 +760,8 @@ class CatalogRepository:
             "model_version": _check_str(
                 run.model_version, AlphaBacktestRunRow.model_version, "run.model_version"
             ),
-            "deployment_id": _as_uuid(run.deployment_id, "run.deployment_id"),
-            "backtest_id": _as_uuid(run.backtest_id, "run.backtest_id"),
+            "deployment_id": parse_uuid(run.deployment_id, "run.deployment_id"),
+            "backtest_id": parse_uuid(run.backtest_id, "run.backtest_id"),
             "combined_metrics": _check_json(run.combined_metrics, "run.combined_metrics"),
             "error": self._check_error(run.error, "run.error"),
             "started_at": _check_aware(run.started_at, "run.started_at"),
@@ -834,7 +844,7 @@ class CatalogRepository:
             elif name == "error":
                 values[name] = self._check_error(value, path)
             elif name in ("deployment_id", "backtest_id"):
-                values[name] = _as_uuid(value, path)
+                values[name] = parse_uuid(value, path)
             elif name in ("started_at", "finished_at"):
                 values[name] = _check_aware(value, path)
             elif name == "duration_seconds":
@@ -891,8 +901,8 @@ class CatalogRepository:
         self, *, run_id: uuid.UUID | str | None = None, task_id: uuid.UUID | str | None = None
     ) -> AlphaBacktestRunRecord:
         """One run by run id, or by task id when the run id is empty."""
-        rid = _as_uuid(run_id, "run_id")
-        tid = _as_uuid(task_id, "task_id")
+        rid = parse_uuid(run_id, "run_id")
+        tid = parse_uuid(task_id, "task_id")
         if rid is None and tid is None:
             raise InvalidArgument("give run_id or task_id", field="run_id")
         with self.db.session() as s:
@@ -978,7 +988,7 @@ class CatalogRepository:
         self, deployment: DeploymentRecord, *, request_id: str | None = None
     ) -> tuple[DeploymentRecord, bool]:
         """Create (no id) or update (existing id) a deployment; (deployment, created)."""
-        did = _as_uuid(deployment.deployment_id, "deployment.deployment_id")
+        did = parse_uuid(deployment.deployment_id, "deployment.deployment_id")
         state = deployment.state or None
         if state is not None and state not in DEPLOYMENT_STATES:
             raise InvalidArgument(
@@ -1217,7 +1227,7 @@ class CatalogRepository:
         request_id: str | None = None,
     ) -> tuple[uuid.UUID, bool]:
         """Store a result with its trades in one transaction; (backtest_id, created)."""
-        bid = _as_uuid(result.backtest_id, "result.backtest_id")
+        bid = parse_uuid(result.backtest_id, "result.backtest_id")
         row_values, notes = self._result_values(result)
         trade_rows, detail_rows, trade_notes = self._trade_values(trades)
         all_notes = [n for n in [result.notes or None, *notes, *trade_notes] if n]
@@ -1227,8 +1237,8 @@ class CatalogRepository:
             if s.get(BacktestResultRow, eid) is not None:
                 raise AlreadyExists(f"backtest result {eid} already exists", field="result.backtest_id")
             now = utcnow()
-            s.add(BacktestResultRow(backtest_id=eid, created_at=now, updated_at=now, **row_values))
-            s.flush()
+            # Core INSERT: a None is an explicit NULL (the ORM would leave it to the server default).
+            s.execute(sa.insert(BacktestResultRow).values(backtest_id=eid, created_at=now, updated_at=now, **row_values))
             if trade_rows:
                 for tr in trade_rows:
                     tr.update(backtest_id=eid, created_at=now, updated_at=now)
@@ -1273,6 +1283,8 @@ class CatalogRepository:
             if why:
                 notes.append(f"{name}: {why}")
         # Metrics: columns where there is one, the rest (and every reason) in the reserved parameters key.
+        # A metric that was not sent is NULL, not the seed's server default (0 for the trade counts).
+        values.update(dict.fromkeys(METRIC_COLUMNS.values()))
         seen: dict[str, str] = {}
         reasons: dict[str, str] = {}
         extra: dict[str, float | None] = {}
@@ -1401,8 +1413,9 @@ class CatalogRepository:
     def _result_record(row: BacktestResultRow, *, include_series: bool) -> BacktestResultRecord:
         params = dict(row.parameters) if isinstance(row.parameters, Mapping) else row.parameters
         reserved: dict[str, Any] = {}
-        if isinstance(params, dict):
-            reserved = params.pop(_RESERVED_PARAMETERS_KEY, None) or {}
+        if isinstance(params, dict) and _RESERVED_PARAMETERS_KEY in params:
+            reserved = params.pop(_RESERVED_PARAMETERS_KEY) or {}
+            params = params or None  # the reserved key was the only content: no parameters were sent
         reasons: dict[str, str] = dict(reserved.get("metric_reasons") or {})
         metrics: dict[str, float | None] = {}
         for name, column in METRIC_COLUMNS.items():

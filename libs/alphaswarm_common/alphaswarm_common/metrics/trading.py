@@ -419,7 +419,10 @@ def _trading_metrics(
         b.put("downside_volatility", float(math.sqrt(np.mean(downside * downside)) * math.sqrt(ppy)))
         dd = drawdown_series(r)
         b.put("max_drawdown", float(dd.min()))
-        b.put("max_drawdown_duration", _longest_true_run(dd < 0.0))
+        if np.isfinite(dd).all():
+            b.put("max_drawdown_duration", _longest_true_run(dd < 0.0))
+        else:
+            b.put("max_drawdown_duration", None, "not finite (numerical overflow)")
 
     sharpe, reason = _sharpe(excess, ppy)
     b.put("sharpe", sharpe, reason)
@@ -427,16 +430,17 @@ def _trading_metrics(
     downside_vol = b.get("downside_volatility")
     if n < 2:
         b.put("sortino", None, _NO_RETURNS if n == 0 else _TOO_SHORT)
+    elif downside_vol is None:
+        b.put("sortino", None, b.reason("downside_volatility"))
     elif downside_vol == 0.0:
         b.put("sortino", None, "no downside deviation (no period below the risk-free rate)")
     else:
-        assert downside_vol is not None
         b.put("sortino", float(excess.mean() * ppy / downside_vol))
 
     max_dd = b.get("max_drawdown")
     ann = b.get("annualized_return")
     if max_dd is None:
-        b.put("calmar", None, _NO_RETURNS)
+        b.put("calmar", None, b.reason("max_drawdown"))
     elif max_dd == 0.0:
         b.put("calmar", None, "no drawdown")
     elif ann is None:
