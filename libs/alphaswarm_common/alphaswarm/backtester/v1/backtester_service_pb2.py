@@ -27,17 +27,21 @@ from alphaswarm.common.v1 import config_pb2 as alphaswarm_dot_common_dot_v1_dot_
 from alphaswarm.common.v1 import resources_pb2 as alphaswarm_dot_common_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1alphaswarm/backtester/v1/backtester_service.proto\x12\x18\x61lphaswarm.backtester.v1\x1a!alphaswarm/common/v1/arrays.proto\x1a!alphaswarm/common/v1/config.proto\x1a$alphaswarm/common/v1/resources.proto\"\x88\x03\n\x12RunBacktestRequest\x12,\n\x06signal\x18\x01 \x01(\x0b\x32\x1c.alphaswarm.common.v1.Matrix\x12+\n\x06prices\x18\x02 \x01(\x0b\x32\x1b.alphaswarm.common.v1.Panel\x12:\n\x0cstrategy_cfg\x18\x03 \x01(\x0b\x32$.alphaswarm.common.v1.StrategyConfig\x12:\n\x0c\x62\x61\x63ktest_cfg\x18\x04 \x01(\x0b\x32$.alphaswarm.common.v1.BacktestConfig\x12\x15\n\rexperiment_id\x18\x05 \x01(\t\x12\x15\n\rparent_run_id\x18\x06 \x01(\t\x12\x0f\n\x07task_id\x18\x07 \x01(\t\x12\x16\n\x0estrategy_label\x18\x08 \x01(\t\x12\x14\n\x0csymbol_label\x18\t \x01(\t\x12\x0f\n\x07persist\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\r\n\x05notes\x18\x0c \x01(\t\"\xbc\x03\n\x13RunBacktestResponse\x12\x13\n\x0b\x62\x61\x63ktest_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x30\n\x07metrics\x18\x03 \x01(\x0b\x32\x1f.alphaswarm.common.v1.MetricSet\x12\r\n\x05\x64\x61tes\x18\x04 \x03(\t\x12,\n\x07returns\x18\x05 \x01(\x0b\x32\x1b.alphaswarm.common.v1.Array\x12+\n\x06\x65quity\x18\x06 \x01(\x0b\x32\x1b.alphaswarm.common.v1.Array\x12-\n\x08\x64rawdown\x18\x07 \x01(\x0b\x32\x1b.alphaswarm.common.v1.Array\x12\x34\n\x0eweights_target\x18\x08 \x01(\x0b\x32\x1c.alphaswarm.common.v1.Matrix\x12\x32\n\x0cweights_held\x18\t \x01(\x0b\x32\x1c.alphaswarm.common.v1.Matrix\x12+\n\x06trades\x18\n \x03(\x0b\x32\x1b.alphaswarm.common.v1.Trade\x12\x1e\n\x16\x65xecution_time_seconds\x18\x0b \x01(\x01\x32\x7f\n\x11\x42\x61\x63ktesterService\x12j\n\x0bRunBacktest\x12,.alphaswarm.backtester.v1.RunBacktestRequest\x1a-.alphaswarm.backtester.v1.RunBacktestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1alphaswarm/backtester/v1/backtester_service.proto\x12\x18\x61lphaswarm.backtester.v1\x1a!alphaswarm/common/v1/arrays.proto\x1a!alphaswarm/common/v1/config.proto\x1a$alphaswarm/common/v1/resources.proto\"\xa4\x01\n\x17ValidateStrategyRequest\x12:\n\x0cstrategy_cfg\x18\x01 \x01(\x0b\x32$.alphaswarm.common.v1.StrategyConfig\x12:\n\x0c\x62\x61\x63ktest_cfg\x18\x02 \x01(\x0b\x32$.alphaswarm.common.v1.BacktestConfig\x12\x11\n\tn_symbols\x18\x03 \x01(\x05\"/\n\x18ValidateStrategyResponse\x12\x13\n\x0bparams_json\x18\x01 \x01(\t\"\x88\x03\n\x12RunBacktestRequest\x12,\n\x06signal\x18\x01 \x01(\x0b\x32\x1c.alphaswarm.common.v1.Matrix\x12+\n\x06prices\x18\x02 \x01(\x0b\x32\x1b.alphaswarm.common.v1.Panel\x12:\n\x0cstrategy_cfg\x18\x03 \x01(\x0b\x32$.alphaswarm.common.v1.StrategyConfig\x12:\n\x0c\x62\x61\x63ktest_cfg\x18\x04 \x01(\x0b\x32$.alphaswarm.common.v1.BacktestConfig\x12\x15\n\rexperiment_id\x18\x05 \x01(\t\x12\x15\n\rparent_run_id\x18\x06 \x01(\t\x12\x0f\n\x07task_id\x18\x07 \x01(\t\x12\x16\n\x0estrategy_label\x18\x08 \x01(\t\x12\x14\n\x0csymbol_label\x18\t \x01(\t\x12\x0f\n\x07persist\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\r\n\x05notes\x18\x0c \x01(\t\"\xbc\x03\n\x13RunBacktestResponse\x12\x13\n\x0b\x62\x61\x63ktest_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x30\n\x07metrics\x18\x03 \x01(\x0b\x32\x1f.alphaswarm.common.v1.MetricSet\x12\r\n\x05\x64\x61tes\x18\x04 \x03(\t\x12,\n\x07returns\x18\x05 \x01(\x0b\x32\x1b.alphaswarm.common.v1.Array\x12+\n\x06\x65quity\x18\x06 \x01(\x0b\x32\x1b.alphaswarm.common.v1.Array\x12-\n\x08\x64rawdown\x18\x07 \x01(\x0b\x32\x1b.alphaswarm.common.v1.Array\x12\x34\n\x0eweights_target\x18\x08 \x01(\x0b\x32\x1c.alphaswarm.common.v1.Matrix\x12\x32\n\x0cweights_held\x18\t \x01(\x0b\x32\x1c.alphaswarm.common.v1.Matrix\x12+\n\x06trades\x18\n \x03(\x0b\x32\x1b.alphaswarm.common.v1.Trade\x12\x1e\n\x16\x65xecution_time_seconds\x18\x0b \x01(\x01\x32\xfa\x01\n\x11\x42\x61\x63ktesterService\x12j\n\x0bRunBacktest\x12,.alphaswarm.backtester.v1.RunBacktestRequest\x1a-.alphaswarm.backtester.v1.RunBacktestResponse\x12y\n\x10ValidateStrategy\x12\x31.alphaswarm.backtester.v1.ValidateStrategyRequest\x1a\x32.alphaswarm.backtester.v1.ValidateStrategyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'alphaswarm.backtester.v1.backtester_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNBACKTESTREQUEST']._serialized_start=188
-  _globals['_RUNBACKTESTREQUEST']._serialized_end=580
-  _globals['_RUNBACKTESTRESPONSE']._serialized_start=583
-  _globals['_RUNBACKTESTRESPONSE']._serialized_end=1027
-  _globals['_BACKTESTERSERVICE']._serialized_start=1029
-  _globals['_BACKTESTERSERVICE']._serialized_end=1156
+  _globals['_VALIDATESTRATEGYREQUEST']._serialized_start=188
+  _globals['_VALIDATESTRATEGYREQUEST']._serialized_end=352
+  _globals['_VALIDATESTRATEGYRESPONSE']._serialized_start=354
+  _globals['_VALIDATESTRATEGYRESPONSE']._serialized_end=401
+  _globals['_RUNBACKTESTREQUEST']._serialized_start=404
+  _globals['_RUNBACKTESTREQUEST']._serialized_end=796
+  _globals['_RUNBACKTESTRESPONSE']._serialized_start=799
+  _globals['_RUNBACKTESTRESPONSE']._serialized_end=1243
+  _globals['_BACKTESTERSERVICE']._serialized_start=1246
+  _globals['_BACKTESTERSERVICE']._serialized_end=1496
 # @@protoc_insertion_point(module_scope)

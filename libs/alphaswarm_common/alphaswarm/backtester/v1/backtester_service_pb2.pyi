@@ -9,6 +9,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ValidateStrategyRequest(_message.Message):
+    __slots__ = ("strategy_cfg", "backtest_cfg", "n_symbols")
+    STRATEGY_CFG_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_CFG_FIELD_NUMBER: _ClassVar[int]
+    N_SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    strategy_cfg: _config_pb2.StrategyConfig
+    backtest_cfg: _config_pb2.BacktestConfig
+    n_symbols: int
+    def __init__(self, strategy_cfg: _Optional[_Union[_config_pb2.StrategyConfig, _Mapping]] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., n_symbols: _Optional[int] = ...) -> None: ...
+
+class ValidateStrategyResponse(_message.Message):
+    __slots__ = ("params_json",)
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    params_json: str
+    def __init__(self, params_json: _Optional[str] = ...) -> None: ...
+
 class RunBacktestRequest(_message.Message):
     __slots__ = ("signal", "prices", "strategy_cfg", "backtest_cfg", "experiment_id", "parent_run_id", "task_id", "strategy_label", "symbol_label", "persist", "request_id", "notes")
     SIGNAL_FIELD_NUMBER: _ClassVar[int]

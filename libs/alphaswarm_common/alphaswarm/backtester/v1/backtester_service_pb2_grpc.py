@@ -40,6 +40,11 @@ class BacktesterServiceStub:
                 request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunBacktestRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunBacktestResponse.FromString,
                 _registered_method=True)
+        self.ValidateStrategy = channel.unary_unary(
+                '/alphaswarm.backtester.v1.BacktesterService/ValidateStrategy',
+                request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyResponse.FromString,
+                _registered_method=True)
 
 
 class BacktesterServiceServicer:
@@ -53,6 +58,13 @@ class BacktesterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateStrategy(self, request, context):
+        """Checks a strategy and backtest config without running anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BacktesterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +72,11 @@ def add_BacktesterServiceServicer_to_server(servicer, server):
                     servicer.RunBacktest,
                     request_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunBacktestRequest.FromString,
                     response_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunBacktestResponse.SerializeToString,
+            ),
+            'ValidateStrategy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateStrategy,
+                    request_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyRequest.FromString,
+                    response_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +107,33 @@ class BacktesterService:
             '/alphaswarm.backtester.v1.BacktesterService/RunBacktest',
             alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunBacktestRequest.SerializeToString,
             alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunBacktestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateStrategy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.backtester.v1.BacktesterService/ValidateStrategy',
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyRequest.SerializeToString,
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyResponse.FromString,
             options,
             channel_credentials,
             insecure,

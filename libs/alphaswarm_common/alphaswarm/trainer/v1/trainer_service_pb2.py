@@ -26,7 +26,7 @@ from alphaswarm.common.v1 import arrays_pb2 as alphaswarm_dot_common_dot_v1_dot_
 from alphaswarm.common.v1 import config_pb2 as alphaswarm_dot_common_dot_v1_dot_config__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+alphaswarm/trainer/v1/trainer_service.proto\x12\x15\x61lphaswarm.trainer.v1\x1a!alphaswarm/common/v1/arrays.proto\x1a!alphaswarm/common/v1/config.proto\"\xbd\x01\n\x0cTrainRequest\x12\x38\n\x0b\x64\x61taset_cfg\x18\x01 \x01(\x0b\x32#.alphaswarm.common.v1.DatasetConfig\x12\x34\n\tmodel_cfg\x18\x02 \x01(\x0b\x32!.alphaswarm.common.v1.ModelConfig\x12\x15\n\rexperiment_id\x18\x03 \x01(\t\x12\x15\n\rparent_run_id\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\"\xa7\x02\n\rTrainResponse\x12\x11\n\tmodel_uri\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x03 \x01(\t\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x42\n\x07metrics\x18\x05 \x03(\x0b\x32\x31.alphaswarm.trainer.v1.TrainResponse.MetricsEntry\x12\x14\n\x0cn_train_rows\x18\x06 \x01(\x03\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\x1aO\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.alphaswarm.common.v1.MetricSet:\x02\x38\x01\x32\x64\n\x0eTrainerService\x12R\n\x05Train\x12#.alphaswarm.trainer.v1.TrainRequest\x1a$.alphaswarm.trainer.v1.TrainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+alphaswarm/trainer/v1/trainer_service.proto\x12\x15\x61lphaswarm.trainer.v1\x1a!alphaswarm/common/v1/arrays.proto\x1a!alphaswarm/common/v1/config.proto\"\x89\x01\n\x17ValidateTrainingRequest\x12\x38\n\x0b\x64\x61taset_cfg\x18\x01 \x01(\x0b\x32#.alphaswarm.common.v1.DatasetConfig\x12\x34\n\tmodel_cfg\x18\x02 \x01(\x0b\x32!.alphaswarm.common.v1.ModelConfig\"[\n\x18ValidateTrainingResponse\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x01 \x01(\t\x12\x0f\n\x07n_dates\x18\x02 \x01(\x03\x12\x11\n\tn_symbols\x18\x03 \x01(\x03\"\xbd\x01\n\x0cTrainRequest\x12\x38\n\x0b\x64\x61taset_cfg\x18\x01 \x01(\x0b\x32#.alphaswarm.common.v1.DatasetConfig\x12\x34\n\tmodel_cfg\x18\x02 \x01(\x0b\x32!.alphaswarm.common.v1.ModelConfig\x12\x15\n\rexperiment_id\x18\x03 \x01(\t\x12\x15\n\rparent_run_id\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\"\xa7\x02\n\rTrainResponse\x12\x11\n\tmodel_uri\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x03 \x01(\t\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x42\n\x07metrics\x18\x05 \x03(\x0b\x32\x31.alphaswarm.trainer.v1.TrainResponse.MetricsEntry\x12\x14\n\x0cn_train_rows\x18\x06 \x01(\x03\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\x1aO\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.alphaswarm.common.v1.MetricSet:\x02\x38\x01\x32\xd9\x01\n\x0eTrainerService\x12R\n\x05Train\x12#.alphaswarm.trainer.v1.TrainRequest\x1a$.alphaswarm.trainer.v1.TrainResponse\x12s\n\x10ValidateTraining\x12..alphaswarm.trainer.v1.ValidateTrainingRequest\x1a/.alphaswarm.trainer.v1.ValidateTrainingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRAINRESPONSE_METRICSENTRY']._loaded_options = None
   _globals['_TRAINRESPONSE_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_TRAINREQUEST']._serialized_start=141
-  _globals['_TRAINREQUEST']._serialized_end=330
-  _globals['_TRAINRESPONSE']._serialized_start=333
-  _globals['_TRAINRESPONSE']._serialized_end=628
-  _globals['_TRAINRESPONSE_METRICSENTRY']._serialized_start=549
-  _globals['_TRAINRESPONSE_METRICSENTRY']._serialized_end=628
-  _globals['_TRAINERSERVICE']._serialized_start=630
-  _globals['_TRAINERSERVICE']._serialized_end=730
+  _globals['_VALIDATETRAININGREQUEST']._serialized_start=141
+  _globals['_VALIDATETRAININGREQUEST']._serialized_end=278
+  _globals['_VALIDATETRAININGRESPONSE']._serialized_start=280
+  _globals['_VALIDATETRAININGRESPONSE']._serialized_end=371
+  _globals['_TRAINREQUEST']._serialized_start=374
+  _globals['_TRAINREQUEST']._serialized_end=563
+  _globals['_TRAINRESPONSE']._serialized_start=566
+  _globals['_TRAINRESPONSE']._serialized_end=861
+  _globals['_TRAINRESPONSE_METRICSENTRY']._serialized_start=782
+  _globals['_TRAINRESPONSE_METRICSENTRY']._serialized_end=861
+  _globals['_TRAINERSERVICE']._serialized_start=864
+  _globals['_TRAINERSERVICE']._serialized_end=1081
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ValidateTrainingRequest(_message.Message):
+    __slots__ = ("dataset_cfg", "model_cfg")
+    DATASET_CFG_FIELD_NUMBER: _ClassVar[int]
+    MODEL_CFG_FIELD_NUMBER: _ClassVar[int]
+    dataset_cfg: _config_pb2.DatasetConfig
+    model_cfg: _config_pb2.ModelConfig
+    def __init__(self, dataset_cfg: _Optional[_Union[_config_pb2.DatasetConfig, _Mapping]] = ..., model_cfg: _Optional[_Union[_config_pb2.ModelConfig, _Mapping]] = ...) -> None: ...
+
+class ValidateTrainingResponse(_message.Message):
+    __slots__ = ("dataset_fingerprint", "n_dates", "n_symbols")
+    DATASET_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    N_DATES_FIELD_NUMBER: _ClassVar[int]
+    N_SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    dataset_fingerprint: str
+    n_dates: int
+    n_symbols: int
+    def __init__(self, dataset_fingerprint: _Optional[str] = ..., n_dates: _Optional[int] = ..., n_symbols: _Optional[int] = ...) -> None: ...
+
 class TrainRequest(_message.Message):
     __slots__ = ("dataset_cfg", "model_cfg", "experiment_id", "parent_run_id", "task_id")
     DATASET_CFG_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class TrainerServiceStub:
                 request_serializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainResponse.FromString,
                 _registered_method=True)
+        self.ValidateTraining = channel.unary_unary(
+                '/alphaswarm.trainer.v1.TrainerService/ValidateTraining',
+                request_serializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.ValidateTrainingRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.ValidateTrainingResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -54,6 +59,14 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateTraining(self, request, context):
+        """Checks a dataset and model config without fitting or logging anything: the model type and
+        its hyperparameters, the data source, symbols, features and segments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +74,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.Train,
                     request_deserializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainRequest.FromString,
                     response_serializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainResponse.SerializeToString,
+            ),
+            'ValidateTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateTraining,
+                    request_deserializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.ValidateTrainingRequest.FromString,
+                    response_serializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.ValidateTrainingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +109,33 @@ class TrainerService:
             '/alphaswarm.trainer.v1.TrainerService/Train',
             alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainRequest.SerializeToString,
             alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.trainer.v1.TrainerService/ValidateTraining',
+            alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.ValidateTrainingRequest.SerializeToString,
+            alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.ValidateTrainingResponse.FromString,
             options,
             channel_credentials,
             insecure,
