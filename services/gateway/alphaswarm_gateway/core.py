@@ -22,11 +22,14 @@ from typing import Any
 
 import grpc
 
+from alphaswarm.backtester.v1 import backtester_service_pb2 as bpb
 from alphaswarm.backtester.v1 import backtester_service_pb2_grpc as bpb_grpc
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
+from alphaswarm.registry.v1 import registry_service_pb2 as rpb
 from alphaswarm.registry.v1 import registry_service_pb2_grpc as rpb_grpc
+from alphaswarm.trainer.v1 import trainer_service_pb2 as tpb
 from alphaswarm.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
 from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.errors import DependencyUnavailable, InvalidArgument
@@ -136,6 +139,7 @@ class Gateway:
     async def start_run(self, cfg: AlphaBacktestConfig, *, request_id: str | None = None) -> resources_pb2.AlphaBacktestRun:
         """Accept a run: create its rows, publish `accepted`, enqueue the job. Returns the stored run."""
         request_id = request_id or cfg.request_id or ""
+        await self.preflight(cfg)
         run = resources_pb2.AlphaBacktestRun(
             run_name=cfg.run_name,
             state=resources_pb2.RUN_STATE_PENDING,
@@ -165,6 +169,29 @@ class Gateway:
             await fail_unstarted(self, stored, "accepted", DependencyUnavailable(f"job queue unavailable: {exc}"))
             raise DependencyUnavailable(f"job queue unavailable: {exc}") from exc
         return stored
+
+    async def preflight(self, cfg: AlphaBacktestConfig) -> None:
+        """Reject what the saga would reject, before anything is written: the model and data
+        (trainer), an unknown deployment (registry, 404) and the strategy (backtester)."""
+        timeout = self.settings.deadline_default_seconds
+        n_symbols = 0
+        if cfg.train_first:
+            checked = await aio_call(
+                self.clients.trainer.ValidateTraining,
+                tpb.ValidateTrainingRequest(dataset_cfg=config_to_proto(cfg.dataset_cfg),
+                                            model_cfg=config_to_proto(cfg.model_cfg)),
+                timeout=timeout, target="trainer",
+            )
+            n_symbols = int(checked.n_symbols)
+        if cfg.deployment_id:
+            await aio_call(self.clients.registry.GetDeployment,
+                           rpb.GetDeploymentRequest(deployment_id=cfg.deployment_id), timeout=timeout, target="registry")
+        await aio_call(
+            self.clients.backtester.ValidateStrategy,
+            bpb.ValidateStrategyRequest(strategy_cfg=config_to_proto(cfg.strategy_cfg),
+                                        backtest_cfg=config_to_proto(cfg.backtest_cfg), n_symbols=n_symbols),
+            timeout=timeout, target="backtester",
+        )
 
     async def get_run(self, *, run_id: str = "", task_id: str = "") -> resources_pb2.AlphaBacktestRun:
         resp = await aio_call(

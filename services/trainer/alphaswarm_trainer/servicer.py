@@ -11,7 +11,7 @@ from alphaswarm.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from alphaswarm_common.config import DatasetConfig, ModelConfig
 from alphaswarm_common.protoconv import config_from_proto, metricset_to_proto
 from alphaswarm_common.tracking import FEATURES_TAG, MODEL_SHA_TAG, MODEL_URI_TAG, PRODUCER, PRODUCER_TAG, Tracker
-from alphaswarm_trainer.training import train
+from alphaswarm_trainer.training import train, validate
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
 
@@ -19,6 +19,13 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
 class TrainerServicer(pb_grpc.TrainerServiceServicer):
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
+
+    def ValidateTraining(self, request: pb.ValidateTrainingRequest, context: Any) -> pb.ValidateTrainingResponse:
+        dataset_cfg = config_from_proto(request.dataset_cfg, DatasetConfig, prefix="dataset_cfg")
+        model_cfg = config_from_proto(request.model_cfg, ModelConfig, prefix="model_cfg")
+        panel = validate(dataset_cfg, model_cfg)
+        return pb.ValidateTrainingResponse(dataset_fingerprint=panel.fingerprint, n_dates=len(panel.dates),
+                                           n_symbols=len(panel.symbols))
 
     def Train(self, request: pb.TrainRequest, context: Any) -> pb.TrainResponse:
         dataset_cfg = config_from_proto(request.dataset_cfg, DatasetConfig, prefix="dataset_cfg")

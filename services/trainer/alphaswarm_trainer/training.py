@@ -60,6 +60,19 @@ def prepare(cfg: DatasetConfig) -> Prepared:
     return Prepared(panel, list(fs.names), fs.values, labels, rows)
 
 
+def validate(dataset_cfg: DatasetConfig, model_cfg: ModelConfig) -> Panel:
+    """Check everything `train` would reject, without fitting: the model type and its
+    hyperparameters, the data source and symbols, the segments, and the feature specs
+    (computed on the panel's last bars only, so the check is cheap)."""
+    build_model(model_cfg)
+    panel = load_panel(dataset_cfg)
+    validate_segments(panel, dataset_cfg)
+    longest = max((w for spec in dataset_cfg.features for w in spec.windows), default=1)
+    tail = panel.dates[max(0, len(panel.dates) - (2 * longest + 2))]
+    compute_features(panel.slice(tail, None), dataset_cfg.features)
+    return panel
+
+
 def train(dataset_cfg: DatasetConfig, model_cfg: ModelConfig) -> TrainingResult:
     """Fit the model on the train segment and evaluate every segment."""
     model = build_model(model_cfg)  # validate the model config before any data work

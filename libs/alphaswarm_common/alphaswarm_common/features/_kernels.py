@@ -49,17 +49,52 @@ def lag(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def _head_tail(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split each trailing window of `w` rows at a block boundary and sum both parts.
+
+    Rows are cut into blocks of `w` (`t // w`). For every row `t >= w-1`, its
+    window `t-w+1 .. t` is the head of `t`'s block (block start .. `t`) plus
+    the tail of the previous block (`t-w+1` .. its end; empty when `t` ends a
+    block). Returns `(head, tail)` of shape `(T-w+1, n)`, row `i` for `t =
+    w-1+i`. Both sums propagate NaN, so a window sum is NaN exactly when the
+    window holds a NaN. The prefix sums run as `w` vectorised steps, each over
+    every block and column at once (NumPy's `cumsum` along time is a scalar
+    loop and several times slower); each partial sum holds at most `w` terms.
+    """
+    t_rows, n = x.shape
+    nb = -(-t_rows // w)
+    z = np.zeros((nb * w, n), dtype=np.float64)
+    z[:t_rows] = x
+    z3 = z.reshape(nb, w, n)
+    upto = np.empty_like(z3)  # sum of the block's rows 0..p
+    upto[:, 0] = z3[:, 0]
+    for p in range(1, w):
+        np.add(upto[:, p - 1], z3[:, p], out=upto[:, p])
+    after = np.empty_like(z3)  # sum of the block's rows p+1..w-1
+    after[:, w - 1] = 0.0
+    for p in range(w - 2, -1, -1):
+        np.add(after[:, p + 1], z3[:, p + 1], out=after[:, p])
+    head = upto.reshape(nb * w, n)[w - 1 : t_rows]
+    tail = np.empty_like(head)
+    tail[0] = 0.0
+    tail[1:] = after.reshape(nb * w, n)[: t_rows - w]
+    return head, tail
+
+
+def rolling_sum(x: np.ndarray, w: int) -> np.ndarray:
+    """Trailing sum of `w` rows; NaN where the window is short or holds a NaN."""
+    t_rows = x.shape[0]
+    out = np.full(x.shape, np.nan, dtype=np.float64)
+    if t_rows >= w:
+        head, tail = _head_tail(x, w)
+        np.add(head, tail, out=out[w - 1 :])
+    return out
+
+
 def incomplete_windows(x: np.ndarray, w: int) -> np.ndarray:
     """Boolean `(T, n)`: True where the window of `w` rows ending at `t` is short or holds a NaN."""
-    t_rows = x.shape[0]
-    bad = np.ones(x.shape, dtype=bool)
-    if t_rows < w:
-        return bad
-    count = np.cumsum(np.isnan(x), axis=0, dtype=np.int32)
-    in_window = count[w - 1 :].copy()
-    in_window[1:] -= count[: t_rows - w]
-    bad[w - 1 :] = in_window > 0
-    return bad
+    count = rolling_sum(np.isnan(x).astype(np.float64), w)
+    return ~(count == 0)
 
 
 def rolling_flat(x: np.ndarray, w: int) -> np.ndarray:
@@ -71,71 +106,20 @@ def rolling_flat(x: np.ndarray, w: int) -> np.ndarray:
     if w == 1:
         flat[:] = True
         return flat
-    changed = np.zeros(x.shape, dtype=np.int32)
-    changed[1:] = x[1:] != x[:-1]
-    count = np.cumsum(changed, axis=0, dtype=np.int32)
-    # changes between consecutive rows inside the window: rows t-w+2 .. t
-    in_window = count[w - 1 :].copy()
-    in_window -= count[: t_rows - w + 1]
-    flat[w - 1 :] = in_window == 0
+    changed = np.zeros(x.shape, dtype=np.float64)
+    changed[1:] = x[1:] != x[:-1]  # NaN counts as a change
+    # the w-1 changes between consecutive rows of the window end at t
+    flat[:] = rolling_sum(changed, w - 1) == 0
+    flat[: w - 1] = False
     return flat
 
 
-def _blocks(x: np.ndarray, w: int, centre: bool) -> tuple[np.ndarray, np.ndarray]:
-    """`x` (NaN -> 0) cut into `ceil(T/w)` blocks of `w` rows, optionally centred on each block's first row.
-
-    Returns `(z, ref)`: `z` of shape `(nb, w, n)` (rows past `T` are 0) and the
-    per-block reference `ref` of shape `(nb, n)` (0 when not centring, or when
-    the block's first value is missing).
-    """
-    t_rows, n = x.shape
-    nb = -(-t_rows // w)
-    z = np.zeros((nb * w, n), dtype=np.float64)
-    np.copyto(z[:t_rows], x)
-    z[:t_rows][np.isnan(x)] = 0.0
-    z3 = z.reshape(nb, w, n)
-    if centre:
-        ref = z3[:, 0, :].copy()
-        z3 -= ref[:, None, :]
-        z[t_rows:] = 0.0
-    else:
-        ref = np.zeros((nb, n), dtype=np.float64)
-    return z3, ref
-
-
-def _head_tail(z3: np.ndarray, t_rows: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row `t >= w-1`: sum of the block rows up to `t` (head) and of the previous block after `t-w` (tail)."""
-    nb, _, n = z3.shape
-    inclusive = np.cumsum(z3, axis=1)
-    after = inclusive[:, -1:, :] - inclusive  # sum of the block's rows after each row
-    inclusive = inclusive.reshape(nb * w, n)
-    after = after.reshape(nb * w, n)
-    head = inclusive[w - 1 : t_rows]
-    tail = np.empty_like(head)
-    tail[0] = 0.0
-    tail[1:] = after[: t_rows - w]
-    return head, tail
-
-
-def rolling_sum(x: np.ndarray, w: int) -> np.ndarray:
-    """Trailing sum of `w` rows; NaN where the window is incomplete."""
-    t_rows = x.shape[0]
-    out = np.full(x.shape, np.nan, dtype=np.float64)
-    if t_rows < w:
-        return out
-    z3, _ = _blocks(x, w, centre=False)
-    head, tail = _head_tail(z3, t_rows, w)
-    out[w - 1 :] = head + tail
-    out[incomplete_windows(x, w)] = np.nan
-    return out
-
-
 class Moments(NamedTuple):
-    """Window moments (NaN where the window is incomplete).
+    """Window moments, NaN where the window is short or holds a NaN (of that series).
 
     `m2x`, `m2y` are sums of squared deviations from the window mean and
     `cxy` the sum of cross products of deviations (divide by `w - 1` for the
-    ddof=1 variance / covariance).
+    ddof=1 variance / covariance); `cxy` is NaN where either series is.
     """
 
     mean_x: np.ndarray
@@ -145,75 +129,77 @@ class Moments(NamedTuple):
     cxy: np.ndarray | None
 
 
+class _Centred(NamedTuple):
+    z: np.ndarray  # series minus its block's reference
+    s: tuple[np.ndarray, np.ndarray]  # (head, tail) sums of z
+    mean_head: np.ndarray
+    mean_tail: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+
 def rolling_moments(x: np.ndarray, w: int, y: np.ndarray | None = None, *, m2y: bool = True) -> Moments:
     """Mean and second moments of `x` (and of `y`, and their co-moment) over trailing windows of `w` rows.
 
-    Exactly 0 for `m2x` (and `cxy`) where `x` is constant over the window, and
-    for `m2y` (and `cxy`) where `y` is. Incomplete windows (short, or a NaN in
-    `x` or `y`) are NaN.
+    Each series is centred on the first value of its block of `w` rows; the
+    head and tail of a window (see `_head_tail`) are reduced separately and
+    merged with Chan et al.'s pairwise update, so no sum mixes price levels
+    with deviations. `m2x` (and `cxy`) is exactly 0 where `x` is constant over
+    the window, likewise for `y`.
     """
-    t_rows, n = x.shape
+    t_rows = x.shape[0]
     nan = np.full(x.shape, np.nan, dtype=np.float64)
     if t_rows < w:
         return Moments(nan, nan.copy(), None if y is None else nan.copy(), None, None)
 
-    rows = np.arange(w - 1, t_rows)
-    pos = (rows % w)[:, None]
-    n_head = (pos + 1).astype(np.float64)  # rows of the window in the current block
-    n_tail = (w - 1 - pos).astype(np.float64)  # rows of the window in the previous block
+    pos = (np.arange(w - 1, t_rows) % w)[:, None]
+    n_head = pos + 1.0
+    n_tail = (w - 1.0) - pos
     n_tail_safe = np.maximum(n_tail, 1.0)
-    blk = rows // w
-    blk_prev = np.maximum(blk - 1, 0)
-    weight = n_tail * n_head / w
+    weight = n_head * n_tail / w
 
-    def first_and_second(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        z3, ref = _blocks(a, w, centre=True)
-        s_head, s_tail = _head_tail(z3, t_rows, w)
-        q_head, q_tail = _head_tail(z3 * z3, t_rows, w)
+    def centred(a: np.ndarray) -> _Centred:
+        ref = a[::w].copy()
+        ref[np.isnan(ref)] = 0.0
+        per_row = np.repeat(ref, w, axis=0)[:t_rows]
+        ref_head = per_row[w - 1 :]
+        ref_tail = np.empty_like(ref_head)
+        ref_tail[0] = per_row[0]
+        ref_tail[1:] = per_row[: t_rows - w]
+        z = a - per_row
+        s_head, s_tail = _head_tail(z, w)
+        q_head, q_tail = _head_tail(z * z, w)
         m_head = s_head / n_head
         m_tail = s_tail / n_tail_safe
-        mean_head = ref[blk] + m_head
-        mean_tail = ref[blk_prev] + m_tail
+        mean_head = ref_head + m_head
+        mean_tail = ref_tail + m_tail
         mean = (mean_head * n_head + mean_tail * n_tail) / w
         delta = mean_head - mean_tail
         m2 = (q_head - s_head * m_head) + (q_tail - s_tail * m_tail) + delta * delta * weight
         np.maximum(m2, 0.0, out=m2)
-        return mean, m2, delta, z3, np.stack([s_head, s_tail])
+        return _Centred(z, (s_head, s_tail), mean_head, mean_tail, mean, m2)
 
-    mean_x, m2x_, dx, zx, sx = first_and_second(x)
-    bad = incomplete_windows(x, w)
+    def full(part: np.ndarray) -> np.ndarray:
+        out = nan.copy()
+        out[w - 1 :] = part
+        return out
+
+    cx = centred(x)
     flat_x = rolling_flat(x, w)[w - 1 :]
-    m2x_[flat_x] = 0.0
-    out_mean_x = nan.copy()
-    out_mean_x[w - 1 :] = mean_x
-    out_m2x = nan.copy()
-    out_m2x[w - 1 :] = m2x_
-
+    cx.m2[flat_x] = 0.0
     if y is None:
-        out_mean_x[bad] = np.nan
-        out_m2x[bad] = np.nan
-        return Moments(out_mean_x, out_m2x, None, None, None)
+        return Moments(full(cx.mean), full(cx.m2), None, None, None)
 
     y = np.broadcast_to(y, x.shape)
-    mean_y, m2y_, dy, zy, sy = first_and_second(y)
+    cy = centred(y)
     flat_y = rolling_flat(y, w)[w - 1 :]
-    m2y_[flat_y] = 0.0
-    p_head, p_tail = _head_tail(zx * zy, t_rows, w)
-    c_head = p_head - sx[0] * sy[0] / n_head
-    c_tail = p_tail - sx[1] * sy[1] / n_tail_safe
-    cxy = c_head + c_tail + dx * dy * weight
-    cxy[flat_x | flat_y] = 0.0
-
-    bad |= incomplete_windows(y, w)
-    out_mean_y = nan.copy()
-    out_mean_y[w - 1 :] = mean_y
-    out_m2y = nan.copy()
-    out_m2y[w - 1 :] = m2y_
-    out_cxy = nan.copy()
-    out_cxy[w - 1 :] = cxy
-    for arr in (out_mean_x, out_m2x, out_mean_y, out_m2y, out_cxy):
-        arr[bad] = np.nan
-    return Moments(out_mean_x, out_m2x, out_mean_y, out_m2y if m2y else None, out_cxy)
+    cy.m2[flat_y] = 0.0
+    p_head, p_tail = _head_tail(cx.z * cy.z, w)
+    c_head = p_head - cx.s[0] * cy.s[0] / n_head
+    c_tail = p_tail - cx.s[1] * cy.s[1] / n_tail_safe
+    cxy = c_head + c_tail + (cx.mean_head - cx.mean_tail) * (cy.mean_head - cy.mean_tail) * weight
+    cxy[(flat_x | flat_y) & ~np.isnan(cxy)] = 0.0
+    return Moments(full(cx.mean), full(cx.m2), full(cy.mean), full(cy.m2) if m2y else None, full(cxy))
 
 
 def rolling_extreme(
@@ -223,51 +209,51 @@ def rolling_extreme(
 
     The position is the offset of the extreme from the oldest row of the
     window (`0 .. w-1`; `w-1` is the current row); on ties, the oldest row
-    (numpy's `argmax` rule). Incomplete windows are NaN (position -1).
-    Sparse-table doubling: `ceil(log2(w))` whole-matrix steps.
+    (numpy's `argmax` rule). Windows that are short or hold a NaN are NaN
+    (position -1). Sparse-table doubling: `ceil(log2(w))` whole-matrix steps.
     """
     t_rows = x.shape[0]
-    fill = -np.inf if kind == "max" else np.inf
+    pick = np.maximum if kind == "max" else np.minimum  # propagates NaN
     prefer_older = np.greater_equal if kind == "max" else np.less_equal
-    val = np.where(np.isnan(x), fill, x)
+    val = np.array(x, dtype=np.float64, copy=True)
     idx = np.broadcast_to(np.arange(t_rows, dtype=np.int64)[:, None], x.shape).copy() if with_position else None
 
-    def combine(span: int) -> None:
-        # row t covers [t-span+1, t]; merge with the range ending at t-span (older) -> [t-2span+1, t].
-        # Both merged arrays are built from the old values before either is written back.
-        older, newer = val[:-span], val[span:]
-        take_older = prefer_older(older, newer)
-        merged = np.where(take_older, older, newer)
-        if idx is not None:
-            merged_idx = np.where(take_older, idx[:-span], idx[span:])
-            idx[span:] = merged_idx
-        val[span:] = merged
+    def merge(older: np.ndarray, newer: np.ndarray, i_older: np.ndarray | None, i_newer: np.ndarray | None):
+        merged = pick(older, newer)
+        merged_idx = None if i_older is None else np.where(prefer_older(older, newer), i_older, i_newer)
+        return merged, merged_idx
 
     span = 1
     while span * 2 <= w and span < t_rows:
-        combine(span)
+        # row t covers [t-span+1, t]; merge with the range ending at t-span -> [t-2span+1, t]
+        merged, merged_idx = merge(
+            val[:-span], val[span:], None if idx is None else idx[:-span], None if idx is None else idx[span:]
+        )
+        val[span:] = merged
+        if idx is not None:
+            idx[span:] = merged_idx
         span *= 2
     out = np.full(x.shape, np.nan, dtype=np.float64)
     pos_out = np.full(x.shape, -1, dtype=np.int64) if with_position else None
     if t_rows < w:
         return out, pos_out
     if span < w:
-        # [t-w+1, t] = [t-w+1, t-w+span] (ends at t-(w-span)) U [t-span+1, t]
+        # [t-w+1, t] = [t-w+1, t-w+span] (the range ending at t-(w-span)) U [t-span+1, t]
         shift = w - span
-        older, newer = val[:-shift], val[shift:]
-        take_older = prefer_older(older, newer)
-        out[shift:] = np.where(take_older, older, newer)
-        if idx is not None and pos_out is not None:
-            pos_out[shift:] = np.where(take_older, idx[:-shift], idx[shift:])
+        merged, merged_idx = merge(
+            val[:-shift], val[shift:], None if idx is None else idx[:-shift], None if idx is None else idx[shift:]
+        )
+        out[shift:] = merged
+        if pos_out is not None:
+            pos_out[shift:] = merged_idx
     else:
         out[:] = val
-        if idx is not None and pos_out is not None:
+        if pos_out is not None and idx is not None:
             pos_out[:] = idx
-    bad = incomplete_windows(x, w)
-    out[bad] = np.nan
+    out[: w - 1] = np.nan
     if pos_out is not None:
         pos_out -= np.arange(t_rows, dtype=np.int64)[:, None] - (w - 1)
-        pos_out[bad] = -1
+        pos_out[np.isnan(out)] = -1
     return out, pos_out
 
 
