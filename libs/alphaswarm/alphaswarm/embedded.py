@@ -63,6 +63,7 @@ class EmbeddedStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway_addr: str | None = None
+        self.tracker: Tracker | None = None
         self._servers: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -72,6 +73,7 @@ class EmbeddedStack:
     def start(self) -> EmbeddedStack:
         settings, self._servers, tracker = start_services(self.settings)
         self.settings = settings
+        self.tracker = tracker
         started: Future[str] = Future()
         self._loop = asyncio.new_event_loop()
 

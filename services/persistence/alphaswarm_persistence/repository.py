@@ -1286,6 +1286,7 @@ class CatalogRepository:
         # A metric that was not sent is NULL, not the seed's server default (0 for the trade counts).
         values.update(dict.fromkeys(METRIC_COLUMNS.values()))
         seen: dict[str, str] = {}
+        metric_notes: dict[str, str] = {}
         reasons: dict[str, str] = {}
         extra: dict[str, float | None] = {}
         for name, raw in result.metrics.items():
@@ -1314,7 +1315,9 @@ class CatalogRepository:
                 values[column] = stored
             if why:
                 reasons[canonical] = why
-                notes.append(f"{column}: {why}")
+                metric_notes[column] = f"{column}: {why}"
+        # In table column order, whatever the order of the (unordered) metric map.
+        notes += [metric_notes[c] for c in METRIC_COLUMNS.values() if c in metric_notes]
         params = _check_json(result.parameters, "result.parameters")
         if params is not None and _RESERVED_PARAMETERS_KEY in params:
             raise InvalidArgument(f"key {_RESERVED_PARAMETERS_KEY!r} is reserved", field="result.parameters")

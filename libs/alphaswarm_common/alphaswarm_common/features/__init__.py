@@ -125,14 +125,9 @@ class _Bars:
 
     # shared window statistics ------------------------------------------------
 
-    def trend(self, w: int) -> k.Moments:
-        """Moments of close against the bar index over `w` bars (for `beta`, `rsqr`, `resi`)."""
-
-        def make() -> k.Moments:
-            index = np.arange(self.close.shape[0], dtype=np.float64)[:, None]
-            return k.rolling_moments(self.close, w, np.broadcast_to(index, self.close.shape), m2y=False)
-
-        return self.memo(("trend", w), make)
+    def trend(self, w: int) -> k.Trend:
+        """Least-squares line of close on the bar index over `w` bars (for `beta`, `rsqr`, `resi`)."""
+        return self.memo(("trend", w), lambda: k.rolling_trend(self.close, w))
 
     def extreme(self, w: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """Rolling max of `high` (`kind="max"`) or min of `low` and the offset of the extreme."""
@@ -183,24 +178,17 @@ def _std(b: _Bars, w: int) -> np.ndarray:
     return np.sqrt(k.rolling_moments(b.close, w).m2x / (w - 1)) / b.close
 
 
-def _slope(b: _Bars, w: int) -> np.ndarray:
-    return b.trend(w).cxy / (w * (w * w - 1) / 12.0)  # type: ignore[operator]
-
-
 def _beta(b: _Bars, w: int) -> np.ndarray:
-    return _slope(b, w) / b.close
+    return b.trend(w).slope / b.close
 
 
 def _rsqr(b: _Bars, w: int) -> np.ndarray:
-    m = b.trend(w)
-    assert m.cxy is not None
-    return _where(m.m2x == 0, m.cxy * m.cxy / ((w * (w * w - 1) / 12.0) * m.m2x))
+    return b.trend(w).rsqr
 
 
 def _resi(b: _Bars, w: int) -> np.ndarray:
-    m = b.trend(w)
-    fitted = m.mean_x + _slope(b, w) * ((w - 1) / 2.0)
-    return np.where(m.m2x == 0, 0.0, (b.close - fitted) / b.close)
+    t = b.trend(w)
+    return np.where(t.m2x == 0, 0.0, (b.close - t.fitted) / b.close)
 
 
 def _max(b: _Bars, w: int) -> np.ndarray:

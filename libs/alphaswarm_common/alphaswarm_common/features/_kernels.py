@@ -1,25 +1,27 @@
 """Vectorised window and cross-sectional kernels on `(T, n)` float matrices.
 
 Every kernel works on whole matrices (rows are dates, columns symbols) with
-NumPy only: no loop over symbols, and no loop over dates. The loops left are
-over `log2(w)` doubling steps (`rolling_extreme`) or the `w` offsets of one
-window (`ts_rank`), each a whole-matrix operation.
+NumPy only: no loop over symbols and no loop over dates. The loops left run
+over the `w` offsets of a window (prefix sums inside blocks of `w` rows,
+`ts_rank`) or over `log2(w)` doubling steps (`rolling_extreme`), each step a
+whole-matrix operation.
 
 Window conventions, shared by every `rolling_*` kernel:
 
 - The window at row `t` is rows `t-w+1 .. t` (trailing, inclusive): a value at
-  row `t` depends on rows `<= t` only. No kernel reads a later row, and the
-  arithmetic for row `t` does not depend on later rows either (bit-for-bit).
+  row `t` depends on rows `<= t` only, and so does its arithmetic, so the
+  value is bit-for-bit unchanged when later rows change.
 - A window is complete only with `w` rows and no NaN in them (pandas'
   `min_periods=w`); incomplete windows give NaN.
 
-Numerics: rolling sums use prefix sums restarted every `w` rows (a window is
-the tail of one block plus the head of the next), so every partial sum holds
-at most `w` terms and the error does not grow with `T`, unlike a global
-`cumsum`. Second moments are combined from the two blocks with Chan's
-parallel formula on block-centred data, so a variance does not suffer the
-`E[x^2] - E[x]^2` cancellation on price levels. A window whose values are all
-identical has a variance (and covariance) of exactly 0.
+Numerics: window sums use prefix sums restarted every `w` rows, so a window
+is the head of one block plus the tail of the previous one and every partial
+sum holds at most `w` terms (the error does not grow with `T`, unlike a global
+`cumsum`, and no sum mixes distant price levels). Second moments centre each
+block on its first value and merge the two parts with Chan et al.'s pairwise
+update, which avoids the `E[x^2] - E[x]^2` cancellation on price levels
+(more accurate than pandas' rolling var on prices). A window whose values are
+all identical has a variance and covariance of exactly 0.
 """
 
 from __future__ import annotations
@@ -30,71 +32,96 @@ import numpy as np
 
 __all__ = [
     "Moments",
+    "Trend",
     "cs_rank",
-    "incomplete_windows",
     "lag",
     "rolling_extreme",
     "rolling_flat",
     "rolling_moments",
     "rolling_sum",
+    "rolling_trend",
     "ts_rank",
+    "valid_windows",
 ]
+
+_FLAT_TOL = 1e-10  # relative size under which a second moment is checked for an exactly flat window
 
 
 def lag(x: np.ndarray, k: int) -> np.ndarray:
     """`x` shifted down by `k >= 1` rows (row `t` holds `x[t-k]`), NaN in the first `k` rows."""
-    out = np.full_like(x, np.nan, dtype=np.float64)
+    out = np.full(x.shape, np.nan, dtype=np.float64)
     if k < x.shape[0]:
         out[k:] = x[: x.shape[0] - k]
     return out
 
 
-def _head_tail(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split each trailing window of `w` rows at a block boundary and sum both parts.
+def _window_sums(z: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of `z` (no NaN) over the head and the tail of every complete window.
 
-    Rows are cut into blocks of `w` (`t // w`). For every row `t >= w-1`, its
-    window `t-w+1 .. t` is the head of `t`'s block (block start .. `t`) plus
-    the tail of the previous block (`t-w+1` .. its end; empty when `t` ends a
-    block). Returns `(head, tail)` of shape `(T-w+1, n)`, row `i` for `t =
-    w-1+i`. Both sums propagate NaN, so a window sum is NaN exactly when the
-    window holds a NaN. The prefix sums run as `w` vectorised steps, each over
-    every block and column at once (NumPy's `cumsum` along time is a scalar
-    loop and several times slower); each partial sum holds at most `w` terms.
+    Rows are cut into blocks of `w` (`t // w`). The window `t-w+1 .. t` of a
+    row `t >= w-1` is the head of `t`'s block (block start .. `t`) plus the
+    tail of the previous block (`t-w+1` .. its end; empty when `t` ends a
+    block). Returns `(head, tail)` of shape `(T-w+1, n)`, row `i` for
+    `t = w-1+i`. The prefix sums run as `w` vectorised steps over every block
+    and column at once (NumPy's `cumsum` along time runs element by element
+    and is several times slower).
     """
-    t_rows, n = x.shape
+    t_rows, n = z.shape
     nb = -(-t_rows // w)
-    z = np.zeros((nb * w, n), dtype=np.float64)
-    z[:t_rows] = x
-    z3 = z.reshape(nb, w, n)
-    upto = np.empty_like(z3)  # sum of the block's rows 0..p
-    upto[:, 0] = z3[:, 0]
+    upto = np.empty((nb, w, n), dtype=np.float64)  # sum of the block's rows 0..p
+    flat_upto = upto.reshape(nb * w, n)
+    flat_upto[:t_rows] = z
+    flat_upto[t_rows:] = 0.0
     for p in range(1, w):
-        np.add(upto[:, p - 1], z3[:, p], out=upto[:, p])
-    after = np.empty_like(z3)  # sum of the block's rows p+1..w-1
-    after[:, w - 1] = 0.0
-    for p in range(w - 2, -1, -1):
-        np.add(after[:, p + 1], z3[:, p + 1], out=after[:, p])
-    head = upto.reshape(nb * w, n)[w - 1 : t_rows]
-    tail = np.empty_like(head)
-    tail[0] = 0.0
-    tail[1:] = after.reshape(nb * w, n)[: t_rows - w]
-    return head, tail
+        upto[:, p] += upto[:, p - 1]
+    # after[p] = sum of the block's rows p+1..w-1; the window of row t takes the tail of
+    # block k-1 after row t-w, so tail row i (t = w-1+i) is after-row i-1 with a 0 in front.
+    buf = np.empty((nb * w + 1, n), dtype=np.float64)
+    buf[0] = 0.0
+    np.subtract(upto[:, -1:, :], upto, out=buf[1:].reshape(nb, w, n))
+    return flat_upto[w - 1 : t_rows], buf[: t_rows - w + 1]
+
+
+def valid_windows(missing: np.ndarray, w: int) -> np.ndarray:
+    """Boolean `(T, n)`: True where the `w` rows ending at `t` exist and none is `missing`.
+
+    Columns whose values form one run (missing only before the first and
+    after the last value: not yet listed, delisted) are settled by comparing
+    row numbers; only columns with interior gaps need a window count.
+    """
+    t_rows, n = missing.shape
+    ok = np.zeros((t_rows, n), dtype=bool)
+    if t_rows < w:
+        return ok
+    present = ~missing
+    any_present = present.any(axis=0)
+    first = np.argmax(present, axis=0)
+    last = t_rows - 1 - np.argmax(present[::-1], axis=0)
+    one_run = any_present & (present.sum(axis=0) == last - first + 1)
+    rows = np.arange(t_rows)[:, None]
+    np.logical_and((rows >= first + (w - 1)) & (rows <= last), one_run, out=ok)
+    gaps = np.flatnonzero(any_present & ~one_run)
+    if gaps.size:
+        head, tail = _window_sums(missing[:, gaps].astype(np.float64), w)
+        sub = np.zeros((t_rows, gaps.size), dtype=bool)
+        sub[w - 1 :] = (head + tail) == 0
+        ok[:, gaps] = sub
+    return ok
 
 
 def rolling_sum(x: np.ndarray, w: int) -> np.ndarray:
     """Trailing sum of `w` rows; NaN where the window is short or holds a NaN."""
     t_rows = x.shape[0]
     out = np.full(x.shape, np.nan, dtype=np.float64)
-    if t_rows >= w:
-        head, tail = _head_tail(x, w)
-        np.add(head, tail, out=out[w - 1 :])
+    if t_rows < w:
+        return out
+    missing = np.isnan(x)
+    has_missing = bool(missing.any())
+    head, tail = _window_sums(np.where(missing, 0.0, x) if has_missing else x, w)
+    np.add(head, tail, out=out[w - 1 :])
+    if has_missing:
+        out[~valid_windows(missing, w)] = np.nan
     return out
-
-
-def incomplete_windows(x: np.ndarray, w: int) -> np.ndarray:
-    """Boolean `(T, n)`: True where the window of `w` rows ending at `t` is short or holds a NaN."""
-    count = rolling_sum(np.isnan(x).astype(np.float64), w)
-    return ~(count == 0)
 
 
 def rolling_flat(x: np.ndarray, w: int) -> np.ndarray:
@@ -104,14 +131,76 @@ def rolling_flat(x: np.ndarray, w: int) -> np.ndarray:
     if t_rows < w:
         return flat
     if w == 1:
-        flat[:] = True
+        flat[:] = ~np.isnan(x)
         return flat
     changed = np.zeros(x.shape, dtype=np.float64)
     changed[1:] = x[1:] != x[:-1]  # NaN counts as a change
-    # the w-1 changes between consecutive rows of the window end at t
+    # the w-1 changes between consecutive rows of the window ending at t
     flat[:] = rolling_sum(changed, w - 1) == 0
     flat[: w - 1] = False
     return flat
+
+
+class _Centred(NamedTuple):
+    z: np.ndarray  # the series minus its block's first value, 0 where missing
+    s_tail: np.ndarray  # tail sum of z (block k-1 reference)
+    d: np.ndarray  # reference of the tail's block minus the head's
+    sum_dev: np.ndarray  # sum over the window of (x - head reference)
+    mean: np.ndarray
+    m2: np.ndarray
+    ok: np.ndarray | None  # complete windows (None: all rows t >= w-1)
+
+
+def _centred(a: np.ndarray, w: int, n_tail: np.ndarray) -> _Centred:
+    """Window mean and sum of squared deviations of `a` for rows `t >= w-1` (NaN where incomplete).
+
+    Each block is centred on its first value; the tail's sums are moved to
+    the head block's reference (a value inside the window), so the final
+    `Q - S^2 / w` only cancels deviations of the size of the window's range.
+    """
+    t_rows = a.shape[0]
+    missing = np.isnan(a)
+    has_missing = bool(missing.any())
+    ref = a[::w].copy()
+    ref[np.isnan(ref)] = 0.0
+    per_row = np.repeat(ref, w, axis=0)[:t_rows]
+    ref_head = per_row[w - 1 :]
+    d = np.empty_like(ref_head)
+    d[0] = 0.0
+    np.subtract(per_row[: t_rows - w], per_row[w:], out=d[1:])
+    z = a - per_row
+    if has_missing:
+        z[missing] = 0.0
+    s_head, s_tail = _window_sums(z, w)
+    q_head, q_tail = _window_sums(z * z, w)
+    nd = n_tail * d
+    sum_dev = s_head + s_tail + nd
+    m2 = q_head + q_tail + d * (2.0 * s_tail + nd) - sum_dev * sum_dev / w
+    np.maximum(m2, 0.0, out=m2)
+    mean = ref_head + sum_dev / w
+    ok = valid_windows(missing, w)[w - 1 :] if has_missing else None
+    # A flat window has m2 == 0 in exact arithmetic; moving the tail to the head's reference can
+    # leave a rounding residue of order eps * q_tail. Windows under a much larger tolerance are
+    # checked exactly, on their columns only, and set to 0.
+    candidate = m2 <= _FLAT_TOL * q_tail
+    if ok is not None:
+        candidate &= ok
+    cols = np.flatnonzero(candidate.any(axis=0))
+    if cols.size:
+        flat = rolling_flat(a[:, cols], w)[w - 1 :] & candidate[:, cols]
+        sub = m2[:, cols]
+        sub[flat] = 0.0
+        m2[:, cols] = sub
+    if ok is not None:
+        mean[~ok] = np.nan
+        m2[~ok] = np.nan
+    return _Centred(z, s_tail, d, sum_dev, mean, m2, ok)
+
+
+def _full(part: np.ndarray, t_rows: int, w: int) -> np.ndarray:
+    out = np.full((t_rows, part.shape[1]), np.nan, dtype=np.float64)
+    out[w - 1 :] = part
+    return out
 
 
 class Moments(NamedTuple):
@@ -129,77 +218,83 @@ class Moments(NamedTuple):
     cxy: np.ndarray | None
 
 
-class _Centred(NamedTuple):
-    z: np.ndarray  # series minus its block's reference
-    s: tuple[np.ndarray, np.ndarray]  # (head, tail) sums of z
-    mean_head: np.ndarray
-    mean_tail: np.ndarray
-    mean: np.ndarray
-    m2: np.ndarray
+def _n_tail(t_rows: int, w: int) -> np.ndarray:
+    """Rows of each window (`t >= w-1`) that lie in the previous block, as a `(T-w+1, 1)` column."""
+    return ((w - 1) - (np.arange(w - 1, t_rows) % w))[:, None].astype(np.float64)
 
 
-def rolling_moments(x: np.ndarray, w: int, y: np.ndarray | None = None, *, m2y: bool = True) -> Moments:
+def rolling_moments(x: np.ndarray, w: int, y: np.ndarray | None = None) -> Moments:
     """Mean and second moments of `x` (and of `y`, and their co-moment) over trailing windows of `w` rows.
 
-    Each series is centred on the first value of its block of `w` rows; the
-    head and tail of a window (see `_head_tail`) are reduced separately and
-    merged with Chan et al.'s pairwise update, so no sum mixes price levels
-    with deviations. `m2x` (and `cxy`) is exactly 0 where `x` is constant over
-    the window, likewise for `y`.
+    `m2x` (and `cxy`) is exactly 0 where `x` is constant over the window,
+    likewise for `y`.
+    """
+    t_rows = x.shape[0]
+    if t_rows < w:
+        nan = np.full(x.shape, np.nan, dtype=np.float64)
+        return Moments(nan, nan.copy(), *((None,) * 3 if y is None else (nan.copy(), nan.copy(), nan.copy())))
+    n_tail = _n_tail(t_rows, w)
+    cx = _centred(x, w, n_tail)
+    if y is None:
+        return Moments(_full(cx.mean, t_rows, w), _full(cx.m2, t_rows, w), None, None, None)
+    cy = _centred(np.broadcast_to(y, x.shape), w, n_tail)
+    p_head, p_tail = _window_sums(cx.z * cy.z, w)
+    # sum over the window of (x - x_head_ref)(y - y_head_ref), the tail moved to the head references
+    cross = p_head + p_tail + cx.d * cy.s_tail + cy.d * (cx.s_tail + n_tail * cx.d)
+    cxy = cross - cx.sum_dev * cy.sum_dev / w
+    cxy[(cx.m2 == 0) | (cy.m2 == 0)] = 0.0
+    for c in (cx, cy):
+        if c.ok is not None:
+            cxy[~c.ok] = np.nan
+    return Moments(
+        _full(cx.mean, t_rows, w), _full(cx.m2, t_rows, w), _full(cy.mean, t_rows, w), _full(cy.m2, t_rows, w),
+        _full(cxy, t_rows, w),
+    )
+
+
+class Trend(NamedTuple):
+    """Least-squares line of `x` on the bar index over each window (NaN where incomplete).
+
+    `slope` is per bar; `fitted` is the line's value at the window's last bar;
+    `rsqr` is the R^2 of the fit (NaN on a flat window, where it is 0 / 0).
+    """
+
+    slope: np.ndarray
+    fitted: np.ndarray
+    rsqr: np.ndarray
+    m2x: np.ndarray
+
+
+def rolling_trend(x: np.ndarray, w: int) -> Trend:
+    """OLS of `x[t-w+1 .. t]` on `0 .. w-1` for every row, as `numpy.polyfit(arange(w), window, 1)`.
+
+    The bar index needs no data: its sums are closed forms, so one window sum
+    (of `x` times the position in its block) gives the co-moment.
     """
     t_rows = x.shape[0]
     nan = np.full(x.shape, np.nan, dtype=np.float64)
-    if t_rows < w:
-        return Moments(nan, nan.copy(), None if y is None else nan.copy(), None, None)
-
-    pos = (np.arange(w - 1, t_rows) % w)[:, None]
-    n_head = pos + 1.0
-    n_tail = (w - 1.0) - pos
-    n_tail_safe = np.maximum(n_tail, 1.0)
-    weight = n_head * n_tail / w
-
-    def centred(a: np.ndarray) -> _Centred:
-        ref = a[::w].copy()
-        ref[np.isnan(ref)] = 0.0
-        per_row = np.repeat(ref, w, axis=0)[:t_rows]
-        ref_head = per_row[w - 1 :]
-        ref_tail = np.empty_like(ref_head)
-        ref_tail[0] = per_row[0]
-        ref_tail[1:] = per_row[: t_rows - w]
-        z = a - per_row
-        s_head, s_tail = _head_tail(z, w)
-        q_head, q_tail = _head_tail(z * z, w)
-        m_head = s_head / n_head
-        m_tail = s_tail / n_tail_safe
-        mean_head = ref_head + m_head
-        mean_tail = ref_tail + m_tail
-        mean = (mean_head * n_head + mean_tail * n_tail) / w
-        delta = mean_head - mean_tail
-        m2 = (q_head - s_head * m_head) + (q_tail - s_tail * m_tail) + delta * delta * weight
-        np.maximum(m2, 0.0, out=m2)
-        return _Centred(z, (s_head, s_tail), mean_head, mean_tail, mean, m2)
-
-    def full(part: np.ndarray) -> np.ndarray:
-        out = nan.copy()
-        out[w - 1 :] = part
-        return out
-
-    cx = centred(x)
-    flat_x = rolling_flat(x, w)[w - 1 :]
-    cx.m2[flat_x] = 0.0
-    if y is None:
-        return Moments(full(cx.mean), full(cx.m2), None, None, None)
-
-    y = np.broadcast_to(y, x.shape)
-    cy = centred(y)
-    flat_y = rolling_flat(y, w)[w - 1 :]
-    cy.m2[flat_y] = 0.0
-    p_head, p_tail = _head_tail(cx.z * cy.z, w)
-    c_head = p_head - cx.s[0] * cy.s[0] / n_head
-    c_tail = p_tail - cx.s[1] * cy.s[1] / n_tail_safe
-    cxy = c_head + c_tail + (cx.mean_head - cx.mean_tail) * (cy.mean_head - cy.mean_tail) * weight
-    cxy[(flat_x | flat_y) & ~np.isnan(cxy)] = 0.0
-    return Moments(full(cx.mean), full(cx.m2), full(cy.mean), full(cy.m2) if m2y else None, full(cxy))
+    if t_rows < w or w < 2:
+        return Trend(nan, nan.copy(), nan.copy(), nan.copy())
+    n_tail = _n_tail(t_rows, w)
+    cx = _centred(x, w, n_tail)
+    position = (np.arange(t_rows) % w)[:, None].astype(np.float64)
+    p_head, p_tail = _window_sums(cx.z * position, w)
+    p = (w - 1.0) - n_tail  # position of t in its block
+    # bar offsets from the head block's start: head rows 0..p, tail rows (p+1..w-1) - w
+    tail_positions = (w - 1.0) * w / 2.0 - p * (p + 1.0) / 2.0
+    s_offset = w * (p - (w - 1.0) / 2.0)
+    cross = p_head + p_tail - w * cx.s_tail + cx.d * (tail_positions - w * n_tail)
+    cxt = cross - cx.sum_dev * s_offset / w
+    flat = cx.m2 == 0
+    cxt[flat] = 0.0
+    if cx.ok is not None:
+        cxt[~cx.ok] = np.nan
+    stt = w * (w * w - 1.0) / 12.0  # sum of squared deviations of 0..w-1
+    slope = cxt / stt
+    fitted = cx.mean + slope * ((w - 1.0) / 2.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rsqr = np.where(flat, np.nan, np.minimum(cxt * cxt / (stt * cx.m2), 1.0))
+    return Trend(_full(slope, t_rows, w), _full(fitted, t_rows, w), _full(rsqr, t_rows, w), _full(cx.m2, t_rows, w))
 
 
 def rolling_extreme(
@@ -276,7 +371,7 @@ def ts_rank(x: np.ndarray, w: int) -> np.ndarray:
         below += prev < cur
         equal += prev == cur
     out[w - 1 :] = (below + 1.0 + equal * 0.5) / w
-    out[incomplete_windows(x, w)] = np.nan
+    out[~valid_windows(np.isnan(x), w)] = np.nan
     return out
 
 

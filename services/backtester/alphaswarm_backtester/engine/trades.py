@@ -49,12 +49,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from alphaswarm_backtester.engine.accounting import (
-    REASON_STOP_LOSS,
-    REASON_TAKE_PROFIT,
-    Simulation,
-    StopEvents,
-)
+from alphaswarm_backtester.engine.accounting import REASON_STOP_LOSS, REASON_TAKE_PROFIT, Simulation
 from alphaswarm_backtester.engine.config import EngineConfig
 
 __all__ = ["EXIT_REASONS", "TRADE_COLUMNS", "build_trades", "closed_trades"]
@@ -88,6 +83,23 @@ TRADE_COLUMNS = (
 )
 
 _CHUNK_CELLS = 1 << 18
+_TILE_ROWS = 512
+
+
+def _transpose_into(out: np.ndarray, src: np.ndarray, j0: int, j1: int) -> None:
+    """`out[:, :T] = src[:, j0:j1].T`, copied in row tiles (twice as fast as one strided copy)."""
+    n_bars = src.shape[0]
+    for r0 in range(0, n_bars, _TILE_ROWS):
+        r1 = min(n_bars, r0 + _TILE_ROWS)
+        out[:, r0:r1] = src[r0:r1, j0:j1].T
+
+
+def _padded_t(src: np.ndarray, j0: int, j1: int, pad: float | np.ndarray) -> np.ndarray:
+    """`src[:, j0:j1].T` with one extra step at the end holding `pad`: shape `(j1 - j0, T + 1)`."""
+    out = np.empty((j1 - j0, src.shape[0] + 1))
+    _transpose_into(out, src, j0, j1)
+    out[:, -1] = pad
+    return out
 
 
 def _shift_right(a: np.ndarray) -> np.ndarray:
@@ -99,200 +111,215 @@ def _shift_right(a: np.ndarray) -> np.ndarray:
 
 
 def _segment_reduce(ufunc: np.ufunc, flat: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """`ufunc.reduce(flat[lo[k]:hi[k]])` for every k (requires `hi > lo`; `hi` may equal `len(flat)`)."""
+    """`ufunc.reduce(flat[lo[k]:hi[k]])` for every k; requires `lo < hi < len(flat)`."""
     if lo.size == 0:
         return np.empty(0, dtype=flat.dtype)
-    padded = np.append(flat, flat[:1])
     idx = np.empty(2 * lo.size, dtype=np.int64)
     idx[0::2] = lo
     idx[1::2] = hi
-    return ufunc.reduceat(padded, idx)[0::2]
+    return ufunc.reduceat(flat, idx)[0::2]
 
 
 class _Path:
-    """The share path of a block of symbols, one row per symbol, one column per step.
+    """The share path of a block of symbols: one row per symbol, one column per step, plus a pad step.
 
     A step is a bar, or with stops a half-bar: (stop, close fill) with close
-    fills and (open fill, stop) with open fills.
+    fills, (open fill, stop) with open fills. The pad step after the last one
+    holds a zero position: a trade still open at the end "exits" there
+    (`end_of_data`, at the symbol's last known close, no cost).
+
+    `price` is the fill price of each step (NaN: no fill), `hi` / `lo` the
+    excursion prices attached to each step (NaN: none), `at_close[step]`
+    whether a fill at that step happens at the close of its bar.
     """
 
     def __init__(
         self,
         x: np.ndarray,
         price: np.ndarray,
+        hi: np.ndarray,
+        lo: np.ndarray,
         step_bar: np.ndarray,
-        step_at_close: np.ndarray,
+        at_close: np.ndarray,
         reason: np.ndarray | None,
     ) -> None:
         self.x = x
         self.price = price
+        self.hi = hi
+        self.lo = lo
         self.step_bar = step_bar
-        self.step_at_close = step_at_close
+        self.at_close = at_close
         self.reason = reason
 
 
 def _block_path(
     sim: Simulation,
-    fill_px: np.ndarray,
+    px_t: np.ndarray,
+    hi_t: np.ndarray,
+    lo_t: np.ndarray,
     by_open: bool,
     j0: int,
     j1: int,
-    stops: StopEvents,
 ) -> _Path:
+    """The path of symbols `j0:j1`; `*_t` are transposed, NaN-padded `(symbols, T + 1)` prices."""
     n_bars = sim.positions.shape[0]
-    x_end = np.ascontiguousarray(sim.positions[:, j0:j1].T)
-    px = np.ascontiguousarray(fill_px[:, j0:j1].T)
-    np.nan_to_num(px, copy=False, nan=0.0)
-    sel = (stops.symbol >= j0) & (stops.symbol < j1)
+    stops = sim.stops
+    x_end = _padded_t(sim.positions, j0, j1, 0.0)
     if len(stops) == 0:
-        bars = np.arange(n_bars, dtype=np.int64)
-        return _Path(x_end, px, bars, np.full(n_bars, not by_open), None)
+        bars = np.arange(n_bars + 1, dtype=np.int64)
+        bars[-1] = n_bars - 1
+        at_close = np.full(n_bars + 1, not by_open)
+        at_close[-1] = True
+        return _Path(x_end, px_t, hi_t, lo_t, bars, at_close, None)
+    sel = (stops.symbol >= j0) & (stops.symbol < j1)
     s_col = stops.symbol[sel] - j0
     s_bar = stops.bar[sel]
     n_cols = j1 - j0
-    x = np.empty((n_cols, 2 * n_bars))
-    price = np.zeros((n_cols, 2 * n_bars))
-    reason = np.zeros((n_cols, 2 * n_bars), dtype=np.int8)
+    width = 2 * n_bars + 1
+    x = np.zeros((n_cols, width))
+    price = np.full((n_cols, width), np.nan)
+    reason = np.zeros((n_cols, width), dtype=np.int8)
+    # a bar's high/low is attached to its second step: inside a trade's window exactly when the
+    # trade was held through the bar (see `_block_trades`).
+    hi = np.full((n_cols, width), np.nan)
+    lo = np.full((n_cols, width), np.nan)
+    hi[:, 1:-1:2] = hi_t[:, :-1]
+    lo[:, 1:-1:2] = lo_t[:, :-1]
     if not by_open:
         # step 2s: stops (intrabar), step 2s+1: the close fill.
-        mid = _shift_right(x_end)
+        mid = _shift_right(x_end[:, :-1])
         mid[s_col, s_bar] = 0.0
-        x[:, 0::2] = mid
-        x[:, 1::2] = x_end
-        price[:, 1::2] = px
+        x[:, 0:-1:2] = mid
+        x[:, 1:-1:2] = x_end[:, :-1]
+        price[:, 1:-1:2] = px_t[:, :-1]
         price[s_col, 2 * s_bar] = stops.price[sel]
         reason[s_col, 2 * s_bar] = stops.reason[sel]
         at_close = np.tile(np.array([False, True]), n_bars)
     else:
         # step 2s: the open fill, step 2s+1: stops (intrabar).
-        mid = x_end.copy()
+        mid = x_end[:, :-1].copy()
         mid[s_col, s_bar] = stops.shares[sel]
-        x[:, 0::2] = mid
-        x[:, 1::2] = x_end
-        price[:, 0::2] = px
+        x[:, 0:-1:2] = mid
+        x[:, 1:-1:2] = x_end[:, :-1]
+        price[:, 0:-1:2] = px_t[:, :-1]
         price[s_col, 2 * s_bar + 1] = stops.price[sel]
         reason[s_col, 2 * s_bar + 1] = stops.reason[sel]
         at_close = np.zeros(2 * n_bars, dtype=bool)
-    return _Path(x, price, np.repeat(np.arange(n_bars, dtype=np.int64), 2), at_close, reason)
+    bars = np.append(np.repeat(np.arange(n_bars, dtype=np.int64), 2), n_bars - 1)
+    return _Path(x, price, hi, lo, bars, np.append(at_close, True), reason)
 
 
-def _block_trades(
-    path: _Path,
-    hi_src: np.ndarray,
-    lo_src: np.ndarray,
-    last_mark: np.ndarray,
-    cfg: EngineConfig,
-) -> dict[str, np.ndarray]:
-    """Every trade of one block of symbols (see the module docstring for the definitions)."""
-    x, price = path.x, path.price
-    n_cols, n_steps = x.shape
-    n_bars = hi_src.shape[1]
+def _block_trades(path: _Path, mark: np.ndarray, cfg: EngineConfig) -> dict[str, np.ndarray]:
+    """Every trade of one block of symbols (see the module docstring for the definitions).
+
+    The block is first compressed to its active cells (position non-zero now
+    or at the previous step): a trade's cells, from its opening step to its
+    exit step, are then contiguous, so every per-trade sum is one `reduceat`
+    over `[start, exit)` and its excursion window one over `[start +
+    at_close(start), exit + at_close(exit))` in compressed indices.
+    """
+    x = path.x
+    n_cols, width = x.shape
+    pad_step = width - 1
     sgn = (x > 0).view(np.int8) - (x < 0).view(np.int8)
     sgn_prev = _shift_right(sgn)
-    change = sgn != sgn_prev
-    starts = np.flatnonzero(change & (sgn != 0))
-    exits = np.flatnonzero(change & (sgn_prev != 0))
-    n = starts.size
-    if n == 0:
+    act = np.flatnonzero((sgn != 0) | (sgn_prev != 0))
+    if act.size == 0:
         return {}
-    col = starts // n_steps
-    col_end = (col + 1) * n_steps
-    k = np.searchsorted(exits, starts, side="right")
-    ex = exits[np.minimum(k, max(exits.size - 1, 0))] if exits.size else np.zeros(n, np.int64)
-    closed = (k < exits.size) & (ex < col_end)
-    seg_end = np.where(closed, ex, col_end)
+    col_of = act // width
+    step_of = act - col_of * width
+    s_c = sgn.ravel()[act]
+    x_c = x.ravel()[act]
+    # the previous step is active unless its position was 0 (and a row's first step follows nothing).
+    x_prev_c = np.zeros(act.size)
+    follows = np.flatnonzero((act[1:] == act[:-1] + 1) & (step_of[1:] != 0)) + 1
+    x_prev_c[follows] = x_c[follows - 1]
+    sp_c = (x_prev_c > 0).view(np.int8) - (x_prev_c < 0).view(np.int8)
+    change = s_c != sp_c
+    starts = np.flatnonzero(change & (s_c != 0))
+    # every trade has exactly one exit (a real one or the pad), in the same order as the starts.
+    exits = np.flatnonzero(change & (sp_c != 0))
+    n = starts.size
 
-    x_flat = x.ravel()
-    x_prev = _shift_right(x).ravel()
-    p_flat = price.ravel()
-    dx = x_flat - x_prev
-    q = dx * p_flat
+    p_c = path.price.ravel()[act]
+    is_pad = step_of == pad_step
+    p_c[is_pad] = mark[col_of[is_pad]]
+    np.nan_to_num(p_c, copy=False, nan=0.0)
+    dx = x_c - x_prev_c
+    q = dx * p_c
     adx = np.abs(dx)
     aq = np.abs(q)
+    s_abs = _segment_reduce(np.add, adx, starts, exits)
+    s_q = _segment_reduce(np.add, q, starts, exits)
+    s_aq = _segment_reduce(np.add, aq, starts, exits)
 
-    s_abs = _segment_reduce(np.add, adx, starts, seg_end)
-    s_q = _segment_reduce(np.add, q, starts, seg_end)
-    s_aq = _segment_reduce(np.add, aq, starts, seg_end)
-
-    x_st = x_flat[starts]
-    xp_st = x_prev[starts]
-    p_st = p_flat[starts]
+    x_st = x_c[starts]
+    xp_st = x_prev_c[starts]
+    p_st = p_c[starts]
     flip = xp_st != 0
     # the start cell of a flip also holds the previous trade's closing order: keep only our part.
-    s_abs -= np.where(flip, adx[starts] - np.abs(x_st), 0.0)
-    s_q -= np.where(flip, q[starts] - x_st * p_st, 0.0)
-    s_aq -= np.where(flip, aq[starts] - np.abs(x_st) * p_st, 0.0)
-    # and the exit cell's closing part belongs to the trade it closes.
-    ex_c = np.where(closed, ex, 0)
-    xp_ex = np.where(closed, x_prev[ex_c], 0.0)
-    p_ex = np.where(closed, p_flat[ex_c], 0.0)
+    if flip.any():
+        f = np.flatnonzero(flip)
+        fs = starts[f]
+        s_abs[f] -= adx[fs] - np.abs(x_st[f])
+        s_q[f] -= q[fs] - x_st[f] * p_st[f]
+        s_aq[f] -= aq[fs] - np.abs(x_st[f]) * p_st[f]
+    # the exit cell's closing part belongs to the trade it closes.
+    xp_ex = x_prev_c[exits]
+    p_ex = p_c[exits]
+    close_value = np.abs(xp_ex) * p_ex
     s_abs += np.abs(xp_ex)
     s_q -= xp_ex * p_ex
-    s_aq += np.abs(xp_ex) * p_ex
+    s_aq += close_value
 
+    col = col_of[starts]
+    step_in = step_of[starts]
+    step_out = step_of[exits]
+    is_open = step_out == pad_step
     direction = np.sign(x_st)
-    x_last = np.where(closed, 0.0, x_flat[col_end - 1])
-    mark = last_mark[col]
-    remainder = np.abs(x_last)
-    ent_size = 0.5 * (s_abs + direction * x_last)
+    size = 0.5 * s_abs
     ent_value = 0.5 * (s_aq + direction * s_q)
-    ext_size = 0.5 * (s_abs - direction * x_last) + remainder
-    ext_value = 0.5 * (s_aq - direction * s_q) + remainder * np.nan_to_num(mark)
-
-    rate = cfg.cost_rate
-    fees = cfg.fees * s_aq
-    slippage = cfg.slippage * s_aq
+    ext_value = 0.5 * (s_aq - direction * s_q)
+    traded_value = s_aq - np.where(is_open, close_value, 0.0)
+    fees = cfg.fees * traded_value
+    slippage = cfg.slippage * traded_value
     if cfg.min_fee > 0.0:
         # what the minimum adds to each order, split at flips by the shares each side trades.
-        extra = np.where(adx > 0, np.maximum(cfg.min_fee - rate * aq, 0.0), 0.0)
-        s_extra = _segment_reduce(np.add, extra, starts, seg_end)
+        extra = np.where((adx > 0) & ~is_pad, np.maximum(cfg.min_fee - cfg.cost_rate * aq, 0.0), 0.0)
+        s_extra = _segment_reduce(np.add, extra, starts, exits)
         share_old = np.where(flip, np.abs(xp_st) / (np.abs(xp_st) + np.abs(x_st)), 0.0)
         s_extra -= extra[starts] * share_old
-        share_ex = np.where(closed, np.abs(xp_ex) / np.maximum(adx[ex_c], 1e-300), 0.0)
-        s_extra += np.where(closed, extra[ex_c] * np.minimum(share_ex, 1.0), 0.0)
+        s_extra += extra[exits] * np.minimum(np.abs(xp_ex) / np.maximum(adx[exits], 1e-300), 1.0)
         fees = fees + s_extra
     pnl = direction * (ext_value - ent_value) - fees - slippage
     with np.errstate(divide="ignore", invalid="ignore"):
-        entry_price = ent_value / ent_size
-        exit_price = ext_value / ext_size
+        entry_price = ent_value / size
+        exit_price = ext_value / size
         pnl_pct = pnl / ent_value
 
-    step_in = starts - col * n_steps
-    step_out = np.where(closed, ex - col * n_steps, n_steps - 1)
-    bar_in = path.step_bar[step_in]
-    bar_out = path.step_bar[step_out]
     if path.reason is not None:
-        stop_reason = np.where(closed, path.reason.ravel()[ex_c], 0)
-    else:
-        stop_reason = np.zeros(n, dtype=np.int8)
-    reason = np.where(
-        ~closed,
-        _END,
-        np.where(
+        stop_reason = path.reason.ravel()[act[exits]]
+        reason = np.where(
             stop_reason == REASON_STOP_LOSS,
             _STOP_LOSS,
-            np.where(
-                stop_reason == REASON_TAKE_PROFIT,
-                _TAKE_PROFIT,
-                np.where(x_flat[ex_c] != 0, _REBALANCE, _SIGNAL),
-            ),
-        ),
-    )
+            np.where(stop_reason == REASON_TAKE_PROFIT, _TAKE_PROFIT, _SIGNAL),
+        )
+    else:
+        reason = np.full(n, _SIGNAL)
+    reason = np.where((reason == _SIGNAL) & (x_c[exits] != 0), _REBALANCE, reason)
+    reason[is_open] = _END
 
-    # excursions: bars [w0, w1] fully or partly held, plus the exit price.
-    w0 = bar_in + path.step_at_close[step_in]
-    w1 = np.where(closed, bar_out - (~path.step_at_close[step_out]), n_bars - 1)
-    nonempty = w1 >= w0
-    base = col * n_bars
-    lo_idx = base + np.minimum(w0, n_bars - 1)
-    hi_idx = base + np.maximum(w1, np.minimum(w0, n_bars - 1)) + 1
-    win_hi = _segment_reduce(np.fmax, hi_src.ravel(), lo_idx, hi_idx)
-    win_lo = _segment_reduce(np.fmin, lo_src.ravel(), lo_idx, hi_idx)
-    win_hi = np.where(nonempty, win_hi, np.nan)
-    win_lo = np.where(nonempty, win_lo, np.nan)
-    x_out = np.where(closed, p_ex, mark)
+    # excursions over the window of steps whose attached high/low the trade was exposed to.
+    hi_c = np.append(path.hi.ravel()[act], np.nan)
+    lo_c = np.append(path.lo.ravel()[act], np.nan)
+    w_lo = starts + path.at_close[step_in]
+    w_hi = exits + path.at_close[step_out]
+    nonempty = w_hi > w_lo
+    w_hi = np.maximum(w_hi, w_lo + 1)
+    win_hi = np.where(nonempty, _segment_reduce(np.fmax, hi_c, w_lo, w_hi), np.nan)
+    win_lo = np.where(nonempty, _segment_reduce(np.fmin, lo_c, w_lo, w_hi), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r_exit = direction * (x_out / entry_price - 1.0)
+        r_exit = direction * (p_ex / entry_price - 1.0)
         r_fav = np.where(direction > 0, win_hi / entry_price - 1.0, 1.0 - win_lo / entry_price)
         r_adv = np.where(direction > 0, win_lo / entry_price - 1.0, 1.0 - win_hi / entry_price)
     mae = np.fmin(np.fmin(r_adv, r_exit), 0.0)
@@ -302,11 +329,11 @@ def _block_trades(
         "col": col,
         "step_in": step_in,
         "direction": direction,
-        "entry_bar": bar_in,
-        "exit_bar": bar_out,
+        "entry_bar": path.step_bar[step_in],
+        "exit_bar": path.step_bar[step_out],
         "entry_price": entry_price,
         "exit_price": exit_price,
-        "shares": ent_size,
+        "shares": size,
         "position_size": ent_value,
         "pnl": pnl,
         "pnl_percent": pnl_pct,
@@ -315,16 +342,19 @@ def _block_trades(
         "reason": reason,
         "fees_paid": fees,
         "slippage_cost": slippage,
-        "is_open": ~closed,
+        "is_open": is_open,
     }
 
 
-def _excursion_source(extreme: np.ndarray | None, close: np.ndarray, j0: int, j1: int) -> np.ndarray:
-    src = np.ascontiguousarray(close[:, j0:j1].T)
-    if extreme is not None:
-        ext = np.ascontiguousarray(extreme[:, j0:j1].T)
-        np.copyto(src, ext, where=~np.isnan(ext))
-    return src
+def _excursion_source(
+    extreme: np.ndarray | None, close_t: np.ndarray, j0: int, j1: int
+) -> np.ndarray:
+    """High (or low) of symbols `j0:j1`, transposed and NaN-padded, the close where it is missing."""
+    if extreme is None:
+        return close_t
+    out = _padded_t(extreme, j0, j1, np.nan)
+    np.copyto(out, close_t, where=np.isnan(out))
+    return out
 
 
 def build_trades(
@@ -340,97 +370,92 @@ def build_trades(
 ) -> pd.DataFrame:
     """The ledger of `sim` as a DataFrame with `TRADE_COLUMNS`, one row per trade, chronological.
 
-    Rows are ordered by entry bar, then symbol order; `trade_number` counts
-    from 1 in that order. `dates` is `datetime64[ns]`, `(T,)`.
+    Rows are ordered by entry (bar, then intrabar step), then symbol order;
+    `trade_number` counts from 1 in that order. `dates` is `datetime64[ns]`, `(T,)`.
     """
     n_bars, n_syms = sim.positions.shape
     by_open = config.fill_price == "open"
-    fill_px = open if by_open else close
-    if fill_px is None:
+    if by_open and open is None:
         raise ValueError("fill_price='open' needs open prices")
     n_steps = n_bars if len(sim.stops) == 0 else 2 * n_bars
-    block = max(1, _CHUNK_CELLS // n_steps)
+    block = max(1, _CHUNK_CELLS // (n_steps + 1))
     parts: list[dict[str, np.ndarray]] = []
     for j0 in range(0, n_syms, block):
         j1 = min(n_syms, j0 + block)
-        path = _block_path(sim, fill_px, by_open, j0, j1, sim.stops)
-        hi_src = _excursion_source(high, close, j0, j1)
-        lo_src = _excursion_source(low, close, j0, j1)
-        part = _block_trades(path, hi_src, lo_src, sim.last_mark[j0:j1], config)
+        close_t = _padded_t(close, j0, j1, np.nan)
+        px_t = close_t if not by_open else _padded_t(open, j0, j1, np.nan)  # type: ignore[arg-type]
+        hi_t = _excursion_source(high, close_t, j0, j1)
+        lo_t = _excursion_source(low, close_t, j0, j1)
+        path = _block_path(sim, px_t, hi_t, lo_t, by_open, j0, j1)
+        part = _block_trades(path, np.nan_to_num(sim.last_mark[j0:j1]), config)
         if part:
             part["col"] = part["col"] + j0
             parts.append(part)
-    return _frame(parts, dates, symbols)
+    return _frame(parts, dates, symbols, n_steps)
 
 
-def _frame(parts: list[dict[str, np.ndarray]], dates: np.ndarray, symbols: Sequence[str]) -> pd.DataFrame:
+_INT_KEYS = ("col", "step_in", "entry_bar", "exit_bar", "reason")
+
+
+def _frame(
+    parts: list[dict[str, np.ndarray]], dates: np.ndarray, symbols: Sequence[str], n_steps: int
+) -> pd.DataFrame:
     if parts:
-        cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        keys = list(parts[0])
+        step = np.concatenate([p["step_in"] for p in parts])
+        # blocks are in symbol order and each block is (symbol, step)-ordered: a stable sort on the
+        # step gives (step, symbol). A uint16 key sorts by radix.
+        key = step.astype(np.uint16 if n_steps < 1 << 16 else np.uint32)
+        order = np.argsort(key, kind="stable")
+        cols = {k: np.concatenate([p[k] for p in parts])[order] for k in keys}
     else:
-        cols = {
-            key: np.empty(0, dtype=np.int64 if key in ("col", "step_in", "entry_bar", "exit_bar") else float)
-            for key in (
-                "col",
-                "step_in",
-                "direction",
-                "entry_bar",
-                "exit_bar",
-                "entry_price",
-                "exit_price",
-                "shares",
-                "position_size",
-                "pnl",
-                "pnl_percent",
-                "mae",
-                "mfe",
-                "reason",
-                "fees_paid",
-                "slippage_cost",
-            )
-        }
-        cols["reason"] = np.empty(0, dtype=np.int64)
+        cols = {k: np.empty(0, dtype=np.int64) for k in _INT_KEYS}
         cols["is_open"] = np.empty(0, dtype=bool)
-    order = np.lexsort((cols["col"], cols["step_in"]))
-    cols = {key: value[order] for key, value in cols.items()}
-    n = order.size
-    entry_dates = dates[cols["entry_bar"]]
-    exit_dates = dates[cols["exit_bar"]]
-    span = (exit_dates - entry_dates).astype("timedelta64[ns]").astype(np.int64)
-    sym_cat = pd.Categorical.from_codes(cols["col"], categories=pd.Index(list(symbols), dtype=object))
-    direction = pd.Categorical.from_codes(
-        (cols["direction"] < 0).astype(np.int8), categories=pd.Index(["long", "short"], dtype=object)
-    )
-    reason = pd.Categorical.from_codes(
-        cols["reason"].astype(np.int8), categories=pd.Index(list(EXIT_REASONS), dtype=object)
-    )
-    frame = pd.DataFrame(
-        {
-            "trade_number": np.arange(1, n + 1, dtype=np.int64),
-            "symbol": sym_cat,
-            "direction": direction,
-            "entry_date": entry_dates,
-            "entry_bar": cols["entry_bar"].astype(np.int64),
-            "entry_price": cols["entry_price"],
-            "exit_date": exit_dates,
-            "exit_bar": cols["exit_bar"].astype(np.int64),
-            "exit_price": cols["exit_price"],
-            "shares": cols["shares"],
-            "position_size": cols["position_size"],
-            "pnl": cols["pnl"],
-            "pnl_percent": cols["pnl_percent"],
-            "mae": cols["mae"],
-            "mfe": cols["mfe"],
-            "duration_bars": (cols["exit_bar"] - cols["entry_bar"]).astype(np.int64),
-            "duration_days": span // 86_400_000_000_000,
-            "duration_hours": span / 3_600_000_000_000,
-            "exit_reason": reason,
-            "fees_paid": cols["fees_paid"],
-            "slippage_cost": cols["slippage_cost"],
-            "is_open": cols["is_open"].astype(bool),
-        },
-        columns=list(TRADE_COLUMNS),
-    )
-    return frame
+        cols["direction"] = np.empty(0)
+    n = cols["col"].size
+
+    def num(key: str) -> np.ndarray:
+        return cols.get(key, np.empty(0)) if n else np.empty(0)
+
+    entry_bar = cols["entry_bar"].astype(np.int64, copy=False)
+    exit_bar = cols["exit_bar"].astype(np.int64, copy=False)
+    entry_dates = dates[entry_bar]
+    exit_dates = dates[exit_bar]
+    span = (exit_dates - entry_dates).astype("timedelta64[ns]").view(np.int64)
+    categories = {
+        "symbol": pd.Index(list(symbols), dtype=object),
+        "direction": pd.Index(["long", "short"], dtype=object),
+        "exit_reason": pd.Index(list(EXIT_REASONS), dtype=object),
+    }
+    data = {
+        "trade_number": np.arange(1, n + 1, dtype=np.int64),
+        "symbol": pd.Categorical.from_codes(cols["col"], dtype=pd.CategoricalDtype(categories["symbol"])),
+        "direction": pd.Categorical.from_codes(
+            (cols["direction"] < 0).view(np.int8), dtype=pd.CategoricalDtype(categories["direction"])
+        ),
+        "entry_date": entry_dates,
+        "entry_bar": entry_bar,
+        "entry_price": num("entry_price"),
+        "exit_date": exit_dates,
+        "exit_bar": exit_bar,
+        "exit_price": num("exit_price"),
+        "shares": num("shares"),
+        "position_size": num("position_size"),
+        "pnl": num("pnl"),
+        "pnl_percent": num("pnl_percent"),
+        "mae": num("mae"),
+        "mfe": num("mfe"),
+        "duration_bars": exit_bar - entry_bar,
+        "duration_days": span // 86_400_000_000_000,
+        "duration_hours": span / 3_600_000_000_000,
+        "exit_reason": pd.Categorical.from_codes(
+            cols["reason"].astype(np.int8), dtype=pd.CategoricalDtype(categories["exit_reason"])
+        ),
+        "fees_paid": num("fees_paid"),
+        "slippage_cost": num("slippage_cost"),
+        "is_open": cols["is_open"].astype(bool, copy=False),
+    }
+    return pd.DataFrame(data, columns=list(TRADE_COLUMNS), copy=False)
 
 
 def closed_trades(trades: pd.DataFrame) -> pd.DataFrame:

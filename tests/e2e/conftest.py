@@ -1,0 +1,88 @@
+"""One embedded stack per test session: five real gRPC servers on loopback, a SQLite
+catalog and an MLflow SQLite store in a temporary folder, the in-process bus."""
+
+from __future__ import annotations
+
+import copy
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from alphaswarm.embedded import EmbeddedStack
+from alphaswarm_common.settings import Settings
+
+SMALL_RUN: dict[str, Any] = {
+    "dataset_cfg": {
+        "source": "sp500",
+        "start_date": "2009-01-01",
+        "end_date": "2019-06-28",
+        "segments": {
+            "train": ["2010-01-01", "2015-12-31"],
+            "valid": ["2016-01-01", "2016-12-30"],
+            "test": ["2017-01-03", "2018-12-31"],
+        },
+        "features": [
+            {"name": "ret", "windows": [1, 5, 20], "cs_rank": True},
+            {"name": "vol", "windows": [20]},
+            {"name": "ma_ratio", "windows": [10, 50]},
+        ],
+        "label": {"horizon": 1, "execution_lag": 1},
+    },
+    "model_cfg": {"type": "ridge", "params": {"alpha": 10.0}, "name": "e2e-ridge-alpha"},
+    "strategy_cfg": {"type": "long_short_topk", "params": {"top_k": 3}},
+    "backtest_cfg": {"fees": 0.001, "slippage": 0.001},
+}
+
+STAGES = ["accepted", "training", "registering", "deploying", "predicting", "backtesting", "persisting", "completed"]
+
+
+def small_run(**overrides: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(SMALL_RUN)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
+    return doc
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    home = tmp_path_factory.mktemp("alphaswarm-home")
+    settings = Settings(home=home, ml_prediction_audit_enabled=True, database_url=None, mlflow_tracking_uri=None,
+                        nats_url=None, gateway_addr=None)
+    with EmbeddedStack(settings) as s:
+        yield s
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def rest_url(stack: EmbeddedStack) -> Iterator[str]:
+    """The REST gateway (uvicorn on a real socket) over the session's services."""
+    import uvicorn
+
+    from alphaswarm_gateway.core import bootstrap
+    from alphaswarm_gateway.rest import create_app
+
+    settings = stack.settings.model_copy(update={"grpc_port": 0})
+    app = create_app(settings, gateway=bootstrap(settings, tracker=stack.tracker))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=15)
