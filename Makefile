@@ -12,10 +12,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip uv
 
 install: $(BIN)/python            ## runtime dependencies + the alphaswarm command
-	$(UV) pip install --quiet --python $(BIN)/python -e .
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e .
+	$(BIN)/python -m compileall -q libs services
 
 install-dev: $(BIN)/python        ## runtime + test/lint dependencies
-	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
+	$(BIN)/python -m compileall -q libs services
 
 run: install                       ## the main job on the embedded default (no servers needed)
 	$(BIN)/alphaswarm run $(CONFIG)

@@ -25,6 +25,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow\..*")
     for noisy in ("mlflow", "alembic", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from alphaswarm_common.tracking import quiet_mlflow
+
+    quiet_mlflow()
 
 
 def run_service(name: str, build: Callable[[Settings], Sequence[ServiceRegistration]],

@@ -272,5 +272,8 @@ def quiet_mlflow() -> None:
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # We log cloudpickle deliberately and verify each artifact's sha256 before loading it.
+    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -16,6 +16,7 @@ from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
 from alphaswarm_backtester.engine import BacktestOutput, EngineConfig, run_backtest, weights_from_signal
+from alphaswarm_backtester.engine.strategies import validate_strategy_params
 from alphaswarm_common.config import BacktestConfig, StrategyConfig
 from alphaswarm_common.errors import InvalidArgument
 from alphaswarm_common.grpc_client import call
@@ -80,6 +81,16 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
         self.persistence = persistence
         self.deadline = deadline
 
+    def ValidateStrategy(self, request: pb.ValidateStrategyRequest, context: Any) -> pb.ValidateStrategyResponse:
+        strategy_cfg = config_from_proto(request.strategy_cfg, StrategyConfig, prefix="strategy_cfg")
+        backtest_cfg = config_from_proto(request.backtest_cfg, BacktestConfig, prefix="backtest_cfg")
+        params = validate_strategy_params(strategy_cfg.type, strategy_cfg.params)
+        EngineConfig.from_backtest_config(backtest_cfg, execution_lag=backtest_cfg.execution_lag or 0)
+        if request.n_symbols > 0:  # universe-dependent checks (top_k against the symbols) on a probe signal
+            probe = np.tile(np.arange(request.n_symbols, dtype=np.float64), (2, 1))
+            weights_from_signal(probe, strategy_cfg.type, strategy_cfg.params)
+        return pb.ValidateStrategyResponse(params_json=params.model_dump_json())
+
     def RunBacktest(self, request: pb.RunBacktestRequest, context: Any) -> pb.RunBacktestResponse:
         signal, dates, symbols = matrix_from_proto(request.signal, field="signal")
         prices = self._prices(request, dates, symbols)
@@ -90,7 +101,8 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
         engine_cfg = EngineConfig.from_backtest_config(backtest_cfg, execution_lag=backtest_cfg.execution_lag)
 
         started = time.perf_counter()
-        weights = weights_from_signal(np.asarray(signal, dtype=np.float64), strategy_cfg.type, strategy_cfg.params)
+        weights = weights_from_signal(np.asarray(signal, dtype=np.float64), strategy_cfg.type, strategy_cfg.params,
+                                      rebalance_every=backtest_cfg.rebalance_every)
         out = run_backtest(
             weights, prices["close"], dates=dates, symbols=symbols, config=engine_cfg,
             open=prices.get("open"), high=prices.get("high"), low=prices.get("low"),

@@ -60,7 +60,8 @@ from alphaswarm_common.features._kernels import cs_rank
 
 __all__ = ["FEATURE_FAMILIES", "FeatureFamily", "FeatureSet", "compute_features", "cs_rank", "feature_names"]
 
-_BLOCK_BYTES = 64 << 20  # staging budget per block of symbols / dates
+_BLOCK_BYTES = 64 << 20  # staging budget per block of symbols
+_RANK_CELLS = 1 << 21  # cells ranked per call (bounds the sort temporaries to a few tens of MB)
 
 
 class _Bars:
@@ -605,11 +606,11 @@ def compute_features(
             src = np.array([s for s, _ in rank_pairs])
             dst = np.array([d for _, d in rank_pairs])
             n_rank = len(rank_pairs)
-            rows = max(1, _BLOCK_BYTES // max(1, n_sym * n_rank * 8))
+            rows = max(1, _RANK_CELLS // max(1, n_sym * n_rank))
             for d0 in range(0, t_rows, rows):
                 d1 = min(t_rows, d0 + rows)
                 chunk = values[d0:d1][:, :, src]  # (rows, N, R)
-                ranked = cs_rank(chunk.transpose(0, 2, 1).reshape(-1, n_sym))
+                ranked = cs_rank(np.ascontiguousarray(chunk.transpose(0, 2, 1)).reshape(-1, n_sym))
                 values[d0:d1, :, dst] = ranked.reshape(d1 - d0, n_rank, n_sym).transpose(0, 2, 1)
 
     values.setflags(write=False)

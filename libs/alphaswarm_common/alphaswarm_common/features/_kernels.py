@@ -382,6 +382,7 @@ def cs_rank(x: np.ndarray) -> np.ndarray:
     the finite values, scaled as `(rank - 1) / (n - 1)` so the smallest value
     maps to 0 and the largest to 1; a row with one finite value gives 0.5.
     Non-finite cells (NaN, +-inf) are missing and stay NaN. Returns float64.
+    One `argsort` per row; tie groups are resolved only in rows that have ties.
     """
     if x.ndim != 2:
         raise ValueError(f"cs_rank expects a 2-D array, got shape {x.shape}")
@@ -390,24 +391,30 @@ def cs_rank(x: np.ndarray) -> np.ndarray:
     if x.size == 0:
         return out
     valid = np.isfinite(x)
-    keyed = np.where(valid, x, np.inf)  # missing values sort last
+    count = valid.sum(axis=1)
+    keyed = np.where(valid, x, np.inf)  # missing values sort last, after every finite value
     order = np.argsort(keyed, axis=1)
     ordered = np.take_along_axis(keyed, order, axis=1)
-    new_group = np.empty(x.shape, dtype=bool)
-    new_group[:, 0] = True
-    np.not_equal(ordered[:, 1:], ordered[:, :-1], out=new_group[:, 1:])
-    flat_new = new_group.ravel()
-    starts = np.flatnonzero(flat_new)
-    sizes = np.diff(starts, append=flat_new.size)
-    # 0-based average position of each tie group within its row
-    avg_pos = (starts % n) + (sizes - 1) * 0.5
-    group = np.cumsum(flat_new) - 1
-    count = valid.sum(axis=1)
+    # position (0-based) of each sorted cell; ties get the average position of their group
+    position = np.broadcast_to(np.arange(n, dtype=np.float64), (rows, n))
+    tie = ordered[:, 1:] == ordered[:, :-1]  # inf == inf only among missing cells, masked below
+    tied_rows = np.flatnonzero(tie.any(axis=1))
+    if tied_rows.size:
+        position = position.copy()
+        sub = ordered[tied_rows]
+        m = tied_rows.size
+        new_group = np.empty((m, n), dtype=bool)
+        new_group[:, 0] = True
+        np.not_equal(sub[:, 1:], sub[:, :-1], out=new_group[:, 1:])
+        flat_new = new_group.ravel()
+        starts = np.flatnonzero(flat_new)
+        sizes = np.diff(starts, append=flat_new.size)
+        avg = (starts % n) + (sizes - 1) * 0.5
+        position[tied_rows] = avg[np.cumsum(flat_new) - 1].reshape(m, n)
     denom = np.where(count > 1, count - 1, 1).astype(np.float64)
-    pct_sorted = avg_pos[group].reshape(rows, n) / denom[:, None]
-    pct_sorted[count == 1] = 0.5
-    out_flat = out.ravel()
-    target = (order + (np.arange(rows, dtype=np.int64) * n)[:, None]).ravel()
-    out_flat[target] = pct_sorted.ravel()
+    pct = position / denom[:, None]
+    if (count == 1).any():
+        pct = np.where((count == 1)[:, None], 0.5, pct)
+    np.put_along_axis(out, order, pct, axis=1)
     out[~valid] = np.nan
     return out

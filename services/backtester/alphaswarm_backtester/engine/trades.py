@@ -110,16 +110,6 @@ def _shift_right(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _segment_reduce(ufunc: np.ufunc, flat: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """`ufunc.reduce(flat[lo[k]:hi[k]])` for every k; requires `lo < hi < len(flat)`."""
-    if lo.size == 0:
-        return np.empty(0, dtype=flat.dtype)
-    idx = np.empty(2 * lo.size, dtype=np.int64)
-    idx[0::2] = lo
-    idx[1::2] = hi
-    return ufunc.reduceat(flat, idx)[0::2]
-
-
 class _Path:
     """The share path of a block of symbols: one row per symbol, one column per step, plus a pad step.
 
@@ -212,11 +202,14 @@ def _block_path(
 def _block_trades(path: _Path, mark: np.ndarray, cfg: EngineConfig) -> dict[str, np.ndarray]:
     """Every trade of one block of symbols (see the module docstring for the definitions).
 
-    The block is first compressed to its active cells (position non-zero now
-    or at the previous step): a trade's cells, from its opening step to its
-    exit step, are then contiguous, so every per-trade sum is one `reduceat`
-    over `[start, exit)` and its excursion window one over `[start +
-    at_close(start), exit + at_close(exit))` in compressed indices.
+    The block is first compressed to its active cells (position non-zero at
+    this step or the previous one). In that order the cells of each trade,
+    from its opening step to its exit step, are contiguous and consecutive
+    trades follow each other, so segment k is `[start_k, start_{k+1})`: the
+    trade's own cells plus its exit cell, except after a flip, where the
+    flipping cell opens the next segment and is split between the two trades.
+    Per-trade sums are one `bincount` over the cells' trade ids, per-trade
+    extremes one `reduceat` over the starts.
     """
     x = path.x
     n_cols, width = x.shape
@@ -224,22 +217,23 @@ def _block_trades(path: _Path, mark: np.ndarray, cfg: EngineConfig) -> dict[str,
     sgn = (x > 0).view(np.int8) - (x < 0).view(np.int8)
     sgn_prev = _shift_right(sgn)
     act = np.flatnonzero((sgn != 0) | (sgn_prev != 0))
-    if act.size == 0:
+    n_act = act.size
+    if n_act == 0:
         return {}
     col_of = act // width
     step_of = act - col_of * width
-    s_c = sgn.ravel()[act]
     x_c = x.ravel()[act]
     # the previous step is active unless its position was 0 (and a row's first step follows nothing).
-    x_prev_c = np.zeros(act.size)
+    x_prev_c = np.zeros(n_act)
     follows = np.flatnonzero((act[1:] == act[:-1] + 1) & (step_of[1:] != 0)) + 1
     x_prev_c[follows] = x_c[follows - 1]
+    s_c = sgn.ravel()[act]
     sp_c = (x_prev_c > 0).view(np.int8) - (x_prev_c < 0).view(np.int8)
     change = s_c != sp_c
     starts = np.flatnonzero(change & (s_c != 0))
-    # every trade has exactly one exit (a real one or the pad), in the same order as the starts.
     exits = np.flatnonzero(change & (sp_c != 0))
     n = starts.size
+    ids = np.repeat(np.arange(n), np.diff(np.append(starts, n_act)))
 
     p_c = path.price.ravel()[act]
     is_pad = step_of == pad_step
@@ -249,47 +243,46 @@ def _block_trades(path: _Path, mark: np.ndarray, cfg: EngineConfig) -> dict[str,
     q = dx * p_c
     adx = np.abs(dx)
     aq = np.abs(q)
-    s_abs = _segment_reduce(np.add, adx, starts, exits)
-    s_q = _segment_reduce(np.add, q, starts, exits)
-    s_aq = _segment_reduce(np.add, aq, starts, exits)
+    s_abs = np.bincount(ids, weights=adx, minlength=n)
+    s_q = np.bincount(ids, weights=q, minlength=n)
+    s_aq = np.bincount(ids, weights=aq, minlength=n)
 
     x_st = x_c[starts]
     xp_st = x_prev_c[starts]
     p_st = p_c[starts]
     flip = xp_st != 0
-    # the start cell of a flip also holds the previous trade's closing order: keep only our part.
-    if flip.any():
-        f = np.flatnonzero(flip)
-        fs = starts[f]
-        s_abs[f] -= adx[fs] - np.abs(x_st[f])
-        s_q[f] -= q[fs] - x_st[f] * p_st[f]
-        s_aq[f] -= aq[fs] - np.abs(x_st[f]) * p_st[f]
-    # the exit cell's closing part belongs to the trade it closes.
-    xp_ex = x_prev_c[exits]
-    p_ex = p_c[exits]
-    close_value = np.abs(xp_ex) * p_ex
-    s_abs += np.abs(xp_ex)
-    s_q -= xp_ex * p_ex
-    s_aq += close_value
+    f = np.flatnonzero(flip)
+    # a flipping cell opens segment k but its closing part belongs to trade k - 1.
+    old_abs = np.abs(xp_st[f])
+    old_q = -xp_st[f] * p_st[f]
+    old_aq = old_abs * p_st[f]
+    s_abs[f] -= old_abs
+    s_q[f] -= old_q
+    s_aq[f] -= old_aq
+    s_abs[f - 1] += old_abs
+    s_q[f - 1] += old_q
+    s_aq[f - 1] += old_aq
 
     col = col_of[starts]
     step_in = step_of[starts]
     step_out = step_of[exits]
     is_open = step_out == pad_step
+    xp_ex = x_prev_c[exits]
+    p_ex = p_c[exits]
     direction = np.sign(x_st)
     size = 0.5 * s_abs
     ent_value = 0.5 * (s_aq + direction * s_q)
     ext_value = 0.5 * (s_aq - direction * s_q)
-    traded_value = s_aq - np.where(is_open, close_value, 0.0)
+    traded_value = s_aq - np.where(is_open, np.abs(xp_ex) * p_ex, 0.0)
     fees = cfg.fees * traded_value
     slippage = cfg.slippage * traded_value
     if cfg.min_fee > 0.0:
-        # what the minimum adds to each order, split at flips by the shares each side trades.
+        # what the minimum adds to each order; a flipping order's is split by the shares of each side.
         extra = np.where((adx > 0) & ~is_pad, np.maximum(cfg.min_fee - cfg.cost_rate * aq, 0.0), 0.0)
-        s_extra = _segment_reduce(np.add, extra, starts, exits)
-        share_old = np.where(flip, np.abs(xp_st) / (np.abs(xp_st) + np.abs(x_st)), 0.0)
-        s_extra -= extra[starts] * share_old
-        s_extra += extra[exits] * np.minimum(np.abs(xp_ex) / np.maximum(adx[exits], 1e-300), 1.0)
+        s_extra = np.bincount(ids, weights=extra, minlength=n)
+        moved = extra[starts[f]] * old_abs / adx[starts[f]]
+        s_extra[f] -= moved
+        s_extra[f - 1] += moved
         fees = fees + s_extra
     pnl = direction * (ext_value - ent_value) - fees - slippage
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -309,15 +302,28 @@ def _block_trades(path: _Path, mark: np.ndarray, cfg: EngineConfig) -> dict[str,
     reason = np.where((reason == _SIGNAL) & (x_c[exits] != 0), _REBALANCE, reason)
     reason[is_open] = _END
 
-    # excursions over the window of steps whose attached high/low the trade was exposed to.
-    hi_c = np.append(path.hi.ravel()[act], np.nan)
-    lo_c = np.append(path.lo.ravel()[act], np.nan)
-    w_lo = starts + path.at_close[step_in]
-    w_hi = exits + path.at_close[step_out]
-    nonempty = w_hi > w_lo
-    w_hi = np.maximum(w_hi, w_lo + 1)
-    win_hi = np.where(nonempty, _segment_reduce(np.fmax, hi_c, w_lo, w_hi), np.nan)
-    win_lo = np.where(nonempty, _segment_reduce(np.fmin, lo_c, w_lo, w_hi), np.nan)
+    # excursions: the window of trade k is [start + at_close(start), exit + at_close(exit)), so a
+    # close-type start cell and a not-close-type exit cell are masked out of segment k, and the
+    # close-type flipping cell, which sits in segment k + 1, is added back to trade k.
+    hi_c = path.hi.ravel()[act]
+    lo_c = hi_c if path.lo is path.hi else path.lo.ravel()[act]
+    hi_m = np.nan_to_num(hi_c, nan=-np.inf)
+    lo_m = np.nan_to_num(lo_c, nan=np.inf)
+    start_close = path.at_close[step_in]
+    masked = starts[start_close]
+    hi_m[masked] = -np.inf
+    lo_m[masked] = np.inf
+    exit_open = exits[~path.at_close[step_out] & ~np.isin(exits, starts[f])]
+    hi_m[exit_open] = -np.inf
+    lo_m[exit_open] = np.inf
+    win_hi = np.maximum.reduceat(hi_m, starts)
+    win_lo = np.minimum.reduceat(lo_m, starts)
+    back = f[start_close[f]]
+    if back.size:
+        win_hi[back - 1] = np.fmax(win_hi[back - 1], hi_c[starts[back]])
+        win_lo[back - 1] = np.fmin(win_lo[back - 1], lo_c[starts[back]])
+    win_hi[np.isneginf(win_hi)] = np.nan
+    win_lo[np.isposinf(win_lo)] = np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         r_exit = direction * (p_ex / entry_price - 1.0)
         r_fav = np.where(direction > 0, win_hi / entry_price - 1.0, 1.0 - win_lo / entry_price)

@@ -1,0 +1,41 @@
+"""Process entry of the persistence service: `python -m alphaswarm_persistence.server`.
+
+The only process that opens the catalog database (`ALPHASWARM_DATABASE_URL`,
+SQLite under `ALPHASWARM_HOME` by default). It upgrades the schema at start
+unless `ALPHASWARM_MIGRATE_ON_START=false` (the compose topology migrates once
+in its own container).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
+from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as pb_grpc
+from alphaswarm_common.grpc_server import ServiceRegistration
+from alphaswarm_common.service import run_service
+from alphaswarm_common.settings import Settings
+from alphaswarm_persistence.db import Database
+from alphaswarm_persistence.migrations import upgrade
+from alphaswarm_persistence.repository import CatalogRepository
+from alphaswarm_persistence.servicer import PersistenceServicer
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersistenceService"].full_name
+
+
+def build(settings: Settings) -> list[ServiceRegistration]:
+    url = settings.catalog_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if settings.migrate_on_start:
+        upgrade(url)
+    servicer = PersistenceServicer(CatalogRepository(Database(url)))
+    return [ServiceRegistration(pb_grpc.add_PersistenceServiceServicer_to_server, servicer, SERVICE_NAME)]
+
+
+def main() -> None:
+    run_service("persistence", build)
+
+
+if __name__ == "__main__":
+    main()
