@@ -92,9 +92,10 @@ def run_migrations_online() -> None:
     try:
         with engine.connect() as connection:
             is_sqlite = connection.dialect.name == "sqlite"
+            raw: Any = connection.connection.driver_connection
             if is_sqlite:
                 # Outside any transaction: PRAGMA foreign_keys is a no-op inside one.
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+                raw.execute("PRAGMA foreign_keys=OFF")
             try:
                 context.configure(connection=connection, **_configure_kwargs(connection.dialect.name))
                 with context.begin_transaction():
@@ -105,7 +106,7 @@ def run_migrations_online() -> None:
                             raise RuntimeError(f"foreign key violations after migrating: {violations[:10]}")
             finally:
                 if is_sqlite:
-                    connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+                    raw.execute("PRAGMA foreign_keys=ON")
     finally:
         engine.dispose()
 

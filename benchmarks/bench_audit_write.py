@@ -35,12 +35,11 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
-
 from alphaswarm_persistence import migrations
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.repository import AlphaBacktestRunRecord, CatalogRepository, PredictionAuditBatch
+from psycopg import sql
+from sqlalchemy.engine import make_url
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 FIELDS = ("prediction", "realized_return", "target_weight", "held_weight", "pnl_contribution")
@@ -73,7 +72,7 @@ def time_backend(url: str, batch: PredictionAuditBatch, expected: int, repeat: i
         for _ in range(repeat):
             run, _ = repo.create_alpha_backtest_run(AlphaBacktestRunRecord(run_name="bench"))
             start = time.perf_counter()
-            written = repo.save_prediction_audit(run.run_id, batch)
+            written = repo.save_prediction_audit(str(run.run_id), batch)
             seconds.append(time.perf_counter() - start)
             if written != expected:
                 raise RuntimeError(f"wrote {written} rows, expected {expected}")
@@ -89,7 +88,11 @@ def scratch_postgresql(admin_url: str) -> Iterator[str]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield make_url(admin_url).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+        yield (
+            make_url(admin_url)
+            .set(drivername="postgresql+psycopg", database=name)
+            .render_as_string(hide_password=False)
+        )
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -98,11 +101,19 @@ def scratch_postgresql(admin_url: str) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per save (default 1,000,000)")
-    parser.add_argument("--symbols", type=int, default=500, help="symbols (columns) of the batch (default 500)")
-    parser.add_argument("--nan-share", type=float, default=0.05, help="share of cells without a prediction (default 0.05)")
+    parser.add_argument(
+        "--symbols", type=int, default=500, help="symbols (columns) of the batch (default 500)"
+    )
+    parser.add_argument(
+        "--nan-share", type=float, default=0.05, help="share of cells without a prediction (default 0.05)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="saves per backend (default 3)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pg-url", default=os.environ.get("ALPHASWARM_BENCH_PG_URL", DEFAULT_PG_URL), help="PostgreSQL admin URL")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("ALPHASWARM_BENCH_PG_URL", DEFAULT_PG_URL),
+        help="PostgreSQL admin URL",
+    )
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-postgresql", action="store_true")
     args = parser.parse_args(argv)
@@ -110,12 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     print("$ " + " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]))
     batch, expected = make_batch(args.rows, args.symbols, args.nan_share, args.seed)
     n_dates = len(batch.dates)
-    print(f"batch: {n_dates} dates x {args.symbols} symbols x {len(FIELDS)} fields, {expected:,} rows with a prediction\n")
+    print(
+        f"batch: {n_dates} dates x {args.symbols} symbols x {len(FIELDS)} fields, {expected:,} rows with a prediction\n"
+    )
 
     results: list[tuple[str, list[float] | str]] = []
     if not args.skip_sqlite:
         with tempfile.TemporaryDirectory(prefix="alphaswarm-bench-") as tmp:
-            results.append(("sqlite", time_backend(f"sqlite:///{Path(tmp) / 'catalog.db'}", batch, expected, args.repeat)))
+            results.append(
+                (
+                    "sqlite",
+                    time_backend(f"sqlite:///{Path(tmp) / 'catalog.db'}", batch, expected, args.repeat),
+                )
+            )
     if not args.skip_postgresql:
         try:
             with scratch_postgresql(args.pg_url) as url:

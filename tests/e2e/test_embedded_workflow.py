@@ -80,7 +80,7 @@ def test_mlflow_parent_run_has_children_and_combined_metrics(stack: EmbeddedStac
     assert all(c.info.status == "FINISHED" for c in children)
     mv = client.get_model_version(first_run.model_name, first_run.model_version)
     assert mv.run_id == first_run.mlflow_train_run_id
-    assert client.get_model_version_by_alias(first_run.model_name, "champion").version == first_run.model_version
+    assert str(client.get_model_version_by_alias(first_run.model_name, "champion").version) == first_run.model_version
 
 
 def _audit(stack: EmbeddedStack, run_id: str) -> pd.DataFrame:

@@ -52,8 +52,10 @@ def pg_database_factory(pg_admin_url: str) -> Iterator[Callable[[], str]]:
         with psycopg.connect(_libpq(pg_admin_url), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         created.append(name)
-        return make_url(pg_admin_url).set(drivername="postgresql+psycopg", database=name).render_as_string(
-            hide_password=False
+        return (
+            make_url(pg_admin_url)
+            .set(drivername="postgresql+psycopg", database=name)
+            .render_as_string(hide_password=False)
         )
 
     yield make

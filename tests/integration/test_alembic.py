@@ -18,7 +18,6 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-
 from alphaswarm_persistence import migrations
 from alphaswarm_persistence.db import create_engine
 from alphaswarm_persistence.models import Base
@@ -159,8 +158,13 @@ def test_seed_tables_keep_defaults_cascades_and_index_names(empty_url: str) -> N
                     "INSERT INTO mcp_backtest_results (backtest_id, symbol, strategy_type, backtest_date, start_date, "
                     "end_date, created_at, updated_at) VALUES (:id, 'A', 's', :ts, :d, :d, :ts, :ts)"
                 ),
-                {"id": "00000000000000000000000000000001" if engine.dialect.name == "sqlite" else "00000000-0000-0000-0000-000000000001",
-                 "ts": "2024-01-01 00:00:00", "d": "2024-01-01"},
+                {
+                    "id": "00000000000000000000000000000001"
+                    if engine.dialect.name == "sqlite"
+                    else "00000000-0000-0000-0000-000000000001",
+                    "ts": "2024-01-01 00:00:00",
+                    "d": "2024-01-01",
+                },
             )
             conn.execute(
                 sa.text(
@@ -170,11 +174,17 @@ def test_seed_tables_keep_defaults_cascades_and_index_names(empty_url: str) -> N
                 )
             )
             row = conn.execute(
-                sa.text("SELECT initial_capital, fees, slippage, status, total_trades FROM mcp_backtest_results")
+                sa.text(
+                    "SELECT initial_capital, fees, slippage, status, total_trades FROM mcp_backtest_results"
+                )
             ).one()
-            flag = conn.execute(sa.text("SELECT is_statistically_significant FROM mcp_optimization_results")).scalar_one()
+            flag = conn.execute(
+                sa.text("SELECT is_statistically_significant FROM mcp_optimization_results")
+            ).scalar_one()
         assert (float(row.initial_capital), float(row.fees), float(row.slippage)) == (10000.0, 0.001, 0.001)
         assert (row.status, row.total_trades) == ("completed", 0)
-        assert not flag  # sa.false(): false on PostgreSQL, 0 on SQLite (the string "false" would read back true there)
+        assert (
+            not flag
+        )  # sa.false(): false on PostgreSQL, 0 on SQLite (the string "false" would read back true there)
     finally:
         engine.dispose()

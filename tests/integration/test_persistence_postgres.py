@@ -25,20 +25,24 @@ import grpc
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from google.protobuf import field_mask_pb2, json_format
-
 from alphaswarm.common.v1 import config_pb2, resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as pb_grpc
 from alphaswarm_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from alphaswarm_common.grpc_client import channel, error_from_rpc, remote_field
 from alphaswarm_common.grpc_server import serve
-from alphaswarm_common.protoconv import array_from_proto, array_to_proto, metricset_from_proto, metricset_to_proto
+from alphaswarm_common.protoconv import (
+    array_from_proto,
+    array_to_proto,
+    metricset_from_proto,
+    metricset_to_proto,
+)
 from alphaswarm_persistence import migrations
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.models import Base
 from alphaswarm_persistence.repository import CatalogRepository, PredictionAuditBatch
 from alphaswarm_persistence.servicer import PersistenceServicer, service_registration
+from google.protobuf import field_mask_pb2, json_format
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +143,10 @@ def _exercise_every_rpc(call: Call) -> None:
     # --- deployments
     dep_request = pb.SaveDeploymentRequest(
         deployment=resources_pb2.Deployment(
-            model_name="ridge-alpha", model_version="1", model_alias="champion", dataset_cfg=_config().dataset_cfg
+            model_name="ridge-alpha",
+            model_version="1",
+            model_alias="champion",
+            dataset_cfg=_config().dataset_cfg,
         ),
         request_id="dep-req",
     )
@@ -152,7 +159,10 @@ def _exercise_every_rpc(call: Call) -> None:
     rolled.ClearField("history")
     rolled_out = call("SaveDeployment", pb.SaveDeploymentRequest(deployment=rolled)).deployment
     assert [h["version"] for h in json_format.MessageToDict(rolled_out.history)] == ["1"]
-    assert call("GetDeployment", pb.GetDeploymentRequest(deployment_id=deployment.deployment_id)).deployment == rolled_out
+    assert (
+        call("GetDeployment", pb.GetDeploymentRequest(deployment_id=deployment.deployment_id)).deployment
+        == rolled_out
+    )
     assert [d.deployment_id for d in call("ListDeployments", pb.ListDeploymentsRequest()).deployments] == [
         deployment.deployment_id
     ]
@@ -167,10 +177,14 @@ def _exercise_every_rpc(call: Call) -> None:
     replay = call("CreateAlphaBacktestRun", run_request)
     assert not replay.created and replay.run == created.run
     run = created.run
-    patch = resources_pb2.AlphaBacktestRun(run_id=run.run_id, state=resources_pb2.RUN_STATE_RUNNING, stage="training")
+    patch = resources_pb2.AlphaBacktestRun(
+        run_id=run.run_id, state=resources_pb2.RUN_STATE_RUNNING, stage="training"
+    )
     updated = call(
         "UpdateAlphaBacktestRun",
-        pb.UpdateAlphaBacktestRunRequest(run=patch, update_mask=field_mask_pb2.FieldMask(paths=["state", "stage"])),
+        pb.UpdateAlphaBacktestRunRequest(
+            run=patch, update_mask=field_mask_pb2.FieldMask(paths=["state", "stage"])
+        ),
     ).run
     assert updated.state == resources_pb2.RUN_STATE_RUNNING and updated.HasField("started_at")
     assert call("GetAlphaBacktestRun", pb.GetAlphaBacktestRunRequest(task_id=run.task_id)).run == updated
@@ -184,22 +198,37 @@ def _exercise_every_rpc(call: Call) -> None:
     realized = rng.normal(size=(60, 4))
     realized[3, :] = np.nan
     batch = resources_pb2.PredictionAuditBatch(
-        dates=dates, symbols=symbols, fields={"prediction": array_to_proto(pred), "realized_return": array_to_proto(realized)}
+        dates=dates,
+        symbols=symbols,
+        fields={"prediction": array_to_proto(pred), "realized_return": array_to_proto(realized)},
     )
-    written = call("SavePredictionAudit", pb.SavePredictionAuditRequest(run_id=run.run_id, batch=batch)).rows_written
+    written = call(
+        "SavePredictionAudit", pb.SavePredictionAuditRequest(run_id=run.run_id, batch=batch)
+    ).rows_written
     assert written == int((~np.isnan(pred)).sum())
     rows: list[resources_pb2.PredictionAuditRow] = []
     token = ""
     while True:
-        page = call("ListPredictionAudit", pb.ListPredictionAuditRequest(run_id=run.run_id, page_size=17, page_token=token))
+        page = call(
+            "ListPredictionAudit",
+            pb.ListPredictionAuditRequest(run_id=run.run_id, page_size=17, page_token=token),
+        )
         assert page.total_size == written
         rows += page.rows
         token = page.next_page_token
         if not token:
             break
     order = sorted(range(4), key=lambda j: symbols[j].encode())
-    expected = [(dates[t], symbols[j], pred[t, j], realized[t, j]) for t in range(60) for j in order if not np.isnan(pred[t, j])]
-    got = [(r.date, r.symbol, r.prediction, r.realized_return if r.HasField("realized_return") else np.nan) for r in rows]
+    expected = [
+        (dates[t], symbols[j], pred[t, j], realized[t, j])
+        for t in range(60)
+        for j in order
+        if not np.isnan(pred[t, j])
+    ]
+    got = [
+        (r.date, r.symbol, r.prediction, r.realized_return if r.HasField("realized_return") else np.nan)
+        for r in rows
+    ]
     assert len(got) == len(expected)
     for g, e in zip(got, expected, strict=True):
         assert g[:3] == e[:3] and (g[3] == e[3] or (np.isnan(g[3]) and np.isnan(e[3])))
@@ -224,56 +253,121 @@ def _exercise_every_rpc(call: Call) -> None:
         drawdown_series=array_to_proto(np.zeros(60)),
     )
     trades = [
-        resources_pb2.Trade(trade_number=1, symbol="AAPL", direction="long", entry_date=dates[1], entry_price=150.25,
-                            exit_date=dates[9], exit_price=155.5, pnl=52.5, duration_bars=8, exit_reason="signal"),
-        resources_pb2.Trade(trade_number=2, symbol="MSFT", direction="short", entry_date=dates[2], entry_price=250.0,
-                            position_size=-4.0, pnl=-3.25, duration_bars=58, exit_reason="end_of_data",
-                            exit_date=dates[-1], exit_price=250.8125),
+        resources_pb2.Trade(
+            trade_number=1,
+            symbol="AAPL",
+            direction="long",
+            entry_date=dates[1],
+            entry_price=150.25,
+            exit_date=dates[9],
+            exit_price=155.5,
+            pnl=52.5,
+            duration_bars=8,
+            exit_reason="signal",
+        ),
+        resources_pb2.Trade(
+            trade_number=2,
+            symbol="MSFT",
+            direction="short",
+            entry_date=dates[2],
+            entry_price=250.0,
+            position_size=-4.0,
+            pnl=-3.25,
+            duration_bars=58,
+            exit_reason="end_of_data",
+            exit_date=dates[-1],
+            exit_price=250.8125,
+        ),
     ]
     save_request = pb.SaveBacktestResultRequest(result=record, trades=trades, request_id="bt-req")
     saved = call("SaveBacktestResult", save_request)
     assert saved.created and not call("SaveBacktestResult", save_request).created
-    got_result = call("GetBacktestResult", pb.GetBacktestResultRequest(backtest_id=saved.backtest_id, include_trades=True))
+    got_result = call(
+        "GetBacktestResult", pb.GetBacktestResultRequest(backtest_id=saved.backtest_id, include_trades=True)
+    )
     assert list(got_result.trades) == trades
     values, reasons, conventions = metricset_from_proto(got_result.result.metrics)
-    assert values == {"sharpe": 1.2346, "max_drawdown": 0.0, "profit_factor": None, "calmar": None, "ic_spearman": 0.04}
+    assert values == {
+        "sharpe": 1.2346,
+        "max_drawdown": 0.0,
+        "profit_factor": None,
+        "calmar": None,
+        "ic_spearman": 0.04,
+    }
     assert reasons == {"profit_factor": "no losing trades", "calmar": "1000000.0 exceeds Numeric(8,4)"}
     assert conventions == {"periods_per_year": 252}
-    np.testing.assert_array_equal(array_from_proto(got_result.result.equity_curve), np.linspace(10000, 11000, 60))
-    listed = call("ListBacktestResults", pb.ListBacktestResultsRequest(order_by="-sharpe", symbol="PORTFOLIO"))
+    np.testing.assert_array_equal(
+        array_from_proto(got_result.result.equity_curve), np.linspace(10000, 11000, 60)
+    )
+    listed = call(
+        "ListBacktestResults", pb.ListBacktestResultsRequest(order_by="-sharpe", symbol="PORTFOLIO")
+    )
     assert [r.backtest_id for r in listed.results] == [saved.backtest_id]
 
     # the run links everything
     finished = resources_pb2.AlphaBacktestRun(
-        run_id=run.run_id, state=resources_pb2.RUN_STATE_SUCCEEDED, backtest_id=saved.backtest_id, stage="completed"
+        run_id=run.run_id,
+        state=resources_pb2.RUN_STATE_SUCCEEDED,
+        backtest_id=saved.backtest_id,
+        stage="completed",
     )
     done = call(
         "UpdateAlphaBacktestRun",
-        pb.UpdateAlphaBacktestRunRequest(run=finished, update_mask=field_mask_pb2.FieldMask(paths=["state", "backtest_id", "stage"])),
+        pb.UpdateAlphaBacktestRunRequest(
+            run=finished, update_mask=field_mask_pb2.FieldMask(paths=["state", "backtest_id", "stage"])
+        ),
     ).run
     assert done.backtest_id == saved.backtest_id and done.predictions_captured and done.duration_seconds >= 0
-    listed_runs = call("ListAlphaBacktestRuns", pb.ListAlphaBacktestRunsRequest(state=resources_pb2.RUN_STATE_SUCCEEDED))
+    listed_runs = call(
+        "ListAlphaBacktestRuns", pb.ListAlphaBacktestRunsRequest(state=resources_pb2.RUN_STATE_SUCCEEDED)
+    )
     assert [r.run_id for r in listed_runs.runs] == [run.run_id]
 
     assert call("DeleteBacktestResult", pb.DeleteBacktestResultRequest(backtest_id=saved.backtest_id)).deleted
     assert call("GetAlphaBacktestRun", pb.GetAlphaBacktestRunRequest(run_id=run.run_id)).run.backtest_id == ""
 
     # --- errors keep their class and field across the wire
-    _raises(NotFound, "run_id", call, "GetAlphaBacktestRun", pb.GetAlphaBacktestRunRequest(run_id=str(uuid.uuid4())))
-    _raises(InvalidArgument, "run_id", call, "GetAlphaBacktestRun", pb.GetAlphaBacktestRunRequest(run_id="nope"))
-    _raises(InvalidArgument, "page_size", call, "ListAlphaBacktestRuns", pb.ListAlphaBacktestRunsRequest(page_size=-1))
-    _raises(InvalidArgument, "order_by", call, "ListBacktestResults", pb.ListBacktestResultsRequest(order_by="nope"))
-    bad_mask = pb.UpdateAlphaBacktestRunRequest(run=finished, update_mask=field_mask_pb2.FieldMask(paths=["bogus"]))
+    _raises(
+        NotFound,
+        "run_id",
+        call,
+        "GetAlphaBacktestRun",
+        pb.GetAlphaBacktestRunRequest(run_id=str(uuid.uuid4())),
+    )
+    _raises(
+        InvalidArgument, "run_id", call, "GetAlphaBacktestRun", pb.GetAlphaBacktestRunRequest(run_id="nope")
+    )
+    _raises(
+        InvalidArgument,
+        "page_size",
+        call,
+        "ListAlphaBacktestRuns",
+        pb.ListAlphaBacktestRunsRequest(page_size=-1),
+    )
+    _raises(
+        InvalidArgument,
+        "order_by",
+        call,
+        "ListBacktestResults",
+        pb.ListBacktestResultsRequest(order_by="nope"),
+    )
+    bad_mask = pb.UpdateAlphaBacktestRunRequest(
+        run=finished, update_mask=field_mask_pb2.FieldMask(paths=["bogus"])
+    )
     _raises(InvalidArgument, "update_mask", call, "UpdateAlphaBacktestRun", bad_mask)
     reopen = pb.UpdateAlphaBacktestRunRequest(
         run=resources_pb2.AlphaBacktestRun(run_id=run.run_id, state=resources_pb2.RUN_STATE_RUNNING),
         update_mask=field_mask_pb2.FieldMask(paths=["state"]),
     )
     _raises(FailedPrecondition, "run.state", call, "UpdateAlphaBacktestRun", reopen)
-    reused = pb.CreateAlphaBacktestRunRequest(run=resources_pb2.AlphaBacktestRun(run_name="other"), request_id="run-req")
+    reused = pb.CreateAlphaBacktestRunRequest(
+        run=resources_pb2.AlphaBacktestRun(run_name="other"), request_id="run-req"
+    )
     _raises(AlreadyExists, "request_id", call, "CreateAlphaBacktestRun", reused)
     unknown_dep = pb.SaveDeploymentRequest(
-        deployment=resources_pb2.Deployment(deployment_id=str(uuid.uuid4()), model_name="m", model_version="1")
+        deployment=resources_pb2.Deployment(
+            deployment_id=str(uuid.uuid4()), model_name="m", model_version="1"
+        )
     )
     _raises(NotFound, "deployment.deployment_id", call, "SaveDeployment", unknown_dep)
 
@@ -313,12 +407,17 @@ def test_audit_bulk_copy_of_200k_rows(pg_db: Database) -> None:
     n_dates, n_symbols = 1000, 210
     dates = np.datetime64("2000-01-03") + np.arange(n_dates)
     symbols = [f"S{j:03d}{'X' * (j % 7)}" for j in range(n_symbols)]  # symbols of different lengths
-    fields = {name: rng.normal(size=(n_dates, n_symbols)) for name in ("prediction", "realized_return", "target_weight", "held_weight", "pnl_contribution")}
+    fields = {
+        name: rng.normal(size=(n_dates, n_symbols))
+        for name in ("prediction", "realized_return", "target_weight", "held_weight", "pnl_contribution")
+    }
     fields["prediction"][rng.random((n_dates, n_symbols)) < 0.05] = np.nan
     fields["held_weight"][rng.random((n_dates, n_symbols)) < 0.3] = np.nan
     del fields["pnl_contribution"]  # an absent field is NULL everywhere
     present = ~np.isnan(fields["prediction"])
-    written = repo.save_prediction_audit(run_id, PredictionAuditBatch(dates=dates, symbols=symbols, fields=fields))
+    written = repo.save_prediction_audit(
+        run_id, PredictionAuditBatch(dates=dates, symbols=symbols, fields=fields)
+    )
     assert written == int(present.sum()) > 190_000
 
     with pg_db.session() as s:
@@ -340,7 +439,10 @@ def test_audit_bulk_copy_of_200k_rows(pg_db: Database) -> None:
     assert counts[3] == int((present & ~np.isnan(fields["held_weight"])).sum())
     assert counts[4] == 0
     assert counts[5] == pytest.approx(np.nansum(fields["prediction"]), rel=1e-9)
-    assert (counts[6], counts[7]) == (dt.date(2000, 1, 3), dt.date(2000, 1, 3) + dt.timedelta(days=n_dates - 1))
+    assert (counts[6], counts[7]) == (
+        dt.date(2000, 1, 3),
+        dt.date(2000, 1, 3) + dt.timedelta(days=n_dates - 1),
+    )
     index = {s: j for j, s in enumerate(symbols)}
     for date, symbol, prediction, held in sample:
         t, j = (np.datetime64(date) - dates[0]).astype(int), index[symbol]
@@ -358,10 +460,24 @@ def test_numeric_edges_are_stored_as_postgresql_rounds(pg_db: Database) -> None:
     repo = CatalogRepository(pg_db)
     from alphaswarm_persistence.repository import BacktestResultRecord
 
-    values = {"sharpe": 9999.99994, "sortino": -9999.99995, "calmar": 0.00005, "beta": -0.00005, "final_value": 9999999999999.99,
-              "peak_value": 123.455, "win_rate": 9.99995, "max_drawdown": -0.0}
+    values = {
+        "sharpe": 9999.99994,
+        "sortino": -9999.99995,
+        "calmar": 0.00005,
+        "beta": -0.00005,
+        "final_value": 9999999999999.99,
+        "peak_value": 123.455,
+        "win_rate": 9.99995,
+        "max_drawdown": -0.0,
+    }
     bid, _ = repo.save_backtest_result(
-        BacktestResultRecord(symbol="X", strategy_type="t", start_date=dt.date(2020, 1, 1), end_date=dt.date(2020, 1, 2), metrics=values)
+        BacktestResultRecord(
+            symbol="X",
+            strategy_type="t",
+            start_date=dt.date(2020, 1, 1),
+            end_date=dt.date(2020, 1, 2),
+            metrics=values,
+        )
     )
     with pg_db.session() as s:
         row = s.execute(
@@ -397,8 +513,13 @@ def test_nulls_last_and_stable_pages_on_postgresql(pg_db: Database) -> None:
         value = None if i % 5 == 0 else float(rng.choice([-1.0, 0.0, 0.5, 2.0]))
         bid = svc.SaveBacktestResult(
             pb.SaveBacktestResultRequest(
-                result=pb.BacktestRecord(symbol="A", strategy_type="s", start_date="2020-01-01", end_date="2020-02-01",
-                                         metrics=metricset_to_proto({"sharpe": value}))
+                result=pb.BacktestRecord(
+                    symbol="A",
+                    strategy_type="s",
+                    start_date="2020-01-01",
+                    end_date="2020-02-01",
+                    metrics=metricset_to_proto({"sharpe": value}),
+                )
             ),
             None,
         ).backtest_id
@@ -407,21 +528,30 @@ def test_nulls_last_and_stable_pages_on_postgresql(pg_db: Database) -> None:
         seen: list[str] = []
         token = ""
         while True:
-            page = svc.ListBacktestResults(pb.ListBacktestResultsRequest(order_by=order_by, page_size=7, page_token=token), None)
+            page = svc.ListBacktestResults(
+                pb.ListBacktestResultsRequest(order_by=order_by, page_size=7, page_token=token), None
+            )
             seen += [r.backtest_id for r in page.results]
             token = page.next_page_token
             # New rows with values anywhere in the order arrive between pages.
             svc.SaveBacktestResult(
                 pb.SaveBacktestResultRequest(
-                    result=pb.BacktestRecord(symbol="B", strategy_type="s", start_date="2020-01-01", end_date="2020-02-01",
-                                             metrics=metricset_to_proto({"sharpe": float(rng.choice([-1.0, 0.5]))}))
+                    result=pb.BacktestRecord(
+                        symbol="B",
+                        strategy_type="s",
+                        start_date="2020-01-01",
+                        end_date="2020-02-01",
+                        metrics=metricset_to_proto({"sharpe": float(rng.choice([-1.0, 0.5]))}),
+                    )
                 ),
                 None,
             )
             if not token:
                 break
         original = [b for b in seen if b in sharpe]
-        present = sorted((b for b in sharpe if sharpe[b] is not None), key=lambda b: (sharpe[b], b), reverse=descending)
+        present = sorted(
+            (b for b in sharpe if sharpe[b] is not None), key=lambda b: (sharpe[b], b), reverse=descending
+        )
         missing = sorted((b for b in sharpe if sharpe[b] is None), reverse=descending)
         assert original == present + missing
         assert len(seen) == len(set(seen))
@@ -444,11 +574,18 @@ def test_cascades_on_postgresql(pg_db: Database) -> None:
     repo = CatalogRepository(pg_db)
     svc = PersistenceServicer(repo)
     run_id = _new_run(repo)
-    repo.save_prediction_audit(run_id, PredictionAuditBatch(["2020-01-01"], ["A", "B"], {"prediction": np.ones((1, 2))}))
-    trade = resources_pb2.Trade(trade_number=1, symbol="A", direction="long", entry_date="2020-01-02", entry_price=1.0)
+    repo.save_prediction_audit(
+        run_id, PredictionAuditBatch(["2020-01-01"], ["A", "B"], {"prediction": np.ones((1, 2))})
+    )
+    trade = resources_pb2.Trade(
+        trade_number=1, symbol="A", direction="long", entry_date="2020-01-02", entry_price=1.0
+    )
     bid = svc.SaveBacktestResult(
         pb.SaveBacktestResultRequest(
-            result=pb.BacktestRecord(symbol="A", strategy_type="s", start_date="2020-01-01", end_date="2020-02-01"), trades=[trade]
+            result=pb.BacktestRecord(
+                symbol="A", strategy_type="s", start_date="2020-01-01", end_date="2020-02-01"
+            ),
+            trades=[trade],
         ),
         None,
     ).backtest_id
@@ -477,7 +614,13 @@ def _save_worker(url: str, worker: int, n: int, barrier: Any, results: Any) -> N
     created = 0
     for i in range(n):
         trades = [
-            resources_pb2.Trade(trade_number=k + 1, symbol=f"S{k}", direction="long", entry_date="2020-01-02", entry_price=10.0 + k)
+            resources_pb2.Trade(
+                trade_number=k + 1,
+                symbol=f"S{k}",
+                direction="long",
+                entry_date="2020-01-02",
+                entry_price=10.0 + k,
+            )
             for k in range(3)
         ]
         record = pb.BacktestRecord(
@@ -506,7 +649,10 @@ def test_concurrent_saves_from_four_processes_lose_nothing(pg_db: Database, pg_c
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(workers)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_save_worker, args=(pg_catalog_url, w, per_worker, barrier, results)) for w in range(workers)]
+    procs = [
+        ctx.Process(target=_save_worker, args=(pg_catalog_url, w, per_worker, barrier, results))
+        for w in range(workers)
+    ]
     for p in procs:
         p.start()
     outcomes = [results.get(timeout=300) for _ in range(workers)]
@@ -524,4 +670,7 @@ def test_concurrent_saves_from_four_processes_lose_nothing(pg_db: Database, pg_c
         assert s.scalar(sa.text("SELECT count(*) FROM mcp_backtest_trades")) == workers * per_worker * 3
         assert s.scalar(sa.text("SELECT count(*) FROM ml_alpha_backtest_runs")) == per_worker
         assert s.scalar(sa.text("SELECT count(*) FROM tasks")) == per_worker
-        assert s.scalar(sa.text("SELECT count(*) FROM catalog_request_keys")) == workers * per_worker + per_worker
+        assert (
+            s.scalar(sa.text("SELECT count(*) FROM catalog_request_keys"))
+            == workers * per_worker + per_worker
+        )

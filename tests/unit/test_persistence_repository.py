@@ -21,12 +21,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from google.protobuf import field_mask_pb2, json_format
-
 from alphaswarm.common.v1 import config_pb2, resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
 from alphaswarm_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from alphaswarm_common.protoconv import array_to_proto, metricset_from_proto, metricset_to_proto, struct_from_dict
+from alphaswarm_common.protoconv import (
+    array_to_proto,
+    metricset_from_proto,
+    metricset_to_proto,
+    struct_from_dict,
+)
 from alphaswarm_persistence import migrations
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.models import (
@@ -46,6 +49,7 @@ from alphaswarm_persistence.repository import (
     PredictionAuditBatch,
 )
 from alphaswarm_persistence.servicer import PersistenceServicer
+from google.protobuf import field_mask_pb2, json_format
 
 pytestmark = pytest.mark.unit
 
@@ -128,12 +132,18 @@ def _config(run_name: str = "alpha-run", **extra: Any) -> config_pb2.AlphaBackte
     return json_format.ParseDict(doc, config_pb2.AlphaBacktestConfig())
 
 
-def _create_run(svc: PersistenceServicer, request_id: str = "", **fields: Any) -> resources_pb2.AlphaBacktestRun:
+def _create_run(
+    svc: PersistenceServicer, request_id: str = "", **fields: Any
+) -> resources_pb2.AlphaBacktestRun:
     run = resources_pb2.AlphaBacktestRun(config=_config(), **fields)
-    return svc.CreateAlphaBacktestRun(pb.CreateAlphaBacktestRunRequest(run=run, request_id=request_id), None).run
+    return svc.CreateAlphaBacktestRun(
+        pb.CreateAlphaBacktestRunRequest(run=run, request_id=request_id), None
+    ).run
 
 
-def _update(svc: PersistenceServicer, run: resources_pb2.AlphaBacktestRun, paths: list[str]) -> resources_pb2.AlphaBacktestRun:
+def _update(
+    svc: PersistenceServicer, run: resources_pb2.AlphaBacktestRun, paths: list[str]
+) -> resources_pb2.AlphaBacktestRun:
     request = pb.UpdateAlphaBacktestRunRequest(run=run, update_mask=field_mask_pb2.FieldMask(paths=paths))
     return svc.UpdateAlphaBacktestRun(request, None).run
 
@@ -164,7 +174,9 @@ def _backtest(symbol: str = "PORTFOLIO", **fields: Any) -> pb.BacktestRecord:
     return pb.BacktestRecord(**base)
 
 
-def _save_backtest(svc: PersistenceServicer, record: pb.BacktestRecord, trades: list[Any] | None = None, request_id: str = "") -> str:
+def _save_backtest(
+    svc: PersistenceServicer, record: pb.BacktestRecord, trades: list[Any] | None = None, request_id: str = ""
+) -> str:
     request = pb.SaveBacktestResultRequest(result=record, trades=trades or [], request_id=request_id)
     return svc.SaveBacktestResult(request, None).backtest_id
 
@@ -172,7 +184,9 @@ def _save_backtest(svc: PersistenceServicer, record: pb.BacktestRecord, trades: 
 # ----------------------------------------------------------------------------- runs
 
 
-def test_create_run_round_trips_every_field_and_creates_its_task(svc: PersistenceServicer, repo: CatalogRepository) -> None:
+def test_create_run_round_trips_every_field_and_creates_its_task(
+    svc: PersistenceServicer, repo: CatalogRepository
+) -> None:
     started = dt.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
     metrics = {"ml": {"ic_spearman": 0.031, "icir": None}, "trading": {"sharpe": 1.2}, "score": 0.4}
     run = resources_pb2.AlphaBacktestRun(
@@ -219,18 +233,24 @@ def test_run_name_defaults_to_the_config_run_name(svc: PersistenceServicer) -> N
 
 
 def test_create_run_is_idempotent_by_request_id(svc: PersistenceServicer, db: Database) -> None:
-    request = pb.CreateAlphaBacktestRunRequest(run=resources_pb2.AlphaBacktestRun(config=_config()), request_id="req-1")
+    request = pb.CreateAlphaBacktestRunRequest(
+        run=resources_pb2.AlphaBacktestRun(config=_config()), request_id="req-1"
+    )
     first = svc.CreateAlphaBacktestRun(request, None)
     second = svc.CreateAlphaBacktestRun(request, None)
     assert first.created and not second.created
     assert first.run == second.run
     assert _count(db, AlphaBacktestRunRow) == 1 and _count(db, TaskRow) == 1
 
-    other = pb.CreateAlphaBacktestRunRequest(run=resources_pb2.AlphaBacktestRun(config=_config("other")), request_id="req-1")
+    other = pb.CreateAlphaBacktestRunRequest(
+        run=resources_pb2.AlphaBacktestRun(config=_config("other")), request_id="req-1"
+    )
     err = _raises(AlreadyExists, "request_id", svc.CreateAlphaBacktestRun, other, None)
     assert err.reason == "REQUEST_ID_REUSED"
     # The same key may name entities of different kinds.
-    assert svc.SaveBacktestResult(pb.SaveBacktestResultRequest(result=_backtest(), request_id="req-1"), None).created
+    assert svc.SaveBacktestResult(
+        pb.SaveBacktestResultRequest(result=_backtest(), request_id="req-1"), None
+    ).created
 
 
 def test_create_run_with_caller_ids_and_links(svc: PersistenceServicer) -> None:
@@ -245,7 +265,9 @@ def test_create_run_with_caller_ids_and_links(svc: PersistenceServicer) -> None:
     _raises(InvalidArgument, "run.mlflow_parent_run_id", _create_run, svc, mlflow_parent_run_id="x" * 65)
 
 
-def test_update_applies_only_masked_fields_and_mirrors_the_task(svc: PersistenceServicer, repo: CatalogRepository) -> None:
+def test_update_applies_only_masked_fields_and_mirrors_the_task(
+    svc: PersistenceServicer, repo: CatalogRepository
+) -> None:
     run = _create_run(svc, model_name="m", model_version="1")
     patch = resources_pb2.AlphaBacktestRun(
         run_id=run.run_id,
@@ -264,7 +286,9 @@ def test_update_applies_only_masked_fields_and_mirrors_the_task(svc: Persistence
     failed = resources_pb2.AlphaBacktestRun(
         run_id=run.run_id,
         state=resources_pb2.RUN_STATE_FAILED,
-        error=resources_pb2.ErrorDetail(stage="backtesting", code="INVALID_ARGUMENT", message="bad", field="strategy_cfg.type"),
+        error=resources_pb2.ErrorDetail(
+            stage="backtesting", code="INVALID_ARGUMENT", message="bad", field="strategy_cfg.type"
+        ),
     )
     out = _update(svc, failed, ["state", "error"])
     assert out.error == failed.error
@@ -273,12 +297,19 @@ def test_update_applies_only_masked_fields_and_mirrors_the_task(svc: Persistence
     assert out.duration_seconds == pytest.approx(expected_duration, abs=1e-6)
     task = repo.get_task(out.task_id)
     assert task.state == "failed"
-    assert task.error == {"stage": "backtesting", "code": "INVALID_ARGUMENT", "message": "bad", "field": "strategy_cfg.type"}
+    assert task.error == {
+        "stage": "backtesting",
+        "code": "INVALID_ARGUMENT",
+        "message": "bad",
+        "field": "strategy_cfg.type",
+    }
 
     # A terminal state is final; other fields may still be filled in.
     again = resources_pb2.AlphaBacktestRun(run_id=run.run_id, state=resources_pb2.RUN_STATE_RUNNING)
     _raises(FailedPrecondition, "run.state", _update, svc, again, ["state"])
-    out = _update(svc, resources_pb2.AlphaBacktestRun(run_id=run.run_id, model_version="2"), ["model_version"])
+    out = _update(
+        svc, resources_pb2.AlphaBacktestRun(run_id=run.run_id, model_version="2"), ["model_version"]
+    )
     assert out.model_version == "2"
     # A masked field that is unset in the message is cleared.
     out = _update(svc, resources_pb2.AlphaBacktestRun(run_id=run.run_id), ["error", "mlflow_parent_run_id"])
@@ -291,17 +322,35 @@ def test_update_mask_errors(svc: PersistenceServicer) -> None:
     _raises(InvalidArgument, "update_mask", _update, svc, patch, ["stage", "no_such_field"])
     _raises(InvalidArgument, "update_mask", _update, svc, patch, ["config.run_name"])
     _raises(InvalidArgument, "update_mask", _update, svc, patch, ["task_id"])
-    _raises(InvalidArgument, "update_mask", _update, svc, resources_pb2.AlphaBacktestRun(run_id=run.run_id), [])
+    _raises(
+        InvalidArgument, "update_mask", _update, svc, resources_pb2.AlphaBacktestRun(run_id=run.run_id), []
+    )
     _raises(InvalidArgument, "run.state", _update, svc, patch, ["state"])  # RUN_STATE_UNSPECIFIED
-    _raises(NotFound, "run.run_id", _update, svc, resources_pb2.AlphaBacktestRun(run_id=str(uuid.uuid4()), stage="x"), ["stage"])
-    _raises(InvalidArgument, "run.run_id", _update, svc, resources_pb2.AlphaBacktestRun(run_id="nope", stage="x"), ["stage"])
+    _raises(
+        NotFound,
+        "run.run_id",
+        _update,
+        svc,
+        resources_pb2.AlphaBacktestRun(run_id=str(uuid.uuid4()), stage="x"),
+        ["stage"],
+    )
+    _raises(
+        InvalidArgument,
+        "run.run_id",
+        _update,
+        svc,
+        resources_pb2.AlphaBacktestRun(run_id="nope", stage="x"),
+        ["stage"],
+    )
 
 
 def test_update_with_empty_mask_and_star(svc: PersistenceServicer) -> None:
     run = _create_run(svc, model_name="m", model_version="1", stage="accepted")
     out = _update(svc, resources_pb2.AlphaBacktestRun(run_id=run.run_id, stage="training"), [])
     assert (out.stage, out.model_name, out.run_name) == ("training", "m", run.run_name)
-    full = resources_pb2.AlphaBacktestRun(run_id=run.run_id, run_name="renamed", state=resources_pb2.RUN_STATE_PENDING)
+    full = resources_pb2.AlphaBacktestRun(
+        run_id=run.run_id, run_name="renamed", state=resources_pb2.RUN_STATE_PENDING
+    )
     out = _update(svc, full, ["*"])
     assert (out.run_name, out.model_name, out.stage) == ("renamed", "", "")
     assert not out.HasField("config")
@@ -310,10 +359,26 @@ def test_update_with_empty_mask_and_star(svc: PersistenceServicer) -> None:
 def test_get_run_errors(svc: PersistenceServicer) -> None:
     run = _create_run(svc)
     _raises(InvalidArgument, "run_id", svc.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(), None)
-    _raises(InvalidArgument, "run_id", svc.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(run_id="12"), None)
-    _raises(InvalidArgument, "task_id", svc.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(task_id="zz"), None)
-    _raises(NotFound, "run_id", svc.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(run_id=str(uuid.uuid4())), None)
-    _raises(NotFound, "task_id", svc.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(task_id=str(uuid.uuid4())), None)
+    _raises(
+        InvalidArgument, "run_id", svc.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(run_id="12"), None
+    )
+    _raises(
+        InvalidArgument, "task_id", svc.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(task_id="zz"), None
+    )
+    _raises(
+        NotFound,
+        "run_id",
+        svc.GetAlphaBacktestRun,
+        pb.GetAlphaBacktestRunRequest(run_id=str(uuid.uuid4())),
+        None,
+    )
+    _raises(
+        NotFound,
+        "task_id",
+        svc.GetAlphaBacktestRun,
+        pb.GetAlphaBacktestRunRequest(task_id=str(uuid.uuid4())),
+        None,
+    )
     mismatch = pb.GetAlphaBacktestRunRequest(run_id=run.run_id, task_id=str(uuid.uuid4()))
     _raises(NotFound, "run_id", svc.GetAlphaBacktestRun, mismatch, None)
 
@@ -322,7 +387,9 @@ def _list_all_runs(svc: PersistenceServicer, page_size: int, **kw: Any) -> list[
     ids: list[str] = []
     token = ""
     while True:
-        page = svc.ListAlphaBacktestRuns(pb.ListAlphaBacktestRunsRequest(page_size=page_size, page_token=token, **kw), None)
+        page = svc.ListAlphaBacktestRuns(
+            pb.ListAlphaBacktestRunsRequest(page_size=page_size, page_token=token, **kw), None
+        )
         ids += [r.run_id for r in page.runs]
         token = page.next_page_token
         if not token:
@@ -331,7 +398,9 @@ def _list_all_runs(svc: PersistenceServicer, page_size: int, **kw: Any) -> list[
 
 def test_list_runs_newest_first_and_stable_while_inserting(svc: PersistenceServicer) -> None:
     runs = [_create_run(svc) for _ in range(23)]
-    expected = [r.run_id for r in sorted(runs, key=lambda r: (r.created_at.ToDatetime(), r.run_id), reverse=True)]
+    expected = [
+        r.run_id for r in sorted(runs, key=lambda r: (r.created_at.ToDatetime(), r.run_id), reverse=True)
+    ]
     assert _list_all_runs(svc, 5) == expected
 
     seen: list[str] = []
@@ -339,21 +408,41 @@ def test_list_runs_newest_first_and_stable_while_inserting(svc: PersistenceServi
     seen += [r.run_id for r in page.runs]
     while page.next_page_token:
         _create_run(svc)  # newer rows arrive while paging: they must not shift the pages
-        page = svc.ListAlphaBacktestRuns(pb.ListAlphaBacktestRunsRequest(page_size=6, page_token=page.next_page_token), None)
+        page = svc.ListAlphaBacktestRuns(
+            pb.ListAlphaBacktestRunsRequest(page_size=6, page_token=page.next_page_token), None
+        )
         seen += [r.run_id for r in page.runs]
     assert seen == expected
 
 
 def test_list_runs_filters_and_page_errors(svc: PersistenceServicer) -> None:
     runs = [_create_run(svc) for _ in range(4)]
-    _update(svc, resources_pb2.AlphaBacktestRun(run_id=runs[1].run_id, state=resources_pb2.RUN_STATE_RUNNING), ["state"])
+    _update(
+        svc,
+        resources_pb2.AlphaBacktestRun(run_id=runs[1].run_id, state=resources_pb2.RUN_STATE_RUNNING),
+        ["state"],
+    )
     running = _list_all_runs(svc, 2, state=resources_pb2.RUN_STATE_RUNNING)
     assert running == [runs[1].run_id]
     assert len(_list_all_runs(svc, 0)) == 4
-    _raises(InvalidArgument, "page_size", svc.ListAlphaBacktestRuns, pb.ListAlphaBacktestRunsRequest(page_size=-1), None)
-    _raises(InvalidArgument, "page_token", svc.ListAlphaBacktestRuns, pb.ListAlphaBacktestRunsRequest(page_token="%%%"), None)
+    _raises(
+        InvalidArgument,
+        "page_size",
+        svc.ListAlphaBacktestRuns,
+        pb.ListAlphaBacktestRunsRequest(page_size=-1),
+        None,
+    )
+    _raises(
+        InvalidArgument,
+        "page_token",
+        svc.ListAlphaBacktestRuns,
+        pb.ListAlphaBacktestRunsRequest(page_token="%%%"),
+        None,
+    )
     token = svc.ListAlphaBacktestRuns(pb.ListAlphaBacktestRunsRequest(page_size=1), None).next_page_token
-    other_filter = pb.ListAlphaBacktestRunsRequest(page_size=1, page_token=token, state=resources_pb2.RUN_STATE_RUNNING)
+    other_filter = pb.ListAlphaBacktestRunsRequest(
+        page_size=1, page_token=token, state=resources_pb2.RUN_STATE_RUNNING
+    )
     _raises(InvalidArgument, "page_token", svc.ListAlphaBacktestRuns, other_filter, None)
 
 
@@ -402,7 +491,9 @@ def test_deployment_create_update_history_and_list(svc: PersistenceServicer, db:
     history = json_format.MessageToDict(second.deployment.history)
     assert [h["version"] for h in history] == ["1"]
     assert dt.datetime.fromisoformat(history[0]["from"]) == out.created_at.ToDatetime(tzinfo=dt.UTC)
-    assert dt.datetime.fromisoformat(history[0]["to"]) == second.deployment.updated_at.ToDatetime(tzinfo=dt.UTC)
+    assert dt.datetime.fromisoformat(history[0]["to"]) == second.deployment.updated_at.ToDatetime(
+        tzinfo=dt.UTC
+    )
     rolled.model_version = "3"
     rolled.state = resources_pb2.DEPLOYMENT_STATE_RETIRED
     third = svc.SaveDeployment(pb.SaveDeploymentRequest(deployment=rolled), None).deployment
@@ -415,19 +506,45 @@ def test_deployment_create_update_history_and_list(svc: PersistenceServicer, db:
     rolled.history.Clear()
     rolled.history.append({"version": "0", "from": "2020-01-01", "to": "2020-02-01"})
     fourth = svc.SaveDeployment(pb.SaveDeploymentRequest(deployment=rolled), None).deployment
-    assert json_format.MessageToDict(fourth.history) == [{"version": "0", "from": "2020-01-01", "to": "2020-02-01"}]
-    assert svc.GetDeployment(pb.GetDeploymentRequest(deployment_id=out.deployment_id), None).deployment == fourth
+    assert json_format.MessageToDict(fourth.history) == [
+        {"version": "0", "from": "2020-01-01", "to": "2020-02-01"}
+    ]
+    assert (
+        svc.GetDeployment(pb.GetDeploymentRequest(deployment_id=out.deployment_id), None).deployment == fourth
+    )
 
 
 def test_deployment_errors_and_idempotency(svc: PersistenceServicer, db: Database) -> None:
     unknown = resources_pb2.Deployment(deployment_id=str(uuid.uuid4()), model_name="m", model_version="1")
-    _raises(NotFound, "deployment.deployment_id", svc.SaveDeployment, pb.SaveDeploymentRequest(deployment=unknown), None)
+    _raises(
+        NotFound,
+        "deployment.deployment_id",
+        svc.SaveDeployment,
+        pb.SaveDeploymentRequest(deployment=unknown),
+        None,
+    )
     missing = resources_pb2.Deployment(model_name="m")
-    _raises(InvalidArgument, "deployment.model_version", svc.SaveDeployment, pb.SaveDeploymentRequest(deployment=missing), None)
-    _raises(NotFound, "deployment_id", svc.GetDeployment, pb.GetDeploymentRequest(deployment_id=str(uuid.uuid4())), None)
-    _raises(InvalidArgument, "deployment_id", svc.GetDeployment, pb.GetDeploymentRequest(deployment_id="x"), None)
+    _raises(
+        InvalidArgument,
+        "deployment.model_version",
+        svc.SaveDeployment,
+        pb.SaveDeploymentRequest(deployment=missing),
+        None,
+    )
+    _raises(
+        NotFound,
+        "deployment_id",
+        svc.GetDeployment,
+        pb.GetDeploymentRequest(deployment_id=str(uuid.uuid4())),
+        None,
+    )
+    _raises(
+        InvalidArgument, "deployment_id", svc.GetDeployment, pb.GetDeploymentRequest(deployment_id="x"), None
+    )
 
-    request = pb.SaveDeploymentRequest(deployment=resources_pb2.Deployment(model_name="m", model_version="1"), request_id="dep-1")
+    request = pb.SaveDeploymentRequest(
+        deployment=resources_pb2.Deployment(model_name="m", model_version="1"), request_id="dep-1"
+    )
     a = svc.SaveDeployment(request, None)
     b = svc.SaveDeployment(request, None)
     assert a.created and not b.created and a.deployment == b.deployment
@@ -437,10 +554,18 @@ def test_deployment_errors_and_idempotency(svc: PersistenceServicer, db: Databas
 
 def test_list_deployments_paginates_newest_first(svc: PersistenceServicer) -> None:
     made = [
-        svc.SaveDeployment(pb.SaveDeploymentRequest(deployment=resources_pb2.Deployment(model_name="m", model_version=str(i))), None).deployment
+        svc.SaveDeployment(
+            pb.SaveDeploymentRequest(
+                deployment=resources_pb2.Deployment(model_name="m", model_version=str(i))
+            ),
+            None,
+        ).deployment
         for i in range(7)
     ]
-    expected = [d.deployment_id for d in sorted(made, key=lambda d: (d.created_at.ToDatetime(), d.deployment_id), reverse=True)]
+    expected = [
+        d.deployment_id
+        for d in sorted(made, key=lambda d: (d.created_at.ToDatetime(), d.deployment_id), reverse=True)
+    ]
     got: list[str] = []
     token = ""
     while True:
@@ -453,18 +578,25 @@ def test_list_deployments_paginates_newest_first(svc: PersistenceServicer) -> No
 
 
 def test_deleting_a_deployment_unlinks_its_runs(svc: PersistenceServicer, db: Database) -> None:
-    dep = svc.SaveDeployment(pb.SaveDeploymentRequest(deployment=resources_pb2.Deployment(model_name="m", model_version="1")), None)
+    dep = svc.SaveDeployment(
+        pb.SaveDeploymentRequest(deployment=resources_pb2.Deployment(model_name="m", model_version="1")), None
+    )
     run = _create_run(svc, deployment_id=dep.deployment.deployment_id)
     assert run.deployment_id == dep.deployment.deployment_id
     with db.session(write=True) as s:
         s.execute(sa.text("DELETE FROM deployments"))
-    assert svc.GetAlphaBacktestRun(pb.GetAlphaBacktestRunRequest(run_id=run.run_id), None).run.deployment_id == ""
+    assert (
+        svc.GetAlphaBacktestRun(pb.GetAlphaBacktestRunRequest(run_id=run.run_id), None).run.deployment_id
+        == ""
+    )
 
 
 # ----------------------------------------------------------------------------- prediction audit
 
 
-def _audit_batch(rng: np.random.Generator, dates: list[str], symbols: list[str], nan_share: float = 0.2) -> dict[str, np.ndarray]:
+def _audit_batch(
+    rng: np.random.Generator, dates: list[str], symbols: list[str], nan_share: float = 0.2
+) -> dict[str, np.ndarray]:
     shape = (len(dates), len(symbols))
     fields = {}
     for name in ("prediction", "realized_return", "target_weight", "held_weight", "pnl_contribution"):
@@ -476,18 +608,32 @@ def _audit_batch(rng: np.random.Generator, dates: list[str], symbols: list[str],
 
 def _expected_rows(dates: list[str], symbols: list[str], fields: dict[str, np.ndarray]) -> pd.DataFrame:
     """The reference reshaping: pandas stack, keep cells with a prediction, sort by (date, symbol)."""
-    frames = {name: pd.DataFrame(values, index=pd.Index(dates, name="date"), columns=pd.Index(symbols, name="symbol")) for name, values in fields.items()}
+    frames = {
+        name: pd.DataFrame(
+            values, index=pd.Index(dates, name="date"), columns=pd.Index(symbols, name="symbol")
+        )
+        for name, values in fields.items()
+    }
     long = pd.concat({name: f.stack(future_stack=True) for name, f in frames.items()}, axis=1).reset_index()
     long = long[long["prediction"].notna()]
-    return long.sort_values(["date", "symbol"], key=lambda s: s.map(lambda v: v.encode())).reset_index(drop=True)
+    return long.sort_values(["date", "symbol"], key=lambda s: s.map(lambda v: v.encode())).reset_index(
+        drop=True
+    )
 
 
-def _read_audit(svc: PersistenceServicer, run_id: str, page_size: int, symbol: str = "") -> tuple[pd.DataFrame, list[int]]:
+def _read_audit(
+    svc: PersistenceServicer, run_id: str, page_size: int, symbol: str = ""
+) -> tuple[pd.DataFrame, list[int]]:
     rows: list[dict[str, Any]] = []
     totals: list[int] = []
     token = ""
     while True:
-        page = svc.ListPredictionAudit(pb.ListPredictionAuditRequest(run_id=run_id, page_size=page_size, page_token=token, symbol=symbol), None)
+        page = svc.ListPredictionAudit(
+            pb.ListPredictionAuditRequest(
+                run_id=run_id, page_size=page_size, page_token=token, symbol=symbol
+            ),
+            None,
+        )
         totals.append(page.total_size)
         for r in page.rows:
             row: dict[str, Any] = {"date": r.date, "symbol": r.symbol}
@@ -502,18 +648,33 @@ def _read_audit(svc: PersistenceServicer, run_id: str, page_size: int, symbol: s
 def test_prediction_audit_round_trip_matches_pandas_reshape(svc: PersistenceServicer, db: Database) -> None:
     rng = np.random.default_rng(7)
     dates = [str(d) for d in pd.bdate_range("2021-01-04", periods=40).date]
-    symbols = ["MSFT", "AAPL", "brk", "BRK.B", "BRKA", "Z", "ÄBC", "aapl"]  # code-point order differs from locale order
+    symbols = [
+        "MSFT",
+        "AAPL",
+        "brk",
+        "BRK.B",
+        "BRKA",
+        "Z",
+        "ÄBC",
+        "aapl",
+    ]  # code-point order differs from locale order
     fields = _audit_batch(rng, dates, symbols)
     run = _create_run(svc)
-    batch = resources_pb2.PredictionAuditBatch(dates=dates, symbols=symbols, fields={k: array_to_proto(v) for k, v in fields.items()})
-    written = svc.SavePredictionAudit(pb.SavePredictionAuditRequest(run_id=run.run_id, batch=batch), None).rows_written
+    batch = resources_pb2.PredictionAuditBatch(
+        dates=dates, symbols=symbols, fields={k: array_to_proto(v) for k, v in fields.items()}
+    )
+    written = svc.SavePredictionAudit(
+        pb.SavePredictionAuditRequest(run_id=run.run_id, batch=batch), None
+    ).rows_written
     expected = _expected_rows(dates, symbols, fields)
     assert written == len(expected) == int((~np.isnan(fields["prediction"])).sum())
 
     got, totals = _read_audit(svc, run.run_id, page_size=37)
     assert set(totals) == {len(expected)}
     pd.testing.assert_frame_equal(got, expected[got.columns], check_dtype=False)
-    assert svc.GetAlphaBacktestRun(pb.GetAlphaBacktestRunRequest(run_id=run.run_id), None).run.predictions_captured
+    assert svc.GetAlphaBacktestRun(
+        pb.GetAlphaBacktestRunRequest(run_id=run.run_id), None
+    ).run.predictions_captured
 
     only, totals = _read_audit(svc, run.run_id, page_size=5, symbol="BRK.B")
     ref = expected[expected["symbol"] == "BRK.B"].reset_index(drop=True)
@@ -527,62 +688,135 @@ def test_prediction_audit_replaces_rows_and_optional_fields(svc: PersistenceServ
     dates, symbols = ["2022-01-03", "2022-01-04", "2022-01-05"], ["A", "B"]
     pred = np.array([[1.0, np.nan], [0.0, -2.0], [3.0, 4.0]], dtype="<f4")
     for target in (run, other):
-        batch = resources_pb2.PredictionAuditBatch(dates=dates, symbols=symbols, fields={"prediction": array_to_proto(pred)})
-        assert svc.SavePredictionAudit(pb.SavePredictionAuditRequest(run_id=target.run_id, batch=batch), None).rows_written == 5
+        batch = resources_pb2.PredictionAuditBatch(
+            dates=dates, symbols=symbols, fields={"prediction": array_to_proto(pred)}
+        )
+        assert (
+            svc.SavePredictionAudit(
+                pb.SavePredictionAuditRequest(run_id=target.run_id, batch=batch), None
+            ).rows_written
+            == 5
+        )
     got, _ = _read_audit(svc, run.run_id, page_size=100)
     assert got["prediction"].tolist() == [1.0, 0.0, -2.0, 3.0, 4.0]  # 0.0 is a prediction, not a missing one
     assert got[["realized_return", "target_weight", "held_weight", "pnl_contribution"]].isna().all().all()
 
-    smaller = resources_pb2.PredictionAuditBatch(dates=dates[:1], symbols=["C"], fields={"prediction": array_to_proto(np.array([[9.0]]))})
-    assert svc.SavePredictionAudit(pb.SavePredictionAuditRequest(run_id=run.run_id, batch=smaller), None).rows_written == 1
+    smaller = resources_pb2.PredictionAuditBatch(
+        dates=dates[:1], symbols=["C"], fields={"prediction": array_to_proto(np.array([[9.0]]))}
+    )
+    assert (
+        svc.SavePredictionAudit(
+            pb.SavePredictionAuditRequest(run_id=run.run_id, batch=smaller), None
+        ).rows_written
+        == 1
+    )
     got, _ = _read_audit(svc, run.run_id, page_size=100)
     assert got[["date", "symbol", "prediction"]].values.tolist() == [["2022-01-03", "C", 9.0]]
     assert _count(db, PredictionAuditRow, PredictionAuditRow.run_id == uuid.UUID(other.run_id)) == 5
 
-    all_nan = resources_pb2.PredictionAuditBatch(dates=dates[:1], symbols=["C"], fields={"prediction": array_to_proto(np.array([[np.nan]]))})
-    assert svc.SavePredictionAudit(pb.SavePredictionAuditRequest(run_id=run.run_id, batch=all_nan), None).rows_written == 0
-    assert not svc.GetAlphaBacktestRun(pb.GetAlphaBacktestRunRequest(run_id=run.run_id), None).run.predictions_captured
+    all_nan = resources_pb2.PredictionAuditBatch(
+        dates=dates[:1], symbols=["C"], fields={"prediction": array_to_proto(np.array([[np.nan]]))}
+    )
+    assert (
+        svc.SavePredictionAudit(
+            pb.SavePredictionAuditRequest(run_id=run.run_id, batch=all_nan), None
+        ).rows_written
+        == 0
+    )
+    assert not svc.GetAlphaBacktestRun(
+        pb.GetAlphaBacktestRunRequest(run_id=run.run_id), None
+    ).run.predictions_captured
 
 
 def test_prediction_audit_validation(svc: PersistenceServicer, repo: CatalogRepository) -> None:
     run = _create_run(svc)
 
     def save(dates: list[str], symbols: list[str], **fields: np.ndarray) -> int:
-        return repo.save_prediction_audit(run.run_id, PredictionAuditBatch(dates=dates, symbols=symbols, fields=fields))
+        return repo.save_prediction_audit(
+            run.run_id, PredictionAuditBatch(dates=dates, symbols=symbols, fields=fields)
+        )
 
     ok = np.zeros((2, 2))
-    _raises(InvalidArgument, "batch.fields[prediction]", save, ["2020-01-01", "2020-01-02"], ["A", "B"], realized_return=ok)
+    _raises(
+        InvalidArgument,
+        "batch.fields[prediction]",
+        save,
+        ["2020-01-01", "2020-01-02"],
+        ["A", "B"],
+        realized_return=ok,
+    )
     _raises(InvalidArgument, "batch.fields[prediction]", save, ["2020-01-01"], ["A", "B"], prediction=ok)
-    _raises(InvalidArgument, "batch.fields[held]", save, ["2020-01-01", "2020-01-02"], ["A", "B"], prediction=ok, held=ok)
+    _raises(
+        InvalidArgument,
+        "batch.fields[held]",
+        save,
+        ["2020-01-01", "2020-01-02"],
+        ["A", "B"],
+        prediction=ok,
+        held=ok,
+    )
     inf = ok.copy()
     inf[1, 0] = np.inf
-    err = _raises(InvalidArgument, "batch.fields[target_weight]", save, ["2020-01-01", "2020-01-02"], ["A", "B"], prediction=ok, target_weight=inf)
+    err = _raises(
+        InvalidArgument,
+        "batch.fields[target_weight]",
+        save,
+        ["2020-01-01", "2020-01-02"],
+        ["A", "B"],
+        prediction=ok,
+        target_weight=inf,
+    )
     assert "2020-01-02" in err.message and "A" in err.message
     _raises(InvalidArgument, "batch.dates", save, ["2020-01-01", "2020-01-01"], ["A", "B"], prediction=ok)
     _raises(InvalidArgument, "batch.dates", save, ["2020-01-01", "20x"], ["A", "B"], prediction=ok)
     _raises(InvalidArgument, "batch.symbols", save, ["2020-01-01", "2020-01-02"], ["A", "A"], prediction=ok)
-    _raises(InvalidArgument, "batch.symbols[1]", save, ["2020-01-01", "2020-01-02"], ["A", "B" * 33], prediction=ok)
-    _raises(NotFound, "run_id", repo.save_prediction_audit, str(uuid.uuid4()), PredictionAuditBatch(["2020-01-01"], ["A"], {"prediction": np.ones((1, 1))}))
+    _raises(
+        InvalidArgument,
+        "batch.symbols[1]",
+        save,
+        ["2020-01-01", "2020-01-02"],
+        ["A", "B" * 33],
+        prediction=ok,
+    )
+    _raises(
+        NotFound,
+        "run_id",
+        repo.save_prediction_audit,
+        str(uuid.uuid4()),
+        PredictionAuditBatch(["2020-01-01"], ["A"], {"prediction": np.ones((1, 1))}),
+    )
     bad_buffer = resources_pb2.PredictionAuditBatch(dates=["2020-01-01"], symbols=["A"])
     bad_buffer.fields["prediction"].CopyFrom(array_to_proto(np.ones((1, 1))))
     bad_buffer.fields["prediction"].data = b"\x00" * 3
     request = pb.SavePredictionAuditRequest(run_id=run.run_id, batch=bad_buffer)
     _raises(InvalidArgument, "batch.fields[prediction].data", svc.SavePredictionAudit, request, None)
-    _raises(InvalidArgument, "run_id", svc.SavePredictionAudit, pb.SavePredictionAuditRequest(run_id="nope"), None)
-    _raises(NotFound, "run_id", svc.ListPredictionAudit, pb.ListPredictionAuditRequest(run_id=str(uuid.uuid4())), None)
+    _raises(
+        InvalidArgument, "run_id", svc.SavePredictionAudit, pb.SavePredictionAuditRequest(run_id="nope"), None
+    )
+    _raises(
+        NotFound,
+        "run_id",
+        svc.ListPredictionAudit,
+        pb.ListPredictionAuditRequest(run_id=str(uuid.uuid4())),
+        None,
+    )
 
 
 def test_deleting_a_task_cascades_to_its_run_and_audit(svc: PersistenceServicer, db: Database) -> None:
     run = _create_run(svc)
     keep = _create_run(svc)
-    batch = resources_pb2.PredictionAuditBatch(dates=["2020-01-01"], symbols=["A", "B"], fields={"prediction": array_to_proto(np.ones((1, 2)))})
+    batch = resources_pb2.PredictionAuditBatch(
+        dates=["2020-01-01"], symbols=["A", "B"], fields={"prediction": array_to_proto(np.ones((1, 2)))}
+    )
     for target in (run, keep):
         svc.SavePredictionAudit(pb.SavePredictionAuditRequest(run_id=target.run_id, batch=batch), None)
     with db.session(write=True) as s:
         s.execute(sa.delete(TaskRow).where(TaskRow.task_id == uuid.UUID(run.task_id)))
     assert _count(db, AlphaBacktestRunRow) == 1
     assert _count(db, PredictionAuditRow) == 2
-    _raises(NotFound, "run_id", svc.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(run_id=run.run_id), None)
+    _raises(
+        NotFound, "run_id", svc.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(run_id=run.run_id), None
+    )
 
 
 # ----------------------------------------------------------------------------- backtest results
@@ -593,7 +827,9 @@ def _reference_fit(value: float, spec: tuple[int, int] | None) -> float | None:
     if spec is None:
         return float(round(value))
     precision, scale = spec
-    q = decimal.Decimal(repr(value)).quantize(decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP)
+    q = decimal.Decimal(repr(value)).quantize(
+        decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP
+    )
     return None if abs(q) >= 10 ** (precision - scale) else float(q)
 
 
@@ -608,11 +844,15 @@ def test_every_metric_maps_to_its_seed_column(svc: PersistenceServicer, db: Data
     with db.session() as s:
         row = s.execute(sa.text("SELECT * FROM mcp_backtest_results")).mappings().one()
     for name, column in METRIC_COLUMNS.items():
-        assert row[column] == pytest.approx(_reference_fit(values[name], SEED_METRIC_TYPES[column]), abs=1e-12), column
+        assert row[column] == pytest.approx(
+            _reference_fit(values[name], SEED_METRIC_TYPES[column]), abs=1e-12
+        ), column
     got = svc.GetBacktestResult(pb.GetBacktestResultRequest(backtest_id=bid), None).result
     stored, reasons, _ = metricset_from_proto(got.metrics)
     assert reasons == {}
-    assert stored == pytest.approx({n: _reference_fit(v, SEED_METRIC_TYPES[METRIC_COLUMNS[n]]) for n, v in values.items()}, abs=1e-12)
+    assert stored == pytest.approx(
+        {n: _reference_fit(v, SEED_METRIC_TYPES[METRIC_COLUMNS[n]]) for n, v in values.items()}, abs=1e-12
+    )
     assert got.notes == ""
 
 
@@ -633,7 +873,11 @@ def test_overflow_undefined_and_zero_metrics(svc: PersistenceServicer, db: Datab
     }
     reasons = {"profit_factor": "no losing trades", "turnover_adj_sharpe": "zero variance"}
     conventions = {"periods_per_year": 252, "rf": 0.0}
-    record = _backtest(metrics=metricset_to_proto(values, reasons, conventions), notes="user note", parameters=struct_from_dict({"top_k": 5}))
+    record = _backtest(
+        metrics=metricset_to_proto(values, reasons, conventions),
+        notes="user note",
+        parameters=struct_from_dict({"top_k": 5}),
+    )
     bid = _save_backtest(svc, record)
     result = svc.GetBacktestResult(pb.GetBacktestResultRequest(backtest_id=bid), None).result
     stored, got_reasons, got_conventions = metricset_from_proto(result.metrics)
@@ -656,9 +900,17 @@ def test_overflow_undefined_and_zero_metrics(svc: PersistenceServicer, db: Datab
     assert notes[0] == "user note"
     assert "sharpe_ratio: 12345.6 exceeds Numeric(8,4)" in notes
     assert "profit_factor: no losing trades" in notes
-    assert {n.split(":")[0] for n in notes[1:]} == {"sharpe_ratio", "calmar_ratio", "profit_factor", "beta", "total_trades"}
+    assert {n.split(":")[0] for n in notes[1:]} == {
+        "sharpe_ratio",
+        "calmar_ratio",
+        "profit_factor",
+        "beta",
+        "total_trades",
+    }
     with db.session() as s:
-        row = s.execute(sa.text("SELECT sharpe_ratio, max_drawdown, winning_trades FROM mcp_backtest_results")).one()
+        row = s.execute(
+            sa.text("SELECT sharpe_ratio, max_drawdown, winning_trades FROM mcp_backtest_results")
+        ).one()
     assert row.sharpe_ratio is None and row.max_drawdown == 0.0
     assert row.winning_trades is None  # not sent: NULL, not the seed's server default 0
 
@@ -731,28 +983,72 @@ def test_backtest_validation(svc: PersistenceServicer) -> None:
         (_backtest(start_date="31/12/2020"), [], "result.start_date"),
         (_backtest(dates=["2020-01-01"], equity_curve=array_to_proto(np.ones(2))), [], "result.equity_curve"),
         (_backtest(parameters=struct_from_dict({"_alphaswarm": 1})), [], "result.parameters"),
-        (_backtest(), [resources_pb2.Trade(trade_number=1, direction="sideways", entry_date="2020-01-02", entry_price=1.0)], "trades[0].direction"),
+        (
+            _backtest(),
+            [
+                resources_pb2.Trade(
+                    trade_number=1, direction="sideways", entry_date="2020-01-02", entry_price=1.0
+                )
+            ],
+            "trades[0].direction",
+        ),
         (_backtest(), [trade, trade], "trades[1].trade_number"),
-        (_backtest(), [resources_pb2.Trade(trade_number=1, direction="long", entry_date="2020-01-02", entry_price=1e9)], "trades[0].entry_price"),
-        (_backtest(), [resources_pb2.Trade(trade_number=1, direction="long", entry_date="2020-01-05", exit_date="2020-01-02", entry_price=1.0)], "trades[0].exit_date"),
+        (
+            _backtest(),
+            [resources_pb2.Trade(trade_number=1, direction="long", entry_date="2020-01-02", entry_price=1e9)],
+            "trades[0].entry_price",
+        ),
+        (
+            _backtest(),
+            [
+                resources_pb2.Trade(
+                    trade_number=1,
+                    direction="long",
+                    entry_date="2020-01-05",
+                    exit_date="2020-01-02",
+                    entry_price=1.0,
+                )
+            ],
+            "trades[0].exit_date",
+        ),
         (_backtest(backtest_id="xyz"), [], "result.backtest_id"),
     ]
     for record, trades, field in cases:
         _raises(InvalidArgument, field, _save_backtest, svc, record, trades)
-    ok = _save_backtest(svc, _backtest(), [resources_pb2.Trade(trade_number=1, direction="long", entry_date="2020-01-02", entry_price=1.0, pnl=1e9)])
+    ok = _save_backtest(
+        svc,
+        _backtest(),
+        [
+            resources_pb2.Trade(
+                trade_number=1, direction="long", entry_date="2020-01-02", entry_price=1.0, pnl=1e9
+            )
+        ],
+    )
     notes = svc.GetBacktestResult(pb.GetBacktestResultRequest(backtest_id=ok), None).result.notes
     assert notes == "trade 1 pnl: 1000000000.0 exceeds Numeric(12,4)"
 
 
 def test_save_backtest_is_idempotent_and_delete_cascades(svc: PersistenceServicer, db: Database) -> None:
-    trades = [resources_pb2.Trade(trade_number=i, symbol="A", direction="long", entry_date="2020-01-02", entry_price=10.0) for i in (1, 2)]
+    trades = [
+        resources_pb2.Trade(
+            trade_number=i, symbol="A", direction="long", entry_date="2020-01-02", entry_price=10.0
+        )
+        for i in (1, 2)
+    ]
     request = pb.SaveBacktestResultRequest(result=_backtest(), trades=trades, request_id="bt-1")
     first = svc.SaveBacktestResult(request, None)
     second = svc.SaveBacktestResult(request, None)
     assert first.created and not second.created and first.backtest_id == second.backtest_id
     bid = uuid.UUID(first.backtest_id)
     with db.session(write=True) as s:
-        s.add(OptimizationResultRow(backtest_id=bid, optimization_date=dt.datetime.now(dt.UTC), parameter_set=1, parameters={"k": 1}))
+        s.add(
+            OptimizationResultRow(
+                backtest_id=bid,
+                optimization_date=dt.datetime.now(dt.UTC),
+                parameter_set=1,
+                parameters={"k": 1},
+            )
+        )
         s.add(
             WalkForwardTestRow(
                 parent_backtest_id=bid,
@@ -772,12 +1068,24 @@ def test_save_backtest_is_idempotent_and_delete_cascades(svc: PersistenceService
     assert run.backtest_id == first.backtest_id
     assert _count(db, BacktestTradeRow) == 2 and _count(db, TradeDetailRow) == 2
 
-    assert svc.DeleteBacktestResult(pb.DeleteBacktestResultRequest(backtest_id=first.backtest_id), None).deleted
+    assert svc.DeleteBacktestResult(
+        pb.DeleteBacktestResultRequest(backtest_id=first.backtest_id), None
+    ).deleted
     for model in (BacktestTradeRow, TradeDetailRow, OptimizationResultRow, WalkForwardTestRow):
         assert _count(db, model) == 0, model
-    assert svc.GetAlphaBacktestRun(pb.GetAlphaBacktestRunRequest(run_id=run.run_id), None).run.backtest_id == ""
-    assert not svc.DeleteBacktestResult(pb.DeleteBacktestResultRequest(backtest_id=first.backtest_id), None).deleted
-    _raises(NotFound, "backtest_id", svc.GetBacktestResult, pb.GetBacktestResultRequest(backtest_id=first.backtest_id), None)
+    assert (
+        svc.GetAlphaBacktestRun(pb.GetAlphaBacktestRunRequest(run_id=run.run_id), None).run.backtest_id == ""
+    )
+    assert not svc.DeleteBacktestResult(
+        pb.DeleteBacktestResultRequest(backtest_id=first.backtest_id), None
+    ).deleted
+    _raises(
+        NotFound,
+        "backtest_id",
+        svc.GetBacktestResult,
+        pb.GetBacktestResultRequest(backtest_id=first.backtest_id),
+        None,
+    )
     # The idempotency key went with the deleted result: the same request stores a new one.
     third = svc.SaveBacktestResult(request, None)
     assert third.created and third.backtest_id != first.backtest_id
@@ -787,14 +1095,19 @@ def _list_backtests(svc: PersistenceServicer, page_size: int, **kw: Any) -> list
     out: list[pb.BacktestRecord] = []
     token = ""
     while True:
-        page = svc.ListBacktestResults(pb.ListBacktestResultsRequest(page_size=page_size, page_token=token, **kw), None)
+        page = svc.ListBacktestResults(
+            pb.ListBacktestResultsRequest(page_size=page_size, page_token=token, **kw), None
+        )
         out += list(page.results)
         token = page.next_page_token
         if not token:
             return out
 
 
-@pytest.mark.parametrize("order_by", ["-sharpe", "sharpe", "sharpe_ratio", "-total_trades", "max_drawdown", "-backtest_date", "start_date"])
+@pytest.mark.parametrize(
+    "order_by",
+    ["-sharpe", "sharpe", "sharpe_ratio", "-total_trades", "max_drawdown", "-backtest_date", "start_date"],
+)
 def test_list_backtests_orders_with_nulls_last(svc: PersistenceServicer, order_by: str) -> None:
     rng = np.random.default_rng(5)
     saved: dict[str, dict[str, Any]] = {}
@@ -821,8 +1134,14 @@ def test_list_backtests_orders_with_nulls_last(svc: PersistenceServicer, order_b
         value = item[1][column]
         return (value is None, value if value is not None else 0)
 
-    present = sorted((x for x in saved.items() if x[1][column] is not None), key=lambda x: (x[1][column], x[0]), reverse=descending)
-    missing = sorted((x for x in saved.items() if x[1][column] is None), key=lambda x: x[0], reverse=descending)
+    present = sorted(
+        (x for x in saved.items() if x[1][column] is not None),
+        key=lambda x: (x[1][column], x[0]),
+        reverse=descending,
+    )
+    missing = sorted(
+        (x for x in saved.items() if x[1][column] is None), key=lambda x: x[0], reverse=descending
+    )
     expected = [bid for bid, _ in present + missing]
     got = [r.backtest_id for r in _list_backtests(svc, 4, order_by=order_by)]
     assert got == expected
@@ -843,27 +1162,73 @@ def test_list_backtests_filters_pagination_and_errors(svc: PersistenceServicer) 
         return {r.backtest_id for r in _list_backtests(svc, 3, **kw)}
 
     assert ids_of(symbol="AAPL") == {v for k, v in ids.items() if k[0] == "AAPL"}
-    assert ids_of(strategy_type="alpha:x", status="failed") == {v for k, v in ids.items() if k[1] == "alpha:x" and k[2] == "failed"}
-    assert ids_of(from_date="2024-01-02", to_date="2024-01-03") == {v for k, v in ids.items() if k[3] in (1, 2)}
+    assert ids_of(strategy_type="alpha:x", status="failed") == {
+        v for k, v in ids.items() if k[1] == "alpha:x" and k[2] == "failed"
+    }
+    assert ids_of(from_date="2024-01-02", to_date="2024-01-03") == {
+        v for k, v in ids.items() if k[3] in (1, 2)
+    }
     assert len(_list_backtests(svc, 0)) == len(ids)
     results = _list_backtests(svc, 5)
     assert all(not r.HasField("equity_curve") for r in results)
-    assert [r.backtest_date.ToDatetime() for r in results] == sorted((r.backtest_date.ToDatetime() for r in results), reverse=True)
+    assert [r.backtest_date.ToDatetime() for r in results] == sorted(
+        (r.backtest_date.ToDatetime() for r in results), reverse=True
+    )
 
-    _raises(InvalidArgument, "order_by", svc.ListBacktestResults, pb.ListBacktestResultsRequest(order_by="-symbol"), None)
-    _raises(InvalidArgument, "order_by", svc.ListBacktestResults, pb.ListBacktestResultsRequest(order_by="sharpe; DROP TABLE x"), None)
-    _raises(InvalidArgument, "page_size", svc.ListBacktestResults, pb.ListBacktestResultsRequest(page_size=-5), None)
-    _raises(InvalidArgument, "from_date", svc.ListBacktestResults, pb.ListBacktestResultsRequest(from_date="2024-13-01"), None)
-    _raises(InvalidArgument, "to_date", svc.ListBacktestResults, pb.ListBacktestResultsRequest(from_date="2024-01-03", to_date="2024-01-01"), None)
-    token = svc.ListBacktestResults(pb.ListBacktestResultsRequest(page_size=2, order_by="sharpe"), None).next_page_token
-    _raises(InvalidArgument, "page_token", svc.ListBacktestResults, pb.ListBacktestResultsRequest(page_size=2, page_token=token), None)
+    _raises(
+        InvalidArgument,
+        "order_by",
+        svc.ListBacktestResults,
+        pb.ListBacktestResultsRequest(order_by="-symbol"),
+        None,
+    )
+    _raises(
+        InvalidArgument,
+        "order_by",
+        svc.ListBacktestResults,
+        pb.ListBacktestResultsRequest(order_by="sharpe; DROP TABLE x"),
+        None,
+    )
+    _raises(
+        InvalidArgument,
+        "page_size",
+        svc.ListBacktestResults,
+        pb.ListBacktestResultsRequest(page_size=-5),
+        None,
+    )
+    _raises(
+        InvalidArgument,
+        "from_date",
+        svc.ListBacktestResults,
+        pb.ListBacktestResultsRequest(from_date="2024-13-01"),
+        None,
+    )
+    _raises(
+        InvalidArgument,
+        "to_date",
+        svc.ListBacktestResults,
+        pb.ListBacktestResultsRequest(from_date="2024-01-03", to_date="2024-01-01"),
+        None,
+    )
+    token = svc.ListBacktestResults(
+        pb.ListBacktestResultsRequest(page_size=2, order_by="sharpe"), None
+    ).next_page_token
+    _raises(
+        InvalidArgument,
+        "page_token",
+        svc.ListBacktestResults,
+        pb.ListBacktestResultsRequest(page_size=2, page_token=token),
+        None,
+    )
 
 
 def test_list_backtests_stable_while_inserting(svc: PersistenceServicer) -> None:
     rng = np.random.default_rng(9)
 
     def save() -> str:
-        return _save_backtest(svc, _backtest(metrics=metricset_to_proto({"sharpe": float(np.round(rng.normal(), 2))})))
+        return _save_backtest(
+            svc, _backtest(metrics=metricset_to_proto({"sharpe": float(np.round(rng.normal(), 2))}))
+        )
 
     before = [save() for _ in range(20)]
     seen: list[str] = []
@@ -871,7 +1236,10 @@ def test_list_backtests_stable_while_inserting(svc: PersistenceServicer) -> None
     seen += [r.backtest_id for r in page.results]
     while page.next_page_token:
         save()
-        page = svc.ListBacktestResults(pb.ListBacktestResultsRequest(page_size=6, order_by="-sharpe", page_token=page.next_page_token), None)
+        page = svc.ListBacktestResults(
+            pb.ListBacktestResultsRequest(page_size=6, order_by="-sharpe", page_token=page.next_page_token),
+            None,
+        )
         seen += [r.backtest_id for r in page.results]
     assert len(seen) == len(set(seen))  # no row twice
     assert set(before) <= set(seen)  # no row of the first snapshot skipped
@@ -911,12 +1279,19 @@ def test_repository_stores_infinite_metrics_as_null_with_reason(repo: CatalogRep
 
 def test_backtest_record_repository_defaults(repo: CatalogRepository) -> None:
     bid, created = repo.save_backtest_result(
-        BacktestResultRecord(symbol="A", strategy_type="x", start_date=dt.date(2020, 1, 1), end_date=dt.date(2020, 2, 1))
+        BacktestResultRecord(
+            symbol="A", strategy_type="x", start_date=dt.date(2020, 1, 1), end_date=dt.date(2020, 2, 1)
+        )
     )
     record, trades = repo.get_backtest_result(bid)
     assert created and trades == []
     # None takes the seed's server defaults.
-    assert (record.initial_capital, record.fees, record.slippage, record.status) == (10000.0, 0.001, 0.001, "completed")
+    assert (record.initial_capital, record.fees, record.slippage, record.status) == (
+        10000.0,
+        0.001,
+        0.001,
+        "completed",
+    )
     assert record.metrics == {} and record.parameters is None and record.equity_curve is None
 
 
@@ -934,10 +1309,17 @@ def test_concurrent_writers_on_sqlite_queue_instead_of_failing(repo: CatalogRepo
         try:
             barrier.wait()
             for i in range(10):
-                run, created = repo.create_alpha_backtest_run(AlphaBacktestRunRecord(run_name=f"k{i}"), request_id=f"k{i}")
+                run, created = repo.create_alpha_backtest_run(
+                    AlphaBacktestRunRecord(run_name=f"k{i}"), request_id=f"k{i}"
+                )
                 outcomes.append((str(run.run_id), created))
                 repo.save_backtest_result(
-                    BacktestResultRecord(symbol=f"T{worker}", strategy_type="x", start_date=dt.date(2020, 1, 1), end_date=dt.date(2020, 1, 2))
+                    BacktestResultRecord(
+                        symbol=f"T{worker}",
+                        strategy_type="x",
+                        start_date=dt.date(2020, 1, 1),
+                        end_date=dt.date(2020, 1, 2),
+                    )
                 )
                 repo.list_alpha_backtest_runs(page_size=5)
         except BaseException as exc:  # pragma: no cover - reported below

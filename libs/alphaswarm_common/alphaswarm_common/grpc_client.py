@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from google.rpc import status_pb2
 
 from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, Timeout, error_from_code
 from alphaswarm_common.grpc_server import channel_options
@@ -40,10 +40,7 @@ def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, *, target: str = "
     field = None
     reason = None
     details: dict[str, Any] = {}
-    try:
-        status = rpc_status.from_call(exc) if isinstance(exc, grpc.Call) else None
-    except Exception:  # pragma: no cover - malformed trailers
-        status = None
+    status = _rich_status(exc)
     if status is not None:
         violations = []
         for any_detail in status.details:
@@ -71,6 +68,23 @@ def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, *, target: str = "
         err.details.setdefault("field", field)
         err.field_from_remote = field  # type: ignore[attr-defined]
     return err
+
+
+def _rich_status(exc: Any) -> status_pb2.Status | None:
+    """The google.rpc.Status in the trailers (`grpc-status-details-bin`) of a sync or aio error."""
+    try:
+        trailers = exc.trailing_metadata() or ()
+    except Exception:  # pragma: no cover - errors without trailers
+        return None
+    for key, value in trailers:
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status()
+            try:
+                status.ParseFromString(value)
+            except Exception:  # pragma: no cover - malformed trailers
+                return None
+            return status
+    return None
 
 
 def remote_field(exc: AlphaSwarmError) -> str | None:

@@ -66,18 +66,26 @@ class Clients:
             await ch.close()
 
 
-def _connect(settings: Settings) -> Clients:
-    addrs = {
+def _addresses(settings: Settings) -> dict[str, str | None]:
+    return {
         "trainer": settings.trainer_addr,
         "registry": settings.registry_addr,
         "backtester": settings.backtester_addr,
         "persistence": settings.persistence_addr,
     }
-    missing = [k for k, v in addrs.items() if not v]
+
+
+def _check_addresses(settings: Settings) -> None:
+    missing = [k for k, v in _addresses(settings).items() if not v]
     if missing:
         raise InvalidArgument(
             f"the gateway needs the addresses of {', '.join(missing)} (ALPHASWARM_<NAME>_ADDR)", field=f"{missing[0]}_addr"
         )
+
+
+def _connect(settings: Settings) -> Clients:
+    _check_addresses(settings)
+    addrs = _addresses(settings)
     channels = {k: aio_channel(v, max_message_bytes=settings.grpc_max_message_bytes) for k, v in addrs.items() if v}
     return Clients(
         trainer=tpb_grpc.TrainerServiceStub(channels["trainer"]),
@@ -91,16 +99,26 @@ def _connect(settings: Settings) -> Clients:
 class Gateway:
     """What REST and gRPC can ask of the alpha-backtest workflow."""
 
-    def __init__(self, settings: Settings, clients: Clients, tracker: Tracker, bus: EventBus, queue: JobQueue) -> None:
+    def __init__(self, settings: Settings, clients: Clients | None, tracker: Tracker, bus: EventBus,
+                 queue: JobQueue) -> None:
         self.settings = settings
-        self.clients = clients
+        self._clients = clients
         self.tracker = tracker
         self.bus = bus
         self.queue = queue
         self._workers: asyncio.Task[None] | None = None
 
+    @property
+    def clients(self) -> Clients:
+        if self._clients is None:
+            raise RuntimeError("the gateway is not started")
+        return self._clients
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, *, workers: bool = True) -> None:
+        """Connect (in the serving event loop: aio channels belong to the loop that creates them)."""
+        if self._clients is None:
+            self._clients = _connect(self.settings)
         await self.bus.start()
         await self.queue.start()
         if workers:
@@ -118,7 +136,9 @@ class Gateway:
                 await self._workers
         await self.queue.close()
         await self.bus.close()
-        await self.clients.close()
+        if self._clients is not None:
+            await self._clients.close()
+            self._clients = None
 
     async def readiness(self) -> dict[str, Any]:
         """Health of every upstream service and of the event bus."""
@@ -231,4 +251,6 @@ def bootstrap(settings: Settings, *, tracker: Tracker | None = None, bus: EventB
     if queue is None:
         queue = NatsJobQueue(settings.nats_url) if settings.nats_url else InProcessJobQueue()
     tracker = tracker or Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
-    return Gateway(settings, clients or _connect(settings), tracker, bus, queue)
+    if clients is None:
+        _check_addresses(settings)
+    return Gateway(settings, clients, tracker, bus, queue)

@@ -12,7 +12,9 @@ import time. URLs:
   `PRAGMA foreign_keys=ON` (ON DELETE CASCADE / SET NULL are enforced),
   `journal_mode=WAL` (readers do not block the writer), `synchronous=NORMAL`
   (the WAL recommendation: durable against process crashes, may lose the
-  last commits on power loss) and a busy timeout. SQLAlchemy emits `BEGIN`
+  last commits on power loss), a busy timeout and a page cache of up to
+  64 MiB (grown on demand; the 2 MiB default makes index maintenance of a
+  million-row audit write several times slower). SQLAlchemy emits `BEGIN`
   itself instead of the sqlite3 module: write sessions (`session(write=True)`)
   start with `BEGIN IMMEDIATE`, taking the write lock up front so that two
   writers queue on the busy timeout instead of failing with "database is
@@ -36,6 +38,7 @@ from sqlalchemy.pool import StaticPool
 __all__ = ["Database", "create_engine", "normalize_url"]
 
 _SQLITE_BUSY_TIMEOUT_S = 30.0
+_SQLITE_CACHE_KIB = 64 * 1024
 _BEGIN_OPTION = "alphaswarm_sqlite_begin"
 
 
@@ -92,6 +95,7 @@ def _install_sqlite_hooks(engine: Engine, *, wal: bool) -> None:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
         finally:
             cursor.close()
 

@@ -84,7 +84,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -585,7 +585,7 @@ def _fit_column(value: Any, column: Any) -> tuple[float | int | None, str | None
             return None, f"{number!r} exceeds Integer"
         return int(integral), None
     if isinstance(col_type, sa.Numeric) and not isinstance(col_type, sa.Float):
-        return _fit_numeric(number, int(col_type.precision), int(col_type.scale))
+        return _fit_numeric(number, int(col_type.precision or 0), int(col_type.scale or 0))
     return number, None
 
 
@@ -607,9 +607,7 @@ def _series_json(dates: list[str], values: np.ndarray | None, field_name: str) -
         return None
     if arr.size != len(dates):
         raise InvalidArgument(f"has {arr.size} values for {len(dates)} dates", field=field_name)
-    out: list[float | None] = arr.tolist()
-    if not np.isfinite(arr).all():
-        out = [v if math.isfinite(v) else None for v in out]
+    out: list[float | None] = [v if math.isfinite(v) else None for v in arr.tolist()]
     return {"dates": dates, "values": out}
 
 
@@ -1027,33 +1025,33 @@ class CatalogRepository:
                 s.add(row)
                 s.flush()
                 return self._deployment_record(row), True
-            row = s.get(DeploymentRow, did, with_for_update=True)
-            if row is None:
+            current = s.get(DeploymentRow, did, with_for_update=True)
+            if current is None:
                 raise NotFound(
                     f"deployment {did} does not exist; leave deployment_id empty to create one "
                     "(ids are assigned by the catalog)",
                     field="deployment.deployment_id",
                 )
             if history is not None:
-                row.history = history
-            elif values["model_version"] != row.model_version:
-                past = list(row.history or [])
+                current.history = history
+            elif values["model_version"] != current.model_version:
+                past = list(current.history or [])
                 since = past[-1].get("to") if past and isinstance(past[-1], dict) else None
                 past.append(
                     {
-                        "version": row.model_version,
-                        "from": since or row.created_at.isoformat(),
+                        "version": current.model_version,
+                        "from": since or current.created_at.isoformat(),
                         "to": now.isoformat(),
                     }
                 )
-                row.history = past
+                current.history = past
             for name, value in values.items():
-                setattr(row, name, value)
+                setattr(current, name, value)
             if state is not None:
-                row.state = state
-            row.updated_at = now
+                current.state = state
+            current.updated_at = now
             s.flush()
-            return self._deployment_record(row), False
+            return self._deployment_record(current), False
 
         def load(s: Session, eid: uuid.UUID) -> DeploymentRecord | None:
             row = s.get(DeploymentRow, eid)
@@ -1238,7 +1236,11 @@ class CatalogRepository:
                 raise AlreadyExists(f"backtest result {eid} already exists", field="result.backtest_id")
             now = utcnow()
             # Core INSERT: a None is an explicit NULL (the ORM would leave it to the server default).
-            s.execute(sa.insert(BacktestResultRow).values(backtest_id=eid, created_at=now, updated_at=now, **row_values))
+            s.execute(
+                sa.insert(BacktestResultRow).values(
+                    backtest_id=eid, created_at=now, updated_at=now, **row_values
+                )
+            )
             if trade_rows:
                 for tr in trade_rows:
                     tr.update(backtest_id=eid, created_at=now, updated_at=now)
@@ -1604,9 +1606,8 @@ class CatalogRepository:
         """Delete a result; its trades, optimizations and walk-forward rows go with it (runs keep a NULL link)."""
         bid = _required_uuid(backtest_id, "backtest_id")
         with self.db.session(write=True) as s:
-            deleted = s.execute(
-                sa.delete(BacktestResultRow).where(BacktestResultRow.backtest_id == bid)
-            ).rowcount
+            result = s.execute(sa.delete(BacktestResultRow).where(BacktestResultRow.backtest_id == bid))
+            deleted = cast("sa.CursorResult[Any]", result).rowcount
             s.execute(
                 sa.delete(RequestKeyRow).where(
                     RequestKeyRow.kind == "backtest_result", RequestKeyRow.entity_id == bid
@@ -1655,7 +1656,9 @@ def _copy_audit_postgresql(
             *[item for name in value_fields for item in ((f"l_{name}", ">i4"), (f"v_{name}", ">f8"))],
         ]
     )
-    sym_offset = dtype.fields["sym"][1]
+    layout = dtype.fields
+    assert layout is not None
+    sym_offset = layout["sym"][1]
     run_bytes = np.frombuffer(run_id.bytes, dtype=np.uint8)
     names = ", ".join(["run_id", "date", "symbol", *value_fields])
     header = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
@@ -1682,7 +1685,7 @@ def _copy_audit_postgresql(
             keep[:, sym_offset : sym_offset + width] = np.arange(width)[None, :] < lens[:, None]
             for name in value_fields:
                 values = columns.get(name)
-                v_off = dtype.fields[f"v_{name}"][1]
+                v_off = layout[f"v_{name}"][1]
                 if values is None:
                     rec[f"l_{name}"] = -1
                     keep[:, v_off : v_off + 8] = False

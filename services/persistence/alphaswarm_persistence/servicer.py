@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
@@ -78,19 +78,19 @@ __all__ = [
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PersistenceService"].full_name
 
-_RUN_STATE_NAMES = {
+_RUN_STATE_NAMES: dict[int, str] = {
     resources_pb2.RUN_STATE_PENDING: "pending",
     resources_pb2.RUN_STATE_RUNNING: "running",
     resources_pb2.RUN_STATE_SUCCEEDED: "succeeded",
     resources_pb2.RUN_STATE_FAILED: "failed",
     resources_pb2.RUN_STATE_CANCELLED: "cancelled",
 }
-_RUN_STATE_ENUMS = {v: k for k, v in _RUN_STATE_NAMES.items()}
-_DEPLOYMENT_STATE_NAMES = {
+_RUN_STATE_ENUMS: dict[str, Any] = {v: k for k, v in _RUN_STATE_NAMES.items()}
+_DEPLOYMENT_STATE_NAMES: dict[int, str] = {
     resources_pb2.DEPLOYMENT_STATE_ACTIVE: "active",
     resources_pb2.DEPLOYMENT_STATE_RETIRED: "retired",
 }
-_DEPLOYMENT_STATE_ENUMS = {v: k for k, v in _DEPLOYMENT_STATE_NAMES.items()}
+_DEPLOYMENT_STATE_ENUMS: dict[str, Any] = {v: k for k, v in _DEPLOYMENT_STATE_NAMES.items()}
 
 
 # --------------------------------------------------------------------------- small conversions
@@ -225,7 +225,11 @@ def run_to_proto(record: AlphaBacktestRunRecord) -> resources_pb2.AlphaBacktestR
 
 
 def deployment_from_proto(msg: resources_pb2.Deployment) -> DeploymentRecord:
-    history = json_format.MessageToDict(msg.history) if msg.HasField("history") else None
+    history = (
+        cast("list[dict[str, Any]]", json_format.MessageToDict(msg.history))
+        if msg.HasField("history")
+        else None
+    )
     return DeploymentRecord(
         deployment_id=parse_uuid(msg.deployment_id, "deployment.deployment_id"),
         model_name=msg.model_name,
@@ -252,8 +256,7 @@ def deployment_to_proto(record: DeploymentRecord) -> resources_pb2.Deployment:
         json_format.ParseDict(record.dataset_cfg, msg.dataset_cfg, ignore_unknown_fields=True)
     if record.strategy_cfg is not None:
         json_format.ParseDict(record.strategy_cfg, msg.strategy_cfg, ignore_unknown_fields=True)
-    msg.history.SetInParent()
-    msg.history.extend(record.history or [])
+    json_format.ParseDict(cast(Any, record.history or []), msg.history)
     _set_timestamp(msg, "created_at", record.created_at)
     _set_timestamp(msg, "updated_at", record.updated_at)
     return msg
@@ -455,8 +458,8 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
     def SavePredictionAudit(
         self, request: pb.SavePredictionAuditRequest, context: Any
     ) -> pb.SavePredictionAuditResponse:
-        rid = parse_uuid(request.run_id, "run_id", required=True)
-        written = self.repository.save_prediction_audit(rid, audit_batch_from_proto(request.batch))
+        parse_uuid(request.run_id, "run_id", required=True)  # name a bad id before decoding a large batch
+        written = self.repository.save_prediction_audit(request.run_id, audit_batch_from_proto(request.batch))
         return pb.SavePredictionAuditResponse(rows_written=written)
 
     def ListPredictionAudit(

@@ -60,8 +60,10 @@ from alphaswarm_common.features._kernels import cs_rank
 
 __all__ = ["FEATURE_FAMILIES", "FeatureFamily", "FeatureSet", "compute_features", "cs_rank", "feature_names"]
 
-_BLOCK_BYTES = 64 << 20  # staging budget per block of symbols
+_BLOCK_CELLS = 1 << 21  # (dates x symbols) cells per block: ~16 MB per float64 temporary
+_STAGE_COLUMNS = 8  # features computed before their block is copied into the output
 _RANK_CELLS = 1 << 21  # cells ranked per call (bounds the sort temporaries to a few tens of MB)
+_TRANSPOSE_CELLS = 1 << 18  # cells per step of the staged copy into the output
 
 
 class _Bars:
@@ -547,9 +549,11 @@ def compute_features(
 ) -> FeatureSet:
     """Compute the features `specs` on every (date, symbol) of `panel`.
 
-    Columns come in spec order; within a spec, one column per window
-    (`<family>_<w>`, or `<family>` for window-free families) followed, when
-    `cs_rank`, by their ranks (`<family>_<w>_csrank`).
+    Columns: first every spec's columns in spec order (one per window,
+    `<family>_<w>`, or `<family>` for window-free families), then the
+    cross-sectional ranks of the specs with `cs_rank`, in the same order
+    (`<family>_<w>_csrank`). `feature_names(specs)` gives the list without
+    computing anything.
 
     Errors name the offending spec with `field` as prefix: an unknown family
     raises `InvalidArgument` (`<field>[i].name`, listing the known families),
@@ -558,60 +562,57 @@ def compute_features(
     (`<field>[i].windows`).
 
     `block_symbols` sets how many symbols are processed together (default:
-    enough for ~64 MB of staged output); it changes speed and memory, never
-    the result.
+    ~2 M cells per temporary); it changes speed and memory, never the result.
     """
     groups = _plan(specs, panel, field)
     out_dtype = np.dtype(dtype)
     if out_dtype.kind != "f":
         raise InvalidArgument(f"dtype must be a floating type, got {out_dtype}")
     t_rows, n_sym = panel.shape
-    names = [n for g in groups for n in g.names + g.rank_names]
-    n_feat = len(names)
+    base = [(g.family, w) for g in groups for w in g.windows]
+    names = [n for g in groups for n in g.names] + [n for g in groups for n in g.rank_names]
+    n_base, n_feat = len(base), len(names)
+    ranked_src = [i for i, n in enumerate(names[:n_base]) if f"{n}_csrank" in names[n_base:]]
     values = np.empty((t_rows, n_sym, n_feat), dtype=out_dtype)
 
-    # where each group's base and rank columns land
-    base_at: list[int] = []
-    rank_pairs: list[tuple[int, int]] = []
-    col = 0
-    for g in groups:
-        base_at.append(col)
-        for j in range(len(g.rank_names)):
-            rank_pairs.append((col + j, col + len(g.names) + j))
-        col += len(g.names) + len(g.rank_names)
-    n_base = sum(len(g.names) for g in groups)
-
-    itemsize = out_dtype.itemsize
-    block = block_symbols or max(1, min(n_sym, _BLOCK_BYTES // max(1, t_rows * n_base * itemsize)))
-    stage = np.empty((n_base, t_rows, min(block, n_sym)), dtype=out_dtype)
+    block = block_symbols or max(1, _BLOCK_CELLS // max(1, t_rows))
+    block = min(block, n_sym)
+    stage = np.empty((_STAGE_COLUMNS, t_rows, block), dtype=out_dtype)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for c0 in range(0, n_sym, block):
             c1 = min(n_sym, c0 + block)
             bars = _Bars(panel, slice(c0, c1))
-            part = stage[:, :, : c1 - c0]
-            j = 0
-            for g in groups:
-                for w in g.windows:
-                    result = g.family.compute(bars, w)
-                    np.copyto(part[j], result, casting="same_kind")
+            for f0 in range(0, n_base, _STAGE_COLUMNS):
+                f1 = min(n_base, f0 + _STAGE_COLUMNS)
+                part = stage[: f1 - f0, :, : c1 - c0]
+                for j, (family, w) in enumerate(base[f0:f1]):
+                    np.copyto(part[j], family.compute(bars, w), casting="same_kind")
                     part[j][~np.isfinite(part[j])] = np.nan
-                    j += 1
-            j = 0
-            for g, at in zip(groups, base_at, strict=True):
-                width = len(g.names)
-                values[:, c0:c1, at : at + width] = part[j : j + width].transpose(1, 2, 0)
-                j += width
+                _write_transposed(values, part, c0, f0)
 
-        if rank_pairs:
-            src = np.array([s for s, _ in rank_pairs])
-            dst = np.array([d for _, d in rank_pairs])
-            n_rank = len(rank_pairs)
+        if ranked_src:
+            n_rank = len(ranked_src)
             rows = max(1, _RANK_CELLS // max(1, n_sym * n_rank))
+            src = np.asarray(ranked_src)
             for d0 in range(0, t_rows, rows):
                 d1 = min(t_rows, d0 + rows)
-                chunk = values[d0:d1][:, :, src]  # (rows, N, R)
+                chunk = np.take(values[d0:d1], src, axis=2)  # (rows, N, R)
                 ranked = cs_rank(np.ascontiguousarray(chunk.transpose(0, 2, 1)).reshape(-1, n_sym))
-                values[d0:d1, :, dst] = ranked.reshape(d1 - d0, n_rank, n_sym).transpose(0, 2, 1)
+                values[d0:d1, :, n_base:] = ranked.reshape(d1 - d0, n_rank, n_sym).transpose(0, 2, 1)
 
     values.setflags(write=False)
     return FeatureSet(names=names, values=values, dates=panel.dates, symbols=panel.symbols)
+
+
+def _write_transposed(values: np.ndarray, part: np.ndarray, c0: int, f0: int) -> None:
+    """`values[:, c0:c0+n, f0:f0+k] = part.transpose(1, 2, 0)` for `part` of shape `(k, T, n)`.
+
+    Copied a few hundred dates at a time so that source and target stay in
+    cache and the (lazily allocated) output is touched in order; a single
+    strided copy of the whole slab is several times slower.
+    """
+    k, t_rows, n = part.shape
+    step = max(1, _TRANSPOSE_CELLS // max(1, n * k))
+    for t0 in range(0, t_rows, step):
+        t1 = min(t_rows, t0 + step)
+        values[t0:t1, c0 : c0 + n, f0 : f0 + k] = part[:, t0:t1, :].transpose(1, 2, 0)
