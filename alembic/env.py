@@ -13,12 +13,16 @@ types and server defaults compared. The models' `UTCDateTime` decorator is
 rendered as its impl, `sa.DateTime(timezone=True)`, so generated revisions
 import nothing from the application.
 
+PostgreSQL: the upgrade runs in one transaction holding an advisory lock, so
+several processes migrating the same database at once apply each revision once.
+
 SQLite specifics:
 
 * `render_as_batch=True`: ALTERs are rendered as batch (copy-and-move)
   operations, the only way SQLite can change most of a table.
-* The whole upgrade runs in one transaction (SQLite has transactional DDL once
-  SQLAlchemy, not the sqlite3 module, emits BEGIN; see `alphaswarm_persistence.db`).
+* The whole upgrade runs in one `BEGIN IMMEDIATE` transaction (SQLite has
+  transactional DDL once SQLAlchemy, not the sqlite3 module, emits BEGIN; see
+  `alphaswarm_persistence.db`), so concurrent migrators queue on the lock.
 * Foreign keys are switched off for the duration (a batch "move" drops the old
   table, which with `foreign_keys=ON` would cascade deletes into child
   tables) and `PRAGMA foreign_key_check` must come back empty before the
@@ -33,7 +37,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate.api import AutogenContext
-from alphaswarm_persistence.db import create_engine, normalize_url
+from alphaswarm_persistence.db import create_engine, normalize_url, write_engine
 from alphaswarm_persistence.models import Base, UTCDateTime
 
 from alembic import context
@@ -44,6 +48,9 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
+
+# pg_advisory_xact_lock key of the migration (any constant unique to this application).
+_MIGRATION_LOCK_KEY = 0x616C7068  # "alph"
 
 
 def _database_url() -> str:
@@ -90,7 +97,7 @@ def run_migrations_online() -> None:
     """Run the migrations against the database, in one transaction."""
     engine = create_engine(_database_url())
     try:
-        with engine.connect() as connection:
+        with write_engine(engine).connect() as connection:
             is_sqlite = connection.dialect.name == "sqlite"
             raw: Any = connection.connection.driver_connection
             if is_sqlite:
@@ -99,6 +106,10 @@ def run_migrations_online() -> None:
             try:
                 context.configure(connection=connection, **_configure_kwargs(connection.dialect.name))
                 with context.begin_transaction():
+                    if connection.dialect.name == "postgresql":
+                        # One migrator at a time: replicas starting together queue here, and the
+                        # later ones find the schema at head (the version is read after the lock).
+                        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
                     context.run_migrations()
                     if is_sqlite:
                         violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()

@@ -188,3 +188,27 @@ def test_seed_tables_keep_defaults_cascades_and_index_names(empty_url: str) -> N
         )  # sa.false(): false on PostgreSQL, 0 on SQLite (the string "false" would read back true there)
     finally:
         engine.dispose()
+
+
+def test_concurrent_migrators_apply_each_revision_once(empty_url: str) -> None:
+    """Replicas starting together all call upgrade(): they queue (advisory lock / BEGIN IMMEDIATE) and all succeed."""
+    import threading
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def migrate() -> None:
+        try:
+            barrier.wait()
+            migrations.upgrade(empty_url)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert migrations.current_revision(empty_url) == migrations.head_revision()
+    assert _diff(empty_url, Base.metadata) == []

@@ -415,6 +415,14 @@ def test_list_runs_newest_first_and_stable_while_inserting(svc: PersistenceServi
     assert seen == expected
 
 
+def test_list_runs_breaks_created_at_ties_by_run_id(svc: PersistenceServicer, db: Database) -> None:
+    runs = [_create_run(svc) for _ in range(10)]
+    same = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    with db.session(write=True) as s:
+        s.execute(sa.update(AlphaBacktestRunRow).values(created_at=same))
+    assert _list_all_runs(svc, 3) == sorted((r.run_id for r in runs), reverse=True)
+
+
 def test_list_runs_filters_and_page_errors(svc: PersistenceServicer) -> None:
     runs = [_create_run(svc) for _ in range(4)]
     _update(
@@ -1335,3 +1343,9 @@ def test_concurrent_writers_on_sqlite_queue_instead_of_failing(repo: CatalogRepo
     assert len({run_id for run_id, _ in outcomes}) == 10
     assert _count(db, AlphaBacktestRunRow) == 10
     assert len(repo.list_backtest_results(page_size=500).items) == 60
+
+
+def test_wire_zero_initial_capital_takes_the_seed_default_but_zero_fees_stay(svc: PersistenceServicer) -> None:
+    bid = _save_backtest(svc, _backtest(initial_capital=0.0, fees=0.0, slippage=0.0))
+    result = svc.GetBacktestResult(pb.GetBacktestResultRequest(backtest_id=bid), None).result
+    assert (result.initial_capital, result.fees, result.slippage) == (10000.0, 0.0, 0.0)

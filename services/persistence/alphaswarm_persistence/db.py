@@ -35,7 +35,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["Database", "create_engine", "normalize_url"]
+__all__ = ["Database", "create_engine", "normalize_url", "write_engine"]
 
 _SQLITE_BUSY_TIMEOUT_S = 30.0
 _SQLITE_CACHE_KIB = 64 * 1024
@@ -105,6 +105,13 @@ def _install_sqlite_hooks(engine: Engine, *, wal: bool) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def write_engine(engine: Engine) -> Engine:
+    """`engine` whose transactions take SQLite's write lock at BEGIN (`BEGIN IMMEDIATE`); other databases unchanged."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+
+
 class Database:
     """The catalog's engine with a read and a write session factory.
 
@@ -122,9 +129,7 @@ class Database:
             engine = create_engine(url, echo=echo)
         self.engine = engine
         self.dialect = engine.dialect.name
-        writer = (
-            engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"}) if self.dialect == "sqlite" else engine
-        )
+        writer = write_engine(engine)
         self._read = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
         self._write = sessionmaker(bind=writer, expire_on_commit=False, autoflush=False)
 

@@ -11,8 +11,10 @@ Wire conventions:
 * Empty strings are "not set": an empty id is assigned on create, an empty
   optional string is stored as NULL.
 * Proto3 scalars cannot say "unset": on create, `duration_seconds` 0 means
-  unknown (it is derived from started_at / finished_at); everywhere else a
-  number is stored as sent, 0.0 included. A Trade's `exit_price` is NULL
+  unknown (it is derived from started_at / finished_at), and a
+  BacktestRecord's `initial_capital` 0 (no backtest starts with nothing)
+  takes the seed's default 10000; everywhere else a number is stored as
+  sent, 0.0 included (fees 0, a Sharpe of 0, a flat trade's pnl 0). A Trade's `exit_price` is NULL
   when its `exit_date` is empty (the trade is still open).
 * `UpdateAlphaBacktestRun` follows AIP-134: `update_mask` names fields of
   AlphaBacktestRun; an empty mask means every field set to a non-default
@@ -295,7 +297,7 @@ def backtest_from_proto(msg: pb.BacktestRecord) -> BacktestResultRecord:
         backtest_date=_timestamp(msg, "backtest_date"),
         start_date=parse_date(msg.start_date, "result.start_date"),
         end_date=parse_date(msg.end_date, "result.end_date"),
-        initial_capital=msg.initial_capital,
+        initial_capital=msg.initial_capital or None,
         fees=msg.fees,
         slippage=msg.slippage,
         parameters=struct_to_dict(msg.parameters) if msg.HasField("parameters") else None,

@@ -22,7 +22,11 @@ Conventions
 - Standard deviations use `ddof=1` and are not annualised.
 - `max`, `min`, `rsv`, `imax`, `imin`, `imxd` read `high` / `low` when the
   panel has them (as Qlib does) and `close` otherwise.
-- `cs_rank=True` appends, after the family's columns, each column's
+- Column order: every spec's columns in spec order (one per window), then
+  the `<name>_csrank` columns of the specs with `cs_rank=True`, in the same
+  order. Keeping the ranks together makes the base block and the rank block
+  contiguous slices of `values`.
+- `cs_rank=True` appends, for each column of the family, its
   cross-sectional percentile rank per date (`<name>_csrank`): average ranks
   for ties over the symbols with a value, scaled by `(rank - 1) / (n - 1)`
   to `[0, 1]` (0.5 when one symbol has a value), NaN where the feature is NaN.
@@ -132,16 +136,17 @@ class _Bars:
         """Least-squares line of close on the bar index over `w` bars (for `beta`, `rsqr`, `resi`)."""
         return self.memo(("trend", w), lambda: k.rolling_trend(self.close, w))
 
-    def extreme(self, w: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        """Rolling max of `high` (`kind="max"`) or min of `low` and the offset of the extreme."""
+    def extreme(self, w: int, kind: str, *, position: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rolling max of `high` (`kind="max"`) or min of `low`, and (if asked) the offset of the extreme."""
+        with_pos = self._memo.get(("extreme", w, kind, True))
+        if with_pos is not None:
+            return with_pos  # type: ignore[no-any-return]
 
-        def make() -> tuple[np.ndarray, np.ndarray]:
+        def make() -> tuple[np.ndarray, np.ndarray | None]:
             source = self.high if kind == "max" else self.low
-            value, pos = k.rolling_extreme(source, w, "max" if kind == "max" else "min", with_position=True)
-            assert pos is not None
-            return value, pos
+            return k.rolling_extreme(source, w, "max" if kind == "max" else "min", with_position=position)
 
-        return self.memo(("extreme", w, kind), make)
+        return self.memo(("extreme", w, kind, position), make)  # type: ignore[no-any-return]
 
     def sum_of(self, key: str, w: int, series: Callable[[], np.ndarray]) -> np.ndarray:
         return self.memo(("sum", key, w), lambda: k.rolling_sum(series(), w))
@@ -207,14 +212,18 @@ def _rsv(b: _Bars, w: int) -> np.ndarray:
     return _where(hi == lo, (b.close - lo) / (hi - lo))
 
 
-def _imax(b: _Bars, w: int) -> np.ndarray:
-    pos = b.extreme(w, "max")[1]
+def _position(b: _Bars, w: int, kind: str) -> np.ndarray:
+    pos = b.extreme(w, kind, position=True)[1]
+    assert pos is not None
     return _where(pos < 0, (pos + 1.0) / w)
+
+
+def _imax(b: _Bars, w: int) -> np.ndarray:
+    return _position(b, w, "max")
 
 
 def _imin(b: _Bars, w: int) -> np.ndarray:
-    pos = b.extreme(w, "min")[1]
-    return _where(pos < 0, (pos + 1.0) / w)
+    return _position(b, w, "min")
 
 
 def _imxd(b: _Bars, w: int) -> np.ndarray:
@@ -497,7 +506,8 @@ def _plan(specs: Sequence[FeatureSpec | Mapping[str, Any]], panel: Panel | None,
 
 def feature_names(specs: Sequence[FeatureSpec | Mapping[str, Any]], *, field: str = "dataset_cfg.features") -> list[str]:
     """The column names `compute_features` gives for `specs` (validates the specs, not the data)."""
-    return [n for g in _plan(specs, None, field) for n in g.names + g.rank_names]
+    groups = _plan(specs, None, field)
+    return [n for g in groups for n in g.names] + [n for g in groups for n in g.rank_names]
 
 
 # --------------------------------------------------------------------------- result

@@ -160,7 +160,8 @@ class Simulation:
     - `traded_notional[s]`, `cost[s]`: currency traded and paid on bar s.
     - `turnover[s]`: `sum_i |weights_held[s] - weights_held[s-1]|`.
     - `fill_bars`: the bars with a rebalance fill; `last_mark`: the last known
-      close of every symbol at the final bar (NaN if it never had one).
+      close of every symbol at the final bar (NaN if it never had one);
+      `fill_prices_clean`: no fill bar has a NaN fill price.
     """
 
     positions: np.ndarray
@@ -174,6 +175,7 @@ class Simulation:
     fill_bars: np.ndarray
     last_mark: np.ndarray
     stops: StopEvents
+    fill_prices_clean: bool = False
 
 
 def decision_schedule(n_bars: int, execution_lag: int, rebalance_every: int) -> tuple[np.ndarray, np.ndarray]:
@@ -293,8 +295,17 @@ def _simulate_fills(
     fills: np.ndarray,
     cfg: EngineConfig,
     rf_p: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Loop over fill bars only (no stops). Returns `(positions, cash, traded, cost)`."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Loop over fill bars only (no stops). Returns `(positions, cash, traded, cost, fill_px_clean)`.
+
+    Fill bars form the progression `lag, lag + k, ...`, so their rows are
+    strided views. `w / price` is computed for all fill rows at once into the
+    position rows; the loop then only scales each row by the pre-trade value
+    and prices the order. The cash after a fill is `V * (1 - sum_i w_i) -
+    cost` (the orders' cash flow `sum_i d_i * p_i` equals `V * sum_i w_i -
+    sum_i shares_i * p_i`). Rows with an untradable symbol and `min_fee > 0`
+    take the general `_rebalance`.
+    """
     n_bars, n_cols = close.shape
     positions = np.empty((n_bars, n_cols))
     cash_end = np.empty(n_bars)
@@ -302,60 +313,75 @@ def _simulate_fills(
     costs = np.zeros(n_bars)
     growth = 1.0 + rf_p
     rate = cfg.cost_rate
-    fast_ok = _rows_all_finite(fill_px)
-    close_has_nan = not bool(_rows_all_finite(close).all())
     by_open = cfg.fill_price == "open"
-    fast_fees = cfg.min_fee == 0.0
-
+    n_fills = fills.size
+    if n_fills == 0:
+        positions[:] = 0.0
+        cash_end[:] = cfg.initial_capital * growth ** np.arange(1, n_bars + 1)
+        return positions, cash_end, traded, costs, True
+    first, step = int(fills[0]), cfg.rebalance_every
+    last = int(fills[-1])
+    sl = slice(first, last + 1, step)
+    pos_f, px_f, wt_f = positions[sl], fill_px[sl], wt[sl]
+    ok = _rows_all_finite(px_f)
+    clean = bool(ok.all())
+    close_has_nan = not bool(_rows_all_finite(close).all())
+    wsum = np.empty(n_fills)
+    chunk = _row_chunk(n_cols)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for r0 in range(0, n_fills, chunk):
+            r1 = min(n_fills, r0 + chunk)
+            np.divide(wt_f[r0:r1], px_f[r0:r1], out=pos_f[r0:r1])
+            wsum[r0:r1] = wt_f[r0:r1].sum(axis=1)
+    fast = ok.tolist() if cfg.min_fee == 0.0 else [False] * n_fills
+    positions[:first] = 0.0
+    cash_f = np.empty(n_fills)
     shares = np.zeros(n_cols)
-    cash = cfg.initial_capital
+    cash = cfg.initial_capital * growth**first
+    step_growth = growth**step
     mark = np.full(n_cols, np.nan)
     marked_to = -1  # `mark` holds the last known close through this bar
-    prev = -1
     d = np.empty(n_cols)
-    for f in fills.tolist():
-        gap = f - prev
-        if gap > 1:
-            positions[prev + 1 : f] = shares
-            cash_end[prev + 1 : f] = cash * growth ** np.arange(1, gap)
-        if rf_p:
-            cash *= growth**gap
-        row = positions[f]
-        price = fill_px[f]
-        if fast_ok[f]:
-            # every symbol tradable: value at the fill price, vectorised sizing.
-            value = cash + float(shares @ price)
+    for j, (row, price) in enumerate(zip(pos_f, px_f, strict=True)):
+        cash *= step_growth if j else growth
+        if fast[j]:
+            held = float(shares @ price)
+            value = cash + held
             if value > 0.0:
-                np.divide(wt[f], price, out=row)
                 row *= value
                 np.subtract(row, shares, out=d)
-                flow = float(d @ price)
                 np.abs(d, out=d)
-                if fast_fees:
-                    notional = float(d @ price)
-                    cost = rate * notional
-                else:
-                    notional, cost = _order_costs(d, price, rate, cfg.min_fee)
-                cash -= flow + cost
-                traded[f] = notional
-                costs[f] = cost
+                notional = float(d @ price)
+                cost = rate * notional
+                cash = value * (1.0 - wsum[j]) - cost
+                traded[first + j * step] = notional
+                costs[first + j * step] = cost
             else:
                 row[:] = shares
         else:
+            f = first + j * step
             upto = f if not by_open else f - 1
             if close_has_nan:
                 mark = _advance_marks(mark, close[marked_to + 1 : upto + 1])
             else:
                 mark = close[upto]
             marked_to = upto
-            cash, traded[f], costs[f] = _rebalance(shares, cash, wt[f], price, mark, cfg, row)
-        cash_end[f] = cash
+            target = wt_f[j]
+            cash, traded[f], costs[f] = _rebalance(shares, cash, target, price, mark, cfg, row)
+        cash_f[j] = cash
         shares = row
-        prev = f
-    if prev < n_bars - 1:
-        positions[prev + 1 :] = shares
-        cash_end[prev + 1 :] = cash * growth ** np.arange(1, n_bars - prev)
-    return positions, cash_end, traded, costs
+    # bars between fills keep the last fill's shares; cash earns rf on every bar.
+    cash_end[:first] = cfg.initial_capital * growth ** np.arange(1, first + 1)
+    cash_end[sl] = cash_f
+    for r in range(1, step):
+        rows = slice(first + r, last + 1, step)
+        n_r = len(range(first + r, last + 1, step))
+        positions[rows] = pos_f[:n_r]
+        cash_end[rows] = cash_f[:n_r] * growth**r
+    if last < n_bars - 1:
+        positions[last + 1 :] = positions[last]
+        cash_end[last + 1 :] = cash_end[last] * growth ** np.arange(1, n_bars - last)
+    return positions, cash_end, traded, costs, clean
 
 
 def _update_entry(
@@ -548,8 +574,9 @@ def simulate(
         positions, cash, traded, cost, stops = _simulate_bars(
             wt, close, open, high, low, fills, config, rf_p
         )
+        clean = bool(_rows_all_finite(fill_px).all())
     else:
-        positions, cash, traded, cost = _simulate_fills(wt, close, fill_px, fills, config, rf_p)
+        positions, cash, traded, cost, clean = _simulate_fills(wt, close, fill_px, fills, config, rf_p)
         stops = StopEvents.empty()
     weights_held = np.empty_like(positions)
     equity, turnover, last_mark = _mark_to_market(positions, cash, close, weights_held)
@@ -565,4 +592,5 @@ def simulate(
         fill_bars=fills,
         last_mark=last_mark,
         stops=stops,
+        fill_prices_clean=clean,
     )

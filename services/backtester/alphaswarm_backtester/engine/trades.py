@@ -118,7 +118,8 @@ class _Path:
     holds a zero position: a trade still open at the end "exits" there
     (`end_of_data`, at the symbol's last known close, no cost).
 
-    `price` is the fill price of each step (NaN: no fill), `hi` / `lo` the
+    `price` is the fill price of each step (NaN: no fill; the pad holds the
+    last known close), `hi` / `lo` the
     excursion prices attached to each step (NaN: none), `at_close[step]`
     whether a fill at that step happens at the close of its bar.
     """
@@ -132,9 +133,11 @@ class _Path:
         step_bar: np.ndarray,
         at_close: np.ndarray,
         reason: np.ndarray | None,
+        price_has_nan: bool = True,
     ) -> None:
         self.x = x
         self.price = price
+        self.price_has_nan = price_has_nan
         self.hi = hi
         self.lo = lo
         self.step_bar = step_bar
@@ -150,8 +153,14 @@ def _block_path(
     by_open: bool,
     j0: int,
     j1: int,
+    px_has_nan: bool,
 ) -> _Path:
-    """The path of symbols `j0:j1`; `*_t` are transposed, NaN-padded `(symbols, T + 1)` prices."""
+    """The path of symbols `j0:j1`; `*_t` are transposed `(symbols, T + 1)` prices.
+
+    `px_t`'s pad holds the last known close; `hi_t` / `lo_t` are NaN-padded
+    except when they are `px_t` itself (the last close is then also an
+    excursion price, which changes nothing: it is the trade's exit price).
+    """
     n_bars = sim.positions.shape[0]
     stops = sim.stops
     x_end = _padded_t(sim.positions, j0, j1, 0.0)
@@ -160,7 +169,7 @@ def _block_path(
         bars[-1] = n_bars - 1
         at_close = np.full(n_bars + 1, not by_open)
         at_close[-1] = True
-        return _Path(x_end, px_t, hi_t, lo_t, bars, at_close, None)
+        return _Path(x_end, px_t, hi_t, lo_t, bars, at_close, None, px_has_nan)
     sel = (stops.symbol >= j0) & (stops.symbol < j1)
     s_col = stops.symbol[sel] - j0
     s_bar = stops.bar[sel]
@@ -168,6 +177,7 @@ def _block_path(
     width = 2 * n_bars + 1
     x = np.zeros((n_cols, width))
     price = np.full((n_cols, width), np.nan)
+    price[:, -1] = px_t[:, -1]
     reason = np.zeros((n_cols, width), dtype=np.int8)
     # a bar's high/low is attached to its second step: inside a trade's window exactly when the
     # trade was held through the bar (see `_block_trades`).
@@ -199,7 +209,7 @@ def _block_path(
     return _Path(x, price, hi, lo, bars, np.append(at_close, True), reason)
 
 
-def _block_trades(path: _Path, mark: np.ndarray, cfg: EngineConfig) -> dict[str, np.ndarray]:
+def _block_trades(path: _Path, cfg: EngineConfig) -> dict[str, np.ndarray]:
     """Every trade of one block of symbols (see the module docstring for the definitions).
 
     The block is first compressed to its active cells (position non-zero at
@@ -222,23 +232,22 @@ def _block_trades(path: _Path, mark: np.ndarray, cfg: EngineConfig) -> dict[str,
         return {}
     col_of = act // width
     step_of = act - col_of * width
-    x_c = x.ravel()[act]
-    # the previous step is active unless its position was 0 (and a row's first step follows nothing).
-    x_prev_c = np.zeros(n_act)
-    follows = np.flatnonzero((act[1:] == act[:-1] + 1) & (step_of[1:] != 0)) + 1
-    x_prev_c[follows] = x_c[follows - 1]
+    row_start = step_of == 0
+    x_flat = x.ravel()
+    x_c = x_flat[act]
+    x_prev_c = x_flat[act - 1]
+    x_prev_c[row_start] = 0.0
     s_c = sgn.ravel()[act]
-    sp_c = (x_prev_c > 0).view(np.int8) - (x_prev_c < 0).view(np.int8)
+    sp_c = sgn_prev.ravel()[act]
     change = s_c != sp_c
     starts = np.flatnonzero(change & (s_c != 0))
     exits = np.flatnonzero(change & (sp_c != 0))
     n = starts.size
-    ids = np.repeat(np.arange(n), np.diff(np.append(starts, n_act)))
+    ids = np.repeat(np.arange(n), np.diff(starts, append=n_act))
 
-    p_c = path.price.ravel()[act]
-    is_pad = step_of == pad_step
-    p_c[is_pad] = mark[col_of[is_pad]]
-    np.nan_to_num(p_c, copy=False, nan=0.0)
+    # the fill price (its pad step holds the last known close); NaN only where nothing trades.
+    raw_c = path.price.ravel()[act]
+    p_c = np.nan_to_num(raw_c, nan=0.0) if path.price_has_nan else raw_c
     dx = x_c - x_prev_c
     q = dx * p_c
     adx = np.abs(dx)
@@ -278,7 +287,9 @@ def _block_trades(path: _Path, mark: np.ndarray, cfg: EngineConfig) -> dict[str,
     slippage = cfg.slippage * traded_value
     if cfg.min_fee > 0.0:
         # what the minimum adds to each order; a flipping order's is split by the shares of each side.
-        extra = np.where((adx > 0) & ~is_pad, np.maximum(cfg.min_fee - cfg.cost_rate * aq, 0.0), 0.0)
+        extra = np.where(
+            (adx > 0) & (step_of != pad_step), np.maximum(cfg.min_fee - cfg.cost_rate * aq, 0.0), 0.0
+        )
         s_extra = np.bincount(ids, weights=extra, minlength=n)
         moved = extra[starts[f]] * old_abs / adx[starts[f]]
         s_extra[f] -= moved
@@ -305,7 +316,7 @@ def _block_trades(path: _Path, mark: np.ndarray, cfg: EngineConfig) -> dict[str,
     # excursions: the window of trade k is [start + at_close(start), exit + at_close(exit)), so a
     # close-type start cell and a not-close-type exit cell are masked out of segment k, and the
     # close-type flipping cell, which sits in segment k + 1, is added back to trade k.
-    hi_c = path.hi.ravel()[act]
+    hi_c = raw_c if path.hi is path.price else path.hi.ravel()[act]
     lo_c = hi_c if path.lo is path.hi else path.lo.ravel()[act]
     hi_m = np.nan_to_num(hi_c, nan=-np.inf)
     lo_m = np.nan_to_num(lo_c, nan=np.inf)
@@ -385,15 +396,17 @@ def build_trades(
         raise ValueError("fill_price='open' needs open prices")
     n_steps = n_bars if len(sim.stops) == 0 else 2 * n_bars
     block = max(1, _CHUNK_CELLS // (n_steps + 1))
+    px_has_nan = not sim.fill_prices_clean
     parts: list[dict[str, np.ndarray]] = []
     for j0 in range(0, n_syms, block):
         j1 = min(n_syms, j0 + block)
-        close_t = _padded_t(close, j0, j1, np.nan)
-        px_t = close_t if not by_open else _padded_t(open, j0, j1, np.nan)  # type: ignore[arg-type]
+        mark = np.nan_to_num(sim.last_mark[j0:j1])
+        close_t = _padded_t(close, j0, j1, mark if not by_open else np.nan)
+        px_t = close_t if not by_open else _padded_t(open, j0, j1, mark)  # type: ignore[arg-type]
         hi_t = _excursion_source(high, close_t, j0, j1)
         lo_t = _excursion_source(low, close_t, j0, j1)
-        path = _block_path(sim, px_t, hi_t, lo_t, by_open, j0, j1)
-        part = _block_trades(path, np.nan_to_num(sim.last_mark[j0:j1]), config)
+        path = _block_path(sim, px_t, hi_t, lo_t, by_open, j0, j1, px_has_nan)
+        part = _block_trades(path, config)
         if part:
             part["col"] = part["col"] + j0
             parts.append(part)
