@@ -46,7 +46,9 @@ def generate(out: Path) -> list[Path]:
 
 def generated_files(base: Path) -> dict[str, Path]:
     root = base / GENERATED_ROOT
-    return {str(p.relative_to(base)): p for p in root.rglob("*") if p.is_file() and p.suffix in {".py", ".pyi"}}
+    return {
+        str(p.relative_to(base)): p for p in root.rglob("*") if p.is_file() and p.suffix in {".py", ".pyi"}
+    }
 
 
 def main() -> int:
@@ -60,7 +62,9 @@ def main() -> int:
             stale = sorted(
                 name
                 for name in fresh.keys() | committed.keys()
-                if name not in fresh or name not in committed or not filecmp.cmp(fresh[name], committed[name], shallow=False)
+                if name not in fresh
+                or name not in committed
+                or not filecmp.cmp(fresh[name], committed[name], shallow=False)
             )
         if stale:
             print("stale generated stubs (run `make protos`):", *stale, sep="\n  ")

@@ -37,7 +37,16 @@ SMALL_RUN: dict[str, Any] = {
     "backtest_cfg": {"fees": 0.001, "slippage": 0.001},
 }
 
-STAGES = ["accepted", "training", "registering", "deploying", "predicting", "backtesting", "persisting", "completed"]
+STAGES = [
+    "accepted",
+    "training",
+    "registering",
+    "deploying",
+    "predicting",
+    "backtesting",
+    "persisting",
+    "completed",
+]
 
 
 def small_run(**overrides: Any) -> dict[str, Any]:
@@ -53,8 +62,14 @@ def small_run(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     home = tmp_path_factory.mktemp("alphaswarm-home")
-    settings = Settings(home=home, ml_prediction_audit_enabled=True, database_url=None, mlflow_tracking_uri=None,
-                        nats_url=None, gateway_addr=None)
+    settings = Settings(
+        home=home,
+        ml_prediction_audit_enabled=True,
+        database_url=None,
+        mlflow_tracking_uri=None,
+        nats_url=None,
+        gateway_addr=None,
+    )
     with EmbeddedStack(settings) as s:
         yield s
 
@@ -76,7 +91,9 @@ def rest_url(stack: EmbeddedStack) -> Iterator[str]:
     settings = stack.settings.model_copy(update={"grpc_port": 0})
     app = create_app(settings, gateway=bootstrap(settings, tracker=stack.tracker))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 60

@@ -31,7 +31,9 @@ pytestmark = pytest.mark.e2e
 
 
 def _experiment(stack: EmbeddedStack, doc: dict, **kwargs) -> AlphaBacktestExperiment:  # type: ignore[no-untyped-def]
-    return AlphaBacktestExperiment.from_config(doc, settings=stack.settings, gateway_addr=stack.gateway_addr, **kwargs)
+    return AlphaBacktestExperiment.from_config(
+        doc, settings=stack.settings, gateway_addr=stack.gateway_addr, **kwargs
+    )
 
 
 def _persistence(stack: EmbeddedStack) -> ppb_grpc.PersistenceServiceStub:
@@ -57,12 +59,28 @@ def test_run_succeeds_with_every_stage_and_link(first_run) -> None:  # type: ign
     assert r.status == "succeeded", r.error
     assert _stage_order(r.events) == STAGES
     assert [e.seq for e in r.events] == list(range(1, len(r.events) + 1))
-    for link in (r.task_id, r.run_id, r.mlflow_parent_run_id, r.mlflow_train_run_id, r.mlflow_backtest_run_id,
-                 r.model_name, r.model_version, r.deployment_id, r.backtest_id):
+    for link in (
+        r.task_id,
+        r.run_id,
+        r.mlflow_parent_run_id,
+        r.mlflow_train_run_id,
+        r.mlflow_backtest_run_id,
+        r.model_name,
+        r.model_version,
+        r.deployment_id,
+        r.backtest_id,
+    ):
         assert link
     cm = r.combined_metrics
     assert set(cm["ml"]) == {"ic_spearman", "ic_pearson", "icir", "mae", "rmse", "hit_rate"}
-    assert set(cm["trading"]) == {"sharpe", "sortino", "calmar", "max_drawdown", "total_return", "turnover_adj_sharpe"}
+    assert set(cm["trading"]) == {
+        "sharpe",
+        "sortino",
+        "calmar",
+        "max_drawdown",
+        "total_return",
+        "turnover_adj_sharpe",
+    }
     assert -1.0 <= cm["score"] <= 1.0
     assert cm["trading"]["max_drawdown"] <= 0
 
@@ -72,33 +90,53 @@ def test_mlflow_parent_run_has_children_and_combined_metrics(stack: EmbeddedStac
     parent = client.get_run(first_run.mlflow_parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["score"] == pytest.approx(first_run.combined_metrics["score"])
-    assert parent.data.metrics["trading_sharpe"] == pytest.approx(first_run.combined_metrics["trading"]["sharpe"])
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert parent.data.metrics["trading_sharpe"] == pytest.approx(
+        first_run.combined_metrics["trading"]["sharpe"]
+    )
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert {c.info.run_name for c in children} == {"train", "backtest"}
-    assert {c.info.run_id for c in children} == {first_run.mlflow_train_run_id, first_run.mlflow_backtest_run_id}
+    assert {c.info.run_id for c in children} == {
+        first_run.mlflow_train_run_id,
+        first_run.mlflow_backtest_run_id,
+    }
     assert all(c.info.status == "FINISHED" for c in children)
     mv = client.get_model_version(first_run.model_name, first_run.model_version)
     assert mv.run_id == first_run.mlflow_train_run_id
-    assert str(client.get_model_version_by_alias(first_run.model_name, "champion").version) == first_run.model_version
+    assert (
+        str(client.get_model_version_by_alias(first_run.model_name, "champion").version)
+        == first_run.model_version
+    )
 
 
 def _audit(stack: EmbeddedStack, run_id: str) -> pd.DataFrame:
     stub = _persistence(stack)
     rows, token = [], ""
     while True:
-        page = stub.ListPredictionAudit(ppb.ListPredictionAuditRequest(run_id=run_id, page_size=5000, page_token=token),
-                                        timeout=30)
-        rows += [{"date": r.date, "symbol": r.symbol, "prediction": r.prediction,
-                  "realized_return": r.realized_return if r.HasField("realized_return") else np.nan,
-                  "target_weight": r.target_weight if r.HasField("target_weight") else np.nan,
-                  "held_weight": r.held_weight, "pnl_contribution": r.pnl_contribution} for r in page.rows]
+        page = stub.ListPredictionAudit(
+            ppb.ListPredictionAuditRequest(run_id=run_id, page_size=5000, page_token=token), timeout=30
+        )
+        rows += [
+            {
+                "date": r.date,
+                "symbol": r.symbol,
+                "prediction": r.prediction,
+                "realized_return": r.realized_return if r.HasField("realized_return") else np.nan,
+                "target_weight": r.target_weight if r.HasField("target_weight") else np.nan,
+                "held_weight": r.held_weight,
+                "pnl_contribution": r.pnl_contribution,
+            }
+            for r in page.rows
+        ]
         token = page.next_page_token
         if not token:
             return pd.DataFrame(rows)
 
 
-def test_labels_follow_the_timing_contract_and_ml_metrics_match_scipy(stack: EmbeddedStack, first_run) -> None:  # type: ignore[no-untyped-def]
+def test_labels_follow_the_timing_contract_and_ml_metrics_match_scipy(
+    stack: EmbeddedStack, first_run
+) -> None:  # type: ignore[no-untyped-def]
     audit = _audit(stack, first_run.run_id)
     window = first_run.combined_metrics["window"]
     assert audit["date"].min() == window["start"] and audit["date"].max() == window["end"]
@@ -106,23 +144,31 @@ def test_labels_follow_the_timing_contract_and_ml_metrics_match_scipy(stack: Emb
 
     # label = close[t+lag+h] / close[t+lag] - 1 with lag = h = 1, from the raw file, inside the window
     raw = pd.read_csv(files("alphaswarm_common") / "data" / "sp500_dataset.csv.gz", index_col="Date")
-    close = raw.loc[window["start"]:window["end"]]
+    close = raw.loc[window["start"] : window["end"]]
     expected = (close.shift(-2) / close.shift(-1) - 1).stack().rename("expected").reset_index()
     expected.columns = ["date", "symbol", "expected"]
     merged = audit.merge(expected, on=["date", "symbol"], how="left")
     both = merged.dropna(subset=["realized_return", "expected"])
-    assert len(both) == len(merged) - 2 * len(window["symbols"])  # the last two dates have no label in the window
+    assert len(both) == len(merged) - 2 * len(
+        window["symbols"]
+    )  # the last two dates have no label in the window
     np.testing.assert_allclose(both["realized_return"], both["expected"], rtol=1e-9, atol=1e-12)
 
-    ic = [stats.spearmanr(g["prediction"], g["realized_return"]).statistic
-          for _, g in both.groupby("date") if g["realized_return"].nunique() > 1]
+    ic = [
+        stats.spearmanr(g["prediction"], g["realized_return"]).statistic
+        for _, g in both.groupby("date")
+        if g["realized_return"].nunique() > 1
+    ]
     assert first_run.combined_metrics["ml"]["ic_spearman"] == pytest.approx(np.mean(ic), rel=1e-9)
-    assert first_run.combined_metrics["ml"]["icir"] == pytest.approx(np.mean(ic) / np.std(ic, ddof=1), rel=1e-9)
+    assert first_run.combined_metrics["ml"]["icir"] == pytest.approx(
+        np.mean(ic) / np.std(ic, ddof=1), rel=1e-9
+    )
     err = both["prediction"] - both["realized_return"]
     assert first_run.combined_metrics["ml"]["rmse"] == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-9)
     nz = both[(both["prediction"] != 0) & (both["realized_return"] != 0)]
     assert first_run.combined_metrics["ml"]["hit_rate"] == pytest.approx(
-        np.mean(np.sign(nz["prediction"]) == np.sign(nz["realized_return"])), rel=1e-12)
+        np.mean(np.sign(nz["prediction"]) == np.sign(nz["realized_return"])), rel=1e-12
+    )
 
     # The long-short top-3 weights formed from the predictions: 3 longs at +1/6, 3 shorts at -1/6.
     day = audit[audit["date"] == window["start"]].sort_values("prediction")
@@ -134,11 +180,13 @@ def test_labels_follow_the_timing_contract_and_ml_metrics_match_scipy(stack: Emb
 
 def test_catalog_holds_the_backtest_and_the_run(stack: EmbeddedStack, first_run) -> None:  # type: ignore[no-untyped-def]
     stub = _persistence(stack)
-    bt = stub.GetBacktestResult(ppb.GetBacktestResultRequest(backtest_id=first_run.backtest_id, include_trades=True),
-                                timeout=30)
+    bt = stub.GetBacktestResult(
+        ppb.GetBacktestResultRequest(backtest_id=first_run.backtest_id, include_trades=True), timeout=30
+    )
     assert bt.result.strategy_type == "alpha:long_short_topk"
-    assert bt.result.metrics.values["sharpe"].value == pytest.approx(first_run.combined_metrics["trading"]["sharpe"],
-                                                                     abs=1e-4)
+    assert bt.result.metrics.values["sharpe"].value == pytest.approx(
+        first_run.combined_metrics["trading"]["sharpe"], abs=1e-4
+    )
     assert len(bt.trades) > 0
     run = stub.GetAlphaBacktestRun(ppb.GetAlphaBacktestRunRequest(run_id=first_run.run_id), timeout=30).run
     assert run.backtest_id == first_run.backtest_id
@@ -147,12 +195,16 @@ def test_catalog_holds_the_backtest_and_the_run(stack: EmbeddedStack, first_run)
 
 
 def test_reusing_a_deployment_trains_nothing(stack: EmbeddedStack, first_run) -> None:  # type: ignore[no-untyped-def]
-    r = _experiment(stack, small_run(run_name="e2e-reuse", train_first=False,
-                                     deployment_id=first_run.deployment_id)).run()
+    r = _experiment(
+        stack, small_run(run_name="e2e-reuse", train_first=False, deployment_id=first_run.deployment_id)
+    ).run()
     assert r.status == "succeeded"
     assert r.mlflow_train_run_id is None
-    assert (r.model_name, r.model_version, r.deployment_id) == (first_run.model_name, first_run.model_version,
-                                                                first_run.deployment_id)
+    assert (r.model_name, r.model_version, r.deployment_id) == (
+        first_run.model_name,
+        first_run.model_version,
+        first_run.deployment_id,
+    )
     assert "training" not in {e.stage for e in r.events}
     assert any("reusing deployment" in e.message for e in r.events)
     # Same model, same window, same data: the same predictions and so the same ML metrics.
@@ -160,8 +212,15 @@ def test_reusing_a_deployment_trains_nothing(stack: EmbeddedStack, first_run) ->
 
 
 def test_train_first_with_a_deployment_rolls_it(stack: EmbeddedStack, first_run) -> None:  # type: ignore[no-untyped-def]
-    r = _experiment(stack, small_run(run_name="e2e-roll", train_first=True, deployment_id=first_run.deployment_id,
-                                     model_cfg={"params": {"alpha": 50.0}})).run()
+    r = _experiment(
+        stack,
+        small_run(
+            run_name="e2e-roll",
+            train_first=True,
+            deployment_id=first_run.deployment_id,
+            model_cfg={"params": {"alpha": 50.0}},
+        ),
+    ).run()
     assert r.status == "succeeded"
     assert r.deployment_id == first_run.deployment_id
     assert int(r.model_version) > int(first_run.model_version)
@@ -186,12 +245,20 @@ def test_unknown_deployment_is_not_found_at_acceptance(stack: EmbeddedStack) -> 
         ({"strategy_cfg": {"type": "long_short_topk", "params": {"top_k": 50}}}, "strategy_cfg.params.top_k"),
         ({"strategy_cfg": {"type": "no_such_strategy"}}, "strategy_cfg.type"),
         ({"dataset_cfg": {**small_run()["dataset_cfg"], "symbols": ["AAPL", "NOPE"]}}, "dataset_cfg.symbols"),
-        ({"dataset_cfg": {**small_run()["dataset_cfg"],
-                          "segments": {"train": ["2010-01-01", "2015-12-31"], "test": ["2030-01-01", "2031-01-01"]}}},
-         "dataset_cfg.segments.test"),
+        (
+            {
+                "dataset_cfg": {
+                    **small_run()["dataset_cfg"],
+                    "segments": {"train": ["2010-01-01", "2015-12-31"], "test": ["2030-01-01", "2031-01-01"]},
+                }
+            },
+            "dataset_cfg.segments.test",
+        ),
     ],
 )
-def test_bad_input_is_invalid_argument_naming_the_field(stack: EmbeddedStack, patch: dict, field: str) -> None:
+def test_bad_input_is_invalid_argument_naming_the_field(
+    stack: EmbeddedStack, patch: dict, field: str
+) -> None:
     client = GatewayClient(stack.gateway_addr or "", settings=stack.settings)
     before = len(client.list(page_size=500).runs)
     cfg = AlphaBacktestConfig.model_validate(small_run(**patch))
@@ -203,9 +270,14 @@ def test_bad_input_is_invalid_argument_naming_the_field(stack: EmbeddedStack, pa
 
 def test_a_failing_stage_fails_the_run_everywhere_and_others_keep_going(stack: EmbeddedStack) -> None:
     # A train segment too short for the 50-bar features: accepted, then the training stage fails.
-    failing = small_run(run_name="e2e-fails", dataset_cfg={
-        **small_run()["dataset_cfg"], "start_date": "2010-01-01",
-        "segments": {"train": ["2010-01-01", "2010-02-26"], "test": ["2010-06-01", "2010-12-31"]}})
+    failing = small_run(
+        run_name="e2e-fails",
+        dataset_cfg={
+            **small_run()["dataset_cfg"],
+            "start_date": "2010-01-01",
+            "segments": {"train": ["2010-01-01", "2010-02-26"], "test": ["2010-06-01", "2010-12-31"]},
+        },
+    )
     good = small_run(run_name="e2e-concurrent")
     with cf.ThreadPoolExecutor(2) as pool:
         bad_f = pool.submit(lambda: _experiment(stack, failing).run())

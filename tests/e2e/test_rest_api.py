@@ -34,8 +34,12 @@ def _sse_events(url: str, *, headers: dict | None = None, timeout: float = 300) 
 def accepted(rest_url: str) -> dict:
     # Exactly the seed page's call: a YAML document sent with a JSON content type.
     body = yaml.safe_dump(small_run(run_name="rest-e2e", capture_predictions=True)).encode()
-    resp = httpx.post(f"{rest_url}/ml/alpha-backtest-runs", content=body,
-                      headers={"content-type": "application/json"}, timeout=60)
+    resp = httpx.post(
+        f"{rest_url}/ml/alpha-backtest-runs",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert resp.status_code == 202, resp.text
     doc = resp.json()
     assert set(doc) == {"task_id", "run_id", "status", "stream_url"}
@@ -64,8 +68,10 @@ def test_run_resource_has_status_config_links_and_metrics(rest_url: str, accepte
     doc = httpx.get(f"{rest_url}/ml/alpha-backtest-runs/{accepted['run_id']}", timeout=30).json()
     assert doc["status"] == "succeeded"
     assert doc["config"]["run_name"] == "rest-e2e"
-    assert all(doc["links"][k] for k in ("model_name", "model_version", "deployment_id", "mlflow_parent_run_id",
-                                          "backtest_id"))
+    assert all(
+        doc["links"][k]
+        for k in ("model_name", "model_version", "deployment_id", "mlflow_parent_run_id", "backtest_id")
+    )
     cm = doc["combined_metrics"]
     assert {"ml", "trading", "score"} <= set(cm)
     assert -1 <= cm["score"] <= 1
@@ -78,7 +84,9 @@ def test_predictions_are_paginated_and_filterable(rest_url: str, accepted: dict)
     assert first["captured"] is True and len(first["items"]) == 100 and first["next_page_token"]
     seen, token = [], None
     while True:
-        page = httpx.get(base, params={"page_size": 700, **({"page_token": token} if token else {})}, timeout=30).json()
+        page = httpx.get(
+            base, params={"page_size": 700, **({"page_token": token} if token else {})}, timeout=30
+        ).json()
         seen += [(r["date"], r["symbol"]) for r in page["items"]]
         token = page["next_page_token"]
         if not token:
@@ -90,7 +98,9 @@ def test_predictions_are_paginated_and_filterable(rest_url: str, accepted: dict)
 
 
 def test_predictions_without_capture_say_why(rest_url: str) -> None:
-    resp = httpx.post(f"{rest_url}/ml/alpha-backtest-runs", json=small_run(run_name="rest-nocapture"), timeout=60)
+    resp = httpx.post(
+        f"{rest_url}/ml/alpha-backtest-runs", json=small_run(run_name="rest-nocapture"), timeout=60
+    )
     run_id = resp.json()["run_id"]
     doc = httpx.get(f"{rest_url}/ml/alpha-backtest-runs/{run_id}/predictions", timeout=30).json()
     assert doc["items"] == [] and doc["captured"] is False and "capture_predictions" in doc["reason"]
@@ -101,8 +111,11 @@ def test_list_is_newest_first_and_paginated(rest_url: str, accepted: dict) -> No
     assert len(page["items"]) == 1 and page["next_page_token"]
     everything, token = [], None
     while True:
-        p = httpx.get(f"{rest_url}/ml/alpha-backtest-runs",
-                      params={"page_size": 2, **({"page_token": token} if token else {})}, timeout=30).json()
+        p = httpx.get(
+            f"{rest_url}/ml/alpha-backtest-runs",
+            params={"page_size": 2, **({"page_token": token} if token else {})},
+            timeout=30,
+        ).json()
         everything += p["items"]
         token = p["next_page_token"]
         if not token:
@@ -122,15 +135,31 @@ def test_list_is_newest_first_and_paginated(rest_url: str, accepted: dict) -> No
         (json.dumps({"model_cfg": {"type": "ridge"}}).encode(), 422, "dataset_cfg"),
         (yaml.safe_dump(small_run(backtest_cfg={"fees": -1})).encode(), 422, "backtest_cfg.fees"),
         (yaml.safe_dump(small_run(model_cfg={"type": "nope"})).encode(), 400, "model_cfg.type"),
-        (yaml.safe_dump(small_run(dataset_cfg={**small_run()["dataset_cfg"], "segments": {
-            "train": ["2015-01-01", "2010-01-01"], "test": ["2017-01-01", "2018-01-01"]}})).encode(),
-         422, "dataset_cfg.segments.train"),
+        (
+            yaml.safe_dump(
+                small_run(
+                    dataset_cfg={
+                        **small_run()["dataset_cfg"],
+                        "segments": {
+                            "train": ["2015-01-01", "2010-01-01"],
+                            "test": ["2017-01-01", "2018-01-01"],
+                        },
+                    }
+                )
+            ).encode(),
+            422,
+            "dataset_cfg.segments.train",
+        ),
     ],
 )
 def test_bad_input_is_4xx_naming_the_field(rest_url: str, body: bytes, status: int, field: str) -> None:
     before = httpx.get(f"{rest_url}/ml/alpha-backtest-runs", params={"page_size": 500}, timeout=30).json()
-    resp = httpx.post(f"{rest_url}/ml/alpha-backtest-runs", content=body,
-                      headers={"content-type": "application/json"}, timeout=60)
+    resp = httpx.post(
+        f"{rest_url}/ml/alpha-backtest-runs",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert resp.status_code == status, resp.text
     err = resp.json()["error"]
     assert err["code"] == "INVALID_ARGUMENT"
@@ -141,13 +170,19 @@ def test_bad_input_is_4xx_naming_the_field(rest_url: str, body: bytes, status: i
 
 def test_unknown_ids_are_404(rest_url: str) -> None:
     missing = "00000000-0000-0000-0000-000000000000"
-    for path in (f"/ml/alpha-backtest-runs/{missing}", f"/ml/alpha-backtest-runs/{missing}/predictions",
-                 f"/chat/stream/{missing}"):
+    for path in (
+        f"/ml/alpha-backtest-runs/{missing}",
+        f"/ml/alpha-backtest-runs/{missing}/predictions",
+        f"/chat/stream/{missing}",
+    ):
         resp = httpx.get(rest_url + path, timeout=30)
         assert resp.status_code == 404, path
         assert resp.json()["error"]["code"] == "NOT_FOUND"
-    resp = httpx.post(f"{rest_url}/ml/alpha-backtest-runs",
-                      json=small_run(train_first=False, deployment_id=missing), timeout=30)
+    resp = httpx.post(
+        f"{rest_url}/ml/alpha-backtest-runs",
+        json=small_run(train_first=False, deployment_id=missing),
+        timeout=30,
+    )
     assert resp.status_code == 404
 
 
@@ -156,8 +191,14 @@ def test_health_readiness_and_openapi(rest_url: str) -> None:
     ready = httpx.get(f"{rest_url}/readyz", timeout=10)
     assert ready.status_code == 200 and ready.json()["ready"] is True
     spec = httpx.get(f"{rest_url}/openapi.json", timeout=10).json()
-    assert {"/ml/alpha-backtest-runs", "/ml/alpha-backtest-runs/{run_id}", "/ml/alpha-backtest-runs/{run_id}/predictions",
-            "/chat/stream/{task_id}", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert {
+        "/ml/alpha-backtest-runs",
+        "/ml/alpha-backtest-runs/{run_id}",
+        "/ml/alpha-backtest-runs/{run_id}/predictions",
+        "/chat/stream/{task_id}",
+        "/healthz",
+        "/readyz",
+    } <= set(spec["paths"])
     assert "AlphaBacktestConfig" in spec["components"]["schemas"]
     assert httpx.get(f"{rest_url}/docs", timeout=10).status_code == 200
 

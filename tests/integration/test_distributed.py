@@ -111,8 +111,12 @@ def _sse(url: str) -> list[dict]:
 def completed(topology: Topology) -> dict:
     body = yaml.safe_dump(small_run(run_name="distributed-e2e", capture_predictions=True)).encode()
     with RawNats(NATS_URL) as raw:
-        resp = httpx.post(f"{topology.rest_url}/ml/alpha-backtest-runs", content=body,
-                          headers={"content-type": "application/json"}, timeout=60)
+        resp = httpx.post(
+            f"{topology.rest_url}/ml/alpha-backtest-runs",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
         assert resp.status_code == 202, resp.text
         accepted = resp.json()
         events = _sse(topology.rest_url + accepted["stream_url"])
@@ -130,8 +134,14 @@ def test_run_succeeds_and_stream_shows_every_stage(topology: Topology, completed
     assert stages == STAGES
     cm = run["combined_metrics"]
     assert set(cm["ml"]) == {"ic_spearman", "ic_pearson", "icir", "mae", "rmse", "hit_rate"}
-    assert set(cm["trading"]) == {"sharpe", "sortino", "calmar", "max_drawdown", "total_return",
-                                  "turnover_adj_sharpe"}
+    assert set(cm["trading"]) == {
+        "sharpe",
+        "sortino",
+        "calmar",
+        "max_drawdown",
+        "total_return",
+        "turnover_adj_sharpe",
+    }
 
 
 def test_raw_nats_subscriber_sees_every_event(completed: dict) -> None:
@@ -157,8 +167,9 @@ def test_mlflow_server_has_parent_and_child_runs(topology: Topology, completed: 
     parent = client.get_run(links["mlflow_parent_run_id"])
     assert parent.info.status == "FINISHED"
     assert "score" in parent.data.metrics
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert {c.info.run_name for c in children} == {"train", "backtest"}
     mv = client.get_model_version(links["model_name"], links["model_version"])
     assert mv.run_id == links["mlflow_train_run_id"]
@@ -170,29 +181,41 @@ def test_catalog_rows_are_in_postgresql(topology: Topology, completed: dict) -> 
     with psycopg.connect(url) as conn:
         state, backtest_id, deployment_id, metrics = conn.execute(
             "SELECT state, backtest_id, deployment_id, combined_metrics FROM ml_alpha_backtest_runs WHERE run_id = %s",
-            (run["run_id"],)).fetchone()
+            (run["run_id"],),
+        ).fetchone()
         assert state == "succeeded"
         assert str(backtest_id) == run["links"]["backtest_id"]
         assert str(deployment_id) == run["links"]["deployment_id"]
         assert metrics["score"] == pytest.approx(run["combined_metrics"]["score"])
         (sharpe, n_trades) = conn.execute(
             "SELECT sharpe_ratio, (SELECT count(*) FROM mcp_backtest_trades t WHERE t.backtest_id = r.backtest_id) "
-            "FROM mcp_backtest_results r WHERE backtest_id = %s", (backtest_id,)).fetchone()
+            "FROM mcp_backtest_results r WHERE backtest_id = %s",
+            (backtest_id,),
+        ).fetchone()
         assert float(sharpe) == pytest.approx(run["combined_metrics"]["trading"]["sharpe"], abs=1e-4)
         assert n_trades > 0
-        (n_audit,) = conn.execute("SELECT count(*) FROM ml_prediction_audit WHERE run_id = %s",
-                                  (run["run_id"],)).fetchone()
+        (n_audit,) = conn.execute(
+            "SELECT count(*) FROM ml_prediction_audit WHERE run_id = %s", (run["run_id"],)
+        ).fetchone()
         window = run["combined_metrics"]["window"]
         assert n_audit == window["n_dates"] * len(window["symbols"])
 
 
-def test_gateway_grpc_api_and_every_service_health_and_reflection(topology: Topology, completed: dict) -> None:
+def test_gateway_grpc_api_and_every_service_health_and_reflection(
+    topology: Topology, completed: dict
+) -> None:
     gw = channel(topology.grpc_addr("gateway"))
     stub = gpb_grpc.AlphaBacktestServiceStub(gw)
-    got = stub.GetAlphaBacktestRun(gpb.GetAlphaBacktestRunRequest(run_id=completed["run"]["run_id"]), timeout=10)
+    got = stub.GetAlphaBacktestRun(
+        gpb.GetAlphaBacktestRunRequest(run_id=completed["run"]["run_id"]), timeout=10
+    )
     assert got.run.task_id == completed["accepted"]["task_id"]
-    watched = [m.event.stage for m in stub.WatchAlphaBacktestRun(
-        gpb.WatchAlphaBacktestRunRequest(task_id=completed["accepted"]["task_id"]), timeout=30)]
+    watched = [
+        m.event.stage
+        for m in stub.WatchAlphaBacktestRun(
+            gpb.WatchAlphaBacktestRunRequest(task_id=completed["accepted"]["task_id"]), timeout=30
+        )
+    ]
     assert watched[0] == "accepted" and watched[-1] == "completed"
     listed = stub.ListAlphaBacktestRuns(gpb.ListAlphaBacktestRunsRequest(page_size=10), timeout=10)
     assert completed["run"]["run_id"] in {r.run_id for r in listed.runs}
@@ -201,7 +224,9 @@ def test_gateway_grpc_api_and_every_service_health_and_reflection(topology: Topo
         status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING, name
         refl = reflection_pb2_grpc.ServerReflectionStub(ch)
-        reply = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        reply = refl.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
         names = {s.name for r in reply for s in r.list_services_response.service}
         assert any(n.startswith("alphaswarm.") for n in names), (name, names)
         ch.close()
@@ -209,16 +234,30 @@ def test_gateway_grpc_api_and_every_service_health_and_reflection(topology: Topo
 
 
 def test_bad_input_and_unknown_deployment(topology: Topology) -> None:
-    bad = httpx.post(f"{topology.rest_url}/ml/alpha-backtest-runs",
-                     content=yaml.safe_dump(small_run(model_cfg={"type": "nope"})).encode(), timeout=60)
+    bad = httpx.post(
+        f"{topology.rest_url}/ml/alpha-backtest-runs",
+        content=yaml.safe_dump(small_run(model_cfg={"type": "nope"})).encode(),
+        timeout=60,
+    )
     assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "model_cfg.type"
-    missing = httpx.post(f"{topology.rest_url}/ml/alpha-backtest-runs",
-                         json=small_run(train_first=False, deployment_id="00000000-0000-0000-0000-000000000000"),
-                         timeout=60)
+    missing = httpx.post(
+        f"{topology.rest_url}/ml/alpha-backtest-runs",
+        json=small_run(train_first=False, deployment_id="00000000-0000-0000-0000-000000000000"),
+        timeout=60,
+    )
     assert missing.status_code == 404
 
 
 def test_compose_file_is_the_topology_under_test() -> None:
     compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/docker-compose.yml").read_text())
-    assert {"postgres", "nats", "mlflow", "migrate", "persistence", "trainer", "registry", "backtester",
-            "gateway"} <= set(compose["services"])
+    assert {
+        "postgres",
+        "nats",
+        "mlflow",
+        "migrate",
+        "persistence",
+        "trainer",
+        "registry",
+        "backtester",
+        "gateway",
+    } <= set(compose["services"])

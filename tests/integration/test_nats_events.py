@@ -4,6 +4,7 @@ a plain nats-py subscriber sees the same JSON, and the job stream is a work queu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import uuid
@@ -48,10 +49,20 @@ def test_late_subscriber_replays_every_event_and_raw_subscriber_sees_json() -> N
 
         await raw_nc.subscribe(f"alphaswarm.progress.{task_id}", cb=on_msg)
         await raw_nc.flush()  # the server knows the subscription before anything is published
-        stages = ["accepted", "training", "registering", "deploying", "predicting", "backtesting", "persisting",
-                  "completed"]
+        stages = [
+            "accepted",
+            "training",
+            "registering",
+            "deploying",
+            "predicting",
+            "backtesting",
+            "persisting",
+            "completed",
+        ]
         for seq, stage in enumerate(stages, start=1):
-            await bus.publish(ProgressEvent(task_id=task_id, seq=seq, stage=stage, status="done", pct=seq * 10))
+            await bus.publish(
+                ProgressEvent(task_id=task_id, seq=seq, stage=stage, status="done", pct=seq * 10)
+            )
         # Subscribe only after everything was published: JetStream replays it.
         seen = [e.seq async for e in bus.subscribe(task_id)]
         await asyncio.sleep(0.2)
@@ -61,8 +72,16 @@ def test_late_subscriber_replays_every_event_and_raw_subscriber_sees_json() -> N
 
     seen, raw = asyncio.run(main())
     assert seen == list(range(1, 9))
-    assert [m["stage"] for m in raw] == ["accepted", "training", "registering", "deploying", "predicting",
-                                         "backtesting", "persisting", "completed"]
+    assert [m["stage"] for m in raw] == [
+        "accepted",
+        "training",
+        "registering",
+        "deploying",
+        "predicting",
+        "backtesting",
+        "persisting",
+        "completed",
+    ]
     assert set(raw[0]) >= {"task_id", "seq", "ts", "stage", "status", "pct", "message", "data"}
 
 
@@ -95,10 +114,8 @@ def test_work_queue_delivers_each_job_to_one_worker_and_survives_restart() -> No
             t.cancel()
             await asyncio.gather(t, return_exceptions=True)
             # Clean up the durable consumer of this test.
-            try:
+            with contextlib.suppress(Exception):
                 await q._js.delete_consumer("ALPHASWARM_JOBS", durable)
-            except Exception:
-                pass
             await q.close()
         return seen
 

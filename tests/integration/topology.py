@@ -43,7 +43,7 @@ def _order(services: dict[str, Any]) -> list[str]:
         if name in done:
             return
         if name in path:
-            raise ValueError(f"dependency cycle: {path + (name,)}")
+            raise ValueError(f"dependency cycle: {(*path, name)}")
         deps = services[name].get("depends_on") or {}
         for dep in deps if isinstance(deps, list) else deps.keys():
             visit(dep, (*path, name))
@@ -97,7 +97,11 @@ class Topology:
         return value
 
     def _env(self, name: str, spec: dict[str, Any]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHASWARM_") and k != "MLFLOW_TRACKING_URI"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("ALPHASWARM_") and k != "MLFLOW_TRACKING_URI"
+        }
         for key, raw in (spec.get("environment") or {}).items():
             env[key] = self._rewrite(str(raw))
         if "ALPHASWARM_GRPC_HOST" in env:
@@ -115,7 +119,9 @@ class Topology:
         bin_dir = Path(sys.executable).parent
         cmd = [str(c) for c in spec["command"]]
         exe = cmd[0]
-        cmd[0] = sys.executable if exe == "python" else str(bin_dir / exe) if (bin_dir / exe).exists() else exe
+        cmd[0] = (
+            sys.executable if exe == "python" else str(bin_dir / exe) if (bin_dir / exe).exists() else exe
+        )
         out = []
         for i, arg in enumerate(cmd):
             prev = cmd[i - 1] if i else ""
@@ -140,8 +146,11 @@ class Topology:
         with psycopg.connect(admin, autocommit=True) as conn:
             for db in self.databases.values():
                 conn.execute(f'CREATE DATABASE "{db}"')
-        self.ports = {name: free_port() for name, spec in services.items()
-                      if "ALPHASWARM_GRPC_PORT" in (spec.get("environment") or {})}
+        self.ports = {
+            name: free_port()
+            for name, spec in services.items()
+            if "ALPHASWARM_GRPC_PORT" in (spec.get("environment") or {})
+        }
         self.http_port = free_port()
         self.mlflow_port = free_port()
         for name in _order(services):
@@ -153,13 +162,25 @@ class Topology:
             cmd = self._command(spec)
             env = self._env(name, spec)
             if spec.get("restart") == "no":  # a one-shot job (migrations): run to completion
-                proc = subprocess.run(cmd, env=env, cwd=self.workdir / name, stdout=log, stderr=subprocess.STDOUT,
-                                      timeout=timeout)
+                proc = subprocess.run(
+                    cmd,
+                    env=env,
+                    cwd=self.workdir / name,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                )
                 if proc.returncode != 0:
                     raise RuntimeError(f"{name} exited {proc.returncode}:\n{self.log(name)}")
                 continue
-            self.processes[name] = subprocess.Popen(cmd, env=env, cwd=self.workdir / name, stdout=log,
-                                                    stderr=subprocess.STDOUT, start_new_session=True)
+            self.processes[name] = subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=self.workdir / name,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             self._wait_healthy(name, spec, timeout)
 
     def _wait_healthy(self, name: str, spec: dict[str, Any], timeout: float) -> None:

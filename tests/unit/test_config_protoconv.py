@@ -22,17 +22,24 @@ from alphaswarm_common.protoconv import (
 
 pytestmark = pytest.mark.unit
 
-BASE = {"dataset_cfg": {"segments": {"train": ["2000-01-01", "2010-12-31"], "test": ["2012-01-01", "2014-12-31"]}}}
+BASE = {
+    "dataset_cfg": {"segments": {"train": ["2000-01-01", "2010-12-31"], "test": ["2012-01-01", "2014-12-31"]}}
+}
 
 
 def test_round_trip_keeps_explicit_zero_and_false() -> None:
-    cfg = AlphaBacktestConfig.model_validate({
-        **BASE, "backtest_cfg": {"fees": 0.0, "slippage": 0.0, "execution_lag": 0, "rf": 0.0},
-        "dataset_cfg": {**BASE["dataset_cfg"], "label": {"execution_lag": 0}, "embargo": 0},
-        "train_first": False, "deployment_id": "d", "capture_predictions": False,
-        "strategy_cfg": {"type": "long_only_topk", "params": {"top_k": 3, "n_drop": 1}},
-        "weights": {"sharpe": 0.0, "icir": 1.0},
-    })
+    cfg = AlphaBacktestConfig.model_validate(
+        {
+            **BASE,
+            "backtest_cfg": {"fees": 0.0, "slippage": 0.0, "execution_lag": 0, "rf": 0.0},
+            "dataset_cfg": {**BASE["dataset_cfg"], "label": {"execution_lag": 0}, "embargo": 0},
+            "train_first": False,
+            "deployment_id": "d",
+            "capture_predictions": False,
+            "strategy_cfg": {"type": "long_only_topk", "params": {"top_k": 3, "n_drop": 1}},
+            "weights": {"sharpe": 0.0, "icir": 1.0},
+        }
+    )
     back = config_from_proto(config_to_proto(cfg), AlphaBacktestConfig)
     assert back == cfg
     assert back.backtest_cfg.fees == 0.0 and back.backtest_cfg.execution_lag == 0
@@ -42,13 +49,26 @@ def test_round_trip_keeps_explicit_zero_and_false() -> None:
 @pytest.mark.parametrize(
     ("patch", "field"),
     [
-        ({"dataset_cfg": {"segments": {"train": ["2010-01-01", "2000-01-01"], "test": ["2012-01-01", "2014-12-31"]}}},
-         "dataset_cfg.segments.train"),
+        (
+            {
+                "dataset_cfg": {
+                    "segments": {"train": ["2010-01-01", "2000-01-01"], "test": ["2012-01-01", "2014-12-31"]}
+                }
+            },
+            "dataset_cfg.segments.train",
+        ),
         ({"backtest_cfg": {"fees": -0.1}}, "backtest_cfg.fees"),
         ({"backtest_cfg": {"nonsense": 1}}, "backtest_cfg.nonsense"),
         ({"dataset_cfg": {"segments": {"train": ["2000-01-01", "2010-12-31"]}}}, "dataset_cfg.segments.test"),
-        ({"dataset_cfg": {"features": [{"name": "ret", "windows": [0]}],
-                          "segments": BASE["dataset_cfg"]["segments"]}}, "dataset_cfg.features[0].windows"),
+        (
+            {
+                "dataset_cfg": {
+                    "features": [{"name": "ret", "windows": [0]}],
+                    "segments": BASE["dataset_cfg"]["segments"],
+                }
+            },
+            "dataset_cfg.features[0].windows",
+        ),
     ],
 )
 def test_invalid_config_names_the_field(patch: dict, field: str) -> None:
@@ -64,9 +84,15 @@ def test_invalid_config_names_the_field(patch: dict, field: str) -> None:
 
 
 def test_invalid_config_over_the_wire_names_the_field() -> None:
-    doc = {"dataset_cfg": {"segments": {"train": {"start": "2010-01-01", "end": "2000-01-01"},
-                                        "test": {"start": "2012-01-01", "end": "2014-12-31"}}},
-           "backtest_cfg": {"fees": -1.0}}
+    doc = {
+        "dataset_cfg": {
+            "segments": {
+                "train": {"start": "2010-01-01", "end": "2000-01-01"},
+                "test": {"start": "2012-01-01", "end": "2014-12-31"},
+            }
+        },
+        "backtest_cfg": {"fees": -1.0},
+    }
     msg = json_format.ParseDict(doc, config_pb2.AlphaBacktestConfig())
     with pytest.raises(InvalidArgument) as err:
         config_from_proto(msg, AlphaBacktestConfig, prefix="config")
@@ -113,8 +139,11 @@ def test_matrix_round_trip_with_nan() -> None:
 
 
 def test_metricset_keeps_nulls_with_reasons_and_real_zero() -> None:
-    msg = metricset_to_proto({"sharpe": 0.0, "calmar": None, "x": float("inf")}, {"calmar": "no drawdown"},
-                             {"periods_per_year": 252})
+    msg = metricset_to_proto(
+        {"sharpe": 0.0, "calmar": None, "x": float("inf")},
+        {"calmar": "no drawdown"},
+        {"periods_per_year": 252},
+    )
     values, reasons, conv = metricset_from_proto(msg)
     assert values == {"sharpe": 0.0, "calmar": None, "x": None}
     assert reasons["calmar"] == "no drawdown" and "x" in reasons

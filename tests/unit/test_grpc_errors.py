@@ -43,9 +43,21 @@ def server():  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("method", "request_", "exc_type", "code", "field"),
     [
-        ("GetDeployment", pb.GetDeploymentRequest(deployment_id="x"), NotFound, grpc.StatusCode.NOT_FOUND, "deployment_id"),
+        (
+            "GetDeployment",
+            pb.GetDeploymentRequest(deployment_id="x"),
+            NotFound,
+            grpc.StatusCode.NOT_FOUND,
+            "deployment_id",
+        ),
         ("Predict", pb.PredictRequest(), InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT, "start_date"),
-        ("Deploy", pb.DeployRequest(), FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, "model_version"),
+        (
+            "Deploy",
+            pb.DeployRequest(),
+            FailedPrecondition,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "model_version",
+        ),
     ],
 )
 def test_domain_errors_keep_code_and_field(server, method, request_, exc_type, code, field) -> None:  # type: ignore[no-untyped-def]
@@ -71,12 +83,18 @@ def test_unexpected_error_is_internal(server) -> None:  # type: ignore[no-untype
 def test_health_and_reflection(server) -> None:  # type: ignore[no-untyped-def]
     srv, ch = server
     health = health_pb2_grpc.HealthStub(ch)
-    assert health.Check(health_pb2.HealthCheckRequest(service=NAME), timeout=5).status == \
-        health_pb2.HealthCheckResponse.SERVING
+    assert (
+        health.Check(health_pb2.HealthCheckRequest(service=NAME), timeout=5).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
     refl = reflection_pb2_grpc.ServerReflectionStub(ch)
-    responses = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    responses = refl.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
     names = {s.name for r in responses for s in r.list_services_response.service}
     assert NAME in names and "grpc.health.v1.Health" in names
     mark_not_serving(srv)
-    assert health.Check(health_pb2.HealthCheckRequest(service=NAME), timeout=5).status == \
-        health_pb2.HealthCheckResponse.NOT_SERVING
+    assert (
+        health.Check(health_pb2.HealthCheckRequest(service=NAME), timeout=5).status
+        == health_pb2.HealthCheckResponse.NOT_SERVING
+    )

@@ -55,7 +55,9 @@ def _print_table(result: Any, console: Any) -> None:
         values = metrics.get(side, {})
         for name in rows:
             value = values.get(name)
-            shown = _fmt(value) if value is not None else f"null ({reasons.get(f'{side}.{name}', 'undefined')})"
+            shown = (
+                _fmt(value) if value is not None else f"null ({reasons.get(f'{side}.{name}', 'undefined')})"
+            )
             table.add_row(side, name, shown)
     table.add_row("combined", "score", _fmt(metrics.get("score")), style="bold")
     console.print(table)
@@ -63,12 +65,14 @@ def _print_table(result: Any, console: Any) -> None:
     ids.add_column("id")
     ids.add_column("value")
     for label, value in (
-        ("task id", result.task_id), ("run id", result.run_id),
+        ("task id", result.task_id),
+        ("run id", result.run_id),
         ("MLflow parent run id", result.mlflow_parent_run_id),
         ("MLflow train run id", result.mlflow_train_run_id),
         ("MLflow backtest run id", result.mlflow_backtest_run_id),
         ("model", f"{result.model_name} v{result.model_version}" if result.model_name else None),
-        ("deployment id", result.deployment_id), ("backtest id", result.backtest_id),
+        ("deployment id", result.deployment_id),
+        ("backtest id", result.backtest_id),
         ("duration", f"{result.duration_seconds:.2f} s" if result.duration_seconds else None),
     ):
         ids.add_row(label, _fmt(value))
@@ -86,12 +90,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     experiment = AlphaBacktestExperiment.from_config(cfg, settings=_settings(args), gateway_addr=args.gateway)
     as_json = args.output == "json"
-    progress = Progress(TextColumn("[bold]{task.fields[stage]:<12}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                        TimeElapsedColumn(), TextColumn("{task.description}"), console=err, transient=False,
-                        disable=as_json and not err.is_terminal)
+    progress = Progress(
+        TextColumn("[bold]{task.fields[stage]:<12}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=False,
+        disable=as_json and not err.is_terminal,
+    )
     with progress:
-        bar = progress.add_task("starting the embedded stack" if not args.gateway else "connecting", total=100,
-                                stage="starting")
+        bar = progress.add_task(
+            "starting the embedded stack" if not args.gateway else "connecting", total=100, stage="starting"
+        )
 
         def on_event(event: Any) -> None:
             progress.update(bar, completed=event.pct, description=event.message, stage=event.stage)
@@ -110,8 +122,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             _print_table(result, out)
         else:
             e = result.error or {}
-            out.print(f"[bold red]run {result.run_id} failed[/] at [bold]{e.get('stage')}[/]: {e.get('code')}: "
-                      f"{e.get('message')}")
+            out.print(
+                f"[bold red]run {result.run_id} failed[/] at [bold]{e.get('stage')}[/]: {e.get('code')}: "
+                f"{e.get('message')}"
+            )
     return 0 if result.status == "succeeded" else 1
 
 
@@ -123,8 +137,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from alphaswarm_gateway.rest import create_app
 
     configure_logging()
-    settings = _settings(args).model_copy(update={"http_host": args.host, "http_port": args.port,
-                                                  "grpc_port": args.grpc_port})
+    settings = _settings(args).model_copy(
+        update={"http_host": args.host, "http_port": args.port, "grpc_port": args.grpc_port}
+    )
     settings, servers, tracker = start_services(settings)
     from alphaswarm_gateway.core import bootstrap
 
@@ -143,8 +158,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     client = gateway_client(_settings(args), gateway_addr=args.gateway)
     if args.action == "list":
         page = client.list(page_size=args.page_size, page_token=args.page_token or "")
-        doc: Any = {"items": [result_from_run(r, []).to_dict() for r in page.runs],
-                    "next_page_token": page.next_page_token or None}
+        doc: Any = {
+            "items": [result_from_run(r, []).to_dict() for r in page.runs],
+            "next_page_token": page.next_page_token or None,
+        }
     else:
         doc = result_from_run(client.get(run_id=args.run_id), []).to_dict()
     print(json.dumps(doc, indent=2, default=str))

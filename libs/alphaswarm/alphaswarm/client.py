@@ -36,8 +36,11 @@ class RunFailed(AlphaSwarmError):
     def __init__(self, result: AlphaBacktestResult) -> None:
         err = result.error or {}
         cause = error_from_code(err.get("code", "INTERNAL"), err.get("message", "failed"))
-        super().__init__(f"run {result.run_id} failed at {err.get('stage')}: {err.get('message')}",
-                         field=err.get("field") or None, reason=cause.reason)
+        super().__init__(
+            f"run {result.run_id} failed at {err.get('stage')}: {err.get('message')}",
+            field=err.get("field") or None,
+            reason=cause.reason,
+        )
         self.grpc_code = cause.grpc_code  # type: ignore[misc]
         self.http_status = cause.http_status  # type: ignore[misc]
         self.result = result
@@ -87,8 +90,12 @@ _STATES = {
 def result_from_run(run: resources_pb2.AlphaBacktestRun, events: list[ProgressEvent]) -> AlphaBacktestResult:
     error = None
     if run.HasField("error") and run.error.code:
-        error = {"stage": run.error.stage, "code": run.error.code, "message": run.error.message,
-                 "field": run.error.field or None}
+        error = {
+            "stage": run.error.stage,
+            "code": run.error.code,
+            "message": run.error.message,
+            "field": run.error.field or None,
+        }
     return AlphaBacktestResult(
         run_id=run.run_id,
         task_id=run.task_id,
@@ -117,34 +124,63 @@ class GatewayClient:
         self.stub = pb_grpc.AlphaBacktestServiceStub(self._channel)
 
     def start(self, cfg: AlphaBacktestConfig, *, request_id: str = "") -> pb.StartAlphaBacktestRunResponse:
-        return call(self.stub.StartAlphaBacktestRun,
-                    pb.StartAlphaBacktestRunRequest(config=config_to_proto(cfg), request_id=request_id),
-                    timeout=self.settings.deadline_default_seconds, target="gateway")
+        return call(
+            self.stub.StartAlphaBacktestRun,
+            pb.StartAlphaBacktestRunRequest(config=config_to_proto(cfg), request_id=request_id),
+            timeout=self.settings.deadline_default_seconds,
+            target="gateway",
+        )
 
     def get(self, *, run_id: str = "", task_id: str = "") -> resources_pb2.AlphaBacktestRun:
-        return call(self.stub.GetAlphaBacktestRun, pb.GetAlphaBacktestRunRequest(run_id=run_id, task_id=task_id),
-                    timeout=self.settings.deadline_default_seconds, target="gateway").run
+        return call(
+            self.stub.GetAlphaBacktestRun,
+            pb.GetAlphaBacktestRunRequest(run_id=run_id, task_id=task_id),
+            timeout=self.settings.deadline_default_seconds,
+            target="gateway",
+        ).run
 
     def list(self, *, page_size: int = 50, page_token: str = "") -> pb.ListAlphaBacktestRunsResponse:
-        return call(self.stub.ListAlphaBacktestRuns, pb.ListAlphaBacktestRunsRequest(page_size=page_size,
-                                                                                    page_token=page_token),
-                    timeout=self.settings.deadline_default_seconds, target="gateway")
+        return call(
+            self.stub.ListAlphaBacktestRuns,
+            pb.ListAlphaBacktestRunsRequest(page_size=page_size, page_token=page_token),
+            timeout=self.settings.deadline_default_seconds,
+            target="gateway",
+        )
 
     def watch(self, task_id: str, *, timeout: float | None = None) -> Iterator[ProgressEvent]:
         import grpc
 
-        total = timeout or (self.settings.deadline_train_seconds + self.settings.deadline_predict_seconds
-                            + self.settings.deadline_backtest_seconds)
+        total = timeout or (
+            self.settings.deadline_train_seconds
+            + self.settings.deadline_predict_seconds
+            + self.settings.deadline_backtest_seconds
+        )
         try:
-            for msg in self.stub.WatchAlphaBacktestRun(pb.WatchAlphaBacktestRunRequest(task_id=task_id), timeout=total):
+            for msg in self.stub.WatchAlphaBacktestRun(
+                pb.WatchAlphaBacktestRunRequest(task_id=task_id), timeout=total
+            ):
                 e = msg.event
-                yield ProgressEvent(task_id=e.task_id, seq=e.seq, ts=timestamp_to_datetime(e.ts), stage=e.stage,
-                                    status=e.status, pct=e.pct, message=e.message, data=struct_to_dict(e.data))
+                yield ProgressEvent(
+                    task_id=e.task_id,
+                    seq=e.seq,
+                    ts=timestamp_to_datetime(e.ts),
+                    stage=e.stage,
+                    status=e.status,
+                    pct=e.pct,
+                    message=e.message,
+                    data=struct_to_dict(e.data),
+                )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, target="gateway") from None
 
-    def run(self, cfg: AlphaBacktestConfig, *, on_event: Callable[[ProgressEvent], None] | None = None,
-            request_id: str = "", timeout: float | None = None) -> AlphaBacktestResult:
+    def run(
+        self,
+        cfg: AlphaBacktestConfig,
+        *,
+        on_event: Callable[[ProgressEvent], None] | None = None,
+        request_id: str = "",
+        timeout: float | None = None,
+    ) -> AlphaBacktestResult:
         accepted = self.start(cfg, request_id=request_id)
         events = []
         for event in self.watch(accepted.task_id, timeout=timeout):

@@ -28,8 +28,13 @@ log = logging.getLogger(__name__)
 
 
 def _serve(settings: Settings, registrations: list[ServiceRegistration]) -> tuple[Any, str]:
-    server, port = serve(registrations, host="127.0.0.1", port=0, max_workers=settings.grpc_max_workers,
-                         max_message_bytes=settings.grpc_max_message_bytes)
+    server, port = serve(
+        registrations,
+        host="127.0.0.1",
+        port=0,
+        max_workers=settings.grpc_max_workers,
+        max_message_bytes=settings.grpc_max_message_bytes,
+    )
     return server, f"127.0.0.1:{port}"
 
 
@@ -49,7 +54,11 @@ def start_services(settings: Settings, tracker: Tracker | None = None) -> tuple[
     server, addr = _serve(settings, persistence_server.build(settings))
     servers.append(server)
     settings = settings.model_copy(update={"persistence_addr": addr})
-    for name, module in (("trainer", trainer_server), ("registry", registry_server), ("backtester", backtester_server)):
+    for name, module in (
+        ("trainer", trainer_server),
+        ("registry", registry_server),
+        ("backtester", backtester_server),
+    ):
         server, addr = _serve(settings, module.build(settings, tracker=tracker))
         servers.append(server)
         settings = settings.model_copy(update={f"{name}_addr": addr})
@@ -85,9 +94,16 @@ class EmbeddedStack:
             self._gateway = bootstrap(settings, tracker=tracker)
             await self._gateway.start()
             self._grpc, port = await serve_aio(
-                [ServiceRegistration(pb_grpc.add_AlphaBacktestServiceServicer_to_server,
-                                     AlphaBacktestServicer(self._gateway), SERVICE_NAME)],
-                host="127.0.0.1", port=0, max_message_bytes=settings.grpc_max_message_bytes,
+                [
+                    ServiceRegistration(
+                        pb_grpc.add_AlphaBacktestServiceServicer_to_server,
+                        AlphaBacktestServicer(self._gateway),
+                        SERVICE_NAME,
+                    )
+                ],
+                host="127.0.0.1",
+                port=0,
+                max_message_bytes=settings.grpc_max_message_bytes,
             )
             started.set_result(f"127.0.0.1:{port}")
 
@@ -95,7 +111,9 @@ class EmbeddedStack:
             assert self._loop is not None
             asyncio.set_event_loop(self._loop)
             task = self._loop.create_task(boot())
-            task.add_done_callback(lambda t: t.exception() and not started.done() and started.set_exception(t.exception()))
+            task.add_done_callback(
+                lambda t: t.exception() and not started.done() and started.set_exception(t.exception())
+            )
             self._loop.run_forever()
 
         self._thread = threading.Thread(target=run_loop, name="gateway-loop", daemon=True)
@@ -105,6 +123,7 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         if self._loop is not None:
+
             async def shutdown() -> None:
                 if self._grpc is not None:
                     await self._grpc.stop(1)

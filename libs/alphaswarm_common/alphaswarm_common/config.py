@@ -14,6 +14,7 @@ the whole `AlphaBacktestConfig` document.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -74,7 +75,7 @@ class Segments(_Strict):
     def _ordered(self) -> Segments:
         ordered = [("train", self.train), ("valid", self.valid), ("test", self.test)]
         present = [(n, s) for n, s in ordered if s is not None]
-        for (n1, s1), (n2, s2) in zip(present, present[1:], strict=False):
+        for (n1, s1), (n2, s2) in itertools.pairwise(present):
             if s2.start <= s1.end:
                 raise ValueError(f"segment {n2} starts ({s2.start}) on or before {n1} ends ({s1.end})")
         return self
@@ -179,7 +180,9 @@ class BacktestConfig(_Strict):
     initial_capital: float = Field(default=10_000.0, gt=0)
     fees: float = Field(default=0.001, ge=0, lt=1)
     slippage: float = Field(default=0.001, ge=0, lt=1)
-    execution_lag: int | None = Field(default=None, ge=0, description="Defaults to dataset_cfg.label.execution_lag.")
+    execution_lag: int | None = Field(
+        default=None, ge=0, description="Defaults to dataset_cfg.label.execution_lag."
+    )
     fill_price: Literal["close", "open"] = "close"
     rebalance_every: int = Field(default=1, ge=1)
     rf: float = 0.0

@@ -118,8 +118,15 @@ class Timeout(AlphaSwarmError):
 
 _BY_CODE: dict[str, type[AlphaSwarmError]] = {
     cls.grpc_code: cls
-    for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, Unauthenticated,
-                DependencyUnavailable, Timeout)
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Unauthenticated,
+        DependencyUnavailable,
+        Timeout,
+    )
 }
 _BY_CODE["ABORTED"] = AlreadyExists
 

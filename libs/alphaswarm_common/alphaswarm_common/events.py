@@ -268,7 +268,9 @@ class InProcessJobQueue(JobQueue):
 class NatsJobQueue(JobQueue):
     """A JetStream work queue (`ALPHASWARM_JOBS`) with one durable pull consumer per kind of worker."""
 
-    def __init__(self, url: str, *, durable: str = "alphaswarm-gateway-workers", ack_wait: float = 60.0) -> None:
+    def __init__(
+        self, url: str, *, durable: str = "alphaswarm-gateway-workers", ack_wait: float = 60.0
+    ) -> None:
         self.url = url
         self.durable = durable
         self.ack_wait = ack_wait

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
-from google.rpc import error_details_pb2
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, Timeout, error_from_code
 from alphaswarm_common.grpc_server import channel_options

@@ -69,12 +69,16 @@ def status_for(exc: BaseException) -> status_pb2.Status:
         )
         details = [info]
         violations = [
-            error_details_pb2.BadRequest.FieldViolation(field=v.get("field", ""), description=v.get("description", ""))
+            error_details_pb2.BadRequest.FieldViolation(
+                field=v.get("field", ""), description=v.get("description", "")
+            )
             for v in exc.details.get("violations", [])
             if isinstance(v, dict)
         ]
         if exc.field and not violations:
-            violations = [error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.message)]
+            violations = [
+                error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.message)
+            ]
         if violations:
             details.append(error_details_pb2.BadRequest(field_violations=violations))
     else:
@@ -228,7 +232,9 @@ async def serve_aio(
     """Start an asyncio gRPC server with health and reflection; return (server, bound port)."""
     from grpc_health.v1 import _async as health_async
 
-    server = grpc.aio.server(interceptors=[_AioErrorInterceptor()], options=channel_options(max_message_bytes))
+    server = grpc.aio.server(
+        interceptors=[_AioErrorInterceptor()], options=channel_options(max_message_bytes)
+    )
     health_servicer = health_async.HealthServicer()
     _register(server, services, health_servicer)
     bound = _bind(server, host, port)

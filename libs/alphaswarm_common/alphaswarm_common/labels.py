@@ -59,10 +59,17 @@ def make_labels(
     `demean` gives 0 and `rank` 0.5 wherever the raw label exists.
     """
     if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-        raise InvalidArgument(f"horizon must be an integer >= 1, got {horizon!r}", field="dataset_cfg.label.horizon")
-    if isinstance(execution_lag, bool) or not isinstance(execution_lag, int | np.integer) or execution_lag < 0:
         raise InvalidArgument(
-            f"execution_lag must be an integer >= 0, got {execution_lag!r}", field="dataset_cfg.label.execution_lag"
+            f"horizon must be an integer >= 1, got {horizon!r}", field="dataset_cfg.label.horizon"
+        )
+    if (
+        isinstance(execution_lag, bool)
+        or not isinstance(execution_lag, int | np.integer)
+        or execution_lag < 0
+    ):
+        raise InvalidArgument(
+            f"execution_lag must be an integer >= 0, got {execution_lag!r}",
+            field="dataset_cfg.label.execution_lag",
         )
     if transform not in LABEL_TRANSFORMS:
         raise InvalidArgument(
@@ -111,7 +118,9 @@ def segment_rows(
     if embargo < 0:
         raise InvalidArgument(f"embargo must be >= 0, got {embargo}", field="dataset_cfg.embargo")
     if execution_lag < 0:
-        raise InvalidArgument(f"execution_lag must be >= 0, got {execution_lag}", field="dataset_cfg.label.execution_lag")
+        raise InvalidArgument(
+            f"execution_lag must be >= 0, got {execution_lag}", field="dataset_cfg.label.execution_lag"
+        )
     if horizon < 1:
         raise InvalidArgument(f"horizon must be >= 1, got {horizon}", field="dataset_cfg.label.horizon")
     days = np.asarray(dates).astype("datetime64[D]")
@@ -120,7 +129,9 @@ def segment_rows(
     if days.size > 1 and not (np.diff(days.astype(np.int64)) > 0).all():
         raise InvalidArgument("dates must be sorted and unique")
     purge = int(execution_lag) + int(horizon) + int(embargo)
-    present = [(name, getattr(segments, name)) for name in SEGMENT_NAMES if getattr(segments, name) is not None]
+    present = [
+        (name, getattr(segments, name)) for name in SEGMENT_NAMES if getattr(segments, name) is not None
+    ]
     first, last = (days[0], days[-1]) if days.size else (None, None)
     out: dict[str, np.ndarray] = {}
     for k, (name, seg) in enumerate(present):

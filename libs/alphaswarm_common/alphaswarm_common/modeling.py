@@ -42,8 +42,14 @@ def predict_rows(model: Predictor, features: np.ndarray) -> np.ndarray:
 class WindowPredictions:
     __slots__ = ("dates", "feature_names", "fingerprint", "symbols", "values")
 
-    def __init__(self, values: np.ndarray, dates: np.ndarray, symbols: list[str], feature_names: list[str],
-                 fingerprint: str) -> None:
+    def __init__(
+        self,
+        values: np.ndarray,
+        dates: np.ndarray,
+        symbols: list[str],
+        feature_names: list[str],
+        fingerprint: str,
+    ) -> None:
         self.values = values
         self.dates = dates
         self.symbols = symbols
@@ -51,8 +57,14 @@ class WindowPredictions:
         self.fingerprint = fingerprint
 
 
-def predict_window(model: Predictor, dataset_cfg: DatasetConfig, start: Any = None, end: Any = None,
-                   *, expected_features: list[str] | None = None) -> WindowPredictions:
+def predict_window(
+    model: Predictor,
+    dataset_cfg: DatasetConfig,
+    start: Any = None,
+    end: Any = None,
+    *,
+    expected_features: list[str] | None = None,
+) -> WindowPredictions:
     """Predictions over [start, end] (inclusive dates; None = open).
 
     Features are computed over the whole panel, so the window's first dates
@@ -71,7 +83,11 @@ def predict_window(model: Predictor, dataset_cfg: DatasetConfig, start: Any = No
             field="dataset_cfg.features",
         )
     lo = 0 if start is None else int(np.searchsorted(panel.dates, np.datetime64(start, "D"), side="left"))
-    hi = len(panel.dates) if end is None else int(np.searchsorted(panel.dates, np.datetime64(end, "D"), side="right"))
+    hi = (
+        len(panel.dates)
+        if end is None
+        else int(np.searchsorted(panel.dates, np.datetime64(end, "D"), side="right"))
+    )
     if hi <= lo:
         raise DataError(f"no date of the dataset falls in the window {start}..{end}", field="start_date")
     values = predict_rows(model, fs.values[lo:hi])

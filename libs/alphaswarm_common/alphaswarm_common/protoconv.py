@@ -85,14 +85,20 @@ def dates_from_strings(values: Iterable[str], *, field: str = "dates") -> np.nda
     return out
 
 
-def matrix_to_proto(values: np.ndarray, dates: np.ndarray | Sequence[Any], symbols: Sequence[str]) -> arrays_pb2.Matrix:
+def matrix_to_proto(
+    values: np.ndarray, dates: np.ndarray | Sequence[Any], symbols: Sequence[str]
+) -> arrays_pb2.Matrix:
     arr = np.asarray(values)
     if arr.shape != (len(dates), len(symbols)):
-        raise ValueError(f"matrix shape {arr.shape} does not match ({len(dates)} dates, {len(symbols)} symbols)")
+        raise ValueError(
+            f"matrix shape {arr.shape} does not match ({len(dates)} dates, {len(symbols)} symbols)"
+        )
     return arrays_pb2.Matrix(dates=dates_to_strings(dates), symbols=list(symbols), values=array_to_proto(arr))
 
 
-def matrix_from_proto(msg: arrays_pb2.Matrix, *, field: str = "matrix") -> tuple[np.ndarray, np.ndarray, list[str]]:
+def matrix_from_proto(
+    msg: arrays_pb2.Matrix, *, field: str = "matrix"
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (values (T, N), dates datetime64[D], symbols)."""
     dates = dates_from_strings(msg.dates, field=f"{field}.dates")
     symbols = list(msg.symbols)
@@ -206,9 +212,14 @@ def config_from_proto(msg: Message, model_type: type[M], *, prefix: str = "") ->
 # ----------------------------------------------------------------------------- metric sets
 
 
-def metricset_to_proto(values: Mapping[str, float | None], reasons: Mapping[str, str] | None = None,
-                       conventions: Mapping[str, Any] | None = None) -> arrays_pb2.MetricSet:
-    out = arrays_pb2.MetricSet(conventions_json=json.dumps(_json_safe(dict(conventions or {})), sort_keys=True))
+def metricset_to_proto(
+    values: Mapping[str, float | None],
+    reasons: Mapping[str, str] | None = None,
+    conventions: Mapping[str, Any] | None = None,
+) -> arrays_pb2.MetricSet:
+    out = arrays_pb2.MetricSet(
+        conventions_json=json.dumps(_json_safe(dict(conventions or {})), sort_keys=True)
+    )
     reasons = reasons or {}
     for name, value in values.items():
         mv = out.values[name]
@@ -219,7 +230,9 @@ def metricset_to_proto(values: Mapping[str, float | None], reasons: Mapping[str,
     return out
 
 
-def metricset_from_proto(msg: arrays_pb2.MetricSet) -> tuple[dict[str, float | None], dict[str, str], dict[str, Any]]:
+def metricset_from_proto(
+    msg: arrays_pb2.MetricSet,
+) -> tuple[dict[str, float | None], dict[str, str], dict[str, Any]]:
     """Return (values, reasons, conventions)."""
     values: dict[str, float | None] = {}
     reasons: dict[str, str] = {}

@@ -19,7 +19,9 @@ __all__ = ["configure_logging", "run_service"]
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     # SQLAlchemy 2.1 + MLflow emit a deprecation warning in every process; it is not ours to fix.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(mlflow|sqlalchemy|google)\..*")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow\..*")
@@ -30,8 +32,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     quiet_mlflow()
 
 
-def run_service(name: str, build: Callable[[Settings], Sequence[ServiceRegistration]],
-                settings: Settings | None = None) -> None:
+def run_service(
+    name: str, build: Callable[[Settings], Sequence[ServiceRegistration]], settings: Settings | None = None
+) -> None:
     configure_logging()
     settings = settings or Settings()
     registrations = build(settings)

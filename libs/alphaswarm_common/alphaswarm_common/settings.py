@@ -24,16 +24,24 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALPHASWARM_", extra="ignore", frozen=True)
 
     home: Path = Field(default=Path(".alphaswarm"), description="Folder of the embedded stores.")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL of the catalog; SQLite under home when unset.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the catalog; SQLite under home when unset."
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None,
         validation_alias=AliasChoices("ALPHASWARM_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="MLflow tracking URI; a SQLite store under home when unset.",
     )
-    mlflow_artifact_root: str | None = Field(default=None, description="Artifact root for new experiments (file stores).")
+    mlflow_artifact_root: str | None = Field(
+        default=None, description="Artifact root for new experiments (file stores)."
+    )
     nats_url: str | None = Field(default=None, description="NATS server URL; the in-process bus when unset.")
-    ml_prediction_audit_enabled: bool = Field(default=False, description="Write MLPredictionAudit rows when a run captures predictions.")
-    migrate_on_start: bool = Field(default=True, description="The persistence service upgrades the catalog schema when it starts.")
+    ml_prediction_audit_enabled: bool = Field(
+        default=False, description="Write MLPredictionAudit rows when a run captures predictions."
+    )
+    migrate_on_start: bool = Field(
+        default=True, description="The persistence service upgrades the catalog schema when it starts."
+    )
 
     # Addresses of the services (host:port). Unset in embedded mode, where the launcher fills them in.
     trainer_addr: str | None = None

@@ -28,7 +28,15 @@ from typing import Any
 
 from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, FailedPrecondition, NotFound
 
-__all__ = ["FEATURES_TAG", "MODEL_SHA_TAG", "MODEL_URI_TAG", "PRODUCER", "PRODUCER_TAG", "Tracker", "artifact_sha256"]
+__all__ = [
+    "FEATURES_TAG",
+    "MODEL_SHA_TAG",
+    "MODEL_URI_TAG",
+    "PRODUCER",
+    "PRODUCER_TAG",
+    "Tracker",
+    "artifact_sha256",
+]
 
 MODEL_SHA_TAG = "alphaswarm.model_sha256"
 PRODUCER_TAG = "alphaswarm.producer"
@@ -84,7 +92,9 @@ class Tracker:
                     import mlflow
 
                     if self.tracking_uri.startswith("sqlite:///"):
-                        Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                        Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                            parents=True, exist_ok=True
+                        )
                     mlflow.set_tracking_uri(self.tracking_uri)
                     mlflow.set_registry_uri(self.tracking_uri)
                     try:
@@ -120,8 +130,14 @@ class Tracker:
             self._experiments[name] = exp_id
             return exp_id
 
-    def create_run(self, experiment_id: str, run_name: str, *, parent_run_id: str | None = None,
-                   tags: Mapping[str, str] | None = None) -> str:
+    def create_run(
+        self,
+        experiment_id: str,
+        run_name: str,
+        *,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -168,8 +184,9 @@ class Tracker:
         return self.client.get_run(run_id)
 
     # -- models ---------------------------------------------------------------------------------
-    def log_sklearn_model(self, run_id: str, model: Any, *, name: str = "model",
-                          example_x: Any = None) -> tuple[str, str]:
+    def log_sklearn_model(
+        self, run_id: str, model: Any, *, name: str = "model", example_x: Any = None
+    ) -> tuple[str, str]:
         """Log a fitted estimator under the run; return (model_uri, sha256 of the artifact).
 
         The signature is inferred from `example_x` (a few feature rows) and the
@@ -197,8 +214,9 @@ class Tracker:
         local = self._download(info.model_uri)
         return info.model_uri, artifact_sha256(local)
 
-    def register_model(self, model_uri: str, name: str, *, alias: str, tags: Mapping[str, str],
-                       run_id: str | None = None) -> str:
+    def register_model(
+        self, model_uri: str, name: str, *, alias: str, tags: Mapping[str, str], run_id: str | None = None
+    ) -> str:
         """Create a registered-model version and point `alias` at it; return the version."""
         from mlflow.exceptions import MlflowException
 
@@ -221,7 +239,9 @@ class Tracker:
         try:
             return self.client.get_model_version(name, version)
         except MlflowException as exc:
-            raise NotFound(f"model {name!r} version {version} is not registered", field="model_version") from exc
+            raise NotFound(
+                f"model {name!r} version {version} is not registered", field="model_version"
+            ) from exc
 
     def load_verified_model(self, name: str, version: str) -> Any:
         """Load a registered version after checking its artifact's sha256 against the registered tag."""

@@ -47,41 +47,51 @@ def trades_to_proto(out: BacktestOutput) -> list[resources_pb2.Trade]:
     ledger = out.trades
     if ledger is None or len(ledger) == 0:
         return []
-    records = ledger.to_dict("records") if hasattr(ledger, "to_dict") else [
-        dict(zip(ledger.dtype.names, row, strict=True)) for row in ledger
-    ]
+    records = (
+        ledger.to_dict("records")
+        if hasattr(ledger, "to_dict")
+        else [dict(zip(ledger.dtype.names, row, strict=True)) for row in ledger]
+    )
     trades = []
     for r in records:
-        trades.append(resources_pb2.Trade(
-            trade_number=int(r["trade_number"]),
-            symbol=str(r["symbol"]),
-            direction=str(r["direction"]),
-            entry_date=str(np.datetime64(r["entry_date"], "D")),
-            entry_price=_finite(r["entry_price"]),
-            exit_date=str(np.datetime64(r["exit_date"], "D")) if r.get("exit_date") is not None and not (
-                isinstance(r["exit_date"], float) and math.isnan(r["exit_date"])) else "",
-            exit_price=_finite(r["exit_price"]) if r.get("exit_price") is not None else 0.0,
-            position_size=_finite(r["position_size"]),
-            pnl=_finite(r["pnl"]),
-            pnl_percent=_finite(r["pnl_percent"]),
-            mae=_finite(r["mae"]),
-            mfe=_finite(r["mfe"]),
-            duration_bars=int(r["duration_bars"]),
-            duration_days=int(r["duration_days"]),
-            exit_reason=str(r["exit_reason"]),
-            fees_paid=_finite(r["fees_paid"]),
-            slippage_cost=_finite(r["slippage_cost"]),
-        ))
+        trades.append(
+            resources_pb2.Trade(
+                trade_number=int(r["trade_number"]),
+                symbol=str(r["symbol"]),
+                direction=str(r["direction"]),
+                entry_date=str(np.datetime64(r["entry_date"], "D")),
+                entry_price=_finite(r["entry_price"]),
+                exit_date=str(np.datetime64(r["exit_date"], "D"))
+                if r.get("exit_date") is not None
+                and not (isinstance(r["exit_date"], float) and math.isnan(r["exit_date"]))
+                else "",
+                exit_price=_finite(r["exit_price"]) if r.get("exit_price") is not None else 0.0,
+                position_size=_finite(r["position_size"]),
+                pnl=_finite(r["pnl"]),
+                pnl_percent=_finite(r["pnl_percent"]),
+                mae=_finite(r["mae"]),
+                mfe=_finite(r["mfe"]),
+                duration_bars=int(r["duration_bars"]),
+                duration_days=int(r["duration_days"]),
+                exit_reason=str(r["exit_reason"]),
+                fees_paid=_finite(r["fees_paid"]),
+                slippage_cost=_finite(r["slippage_cost"]),
+            )
+        )
     return trades
 
 
 class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
-    def __init__(self, tracker: Tracker, persistence: ppb_grpc.PersistenceServiceStub, *, deadline: float = 60.0) -> None:
+    def __init__(
+        self, tracker: Tracker, persistence: ppb_grpc.PersistenceServiceStub, *, deadline: float = 60.0
+    ) -> None:
         self.tracker = tracker
         self.persistence = persistence
         self.deadline = deadline
 
-    def ValidateStrategy(self, request: pb.ValidateStrategyRequest, context: Any) -> pb.ValidateStrategyResponse:
+    def ValidateStrategy(
+        self, request: pb.ValidateStrategyRequest, context: Any
+    ) -> pb.ValidateStrategyResponse:
         strategy_cfg = config_from_proto(request.strategy_cfg, StrategyConfig, prefix="strategy_cfg")
         backtest_cfg = config_from_proto(request.backtest_cfg, BacktestConfig, prefix="backtest_cfg")
         params = validate_strategy_params(strategy_cfg.type, strategy_cfg.params)
@@ -101,11 +111,21 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
         engine_cfg = EngineConfig.from_backtest_config(backtest_cfg, execution_lag=backtest_cfg.execution_lag)
 
         started = time.perf_counter()
-        weights = weights_from_signal(np.asarray(signal, dtype=np.float64), strategy_cfg.type, strategy_cfg.params,
-                                      rebalance_every=backtest_cfg.rebalance_every)
+        weights = weights_from_signal(
+            np.asarray(signal, dtype=np.float64),
+            strategy_cfg.type,
+            strategy_cfg.params,
+            rebalance_every=backtest_cfg.rebalance_every,
+        )
         out = run_backtest(
-            weights, prices["close"], dates=dates, symbols=symbols, config=engine_cfg,
-            open=prices.get("open"), high=prices.get("high"), low=prices.get("low"),
+            weights,
+            prices["close"],
+            dates=dates,
+            symbols=symbols,
+            config=engine_cfg,
+            open=prices.get("open"),
+            high=prices.get("high"),
+            low=prices.get("low"),
         )
         elapsed = time.perf_counter() - started
         metrics = out.metrics
@@ -117,7 +137,9 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
 
         backtest_id = ""
         if request.persist:
-            backtest_id = self._persist(request, strategy_cfg, backtest_cfg, out, dates, symbols, trades, elapsed)
+            backtest_id = self._persist(
+                request, strategy_cfg, backtest_cfg, out, dates, symbols, trades, elapsed
+            )
 
         return pb.RunBacktestResponse(
             backtest_id=backtest_id,
@@ -134,7 +156,9 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
         )
 
     # -----------------------------------------------------------------------------------------
-    def _prices(self, request: pb.RunBacktestRequest, dates: np.ndarray, symbols: list[str]) -> dict[str, np.ndarray]:
+    def _prices(
+        self, request: pb.RunBacktestRequest, dates: np.ndarray, symbols: list[str]
+    ) -> dict[str, np.ndarray]:
         panel = request.prices
         if "close" not in panel.fields:
             raise InvalidArgument("prices must include a close field", field="prices.fields")
@@ -147,37 +171,70 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
         for name, arr in panel.fields.items():
             values = array_from_proto(arr, field=f"prices.fields.{name}").astype(np.float64, copy=False)
             if values.shape != (len(dates), len(symbols)):
-                raise InvalidArgument(f"prices field {name} has shape {values.shape}", field=f"prices.fields.{name}")
+                raise InvalidArgument(
+                    f"prices field {name} has shape {values.shape}", field=f"prices.fields.{name}"
+                )
             out[name] = values
         return out
 
-    def _log_run(self, request: pb.RunBacktestRequest, strategy_cfg: StrategyConfig, backtest_cfg: BacktestConfig,
-                 out: BacktestOutput, dates: np.ndarray) -> str:
+    def _log_run(
+        self,
+        request: pb.RunBacktestRequest,
+        strategy_cfg: StrategyConfig,
+        backtest_cfg: BacktestConfig,
+        out: BacktestOutput,
+        dates: np.ndarray,
+    ) -> str:
         experiment_id = request.experiment_id or self.tracker.ensure_experiment("alphaswarm")
-        run_id = self.tracker.create_run(experiment_id, "backtest", parent_run_id=request.parent_run_id,
-                                         tags={"alphaswarm.task_id": request.task_id, "alphaswarm.stage": "backtest"})
+        run_id = self.tracker.create_run(
+            experiment_id,
+            "backtest",
+            parent_run_id=request.parent_run_id,
+            tags={"alphaswarm.task_id": request.task_id, "alphaswarm.stage": "backtest"},
+        )
         try:
-            self.tracker.log_params(run_id, {
-                "strategy_type": strategy_cfg.type,
-                **{f"strategy.{k}": v for k, v in strategy_cfg.params.items()},
-                **{f"backtest.{k}": v for k, v in backtest_cfg.model_dump(mode="json").items() if v is not None},
-                "start_date": str(dates[0]), "end_date": str(dates[-1]), "n_bars": len(dates),
-            })
+            self.tracker.log_params(
+                run_id,
+                {
+                    "strategy_type": strategy_cfg.type,
+                    **{f"strategy.{k}": v for k, v in strategy_cfg.params.items()},
+                    **{
+                        f"backtest.{k}": v
+                        for k, v in backtest_cfg.model_dump(mode="json").items()
+                        if v is not None
+                    },
+                    "start_date": str(dates[0]),
+                    "end_date": str(dates[-1]),
+                    "n_bars": len(dates),
+                },
+            )
             self.tracker.log_metrics(run_id, out.metrics.values)
-            self.tracker.log_dict(run_id, {
-                "dates": dates_to_strings(dates),
-                "equity": [float(x) for x in out.equity],
-                "drawdown": [float(x) for x in out.drawdown],
-            }, "equity_curve.json")
+            self.tracker.log_dict(
+                run_id,
+                {
+                    "dates": dates_to_strings(dates),
+                    "equity": [float(x) for x in out.equity],
+                    "drawdown": [float(x) for x in out.drawdown],
+                },
+                "equity_curve.json",
+            )
             self.tracker.end_run(run_id)
         except BaseException:
             self.tracker.end_run(run_id, failed=True)
             raise
         return run_id
 
-    def _persist(self, request: pb.RunBacktestRequest, strategy_cfg: StrategyConfig, backtest_cfg: BacktestConfig,
-                 out: BacktestOutput, dates: np.ndarray, symbols: list[str], trades: list[resources_pb2.Trade],
-                 elapsed: float) -> str:
+    def _persist(
+        self,
+        request: pb.RunBacktestRequest,
+        strategy_cfg: StrategyConfig,
+        backtest_cfg: BacktestConfig,
+        out: BacktestOutput,
+        dates: np.ndarray,
+        symbols: list[str],
+        trades: list[resources_pb2.Trade],
+        elapsed: float,
+    ) -> str:
         metrics = out.metrics
         record = ppb.BacktestRecord(
             symbol=request.symbol_label or (symbols[0] if len(symbols) == 1 else "PORTFOLIO"),
@@ -187,12 +244,14 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
             initial_capital=backtest_cfg.initial_capital,
             fees=backtest_cfg.fees,
             slippage=backtest_cfg.slippage,
-            parameters=struct_from_dict({
-                "strategy": strategy_cfg.model_dump(mode="json"),
-                "backtest": backtest_cfg.model_dump(mode="json"),
-                "symbols": symbols,
-                "conventions": metrics.conventions,
-            }),
+            parameters=struct_from_dict(
+                {
+                    "strategy": strategy_cfg.model_dump(mode="json"),
+                    "backtest": backtest_cfg.model_dump(mode="json"),
+                    "symbols": symbols,
+                    "conventions": metrics.conventions,
+                }
+            ),
             metrics=metricset_to_proto(metrics.values, metrics.reasons, metrics.conventions),
             dates=dates_to_strings(dates),
             equity_curve=array_to_proto(np.asarray(out.equity, dtype=np.float64)),
@@ -203,7 +262,10 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
             notes=request.notes,
         )
         record.backtest_date.CopyFrom(timestamp_from_datetime(dt.datetime.now(dt.UTC)))
-        saved = call(self.persistence.SaveBacktestResult,
-                     ppb.SaveBacktestResultRequest(result=record, trades=trades, request_id=request.request_id),
-                     timeout=self.deadline, target="persistence")
+        saved = call(
+            self.persistence.SaveBacktestResult,
+            ppb.SaveBacktestResultRequest(result=record, trades=trades, request_id=request.request_id),
+            timeout=self.deadline,
+            target="persistence",
+        )
         return saved.backtest_id

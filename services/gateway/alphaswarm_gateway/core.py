@@ -79,14 +79,17 @@ def _check_addresses(settings: Settings) -> None:
     missing = [k for k, v in _addresses(settings).items() if not v]
     if missing:
         raise InvalidArgument(
-            f"the gateway needs the addresses of {', '.join(missing)} (ALPHASWARM_<NAME>_ADDR)", field=f"{missing[0]}_addr"
+            f"the gateway needs the addresses of {', '.join(missing)} (ALPHASWARM_<NAME>_ADDR)",
+            field=f"{missing[0]}_addr",
         )
 
 
 def _connect(settings: Settings) -> Clients:
     _check_addresses(settings)
     addrs = _addresses(settings)
-    channels = {k: aio_channel(v, max_message_bytes=settings.grpc_max_message_bytes) for k, v in addrs.items() if v}
+    channels = {
+        k: aio_channel(v, max_message_bytes=settings.grpc_max_message_bytes) for k, v in addrs.items() if v
+    }
     return Clients(
         trainer=tpb_grpc.TrainerServiceStub(channels["trainer"]),
         registry=rpb_grpc.RegistryServiceStub(channels["registry"]),
@@ -99,8 +102,9 @@ def _connect(settings: Settings) -> Clients:
 class Gateway:
     """What REST and gRPC can ask of the alpha-backtest workflow."""
 
-    def __init__(self, settings: Settings, clients: Clients | None, tracker: Tracker, bus: EventBus,
-                 queue: JobQueue) -> None:
+    def __init__(
+        self, settings: Settings, clients: Clients | None, tracker: Tracker, bus: EventBus, queue: JobQueue
+    ) -> None:
         self.settings = settings
         self._clients = clients
         self.tracker = tracker
@@ -126,7 +130,8 @@ class Gateway:
 
             saga = AlphaBacktestSaga(self)
             self._workers = asyncio.create_task(
-                self.queue.consume(saga.handle_job, concurrency=self.settings.gateway_workers), name="saga-workers"
+                self.queue.consume(saga.handle_job, concurrency=self.settings.gateway_workers),
+                name="saga-workers",
             )
 
     async def close(self) -> None:
@@ -147,7 +152,9 @@ class Gateway:
         checks: dict[str, Any] = {}
         for name, ch in self.clients.channels.items():
             try:
-                resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                resp = await health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=2
+                )
                 checks[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
             except grpc.aio.AioRpcError as exc:
                 checks[name] = exc.code().name
@@ -156,7 +163,9 @@ class Gateway:
         return checks
 
     # -- runs -----------------------------------------------------------------------------------
-    async def start_run(self, cfg: AlphaBacktestConfig, *, request_id: str | None = None) -> resources_pb2.AlphaBacktestRun:
+    async def start_run(
+        self, cfg: AlphaBacktestConfig, *, request_id: str | None = None
+    ) -> resources_pb2.AlphaBacktestRun:
         """Accept a run: create its rows, publish `accepted`, enqueue the job. Returns the stored run."""
         request_id = request_id or cfg.request_id or ""
         await self.preflight(cfg)
@@ -176,17 +185,25 @@ class Gateway:
         stored = created.run
         if not created.created:
             return stored  # the same request again: one run, already queued
-        await self.bus.publish(ProgressEvent(
-            task_id=stored.task_id, seq=1, stage="accepted", status="accepted", pct=0.0,
-            message=f"run {stored.run_id} accepted",
-            data={"run_id": stored.run_id, "run_name": cfg.run_name, "train_first": cfg.train_first},
-        ))
+        await self.bus.publish(
+            ProgressEvent(
+                task_id=stored.task_id,
+                seq=1,
+                stage="accepted",
+                status="accepted",
+                pct=0.0,
+                message=f"run {stored.run_id} accepted",
+                data={"run_id": stored.run_id, "run_name": cfg.run_name, "train_first": cfg.train_first},
+            )
+        )
         try:
             await self.queue.enqueue(JOB_KIND, {"run_id": stored.run_id, "task_id": stored.task_id})
         except Exception as exc:  # the queue is down: fail the run rather than leave it pending forever
             from alphaswarm_gateway.saga import fail_unstarted
 
-            await fail_unstarted(self, stored, "accepted", DependencyUnavailable(f"job queue unavailable: {exc}"))
+            await fail_unstarted(
+                self, stored, "accepted", DependencyUnavailable(f"job queue unavailable: {exc}")
+            )
             raise DependencyUnavailable(f"job queue unavailable: {exc}") from exc
         return stored
 
@@ -198,42 +215,60 @@ class Gateway:
         if cfg.train_first:
             checked = await aio_call(
                 self.clients.trainer.ValidateTraining,
-                tpb.ValidateTrainingRequest(dataset_cfg=config_to_proto(cfg.dataset_cfg),
-                                            model_cfg=config_to_proto(cfg.model_cfg)),
-                timeout=timeout, target="trainer",
+                tpb.ValidateTrainingRequest(
+                    dataset_cfg=config_to_proto(cfg.dataset_cfg), model_cfg=config_to_proto(cfg.model_cfg)
+                ),
+                timeout=timeout,
+                target="trainer",
             )
             n_symbols = int(checked.n_symbols)
         if cfg.deployment_id:
-            await aio_call(self.clients.registry.GetDeployment,
-                           rpb.GetDeploymentRequest(deployment_id=cfg.deployment_id), timeout=timeout, target="registry")
+            await aio_call(
+                self.clients.registry.GetDeployment,
+                rpb.GetDeploymentRequest(deployment_id=cfg.deployment_id),
+                timeout=timeout,
+                target="registry",
+            )
         await aio_call(
             self.clients.backtester.ValidateStrategy,
-            bpb.ValidateStrategyRequest(strategy_cfg=config_to_proto(cfg.strategy_cfg),
-                                        backtest_cfg=config_to_proto(cfg.backtest_cfg), n_symbols=n_symbols),
-            timeout=timeout, target="backtester",
+            bpb.ValidateStrategyRequest(
+                strategy_cfg=config_to_proto(cfg.strategy_cfg),
+                backtest_cfg=config_to_proto(cfg.backtest_cfg),
+                n_symbols=n_symbols,
+            ),
+            timeout=timeout,
+            target="backtester",
         )
 
     async def get_run(self, *, run_id: str = "", task_id: str = "") -> resources_pb2.AlphaBacktestRun:
         resp = await aio_call(
             self.clients.persistence.GetAlphaBacktestRun,
             ppb.GetAlphaBacktestRunRequest(run_id=run_id, task_id=task_id),
-            timeout=self.settings.deadline_default_seconds, target="persistence",
+            timeout=self.settings.deadline_default_seconds,
+            target="persistence",
         )
         return resp.run
 
-    async def list_runs(self, *, page_size: int = 50, page_token: str = "") -> ppb.ListAlphaBacktestRunsResponse:
+    async def list_runs(
+        self, *, page_size: int = 50, page_token: str = ""
+    ) -> ppb.ListAlphaBacktestRunsResponse:
         return await aio_call(
             self.clients.persistence.ListAlphaBacktestRuns,
             ppb.ListAlphaBacktestRunsRequest(page_size=page_size, page_token=page_token),
-            timeout=self.settings.deadline_default_seconds, target="persistence",
+            timeout=self.settings.deadline_default_seconds,
+            target="persistence",
         )
 
-    async def list_predictions(self, run_id: str, *, symbol: str = "", page_size: int = 500,
-                               page_token: str = "") -> ppb.ListPredictionAuditResponse:
+    async def list_predictions(
+        self, run_id: str, *, symbol: str = "", page_size: int = 500, page_token: str = ""
+    ) -> ppb.ListPredictionAuditResponse:
         return await aio_call(
             self.clients.persistence.ListPredictionAudit,
-            ppb.ListPredictionAuditRequest(run_id=run_id, symbol=symbol, page_size=page_size, page_token=page_token),
-            timeout=self.settings.deadline_default_seconds, target="persistence",
+            ppb.ListPredictionAuditRequest(
+                run_id=run_id, symbol=symbol, page_size=page_size, page_token=page_token
+            ),
+            timeout=self.settings.deadline_default_seconds,
+            target="persistence",
         )
 
     async def watch(self, task_id: str, *, after_seq: int = 0) -> AsyncIterator[ProgressEvent]:
@@ -243,8 +278,14 @@ class Gateway:
             yield event
 
 
-def bootstrap(settings: Settings, *, tracker: Tracker | None = None, bus: EventBus | None = None,
-              queue: JobQueue | None = None, clients: Clients | None = None) -> Gateway:
+def bootstrap(
+    settings: Settings,
+    *,
+    tracker: Tracker | None = None,
+    bus: EventBus | None = None,
+    queue: JobQueue | None = None,
+    clients: Clients | None = None,
+) -> Gateway:
     """Wire the gateway from settings; tests pass fakes or in-process adapters here."""
     if bus is None:
         bus = NatsEventBus(settings.nats_url) if settings.nats_url else InProcessEventBus()

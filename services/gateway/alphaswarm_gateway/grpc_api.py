@@ -20,27 +20,35 @@ class AlphaBacktestServicer(pb_grpc.AlphaBacktestServiceServicer):
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
-    async def StartAlphaBacktestRun(self, request: pb.StartAlphaBacktestRunRequest, context: Any
-                                    ) -> pb.StartAlphaBacktestRunResponse:
+    async def StartAlphaBacktestRun(
+        self, request: pb.StartAlphaBacktestRunRequest, context: Any
+    ) -> pb.StartAlphaBacktestRunResponse:
         if not request.HasField("config"):
             raise InvalidArgument("config is required", field="config")
         cfg = config_from_proto(request.config, AlphaBacktestConfig, prefix="config")
         run = await self.gw.start_run(cfg, request_id=request.request_id or None)
-        return pb.StartAlphaBacktestRunResponse(task_id=run.task_id, run_id=run.run_id, state=run.state,
-                                                stream_url=stream_url(run.task_id))
+        return pb.StartAlphaBacktestRunResponse(
+            task_id=run.task_id, run_id=run.run_id, state=run.state, stream_url=stream_url(run.task_id)
+        )
 
-    async def GetAlphaBacktestRun(self, request: pb.GetAlphaBacktestRunRequest, context: Any) -> pb.GetAlphaBacktestRunResponse:
+    async def GetAlphaBacktestRun(
+        self, request: pb.GetAlphaBacktestRunRequest, context: Any
+    ) -> pb.GetAlphaBacktestRunResponse:
         if not request.run_id and not request.task_id:
             raise InvalidArgument("run_id or task_id is required", field="run_id")
-        return pb.GetAlphaBacktestRunResponse(run=await self.gw.get_run(run_id=request.run_id, task_id=request.task_id))
+        return pb.GetAlphaBacktestRunResponse(
+            run=await self.gw.get_run(run_id=request.run_id, task_id=request.task_id)
+        )
 
-    async def ListAlphaBacktestRuns(self, request: pb.ListAlphaBacktestRunsRequest, context: Any
-                                    ) -> pb.ListAlphaBacktestRunsResponse:
+    async def ListAlphaBacktestRuns(
+        self, request: pb.ListAlphaBacktestRunsRequest, context: Any
+    ) -> pb.ListAlphaBacktestRunsResponse:
         page = await self.gw.list_runs(page_size=request.page_size, page_token=request.page_token)
         return pb.ListAlphaBacktestRunsResponse(runs=page.runs, next_page_token=page.next_page_token)
 
-    async def WatchAlphaBacktestRun(self, request: pb.WatchAlphaBacktestRunRequest, context: Any
-                                    ) -> AsyncIterator[pb.WatchAlphaBacktestRunResponse]:
+    async def WatchAlphaBacktestRun(
+        self, request: pb.WatchAlphaBacktestRunRequest, context: Any
+    ) -> AsyncIterator[pb.WatchAlphaBacktestRunResponse]:
         if not request.task_id:
             raise InvalidArgument("task_id is required", field="task_id")
         async for event in self.gw.watch(request.task_id, after_seq=request.after_seq):

@@ -18,17 +18,15 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from alphaswarm_common.config import AlphaBacktestConfig
+from alphaswarm_common.configio import parse_config, parse_config_document
 from alphaswarm_common.errors import AlphaSwarmError, InvalidArgument
 from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
-from alphaswarm_common.protoconv import validation_error
 from alphaswarm_common.settings import Settings
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.views import audit_row_view, run_view, task_accepted
@@ -52,25 +50,7 @@ def _error_response(exc: AlphaSwarmError, status: int | None = None) -> JSONResp
 
 def parse_config_body(raw: bytes) -> AlphaBacktestConfig:
     """A run config from a JSON or YAML body, whatever the content type says."""
-    if not raw.strip():
-        raise InvalidArgument("the request body is empty; send the run config as JSON or YAML", field="body",
-                              reason="EMPTY_BODY")
-    try:
-        doc = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InvalidArgument(f"the body is neither JSON nor YAML{where}: {getattr(exc, 'problem', exc)}",
-                              field="body", reason="INVALID_YAML") from exc
-    if not isinstance(doc, dict):
-        raise InvalidArgument("the body must be a mapping of the run config sections", field="body",
-                              reason="INVALID_BODY")
-    try:
-        return AlphaBacktestConfig.model_validate(doc)
-    except ValidationError as exc:
-        err = validation_error(exc)
-        err.details["status"] = 422
-        raise err from exc
+    return parse_config(parse_config_document(raw, field="body"))
 
 
 _CONFIG_SCHEMA = AlphaBacktestConfig.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -84,10 +64,15 @@ runs = APIRouter(prefix="/ml/alpha-backtest-runs", tags=["alpha-backtest-runs"])
     status_code=202,
     operation_id="start_alpha_backtest_run",
     summary="Start an alpha-backtest run",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/AlphaBacktestConfig"}},
-        "application/x-yaml": {"schema": {"$ref": "#/components/schemas/AlphaBacktestConfig"}},
-    }}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/AlphaBacktestConfig"}},
+                "application/x-yaml": {"schema": {"$ref": "#/components/schemas/AlphaBacktestConfig"}},
+            },
+        }
+    },
 )
 async def start_run(request: Request, gw: GatewayDep) -> dict[str, Any]:
     """Accept a run config (JSON or YAML) and answer with the TaskAccepted envelope."""
@@ -102,16 +87,25 @@ async def list_runs(gw: GatewayDep, page_size: PageSize = 50, page_token: str = 
     return {"items": [run_view(r) for r in page.runs], "next_page_token": page.next_page_token or None}
 
 
-@runs.get("/{run_id}", operation_id="get_alpha_backtest_run", summary="One run with its links and combined metrics")
+@runs.get(
+    "/{run_id}", operation_id="get_alpha_backtest_run", summary="One run with its links and combined metrics"
+)
 async def get_run(run_id: str, gw: GatewayDep) -> dict[str, Any]:
     return run_view(await gw.get_run(run_id=run_id))
 
 
-@runs.get("/{run_id}/predictions", operation_id="list_alpha_backtest_run_predictions",
-          summary="Prediction audit rows of a run")
-async def list_predictions(run_id: str, gw: GatewayDep, symbol: str = "",
-                           page_size: Annotated[int, Query(ge=1, le=10_000)] = 500,
-                           page_token: str = "") -> dict[str, Any]:
+@runs.get(
+    "/{run_id}/predictions",
+    operation_id="list_alpha_backtest_run_predictions",
+    summary="Prediction audit rows of a run",
+)
+async def list_predictions(
+    run_id: str,
+    gw: GatewayDep,
+    symbol: str = "",
+    page_size: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    page_token: str = "",
+) -> dict[str, Any]:
     run = await gw.get_run(run_id=run_id)
     if not run.predictions_captured:
         captured = run.config.capture_predictions if run.config.HasField("capture_predictions") else False
@@ -123,16 +117,24 @@ async def list_predictions(run_id: str, gw: GatewayDep, symbol: str = "",
             reason = f"the run has not written its audit rows (status: {run_view(run)['status']})"
         return {"items": [], "next_page_token": None, "total_size": 0, "captured": False, "reason": reason}
     page = await gw.list_predictions(run_id, symbol=symbol, page_size=page_size, page_token=page_token)
-    return {"items": [audit_row_view(r) for r in page.rows], "next_page_token": page.next_page_token or None,
-            "total_size": page.total_size, "captured": True, "reason": None}
+    return {
+        "items": [audit_row_view(r) for r in page.rows],
+        "next_page_token": page.next_page_token or None,
+        "total_size": page.total_size,
+        "captured": True,
+        "reason": None,
+    }
 
 
 stream = APIRouter(tags=["progress"])
 
 
-@stream.get("/chat/stream/{task_id}", operation_id="stream_task_progress",
-            summary="Progress events of a task as server-sent events",
-            response_class=EventSourceResponse)
+@stream.get(
+    "/chat/stream/{task_id}",
+    operation_id="stream_task_progress",
+    summary="Progress events of a task as server-sent events",
+    response_class=EventSourceResponse,
+)
 async def stream_progress(task_id: str, request: Request, gw: GatewayDep) -> EventSourceResponse:
     """Every event from the first (or after `Last-Event-ID`), ending after the terminal one."""
     await gw.get_run(task_id=task_id)  # 404 before the stream starts
@@ -181,9 +183,16 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
             from alphaswarm_gateway.grpc_api import SERVICE_NAME, AlphaBacktestServicer
 
             grpc_server, port = await serve_aio(
-                [ServiceRegistration(pb_grpc.add_AlphaBacktestServiceServicer_to_server, AlphaBacktestServicer(gw),
-                                     SERVICE_NAME)],
-                host=settings.grpc_host, port=settings.grpc_port, max_message_bytes=settings.grpc_max_message_bytes,
+                [
+                    ServiceRegistration(
+                        pb_grpc.add_AlphaBacktestServiceServicer_to_server,
+                        AlphaBacktestServicer(gw),
+                        SERVICE_NAME,
+                    )
+                ],
+                host=settings.grpc_host,
+                port=settings.grpc_port,
+                max_message_bytes=settings.grpc_max_message_bytes,
             )
             app.state.grpc_port = port
             log.info("gateway gRPC listening on %s:%d", settings.grpc_host, port)
@@ -211,9 +220,16 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header"))
-        err = InvalidArgument(str(first.get("msg")), field=field or None,
-                              details={"violations": [{"field": ".".join(str(p) for p in e.get("loc", ())),
-                                                       "description": str(e.get("msg"))} for e in errors]})
+        err = InvalidArgument(
+            str(first.get("msg")),
+            field=field or None,
+            details={
+                "violations": [
+                    {"field": ".".join(str(p) for p in e.get("loc", ())), "description": str(e.get("msg"))}
+                    for e in errors
+                ]
+            },
+        )
         return _error_response(err, 422)
 
     app.include_router(runs)

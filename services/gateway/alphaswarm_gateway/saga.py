@@ -57,8 +57,15 @@ ML_KEYS = ("ic_spearman", "ic_pearson", "icir", "mae", "rmse", "hit_rate")
 TRADING_KEYS = ("sharpe", "sortino", "calmar", "max_drawdown", "total_return", "turnover_adj_sharpe")
 
 # Overall completion reached when each stage starts.
-STAGE_PCT = {"training": 5, "registering": 40, "deploying": 45, "predicting": 50, "backtesting": 65,
-             "persisting": 85, "completed": 100}
+STAGE_PCT = {
+    "training": 5,
+    "registering": 40,
+    "deploying": 45,
+    "predicting": 50,
+    "backtesting": 65,
+    "persisting": 85,
+    "completed": 100,
+}
 
 
 def _now() -> dt.datetime:
@@ -71,12 +78,24 @@ class _Progress:
         self.task_id = task_id
         self.seq = seq
 
-    async def emit(self, stage: str, status: str, message: str = "", *, pct: float | None = None,
-                   data: dict[str, Any] | None = None) -> None:
+    async def emit(
+        self,
+        stage: str,
+        status: str,
+        message: str = "",
+        *,
+        pct: float | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
         self.seq += 1
         event = ProgressEvent(
-            task_id=self.task_id, seq=self.seq, stage=stage, status=status,
-            pct=float(STAGE_PCT.get(stage, 0) if pct is None else pct), message=message, data=data or {},
+            task_id=self.task_id,
+            seq=self.seq,
+            stage=stage,
+            status=status,
+            pct=float(STAGE_PCT.get(stage, 0) if pct is None else pct),
+            message=message,
+            data=data or {},
         )
         try:
             await self.gateway.bus.publish(event)
@@ -88,28 +107,42 @@ async def _update(gateway: Any, run: resources_pb2.AlphaBacktestRun, *paths: str
     await aio_call(
         gateway.clients.persistence.UpdateAlphaBacktestRun,
         ppb.UpdateAlphaBacktestRunRequest(run=run, update_mask=field_mask_pb2.FieldMask(paths=list(paths))),
-        timeout=gateway.settings.deadline_default_seconds, target="persistence",
+        timeout=gateway.settings.deadline_default_seconds,
+        target="persistence",
     )
 
 
 def _error_detail(stage: str, exc: BaseException) -> resources_pb2.ErrorDetail:
     if isinstance(exc, AlphaSwarmError):
-        return resources_pb2.ErrorDetail(stage=stage, code=exc.grpc_code, message=str(exc), field=remote_field(exc) or "")
+        return resources_pb2.ErrorDetail(
+            stage=stage, code=exc.grpc_code, message=str(exc), field=remote_field(exc) or ""
+        )
     return resources_pb2.ErrorDetail(stage=stage, code="INTERNAL", message=f"{type(exc).__name__}: {exc}")
 
 
-async def fail_unstarted(gateway: Any, run: resources_pb2.AlphaBacktestRun, stage: str, exc: BaseException) -> None:
+async def fail_unstarted(
+    gateway: Any, run: resources_pb2.AlphaBacktestRun, stage: str, exc: BaseException
+) -> None:
     """Mark a run that never reached a worker as FAILED and publish the terminal event."""
     detail = _error_detail(stage, exc)
-    failed = resources_pb2.AlphaBacktestRun(run_id=run.run_id, state=resources_pb2.RUN_STATE_FAILED, stage="failed",
-                                            error=detail)
+    failed = resources_pb2.AlphaBacktestRun(
+        run_id=run.run_id, state=resources_pb2.RUN_STATE_FAILED, stage="failed", error=detail
+    )
     failed.finished_at.CopyFrom(timestamp_from_datetime(_now()))
     try:
         await _update(gateway, failed, "state", "stage", "error", "finished_at")
     finally:
         await _Progress(gateway, run.task_id, seq=1).emit(
-            "failed", "failed", detail.message, pct=100,
-            data={"stage": detail.stage, "code": detail.code, "message": detail.message, "field": detail.field},
+            "failed",
+            "failed",
+            detail.message,
+            pct=100,
+            data={
+                "stage": detail.stage,
+                "code": detail.code,
+                "message": detail.message,
+                "field": detail.field,
+            },
         )
 
 
@@ -120,8 +153,11 @@ class AlphaBacktestSaga:
 
     async def handle_job(self, kind: str, payload: dict[str, Any]) -> None:
         run = await self.gw.get_run(run_id=payload["run_id"])
-        if run.state in (resources_pb2.RUN_STATE_SUCCEEDED, resources_pb2.RUN_STATE_FAILED,
-                         resources_pb2.RUN_STATE_CANCELLED):
+        if run.state in (
+            resources_pb2.RUN_STATE_SUCCEEDED,
+            resources_pb2.RUN_STATE_FAILED,
+            resources_pb2.RUN_STATE_CANCELLED,
+        ):
             return
         await self.execute(run)
 
@@ -136,8 +172,14 @@ class AlphaBacktestSaga:
         try:
             experiment_id = await asyncio.to_thread(tracker.ensure_experiment, cfg.experiment_name)
             parent_run_id = await asyncio.to_thread(
-                tracker.create_run, experiment_id, cfg.run_name,
-                tags={"alphaswarm.run_id": run.run_id, "alphaswarm.task_id": run.task_id, "alphaswarm.kind": "alpha_backtest"},
+                tracker.create_run,
+                experiment_id,
+                cfg.run_name,
+                tags={
+                    "alphaswarm.run_id": run.run_id,
+                    "alphaswarm.task_id": run.task_id,
+                    "alphaswarm.kind": "alpha_backtest",
+                },
             )
             links.state = resources_pb2.RUN_STATE_RUNNING
             links.stage = stage
@@ -147,27 +189,41 @@ class AlphaBacktestSaga:
             await asyncio.to_thread(tracker.log_params, parent_run_id, _flat_params(cfg))
 
             # 1-2. train, register, deploy (or reuse a deployment)
-            deployment, train_run_id = await self._model_stages(cfg, run, experiment_id, parent_run_id, progress,
-                                                                lambda s: _set_stage(links, s))
+            deployment, train_run_id = await self._model_stages(
+                cfg, run, experiment_id, parent_run_id, progress, lambda s: _set_stage(links, s)
+            )
             stage = "predicting"
             links.model_name = deployment.model_name
             links.model_version = deployment.model_version
             links.deployment_id = deployment.deployment_id
             links.mlflow_train_run_id = train_run_id
             links.stage = stage
-            await _update(self.gw, links, "model_name", "model_version", "deployment_id", "mlflow_train_run_id", "stage")
+            await _update(
+                self.gw, links, "model_name", "model_version", "deployment_id", "mlflow_train_run_id", "stage"
+            )
 
             # 3. predict over the backtest window
             start, end = _window(cfg)
-            await progress.emit(stage, "started", f"predicting {start}..{end} with {deployment.model_name} v{deployment.model_version}")
+            await progress.emit(
+                stage,
+                "started",
+                f"predicting {start}..{end} with {deployment.model_name} v{deployment.model_version}",
+            )
             pred = await aio_call(
                 self.gw.clients.registry.Predict,
-                rpb.PredictRequest(deployment_id=deployment.deployment_id, start_date=str(start), end_date=str(end)),
-                timeout=self.settings.deadline_predict_seconds, target="registry",
+                rpb.PredictRequest(
+                    deployment_id=deployment.deployment_id, start_date=str(start), end_date=str(end)
+                ),
+                timeout=self.settings.deadline_predict_seconds,
+                target="registry",
             )
             signal, dates, symbols = matrix_from_proto(pred.predictions, field="predictions")
-            await progress.emit(stage, "done", f"{signal.shape[0]} dates x {signal.shape[1]} symbols",
-                                data={"n_dates": int(signal.shape[0]), "n_symbols": int(signal.shape[1])})
+            await progress.emit(
+                stage,
+                "done",
+                f"{signal.shape[0]} dates x {signal.shape[1]} symbols",
+                data={"n_dates": int(signal.shape[0]), "n_symbols": int(signal.shape[1])},
+            )
 
             # 4. backtest the trades the predictions drive
             stage = "backtesting"
@@ -179,18 +235,28 @@ class AlphaBacktestSaga:
             bt = await aio_call(
                 self.gw.clients.backtester.RunBacktest,
                 bpb.RunBacktestRequest(
-                    signal=pred.predictions, prices=prices, strategy_cfg=config_to_proto(strategy_cfg),
-                    backtest_cfg=config_to_proto(backtest_cfg), experiment_id=experiment_id,
-                    parent_run_id=parent_run_id, task_id=run.task_id,
+                    signal=pred.predictions,
+                    prices=prices,
+                    strategy_cfg=config_to_proto(strategy_cfg),
+                    backtest_cfg=config_to_proto(backtest_cfg),
+                    experiment_id=experiment_id,
+                    parent_run_id=parent_run_id,
+                    task_id=run.task_id,
                     strategy_label=f"alpha:{strategy_cfg.type}",
-                    persist=True, request_id=f"{run.run_id}:backtest",
+                    persist=True,
+                    request_id=f"{run.run_id}:backtest",
                     notes=f"alpha-backtest run {run.run_id}: {deployment.model_name} v{deployment.model_version}",
                 ),
-                timeout=self.settings.deadline_backtest_seconds, target="backtester",
+                timeout=self.settings.deadline_backtest_seconds,
+                target="backtester",
             )
             trading_values, trading_reasons, trading_conv = metricset_from_proto(bt.metrics)
-            await progress.emit(stage, "done", f"sharpe {_fmt(trading_values.get('sharpe'))}, {len(bt.trades)} trades",
-                                data={"backtest_id": bt.backtest_id, "sharpe": trading_values.get("sharpe")})
+            await progress.emit(
+                stage,
+                "done",
+                f"sharpe {_fmt(trading_values.get('sharpe'))}, {len(bt.trades)} trades",
+                data={"backtest_id": bt.backtest_id, "sharpe": trading_values.get("sharpe")},
+            )
 
             # 5. ML metrics on the same window, combined score
             close = np.asarray(_field(prices, "close"))
@@ -204,11 +270,22 @@ class AlphaBacktestSaga:
                 "ml_all": ml.values,
                 "trading_all": trading_values,
                 "score_detail": score.to_dict(),
-                "reasons": {**{f"ml.{k}": v for k, v in ml.reasons.items()},
-                            **{f"trading.{k}": v for k, v in trading_reasons.items()}},
-                "conventions": {"ml": ml.conventions, "trading": trading_conv,
-                                "execution_lag": cfg.execution_lag, "horizon": cfg.dataset_cfg.label.horizon},
-                "window": {"start": str(dates[0]), "end": str(dates[-1]), "n_dates": len(dates), "symbols": symbols},
+                "reasons": {
+                    **{f"ml.{k}": v for k, v in ml.reasons.items()},
+                    **{f"trading.{k}": v for k, v in trading_reasons.items()},
+                },
+                "conventions": {
+                    "ml": ml.conventions,
+                    "trading": trading_conv,
+                    "execution_lag": cfg.execution_lag,
+                    "horizon": cfg.dataset_cfg.label.horizon,
+                },
+                "window": {
+                    "start": str(dates[0]),
+                    "end": str(dates[-1]),
+                    "n_dates": len(dates),
+                    "symbols": symbols,
+                },
             }
 
             # 6. persist
@@ -219,94 +296,195 @@ class AlphaBacktestSaga:
             if cfg.capture_predictions and self.settings.ml_prediction_audit_enabled:
                 written = await self._save_audit(run, cfg, signal, labels, close, bt, dates, symbols)
                 captured = True
-                await progress.emit(stage, "progress", f"{written} prediction audit rows", data={"audit_rows": written})
+                await progress.emit(
+                    stage, "progress", f"{written} prediction audit rows", data={"audit_rows": written}
+                )
             done = resources_pb2.AlphaBacktestRun(
-                run_id=run.run_id, state=resources_pb2.RUN_STATE_SUCCEEDED, stage="completed",
-                backtest_id=bt.backtest_id, mlflow_backtest_run_id=bt.run_id,
-                combined_metrics=struct_from_dict(combined), duration_seconds=time.perf_counter() - started,
+                run_id=run.run_id,
+                state=resources_pb2.RUN_STATE_SUCCEEDED,
+                stage="completed",
+                backtest_id=bt.backtest_id,
+                mlflow_backtest_run_id=bt.run_id,
+                combined_metrics=struct_from_dict(combined),
+                duration_seconds=time.perf_counter() - started,
                 predictions_captured=captured,
             )
             done.finished_at.CopyFrom(timestamp_from_datetime(_now()))
-            await _update(self.gw, done, "state", "stage", "backtest_id", "mlflow_backtest_run_id", "combined_metrics",
-                          "duration_seconds", "predictions_captured", "finished_at")
+            await _update(
+                self.gw,
+                done,
+                "state",
+                "stage",
+                "backtest_id",
+                "mlflow_backtest_run_id",
+                "combined_metrics",
+                "duration_seconds",
+                "predictions_captured",
+                "finished_at",
+            )
 
             # 7. the parent run carries the combined metrics and links
-            await asyncio.to_thread(self._finish_parent, parent_run_id, ml.values, trading_values, score.score, {
-                "alphaswarm.train_run_id": train_run_id,
-                "alphaswarm.backtest_run_id": bt.run_id,
-                "alphaswarm.backtest_id": bt.backtest_id,
-                "alphaswarm.deployment_id": deployment.deployment_id,
-                "alphaswarm.model_name": deployment.model_name,
-                "alphaswarm.model_version": deployment.model_version,
-            })
-            await progress.emit("completed", "completed", f"score {_fmt(score.score)}", pct=100, data={
-                "run_id": run.run_id, "task_id": run.task_id, "mlflow_parent_run_id": parent_run_id,
-                "model_name": deployment.model_name, "model_version": deployment.model_version,
-                "deployment_id": deployment.deployment_id, "backtest_id": bt.backtest_id,
-                "combined_metrics": {"ml": combined["ml"], "trading": combined["trading"], "score": score.score},
-            })
+            await asyncio.to_thread(
+                self._finish_parent,
+                parent_run_id,
+                ml.values,
+                trading_values,
+                score.score,
+                {
+                    "alphaswarm.train_run_id": train_run_id,
+                    "alphaswarm.backtest_run_id": bt.run_id,
+                    "alphaswarm.backtest_id": bt.backtest_id,
+                    "alphaswarm.deployment_id": deployment.deployment_id,
+                    "alphaswarm.model_name": deployment.model_name,
+                    "alphaswarm.model_version": deployment.model_version,
+                },
+            )
+            await progress.emit(
+                "completed",
+                "completed",
+                f"score {_fmt(score.score)}",
+                pct=100,
+                data={
+                    "run_id": run.run_id,
+                    "task_id": run.task_id,
+                    "mlflow_parent_run_id": parent_run_id,
+                    "model_name": deployment.model_name,
+                    "model_version": deployment.model_version,
+                    "deployment_id": deployment.deployment_id,
+                    "backtest_id": bt.backtest_id,
+                    "combined_metrics": {
+                        "ml": combined["ml"],
+                        "trading": combined["trading"],
+                        "score": score.score,
+                    },
+                },
+            )
         except Exception as exc:
             await self._fail(run, links, stage, exc, parent_run_id, progress, started)
 
     # ------------------------------------------------------------------------------------------
-    async def _model_stages(self, cfg: AlphaBacktestConfig, run: resources_pb2.AlphaBacktestRun, experiment_id: str,
-                            parent_run_id: str, progress: _Progress, set_stage: Any) -> tuple[resources_pb2.Deployment, str]:
+    async def _model_stages(
+        self,
+        cfg: AlphaBacktestConfig,
+        run: resources_pb2.AlphaBacktestRun,
+        experiment_id: str,
+        parent_run_id: str,
+        progress: _Progress,
+        set_stage: Any,
+    ) -> tuple[resources_pb2.Deployment, str]:
         clients = self.gw.clients
         if not cfg.train_first:
-            await progress.emit("deploying", "started", f"reusing deployment {cfg.deployment_id}; nothing is trained")
-            dep = (await aio_call(clients.registry.GetDeployment, rpb.GetDeploymentRequest(deployment_id=cfg.deployment_id),
-                                  timeout=self.settings.deadline_default_seconds, target="registry")).deployment
-            await progress.emit("deploying", "done", f"deployment {dep.deployment_id} serves {dep.model_name} v{dep.model_version}",
-                                data={"deployment_id": dep.deployment_id, "model_version": dep.model_version, "reused": True})
+            await progress.emit(
+                "deploying", "started", f"reusing deployment {cfg.deployment_id}; nothing is trained"
+            )
+            dep = (
+                await aio_call(
+                    clients.registry.GetDeployment,
+                    rpb.GetDeploymentRequest(deployment_id=cfg.deployment_id),
+                    timeout=self.settings.deadline_default_seconds,
+                    target="registry",
+                )
+            ).deployment
+            await progress.emit(
+                "deploying",
+                "done",
+                f"deployment {dep.deployment_id} serves {dep.model_name} v{dep.model_version}",
+                data={"deployment_id": dep.deployment_id, "model_version": dep.model_version, "reused": True},
+            )
             return dep, ""
 
         await progress.emit("training", "started", f"fitting {cfg.model_cfg.type}")
         trained = await aio_call(
             clients.trainer.Train,
-            tpb.TrainRequest(dataset_cfg=config_to_proto(cfg.dataset_cfg), model_cfg=config_to_proto(cfg.model_cfg),
-                             experiment_id=experiment_id, parent_run_id=parent_run_id, task_id=run.task_id),
-            timeout=self.settings.deadline_train_seconds, target="trainer",
+            tpb.TrainRequest(
+                dataset_cfg=config_to_proto(cfg.dataset_cfg),
+                model_cfg=config_to_proto(cfg.model_cfg),
+                experiment_id=experiment_id,
+                parent_run_id=parent_run_id,
+                task_id=run.task_id,
+            ),
+            timeout=self.settings.deadline_train_seconds,
+            target="trainer",
         )
         valid = metricset_from_proto(trained.metrics["valid"])[0] if "valid" in trained.metrics else {}
-        await progress.emit("training", "done", f"{trained.n_train_rows} rows, {len(trained.feature_names)} features",
-                            data={"train_run_id": trained.run_id, "valid_ic_spearman": valid.get("ic_spearman")})
+        await progress.emit(
+            "training",
+            "done",
+            f"{trained.n_train_rows} rows, {len(trained.feature_names)} features",
+            data={"train_run_id": trained.run_id, "valid_ic_spearman": valid.get("ic_spearman")},
+        )
 
         await _update(self.gw, set_stage("registering"), "stage")
         await progress.emit("registering", "started", f"registering {cfg.model_cfg.registered_name}")
         reg = await aio_call(
             clients.registry.RegisterModel,
-            rpb.RegisterModelRequest(model_uri=trained.model_uri, name=cfg.model_cfg.registered_name, alias="champion",
-                                     run_id=trained.run_id,
-                                     tags={"alphaswarm.run_id": run.run_id,
-                                           "alphaswarm.valid_ic_spearman": str(valid.get("ic_spearman"))}),
-            timeout=self.settings.deadline_default_seconds, target="registry",
+            rpb.RegisterModelRequest(
+                model_uri=trained.model_uri,
+                name=cfg.model_cfg.registered_name,
+                alias="champion",
+                run_id=trained.run_id,
+                tags={
+                    "alphaswarm.run_id": run.run_id,
+                    "alphaswarm.valid_ic_spearman": str(valid.get("ic_spearman")),
+                },
+            ),
+            timeout=self.settings.deadline_default_seconds,
+            target="registry",
         )
-        await progress.emit("registering", "done", f"{reg.name} version {reg.version} ({reg.alias})",
-                            data={"model_name": reg.name, "model_version": reg.version})
+        await progress.emit(
+            "registering",
+            "done",
+            f"{reg.name} version {reg.version} ({reg.alias})",
+            data={"model_name": reg.name, "model_version": reg.version},
+        )
 
         await _update(self.gw, set_stage("deploying"), "stage")
         await progress.emit("deploying", "started", "deploying as DeployedModelAlpha")
         dep = await aio_call(
             clients.registry.Deploy,
-            rpb.DeployRequest(deployment_id=cfg.deployment_id or "", model_name=reg.name, model_version=reg.version,
-                              model_alias=reg.alias, dataset_cfg=config_to_proto(cfg.dataset_cfg),
-                              strategy_cfg=config_to_proto(cfg.strategy_cfg), request_id=f"{run.run_id}:deploy"),
-            timeout=self.settings.deadline_default_seconds, target="registry",
+            rpb.DeployRequest(
+                deployment_id=cfg.deployment_id or "",
+                model_name=reg.name,
+                model_version=reg.version,
+                model_alias=reg.alias,
+                dataset_cfg=config_to_proto(cfg.dataset_cfg),
+                strategy_cfg=config_to_proto(cfg.strategy_cfg),
+                request_id=f"{run.run_id}:deploy",
+            ),
+            timeout=self.settings.deadline_default_seconds,
+            target="registry",
         )
         if dep.rolled:
-            msg = (f"rolled deployment {dep.deployment.deployment_id} from version {dep.previous_model_version} "
-                   f"to {dep.deployment.model_version}")
+            msg = (
+                f"rolled deployment {dep.deployment.deployment_id} from version {dep.previous_model_version} "
+                f"to {dep.deployment.model_version}"
+            )
         else:
             msg = f"deployment {dep.deployment.deployment_id} serves {reg.name} v{reg.version}"
-        await progress.emit("deploying", "done", msg, data={
-            "deployment_id": dep.deployment.deployment_id, "rolled": dep.rolled,
-            "previous_model_version": dep.previous_model_version, "model_version": dep.deployment.model_version,
-        })
+        await progress.emit(
+            "deploying",
+            "done",
+            msg,
+            data={
+                "deployment_id": dep.deployment.deployment_id,
+                "rolled": dep.rolled,
+                "previous_model_version": dep.previous_model_version,
+                "model_version": dep.deployment.model_version,
+            },
+        )
         return dep.deployment, trained.run_id
 
-    async def _save_audit(self, run: resources_pb2.AlphaBacktestRun, cfg: AlphaBacktestConfig, signal: np.ndarray,
-                          labels: np.ndarray, close: np.ndarray, bt: bpb.RunBacktestResponse, dates: np.ndarray,
-                          symbols: list[str]) -> int:
+    async def _save_audit(
+        self,
+        run: resources_pb2.AlphaBacktestRun,
+        cfg: AlphaBacktestConfig,
+        signal: np.ndarray,
+        labels: np.ndarray,
+        close: np.ndarray,
+        bt: bpb.RunBacktestResponse,
+        dates: np.ndarray,
+        symbols: list[str],
+    ) -> int:
         """One row per (date, symbol): prediction, realised label, the target weight formed at t,
         the weight held at the close of t, and the position's contribution to the portfolio
         return of bar t (`h[t-1] * r[t]`, the close-to-close asset return)."""
@@ -320,32 +498,60 @@ class AlphaBacktestSaga:
         held_prev = np.vstack([np.zeros((1, held.shape[1])), held[:-1]])
         contribution = np.where(held_prev != 0, held_prev * np.nan_to_num(returns), 0.0)
         batch = resources_pb2.PredictionAuditBatch(dates=dates_to_strings(dates), symbols=list(symbols))
-        for name, values in (("prediction", signal), ("realized_return", labels), ("target_weight", formed),
-                             ("held_weight", held), ("pnl_contribution", contribution)):
+        for name, values in (
+            ("prediction", signal),
+            ("realized_return", labels),
+            ("target_weight", formed),
+            ("held_weight", held),
+            ("pnl_contribution", contribution),
+        ):
             batch.fields[name].CopyFrom(array_to_proto(np.asarray(values, dtype=np.float64)))
-        resp = await aio_call(self.gw.clients.persistence.SavePredictionAudit,
-                              ppb.SavePredictionAuditRequest(run_id=run.run_id, batch=batch),
-                              timeout=self.settings.deadline_backtest_seconds, target="persistence")
+        resp = await aio_call(
+            self.gw.clients.persistence.SavePredictionAudit,
+            ppb.SavePredictionAuditRequest(run_id=run.run_id, batch=batch),
+            timeout=self.settings.deadline_backtest_seconds,
+            target="persistence",
+        )
         return int(resp.rows_written)
 
-    def _finish_parent(self, parent_run_id: str, ml: dict[str, Any], trading: dict[str, Any], score: float | None,
-                       tags: dict[str, str]) -> None:
+    def _finish_parent(
+        self,
+        parent_run_id: str,
+        ml: dict[str, Any],
+        trading: dict[str, Any],
+        score: float | None,
+        tags: dict[str, str],
+    ) -> None:
         tracker = self.gw.tracker
-        metrics = {**{f"ml_{k}": v for k, v in ml.items()}, **{f"trading_{k}": v for k, v in trading.items()},
-                   "score": score}
+        metrics = {
+            **{f"ml_{k}": v for k, v in ml.items()},
+            **{f"trading_{k}": v for k, v in trading.items()},
+            "score": score,
+        }
         tracker.log_metrics(parent_run_id, metrics)
         tracker.set_tags(parent_run_id, {k: v for k, v in tags.items() if v})
         tracker.end_run(parent_run_id)
 
-    async def _fail(self, run: resources_pb2.AlphaBacktestRun, links: resources_pb2.AlphaBacktestRun, stage: str,
-                    exc: BaseException, parent_run_id: str, progress: _Progress, started: float) -> None:
+    async def _fail(
+        self,
+        run: resources_pb2.AlphaBacktestRun,
+        links: resources_pb2.AlphaBacktestRun,
+        stage: str,
+        exc: BaseException,
+        parent_run_id: str,
+        progress: _Progress,
+        started: float,
+    ) -> None:
         detail = _error_detail(stage, exc)
         if isinstance(exc, AlphaSwarmError):
             log.info("run %s failed at %s: %s", run.run_id, stage, exc)
         else:
             log.exception("run %s failed at %s", run.run_id, stage)
         failed = resources_pb2.AlphaBacktestRun(
-            run_id=run.run_id, state=resources_pb2.RUN_STATE_FAILED, stage="failed", error=detail,
+            run_id=run.run_id,
+            state=resources_pb2.RUN_STATE_FAILED,
+            stage="failed",
+            error=detail,
             duration_seconds=time.perf_counter() - started,
         )
         failed.finished_at.CopyFrom(timestamp_from_datetime(_now()))
@@ -354,20 +560,36 @@ class AlphaBacktestSaga:
         except Exception:
             log.exception("could not record the failure of run %s", run.run_id)
         if parent_run_id:
+
             def end_parent() -> None:
-                self.gw.tracker.set_tags(parent_run_id, {"alphaswarm.error_stage": detail.stage,
-                                                         "alphaswarm.error_code": detail.code,
-                                                         "alphaswarm.error_message": detail.message[:4000]})
+                self.gw.tracker.set_tags(
+                    parent_run_id,
+                    {
+                        "alphaswarm.error_stage": detail.stage,
+                        "alphaswarm.error_code": detail.code,
+                        "alphaswarm.error_message": detail.message[:4000],
+                    },
+                )
                 self.gw.tracker.end_run(parent_run_id, failed=True)
 
             try:
                 await asyncio.to_thread(end_parent)
             except Exception:
                 log.exception("could not mark MLflow run %s failed", parent_run_id)
-        await progress.emit("failed", "failed", f"{detail.stage}: {detail.message}", pct=100, data={
-            "stage": detail.stage, "code": detail.code, "message": detail.message, "field": detail.field,
-            "run_id": run.run_id, "mlflow_parent_run_id": parent_run_id,
-        })
+        await progress.emit(
+            "failed",
+            "failed",
+            f"{detail.stage}: {detail.message}",
+            pct=100,
+            data={
+                "stage": detail.stage,
+                "code": detail.code,
+                "message": detail.message,
+                "field": detail.field,
+                "run_id": run.run_id,
+                "mlflow_parent_run_id": parent_run_id,
+            },
+        )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -404,14 +626,22 @@ def _prices_for(cfg: AlphaBacktestConfig, dates: np.ndarray, symbols: list[str])
     if missing:
         raise DataError(f"the run's dataset has no prices for {missing}", field="dataset_cfg.symbols")
     rows = np.searchsorted(panel.dates, dates)
-    if (rows >= len(panel.dates)).any() or not np.array_equal(panel.dates[np.minimum(rows, len(panel.dates) - 1)], dates):
-        raise DataError("the prediction dates are not all dates of the run's dataset", field="dataset_cfg.source")
+    if (rows >= len(panel.dates)).any() or not np.array_equal(
+        panel.dates[np.minimum(rows, len(panel.dates) - 1)], dates
+    ):
+        raise DataError(
+            "the prediction dates are not all dates of the run's dataset", field="dataset_cfg.source"
+        )
     cols = np.array([index[s] for s in symbols])
-    out = arrays_pb2.Panel(dates=dates_to_strings(dates), symbols=list(symbols), fingerprint=panel.fingerprint)
+    out = arrays_pb2.Panel(
+        dates=dates_to_strings(dates), symbols=list(symbols), fingerprint=panel.fingerprint
+    )
     for name in ("close", "open", "high", "low", "volume"):
         values = getattr(panel, name, None)
         if values is not None:
-            out.fields[name].CopyFrom(array_to_proto(np.ascontiguousarray(values[np.ix_(rows, cols)], dtype=np.float64)))
+            out.fields[name].CopyFrom(
+                array_to_proto(np.ascontiguousarray(values[np.ix_(rows, cols)], dtype=np.float64))
+            )
     return out
 
 

@@ -18,8 +18,13 @@ def main() -> None:
     configure_logging()
     settings = Settings()
     app = create_app(settings)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info",
-                timeout_graceful_shutdown=int(settings.grpc_shutdown_grace_seconds) or None)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="info",
+        timeout_graceful_shutdown=int(settings.grpc_shutdown_grace_seconds) or None,
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,12 @@ from google.protobuf import json_format
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.events import ProgressEvent
-from alphaswarm_common.protoconv import config_from_proto, struct_to_dict, timestamp_from_datetime, timestamp_to_datetime
+from alphaswarm_common.protoconv import (
+    config_from_proto,
+    struct_to_dict,
+    timestamp_from_datetime,
+    timestamp_to_datetime,
+)
 
 STATE_NAMES = {
     resources_pb2.RUN_STATE_UNSPECIFIED: "unspecified",
@@ -31,17 +36,29 @@ def stream_url(task_id: str) -> str:
 
 
 def task_accepted(run: resources_pb2.AlphaBacktestRun) -> dict[str, Any]:
-    return {"task_id": run.task_id, "run_id": run.run_id, "status": STATE_NAMES[run.state],
-            "stream_url": stream_url(run.task_id)}
+    return {
+        "task_id": run.task_id,
+        "run_id": run.run_id,
+        "status": STATE_NAMES[run.state],
+        "stream_url": stream_url(run.task_id),
+    }
 
 
 def run_view(run: resources_pb2.AlphaBacktestRun) -> dict[str, Any]:
-    config = config_from_proto(run.config, AlphaBacktestConfig).model_dump(mode="json") if run.HasField("config") else None
+    config = (
+        config_from_proto(run.config, AlphaBacktestConfig).model_dump(mode="json")
+        if run.HasField("config")
+        else None
+    )
     combined = struct_to_dict(run.combined_metrics) if run.HasField("combined_metrics") else None
     error = None
     if run.HasField("error") and run.error.code:
-        error = {"stage": run.error.stage, "code": run.error.code, "message": run.error.message,
-                 "field": run.error.field or None}
+        error = {
+            "stage": run.error.stage,
+            "code": run.error.code,
+            "message": run.error.message,
+            "field": run.error.field or None,
+        }
     return {
         "run_id": run.run_id,
         "task_id": run.task_id,
@@ -72,8 +89,15 @@ def run_view(run: resources_pb2.AlphaBacktestRun) -> dict[str, Any]:
 def event_to_proto(event: ProgressEvent) -> resources_pb2.ProgressEvent:
     from alphaswarm_common.protoconv import struct_from_dict
 
-    msg = resources_pb2.ProgressEvent(task_id=event.task_id, seq=event.seq, stage=event.stage, status=event.status,
-                                      pct=event.pct, message=event.message, data=struct_from_dict(event.data))
+    msg = resources_pb2.ProgressEvent(
+        task_id=event.task_id,
+        seq=event.seq,
+        stage=event.stage,
+        status=event.status,
+        pct=event.pct,
+        message=event.message,
+        data=struct_from_dict(event.data),
+    )
     msg.ts.CopyFrom(timestamp_from_datetime(event.ts))
     return msg
 

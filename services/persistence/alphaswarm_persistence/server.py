@@ -15,7 +15,6 @@ from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as pb_grpc
 from alphaswarm_common.grpc_server import ServiceRegistration
 from alphaswarm_common.service import run_service
 from alphaswarm_common.settings import Settings
-
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
 from alphaswarm_persistence.repository import CatalogRepository

@@ -31,7 +31,9 @@ DEFAULT_ALIAS = "champion"
 
 
 class RegistryServicer(pb_grpc.RegistryServiceServicer):
-    def __init__(self, tracker: Tracker, persistence: ppb_grpc.PersistenceServiceStub, *, deadline: float = 30.0) -> None:
+    def __init__(
+        self, tracker: Tracker, persistence: ppb_grpc.PersistenceServiceStub, *, deadline: float = 30.0
+    ) -> None:
         self.tracker = tracker
         self.persistence = persistence
         self.deadline = deadline
@@ -56,8 +58,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             if key in run_tags:
                 tags[key] = run_tags[key]
         alias = request.alias or DEFAULT_ALIAS
-        version = self.tracker.register_model(request.model_uri, request.name, alias=alias, tags=tags,
-                                              run_id=request.run_id)
+        version = self.tracker.register_model(
+            request.model_uri, request.name, alias=alias, tags=tags, run_id=request.run_id
+        )
         return pb.RegisterModelResponse(name=request.name, version=version, alias=alias)
 
     # -- deployments ----------------------------------------------------------------------------
@@ -84,8 +87,14 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             previous = existing.model_version
             if previous != request.model_version or existing.model_name != request.model_name:
                 entry = struct_pb2.Struct()
-                entry.update({"model_name": existing.model_name, "version": previous,
-                              "from": existing.updated_at.ToDatetime(tzinfo=dt.UTC).isoformat(), "to": now.isoformat()})
+                entry.update(
+                    {
+                        "model_name": existing.model_name,
+                        "version": previous,
+                        "from": existing.updated_at.ToDatetime(tzinfo=dt.UTC).isoformat(),
+                        "to": now.isoformat(),
+                    }
+                )
                 dep.history.values.add().struct_value.CopyFrom(entry)
         else:
             dep = resources_pb2.Deployment(state=resources_pb2.DEPLOYMENT_STATE_ACTIVE)
@@ -97,9 +106,12 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         dep.strategy_cfg.CopyFrom(request.strategy_cfg)
         dep.state = resources_pb2.DEPLOYMENT_STATE_ACTIVE
         del mv
-        saved = call(self.persistence.SaveDeployment,
-                     ppb.SaveDeploymentRequest(deployment=dep, request_id=request.request_id),
-                     timeout=self.deadline, target="persistence")
+        saved = call(
+            self.persistence.SaveDeployment,
+            ppb.SaveDeploymentRequest(deployment=dep, request_id=request.request_id),
+            timeout=self.deadline,
+            target="persistence",
+        )
         rolled = bool(request.deployment_id) and previous != request.model_version
         return pb.DeployResponse(deployment=saved.deployment, rolled=rolled, previous_model_version=previous)
 
@@ -107,9 +119,12 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         return pb.GetDeploymentResponse(deployment=self._get(request.deployment_id))
 
     def ListDeployments(self, request: pb.ListDeploymentsRequest, context: Any) -> pb.ListDeploymentsResponse:
-        out = call(self.persistence.ListDeployments,
-                   ppb.ListDeploymentsRequest(page_size=request.page_size, page_token=request.page_token),
-                   timeout=self.deadline, target="persistence")
+        out = call(
+            self.persistence.ListDeployments,
+            ppb.ListDeploymentsRequest(page_size=request.page_size, page_token=request.page_token),
+            timeout=self.deadline,
+            target="persistence",
+        )
         return pb.ListDeploymentsResponse(deployments=out.deployments, next_page_token=out.next_page_token)
 
     # -- serving --------------------------------------------------------------------------------
@@ -117,7 +132,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         dep = self._get(request.deployment_id)
         if dep.state != resources_pb2.DEPLOYMENT_STATE_ACTIVE:
             raise FailedPrecondition(f"deployment {dep.deployment_id} is retired", field="deployment_id")
-        start = dates_from_strings([request.start_date], field="start_date")[0] if request.start_date else None
+        start = (
+            dates_from_strings([request.start_date], field="start_date")[0] if request.start_date else None
+        )
         end = dates_from_strings([request.end_date], field="end_date")[0] if request.end_date else None
         if start is not None and end is not None and end < start:
             raise InvalidArgument(f"end_date {end} is before start_date {start}", field="end_date")
@@ -136,6 +153,10 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     def _get(self, deployment_id: str) -> resources_pb2.Deployment:
         if not deployment_id:
             raise InvalidArgument("deployment_id is required", field="deployment_id")
-        out = call(self.persistence.GetDeployment, ppb.GetDeploymentRequest(deployment_id=deployment_id),
-                   timeout=self.deadline, target="persistence")
+        out = call(
+            self.persistence.GetDeployment,
+            ppb.GetDeploymentRequest(deployment_id=deployment_id),
+            timeout=self.deadline,
+            target="persistence",
+        )
         return out.deployment

@@ -37,14 +37,46 @@ def _sk(module: str, name: str) -> Callable[[], type]:
 
 
 MODEL_TYPES: dict[str, ModelType] = {
-    "ridge": ModelType(_sk("sklearn.linear_model", "Ridge"), False, {"alpha": 1.0}, "L2-penalised linear regression"),
-    "lasso": ModelType(_sk("sklearn.linear_model", "Lasso"), True, {"alpha": 1e-4, "max_iter": 5000}, "L1-penalised linear regression"),
-    "elastic_net": ModelType(_sk("sklearn.linear_model", "ElasticNet"), True, {"alpha": 1e-4, "l1_ratio": 0.5, "max_iter": 5000}, "L1+L2 linear regression"),
+    "ridge": ModelType(
+        _sk("sklearn.linear_model", "Ridge"), False, {"alpha": 1.0}, "L2-penalised linear regression"
+    ),
+    "lasso": ModelType(
+        _sk("sklearn.linear_model", "Lasso"),
+        True,
+        {"alpha": 1e-4, "max_iter": 5000},
+        "L1-penalised linear regression",
+    ),
+    "elastic_net": ModelType(
+        _sk("sklearn.linear_model", "ElasticNet"),
+        True,
+        {"alpha": 1e-4, "l1_ratio": 0.5, "max_iter": 5000},
+        "L1+L2 linear regression",
+    ),
     "linear": ModelType(_sk("sklearn.linear_model", "LinearRegression"), False, {}, "ordinary least squares"),
-    "random_forest": ModelType(_sk("sklearn.ensemble", "RandomForestRegressor"), True, {"n_estimators": 200, "min_samples_leaf": 50, "n_jobs": -1}, "random forest"),
-    "extra_trees": ModelType(_sk("sklearn.ensemble", "ExtraTreesRegressor"), True, {"n_estimators": 200, "min_samples_leaf": 50, "n_jobs": -1}, "extremely randomised trees"),
-    "hist_gradient_boosting": ModelType(_sk("sklearn.ensemble", "HistGradientBoostingRegressor"), True, {"max_iter": 300, "learning_rate": 0.05}, "histogram gradient boosting"),
-    "mlp": ModelType(_sk("sklearn.neural_network", "MLPRegressor"), True, {"hidden_layer_sizes": [64, 32], "early_stopping": True, "max_iter": 200}, "multi-layer perceptron"),
+    "random_forest": ModelType(
+        _sk("sklearn.ensemble", "RandomForestRegressor"),
+        True,
+        {"n_estimators": 200, "min_samples_leaf": 50, "n_jobs": -1},
+        "random forest",
+    ),
+    "extra_trees": ModelType(
+        _sk("sklearn.ensemble", "ExtraTreesRegressor"),
+        True,
+        {"n_estimators": 200, "min_samples_leaf": 50, "n_jobs": -1},
+        "extremely randomised trees",
+    ),
+    "hist_gradient_boosting": ModelType(
+        _sk("sklearn.ensemble", "HistGradientBoostingRegressor"),
+        True,
+        {"max_iter": 300, "learning_rate": 0.05},
+        "histogram gradient boosting",
+    ),
+    "mlp": ModelType(
+        _sk("sklearn.neural_network", "MLPRegressor"),
+        True,
+        {"hidden_layer_sizes": [64, 32], "early_stopping": True, "max_iter": 200},
+        "multi-layer perceptron",
+    ),
 }
 
 
@@ -61,7 +93,8 @@ def build_model(cfg: ModelConfig) -> Any:
     spec = MODEL_TYPES.get(cfg.type)
     if spec is None:
         raise InvalidArgument(
-            f"unknown model type {cfg.type!r}; known: {', '.join(sorted(MODEL_TYPES))}", field="model_cfg.type"
+            f"unknown model type {cfg.type!r}; known: {', '.join(sorted(MODEL_TYPES))}",
+            field="model_cfg.type",
         )
     estimator_cls = spec.factory()
     accepted = set(inspect.signature(estimator_cls).parameters)
@@ -74,7 +107,10 @@ def build_model(cfg: ModelConfig) -> Any:
     params = {**spec.defaults, **cfg.params}
     if "hidden_layer_sizes" in params and isinstance(params["hidden_layer_sizes"], list):
         params["hidden_layer_sizes"] = tuple(int(x) for x in params["hidden_layer_sizes"])
-    params = {k: (int(v) if isinstance(v, float) and v.is_integer() and k in _INT_PARAMS else v) for k, v in params.items()}
+    params = {
+        k: (int(v) if isinstance(v, float) and v.is_integer() and k in _INT_PARAMS else v)
+        for k, v in params.items()
+    }
     if spec.seeded and "random_state" in accepted:
         params.setdefault("random_state", cfg.seed)
     estimator = estimator_cls(**params)
@@ -84,9 +120,21 @@ def build_model(cfg: ModelConfig) -> Any:
         pass
     except (ValueError, TypeError) as exc:
         name = next((p for p in cfg.params if p in str(exc)), None)
-        raise InvalidArgument(str(exc), field=f"model_cfg.params.{name}" if name else "model_cfg.params") from exc
+        raise InvalidArgument(
+            str(exc), field=f"model_cfg.params.{name}" if name else "model_cfg.params"
+        ) from exc
     return Pipeline([("scaler", StandardScaler()), ("model", estimator)])
 
 
-_INT_PARAMS = {"n_estimators", "max_iter", "min_samples_leaf", "min_samples_split", "max_depth", "n_jobs",
-               "max_leaf_nodes", "random_state", "n_iter_no_change", "batch_size"}
+_INT_PARAMS = {
+    "n_estimators",
+    "max_iter",
+    "min_samples_leaf",
+    "min_samples_split",
+    "max_depth",
+    "n_jobs",
+    "max_leaf_nodes",
+    "random_state",
+    "n_iter_no_change",
+    "batch_size",
+}

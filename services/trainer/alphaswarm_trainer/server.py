@@ -12,7 +12,11 @@ from alphaswarm_trainer.servicer import SERVICE_NAME, TrainerServicer
 
 def build(settings: Settings, *, tracker: Tracker | None = None) -> list[ServiceRegistration]:
     tracker = tracker or Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
-    return [ServiceRegistration(pb_grpc.add_TrainerServiceServicer_to_server, TrainerServicer(tracker), SERVICE_NAME)]
+    return [
+        ServiceRegistration(
+            pb_grpc.add_TrainerServiceServicer_to_server, TrainerServicer(tracker), SERVICE_NAME
+        )
+    ]
 
 
 def main() -> None:

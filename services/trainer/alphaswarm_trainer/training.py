@@ -55,7 +55,11 @@ def prepare(cfg: DatasetConfig) -> Prepared:
     fs = compute_features(panel, cfg.features)
     labels = make_labels(panel.close, cfg.label.horizon, cfg.label.execution_lag, cfg.label.transform)
     rows = segment_rows(
-        panel.dates, cfg.segments, execution_lag=cfg.label.execution_lag, horizon=cfg.label.horizon, embargo=cfg.embargo
+        panel.dates,
+        cfg.segments,
+        execution_lag=cfg.label.execution_lag,
+        horizon=cfg.label.horizon,
+        embargo=cfg.embargo,
     )
     return Prepared(panel, list(fs.names), fs.values, labels, rows)
 
@@ -95,6 +99,6 @@ def train(dataset_cfg: DatasetConfig, model_cfg: ModelConfig) -> TrainingResult:
         feature_names=prep.feature_names,
         dataset_fingerprint=prep.panel.fingerprint,
         metrics=metrics,
-        n_train_rows=int(len(y)),
+        n_train_rows=len(y),
         example=x[:5],
     )

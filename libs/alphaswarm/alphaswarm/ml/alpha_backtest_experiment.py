@@ -23,8 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from alphaswarm.client import AlphaBacktestResult, RunFailed, gateway_client
 from alphaswarm_common.config import (
@@ -34,8 +33,8 @@ from alphaswarm_common.config import (
     ModelConfig,
     StrategyConfig,
 )
+from alphaswarm_common.configio import parse_config, read_config_file
 from alphaswarm_common.events import ProgressEvent
-from alphaswarm_common.protoconv import validation_error
 from alphaswarm_common.settings import Settings
 
 __all__ = ["AlphaBacktestExperiment", "AlphaBacktestResult", "RunFailed", "load_config"]
@@ -50,14 +49,8 @@ def _section(value: Any) -> Any:
 def load_config(source: str | Path | Mapping[str, Any]) -> AlphaBacktestConfig:
     """An `AlphaBacktestConfig` from a YAML/JSON file path or a mapping; errors name the field."""
     if isinstance(source, Mapping):
-        doc: Any = dict(source)
-    else:
-        text = Path(source).read_text()
-        doc = yaml.safe_load(text)
-    try:
-        return AlphaBacktestConfig.model_validate(doc)
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
+        return parse_config(source)
+    return read_config_file(source)
 
 
 class AlphaBacktestExperiment:
@@ -87,7 +80,11 @@ class AlphaBacktestExperiment:
             "capture_predictions": capture_predictions,
             "experiment_name": experiment_name,
         }
-        for key, value in (("model_cfg", model_cfg), ("strategy_cfg", strategy_cfg), ("backtest_cfg", backtest_cfg)):
+        for key, value in (
+            ("model_cfg", model_cfg),
+            ("strategy_cfg", strategy_cfg),
+            ("backtest_cfg", backtest_cfg),
+        ):
             if value is not None:
                 doc[key] = _section(value)
         if deployment_id is not None:
@@ -101,19 +98,29 @@ class AlphaBacktestExperiment:
         self.gateway_addr = gateway_addr
 
     @classmethod
-    def from_config(cls, config: AlphaBacktestConfig | str | Path | Mapping[str, Any], **kwargs: Any) -> AlphaBacktestExperiment:
+    def from_config(
+        cls, config: AlphaBacktestConfig | str | Path | Mapping[str, Any], **kwargs: Any
+    ) -> AlphaBacktestExperiment:
         cfg = config if isinstance(config, AlphaBacktestConfig) else load_config(config)
         doc = cfg.model_dump(mode="json", exclude_unset=True)
-        sections = {k: doc.pop(k) for k in ("dataset_cfg", "model_cfg", "strategy_cfg", "backtest_cfg") if k in doc}
+        sections = {
+            k: doc.pop(k) for k in ("dataset_cfg", "model_cfg", "strategy_cfg", "backtest_cfg") if k in doc
+        }
         return cls(**sections, **doc, **kwargs)
 
-    def run(self, *, on_event: Callable[[ProgressEvent], None] | None = None, raise_on_failure: bool = True,
-            timeout: float | None = None) -> AlphaBacktestResult:
+    def run(
+        self,
+        *,
+        on_event: Callable[[ProgressEvent], None] | None = None,
+        raise_on_failure: bool = True,
+        timeout: float | None = None,
+    ) -> AlphaBacktestResult:
         """Run the workflow to its end; raise `RunFailed` (naming the stage) when it fails."""
         client = gateway_client(self.settings, gateway_addr=self.gateway_addr)
         try:
-            result = client.run(self.config, on_event=on_event, timeout=timeout,
-                                request_id=self.config.request_id or "")
+            result = client.run(
+                self.config, on_event=on_event, timeout=timeout, request_id=self.config.request_id or ""
+            )
         finally:
             client.close()
         if raise_on_failure and result.status != "succeeded":

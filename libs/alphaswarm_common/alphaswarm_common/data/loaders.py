@@ -286,7 +286,9 @@ def _resolve(source: str, fmt: str, base_dir: str | Path | None) -> tuple[tuple[
         ref = resources.files("alphaswarm_common.data").joinpath(shipped.filename)
         path = Path(str(ref))
         if not path.is_file():
-            raise DataError(f"shipped dataset {source!r} is missing from the installation ({path})", field=_SOURCE)
+            raise DataError(
+                f"shipped dataset {source!r} is missing from the installation ({path})", field=_SOURCE
+            )
         use = shipped.format if fmt == "auto" else fmt
         return ("shipped", source.strip().lower(), use), path, use
     path = Path(source).expanduser()
@@ -336,7 +338,9 @@ def _read_frame(path: Path) -> pd.DataFrame:
 def _csv_header(path: Path) -> list[str] | None:
     """The first row of a CSV as written (the reader renames duplicates to `x.1`)."""
     try:
-        head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, skipinitialspace=True)
+        head = pd.read_csv(
+            path, header=None, nrows=1, dtype=str, keep_default_na=False, skipinitialspace=True
+        )
     except Exception:
         return None
     return [str(c) for c in head.iloc[0].tolist()] if len(head) else None
@@ -358,7 +362,9 @@ def _parse_dates(values: pd.Series, source: str) -> np.ndarray:
     if pd.api.types.is_integer_dtype(values.dtype):
         parsed = pd.to_datetime(values.astype(str), format="%Y%m%d", errors="coerce")
     elif pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
-        raise DataError(f"{source}: the date column is numeric ({values.dtype}); write dates as YYYY-MM-DD", field=_SOURCE)
+        raise DataError(
+            f"{source}: the date column is numeric ({values.dtype}); write dates as YYYY-MM-DD", field=_SOURCE
+        )
     elif isinstance(values.dtype, pd.DatetimeTZDtype):
         parsed = values.dt.tz_localize(None)
     else:
@@ -401,14 +407,10 @@ def _check_order_wide(days: np.ndarray, source: str) -> None:
         )
     if (step == 0).any():
         i = int(np.flatnonzero(step == 0)[0])
-        raise DataError(
-            f"{source}: duplicate date {days[i]} on data rows {i + 1} and {i + 2}", field=_SOURCE
-        )
+        raise DataError(f"{source}: duplicate date {days[i]} on data rows {i + 1} and {i + 2}", field=_SOURCE)
 
 
-def _build(
-    dates: np.ndarray, symbols: tuple[str, ...], fields: dict[str, np.ndarray], source: str
-) -> Panel:
+def _build(dates: np.ndarray, symbols: tuple[str, ...], fields: dict[str, np.ndarray], source: str) -> Panel:
     try:
         return Panel(dates=dates, symbols=symbols, **fields)
     except DataError as exc:
@@ -420,7 +422,9 @@ def _from_wide(frame: pd.DataFrame, by_lower: dict[str, str], source: str) -> Pa
     days = _parse_dates(frame[date_col], source)
     symbol_cols = [c for c in frame.columns if c != date_col]
     if not symbol_cols:
-        raise DataError(f"{source}: a wide file needs one close column per symbol after 'date'", field=_SOURCE)
+        raise DataError(
+            f"{source}: a wide file needs one close column per symbol after 'date'", field=_SOURCE
+        )
     symbols = tuple(str(c).strip() for c in symbol_cols)
     if any(not s for s in symbols):
         raise DataError(f"{source}: a symbol column has an empty name", field=_SOURCE)
@@ -498,14 +502,16 @@ def _from_long(frame: pd.DataFrame, by_lower: dict[str, str], source: str) -> Pa
 # --------------------------------------------------------------------------- filter
 
 
-def _filter(
-    full: Panel, symbols: list[str] | None, start: dt.date | None, end: dt.date | None
-) -> Panel:
+def _filter(full: Panel, symbols: list[str] | None, start: dt.date | None, end: dt.date | None) -> Panel:
     first, last = full.dates[0], full.dates[-1]
     if start is not None and np.datetime64(start, "D") > last:
-        raise DataError(f"start_date {start} is after the last date of the data ({last})", field="dataset_cfg.start_date")
+        raise DataError(
+            f"start_date {start} is after the last date of the data ({last})", field="dataset_cfg.start_date"
+        )
     if end is not None and np.datetime64(end, "D") < first:
-        raise DataError(f"end_date {end} is before the first date of the data ({first})", field="dataset_cfg.end_date")
+        raise DataError(
+            f"end_date {end} is before the first date of the data ({first})", field="dataset_cfg.end_date"
+        )
     panel = full.select(symbols) if symbols is not None else full
     try:
         panel = panel.slice(start, end)
@@ -515,22 +521,22 @@ def _filter(
             field="dataset_cfg.start_date",
         ) from exc
     has_close = ~np.isnan(panel.close)
-    keep_dates = has_close.any(axis=1)
     keep_syms = has_close.any(axis=0)
+    if symbols is not None and not keep_syms.all():
+        empty = [s for s, k in zip(panel.symbols, keep_syms, strict=True) if not k]
+        raise DataError(
+            f"{len(empty)} selected symbol(s) have no close between {panel.dates[0]} and "
+            f"{panel.dates[-1]}: {_show(empty)}",
+            field=_SYMBOLS,
+            details={"empty": empty},
+        )
+    keep_dates = has_close.any(axis=1)
     if not keep_dates.any():
         raise DataError(
-            f"no close between {panel.dates[0]} and {panel.dates[-1]} for the selected symbols",
-            field="dataset_cfg.start_date" if symbols is None else _SYMBOLS,
+            f"no close between {panel.dates[0]} and {panel.dates[-1]} for any symbol",
+            field="dataset_cfg.start_date",
         )
     if not keep_syms.all():
-        empty = [s for s, k in zip(panel.symbols, keep_syms, strict=True) if not k]
-        if symbols is not None:
-            raise DataError(
-                f"{len(empty)} selected symbol(s) have no close between {panel.dates[0]} and "
-                f"{panel.dates[-1]}: {_show(empty)}",
-                field=_SYMBOLS,
-                details={"empty": empty},
-            )
         panel = panel.select([s for s, k in zip(panel.symbols, keep_syms, strict=True) if k])
     if not keep_dates.all():
         panel = panel.rows(np.flatnonzero(keep_dates))

@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -47,30 +47,35 @@ PRICE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close")
 FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 OPTIONAL_FIELDS: tuple[str, ...] = ("open", "high", "low", "volume")
 
-DateLike = dt.date | np.datetime64 | pd.Timestamp | str
+DateLike: TypeAlias = dt.date | np.datetime64 | pd.Timestamp | str
 
 _FINGERPRINT_TAG = b"alphaswarm.panel.v1\x00"
 _HASH_ROWS = 1 << 14  # rows canonicalised per hashing step (bounds the temporary copy)
 
 
 def to_day(value: DateLike) -> np.datetime64:
-    """`value` as a `datetime64[D]`; a time of day other than midnight is an error."""
+    """`value` as a `datetime64[D]`; a time of day other than midnight is an error.
+
+    Accepts a `date` / `datetime` / `pandas.Timestamp` (time zone dropped,
+    keeping the local date), an ISO string or a `numpy.datetime64`.
+    """
     try:
-        if isinstance(value, str):
-            value = pd.Timestamp(value)
-        if isinstance(value, pd.Timestamp):
-            if value.tzinfo is not None:
-                value = value.tz_localize(None)
-            value = value.to_datetime64()
-        day = np.datetime64(value, "D")
-        if isinstance(value, np.datetime64) and not np.isnat(value) and value != day:
-            raise ValueError("has a time of day")
-        if isinstance(value, dt.datetime) and value.time() != dt.time(0):
-            raise ValueError("has a time of day")
+        if isinstance(value, np.datetime64):
+            stamp = value
+        elif isinstance(value, str | dt.date):
+            ts = pd.Timestamp(value)
+            if ts.tzinfo is not None:
+                ts = ts.tz_localize(None)
+            stamp = ts.to_datetime64()
+        else:
+            raise TypeError(f"unsupported type {type(value).__name__}")
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"{value!r} is not a date ({exc})") from exc
-    if np.isnat(day):
+    if np.isnat(stamp):
         raise InvalidArgument(f"{value!r} is not a date")
+    day = stamp.astype("datetime64[D]")
+    if day != stamp:
+        raise InvalidArgument(f"{value!r} is not a date: it has a time of day")
     return day
 
 
@@ -152,7 +157,9 @@ def _check_values(name: str, arr: np.ndarray, dates: np.ndarray, symbols: tuple[
     t, i = int(rows[0]), int(cols[0])
     n_inf = int((present & ~np.isfinite(arr)).sum())
     rule = "finite and >= 0" if name == "volume" else "finite and > 0"
-    problem = "non-finite" if n_inf == int(bad.sum()) else ("negative" if name == "volume" else "non-positive")
+    problem = (
+        "non-finite" if n_inf == int(bad.sum()) else ("negative" if name == "volume" else "non-positive")
+    )
     raise DataError(
         f"{name} must be {rule} where present: {int(bad.sum())} {problem} value(s) "
         f"({n_inf} infinite), e.g. {symbols[i]} on {dates[t]}: {arr[t, i]!r}",
@@ -319,7 +326,9 @@ class Panel:
         position = {s: i for i, s in enumerate(self.symbols)}
         unknown = [s for s in wanted if s not in position]
         if unknown:
-            shown = ", ".join(map(str, unknown[:20])) + (f" (+{len(unknown) - 20} more)" if len(unknown) > 20 else "")
+            shown = ", ".join(map(str, unknown[:20])) + (
+                f" (+{len(unknown) - 20} more)" if len(unknown) > 20 else ""
+            )
             raise DataError(
                 f"{len(unknown)} unknown symbol(s): {shown}; the data has {self.n_symbols} symbols",
                 field="dataset_cfg.symbols",
@@ -332,7 +341,9 @@ class Panel:
             self.dates,
             tuple(wanted),
             **{
-                name: None if getattr(self, name) is None else np.ascontiguousarray(getattr(self, name)[:, cols])
+                name: None
+                if getattr(self, name) is None
+                else np.ascontiguousarray(getattr(self, name)[:, cols])
                 for name in FIELDS
             },
         )
@@ -363,7 +374,9 @@ class Panel:
     def to_wide(self, name: str = "close") -> pd.DataFrame:
         """Field `name` as a frame indexed by date with one column per symbol."""
         return pd.DataFrame(
-            self.field(name), index=pd.DatetimeIndex(pd.to_datetime(self.dates), name="date"), columns=list(self.symbols)
+            self.field(name),
+            index=pd.DatetimeIndex(pd.to_datetime(self.dates), name="date"),
+            columns=list(self.symbols),
         )
 
     # ------------------------------------------------------------------ identity

@@ -354,14 +354,13 @@ _FAMILIES: dict[str, FeatureFamily] = {
         FeatureFamily("ma_ratio", "close[t] / SMA_w(close) - 1", _ma_ratio),
         FeatureFamily("std", "Qlib STD: std_w(close, ddof=1) / close[t]", _std, min_window=2),
         FeatureFamily(
-            "beta", "Qlib BETA: OLS slope of close on the bar index over w bars / close[t]", _beta, min_window=2
+            "beta",
+            "Qlib BETA: OLS slope of close on the bar index over w bars / close[t]",
+            _beta,
+            min_window=2,
         ),
-        FeatureFamily(
-            "rsqr", "Qlib RSQR: R^2 of that regression; NaN on a flat window", _rsqr, min_window=2
-        ),
-        FeatureFamily(
-            "resi", "Qlib RESI: residual of that regression at t / close[t]", _resi, min_window=2
-        ),
+        FeatureFamily("rsqr", "Qlib RSQR: R^2 of that regression; NaN on a flat window", _rsqr, min_window=2),
+        FeatureFamily("resi", "Qlib RESI: residual of that regression at t / close[t]", _resi, min_window=2),
         FeatureFamily("max", f"Qlib MAX: max_w of {_HL} / close[t]", _max),
         FeatureFamily("min", f"Qlib MIN: min_w of {_LW} / close[t]", _min),
         FeatureFamily(
@@ -392,38 +391,55 @@ _FAMILIES: dict[str, FeatureFamily] = {
             "Qlib RANK: percentile of close[t] within its window (pandas rolling rank, pct, average ties)",
             _rank,
         ),
+        FeatureFamily("vma", "Qlib VMA: SMA_w(volume) / volume[t]; NaN on zero volume", _vma, needs=_VOLUME),
         FeatureFamily(
-            "vma", "Qlib VMA: SMA_w(volume) / volume[t]; NaN on zero volume", _vma, needs=_VOLUME
-        ),
-        FeatureFamily(
-            "vstd", "Qlib VSTD: std_w(volume, ddof=1) / volume[t]; NaN on zero volume", _vstd,
-            needs=_VOLUME, min_window=2,
+            "vstd",
+            "Qlib VSTD: std_w(volume, ddof=1) / volume[t]; NaN on zero volume",
+            _vstd,
+            needs=_VOLUME,
+            min_window=2,
         ),
         FeatureFamily(
             "wvma",
             "Qlib WVMA: std_w / mean_w of |close[t]/close[t-1] - 1| * volume[t] (ddof=1)",
-            _wvma, needs=_VOLUME, min_window=2,
+            _wvma,
+            needs=_VOLUME,
+            min_window=2,
         ),
         FeatureFamily(
-            "corr", "Qlib CORR: Pearson correlation of close and ln(1 + volume) over w bars", _corr,
-            needs=_VOLUME, min_window=2,
+            "corr",
+            "Qlib CORR: Pearson correlation of close and ln(1 + volume) over w bars",
+            _corr,
+            needs=_VOLUME,
+            min_window=2,
         ),
         FeatureFamily(
-            "vsump", "Qlib VSUMP: sum of volume increases / sum of |volume changes| over w bars", _vsump,
+            "vsump",
+            "Qlib VSUMP: sum of volume increases / sum of |volume changes| over w bars",
+            _vsump,
             needs=_VOLUME,
         ),
         FeatureFamily(
-            "vsumn", "Qlib VSUMN: sum of volume decreases / sum of |volume changes| over w bars", _vsumn,
+            "vsumn",
+            "Qlib VSUMN: sum of volume decreases / sum of |volume changes| over w bars",
+            _vsumn,
             needs=_VOLUME,
         ),
         FeatureFamily("vsumd", "Qlib VSUMD: vsump - vsumn", _vsumd, needs=_VOLUME),
-        FeatureFamily("kmid", "Qlib KMID: (close - open) / open (no window)", _kmid, needs=_OHLC, windowed=False),
-        FeatureFamily("klen", "Qlib KLEN: (high - low) / open (no window)", _klen, needs=_OHLC, windowed=False),
+        FeatureFamily(
+            "kmid", "Qlib KMID: (close - open) / open (no window)", _kmid, needs=_OHLC, windowed=False
+        ),
+        FeatureFamily(
+            "klen", "Qlib KLEN: (high - low) / open (no window)", _klen, needs=_OHLC, windowed=False
+        ),
         FeatureFamily(
             "kup", "Qlib KUP: (high - max(open, close)) / open (no window)", _kup, needs=_OHLC, windowed=False
         ),
         FeatureFamily(
-            "klow", "Qlib KLOW: (min(open, close) - low) / open (no window)", _klow, needs=_OHLC,
+            "klow",
+            "Qlib KLOW: (min(open, close) - low) / open (no window)",
+            _klow,
+            needs=_OHLC,
             windowed=False,
         ),
         FeatureFamily(
@@ -495,7 +511,8 @@ def _plan(specs: Sequence[FeatureSpec | Mapping[str, Any]], panel: Panel | None,
         for name in names + rank_names:
             if name in seen:
                 raise InvalidArgument(
-                    f"feature {name!r} is requested twice (also by {field}[{seen[name]}])", field=f"{field}[{i}]"
+                    f"feature {name!r} is requested twice (also by {field}[{seen[name]}])",
+                    field=f"{field}[{i}]",
                 )
             seen[name] = i
         groups.append(_Group(family, windows, names, rank_names))
@@ -504,7 +521,9 @@ def _plan(specs: Sequence[FeatureSpec | Mapping[str, Any]], panel: Panel | None,
     return groups
 
 
-def feature_names(specs: Sequence[FeatureSpec | Mapping[str, Any]], *, field: str = "dataset_cfg.features") -> list[str]:
+def feature_names(
+    specs: Sequence[FeatureSpec | Mapping[str, Any]], *, field: str = "dataset_cfg.features"
+) -> list[str]:
     """The column names `compute_features` gives for `specs` (validates the specs, not the data)."""
     groups = _plan(specs, None, field)
     return [n for g in groups for n in g.names] + [n for g in groups for n in g.rank_names]

@@ -247,7 +247,10 @@ def rolling_moments(x: np.ndarray, w: int, y: np.ndarray | None = None) -> Momen
         if c.ok is not None:
             cxy[~c.ok] = np.nan
     return Moments(
-        _full(cx.mean, t_rows, w), _full(cx.m2, t_rows, w), _full(cy.mean, t_rows, w), _full(cy.m2, t_rows, w),
+        _full(cx.mean, t_rows, w),
+        _full(cx.m2, t_rows, w),
+        _full(cy.mean, t_rows, w),
+        _full(cy.m2, t_rows, w),
         _full(cxy, t_rows, w),
     )
 
@@ -294,7 +297,9 @@ def rolling_trend(x: np.ndarray, w: int) -> Trend:
     fitted = cx.mean + slope * ((w - 1.0) / 2.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         rsqr = np.where(flat, np.nan, np.minimum(cxt * cxt / (stt * cx.m2), 1.0))
-    return Trend(_full(slope, t_rows, w), _full(fitted, t_rows, w), _full(rsqr, t_rows, w), _full(cx.m2, t_rows, w))
+    return Trend(
+        _full(slope, t_rows, w), _full(fitted, t_rows, w), _full(rsqr, t_rows, w), _full(cx.m2, t_rows, w)
+    )
 
 
 def rolling_extreme(
@@ -311,12 +316,17 @@ def rolling_extreme(
     pick = np.maximum if kind == "max" else np.minimum  # propagates NaN
     prefer_older = np.greater_equal if kind == "max" else np.less_equal
     val = np.array(x, dtype=np.float64, copy=True)
-    idx = np.broadcast_to(np.arange(t_rows, dtype=np.int64)[:, None], x.shape).copy() if with_position else None
+    idx = (
+        np.broadcast_to(np.arange(t_rows, dtype=np.int64)[:, None], x.shape).copy() if with_position else None
+    )
 
-    def merge(older: np.ndarray, newer: np.ndarray, i_older: np.ndarray | None, i_newer: np.ndarray | None):
+    def merge(
+        older: np.ndarray, newer: np.ndarray, i_older: np.ndarray | None, i_newer: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         merged = pick(older, newer)
-        merged_idx = None if i_older is None else np.where(prefer_older(older, newer), i_older, i_newer)
-        return merged, merged_idx
+        if i_older is None or i_newer is None:
+            return merged, None
+        return merged, np.where(prefer_older(older, newer), i_older, i_newer)
 
     span = 1
     while span * 2 <= w and span < t_rows:
@@ -325,7 +335,7 @@ def rolling_extreme(
             val[:-span], val[span:], None if idx is None else idx[:-span], None if idx is None else idx[span:]
         )
         val[span:] = merged
-        if idx is not None:
+        if idx is not None and merged_idx is not None:
             idx[span:] = merged_idx
         span *= 2
     out = np.full(x.shape, np.nan, dtype=np.float64)
@@ -336,10 +346,13 @@ def rolling_extreme(
         # [t-w+1, t] = [t-w+1, t-w+span] (the range ending at t-(w-span)) U [t-span+1, t]
         shift = w - span
         merged, merged_idx = merge(
-            val[:-shift], val[shift:], None if idx is None else idx[:-shift], None if idx is None else idx[shift:]
+            val[:-shift],
+            val[shift:],
+            None if idx is None else idx[:-shift],
+            None if idx is None else idx[shift:],
         )
         out[shift:] = merged
-        if pos_out is not None:
+        if pos_out is not None and merged_idx is not None:
             pos_out[shift:] = merged_idx
     else:
         out[:] = val

@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike
 
 from alphaswarm_backtester.engine.accounting import StopEvents, simulate
 from alphaswarm_backtester.engine.config import EngineConfig
-from alphaswarm_backtester.engine.trades import build_trades, closed_trades
+from alphaswarm_backtester.engine.trades import build_trades, closed_trade_stats
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics import MetricSet, infer_periods_per_year, trading_metrics
 
@@ -249,7 +249,7 @@ def run_backtest(
             "leverage than the prices allow)",
             field="target_weights",
         )
-    closed = closed_trades(trades)
+    closed_pnl, closed_ret = closed_trade_stats(trades)
     metrics = trading_metrics(
         returns,
         periods_per_year=ppy,
@@ -257,8 +257,8 @@ def run_backtest(
         turnover=sim.turnover,
         traded=traded,
         turnover_penalty=cfg.turnover_penalty,
-        trade_pnls=closed["pnl"].to_numpy(dtype=np.float64),
-        trade_returns=closed["pnl_percent"].to_numpy(dtype=np.float64),
+        trade_pnls=closed_pnl,
+        trade_returns=closed_ret,
         benchmark=bench,
         initial_capital=cfg.initial_capital,
     )

@@ -52,7 +52,7 @@ import pandas as pd
 from alphaswarm_backtester.engine.accounting import REASON_STOP_LOSS, REASON_TAKE_PROFIT, Simulation
 from alphaswarm_backtester.engine.config import EngineConfig
 
-__all__ = ["EXIT_REASONS", "TRADE_COLUMNS", "build_trades", "closed_trades"]
+__all__ = ["EXIT_REASONS", "TRADE_COLUMNS", "build_trades", "closed_trade_stats", "closed_trades"]
 
 EXIT_REASONS = ("signal", "rebalance", "stop_loss", "take_profit", "end_of_data")
 _SIGNAL, _REBALANCE, _STOP_LOSS, _TAKE_PROFIT, _END = range(5)
@@ -134,10 +134,12 @@ class _Path:
         at_close: np.ndarray,
         reason: np.ndarray | None,
         price_has_nan: bool = True,
+        extremes_have_nan: bool = True,
     ) -> None:
         self.x = x
         self.price = price
         self.price_has_nan = price_has_nan
+        self.extremes_have_nan = extremes_have_nan
         self.hi = hi
         self.lo = lo
         self.step_bar = step_bar
@@ -169,7 +171,8 @@ def _block_path(
         bars[-1] = n_bars - 1
         at_close = np.full(n_bars + 1, not by_open)
         at_close[-1] = True
-        return _Path(x_end, px_t, hi_t, lo_t, bars, at_close, None, px_has_nan)
+        extremes_nan = px_has_nan or hi_t is not px_t or lo_t is not px_t
+        return _Path(x_end, px_t, hi_t, lo_t, bars, at_close, None, px_has_nan, extremes_nan)
     sel = (stops.symbol >= j0) & (stops.symbol < j1)
     s_col = stops.symbol[sel] - j0
     s_bar = stops.bar[sel]
@@ -222,23 +225,22 @@ def _block_trades(path: _Path, cfg: EngineConfig) -> dict[str, np.ndarray]:
     extremes one `reduceat` over the starts.
     """
     x = path.x
-    n_cols, width = x.shape
+    width = x.shape[1]
     pad_step = width - 1
-    sgn = (x > 0).view(np.int8) - (x < 0).view(np.int8)
-    sgn_prev = _shift_right(sgn)
-    act = np.flatnonzero((sgn != 0) | (sgn_prev != 0))
+    x_flat = x.ravel()
+    sgn = (x_flat > 0).view(np.int8) - (x_flat < 0).view(np.int8)
+    # the cell before a row's first step is the previous row's pad (0): one flat shift serves all rows.
+    sgn_prev = np.empty_like(sgn)
+    sgn_prev[0] = 0
+    sgn_prev[1:] = sgn[:-1]
+    act = np.flatnonzero(sgn | sgn_prev)
     n_act = act.size
     if n_act == 0:
         return {}
-    col_of = act // width
-    step_of = act - col_of * width
-    row_start = step_of == 0
-    x_flat = x.ravel()
     x_c = x_flat[act]
-    x_prev_c = x_flat[act - 1]
-    x_prev_c[row_start] = 0.0
-    s_c = sgn.ravel()[act]
-    sp_c = sgn_prev.ravel()[act]
+    x_prev_c = x_flat[act - 1]  # act[0] - 1 may be -1: the last pad, also 0
+    s_c = sgn[act]
+    sp_c = sgn_prev[act]
     change = s_c != sp_c
     starts = np.flatnonzero(change & (s_c != 0))
     exits = np.flatnonzero(change & (sp_c != 0))
@@ -272,13 +274,13 @@ def _block_trades(path: _Path, cfg: EngineConfig) -> dict[str, np.ndarray]:
     s_q[f - 1] += old_q
     s_aq[f - 1] += old_aq
 
-    col = col_of[starts]
-    step_in = step_of[starts]
-    step_out = step_of[exits]
+    col = act[starts] // width
+    step_in = act[starts] - col * width
+    step_out = act[exits] - col * width
     is_open = step_out == pad_step
     xp_ex = x_prev_c[exits]
     p_ex = p_c[exits]
-    direction = np.sign(x_st)
+    direction = s_c[starts].astype(np.float64)
     size = 0.5 * s_abs
     ent_value = 0.5 * (s_aq + direction * s_q)
     ext_value = 0.5 * (s_aq - direction * s_q)
@@ -287,9 +289,8 @@ def _block_trades(path: _Path, cfg: EngineConfig) -> dict[str, np.ndarray]:
     slippage = cfg.slippage * traded_value
     if cfg.min_fee > 0.0:
         # what the minimum adds to each order; a flipping order's is split by the shares of each side.
-        extra = np.where(
-            (adx > 0) & (step_of != pad_step), np.maximum(cfg.min_fee - cfg.cost_rate * aq, 0.0), 0.0
-        )
+        extra = np.where(adx > 0, np.maximum(cfg.min_fee - cfg.cost_rate * aq, 0.0), 0.0)
+        extra[exits[is_open]] = 0.0  # the pad "exit" is not an order
         s_extra = np.bincount(ids, weights=extra, minlength=n)
         moved = extra[starts[f]] * old_abs / adx[starts[f]]
         s_extra[f] -= moved
@@ -318,13 +319,16 @@ def _block_trades(path: _Path, cfg: EngineConfig) -> dict[str, np.ndarray]:
     # close-type flipping cell, which sits in segment k + 1, is added back to trade k.
     hi_c = raw_c if path.hi is path.price else path.hi.ravel()[act]
     lo_c = hi_c if path.lo is path.hi else path.lo.ravel()[act]
-    hi_m = np.nan_to_num(hi_c, nan=-np.inf)
-    lo_m = np.nan_to_num(lo_c, nan=np.inf)
+    hi_m = hi_c.copy()
+    lo_m = lo_c.copy()
+    if path.extremes_have_nan:
+        hi_m[np.isnan(hi_m)] = -np.inf
+        lo_m[np.isnan(lo_m)] = np.inf
     start_close = path.at_close[step_in]
     masked = starts[start_close]
     hi_m[masked] = -np.inf
     lo_m[masked] = np.inf
-    exit_open = exits[~path.at_close[step_out] & ~np.isin(exits, starts[f])]
+    exit_open = exits[~path.at_close[step_out] & (x_c[exits] == 0)]
     hi_m[exit_open] = -np.inf
     lo_m[exit_open] = np.inf
     win_hi = np.maximum.reduceat(hi_m, starts)
@@ -385,10 +389,11 @@ def build_trades(
     high: np.ndarray | None = None,
     low: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """The ledger of `sim` as a DataFrame with `TRADE_COLUMNS`, one row per trade, chronological.
+    """The ledger of `sim` as a DataFrame with `TRADE_COLUMNS`, one row per trade.
 
-    Rows are ordered by entry (bar, then intrabar step), then symbol order;
-    `trade_number` counts from 1 in that order. `dates` is `datetime64[ns]`, `(T,)`.
+    Rows are ordered by symbol (in `symbols` order), then entry time, as
+    vectorbt orders its position records; `trade_number` counts from 1 in
+    that order. `dates` is `datetime64[ns]`, `(T,)`.
     """
     n_bars, n_syms = sim.positions.shape
     by_open = config.fill_price == "open"
@@ -410,23 +415,15 @@ def build_trades(
         if part:
             part["col"] = part["col"] + j0
             parts.append(part)
-    return _frame(parts, dates, symbols, n_steps)
+    return _frame(parts, dates, symbols)
 
 
 _INT_KEYS = ("col", "step_in", "entry_bar", "exit_bar", "reason")
 
 
-def _frame(
-    parts: list[dict[str, np.ndarray]], dates: np.ndarray, symbols: Sequence[str], n_steps: int
-) -> pd.DataFrame:
+def _frame(parts: list[dict[str, np.ndarray]], dates: np.ndarray, symbols: Sequence[str]) -> pd.DataFrame:
     if parts:
-        keys = list(parts[0])
-        step = np.concatenate([p["step_in"] for p in parts])
-        # blocks are in symbol order and each block is (symbol, step)-ordered: a stable sort on the
-        # step gives (step, symbol). A uint16 key sorts by radix.
-        key = step.astype(np.uint16 if n_steps < 1 << 16 else np.uint32)
-        order = np.argsort(key, kind="stable")
-        cols = {k: np.concatenate([p[k] for p in parts])[order] for k in keys}
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     else:
         cols = {k: np.empty(0, dtype=np.int64) for k in _INT_KEYS}
         cols["is_open"] = np.empty(0, dtype=bool)
@@ -480,3 +477,12 @@ def _frame(
 def closed_trades(trades: pd.DataFrame) -> pd.DataFrame:
     """The trades that were closed before the end of the data (trade statistics use these only)."""
     return trades.loc[~trades["is_open"].to_numpy()]
+
+
+def closed_trade_stats(trades: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """`(pnl, pnl_percent)` of the closed trades, as float arrays (without copying the frame)."""
+    closed = ~trades["is_open"].to_numpy()
+    return (
+        trades["pnl"].to_numpy(dtype=np.float64)[closed],
+        trades["pnl_percent"].to_numpy(dtype=np.float64)[closed],
+    )

@@ -1,0 +1,63 @@
+"""Reading a run config document (YAML or JSON: JSON is YAML) into an `AlphaBacktestConfig`.
+
+One parser for every entrypoint (REST body, CLI file, `AlphaBacktestExperiment`),
+so the same mistake gives the same error everywhere: a document that does not
+parse is InvalidArgument on `body` with the line and column; a config that does
+not validate is InvalidArgument naming the first offending field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from alphaswarm_common.config import AlphaBacktestConfig
+from alphaswarm_common.errors import InvalidArgument
+from alphaswarm_common.protoconv import validation_error
+
+__all__ = ["parse_config", "parse_config_document", "read_config_file"]
+
+
+def parse_config_document(raw: bytes | str, *, field: str = "body") -> dict[str, Any]:
+    """The mapping in a YAML/JSON document."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if not text.strip():
+        raise InvalidArgument(
+            "the document is empty; send the run config as JSON or YAML", field=field, reason="EMPTY_BODY"
+        )
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InvalidArgument(
+            f"the document is neither JSON nor YAML{where}: {getattr(exc, 'problem', exc)}",
+            field=field,
+            reason="INVALID_YAML",
+        ) from exc
+    if not isinstance(doc, dict):
+        raise InvalidArgument(
+            "the document must be a mapping of the run config sections", field=field, reason="INVALID_BODY"
+        )
+    return doc
+
+
+def parse_config(doc: Mapping[str, Any]) -> AlphaBacktestConfig:
+    """Validate a mapping; errors name the field (`details["status"]` is 422 for REST)."""
+    try:
+        return AlphaBacktestConfig.model_validate(dict(doc))
+    except ValidationError as exc:
+        err = validation_error(exc)
+        err.details["status"] = 422
+        raise err from exc
+
+
+def read_config_file(path: str | Path) -> AlphaBacktestConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidArgument(f"no config file at {p}", field="config")
+    return parse_config(parse_config_document(p.read_bytes(), field="config"))
