@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+
 from alphaswarm_common.config import DatasetConfig
 from alphaswarm_common.data import (
     SHIPPED_DATASETS,

@@ -8,11 +8,12 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+
 from alphaswarm_common.config import DatasetConfig, Segments
 from alphaswarm_common.data import Panel, validate_segments
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.labels import make_labels, segment_rows
-from scipy import stats
 
 pytestmark = pytest.mark.unit
 

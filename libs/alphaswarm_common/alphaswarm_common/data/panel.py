@@ -156,13 +156,16 @@ def _check_values(name: str, arr: np.ndarray, dates: np.ndarray, symbols: tuple[
     rows, cols = np.nonzero(bad)
     t, i = int(rows[0]), int(cols[0])
     n_inf = int((present & ~np.isfinite(arr)).sum())
+    n_sign = int(bad.sum()) - n_inf
     rule = "finite and >= 0" if name == "volume" else "finite and > 0"
-    problem = (
-        "non-finite" if n_inf == int(bad.sum()) else ("negative" if name == "volume" else "non-positive")
-    )
+    found = []
+    if n_sign:
+        found.append(f"{n_sign} {'negative' if name == 'volume' else 'non-positive'} value(s)")
+    if n_inf:
+        found.append(f"{n_inf} non-finite value(s)")
     raise DataError(
-        f"{name} must be {rule} where present: {int(bad.sum())} {problem} value(s) "
-        f"({n_inf} infinite), e.g. {symbols[i]} on {dates[t]}: {arr[t, i]!r}",
+        f"{name} must be {rule} where present; found {' and '.join(found)}, "
+        f"e.g. {symbols[i]} on {dates[t]}: {float(arr[t, i])!r}",
         details={"field_name": name, "count": int(bad.sum()), "symbol": symbols[i], "date": str(dates[t])},
     )
 

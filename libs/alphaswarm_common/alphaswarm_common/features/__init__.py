@@ -37,13 +37,15 @@ Conventions
   `(T, N, F)` so that `values[rows].reshape(-1, F)` is a design matrix; pass
   `dtype=np.float64` for full precision. The array is read-only.
 
-Cost: every family is a few whole-panel NumPy passes (prefix sums for window
-sums and moments, `log2(w)` doubling steps for rolling max/min and their
-positions); `rank` alone costs `w` passes. The panel is processed in blocks
-of symbols so that temporaries stay in cache and memory stays at the output
-size plus a few block-sized arrays. Cross-sectional ranks sort every row
-(`O(N log N)` per date and column) and dominate the run time when many
-columns are ranked.
+Cost: every family is a few dozen whole-panel NumPy passes (prefix sums for
+window sums and moments, `log2(w)` doubling steps for rolling max/min and
+their positions); `rank` alone costs `w` passes. The panel is processed in
+blocks of symbols (~2 M cells per temporary), so memory is the output plus a
+few hundred MB whatever the panel size. Cross-sectional ranks sort every row
+(`O(N log N)` per date and column) and dominate when many columns are ranked.
+Measured on a shared 2-vCPU VM, T=5040 x N=3000 (15 M cells): ~0.4 s CPU per
+base column, ~0.7 s per `_csrank` column; 45 columns (26 + 19 ranks) take
+~25 s with a peak RSS of 3.8 GB for a 2.7 GB float32 output.
 """
 
 from __future__ import annotations

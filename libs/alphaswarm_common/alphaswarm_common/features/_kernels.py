@@ -17,11 +17,12 @@ Window conventions, shared by every `rolling_*` kernel:
 Numerics: window sums use prefix sums restarted every `w` rows, so a window
 is the head of one block plus the tail of the previous one and every partial
 sum holds at most `w` terms (the error does not grow with `T`, unlike a global
-`cumsum`, and no sum mixes distant price levels). Second moments centre each
-block on its first value and merge the two parts with Chan et al.'s pairwise
-update, which avoids the `E[x^2] - E[x]^2` cancellation on price levels
-(more accurate than pandas' rolling var on prices). A window whose values are
-all identical has a variance and covariance of exactly 0.
+`cumsum`, and no sum mixes distant price levels). For second moments each
+block is centred on its first value and the tail's sums are moved to the
+head block's reference, a value inside the window, so `Q - S^2 / w` only
+cancels deviations of the size of the window's range, not of the price level
+(on prices this is more accurate than pandas' rolling var). A window whose
+values are all identical has a variance and covariance of exactly 0.
 """
 
 from __future__ import annotations
@@ -407,10 +408,11 @@ def cs_rank(x: np.ndarray) -> np.ndarray:
     count = valid.sum(axis=1)
     keyed = np.where(valid, x, np.inf)  # missing values sort last, after every finite value
     order = np.argsort(keyed, axis=1)
-    ordered = np.take_along_axis(keyed, order, axis=1)
+    flat_order = (order + (np.arange(rows, dtype=np.intp) * n)[:, None]).ravel()
+    ordered = keyed.ravel()[flat_order].reshape(rows, n)
     # position (0-based) of each sorted cell; ties get the average position of their group
     position = np.broadcast_to(np.arange(n, dtype=np.float64), (rows, n))
-    tie = ordered[:, 1:] == ordered[:, :-1]  # inf == inf only among missing cells, masked below
+    tie = (ordered[:, 1:] == ordered[:, :-1]) & np.isfinite(ordered[:, 1:])  # missing cells never tie
     tied_rows = np.flatnonzero(tie.any(axis=1))
     if tied_rows.size:
         position = position.copy()
@@ -428,6 +430,6 @@ def cs_rank(x: np.ndarray) -> np.ndarray:
     pct = position / denom[:, None]
     if (count == 1).any():
         pct = np.where((count == 1)[:, None], 0.5, pct)
-    np.put_along_axis(out, order, pct, axis=1)
+    out.ravel()[flat_order] = pct.ravel()
     out[~valid] = np.nan
     return out

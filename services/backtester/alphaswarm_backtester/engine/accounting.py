@@ -110,6 +110,8 @@ __all__ = [
     "StopEvents",
     "decision_schedule",
     "ffill_rows",
+    "last_marks",
+    "mark_to_market",
     "simulate",
 ]
 
@@ -151,14 +153,14 @@ class StopEvents:
 class Simulation:
     """Raw result of `simulate` (currency amounts; fractions are derived in `run_backtest`).
 
-    - `positions[s]`: signed shares held at the end of bar s (after its fill and stops).
-    - `cash[s]`, `equity[s]`: at the close of bar s.
+    - `positions[s]`: signed shares held at the end of bar s (after its fill
+      and stops). `mark_to_market(..., in_place=True)` turns this buffer into
+      the end-of-bar weights.
+    - `cash[s]`: at the close of bar s.
     - `weights_target[s]`: the target in force at bar s (the decision row of
       the last fill at or before s, NaN read as 0, leverage-capped; 0 before
       the first fill).
-    - `weights_held[s]`: `positions[s] * mark[s] / equity[s]`.
     - `traded_notional[s]`, `cost[s]`: currency traded and paid on bar s.
-    - `turnover[s]`: `sum_i |weights_held[s] - weights_held[s-1]|`.
     - `fill_bars`: the bars with a rebalance fill; `last_mark`: the last known
       close of every symbol at the final bar (NaN if it never had one);
       `fill_prices_clean`: no fill bar has a NaN fill price.
@@ -166,12 +168,9 @@ class Simulation:
 
     positions: np.ndarray
     cash: np.ndarray
-    equity: np.ndarray
     weights_target: np.ndarray
-    weights_held: np.ndarray
     traded_notional: np.ndarray
     cost: np.ndarray
-    turnover: np.ndarray
     fill_bars: np.ndarray
     last_mark: np.ndarray
     stops: StopEvents
@@ -334,8 +333,11 @@ def _simulate_fills(
             np.divide(wt_f[r0:r1], px_f[r0:r1], out=pos_f[r0:r1])
             wsum[r0:r1] = wt_f[r0:r1].sum(axis=1)
     fast = ok.tolist() if cfg.min_fee == 0.0 else [False] * n_fills
+    wsum_l = wsum.tolist()
     positions[:first] = 0.0
-    cash_f = np.empty(n_fills)
+    cash_l = [0.0] * n_fills
+    traded_l = [0.0] * n_fills
+    cost_l = [0.0] * n_fills
     shares = np.zeros(n_cols)
     cash = cfg.initial_capital * growth**first
     step_growth = growth**step
@@ -353,9 +355,9 @@ def _simulate_fills(
                 np.abs(d, out=d)
                 notional = float(d @ price)
                 cost = rate * notional
-                cash = value * (1.0 - wsum[j]) - cost
-                traded[first + j * step] = notional
-                costs[first + j * step] = cost
+                cash = value * (1.0 - wsum_l[j]) - cost
+                traded_l[j] = notional
+                cost_l[j] = cost
             else:
                 row[:] = shares
         else:
@@ -366,10 +368,12 @@ def _simulate_fills(
             else:
                 mark = close[upto]
             marked_to = upto
-            target = wt_f[j]
-            cash, traded[f], costs[f] = _rebalance(shares, cash, target, price, mark, cfg, row)
-        cash_f[j] = cash
+            cash, traded_l[j], cost_l[j] = _rebalance(shares, cash, wt_f[j], price, mark, cfg, row)
+        cash_l[j] = cash
         shares = row
+    cash_f = np.array(cash_l)
+    traded[sl] = traded_l
+    costs[sl] = cost_l
     # bars between fills keep the last fill's shares; cash earns rf on every bar.
     cash_end[:first] = cfg.initial_capital * growth ** np.arange(1, first + 1)
     cash_end[sl] = cash_f
@@ -518,11 +522,32 @@ def _simulate_bars(
     return positions, cash_end, traded, costs, stops
 
 
-def _mark_to_market(
-    positions: np.ndarray, cash: np.ndarray, close: np.ndarray, weights_held: np.ndarray
+def last_marks(close: np.ndarray) -> np.ndarray:
+    """The last non-NaN close of every symbol (NaN if it never had one)."""
+    mark = close[-1].copy()
+    missing = np.isnan(mark)
+    step = _row_chunk(close.shape[1])
+    r1 = close.shape[0] - 1
+    while missing.any() and r1 > 0:
+        r0 = max(0, r1 - step)
+        cols = np.flatnonzero(missing)
+        mark[cols] = _advance_marks(mark[cols], close[r0:r1, cols])
+        missing = np.isnan(mark)
+        r1 = r0
+    return mark
+
+
+def mark_to_market(
+    positions: np.ndarray, cash: np.ndarray, close: np.ndarray, *, in_place: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Equity, turnover and last marks; writes `weights_held` in place (row chunks, bounded memory)."""
+    """`(equity, weights_held, turnover)` of end-of-bar share counts, marked at the last known close.
+
+    Row chunks keep temporaries small. With `in_place=True` the weights are
+    written over `positions` (which then holds weights, not shares): the
+    backtest needs one `(T, N)` buffer less.
+    """
     n_bars, n_cols = positions.shape
+    weights_held = positions if in_place else np.empty_like(positions)
     equity = np.empty(n_bars)
     turnover = np.empty(n_bars)
     carry = np.full(n_cols, np.nan)
@@ -544,7 +569,7 @@ def _mark_to_market(
         np.abs(diff, out=diff)
         turnover[r0:r1] = diff.sum(axis=1)
         prev_w = wh[-1:].copy()
-    return equity, turnover, carry
+    return equity, weights_held, turnover
 
 
 def simulate(
@@ -571,26 +596,19 @@ def simulate(
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
     if config.has_stops:
-        positions, cash, traded, cost, stops = _simulate_bars(
-            wt, close, open, high, low, fills, config, rf_p
-        )
+        positions, cash, traded, cost, stops = _simulate_bars(wt, close, open, high, low, fills, config, rf_p)
         clean = bool(_rows_all_finite(fill_px).all())
     else:
         positions, cash, traded, cost, clean = _simulate_fills(wt, close, fill_px, fills, config, rf_p)
         stops = StopEvents.empty()
-    weights_held = np.empty_like(positions)
-    equity, turnover, last_mark = _mark_to_market(positions, cash, close, weights_held)
     return Simulation(
         positions=positions,
         cash=cash,
-        equity=equity,
         weights_target=wt,
-        weights_held=weights_held,
         traded_notional=traded,
         cost=cost,
-        turnover=turnover,
         fill_bars=fills,
-        last_mark=last_mark,
+        last_mark=last_marks(close),
         stops=stops,
         fill_prices_clean=clean,
     )

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from alphaswarm_backtester.engine.accounting import StopEvents, simulate
+from alphaswarm_backtester.engine.accounting import StopEvents, ffill_rows, mark_to_market, simulate
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.trades import build_trades, closed_trade_stats
 from alphaswarm_common.errors import DataError, InvalidArgument
@@ -47,8 +47,9 @@ class BacktestOutput:
     Per bar and symbol (`(T, N)`): `weights_target` (the target in force,
     after the execution lag: the decision row of the last fill at or before
     s, NaN read as 0, leverage-capped; 0 before the first fill),
-    `weights_held` (end-of-bar weights after trading, stops and drift),
-    `positions` (signed shares held at the end of the bar).
+    `weights_held` (end-of-bar weights after trading, stops and drift).
+    Share counts are not kept (a third `(T, N)` matrix): `shares(close)`
+    rebuilds them from `weights_held * equity / last known close`.
 
     `trades` is the ledger (`alphaswarm_backtester.engine.trades`),
     `metrics` the `MetricSet` of `trading_metrics`, `periods_per_year` the
@@ -64,7 +65,6 @@ class BacktestOutput:
     cash: np.ndarray
     weights_target: np.ndarray
     weights_held: np.ndarray
-    positions: np.ndarray
     traded: np.ndarray
     costs: np.ndarray
     turnover: np.ndarray
@@ -74,6 +74,19 @@ class BacktestOutput:
     metrics: MetricSet
     periods_per_year: float
     config: EngineConfig
+
+    def shares(self, close: ArrayLike) -> np.ndarray:
+        """Signed shares held at the end of each bar, `(T, N)`, from the `close` the backtest used.
+
+        `weights_held * equity / mark`, the mark being the last known close;
+        exact up to rounding (exact zeros stay zero).
+        """
+        px = np.asarray(close, dtype=np.float64).reshape(self.weights_held.shape)
+        marks, _ = ffill_rows(px, np.full(px.shape[1], np.nan))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = self.weights_held * self.equity[:, None] / marks
+        out[self.weights_held == 0] = 0.0
+        return out
 
     def to_summary(self) -> dict[str, Any]:
         """A strict-JSON summary: window, final and peak equity, totals, trade counts, metrics, config."""
@@ -191,7 +204,9 @@ def run_backtest(
     w = _matrix(target_weights, "target_weights", None)
     n_bars, n_syms = w.shape
     if n_bars == 0 or n_syms == 0:
-        raise DataError(f"needs at least one date and one symbol, got shape {w.shape}", field="target_weights")
+        raise DataError(
+            f"needs at least one date and one symbol, got shape {w.shape}", field="target_weights"
+        )
     _check_values(w, "target_weights", prices=False)
     px_close = _matrix(close, "close", w.shape)
     _check_values(px_close, "close", prices=True)
@@ -233,7 +248,8 @@ def run_backtest(
         low=extra["low"],
     )
 
-    equity = sim.equity
+    # the ledger has read the share counts: their buffer becomes the end-of-bar weights.
+    equity, weights_held, turnover = mark_to_market(sim.positions, sim.cash, px_close, in_place=True)
     equity_prev = np.empty(n_bars)
     equity_prev[0] = cfg.initial_capital
     equity_prev[1:] = equity[:-1]
@@ -254,7 +270,7 @@ def run_backtest(
         returns,
         periods_per_year=ppy,
         rf=cfg.rf,
-        turnover=sim.turnover,
+        turnover=turnover,
         traded=traded,
         turnover_penalty=cfg.turnover_penalty,
         trade_pnls=closed_pnl,
@@ -269,11 +285,10 @@ def run_backtest(
         drawdown,
         sim.cash,
         sim.weights_target,
-        sim.weights_held,
-        sim.positions,
+        weights_held,
         traded,
         costs,
-        sim.turnover,
+        turnover,
         sim.fill_bars,
     )
     return BacktestOutput(
@@ -284,11 +299,10 @@ def run_backtest(
         drawdown=drawdown,
         cash=sim.cash,
         weights_target=sim.weights_target,
-        weights_held=sim.weights_held,
-        positions=sim.positions,
+        weights_held=weights_held,
         traded=traded,
         costs=costs,
-        turnover=sim.turnover,
+        turnover=turnover,
         fill_bars=sim.fill_bars,
         trades=trades,
         stops=sim.stops,

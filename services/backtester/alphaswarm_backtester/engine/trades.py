@@ -36,10 +36,18 @@ which aggregate every fill of one position, so they can be checked against it:
 - `duration_bars` = exit bar - entry bar; `duration_days` whole calendar
   days and `duration_hours` between the entry and exit dates.
 
-The ledger is computed without a per-trade Python loop: per block of symbols
-the share path is transposed to (symbol, time), sign changes give the trade
-boundaries, and every per-trade sum or extreme is one `ufunc.reduceat` over
-the trades' contiguous segments.
+Rows are ordered by symbol, then entry time (as vectorbt orders its records).
+
+The ledger is computed without a per-trade Python loop. Per block of
+symbols, the signs of the share path are laid out by (symbol, step) with one
+zero "pad" step after the last one, and compressed to the active cells (a
+non-zero position at the step or the one before). In that order a trade's
+cells, from its opening step to its exit step, are contiguous and trades
+follow each other, so per-trade sums are one `bincount` over the cells'
+trade ids and per-trade extremes one `reduceat` over the trade starts. A
+trade still open at the end "exits" at the pad step, at the last known
+close. Only the active cells' prices are gathered, so the work is
+proportional to the time positions are held, not to T x N.
 """
 
 from __future__ import annotations
@@ -94,162 +102,234 @@ def _transpose_into(out: np.ndarray, src: np.ndarray, j0: int, j1: int) -> None:
         out[:, r0:r1] = src[r0:r1, j0:j1].T
 
 
-def _padded_t(src: np.ndarray, j0: int, j1: int, pad: float | np.ndarray) -> np.ndarray:
+def _padded_t(
+    src: np.ndarray, j0: int, j1: int, pad: float | np.ndarray, dtype: type = np.float64
+) -> np.ndarray:
     """`src[:, j0:j1].T` with one extra step at the end holding `pad`: shape `(j1 - j0, T + 1)`."""
-    out = np.empty((j1 - j0, src.shape[0] + 1))
+    out = np.empty((j1 - j0, src.shape[0] + 1), dtype=dtype)
     _transpose_into(out, src, j0, j1)
     out[:, -1] = pad
     return out
 
 
-def _shift_right(a: np.ndarray) -> np.ndarray:
-    """`a` shifted one step along axis 1 with 0 in front (the value before each step)."""
-    out = np.empty_like(a)
-    out[:, 0] = 0
-    out[:, 1:] = a[:, :-1]
-    return out
+def _sign(a: np.ndarray) -> np.ndarray:
+    """Sign of a float array as int8."""
+    return (a > 0).view(np.int8) - (a < 0).view(np.int8)
 
 
-class _Path:
-    """The share path of a block of symbols: one row per symbol, one column per step, plus a pad step.
+class _Cells:
+    """The active cells of a block of symbols, in (symbol, step) order.
 
-    A step is a bar, or with stops a half-bar: (stop, close fill) with close
-    fills, (open fill, stop) with open fills. The pad step after the last one
-    holds a zero position: a trade still open at the end "exits" there
-    (`end_of_data`, at the symbol's last known close, no cost).
-
-    `price` is the fill price of each step (NaN: no fill; the pad holds the
-    last known close), `hi` / `lo` the
-    excursion prices attached to each step (NaN: none), `at_close[step]`
-    whether a fill at that step happens at the close of its bar.
+    Steps are laid out in rows of `width` (one row per symbol, the last step
+    of a row is the pad); `act` holds the flat indices of the active cells.
+    Per cell: the position after the step and before it, their signs, the
+    fill price of the step (0 where nothing fills; the last known close at
+    the pad), the high / low attached to the step for excursions (NaN where
+    none), and with stops the stop reason. Per step of a row: its bar and
+    whether a fill at that step happens at the bar's close.
     """
 
     def __init__(
         self,
+        *,
+        act: np.ndarray,
+        width: int,
         x: np.ndarray,
+        x_prev: np.ndarray,
+        sign: np.ndarray,
+        sign_prev: np.ndarray,
         price: np.ndarray,
         hi: np.ndarray,
         lo: np.ndarray,
+        extremes_have_nan: bool,
+        reason: np.ndarray | None,
         step_bar: np.ndarray,
         at_close: np.ndarray,
-        reason: np.ndarray | None,
-        price_has_nan: bool = True,
-        extremes_have_nan: bool = True,
     ) -> None:
+        self.act = act
+        self.width = width
         self.x = x
+        self.x_prev = x_prev
+        self.sign = sign
+        self.sign_prev = sign_prev
         self.price = price
-        self.price_has_nan = price_has_nan
-        self.extremes_have_nan = extremes_have_nan
         self.hi = hi
         self.lo = lo
+        self.extremes_have_nan = extremes_have_nan
+        self.reason = reason
         self.step_bar = step_bar
         self.at_close = at_close
-        self.reason = reason
 
 
-def _block_path(
+def _active(sgn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(act, sign, sign_prev)` of a flat (symbol, step) sign grid whose rows end with a zero pad.
+
+    The cell before a row's first step is the previous row's pad (0), so one
+    flat shift gives every row's previous sign.
+    """
+    prev = np.empty_like(sgn)
+    prev[0] = 0
+    prev[1:] = sgn[:-1]
+    act = np.flatnonzero(sgn | prev)
+    return act, sgn[act], prev[act]
+
+
+def _cells_by_bar(
     sim: Simulation,
-    px_t: np.ndarray,
-    hi_t: np.ndarray,
-    lo_t: np.ndarray,
+    fill_px: np.ndarray,
+    high: np.ndarray | None,
+    low: np.ndarray | None,
+    close: np.ndarray,
     by_open: bool,
     j0: int,
     j1: int,
-    px_has_nan: bool,
-) -> _Path:
-    """The path of symbols `j0:j1`; `*_t` are transposed `(symbols, T + 1)` prices.
+) -> _Cells | None:
+    """Active cells without stops: one step per bar; prices gathered from the `(T, N)` matrices."""
+    positions = sim.positions
+    n_bars, n_syms = positions.shape
+    width = n_bars + 1
+    sgn_t = _padded_t(_sign(positions[:, j0:j1]), 0, j1 - j0, 0, dtype=np.int8)
+    act, sign, sign_prev = _active(sgn_t.ravel())
+    if act.size == 0:
+        return None
+    col = act // width
+    bar = act - col * width
+    pad = np.flatnonzero(bar == n_bars)
+    src = bar * n_syms + (col + j0)
+    src[pad] = j0  # any valid index: the pad's values are set below
+    x = positions.ravel()[src]
+    x[pad] = 0.0
+    # the previous step of an active cell is the previous active cell, or inactive (position 0).
+    x_prev = np.zeros(act.size)
+    adjacent = np.flatnonzero(act[1:] == act[:-1] + 1) + 1
+    x_prev[adjacent] = x[adjacent - 1]
+    raw = fill_px.ravel()[src]
+    raw[pad] = np.nan_to_num(sim.last_mark[col[pad] + j0])
+    price = raw if sim.fill_prices_clean else np.nan_to_num(raw, nan=0.0)
 
-    `px_t`'s pad holds the last known close; `hi_t` / `lo_t` are NaN-padded
-    except when they are `px_t` itself (the last close is then also an
-    excursion price, which changes nothing: it is the trade's exit price).
-    """
+    def extreme(arr: np.ndarray | None) -> np.ndarray:
+        if arr is None and not by_open:
+            return raw  # the close: the pad's last close is also the exit price, harmless
+        base = close.ravel()[src]
+        if arr is not None:
+            vals = arr.ravel()[src]
+            base = np.where(np.isnan(vals), base, vals)
+        base[pad] = np.nan
+        return base
+
+    hi = extreme(high)
+    lo = hi if high is None and low is None else extreme(low)
+    at_close = np.full(width, not by_open)
+    at_close[-1] = True
+    step_bar = np.arange(width, dtype=np.int64)
+    step_bar[-1] = n_bars - 1
+    return _Cells(
+        act=act,
+        width=width,
+        x=x,
+        x_prev=x_prev,
+        sign=sign,
+        sign_prev=sign_prev,
+        price=price,
+        hi=hi,
+        lo=lo,
+        extremes_have_nan=True,
+        reason=None,
+        step_bar=step_bar,
+        at_close=at_close,
+    )
+
+
+def _cells_with_stops(
+    sim: Simulation,
+    fill_px: np.ndarray,
+    high: np.ndarray | None,
+    low: np.ndarray | None,
+    close: np.ndarray,
+    by_open: bool,
+    j0: int,
+    j1: int,
+) -> _Cells | None:
+    """Active cells with stops: two steps per bar, (stop, close fill) or (open fill, stop)."""
     n_bars = sim.positions.shape[0]
     stops = sim.stops
-    x_end = _padded_t(sim.positions, j0, j1, 0.0)
-    if len(stops) == 0:
-        bars = np.arange(n_bars + 1, dtype=np.int64)
-        bars[-1] = n_bars - 1
-        at_close = np.full(n_bars + 1, not by_open)
-        at_close[-1] = True
-        extremes_nan = px_has_nan or hi_t is not px_t or lo_t is not px_t
-        return _Path(x_end, px_t, hi_t, lo_t, bars, at_close, None, px_has_nan, extremes_nan)
     sel = (stops.symbol >= j0) & (stops.symbol < j1)
     s_col = stops.symbol[sel] - j0
     s_bar = stops.bar[sel]
     n_cols = j1 - j0
     width = 2 * n_bars + 1
+    x_end = _padded_t(sim.positions, j0, j1, 0.0)[:, :-1]
+    px_t = _padded_t(fill_px, j0, j1, np.nan)[:, :-1]
+    close_t = _padded_t(close, j0, j1, np.nan)[:, :-1]
     x = np.zeros((n_cols, width))
     price = np.full((n_cols, width), np.nan)
-    price[:, -1] = px_t[:, -1]
+    price[:, -1] = np.nan_to_num(sim.last_mark[j0:j1])
     reason = np.zeros((n_cols, width), dtype=np.int8)
-    # a bar's high/low is attached to its second step: inside a trade's window exactly when the
-    # trade was held through the bar (see `_block_trades`).
+    # a bar's high / low sits on its second step: inside a trade's excursion window exactly when
+    # the trade was held through the bar (see `_block_trades`).
     hi = np.full((n_cols, width), np.nan)
     lo = np.full((n_cols, width), np.nan)
-    hi[:, 1:-1:2] = hi_t[:, :-1]
-    lo[:, 1:-1:2] = lo_t[:, :-1]
+    for out, arr in ((hi, high), (lo, low)):
+        vals = close_t if arr is None else _padded_t(arr, j0, j1, np.nan)[:, :-1]
+        out[:, 1:-1:2] = vals if arr is None else np.where(np.isnan(vals), close_t, vals)
     if not by_open:
         # step 2s: stops (intrabar), step 2s+1: the close fill.
-        mid = _shift_right(x_end[:, :-1])
+        mid = np.zeros_like(x_end)
+        mid[:, 1:] = x_end[:, :-1]
         mid[s_col, s_bar] = 0.0
         x[:, 0:-1:2] = mid
-        x[:, 1:-1:2] = x_end[:, :-1]
-        price[:, 1:-1:2] = px_t[:, :-1]
+        x[:, 1:-1:2] = x_end
+        price[:, 1:-1:2] = px_t
         price[s_col, 2 * s_bar] = stops.price[sel]
         reason[s_col, 2 * s_bar] = stops.reason[sel]
         at_close = np.tile(np.array([False, True]), n_bars)
     else:
         # step 2s: the open fill, step 2s+1: stops (intrabar).
-        mid = x_end[:, :-1].copy()
+        mid = x_end.copy()
         mid[s_col, s_bar] = stops.shares[sel]
         x[:, 0:-1:2] = mid
-        x[:, 1:-1:2] = x_end[:, :-1]
-        price[:, 0:-1:2] = px_t[:, :-1]
+        x[:, 1:-1:2] = x_end
+        price[:, 0:-1:2] = px_t
         price[s_col, 2 * s_bar + 1] = stops.price[sel]
         reason[s_col, 2 * s_bar + 1] = stops.reason[sel]
         at_close = np.zeros(2 * n_bars, dtype=bool)
-    bars = np.append(np.repeat(np.arange(n_bars, dtype=np.int64), 2), n_bars - 1)
-    return _Path(x, price, hi, lo, bars, np.append(at_close, True), reason)
+    x_flat = x.ravel()
+    act, sign, sign_prev = _active(_sign(x_flat))
+    if act.size == 0:
+        return None
+    return _Cells(
+        act=act,
+        width=width,
+        x=x_flat[act],
+        x_prev=x_flat[act - 1],  # act[0] - 1 may be -1: the last pad, also 0
+        sign=sign,
+        sign_prev=sign_prev,
+        price=np.nan_to_num(price.ravel()[act], nan=0.0),
+        hi=hi.ravel()[act],
+        lo=lo.ravel()[act],
+        extremes_have_nan=True,
+        reason=reason.ravel()[act],
+        step_bar=np.append(np.repeat(np.arange(n_bars, dtype=np.int64), 2), n_bars - 1),
+        at_close=np.append(at_close, True),
+    )
 
 
-def _block_trades(path: _Path, cfg: EngineConfig) -> dict[str, np.ndarray]:
+def _block_trades(cells: _Cells, cfg: EngineConfig) -> dict[str, np.ndarray]:
     """Every trade of one block of symbols (see the module docstring for the definitions).
 
-    The block is first compressed to its active cells (position non-zero at
-    this step or the previous one). In that order the cells of each trade,
-    from its opening step to its exit step, are contiguous and consecutive
-    trades follow each other, so segment k is `[start_k, start_{k+1})`: the
-    trade's own cells plus its exit cell, except after a flip, where the
-    flipping cell opens the next segment and is split between the two trades.
-    Per-trade sums are one `bincount` over the cells' trade ids, per-trade
-    extremes one `reduceat` over the starts.
+    Segment k of the compressed cells is `[start_k, start_{k+1})`: the trade's
+    own cells plus its exit cell, except after a flip, where the flipping
+    cell opens segment k + 1 and is split between the two trades.
     """
-    x = path.x
-    width = x.shape[1]
+    act, width = cells.act, cells.width
     pad_step = width - 1
-    x_flat = x.ravel()
-    sgn = (x_flat > 0).view(np.int8) - (x_flat < 0).view(np.int8)
-    # the cell before a row's first step is the previous row's pad (0): one flat shift serves all rows.
-    sgn_prev = np.empty_like(sgn)
-    sgn_prev[0] = 0
-    sgn_prev[1:] = sgn[:-1]
-    act = np.flatnonzero(sgn | sgn_prev)
-    n_act = act.size
-    if n_act == 0:
-        return {}
-    x_c = x_flat[act]
-    x_prev_c = x_flat[act - 1]  # act[0] - 1 may be -1: the last pad, also 0
-    s_c = sgn[act]
-    sp_c = sgn_prev[act]
-    change = s_c != sp_c
+    x_c, x_prev_c, s_c, p_c = cells.x, cells.x_prev, cells.sign, cells.price
+    change = s_c != cells.sign_prev
     starts = np.flatnonzero(change & (s_c != 0))
-    exits = np.flatnonzero(change & (sp_c != 0))
+    exits = np.flatnonzero(change & (cells.sign_prev != 0))
     n = starts.size
-    ids = np.repeat(np.arange(n), np.diff(starts, append=n_act))
+    ids = np.repeat(np.arange(n), np.diff(starts, append=act.size))
 
-    # the fill price (its pad step holds the last known close); NaN only where nothing trades.
-    raw_c = path.price.ravel()[act]
-    p_c = np.nan_to_num(raw_c, nan=0.0) if path.price_has_nan else raw_c
     dx = x_c - x_prev_c
     q = dx * p_c
     adx = np.abs(dx)
@@ -257,12 +337,12 @@ def _block_trades(path: _Path, cfg: EngineConfig) -> dict[str, np.ndarray]:
     s_abs = np.bincount(ids, weights=adx, minlength=n)
     s_q = np.bincount(ids, weights=q, minlength=n)
     s_aq = np.bincount(ids, weights=aq, minlength=n)
+    del q, dx
 
     x_st = x_c[starts]
     xp_st = x_prev_c[starts]
     p_st = p_c[starts]
-    flip = xp_st != 0
-    f = np.flatnonzero(flip)
+    f = np.flatnonzero(xp_st != 0)
     # a flipping cell opens segment k but its closing part belongs to trade k - 1.
     old_abs = np.abs(xp_st[f])
     old_q = -xp_st[f] * p_st[f]
@@ -296,39 +376,35 @@ def _block_trades(path: _Path, cfg: EngineConfig) -> dict[str, np.ndarray]:
         s_extra[f] -= moved
         s_extra[f - 1] += moved
         fees = fees + s_extra
+    del ids, adx, aq
     pnl = direction * (ext_value - ent_value) - fees - slippage
     with np.errstate(divide="ignore", invalid="ignore"):
         entry_price = ent_value / size
         exit_price = ext_value / size
         pnl_pct = pnl / ent_value
 
-    if path.reason is not None:
-        stop_reason = path.reason.ravel()[act[exits]]
-        reason = np.where(
-            stop_reason == REASON_STOP_LOSS,
-            _STOP_LOSS,
-            np.where(stop_reason == REASON_TAKE_PROFIT, _TAKE_PROFIT, _SIGNAL),
-        )
-    else:
-        reason = np.full(n, _SIGNAL)
-    reason = np.where((reason == _SIGNAL) & (x_c[exits] != 0), _REBALANCE, reason)
+    reason = np.full(n, _SIGNAL, dtype=np.int8)
+    if cells.reason is not None:
+        stop_reason = cells.reason[exits]
+        reason[stop_reason == REASON_STOP_LOSS] = _STOP_LOSS
+        reason[stop_reason == REASON_TAKE_PROFIT] = _TAKE_PROFIT
+    reason[(reason == _SIGNAL) & (x_c[exits] != 0)] = _REBALANCE
     reason[is_open] = _END
 
     # excursions: the window of trade k is [start + at_close(start), exit + at_close(exit)), so a
     # close-type start cell and a not-close-type exit cell are masked out of segment k, and the
     # close-type flipping cell, which sits in segment k + 1, is added back to trade k.
-    hi_c = raw_c if path.hi is path.price else path.hi.ravel()[act]
-    lo_c = hi_c if path.lo is path.hi else path.lo.ravel()[act]
+    hi_c, lo_c = cells.hi, cells.lo
     hi_m = hi_c.copy()
     lo_m = lo_c.copy()
-    if path.extremes_have_nan:
+    if cells.extremes_have_nan:
         hi_m[np.isnan(hi_m)] = -np.inf
         lo_m[np.isnan(lo_m)] = np.inf
-    start_close = path.at_close[step_in]
+    start_close = cells.at_close[step_in]
     masked = starts[start_close]
     hi_m[masked] = -np.inf
     lo_m[masked] = np.inf
-    exit_open = exits[~path.at_close[step_out] & (x_c[exits] == 0)]
+    exit_open = exits[~cells.at_close[step_out] & (x_c[exits] == 0)]
     hi_m[exit_open] = -np.inf
     lo_m[exit_open] = np.inf
     win_hi = np.maximum.reduceat(hi_m, starts)
@@ -348,10 +424,9 @@ def _block_trades(path: _Path, cfg: EngineConfig) -> dict[str, np.ndarray]:
 
     return {
         "col": col,
-        "step_in": step_in,
-        "direction": direction,
-        "entry_bar": path.step_bar[step_in],
-        "exit_bar": path.step_bar[step_out],
+        "direction": s_c[starts],
+        "entry_bar": cells.step_bar[step_in],
+        "exit_bar": cells.step_bar[step_out],
         "entry_price": entry_price,
         "exit_price": exit_price,
         "shares": size,
@@ -367,17 +442,6 @@ def _block_trades(path: _Path, cfg: EngineConfig) -> dict[str, np.ndarray]:
     }
 
 
-def _excursion_source(
-    extreme: np.ndarray | None, close_t: np.ndarray, j0: int, j1: int
-) -> np.ndarray:
-    """High (or low) of symbols `j0:j1`, transposed and NaN-padded, the close where it is missing."""
-    if extreme is None:
-        return close_t
-    out = _padded_t(extreme, j0, j1, np.nan)
-    np.copyto(out, close_t, where=np.isnan(out))
-    return out
-
-
 def build_trades(
     sim: Simulation,
     *,
@@ -391,43 +455,42 @@ def build_trades(
 ) -> pd.DataFrame:
     """The ledger of `sim` as a DataFrame with `TRADE_COLUMNS`, one row per trade.
 
-    Rows are ordered by symbol (in `symbols` order), then entry time, as
-    vectorbt orders its position records; `trade_number` counts from 1 in
-    that order. `dates` is `datetime64[ns]`, `(T,)`.
+    Reads `sim.positions` (share counts). Rows are ordered by symbol (in
+    `symbols` order), then entry time, as vectorbt orders its position
+    records; `trade_number` counts from 1 in that order. `dates` is
+    `datetime64[ns]`, `(T,)`.
     """
     n_bars, n_syms = sim.positions.shape
     by_open = config.fill_price == "open"
-    if by_open and open is None:
+    fill_px = open if by_open else close
+    if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
-    n_steps = n_bars if len(sim.stops) == 0 else 2 * n_bars
-    block = max(1, _CHUNK_CELLS // (n_steps + 1))
-    px_has_nan = not sim.fill_prices_clean
+    with_stops = len(sim.stops) > 0
+    width = 2 * n_bars + 1 if with_stops else n_bars + 1
+    block = max(1, _CHUNK_CELLS // width)
+    make_cells = _cells_with_stops if with_stops else _cells_by_bar
     parts: list[dict[str, np.ndarray]] = []
     for j0 in range(0, n_syms, block):
         j1 = min(n_syms, j0 + block)
-        mark = np.nan_to_num(sim.last_mark[j0:j1])
-        close_t = _padded_t(close, j0, j1, mark if not by_open else np.nan)
-        px_t = close_t if not by_open else _padded_t(open, j0, j1, mark)  # type: ignore[arg-type]
-        hi_t = _excursion_source(high, close_t, j0, j1)
-        lo_t = _excursion_source(low, close_t, j0, j1)
-        path = _block_path(sim, px_t, hi_t, lo_t, by_open, j0, j1, px_has_nan)
-        part = _block_trades(path, config)
-        if part:
-            part["col"] = part["col"] + j0
-            parts.append(part)
+        cells = make_cells(sim, fill_px, high, low, close, by_open, j0, j1)
+        if cells is None:
+            continue
+        part = _block_trades(cells, config)
+        part["col"] = part["col"] + j0
+        parts.append(part)
     return _frame(parts, dates, symbols)
 
 
-_INT_KEYS = ("col", "step_in", "entry_bar", "exit_bar", "reason")
+_INT_KEYS = ("col", "entry_bar", "exit_bar", "reason", "direction")
 
 
 def _frame(parts: list[dict[str, np.ndarray]], dates: np.ndarray, symbols: Sequence[str]) -> pd.DataFrame:
     if parts:
-        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        # one column at a time, releasing the blocks' arrays as they are copied (bounded peak memory).
+        cols = {k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])}
     else:
         cols = {k: np.empty(0, dtype=np.int64) for k in _INT_KEYS}
         cols["is_open"] = np.empty(0, dtype=bool)
-        cols["direction"] = np.empty(0)
     n = cols["col"].size
 
     def num(key: str) -> np.ndarray:
