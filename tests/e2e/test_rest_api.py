@@ -204,9 +204,18 @@ def test_health_readiness_and_openapi(rest_url: str) -> None:
 
 
 def test_the_shipped_config_is_accepted_as_the_seed_page_sends_it(rest_url: str) -> None:
-    body = (ROOT / "configs/ml/alpha_backtest/ridge_alpha_backtest.yaml").read_bytes()
-    # Validate only: accepting it would start a full 20-year run; the CLI test runs it.
-    from alphaswarm_gateway.rest import parse_config_body
+    """`curl -d @file` strips CR and LF from the body; the shipped config must survive that."""
+    raw = (ROOT / "configs/ml/alpha_backtest/ridge_alpha_backtest.yaml").read_bytes()
+    as_curl_sends_it = raw.replace(b"\r", b"").replace(b"\n", b"")
+    resp = httpx.post(f"{rest_url}/ml/alpha-backtest-runs", content=as_curl_sends_it,
+                      headers={"content-type": "application/json"}, timeout=60)
+    assert resp.status_code == 202, resp.text
+    events = _sse_events(rest_url + resp.json()["stream_url"])
+    assert events[-1]["stage"] == "completed", events[-1]
 
-    cfg = parse_config_body(body)
-    assert cfg.run_name == "ridge-alpha-backtest" and cfg.capture_predictions
+
+def test_block_yaml_squashed_onto_one_line_gets_a_hint(rest_url: str) -> None:
+    squashed = yaml.safe_dump(small_run()).replace("\n", " ").encode()
+    resp = httpx.post(f"{rest_url}/ml/alpha-backtest-runs", content=squashed, timeout=30)
+    assert resp.status_code == 400
+    assert "--data-binary" in resp.json()["error"]["message"]
