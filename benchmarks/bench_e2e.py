@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 def _run_cli(config: str, home: Path) -> tuple[float, float, int]:
     """(wall seconds, saga seconds, peak RSS KiB) of one `alphaswarm run`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHASWARM_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHASWARM_", "MLFLOW_"))}
     start = time.perf_counter()
     proc = subprocess.run(
         [str(BIN / "alphaswarm"), "run", config, "--output", "json", "--home", str(home)],
@@ -101,7 +101,7 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
         port, grpc_port = _free_port(), _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHASWARM_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHASWARM_", "MLFLOW_"))}
         server = subprocess.Popen(
             [
                 str(BIN / "alphaswarm"),

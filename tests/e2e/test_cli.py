@@ -20,7 +20,7 @@ CLI = str(Path(sys.executable).parent / "alphaswarm")
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ALPHASWARM_")}
+    return {k: v for k, v in os.environ.items() if not k.startswith(("ALPHASWARM_", "MLFLOW_"))}
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

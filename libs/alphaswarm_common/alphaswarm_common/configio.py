@@ -29,19 +29,25 @@ def parse_config_document(raw: bytes | str, *, field: str = "body") -> dict[str,
         raise InvalidArgument(
             "the document is empty; send the run config as JSON or YAML", field=field, reason="EMPTY_BODY"
         )
+    hint = ""
+    if "\n" not in text.strip() and ":" in text and not text.lstrip().startswith(("{", "[")):
+        hint = (
+            " (the document arrived on one line: `curl -d @file` strips newlines, which breaks block-style"
+            " YAML; send it with `--data-binary @file`, or write the file in flow style)"
+        )
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise InvalidArgument(
-            f"the document is neither JSON nor YAML{where}: {getattr(exc, 'problem', exc)}",
+            f"the document is neither JSON nor YAML{where}: {getattr(exc, 'problem', exc)}{hint}",
             field=field,
             reason="INVALID_YAML",
         ) from exc
     if not isinstance(doc, dict):
         raise InvalidArgument(
-            "the document must be a mapping of the run config sections", field=field, reason="INVALID_BODY"
+            f"the document must be a mapping of the run config sections{hint}", field=field, reason="INVALID_BODY"
         )
     return doc
 

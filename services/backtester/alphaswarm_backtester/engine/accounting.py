@@ -344,16 +344,16 @@ def _simulate_fills(
     mark = np.full(n_cols, np.nan)
     marked_to = -1  # `mark` holds the last known close through this bar
     d = np.empty(n_cols)
+    dot, multiply, subtract, absolute = np.dot, np.multiply, np.subtract, np.abs
     for j, (row, price) in enumerate(zip(pos_f, px_f, strict=True)):
         cash *= step_growth if j else growth
         if fast[j]:
-            held = float(shares @ price)
-            value = cash + held
+            value = cash + float(dot(shares, price))
             if value > 0.0:
-                row *= value
-                np.subtract(row, shares, out=d)
-                np.abs(d, out=d)
-                notional = float(d @ price)
+                multiply(row, value, out=row)
+                subtract(row, shares, out=d)
+                absolute(d, out=d)
+                notional = float(dot(d, price))
                 cost = rate * notional
                 cash = value * (1.0 - wsum_l[j]) - cost
                 traded_l[j] = notional
