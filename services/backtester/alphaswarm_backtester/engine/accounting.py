@@ -163,7 +163,7 @@ class Simulation:
     - `traded_notional[s]`, `cost[s]`: currency traded and paid on bar s.
     - `fill_bars`: the bars with a rebalance fill; `last_mark`: the last known
       close of every symbol at the final bar (NaN if it never had one);
-      `fill_prices_clean`: no fill bar has a NaN fill price.
+      `fill_prices_clean`: no NaN fill price from the first fill on.
     """
 
     positions: np.ndarray
@@ -323,7 +323,8 @@ def _simulate_fills(
     sl = slice(first, last + 1, step)
     pos_f, px_f, wt_f = positions[sl], fill_px[sl], wt[sl]
     ok = _rows_all_finite(px_f)
-    clean = bool(ok.all())
+    # positions are held on every bar from the first fill on, so "clean" must cover those rows.
+    clean = bool(ok.all()) if step == 1 else bool(_rows_all_finite(fill_px[first:]).all())
     close_has_nan = not bool(_rows_all_finite(close).all())
     wsum = np.empty(n_fills)
     chunk = _row_chunk(n_cols)

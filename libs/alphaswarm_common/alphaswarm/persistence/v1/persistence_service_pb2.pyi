@@ -274,3 +274,359 @@ class DeleteBacktestResultResponse(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class GetBestBacktestRequest(_message.Message):
+    __slots__ = ("metric", "min_trades", "symbol", "strategy_type")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    MIN_TRADES_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    min_trades: int
+    symbol: str
+    strategy_type: str
+    def __init__(self, metric: _Optional[str] = ..., min_trades: _Optional[int] = ..., symbol: _Optional[str] = ..., strategy_type: _Optional[str] = ...) -> None: ...
+
+class GetBestBacktestResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: BacktestRecord
+    def __init__(self, result: _Optional[_Union[BacktestRecord, _Mapping]] = ...) -> None: ...
+
+class CompareBacktestsRequest(_message.Message):
+    __slots__ = ("backtest_ids", "metrics")
+    BACKTEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    backtest_ids: _containers.RepeatedScalarFieldContainer[str]
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, backtest_ids: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MetricComparison(_message.Message):
+    __slots__ = ("metric", "backtest_id", "value", "rank", "higher_is_better")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    HIGHER_IS_BETTER_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    backtest_id: str
+    value: float
+    rank: int
+    higher_is_better: bool
+    def __init__(self, metric: _Optional[str] = ..., backtest_id: _Optional[str] = ..., value: _Optional[float] = ..., rank: _Optional[int] = ..., higher_is_better: _Optional[bool] = ...) -> None: ...
+
+class CompareBacktestsResponse(_message.Message):
+    __slots__ = ("results", "comparisons")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BacktestRecord]
+    comparisons: _containers.RepeatedCompositeFieldContainer[MetricComparison]
+    def __init__(self, results: _Optional[_Iterable[_Union[BacktestRecord, _Mapping]]] = ..., comparisons: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ...) -> None: ...
+
+class GetPerformanceSummaryRequest(_message.Message):
+    __slots__ = ("days",)
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    days: int
+    def __init__(self, days: _Optional[int] = ...) -> None: ...
+
+class PerformanceGroup(_message.Message):
+    __slots__ = ("key", "count", "avg_total_return", "avg_sharpe_ratio", "best_sharpe_ratio", "avg_max_drawdown", "avg_win_rate", "total_trades")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    AVG_TOTAL_RETURN_FIELD_NUMBER: _ClassVar[int]
+    AVG_SHARPE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    BEST_SHARPE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    AVG_MAX_DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
+    AVG_WIN_RATE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TRADES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    count: int
+    avg_total_return: float
+    avg_sharpe_ratio: float
+    best_sharpe_ratio: float
+    avg_max_drawdown: float
+    avg_win_rate: float
+    total_trades: int
+    def __init__(self, key: _Optional[str] = ..., count: _Optional[int] = ..., avg_total_return: _Optional[float] = ..., avg_sharpe_ratio: _Optional[float] = ..., best_sharpe_ratio: _Optional[float] = ..., avg_max_drawdown: _Optional[float] = ..., avg_win_rate: _Optional[float] = ..., total_trades: _Optional[int] = ...) -> None: ...
+
+class GetPerformanceSummaryResponse(_message.Message):
+    __slots__ = ("days", "overall", "by_symbol", "by_strategy")
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_FIELD_NUMBER: _ClassVar[int]
+    BY_SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    BY_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    days: int
+    overall: PerformanceGroup
+    by_symbol: _containers.RepeatedCompositeFieldContainer[PerformanceGroup]
+    by_strategy: _containers.RepeatedCompositeFieldContainer[PerformanceGroup]
+    def __init__(self, days: _Optional[int] = ..., overall: _Optional[_Union[PerformanceGroup, _Mapping]] = ..., by_symbol: _Optional[_Iterable[_Union[PerformanceGroup, _Mapping]]] = ..., by_strategy: _Optional[_Iterable[_Union[PerformanceGroup, _Mapping]]] = ...) -> None: ...
+
+class OptimizationRecord(_message.Message):
+    __slots__ = ("optimization_id", "backtest_id", "optimization_date", "parameter_set", "parameters", "objective_function", "objective_value", "total_return", "sharpe_ratio", "max_drawdown", "win_rate", "profit_factor", "total_trades", "rank", "is_statistically_significant", "p_value", "created_at")
+    OPTIMIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZATION_DATE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_SET_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_RETURN_FIELD_NUMBER: _ClassVar[int]
+    SHARPE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
+    WIN_RATE_FIELD_NUMBER: _ClassVar[int]
+    PROFIT_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TRADES_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    IS_STATISTICALLY_SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    optimization_id: str
+    backtest_id: str
+    optimization_date: _timestamp_pb2.Timestamp
+    parameter_set: int
+    parameters: _struct_pb2.Struct
+    objective_function: str
+    objective_value: float
+    total_return: float
+    sharpe_ratio: float
+    max_drawdown: float
+    win_rate: float
+    profit_factor: float
+    total_trades: int
+    rank: int
+    is_statistically_significant: bool
+    p_value: float
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, optimization_id: _Optional[str] = ..., backtest_id: _Optional[str] = ..., optimization_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parameter_set: _Optional[int] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., objective_function: _Optional[str] = ..., objective_value: _Optional[float] = ..., total_return: _Optional[float] = ..., sharpe_ratio: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., win_rate: _Optional[float] = ..., profit_factor: _Optional[float] = ..., total_trades: _Optional[int] = ..., rank: _Optional[int] = ..., is_statistically_significant: _Optional[bool] = ..., p_value: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SaveOptimizationResultsRequest(_message.Message):
+    __slots__ = ("results", "request_id")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[OptimizationRecord]
+    request_id: str
+    def __init__(self, results: _Optional[_Iterable[_Union[OptimizationRecord, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SaveOptimizationResultsResponse(_message.Message):
+    __slots__ = ("optimization_ids", "created")
+    OPTIMIZATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    optimization_ids: _containers.RepeatedScalarFieldContainer[str]
+    created: bool
+    def __init__(self, optimization_ids: _Optional[_Iterable[str]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class ListOptimizationResultsRequest(_message.Message):
+    __slots__ = ("backtest_id", "page_size", "page_token")
+    BACKTEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    backtest_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, backtest_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListOptimizationResultsResponse(_message.Message):
+    __slots__ = ("results", "next_page_token")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[OptimizationRecord]
+    next_page_token: str
+    def __init__(self, results: _Optional[_Iterable[_Union[OptimizationRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetOptimizationResultRequest(_message.Message):
+    __slots__ = ("optimization_id",)
+    OPTIMIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    optimization_id: str
+    def __init__(self, optimization_id: _Optional[str] = ...) -> None: ...
+
+class GetOptimizationResultResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: OptimizationRecord
+    def __init__(self, result: _Optional[_Union[OptimizationRecord, _Mapping]] = ...) -> None: ...
+
+class WalkForwardRecord(_message.Message):
+    __slots__ = ("walk_forward_id", "parent_backtest_id", "test_date", "window_size_months", "step_size_months", "training_start", "training_end", "test_period_start", "test_period_end", "optimal_parameters", "training_performance", "out_of_sample_return", "out_of_sample_sharpe", "out_of_sample_drawdown", "out_of_sample_trades", "performance_ratio", "degradation_factor", "is_profitable", "is_statistically_significant", "created_at")
+    WALK_FORWARD_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_BACKTEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TEST_DATE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_MONTHS_FIELD_NUMBER: _ClassVar[int]
+    STEP_SIZE_MONTHS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_START_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_END_FIELD_NUMBER: _ClassVar[int]
+    TEST_PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    TEST_PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    OPTIMAL_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_PERFORMANCE_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SAMPLE_RETURN_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SAMPLE_SHARPE_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SAMPLE_DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SAMPLE_TRADES_FIELD_NUMBER: _ClassVar[int]
+    PERFORMANCE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    DEGRADATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    IS_PROFITABLE_FIELD_NUMBER: _ClassVar[int]
+    IS_STATISTICALLY_SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    walk_forward_id: str
+    parent_backtest_id: str
+    test_date: _timestamp_pb2.Timestamp
+    window_size_months: int
+    step_size_months: int
+    training_start: str
+    training_end: str
+    test_period_start: str
+    test_period_end: str
+    optimal_parameters: _struct_pb2.Struct
+    training_performance: float
+    out_of_sample_return: float
+    out_of_sample_sharpe: float
+    out_of_sample_drawdown: float
+    out_of_sample_trades: int
+    performance_ratio: float
+    degradation_factor: float
+    is_profitable: bool
+    is_statistically_significant: bool
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, walk_forward_id: _Optional[str] = ..., parent_backtest_id: _Optional[str] = ..., test_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_size_months: _Optional[int] = ..., step_size_months: _Optional[int] = ..., training_start: _Optional[str] = ..., training_end: _Optional[str] = ..., test_period_start: _Optional[str] = ..., test_period_end: _Optional[str] = ..., optimal_parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., training_performance: _Optional[float] = ..., out_of_sample_return: _Optional[float] = ..., out_of_sample_sharpe: _Optional[float] = ..., out_of_sample_drawdown: _Optional[float] = ..., out_of_sample_trades: _Optional[int] = ..., performance_ratio: _Optional[float] = ..., degradation_factor: _Optional[float] = ..., is_profitable: _Optional[bool] = ..., is_statistically_significant: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SaveWalkForwardTestsRequest(_message.Message):
+    __slots__ = ("windows", "request_id")
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    windows: _containers.RepeatedCompositeFieldContainer[WalkForwardRecord]
+    request_id: str
+    def __init__(self, windows: _Optional[_Iterable[_Union[WalkForwardRecord, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SaveWalkForwardTestsResponse(_message.Message):
+    __slots__ = ("walk_forward_ids", "created")
+    WALK_FORWARD_IDS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    walk_forward_ids: _containers.RepeatedScalarFieldContainer[str]
+    created: bool
+    def __init__(self, walk_forward_ids: _Optional[_Iterable[str]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class ListWalkForwardTestsRequest(_message.Message):
+    __slots__ = ("parent_backtest_id", "page_size", "page_token")
+    PARENT_BACKTEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent_backtest_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent_backtest_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListWalkForwardTestsResponse(_message.Message):
+    __slots__ = ("windows", "next_page_token")
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    windows: _containers.RepeatedCompositeFieldContainer[WalkForwardRecord]
+    next_page_token: str
+    def __init__(self, windows: _Optional[_Iterable[_Union[WalkForwardRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetWalkForwardTestRequest(_message.Message):
+    __slots__ = ("walk_forward_id",)
+    WALK_FORWARD_ID_FIELD_NUMBER: _ClassVar[int]
+    walk_forward_id: str
+    def __init__(self, walk_forward_id: _Optional[str] = ...) -> None: ...
+
+class GetWalkForwardTestResponse(_message.Message):
+    __slots__ = ("window",)
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    window: WalkForwardRecord
+    def __init__(self, window: _Optional[_Union[WalkForwardRecord, _Mapping]] = ...) -> None: ...
+
+class PortfolioRecord(_message.Message):
+    __slots__ = ("portfolio_backtest_id", "portfolio_name", "description", "backtest_date", "start_date", "end_date", "symbols", "weights", "rebalance_frequency", "initial_capital", "max_positions", "position_sizing_method", "portfolio_stop_loss", "max_sector_allocation", "correlation_threshold", "metrics", "component_backtest_ids", "dates", "equity_curve", "weights_history", "status", "notes", "created_at")
+    PORTFOLIO_BACKTEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PORTFOLIO_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_DATE_FIELD_NUMBER: _ClassVar[int]
+    START_DATE_FIELD_NUMBER: _ClassVar[int]
+    END_DATE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    REBALANCE_FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_CAPITAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_SIZING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PORTFOLIO_STOP_LOSS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECTOR_ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_BACKTEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    DATES_FIELD_NUMBER: _ClassVar[int]
+    EQUITY_CURVE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    portfolio_backtest_id: str
+    portfolio_name: str
+    description: str
+    backtest_date: _timestamp_pb2.Timestamp
+    start_date: str
+    end_date: str
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    weights: _struct_pb2.Struct
+    rebalance_frequency: str
+    initial_capital: float
+    max_positions: int
+    position_sizing_method: str
+    portfolio_stop_loss: float
+    max_sector_allocation: float
+    correlation_threshold: float
+    metrics: _arrays_pb2.MetricSet
+    component_backtest_ids: _containers.RepeatedScalarFieldContainer[str]
+    dates: _containers.RepeatedScalarFieldContainer[str]
+    equity_curve: _arrays_pb2.Array
+    weights_history: _arrays_pb2.Array
+    status: str
+    notes: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, portfolio_backtest_id: _Optional[str] = ..., portfolio_name: _Optional[str] = ..., description: _Optional[str] = ..., backtest_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ..., weights: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., rebalance_frequency: _Optional[str] = ..., initial_capital: _Optional[float] = ..., max_positions: _Optional[int] = ..., position_sizing_method: _Optional[str] = ..., portfolio_stop_loss: _Optional[float] = ..., max_sector_allocation: _Optional[float] = ..., correlation_threshold: _Optional[float] = ..., metrics: _Optional[_Union[_arrays_pb2.MetricSet, _Mapping]] = ..., component_backtest_ids: _Optional[_Iterable[str]] = ..., dates: _Optional[_Iterable[str]] = ..., equity_curve: _Optional[_Union[_arrays_pb2.Array, _Mapping]] = ..., weights_history: _Optional[_Union[_arrays_pb2.Array, _Mapping]] = ..., status: _Optional[str] = ..., notes: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SavePortfolioBacktestRequest(_message.Message):
+    __slots__ = ("portfolio", "request_id")
+    PORTFOLIO_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    portfolio: PortfolioRecord
+    request_id: str
+    def __init__(self, portfolio: _Optional[_Union[PortfolioRecord, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SavePortfolioBacktestResponse(_message.Message):
+    __slots__ = ("portfolio_backtest_id", "created")
+    PORTFOLIO_BACKTEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    portfolio_backtest_id: str
+    created: bool
+    def __init__(self, portfolio_backtest_id: _Optional[str] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class GetPortfolioBacktestRequest(_message.Message):
+    __slots__ = ("portfolio_backtest_id",)
+    PORTFOLIO_BACKTEST_ID_FIELD_NUMBER: _ClassVar[int]
+    portfolio_backtest_id: str
+    def __init__(self, portfolio_backtest_id: _Optional[str] = ...) -> None: ...
+
+class GetPortfolioBacktestResponse(_message.Message):
+    __slots__ = ("portfolio",)
+    PORTFOLIO_FIELD_NUMBER: _ClassVar[int]
+    portfolio: PortfolioRecord
+    def __init__(self, portfolio: _Optional[_Union[PortfolioRecord, _Mapping]] = ...) -> None: ...
+
+class ListPortfolioBacktestsRequest(_message.Message):
+    __slots__ = ("portfolio_name", "page_size", "page_token")
+    PORTFOLIO_NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    portfolio_name: str
+    page_size: int
+    page_token: str
+    def __init__(self, portfolio_name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPortfolioBacktestsResponse(_message.Message):
+    __slots__ = ("portfolios", "next_page_token")
+    PORTFOLIOS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    portfolios: _containers.RepeatedCompositeFieldContainer[PortfolioRecord]
+    next_page_token: str
+    def __init__(self, portfolios: _Optional[_Iterable[_Union[PortfolioRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -100,6 +100,66 @@ class PersistenceServiceStub:
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteBacktestResultRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteBacktestResultResponse.FromString,
                 _registered_method=True)
+        self.GetBestBacktest = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/GetBestBacktest',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetBestBacktestRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetBestBacktestResponse.FromString,
+                _registered_method=True)
+        self.CompareBacktests = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/CompareBacktests',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CompareBacktestsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CompareBacktestsResponse.FromString,
+                _registered_method=True)
+        self.GetPerformanceSummary = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/GetPerformanceSummary',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPerformanceSummaryRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPerformanceSummaryResponse.FromString,
+                _registered_method=True)
+        self.SaveOptimizationResults = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/SaveOptimizationResults',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveOptimizationResultsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveOptimizationResultsResponse.FromString,
+                _registered_method=True)
+        self.ListOptimizationResults = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/ListOptimizationResults',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListOptimizationResultsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListOptimizationResultsResponse.FromString,
+                _registered_method=True)
+        self.GetOptimizationResult = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/GetOptimizationResult',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetOptimizationResultRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetOptimizationResultResponse.FromString,
+                _registered_method=True)
+        self.SaveWalkForwardTests = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/SaveWalkForwardTests',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveWalkForwardTestsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveWalkForwardTestsResponse.FromString,
+                _registered_method=True)
+        self.ListWalkForwardTests = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/ListWalkForwardTests',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListWalkForwardTestsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListWalkForwardTestsResponse.FromString,
+                _registered_method=True)
+        self.GetWalkForwardTest = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/GetWalkForwardTest',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetWalkForwardTestRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetWalkForwardTestResponse.FromString,
+                _registered_method=True)
+        self.SavePortfolioBacktest = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/SavePortfolioBacktest',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SavePortfolioBacktestRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SavePortfolioBacktestResponse.FromString,
+                _registered_method=True)
+        self.GetPortfolioBacktest = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/GetPortfolioBacktest',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPortfolioBacktestRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPortfolioBacktestResponse.FromString,
+                _registered_method=True)
+        self.ListPortfolioBacktests = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/ListPortfolioBacktests',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsResponse.FromString,
+                _registered_method=True)
 
 
 class PersistenceServiceServicer:
@@ -197,6 +257,90 @@ class PersistenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBestBacktest(self, request, context):
+        """The best backtest by a metric among those with at least min_trades trades.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareBacktests(self, request, context):
+        """Compares backtests metric by metric, ranking each metric in its own direction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPerformanceSummary(self, request, context):
+        """Aggregates the backtests of the last N days by symbol and by strategy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveOptimizationResults(self, request, context):
+        """Saves every parameter set of an optimization (one transaction, idempotent by request_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOptimizationResults(self, request, context):
+        """Lists the optimization rows of a backtest by rank, or all of them newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOptimizationResult(self, request, context):
+        """Returns one optimization row.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveWalkForwardTests(self, request, context):
+        """Saves the windows of a walk-forward test (one transaction, idempotent by request_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWalkForwardTests(self, request, context):
+        """Lists walk-forward windows of a parent backtest by test period, or all of them newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWalkForwardTest(self, request, context):
+        """Returns one walk-forward window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SavePortfolioBacktest(self, request, context):
+        """Saves a portfolio backtest (idempotent by request_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPortfolioBacktest(self, request, context):
+        """Returns one portfolio backtest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPortfolioBacktests(self, request, context):
+        """Lists portfolio backtests, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersistenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -264,6 +408,66 @@ def add_PersistenceServiceServicer_to_server(servicer, server):
                     servicer.DeleteBacktestResult,
                     request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteBacktestResultRequest.FromString,
                     response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteBacktestResultResponse.SerializeToString,
+            ),
+            'GetBestBacktest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBestBacktest,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetBestBacktestRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetBestBacktestResponse.SerializeToString,
+            ),
+            'CompareBacktests': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareBacktests,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CompareBacktestsRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CompareBacktestsResponse.SerializeToString,
+            ),
+            'GetPerformanceSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPerformanceSummary,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPerformanceSummaryRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPerformanceSummaryResponse.SerializeToString,
+            ),
+            'SaveOptimizationResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveOptimizationResults,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveOptimizationResultsRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveOptimizationResultsResponse.SerializeToString,
+            ),
+            'ListOptimizationResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOptimizationResults,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListOptimizationResultsRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListOptimizationResultsResponse.SerializeToString,
+            ),
+            'GetOptimizationResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOptimizationResult,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetOptimizationResultRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetOptimizationResultResponse.SerializeToString,
+            ),
+            'SaveWalkForwardTests': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveWalkForwardTests,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveWalkForwardTestsRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveWalkForwardTestsResponse.SerializeToString,
+            ),
+            'ListWalkForwardTests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWalkForwardTests,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListWalkForwardTestsRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListWalkForwardTestsResponse.SerializeToString,
+            ),
+            'GetWalkForwardTest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWalkForwardTest,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetWalkForwardTestRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetWalkForwardTestResponse.SerializeToString,
+            ),
+            'SavePortfolioBacktest': grpc.unary_unary_rpc_method_handler(
+                    servicer.SavePortfolioBacktest,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SavePortfolioBacktestRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SavePortfolioBacktestResponse.SerializeToString,
+            ),
+            'GetPortfolioBacktest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPortfolioBacktest,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPortfolioBacktestRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPortfolioBacktestResponse.SerializeToString,
+            ),
+            'ListPortfolioBacktests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPortfolioBacktests,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -618,6 +822,330 @@ class PersistenceService:
             '/alphaswarm.persistence.v1.PersistenceService/DeleteBacktestResult',
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteBacktestResultRequest.SerializeToString,
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteBacktestResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBestBacktest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/GetBestBacktest',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetBestBacktestRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetBestBacktestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareBacktests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/CompareBacktests',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CompareBacktestsRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CompareBacktestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPerformanceSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/GetPerformanceSummary',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPerformanceSummaryRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPerformanceSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveOptimizationResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/SaveOptimizationResults',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveOptimizationResultsRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveOptimizationResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOptimizationResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/ListOptimizationResults',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListOptimizationResultsRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListOptimizationResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOptimizationResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/GetOptimizationResult',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetOptimizationResultRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetOptimizationResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveWalkForwardTests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/SaveWalkForwardTests',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveWalkForwardTestsRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveWalkForwardTestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWalkForwardTests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/ListWalkForwardTests',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListWalkForwardTestsRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListWalkForwardTestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWalkForwardTest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/GetWalkForwardTest',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetWalkForwardTestRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetWalkForwardTestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SavePortfolioBacktest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/SavePortfolioBacktest',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SavePortfolioBacktestRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SavePortfolioBacktestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPortfolioBacktest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/GetPortfolioBacktest',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPortfolioBacktestRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetPortfolioBacktestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPortfolioBacktests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/ListPortfolioBacktests',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsResponse.FromString,
             options,
             channel_credentials,
             insecure,
