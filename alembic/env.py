@@ -37,10 +37,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate.api import AutogenContext
-from alphaswarm_persistence.db import create_engine, normalize_url, write_engine
-from alphaswarm_persistence.models import Base, UTCDateTime
 
 from alembic import context
+from alphaswarm_persistence.db import create_engine, normalize_url, write_engine
+from alphaswarm_persistence.models import Base, UTCDateTime
 
 config = context.config
 

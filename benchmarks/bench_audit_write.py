@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
 from alphaswarm_persistence import migrations
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.repository import AlphaBacktestRunRecord, CatalogRepository, PredictionAuditBatch
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 FIELDS = ("prediction", "realized_return", "target_weight", "held_weight", "pnl_contribution")

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+
 from alphaswarm_persistence import migrations
 from alphaswarm_persistence.db import create_engine
 from alphaswarm_persistence.models import Base
@@ -190,25 +191,41 @@ def test_seed_tables_keep_defaults_cascades_and_index_names(empty_url: str) -> N
         engine.dispose()
 
 
+def _migrate_in_process(url: str, barrier: Any) -> None:
+    barrier.wait(timeout=120)
+    migrations.upgrade(url)
+
+
 def test_concurrent_migrators_apply_each_revision_once(empty_url: str) -> None:
-    """Replicas starting together all call upgrade(): they queue (advisory lock / BEGIN IMMEDIATE) and all succeed."""
+    """Replicas starting together all migrate: they queue in the database (advisory lock / BEGIN IMMEDIATE)."""
+    import multiprocessing as mp
     import threading
 
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    procs = [ctx.Process(target=_migrate_in_process, args=(empty_url, barrier)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert migrations.current_revision(empty_url) == migrations.head_revision()
+    assert _diff(empty_url, Base.metadata) == []
 
-    def migrate() -> None:
+    # Threads of one process take turns (Alembic's context is process-global).
+    errors: list[BaseException] = []
+
+    def downgrade_then_upgrade() -> None:
         try:
-            barrier.wait()
+            migrations.downgrade(empty_url, "base")
             migrations.upgrade(empty_url)
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    threads = [threading.Thread(target=downgrade_then_upgrade) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
     assert migrations.current_revision(empty_url) == migrations.head_revision()
-    assert _diff(empty_url, Base.metadata) == []

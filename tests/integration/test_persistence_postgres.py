@@ -25,6 +25,8 @@ import grpc
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from google.protobuf import field_mask_pb2, json_format
+
 from alphaswarm.common.v1 import config_pb2, resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as pb_grpc
@@ -42,7 +44,6 @@ from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.models import Base
 from alphaswarm_persistence.repository import CatalogRepository, PredictionAuditBatch
 from alphaswarm_persistence.servicer import PersistenceServicer, service_registration
-from google.protobuf import field_mask_pb2, json_format
 
 pytestmark = pytest.mark.integration
 

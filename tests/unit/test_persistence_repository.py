@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from google.protobuf import field_mask_pb2, json_format
+
 from alphaswarm.common.v1 import config_pb2, resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
 from alphaswarm_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -49,7 +51,6 @@ from alphaswarm_persistence.repository import (
     PredictionAuditBatch,
 )
 from alphaswarm_persistence.servicer import PersistenceServicer
-from google.protobuf import field_mask_pb2, json_format
 
 pytestmark = pytest.mark.unit
 
@@ -1345,7 +1346,9 @@ def test_concurrent_writers_on_sqlite_queue_instead_of_failing(repo: CatalogRepo
     assert len(repo.list_backtest_results(page_size=500).items) == 60
 
 
-def test_wire_zero_initial_capital_takes_the_seed_default_but_zero_fees_stay(svc: PersistenceServicer) -> None:
+def test_wire_zero_initial_capital_takes_the_seed_default_but_zero_fees_stay(
+    svc: PersistenceServicer,
+) -> None:
     bid = _save_backtest(svc, _backtest(initial_capital=0.0, fees=0.0, slippage=0.0))
     result = svc.GetBacktestResult(pb.GetBacktestResultRequest(backtest_id=bid), None).result
     assert (result.initial_capital, result.fees, result.slippage) == (10000.0, 0.0, 0.0)

@@ -14,6 +14,7 @@ passes `ini_path=`.
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
 
 from alembic.config import Config
@@ -25,6 +26,11 @@ from alembic import command
 from alphaswarm_persistence.db import create_engine, normalize_url
 
 __all__ = ["alembic_config", "current_revision", "default_ini_path", "downgrade", "head_revision", "upgrade"]
+
+
+# Alembic keeps the running environment in module globals (`alembic.context`): one command at a time per process.
+# Several processes are fine: env.py serialises them in the database (advisory lock / BEGIN IMMEDIATE).
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def default_ini_path() -> Path:
@@ -49,12 +55,16 @@ def alembic_config(url: str | URL, *, ini_path: str | Path | None = None) -> Con
 
 def upgrade(url: str | URL, revision: str = "head", *, ini_path: str | Path | None = None) -> None:
     """Migrate the database at `url` up to `revision` (default: the head)."""
-    command.upgrade(alembic_config(url, ini_path=ini_path), revision)
+    cfg = alembic_config(url, ini_path=ini_path)
+    with _ALEMBIC_LOCK:
+        command.upgrade(cfg, revision)
 
 
 def downgrade(url: str | URL, revision: str, *, ini_path: str | Path | None = None) -> None:
     """Migrate the database at `url` down to `revision` (`"base"` drops every table)."""
-    command.downgrade(alembic_config(url, ini_path=ini_path), revision)
+    cfg = alembic_config(url, ini_path=ini_path)
+    with _ALEMBIC_LOCK:
+        command.downgrade(cfg, revision)
 
 
 def head_revision(*, ini_path: str | Path | None = None) -> str | None:

@@ -88,10 +88,10 @@ from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import sqlalchemy as sa
-from alphaswarm_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
+from alphaswarm_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.models import (
     AUDIT_VALUE_FIELDS,

@@ -32,6 +32,9 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, cast
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as pb_grpc
@@ -47,9 +50,6 @@ from alphaswarm_common.protoconv import (
     timestamp_from_datetime,
     timestamp_to_datetime,
 )
-from google.protobuf import json_format
-from google.protobuf.message import Message
-
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
 from alphaswarm_persistence.repository import (
