@@ -26,6 +26,7 @@ buffers to) against the size of the close matrix. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import platform
 import sys
@@ -123,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import vectorbt as vbt
 
-    print(f"command: python benchmarks/bench_engine.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    print(
+        f"command: python benchmarks/bench_engine.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    )
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}, "
         f"vectorbt {vbt.__version__}, {platform.machine()}, repeats={args.repeats} (median)"
@@ -141,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         run_ours(case)  # warm-up (imports, allocator)
         run_vbt(close_df, size_df)  # warm-up: numba compilation
         repeats_vbt = args.repeats if n_bars * n_syms <= 2_000_000 else max(1, min(args.repeats, 3))
-        t_ours, out = median_time(lambda case=case: run_ours(case), args.repeats)
-        t_vbt, value = median_time(lambda c=close_df, s=size_df: run_vbt(c, s), repeats_vbt)
+        t_ours, out = median_time(functools.partial(run_ours, case), args.repeats)
+        t_vbt, value = median_time(functools.partial(run_vbt, close_df, size_df), repeats_vbt)
         diff = float(np.max(np.abs(out.equity / out.config.initial_capital - value / 1e12) / (value / 1e12)))
         n_trades = len(out.trades)
         del out, value
-        peak = peak_memory(lambda case=case: run_ours(case))
+        peak = peak_memory(functools.partial(run_ours, case))
         close_bytes = case["close"].nbytes
         print(
             f"| {n_bars} x {n_syms} | {n_trades} | {t_ours:.3f} | {t_vbt:.3f} | {t_vbt / t_ours:.1f}x "

@@ -87,9 +87,12 @@ def test_late_subscriber_replays_every_event_and_raw_subscriber_sees_json() -> N
 
 def test_work_queue_delivers_each_job_to_one_worker_and_survives_restart() -> None:
     async def main() -> list[int]:
-        durable = f"test-workers-{uuid.uuid4().hex[:8]}"
-        kind = f"test_{uuid.uuid4().hex[:8]}"
-        producer = NatsJobQueue(NATS_URL, durable=durable)
+        tag = uuid.uuid4().hex[:8]
+        durable = f"test-workers-{tag}"
+        kind = f"test_{tag}"
+        # An isolated work-queue stream: a work queue admits one consumer per subject.
+        isolated = {"stream": f"ALPHASWARM_JOBS_TEST_{tag}", "prefix": f"alphaswarm.testjobs.{tag}"}
+        producer = NatsJobQueue(NATS_URL, durable=durable, **isolated)
         await producer.start()
         for n in range(6):  # enqueued before any worker exists
             await producer.enqueue(kind, {"n": n})
@@ -103,7 +106,7 @@ def test_work_queue_delivers_each_job_to_one_worker_and_survives_restart() -> No
 
         workers = []
         for _ in range(2):
-            q = NatsJobQueue(NATS_URL, durable=durable)
+            q = NatsJobQueue(NATS_URL, durable=durable, **isolated)
             await q.start()
             workers.append((q, asyncio.create_task(q.consume(handler, concurrency=2))))
         for _ in range(100):
@@ -115,7 +118,7 @@ def test_work_queue_delivers_each_job_to_one_worker_and_survives_restart() -> No
             await asyncio.gather(t, return_exceptions=True)
             # Clean up the durable consumer of this test.
             with contextlib.suppress(Exception):
-                await q._js.delete_consumer("ALPHASWARM_JOBS", durable)
+                await q._js.delete_stream(isolated["stream"])
             await q.close()
         return seen
 

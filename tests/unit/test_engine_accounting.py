@@ -56,7 +56,9 @@ def _bar_returns(close: np.ndarray) -> np.ndarray:
     return r
 
 
-@pytest.mark.parametrize(("seed", "every", "rf", "nan"), [(0, 1, 0.0, False), (1, 3, 0.04, False), (2, 1, 0.02, True)])
+@pytest.mark.parametrize(
+    ("seed", "every", "rf", "nan"), [(0, 1, 0.0, False), (1, 3, 0.04, False), (2, 1, 0.02, True)]
+)
 def test_portfolio_return_identity(seed, every, rf, nan):
     close = _prices(seed)
     if nan:
@@ -137,14 +139,16 @@ def test_rebalance_every_holds_shares_and_lets_weights_drift():
     w = _weights(7, close.shape)
     every, lag = 4, 1
     out = _run(w, close, rebalance_every=every, execution_lag=lag)
-    decisions, fills = decision_schedule(len(close), lag, every)
+    _, fills = decision_schedule(len(close), lag, every)
     np.testing.assert_array_equal(out.fill_bars, fills)
     shares = out.shares(close)
     for f, nxt in zip(fills, np.append(fills[1:], len(close)), strict=True):
         # share counts are constant until the next fill ...
         np.testing.assert_allclose(shares[f:nxt], np.broadcast_to(shares[f], shares[f:nxt].shape), rtol=1e-12)
         # ... the target in force is the decision row, and the held weights drift with prices
-        np.testing.assert_array_equal(out.weights_target[f:nxt], np.broadcast_to(w[f - lag], (nxt - f, w.shape[1])))
+        np.testing.assert_array_equal(
+            out.weights_target[f:nxt], np.broadcast_to(w[f - lag], (nxt - f, w.shape[1]))
+        )
         value = shares[f:nxt] * close[f:nxt]
         np.testing.assert_allclose(out.weights_held[f:nxt], value / out.equity[f:nxt, None], rtol=1e-12)
     # at a fill the pre-cost value is spread exactly as the target says

@@ -69,7 +69,9 @@ def _vbt(close, w, *, fees, lag, every, open_=None):
 
 
 def _ours(close, w, *, fees, slippage, lag, every, fill="close", open_=None):
-    cfg = EngineConfig(fees=fees, slippage=slippage, execution_lag=lag, rebalance_every=every, fill_price=fill)
+    cfg = EngineConfig(
+        fees=fees, slippage=slippage, execution_lag=lag, rebalance_every=every, fill_price=fill
+    )
     return run_backtest(
         w,
         close,
@@ -120,7 +122,9 @@ def test_full_investment_without_fees_matches_vectorbt():
     np.testing.assert_allclose(out.equity / 1e4, pf.value().to_numpy() / INIT_CASH, rtol=1e-9)
 
 
-@pytest.mark.parametrize(("seed", "fees", "slippage", "lag", "every", "fill", "nan_prices"), CASES[1:6] + CASES[7:])
+@pytest.mark.parametrize(
+    ("seed", "fees", "slippage", "lag", "every", "fill", "nan_prices"), CASES[1:6] + CASES[7:]
+)
 def test_ledger_matches_vectorbt_positions(seed, fees, slippage, lag, every, fill, nan_prices):
     close, open_, w = _panel(seed, nan_prices=nan_prices)
     px_open = open_ if fill == "open" else None

@@ -261,7 +261,9 @@ def test_open_fill_entry_stopped_on_its_own_bar():
     high = close + 1
     low = np.array([99.0, 90.0, 99.0, 99.0])  # bar 1 dips 10% after its open
     w = np.array([1.0, 0.0, 0.0, 0.0])
-    out = _run(w, close, open=open_, high=high, low=low, fill_price="open", fees=0.0, slippage=0.0, stop_loss=0.05)
+    out = _run(
+        w, close, open=open_, high=high, low=low, fill_price="open", fees=0.0, slippage=0.0, stop_loss=0.05
+    )
     tr = out.trades.iloc[0]
     assert (tr["entry_bar"], tr["exit_bar"], tr["duration_bars"]) == (1, 1, 0)
     assert tr["exit_reason"] == "stop_loss" and tr["exit_price"] == pytest.approx(95.0)

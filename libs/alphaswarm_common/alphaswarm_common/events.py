@@ -266,13 +266,26 @@ class InProcessJobQueue(JobQueue):
 
 
 class NatsJobQueue(JobQueue):
-    """A JetStream work queue (`ALPHASWARM_JOBS`) with one durable pull consumer per kind of worker."""
+    """A JetStream work queue (`ALPHASWARM_JOBS`) with one durable pull consumer shared by every worker.
+
+    A work-queue stream admits one consumer per subject, so every gateway replica
+    binds the same durable; `stream` and `prefix` exist for isolated deployments
+    (and tests) sharing one NATS server.
+    """
 
     def __init__(
-        self, url: str, *, durable: str = "alphaswarm-gateway-workers", ack_wait: float = 60.0
+        self,
+        url: str,
+        *,
+        durable: str = "alphaswarm-gateway-workers",
+        ack_wait: float = 60.0,
+        stream: str = JOBS_STREAM,
+        prefix: str = JOBS_PREFIX,
     ) -> None:
         self.url = url
         self.durable = durable
+        self.stream = stream
+        self.prefix = prefix
         self.ack_wait = ack_wait
         self._nc: Any = None
         self._js: Any = None
@@ -284,8 +297,8 @@ class NatsJobQueue(JobQueue):
         self._nc = await nats.connect(self.url, name="alphaswarm-jobs", max_reconnect_attempts=-1)
         self._js = self._nc.jetstream()
         config = StreamConfig(
-            name=JOBS_STREAM,
-            subjects=[f"{JOBS_PREFIX}.>"],
+            name=self.stream,
+            subjects=[f"{self.prefix}.>"],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
         )
@@ -296,23 +309,23 @@ class NatsJobQueue(JobQueue):
         self._nc = None
 
     async def enqueue(self, kind: str, payload: dict[str, Any]) -> None:
-        await self._js.publish(f"{JOBS_PREFIX}.{kind}", json.dumps(payload).encode())
+        await self._js.publish(f"{self.prefix}.{kind}", json.dumps(payload).encode())
 
     async def consume(self, handler: JobHandler, *, concurrency: int = 1) -> None:
         from nats.errors import TimeoutError as NatsTimeout
         from nats.js.api import AckPolicy, ConsumerConfig
 
         sub = await self._js.pull_subscribe(
-            f"{JOBS_PREFIX}.>",
+            f"{self.prefix}.>",
             durable=self.durable,
-            stream=JOBS_STREAM,
+            stream=self.stream,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_deliver=5),
         )
         slots = asyncio.Semaphore(concurrency)
         running: set[asyncio.Task[None]] = set()
 
         async def run(msg: Any) -> None:
-            kind = msg.subject.removeprefix(f"{JOBS_PREFIX}.")
+            kind = msg.subject.removeprefix(f"{self.prefix}.")
             heartbeat = asyncio.create_task(self._heartbeat(msg))
             try:
                 await handler(kind, json.loads(msg.data))

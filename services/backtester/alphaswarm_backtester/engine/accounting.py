@@ -81,10 +81,12 @@ Per position, relative to the trade's entry price: the size-weighted average
 price of the fills that opened or increased it (vectorbt's position entry
 price), at the time of the check. A long is stopped out when the bar's low
 reaches `entry * (1 - stop_loss)` and takes profit when the high reaches
-`entry * (1 + take_profit)` (shorts mirror this); without high/low the close
-is the only observed price. The exit fills at the stop price, or at the open
-when the bar opens beyond it (a gap fills at the open, never at a price the
-market did not trade); the exit pays the usual costs. When both levels are
+`entry * (1 + take_profit)` (shorts mirror this); without high/low the bar's
+range is its open and close (the close alone without an open). The exit
+fills at the stop price, or at the open when the bar opens beyond it (a gap
+fills at the open, never at a price the market did not trade); with closes
+only, a close beyond the level still fills at the level (optimistic: pass
+open/high/low for realistic fills). The exit pays the usual costs. When both levels are
 inside one bar's range the stop loss wins (the intrabar order is unknown;
 assume the worst). Stops are checked on every bar the position is held
 through: with close fills from the bar after the entry, with open fills from
@@ -93,6 +95,14 @@ flat: targets of the same sign are ignored until a decision's target for it
 is zero or of the opposite sign, so a daily rebalance does not buy back what
 the stop just sold. Stops make the simulation loop over every bar (still
 vectorised across symbols); without them it loops over fill bars only.
+
+Cost and memory
+---------------
+The only Python loop is over fill bars (every bar with stops), each step a
+handful of NumPy calls on one row; everything else is vectorised in row
+chunks of about 2**18 cells, so temporaries stay small. The backtest keeps
+two `(T, N)` float matrices (targets in force, and one buffer that holds the
+share counts, then the end-of-bar weights: see `mark_to_market`).
 """
 
 from __future__ import annotations
@@ -302,8 +312,8 @@ def _simulate_fills(
     position rows; the loop then only scales each row by the pre-trade value
     and prices the order. The cash after a fill is `V * (1 - sum_i w_i) -
     cost` (the orders' cash flow `sum_i d_i * p_i` equals `V * sum_i w_i -
-    sum_i shares_i * p_i`). Rows with an untradable symbol and `min_fee > 0`
-    take the general `_rebalance`.
+    sum_i shares_i * p_i`). Rows with an untradable symbol, and every row
+    when `min_fee > 0`, take the general `_rebalance`.
     """
     n_bars, n_cols = close.shape
     positions = np.empty((n_bars, n_cols))
@@ -364,10 +374,8 @@ def _simulate_fills(
         else:
             f = first + j * step
             upto = f if not by_open else f - 1
-            if close_has_nan:
-                mark = _advance_marks(mark, close[marked_to + 1 : upto + 1])
-            else:
-                mark = close[upto]
+            # valuation of untradable holdings: their last known close before the fill
+            mark = _advance_marks(mark, close[marked_to + 1 : upto + 1]) if close_has_nan else close[upto]
             marked_to = upto
             cash, traded_l[j], cost_l[j] = _rebalance(shares, cash, wt_f[j], price, mark, cfg, row)
         cash_l[j] = cash
@@ -458,9 +466,14 @@ def _simulate_bars(
         held = shares != 0
         if held.any():
             c = close[s]
-            hi = c if high is None else np.where(np.isnan(high[s]), c, high[s])
-            lo = c if low is None else np.where(np.isnan(low[s]), c, low[s])
             op = open_[s] if open_ is not None else None
+            # the bar's observed range: high / low, else the open and the close
+            hi = c if op is None else np.fmax(c, op)
+            lo = c if op is None else np.fmin(c, op)
+            if high is not None:
+                hi = np.where(np.isnan(high[s]), hi, high[s])
+            if low is not None:
+                lo = np.where(np.isnan(low[s]), lo, low[s])
             ok = held & np.isfinite(c)
             with np.errstate(invalid="ignore", divide="ignore"):
                 entry = ent_value / ent_size
@@ -579,7 +592,7 @@ def simulate(
     *,
     config: EngineConfig,
     periods_per_year: float,
-    open: np.ndarray | None = None,  # noqa: A002 - the name of the price field
+    open: np.ndarray | None = None,
     high: np.ndarray | None = None,
     low: np.ndarray | None = None,
 ) -> Simulation:

@@ -82,7 +82,7 @@ class BacktestOutput:
         exact up to rounding (exact zeros stay zero).
         """
         px = np.asarray(close, dtype=np.float64).reshape(self.weights_held.shape)
-        marks, _ = ffill_rows(px, np.full(px.shape[1], np.nan))
+        marks, _ = ffill_rows(px, np.full(self.weights_held.shape[1], np.nan))
         with np.errstate(divide="ignore", invalid="ignore"):
             out = self.weights_held * self.equity[:, None] / marks
         out[self.weights_held == 0] = 0.0
@@ -183,7 +183,7 @@ def run_backtest(
     dates: Any,
     symbols: Sequence[str],
     config: EngineConfig | None = None,
-    open: ArrayLike | None = None,  # noqa: A002 - the name of the price field
+    open: ArrayLike | None = None,
     high: ArrayLike | None = None,
     low: ArrayLike | None = None,
     benchmark: ArrayLike | None = None,
@@ -221,8 +221,11 @@ def run_backtest(
     px_open = extra["open"]
     if cfg.fill_price == "open" and px_open is None:
         raise InvalidArgument("fill_price='open' needs open prices", field="open")
-    if px_open is not None and (np.isfinite(px_open) & np.isnan(px_close)).any():
-        raise DataError("a bar with an open must have a close", field="open")
+    if px_open is not None:
+        step = max(1, _CHUNK_CELLS // n_syms)
+        for r0 in range(0, n_bars, step):
+            if (np.isfinite(px_open[r0 : r0 + step]) & np.isnan(px_close[r0 : r0 + step])).any():
+                raise DataError("a bar with an open must have a close", field="open")
     stamps = _dates(dates, n_bars)
     names = _symbols(symbols, n_syms)
     bench = None

@@ -213,11 +213,8 @@ def _long_only_topk(signal: np.ndarray, p: LongOnlyTopkParams, every: int) -> np
 def _signal_weighted(signal: np.ndarray, p: SignalWeightedParams, every: int) -> np.ndarray:
     valid = ~np.isnan(signal)
     n = valid.sum(axis=1, keepdims=True)
-    if p.normalize == "rank":
-        # average ranks for ties (as scipy.stats.rankdata / alphalens), NaN stays NaN.
-        score = rankdata(signal, method="average", axis=1, nan_policy="omit")
-    else:
-        score = signal
+    # "rank": average ranks for ties (as scipy.stats.rankdata / alphalens), NaN stays NaN.
+    score = rankdata(signal, method="average", axis=1, nan_policy="omit") if p.normalize == "rank" else signal
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.where(n > 0, np.nansum(np.where(valid, score, 0.0), axis=1, keepdims=True) / n, 0.0)
         centred = np.where(valid, score - mean, 0.0)

@@ -35,8 +35,14 @@ which aggregate every fill of one position, so they can be checked against it:
   path after the trigger is unknown).
 - `duration_bars` = exit bar - entry bar; `duration_days` whole calendar
   days and `duration_hours` between the entry and exit dates.
+- `entry_date` / `exit_date` (and `entry_bar` / `exit_bar`, indices into the
+  dates): the bars of the opening and of the closing fill; an open trade
+  "exits" on the last date at the last known close (`is_open=True`), so
+  `exit_price` is never missing.
 
-Rows are ordered by symbol, then entry time (as vectorbt orders its records).
+Rows are ordered by symbol, then entry time (as vectorbt orders its records);
+`trade_number` counts from 1 in that order. Trade statistics (win rate,
+profit factor, ...) use the closed trades only.
 
 The ledger is computed without a per-trade Python loop. Per block of
 symbols, the signs of the share path are laid out by (symbol, step) with one
@@ -339,7 +345,6 @@ def _block_trades(cells: _Cells, cfg: EngineConfig) -> dict[str, np.ndarray]:
     s_aq = np.bincount(ids, weights=aq, minlength=n)
     del q, dx
 
-    x_st = x_c[starts]
     xp_st = x_prev_c[starts]
     p_st = p_c[starts]
     f = np.flatnonzero(xp_st != 0)
@@ -449,7 +454,7 @@ def build_trades(
     dates: np.ndarray,
     symbols: Sequence[str],
     config: EngineConfig,
-    open: np.ndarray | None = None,  # noqa: A002 - the name of the price field
+    open: np.ndarray | None = None,
     high: np.ndarray | None = None,
     low: np.ndarray | None = None,
 ) -> pd.DataFrame:
