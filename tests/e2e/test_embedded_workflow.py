@@ -308,3 +308,45 @@ def test_idempotent_start_returns_the_same_run(stack: EmbeddedStack) -> None:
     events = list(client.watch(a.task_id))
     assert events[-1].stage == "completed"
     assert sum(1 for e in events if e.stage == "accepted") == 1
+
+
+def test_reuse_without_a_strategy_trades_the_deployments_strategy(stack: EmbeddedStack, first_run) -> None:  # type: ignore[no-untyped-def]
+    doc = small_run(run_name="e2e-reuse-strategy", train_first=False, deployment_id=first_run.deployment_id)
+    del doc["strategy_cfg"]
+    r = _experiment(stack, doc).run()
+    stored = _persistence(stack).GetBacktestResult(ppb.GetBacktestResultRequest(backtest_id=r.backtest_id), timeout=30)
+    strategy = dict(stored.result.parameters["strategy"])
+    assert strategy["type"] == "long_short_topk"
+    assert dict(strategy["params"])["top_k"] == 3  # what the deployment was created with, not the default
+
+
+def test_unknown_weight_key_is_rejected_at_acceptance(stack: EmbeddedStack) -> None:
+    client = GatewayClient(stack.gateway_addr or "", settings=stack.settings)
+    cfg = AlphaBacktestConfig.model_validate(small_run(weights={"sharpe": 1.0, "sharp": 0.5}))
+    with pytest.raises(InvalidArgument) as err:
+        client.start(cfg)
+    assert remote_field(err.value) == "weights.sharp"
+
+
+def test_watching_a_finished_run_without_kept_events_ends(stack: EmbeddedStack) -> None:
+    from google.protobuf import field_mask_pb2
+
+    from alphaswarm.common.v1 import resources_pb2
+    from alphaswarm_common.protoconv import config_to_proto
+
+    stub = _persistence(stack)
+    cfg = AlphaBacktestConfig.model_validate(small_run(run_name="finished-elsewhere"))
+    created = stub.CreateAlphaBacktestRun(
+        ppb.CreateAlphaBacktestRunRequest(run=resources_pb2.AlphaBacktestRun(
+            run_name=cfg.run_name, state=resources_pb2.RUN_STATE_PENDING, config=config_to_proto(cfg))),
+        timeout=30,
+    ).run
+    failed = resources_pb2.AlphaBacktestRun(
+        run_id=created.run_id, state=resources_pb2.RUN_STATE_FAILED, stage="failed",
+        error=resources_pb2.ErrorDetail(stage="training", code="INTERNAL", message="worker lost"))
+    stub.UpdateAlphaBacktestRun(ppb.UpdateAlphaBacktestRunRequest(
+        run=failed, update_mask=field_mask_pb2.FieldMask(paths=["state", "stage", "error"])), timeout=30)
+    client = GatewayClient(stack.gateway_addr or "", settings=stack.settings)
+    events = list(client.watch(created.task_id, timeout=30))
+    assert [e.stage for e in events] == ["failed"]
+    assert events[0].data["stage"] == "training"

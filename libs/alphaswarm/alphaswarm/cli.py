@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from alphaswarm_common.errors import AlphaSwarmError
-
-ML_ROWS = ("ic_spearman", "ic_pearson", "icir", "mae", "rmse", "hit_rate")
-TRADING_ROWS = ("sharpe", "sortino", "calmar", "max_drawdown", "total_return", "turnover_adj_sharpe")
+from alphaswarm_common.metrics import HEADLINE_ML_METRICS as ML_ROWS
+from alphaswarm_common.metrics import HEADLINE_TRADING_METRICS as TRADING_ROWS
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -137,8 +136,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from alphaswarm_gateway.rest import create_app
 
     configure_logging()
-    settings = _settings(args).model_copy(
-        update={"http_host": args.host, "http_port": args.port, "grpc_port": args.grpc_port}
+    base = _settings(args)
+    settings = base.model_copy(
+        update={
+            "http_host": args.host or base.http_host,
+            "http_port": args.port if args.port is not None else base.http_port,
+            "grpc_port": args.grpc_port if args.grpc_port is not None else (base.grpc_port or 50051),
+        }
     )
     settings, servers, tracker = start_services(settings)
     from alphaswarm_gateway.core import bootstrap
@@ -192,9 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     serve = sub.add_parser("serve", help="serve REST, SSE and gRPC with the embedded stack")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--grpc-port", type=int, default=50051)
+    serve.add_argument("--host", help="HTTP host (default ALPHASWARM_HTTP_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default ALPHASWARM_HTTP_PORT, 8000)")
+    serve.add_argument(
+        "--grpc-port", type=int, help="gateway gRPC port (default ALPHASWARM_GRPC_PORT, else 50051)"
+    )
     serve.add_argument("--home", help="folder of the embedded stores (default ./.alphaswarm)")
     serve.set_defaults(func=cmd_serve)
 

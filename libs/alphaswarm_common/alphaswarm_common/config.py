@@ -203,7 +203,10 @@ class AlphaBacktestConfig(_Strict):
 
     dataset_cfg: DatasetConfig
     model_cfg: ModelConfig = Field(default_factory=ModelConfig)
-    strategy_cfg: StrategyConfig = Field(default_factory=StrategyConfig)
+    strategy_cfg: StrategyConfig | None = Field(
+        default=None,
+        description="How predictions become weights; when absent, the reused deployment's strategy, else the default.",
+    )
     backtest_cfg: BacktestConfig = Field(default_factory=BacktestConfig)
     run_name: str = Field(default="alpha-backtest", min_length=1, max_length=200)
     experiment_name: str = Field(default="alphaswarm", min_length=1)
@@ -229,3 +232,13 @@ class AlphaBacktestConfig(_Strict):
     @property
     def execution_lag(self) -> int:
         return self.dataset_cfg.label.execution_lag
+
+    @property
+    def strategy(self) -> StrategyConfig:
+        """The strategy given, or the default one."""
+        return self.strategy_cfg or StrategyConfig()
+
+    @property
+    def resolved_backtest_cfg(self) -> BacktestConfig:
+        """The backtest section with the execution lag filled in from the label."""
+        return self.backtest_cfg.model_copy(update={"execution_lag": self.execution_lag})

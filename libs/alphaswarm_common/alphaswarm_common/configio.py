@@ -47,7 +47,9 @@ def parse_config_document(raw: bytes | str, *, field: str = "body") -> dict[str,
         ) from exc
     if not isinstance(doc, dict):
         raise InvalidArgument(
-            f"the document must be a mapping of the run config sections{hint}", field=field, reason="INVALID_BODY"
+            f"the document must be a mapping of the run config sections{hint}",
+            field=field,
+            reason="INVALID_BODY",
         )
     return doc
 

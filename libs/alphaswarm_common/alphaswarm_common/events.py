@@ -104,6 +104,10 @@ class EventBus(ABC):
     async def ready(self) -> bool:
         return True
 
+    async def last_seq(self, task_id: str) -> int:
+        """The seq of the task's latest event (0 when it has none): a resumed task continues after it."""
+        return 0
+
 
 class InProcessEventBus(EventBus):
     """Keeps each task's events in memory and wakes subscribers on publish."""
@@ -127,6 +131,10 @@ class InProcessEventBus(EventBus):
                 if oldest != event.task_id:
                     del self._history[oldest]
             cond.notify_all()
+
+    async def last_seq(self, task_id: str) -> int:
+        events = self._history.get(task_id)
+        return events[-1].seq if events else 0
 
     async def subscribe(self, task_id: str, *, after_seq: int = 0) -> AsyncIterator[ProgressEvent]:  # type: ignore[override]
         cond = self._condition()
@@ -179,6 +187,15 @@ class NatsEventBus(EventBus):
 
     async def publish(self, event: ProgressEvent) -> None:
         await self._js.publish(progress_subject(event.task_id), event.to_json())
+
+    async def last_seq(self, task_id: str) -> int:
+        from nats.js.errors import NotFoundError
+
+        try:
+            msg = await self._js.get_last_msg(PROGRESS_STREAM, progress_subject(task_id))
+        except NotFoundError:
+            return 0
+        return ProgressEvent.from_json(msg.data).seq
 
     async def subscribe(self, task_id: str, *, after_seq: int = 0) -> AsyncIterator[ProgressEvent]:  # type: ignore[override]
         from nats.js.api import DeliverPolicy
@@ -327,14 +344,18 @@ class NatsJobQueue(JobQueue):
         async def run(msg: Any) -> None:
             kind = msg.subject.removeprefix(f"{self.prefix}.")
             heartbeat = asyncio.create_task(self._heartbeat(msg))
+            ok = False
             try:
                 await handler(kind, json.loads(msg.data))
+                ok = True
             except Exception:
-                log.exception("job %s failed", kind)
+                # The handler could not even record a failure (say, the catalog is down):
+                # hand the job back for a later delivery instead of dropping it.
+                log.exception("job %s failed; it will be delivered again", kind)
             finally:
                 heartbeat.cancel()
                 with contextlib.suppress(Exception):
-                    await msg.ack()
+                    await (msg.ack() if ok else msg.nak(delay=5))
                 slots.release()
 
         try:

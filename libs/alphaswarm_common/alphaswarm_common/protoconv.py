@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -188,6 +189,11 @@ def validation_error(exc: ValidationError, *, prefix: str = "") -> InvalidArgume
     loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in first["loc"]).replace(".[", "[")
     field = ".".join(p for p in (prefix, loc) if p) or prefix or None
     msg = str(first["msg"]).removeprefix("Value error, ")
+    if not loc:  # a model-level rule: its message starts with the field it is about
+        named = re.match(r"([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*) ", msg)
+        if named:
+            loc = named.group(1)
+            field = ".".join(p for p in (prefix, loc) if p)
     details = {
         "violations": [
             {

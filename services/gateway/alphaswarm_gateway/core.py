@@ -43,6 +43,7 @@ from alphaswarm_common.events import (
     ProgressEvent,
 )
 from alphaswarm_common.grpc_client import aio_call, aio_channel
+from alphaswarm_common.metrics import combined_score
 from alphaswarm_common.protoconv import config_to_proto
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tracking import Tracker
@@ -232,13 +233,15 @@ class Gateway:
         await aio_call(
             self.clients.backtester.ValidateStrategy,
             bpb.ValidateStrategyRequest(
-                strategy_cfg=config_to_proto(cfg.strategy_cfg),
-                backtest_cfg=config_to_proto(cfg.backtest_cfg),
+                strategy_cfg=config_to_proto(cfg.strategy),
+                backtest_cfg=config_to_proto(cfg.resolved_backtest_cfg),
                 n_symbols=n_symbols,
             ),
             timeout=timeout,
             target="backtester",
         )
+        if cfg.weights:
+            combined_score({}, {}, cfg.weights)  # unknown or negative weight keys fail here, naming the key
 
     async def get_run(self, *, run_id: str = "", task_id: str = "") -> resources_pb2.AlphaBacktestRun:
         resp = await aio_call(
@@ -272,10 +275,55 @@ class Gateway:
         )
 
     async def watch(self, task_id: str, *, after_seq: int = 0) -> AsyncIterator[ProgressEvent]:
-        """Progress events of a task from the first (replayed), ending after the terminal event."""
-        await self.get_run(task_id=task_id)  # NotFound for an unknown task
+        """Progress events of a task from the first (replayed), ending after the terminal event.
+
+        A finished run whose events are no longer kept (an embedded process restarted, or the
+        stream's retention dropped them) ends with one terminal event built from the run row,
+        instead of a stream that never ends.
+        """
+        run = await self.get_run(task_id=task_id)  # NotFound for an unknown task
+        finished = run.state in (
+            resources_pb2.RUN_STATE_SUCCEEDED,
+            resources_pb2.RUN_STATE_FAILED,
+            resources_pb2.RUN_STATE_CANCELLED,
+        )
+        if finished and await self.bus.last_seq(task_id) == 0:
+            yield _terminal_event_from_row(run)
+            return
         async for event in self.bus.subscribe(task_id, after_seq=after_seq):
             yield event
+
+
+def _terminal_event_from_row(run: resources_pb2.AlphaBacktestRun) -> ProgressEvent:
+    from alphaswarm_common.protoconv import timestamp_to_datetime
+
+    failed = run.state != resources_pb2.RUN_STATE_SUCCEEDED
+    data: dict[str, Any] = {"run_id": run.run_id, "replayed_from": "run row"}
+    if failed and run.HasField("error"):
+        data.update(
+            {
+                "stage": run.error.stage,
+                "code": run.error.code,
+                "message": run.error.message,
+                "field": run.error.field,
+            }
+        )
+    return ProgressEvent(
+        task_id=run.task_id,
+        seq=1,
+        ts=timestamp_to_datetime(run.finished_at) or timestamp_to_datetime(run.created_at) or _utcnow(),
+        stage="failed" if failed else "completed",
+        status="failed" if failed else "completed",
+        pct=100.0,
+        message="the run finished; its progress events are no longer kept",
+        data=data,
+    )
+
+
+def _utcnow() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
 
 
 def bootstrap(

@@ -215,6 +215,12 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     async def _domain_error(_: Request, exc: AlphaSwarmError) -> JSONResponse:
         return _error_response(exc, exc.details.pop("status", None))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        err = AlphaSwarmError(f"{type(exc).__name__}: {exc}")
+        return _error_response(err, 500)
+
     @app.exception_handler(RequestValidationError)
     async def _request_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()

@@ -37,7 +37,12 @@ from alphaswarm_common.errors import AlphaSwarmError, DataError
 from alphaswarm_common.events import ProgressEvent
 from alphaswarm_common.grpc_client import aio_call, remote_field
 from alphaswarm_common.labels import make_labels
-from alphaswarm_common.metrics import combined_score, ml_metrics
+from alphaswarm_common.metrics import (
+    HEADLINE_ML_METRICS,
+    HEADLINE_TRADING_METRICS,
+    combined_score,
+    ml_metrics,
+)
 from alphaswarm_common.protoconv import (
     array_to_proto,
     config_from_proto,
@@ -53,8 +58,8 @@ __all__ = ["ML_KEYS", "TRADING_KEYS", "AlphaBacktestSaga", "fail_unstarted"]
 
 log = logging.getLogger(__name__)
 
-ML_KEYS = ("ic_spearman", "ic_pearson", "icir", "mae", "rmse", "hit_rate")
-TRADING_KEYS = ("sharpe", "sortino", "calmar", "max_drawdown", "total_return", "turnover_adj_sharpe")
+ML_KEYS = HEADLINE_ML_METRICS
+TRADING_KEYS = HEADLINE_TRADING_METRICS
 
 # Overall completion reached when each stage starts.
 STAGE_PCT = {
@@ -73,10 +78,14 @@ def _now() -> dt.datetime:
 
 
 class _Progress:
+    """Publishes a task's events with consecutive seqs and remembers the stage in progress,
+    so a failure is reported at the stage that was running."""
+
     def __init__(self, gateway: Any, task_id: str, seq: int = 1) -> None:
         self.gateway = gateway
         self.task_id = task_id
         self.seq = seq
+        self.stage = "accepted"
 
     async def emit(
         self,
@@ -87,6 +96,8 @@ class _Progress:
         pct: float | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
+        if stage not in ("completed", "failed"):
+            self.stage = stage
         self.seq += 1
         event = ProgressEvent(
             task_id=self.task_id,
@@ -163,9 +174,10 @@ class AlphaBacktestSaga:
 
     async def execute(self, run: resources_pb2.AlphaBacktestRun) -> None:
         cfg = config_from_proto(run.config, AlphaBacktestConfig)
-        progress = _Progress(self.gw, run.task_id, seq=1)
+        # A job delivered again continues the task's event sequence instead of repeating seqs.
+        progress = _Progress(self.gw, run.task_id, seq=max(1, await self.gw.bus.last_seq(run.task_id)))
+        progress.stage = "training" if cfg.train_first else "deploying"
         tracker = self.gw.tracker
-        stage = "training" if cfg.train_first else "deploying"
         parent_run_id = ""
         started = time.perf_counter()
         links = resources_pb2.AlphaBacktestRun(run_id=run.run_id)
@@ -182,22 +194,24 @@ class AlphaBacktestSaga:
                 },
             )
             links.state = resources_pb2.RUN_STATE_RUNNING
-            links.stage = stage
+            links.stage = progress.stage
             links.mlflow_parent_run_id = parent_run_id
             links.started_at.CopyFrom(timestamp_from_datetime(_now()))
             await _update(self.gw, links, "state", "stage", "mlflow_parent_run_id", "started_at")
             await asyncio.to_thread(tracker.log_params, parent_run_id, _flat_params(cfg))
+            # Idempotency keys are scoped to this attempt (its MLflow parent run): a redelivered
+            # job is a new attempt and must not collide with what an earlier one saved.
+            attempt = parent_run_id
 
             # 1-2. train, register, deploy (or reuse a deployment)
             deployment, train_run_id = await self._model_stages(
-                cfg, run, experiment_id, parent_run_id, progress, lambda s: _set_stage(links, s)
+                cfg, run, experiment_id, parent_run_id, attempt, progress, links
             )
-            stage = "predicting"
             links.model_name = deployment.model_name
             links.model_version = deployment.model_version
             links.deployment_id = deployment.deployment_id
             links.mlflow_train_run_id = train_run_id
-            links.stage = stage
+            links.stage = "predicting"
             await _update(
                 self.gw, links, "model_name", "model_version", "deployment_id", "mlflow_train_run_id", "stage"
             )
@@ -205,7 +219,7 @@ class AlphaBacktestSaga:
             # 3. predict over the backtest window
             start, end = _window(cfg)
             await progress.emit(
-                stage,
+                "predicting",
                 "started",
                 f"predicting {start}..{end} with {deployment.model_name} v{deployment.model_version}",
             )
@@ -219,32 +233,30 @@ class AlphaBacktestSaga:
             )
             signal, dates, symbols = matrix_from_proto(pred.predictions, field="predictions")
             await progress.emit(
-                stage,
+                "predicting",
                 "done",
                 f"{signal.shape[0]} dates x {signal.shape[1]} symbols",
                 data={"n_dates": int(signal.shape[0]), "n_symbols": int(signal.shape[1])},
             )
 
             # 4. backtest the trades the predictions drive
-            stage = "backtesting"
-            await _update(self.gw, _set_stage(links, stage), "stage")
+            await _update(self.gw, _set_stage(links, "backtesting"), "stage")
             prices = await asyncio.to_thread(_prices_for, cfg, dates, symbols)
             strategy_cfg = _strategy_for(cfg, deployment)
-            backtest_cfg = cfg.backtest_cfg.model_copy(update={"execution_lag": cfg.execution_lag})
-            await progress.emit(stage, "started", f"{strategy_cfg.type} over {len(dates)} bars")
+            await progress.emit("backtesting", "started", f"{strategy_cfg.type} over {len(dates)} bars")
             bt = await aio_call(
                 self.gw.clients.backtester.RunBacktest,
                 bpb.RunBacktestRequest(
                     signal=pred.predictions,
                     prices=prices,
                     strategy_cfg=config_to_proto(strategy_cfg),
-                    backtest_cfg=config_to_proto(backtest_cfg),
+                    backtest_cfg=config_to_proto(cfg.resolved_backtest_cfg),
                     experiment_id=experiment_id,
                     parent_run_id=parent_run_id,
                     task_id=run.task_id,
                     strategy_label=f"alpha:{strategy_cfg.type}",
                     persist=True,
-                    request_id=f"{run.run_id}:backtest",
+                    request_id=f"{attempt}:backtest",
                     notes=f"alpha-backtest run {run.run_id}: {deployment.model_name} v{deployment.model_version}",
                 ),
                 timeout=self.settings.deadline_backtest_seconds,
@@ -252,7 +264,7 @@ class AlphaBacktestSaga:
             )
             trading_values, trading_reasons, trading_conv = metricset_from_proto(bt.metrics)
             await progress.emit(
-                stage,
+                "backtesting",
                 "done",
                 f"sharpe {_fmt(trading_values.get('sharpe'))}, {len(bt.trades)} trades",
                 data={"backtest_id": bt.backtest_id, "sharpe": trading_values.get("sharpe")},
@@ -267,7 +279,7 @@ class AlphaBacktestSaga:
                 "ml": {k: ml.values.get(k) for k in ML_KEYS},
                 "trading": {k: trading_values.get(k) for k in TRADING_KEYS},
                 "score": score.score,
-                "ml_all": ml.values,
+                "ml_all": dict(ml.values),
                 "trading_all": trading_values,
                 "score_detail": score.to_dict(),
                 "reasons": {
@@ -275,10 +287,11 @@ class AlphaBacktestSaga:
                     **{f"trading.{k}": v for k, v in trading_reasons.items()},
                 },
                 "conventions": {
-                    "ml": ml.conventions,
+                    "ml": dict(ml.conventions),
                     "trading": trading_conv,
                     "execution_lag": cfg.execution_lag,
                     "horizon": cfg.dataset_cfg.label.horizon,
+                    "labels": "raw forward returns realised inside the backtest window",
                 },
                 "window": {
                     "start": str(dates[0]),
@@ -289,16 +302,33 @@ class AlphaBacktestSaga:
             }
 
             # 6. persist
-            stage = "persisting"
-            await _update(self.gw, _set_stage(links, stage), "stage")
-            await progress.emit(stage, "started", "saving the combined run")
+            await _update(self.gw, _set_stage(links, "persisting"), "stage")
+            await progress.emit("persisting", "started", "saving the combined run")
             captured = False
             if cfg.capture_predictions and self.settings.ml_prediction_audit_enabled:
                 written = await self._save_audit(run, cfg, signal, labels, close, bt, dates, symbols)
                 captured = True
                 await progress.emit(
-                    stage, "progress", f"{written} prediction audit rows", data={"audit_rows": written}
+                    "persisting", "progress", f"{written} prediction audit rows", data={"audit_rows": written}
                 )
+
+            # 7. the parent run carries the combined metrics and links; it finishes before the
+            # run row says SUCCEEDED, so the two never disagree.
+            await asyncio.to_thread(
+                self._finish_parent,
+                parent_run_id,
+                dict(ml.values),
+                trading_values,
+                score.score,
+                {
+                    "alphaswarm.train_run_id": train_run_id,
+                    "alphaswarm.backtest_run_id": bt.run_id,
+                    "alphaswarm.backtest_id": bt.backtest_id,
+                    "alphaswarm.deployment_id": deployment.deployment_id,
+                    "alphaswarm.model_name": deployment.model_name,
+                    "alphaswarm.model_version": deployment.model_version,
+                },
+            )
             done = resources_pb2.AlphaBacktestRun(
                 run_id=run.run_id,
                 state=resources_pb2.RUN_STATE_SUCCEEDED,
@@ -322,23 +352,6 @@ class AlphaBacktestSaga:
                 "predictions_captured",
                 "finished_at",
             )
-
-            # 7. the parent run carries the combined metrics and links
-            await asyncio.to_thread(
-                self._finish_parent,
-                parent_run_id,
-                ml.values,
-                trading_values,
-                score.score,
-                {
-                    "alphaswarm.train_run_id": train_run_id,
-                    "alphaswarm.backtest_run_id": bt.run_id,
-                    "alphaswarm.backtest_id": bt.backtest_id,
-                    "alphaswarm.deployment_id": deployment.deployment_id,
-                    "alphaswarm.model_name": deployment.model_name,
-                    "alphaswarm.model_version": deployment.model_version,
-                },
-            )
             await progress.emit(
                 "completed",
                 "completed",
@@ -360,7 +373,7 @@ class AlphaBacktestSaga:
                 },
             )
         except Exception as exc:
-            await self._fail(run, links, stage, exc, parent_run_id, progress, started)
+            await self._fail(run, progress.stage, exc, parent_run_id, progress, started)
 
     # ------------------------------------------------------------------------------------------
     async def _model_stages(
@@ -369,10 +382,12 @@ class AlphaBacktestSaga:
         run: resources_pb2.AlphaBacktestRun,
         experiment_id: str,
         parent_run_id: str,
+        attempt: str,
         progress: _Progress,
-        set_stage: Any,
+        links: resources_pb2.AlphaBacktestRun,
     ) -> tuple[resources_pb2.Deployment, str]:
         clients = self.gw.clients
+        timeout = self.settings.deadline_default_seconds
         if not cfg.train_first:
             await progress.emit(
                 "deploying", "started", f"reusing deployment {cfg.deployment_id}; nothing is trained"
@@ -381,7 +396,7 @@ class AlphaBacktestSaga:
                 await aio_call(
                     clients.registry.GetDeployment,
                     rpb.GetDeploymentRequest(deployment_id=cfg.deployment_id),
-                    timeout=self.settings.deadline_default_seconds,
+                    timeout=timeout,
                     target="registry",
                 )
             ).deployment
@@ -414,7 +429,7 @@ class AlphaBacktestSaga:
             data={"train_run_id": trained.run_id, "valid_ic_spearman": valid.get("ic_spearman")},
         )
 
-        await _update(self.gw, set_stage("registering"), "stage")
+        await _update(self.gw, _set_stage(links, "registering"), "stage")
         await progress.emit("registering", "started", f"registering {cfg.model_cfg.registered_name}")
         reg = await aio_call(
             clients.registry.RegisterModel,
@@ -428,7 +443,7 @@ class AlphaBacktestSaga:
                     "alphaswarm.valid_ic_spearman": str(valid.get("ic_spearman")),
                 },
             ),
-            timeout=self.settings.deadline_default_seconds,
+            timeout=timeout,
             target="registry",
         )
         await progress.emit(
@@ -438,7 +453,7 @@ class AlphaBacktestSaga:
             data={"model_name": reg.name, "model_version": reg.version},
         )
 
-        await _update(self.gw, set_stage("deploying"), "stage")
+        await _update(self.gw, _set_stage(links, "deploying"), "stage")
         await progress.emit("deploying", "started", "deploying as DeployedModelAlpha")
         dep = await aio_call(
             clients.registry.Deploy,
@@ -448,10 +463,10 @@ class AlphaBacktestSaga:
                 model_version=reg.version,
                 model_alias=reg.alias,
                 dataset_cfg=config_to_proto(cfg.dataset_cfg),
-                strategy_cfg=config_to_proto(cfg.strategy_cfg),
-                request_id=f"{run.run_id}:deploy",
+                strategy_cfg=config_to_proto(cfg.strategy),
+                request_id=f"{attempt}:deploy",
             ),
-            timeout=self.settings.deadline_default_seconds,
+            timeout=timeout,
             target="registry",
         )
         if dep.rolled:
@@ -535,7 +550,6 @@ class AlphaBacktestSaga:
     async def _fail(
         self,
         run: resources_pb2.AlphaBacktestRun,
-        links: resources_pb2.AlphaBacktestRun,
         stage: str,
         exc: BaseException,
         parent_run_id: str,
@@ -613,9 +627,11 @@ def _window(cfg: AlphaBacktestConfig) -> tuple[dt.date, dt.date]:
 
 def _strategy_for(cfg: AlphaBacktestConfig, deployment: resources_pb2.Deployment) -> StrategyConfig:
     """The run's strategy when it names one; otherwise the one the deployment trades with."""
-    if "strategy_cfg" in cfg.model_fields_set or not deployment.HasField("strategy_cfg"):
+    if cfg.strategy_cfg is not None:
         return cfg.strategy_cfg
-    return config_from_proto(deployment.strategy_cfg, StrategyConfig, prefix="deployment.strategy_cfg")
+    if deployment.HasField("strategy_cfg") and deployment.strategy_cfg.type:
+        return config_from_proto(deployment.strategy_cfg, StrategyConfig, prefix="deployment.strategy_cfg")
+    return cfg.strategy
 
 
 def _prices_for(cfg: AlphaBacktestConfig, dates: np.ndarray, symbols: list[str]) -> arrays_pb2.Panel:

@@ -34,7 +34,10 @@ _ALEMBIC_LOCK = threading.Lock()
 
 
 def default_ini_path() -> Path:
-    """`alembic.ini` at the project root."""
+    """`alembic.ini`: the copy shipped inside an installed wheel, else the one at the project root."""
+    packaged = Path(__file__).resolve().parent / "_migrations" / "alembic.ini"
+    if packaged.exists():
+        return packaged
     return Path(__file__).resolve().parents[3] / "alembic.ini"
 
 

@@ -11,13 +11,16 @@ Two groups of tables share one `MetaData` (`Base.metadata`, the Alembic
   and index names. Their JSON columns are plain `sa.JSON` (`json` on
   PostgreSQL) exactly as in the seed.
 * The alpha-backtest tables: `tasks`, `deployments`, `ml_alpha_backtest_runs`,
-  `ml_prediction_audit`, plus two small side tables that keep the seed schema
+  `ml_prediction_audit`, plus three small side tables that keep the seed schema
   exact: `catalog_request_keys` (the idempotency keys of every idempotent
-  create, AIP-155) and `catalog_trade_details` (the per-trade `symbol` and
+  create, AIP-155), `catalog_trade_details` (the per-trade `symbol` and
   `duration_bars` of `alphaswarm.common.v1.Trade`, which the seed trades table
-  has no column for). Their JSON columns are `sa.JSON().with_variant(JSONB,
-  "postgresql")`: `jsonb` on PostgreSQL (indexable, comparable), JSON text on
-  SQLite.
+  has no column for) and `catalog_portfolio_details` (what a portfolio
+  backtest's MetricSet carries beyond the seed's nine metric columns: the
+  reasons of NULL metrics, metrics without a column and the conventions; the
+  seed portfolio table has no free JSON column to keep them in). Their JSON
+  columns are `sa.JSON().with_variant(JSONB, "postgresql")`: `jsonb` on
+  PostgreSQL (indexable, comparable), JSON text on SQLite.
 
 Conventions:
 
@@ -63,6 +66,7 @@ __all__ = [
     "DeploymentRow",
     "JSONVariant",
     "OptimizationResultRow",
+    "PortfolioDetailRow",
     "PredictionAuditRow",
     "RequestKeyRow",
     "TaskRow",
@@ -499,4 +503,28 @@ class TradeDetailRow(Base):
     __table_args__ = (
         sa.ForeignKeyConstraint(["trade_id"], ["mcp_backtest_trades.trade_id"], ondelete="CASCADE"),
         sa.Index("catalog_trade_details_symbol_idx", "symbol"),
+    )
+
+
+class PortfolioDetailRow(Base):
+    """`catalog_portfolio_details`: the MetricSet of a portfolio backtest beyond the seed's metric columns.
+
+    `metric_reasons` maps metric names to why they are NULL (the same reasons
+    are also appended to the seed row's `notes` for SQL readers),
+    `extra_metrics` holds metrics the seed table has no column for (null for
+    undefined ones) and `conventions` the MetricSet's conventions document.
+    One row per portfolio backtest, written only when one of them is non-empty.
+    """
+
+    __tablename__ = "catalog_portfolio_details"
+
+    portfolio_backtest_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid(), primary_key=True)
+    metric_reasons: Mapped[Any | None] = mapped_column(JSONVariant)
+    extra_metrics: Mapped[Any | None] = mapped_column(JSONVariant)
+    conventions: Mapped[Any | None] = mapped_column(JSONVariant)
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["portfolio_backtest_id"], ["mcp_backtest_portfolios.portfolio_backtest_id"], ondelete="CASCADE"
+        ),
     )

@@ -46,7 +46,10 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             raise InvalidArgument("name is required", field="name")
         if not request.run_id:
             raise InvalidArgument("run_id of the training run is required", field="run_id")
-        run = self.tracker.get_run(request.run_id)
+        try:
+            run = self.tracker.get_run(request.run_id)
+        except Exception as exc:
+            raise NotFound(f"no MLflow run {request.run_id}: {exc}", field="run_id") from exc
         run_tags = run.data.tags
         if run_tags.get(PRODUCER_TAG) != PRODUCER or MODEL_SHA_TAG not in run_tags:
             raise FailedPrecondition(

@@ -9,6 +9,8 @@ so a high-IC model that fails to translate into PnL is penalised. Pass
 from alphaswarm_common.metrics import (
     DEFAULT_SCORE_SCALES,
     DEFAULT_SCORE_WEIGHTS,
+    HEADLINE_ML_METRICS,
+    HEADLINE_TRADING_METRICS,
     MetricSet,
     ScoreResult,
     combined_score,
@@ -16,8 +18,8 @@ from alphaswarm_common.metrics import (
     trading_metrics,
 )
 
-ML_METRICS = ("ic_spearman", "ic_pearson", "icir", "mae", "rmse", "hit_rate")
-TRADING_METRICS = ("sharpe", "sortino", "calmar", "max_drawdown", "total_return", "turnover_adj_sharpe")
+ML_METRICS = HEADLINE_ML_METRICS
+TRADING_METRICS = HEADLINE_TRADING_METRICS
 
 __all__ = [
     "DEFAULT_SCORE_SCALES",

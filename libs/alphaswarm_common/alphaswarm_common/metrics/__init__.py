@@ -36,6 +36,8 @@ from alphaswarm_common.metrics.trading import (
 )
 
 __all__ = [
+    "HEADLINE_ML_METRICS",
+    "HEADLINE_TRADING_METRICS",
     "DEFAULT_SCORE_SCALES",
     "DEFAULT_SCORE_WEIGHTS",
     "SCORE_CENTERS",
@@ -54,3 +56,7 @@ __all__ = [
     "probabilistic_sharpe_ratio",
     "trading_metrics",
 ]
+
+#: The ML and trading metrics every alpha-backtest run reports side by side (the seed page's vocabulary).
+HEADLINE_ML_METRICS = ("ic_spearman", "ic_pearson", "icir", "mae", "rmse", "hit_rate")
+HEADLINE_TRADING_METRICS = ("sharpe", "sortino", "calmar", "max_drawdown", "total_return", "turnover_adj_sharpe")

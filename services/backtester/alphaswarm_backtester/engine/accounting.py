@@ -173,7 +173,8 @@ class Simulation:
     - `traded_notional[s]`, `cost[s]`: currency traded and paid on bar s.
     - `fill_bars`: the bars with a rebalance fill; `last_mark`: the last known
       close of every symbol at the final bar (NaN if it never had one);
-      `fill_prices_clean`: no NaN fill price from the first fill on.
+      `fill_prices_clean`: no NaN fill price from the first fill on;
+      `close_clean`: no NaN close at all.
     """
 
     positions: np.ndarray
@@ -185,6 +186,7 @@ class Simulation:
     last_mark: np.ndarray
     stops: StopEvents
     fill_prices_clean: bool = False
+    close_clean: bool = False
 
 
 def decision_schedule(n_bars: int, execution_lag: int, rebalance_every: int) -> tuple[np.ndarray, np.ndarray]:
@@ -288,6 +290,10 @@ def _advance_marks(mark: np.ndarray, block: np.ndarray) -> np.ndarray:
     return np.where(valid.any(axis=0), vals, mark)
 
 
+def _close_has_nan(close: np.ndarray) -> bool:
+    return not bool(_rows_all_finite(close).all())
+
+
 def _rows_all_finite(arr: np.ndarray) -> np.ndarray:
     n_bars, n_cols = arr.shape
     out = np.empty(n_bars, dtype=bool)
@@ -304,6 +310,7 @@ def _simulate_fills(
     fills: np.ndarray,
     cfg: EngineConfig,
     rf_p: float,
+    close_has_nan: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
     """Loop over fill bars only (no stops). Returns `(positions, cash, traded, cost, fill_px_clean)`.
 
@@ -335,7 +342,6 @@ def _simulate_fills(
     ok = _rows_all_finite(px_f)
     # positions are held on every bar from the first fill on, so "clean" must cover those rows.
     clean = bool(ok.all()) if step == 1 else bool(_rows_all_finite(fill_px[first:]).all())
-    close_has_nan = not bool(_rows_all_finite(close).all())
     wsum = np.empty(n_fills)
     chunk = _row_chunk(n_cols)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -552,37 +558,49 @@ def last_marks(close: np.ndarray) -> np.ndarray:
 
 
 def mark_to_market(
-    positions: np.ndarray, cash: np.ndarray, close: np.ndarray, *, in_place: bool = False
+    positions: np.ndarray,
+    cash: np.ndarray,
+    close: np.ndarray,
+    *,
+    in_place: bool = False,
+    close_clean: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`(equity, weights_held, turnover)` of end-of-bar share counts, marked at the last known close.
 
     Row chunks keep temporaries small. With `in_place=True` the weights are
     written over `positions` (which then holds weights, not shares): the
-    backtest needs one `(T, N)` buffer less.
+    backtest needs one `(T, N)` buffer less. `close_clean=True` promises a
+    close without NaN (no forward fill needed).
     """
     n_bars, n_cols = positions.shape
     weights_held = positions if in_place else np.empty_like(positions)
     equity = np.empty(n_bars)
     turnover = np.empty(n_bars)
     carry = np.full(n_cols, np.nan)
-    prev_w = np.zeros((1, n_cols))
+    prev_w = np.zeros(n_cols)
     step = _row_chunk(n_cols)
+    diff = np.empty((min(step, n_bars), n_cols))
     for r0 in range(0, n_bars, step):
         r1 = min(n_bars, r0 + step)
         blk = close[r0:r1]
-        marks, carry = ffill_rows(blk, carry)
-        if marks is not blk:
-            np.nan_to_num(marks, copy=False, nan=0.0)
+        if close_clean:
+            marks = blk
+        else:
+            marks, carry = ffill_rows(blk, carry)
+            if marks is not blk:
+                np.nan_to_num(marks, copy=False, nan=0.0)
         wh = weights_held[r0:r1]
         np.multiply(positions[r0:r1], marks, out=wh)
         eq = cash[r0:r1] + wh.sum(axis=1)
         equity[r0:r1] = eq
         with np.errstate(divide="ignore", invalid="ignore"):
             wh /= eq[:, None]
-        diff = np.diff(wh, axis=0, prepend=prev_w)
-        np.abs(diff, out=diff)
-        turnover[r0:r1] = diff.sum(axis=1)
-        prev_w = wh[-1:].copy()
+        dd = diff[: r1 - r0]
+        np.subtract(wh[0], prev_w, out=dd[0])
+        np.subtract(wh[1:], wh[:-1], out=dd[1:])
+        np.abs(dd, out=dd)
+        turnover[r0:r1] = dd.sum(axis=1)
+        prev_w = wh[-1].copy()
     return equity, weights_held, turnover
 
 
@@ -606,6 +624,7 @@ def simulate(
     decisions, fills = decision_schedule(n_bars, config.execution_lag, config.rebalance_every)
     wt = _targets_in_force(target_weights, decisions, fills, config.max_gross_leverage)
     rf_p = config.rf / periods_per_year
+    close_has_nan = _close_has_nan(close)
     fill_px = close if config.fill_price == "close" else open
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
@@ -613,8 +632,11 @@ def simulate(
         positions, cash, traded, cost, stops = _simulate_bars(wt, close, open, high, low, fills, config, rf_p)
         clean = bool(_rows_all_finite(fill_px).all())
     else:
-        positions, cash, traded, cost, clean = _simulate_fills(wt, close, fill_px, fills, config, rf_p)
+        positions, cash, traded, cost, clean = _simulate_fills(
+            wt, close, fill_px, fills, config, rf_p, close_has_nan
+        )
         stops = StopEvents.empty()
+    last_mark = last_marks(close)
     return Simulation(
         positions=positions,
         cash=cash,
@@ -622,7 +644,8 @@ def simulate(
         traded_notional=traded,
         cost=cost,
         fill_bars=fills,
-        last_mark=last_marks(close),
+        last_mark=last_mark,
         stops=stops,
         fill_prices_clean=clean,
+        close_clean=not close_has_nan,
     )

@@ -252,7 +252,9 @@ def run_backtest(
     )
 
     # the ledger has read the share counts: their buffer becomes the end-of-bar weights.
-    equity, weights_held, turnover = mark_to_market(sim.positions, sim.cash, px_close, in_place=True)
+    equity, weights_held, turnover = mark_to_market(
+        sim.positions, sim.cash, px_close, in_place=True, close_clean=sim.close_clean
+    )
     equity_prev = np.empty(n_bars)
     equity_prev[0] = cfg.initial_capital
     equity_prev[1:] = equity[:-1]

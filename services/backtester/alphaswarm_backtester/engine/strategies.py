@@ -28,6 +28,32 @@ Common conventions:
   TopkDropout evolves on decision rows only, matching the engine, which reads
   targets on decision rows only.
 
+Strategies (parameters and defaults in the `*Params` models):
+
+- `long_short_topk(top_k=10, gross_exposure=1)`: long the first `k_t`, short
+  the last `k_t` names, each at `gross / (2 k_t)`.
+- `long_only_topk(top_k=10, n_drop=None, gross_exposure=1)`: the first `k_t`
+  names at `gross / k_t`. With `n_drop`, Qlib's TopkDropoutStrategy
+  (`method_sell="bottom"`, `method_buy="top"`): keep the holdings except
+  the held names among the `n_drop` worst of (holdings + best candidates),
+  replaced by the best names not held, so at most `n_drop` names change per
+  rebalance; held names without a prediction rank last. Holdings are equally
+  weighted (`gross / holdings`).
+- `quantile(quantile=0.2, gross_exposure=1)`: long the first and short the
+  last `max(1, floor(quantile * n_t))` names (0 if `n_t < 2`), as
+  `long_short_topk`.
+- `signal_weighted(normalize="zscore", clip=None, gross_exposure=1)`:
+  weights proportional to the cross-sectionally demeaned prediction
+  (`"demean"`), its z-score (ddof=1; `clip` winsorises it at +-clip), or its
+  demeaned average rank (`"rank"`), scaled so `sum|w| = gross`. Without
+  `clip`, `"demean"` and `"zscore"` give the same weights (the scale drops
+  out). A date with fewer than two predictions or no dispersion is flat.
+- `threshold(upper=0, lower=upper, size=1, sizing="fixed", long_only=False)`:
+  `+size` where the prediction is above `upper`, `-size` below `lower`, 0
+  between (and for NaN); `sizing="equal"` splits `size` across the
+  positions of the date instead. Row-wise per symbol, so it works on one
+  symbol; cap the total with the engine's `max_gross_leverage`.
+
 Errors are `alphaswarm_common.errors.InvalidArgument` with `field`
 `strategy_cfg.type` (unknown strategy) or `strategy_cfg.params.<name>`
 (unknown, missing or invalid parameter); a malformed signal is a

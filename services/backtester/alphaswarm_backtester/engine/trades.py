@@ -176,7 +176,7 @@ def _active(sgn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     prev = np.empty_like(sgn)
     prev[0] = 0
     prev[1:] = sgn[:-1]
-    act = np.flatnonzero(sgn | prev)
+    act = np.flatnonzero(np.bitwise_or(sgn, prev))
     return act, sgn[act], prev[act]
 
 
@@ -190,32 +190,34 @@ def _cells_by_bar(
     j0: int,
     j1: int,
 ) -> _Cells | None:
-    """Active cells without stops: one step per bar; prices gathered from the `(T, N)` matrices."""
+    """Active cells without stops: one step per bar; values gathered from the `(T, N)` matrices.
+
+    Only the int8 signs are transposed to (symbol, bar); the positions and
+    prices of the active cells are gathered from the row-major matrices.
+    """
     positions = sim.positions
     n_bars, n_syms = positions.shape
     width = n_bars + 1
     sgn_t = _padded_t(_sign(positions[:, j0:j1]), 0, j1 - j0, 0, dtype=np.int8)
-    act, sign, sign_prev = _active(sgn_t.ravel())
+    act, s_c, sp_c = _active(sgn_t.ravel())
     if act.size == 0:
         return None
-    col = act // width
-    bar = act - col * width
+    col, bar = np.divmod(act, width)
     pad = np.flatnonzero(bar == n_bars)
     src = bar * n_syms + (col + j0)
     src[pad] = j0  # any valid index: the pad's values are set below
     x = positions.ravel()[src]
     x[pad] = 0.0
-    # the previous step of an active cell is the previous active cell, or inactive (position 0).
-    x_prev = np.zeros(act.size)
-    adjacent = np.flatnonzero(act[1:] == act[:-1] + 1) + 1
-    x_prev[adjacent] = x[adjacent - 1]
+    # a non-zero previous position sits in the previous active cell
+    x_prev = np.empty(act.size)
+    x_prev[0] = 0.0
+    x_prev[1:] = x[:-1]
+    x_prev[sp_c == 0] = 0.0
     raw = fill_px.ravel()[src]
     raw[pad] = np.nan_to_num(sim.last_mark[col[pad] + j0])
     price = raw if sim.fill_prices_clean else np.nan_to_num(raw, nan=0.0)
 
     def extreme(arr: np.ndarray | None) -> np.ndarray:
-        if arr is None and not by_open:
-            return raw  # the close: the pad's last close is also the exit price, harmless
         base = close.ravel()[src]
         if arr is not None:
             vals = arr.ravel()[src]
@@ -223,8 +225,14 @@ def _cells_by_bar(
         base[pad] = np.nan
         return base
 
-    hi = extreme(high)
-    lo = hi if high is None and low is None else extreme(low)
+    if high is None and low is None and not by_open:
+        # the close is the fill price: the pad's last close is also the exit price, harmless
+        hi = lo = raw
+        extremes_have_nan = not sim.fill_prices_clean
+    else:
+        hi = extreme(high)
+        lo = hi if high is None and low is None else extreme(low)
+        extremes_have_nan = True
     at_close = np.full(width, not by_open)
     at_close[-1] = True
     step_bar = np.arange(width, dtype=np.int64)
@@ -234,12 +242,12 @@ def _cells_by_bar(
         width=width,
         x=x,
         x_prev=x_prev,
-        sign=sign,
-        sign_prev=sign_prev,
+        sign=s_c,
+        sign_prev=sp_c,
         price=price,
         hi=hi,
         lo=lo,
-        extremes_have_nan=True,
+        extremes_have_nan=extremes_have_nan,
         reason=None,
         step_bar=step_bar,
         at_close=at_close,
