@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "AlphaBacktestConfig",
+    "MissingDataConfig",
+    "RollingConfig",
+    "SyntheticConfig",
     "BacktestConfig",
     "DatasetConfig",
     "FeatureSpec",
@@ -118,6 +121,31 @@ class LabelConfig(_Strict):
     transform: Literal["raw", "demean", "rank"] = "raw"
 
 
+class SyntheticConfig(_Strict):
+    """A generated panel with a planted alpha (`source: synthetic`).
+
+    Returns follow a factor model; a known signal observed at t predicts the
+    return the decision earns (`close[t+lag+h]/close[t+lag]-1`) with cross-sectional
+    IC `ic` in expectation. Seeded: the same config gives the same panel.
+    """
+
+    n_dates: int = Field(default=2520, ge=50)
+    n_symbols: int = Field(default=50, ge=1)
+    ic: float = Field(default=0.05, ge=-1, le=1)
+    seed: int = 0
+    start_date: dt.date = dt.date(2010, 1, 4)
+    annual_volatility: float = Field(default=0.25, gt=0)
+    ohlcv: bool = True
+
+
+class MissingDataConfig(_Strict):
+    """How gaps in the panel are treated (applied causally: no symbol's future is used)."""
+
+    min_history: int = Field(default=0, ge=0, description="Bars a symbol must have before its values are used.")
+    ffill_limit: int = Field(default=0, ge=0, description="Forward-fill at most this many missing closes.")
+    drop_incomplete_symbols: bool = Field(default=False, description="Drop symbols missing any close in the range.")
+
+
 class DatasetConfig(_Strict):
     """Where the panel comes from and how it is cut into segments.
 
@@ -135,6 +163,8 @@ class DatasetConfig(_Strict):
     features: list[FeatureSpec] = Field(default_factory=default_features)
     label: LabelConfig = Field(default_factory=LabelConfig)
     embargo: int = Field(default=0, ge=0)
+    synthetic: SyntheticConfig | None = Field(default=None, description="Generator settings when source is 'synthetic'.")
+    missing: MissingDataConfig = Field(default_factory=MissingDataConfig)
 
     @field_validator("symbols")
     @classmethod
@@ -154,6 +184,13 @@ class DatasetConfig(_Strict):
         return value
 
 
+class RollingConfig(_Strict):
+    """Retrain every `step` bars on an expanding or rolling window (Qlib's rolling mode)."""
+
+    step: int = Field(default=63, ge=1, description="Bars between retrainings.")
+    window: int | None = Field(default=None, ge=20, description="Training bars for a rolling window; None expands.")
+
+
 class ModelConfig(_Strict):
     """The estimator to fit and the registered-model name it is stored under."""
 
@@ -161,6 +198,9 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     name: str | None = Field(default=None, description="Registered model name; defaults to '<type>-alpha'.")
     seed: int = 0
+    rolling: RollingConfig | None = Field(
+        default=None, description="Evaluate with periodic retraining over valid+test (stitched out-of-sample)."
+    )
 
     @property
     def registered_name(self) -> str:
@@ -190,6 +230,11 @@ class BacktestConfig(_Strict):
     turnover_penalty: float = Field(default=0.001, ge=0)
     start_date: dt.date | None = Field(default=None, description="Defaults to the test segment's start.")
     end_date: dt.date | None = Field(default=None, description="Defaults to the test segment's end.")
+    min_fee: float = Field(default=0.0, ge=0, description="Minimum cost per order, in currency.")
+    max_gross_leverage: float | None = Field(default=None, gt=0, description="Scale weights so sum |w| stays below.")
+    stop_loss: float | None = Field(default=None, gt=0, lt=1, description="Close a position after this loss.")
+    take_profit: float | None = Field(default=None, gt=0, description="Close a position after this gain.")
+    benchmark: str | None = Field(default=None, description="A symbol of the dataset used for beta and alpha.")
 
     @model_validator(mode="after")
     def _window(self) -> BacktestConfig:

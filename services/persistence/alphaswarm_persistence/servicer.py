@@ -15,7 +15,10 @@ Wire conventions:
   BacktestRecord's `initial_capital` 0 (no backtest starts with nothing)
   takes the seed's default 10000; everywhere else a number is stored as
   sent, 0.0 included (fees 0, a Sharpe of 0, a flat trade's pnl 0). A Trade's `exit_price` is NULL
-  when its `exit_date` is empty (the trade is still open).
+  when its `exit_date` is empty (the trade is still open). A PortfolioRecord's
+  `initial_capital` 0 likewise takes the seed's default 100000. The numbers of
+  OptimizationRecord, WalkForwardRecord and PortfolioRecord that are
+  `optional` in the proto are NULL exactly when unset.
 * `UpdateAlphaBacktestRun` follows AIP-134: `update_mask` names fields of
   AlphaBacktestRun; an empty mask means every field set to a non-default
   value in `run`; `*` means every updatable field (full replacement).
@@ -58,9 +61,14 @@ from alphaswarm_persistence.repository import (
     BacktestResultRecord,
     CatalogRepository,
     DeploymentRecord,
+    MetricComparisonRecord,
+    OptimizationResultRecord,
+    PerformanceGroupRecord,
+    PortfolioBacktestRecord,
     PredictionAuditBatch,
     PredictionAuditRecord,
     TradeRecord,
+    WalkForwardTestRecord,
     parse_date,
     parse_uuid,
 )
@@ -70,12 +78,20 @@ __all__ = [
     "PersistenceServicer",
     "backtest_from_proto",
     "backtest_to_proto",
+    "comparison_to_proto",
     "create_servicer",
     "deployment_from_proto",
     "deployment_to_proto",
+    "optimization_from_proto",
+    "optimization_to_proto",
+    "performance_group_to_proto",
+    "portfolio_from_proto",
+    "portfolio_to_proto",
     "run_from_proto",
     "run_to_proto",
     "service_registration",
+    "walk_forward_from_proto",
+    "walk_forward_to_proto",
 ]
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PersistenceService"].full_name
@@ -395,6 +411,204 @@ def trade_to_proto(record: TradeRecord) -> resources_pb2.Trade:
     )
 
 
+# --------------------------------------------------------------------------- catalog records
+
+
+def _optional(msg: Message, name: str) -> Any:
+    """The value of an `optional` proto field, None when unset."""
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def _set_optional(msg: Message, record: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(record, name)
+        if value is not None:
+            setattr(msg, name, value)
+
+
+_OPTIMIZATION_OPTIONALS = (
+    "objective_value",
+    "total_return",
+    "sharpe_ratio",
+    "max_drawdown",
+    "win_rate",
+    "profit_factor",
+    "total_trades",
+    "rank",
+    "p_value",
+)
+_WALK_FORWARD_OPTIONALS = (
+    "training_performance",
+    "out_of_sample_return",
+    "out_of_sample_sharpe",
+    "out_of_sample_drawdown",
+    "out_of_sample_trades",
+    "performance_ratio",
+    "degradation_factor",
+    "is_profitable",
+)
+_PORTFOLIO_OPTIONALS = (
+    "max_positions",
+    "portfolio_stop_loss",
+    "max_sector_allocation",
+    "correlation_threshold",
+)
+
+
+def optimization_from_proto(msg: pb.OptimizationRecord, index: int) -> OptimizationResultRecord:
+    path = f"results[{index}]"
+    return OptimizationResultRecord(
+        optimization_id=parse_uuid(msg.optimization_id, f"{path}.optimization_id"),
+        backtest_id=parse_uuid(msg.backtest_id, f"{path}.backtest_id", required=True),
+        optimization_date=_timestamp(msg, "optimization_date"),
+        parameter_set=msg.parameter_set,
+        parameters=struct_to_dict(msg.parameters) if msg.HasField("parameters") else None,
+        objective_function=_opt(msg.objective_function),
+        is_statistically_significant=msg.is_statistically_significant,
+        **{name: _optional(msg, name) for name in _OPTIMIZATION_OPTIONALS},
+    )
+
+
+def optimization_to_proto(record: OptimizationResultRecord) -> pb.OptimizationRecord:
+    msg = pb.OptimizationRecord(
+        optimization_id=str(record.optimization_id or ""),
+        backtest_id=str(record.backtest_id or ""),
+        parameter_set=record.parameter_set,
+        objective_function=record.objective_function or "",
+        is_statistically_significant=record.is_statistically_significant,
+    )
+    _set_optional(msg, record, _OPTIMIZATION_OPTIONALS)
+    msg.parameters.CopyFrom(struct_from_dict(record.parameters or {}))
+    _set_timestamp(msg, "optimization_date", record.optimization_date)
+    _set_timestamp(msg, "created_at", record.created_at)
+    return msg
+
+
+def walk_forward_from_proto(msg: pb.WalkForwardRecord, index: int) -> WalkForwardTestRecord:
+    path = f"windows[{index}]"
+    return WalkForwardTestRecord(
+        walk_forward_id=parse_uuid(msg.walk_forward_id, f"{path}.walk_forward_id"),
+        parent_backtest_id=parse_uuid(msg.parent_backtest_id, f"{path}.parent_backtest_id", required=True),
+        test_date=_timestamp(msg, "test_date"),
+        window_size_months=msg.window_size_months,
+        step_size_months=msg.step_size_months,
+        training_start=parse_date(msg.training_start, f"{path}.training_start"),
+        training_end=parse_date(msg.training_end, f"{path}.training_end"),
+        test_period_start=parse_date(msg.test_period_start, f"{path}.test_period_start"),
+        test_period_end=parse_date(msg.test_period_end, f"{path}.test_period_end"),
+        optimal_parameters=(
+            struct_to_dict(msg.optimal_parameters) if msg.HasField("optimal_parameters") else None
+        ),
+        is_statistically_significant=msg.is_statistically_significant,
+        **{name: _optional(msg, name) for name in _WALK_FORWARD_OPTIONALS},
+    )
+
+
+def walk_forward_to_proto(record: WalkForwardTestRecord) -> pb.WalkForwardRecord:
+    msg = pb.WalkForwardRecord(
+        walk_forward_id=str(record.walk_forward_id or ""),
+        parent_backtest_id=str(record.parent_backtest_id or ""),
+        window_size_months=record.window_size_months,
+        step_size_months=record.step_size_months,
+        training_start=record.training_start.isoformat(),
+        training_end=record.training_end.isoformat(),
+        test_period_start=record.test_period_start.isoformat(),
+        test_period_end=record.test_period_end.isoformat(),
+        is_statistically_significant=record.is_statistically_significant,
+    )
+    _set_optional(msg, record, _WALK_FORWARD_OPTIONALS)
+    if record.optimal_parameters is not None:
+        msg.optimal_parameters.CopyFrom(struct_from_dict(record.optimal_parameters))
+    _set_timestamp(msg, "test_date", record.test_date)
+    _set_timestamp(msg, "created_at", record.created_at)
+    return msg
+
+
+def portfolio_from_proto(msg: pb.PortfolioRecord) -> PortfolioBacktestRecord:
+    values: dict[str, float | None] = {}
+    reasons: dict[str, str] = {}
+    conventions: dict[str, Any] = {}
+    if msg.HasField("metrics"):
+        values, reasons, conventions = metricset_from_proto(msg.metrics)
+    return PortfolioBacktestRecord(
+        portfolio_backtest_id=parse_uuid(msg.portfolio_backtest_id, "portfolio.portfolio_backtest_id"),
+        portfolio_name=msg.portfolio_name,
+        description=_opt(msg.description),
+        backtest_date=_timestamp(msg, "backtest_date"),
+        start_date=parse_date(msg.start_date, "portfolio.start_date"),
+        end_date=parse_date(msg.end_date, "portfolio.end_date"),
+        symbols=list(msg.symbols),
+        weights=struct_to_dict(msg.weights) if msg.HasField("weights") else None,
+        rebalance_frequency=_opt(msg.rebalance_frequency),
+        initial_capital=msg.initial_capital or None,
+        position_sizing_method=_opt(msg.position_sizing_method),
+        metrics=values,
+        metric_reasons=reasons,
+        conventions=conventions,
+        component_backtest_ids=list(msg.component_backtest_ids),
+        dates=[parse_date(d, f"portfolio.dates[{i}]") for i, d in enumerate(msg.dates)],
+        equity_curve=array_from_proto(msg.equity_curve, field="portfolio.equity_curve")
+        if msg.HasField("equity_curve")
+        else None,
+        weights_history=array_from_proto(msg.weights_history, field="portfolio.weights_history")
+        if msg.HasField("weights_history")
+        else None,
+        status=msg.status or "completed",
+        notes=_opt(msg.notes),
+        **{name: _optional(msg, name) for name in _PORTFOLIO_OPTIONALS},
+    )
+
+
+def portfolio_to_proto(record: PortfolioBacktestRecord) -> pb.PortfolioRecord:
+    msg = pb.PortfolioRecord(
+        portfolio_backtest_id=str(record.portfolio_backtest_id or ""),
+        portfolio_name=record.portfolio_name,
+        description=record.description or "",
+        start_date=record.start_date.isoformat(),
+        end_date=record.end_date.isoformat(),
+        symbols=list(record.symbols),
+        rebalance_frequency=record.rebalance_frequency or "",
+        initial_capital=record.initial_capital or 0.0,
+        position_sizing_method=record.position_sizing_method or "",
+        component_backtest_ids=[str(c) for c in record.component_backtest_ids],
+        dates=[d.isoformat() for d in record.dates or []],
+        status=record.status or "",
+        notes=record.notes or "",
+    )
+    _set_optional(msg, record, _PORTFOLIO_OPTIONALS)
+    if record.weights is not None:
+        msg.weights.CopyFrom(struct_from_dict(record.weights))
+    msg.metrics.CopyFrom(metricset_to_proto(record.metrics, record.metric_reasons, record.conventions))
+    if record.equity_curve is not None:
+        msg.equity_curve.CopyFrom(array_to_proto(record.equity_curve))
+    if record.weights_history is not None:
+        msg.weights_history.CopyFrom(array_to_proto(record.weights_history))
+    _set_timestamp(msg, "backtest_date", record.backtest_date)
+    _set_timestamp(msg, "created_at", record.created_at)
+    return msg
+
+
+def comparison_to_proto(record: MetricComparisonRecord) -> pb.MetricComparison:
+    msg = pb.MetricComparison(
+        metric=record.metric, backtest_id=str(record.backtest_id), higher_is_better=record.higher_is_better
+    )
+    if record.value is not None:
+        msg.value = record.value
+    if record.rank is not None:
+        msg.rank = record.rank
+    return msg
+
+
+def performance_group_to_proto(record: PerformanceGroupRecord) -> pb.PerformanceGroup:
+    msg = pb.PerformanceGroup(key=record.key, count=record.count, total_trades=record.total_trades)
+    _set_optional(
+        msg,
+        record,
+        ("avg_total_return", "avg_sharpe_ratio", "best_sharpe_ratio", "avg_max_drawdown", "avg_win_rate"),
+    )
+    return msg
+
+
 # --------------------------------------------------------------------------- servicer
 
 
@@ -521,6 +735,114 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
     ) -> pb.DeleteBacktestResultResponse:
         return pb.DeleteBacktestResultResponse(
             deleted=self.repository.delete_backtest_result(request.backtest_id)
+        )
+
+    def GetBestBacktest(self, request: pb.GetBestBacktestRequest, context: Any) -> pb.GetBestBacktestResponse:
+        record = self.repository.get_best_backtest(
+            request.metric,
+            min_trades=request.min_trades,
+            symbol=_opt(request.symbol),
+            strategy_type=_opt(request.strategy_type),
+        )
+        return pb.GetBestBacktestResponse(result=backtest_to_proto(record))
+
+    def CompareBacktests(
+        self, request: pb.CompareBacktestsRequest, context: Any
+    ) -> pb.CompareBacktestsResponse:
+        comparison = self.repository.compare_backtests(list(request.backtest_ids), list(request.metrics))
+        return pb.CompareBacktestsResponse(
+            results=[backtest_to_proto(r) for r in comparison.results],
+            comparisons=[comparison_to_proto(c) for c in comparison.comparisons],
+        )
+
+    def GetPerformanceSummary(
+        self, request: pb.GetPerformanceSummaryRequest, context: Any
+    ) -> pb.GetPerformanceSummaryResponse:
+        summary = self.repository.get_performance_summary(request.days)
+        return pb.GetPerformanceSummaryResponse(
+            days=summary.days,
+            overall=performance_group_to_proto(summary.overall),
+            by_symbol=[performance_group_to_proto(g) for g in summary.by_symbol],
+            by_strategy=[performance_group_to_proto(g) for g in summary.by_strategy],
+        )
+
+    # optimizations
+    def SaveOptimizationResults(
+        self, request: pb.SaveOptimizationResultsRequest, context: Any
+    ) -> pb.SaveOptimizationResultsResponse:
+        records = [optimization_from_proto(r, i) for i, r in enumerate(request.results)]
+        ids, created = self.repository.save_optimization_results(
+            records, request_id=request.request_id or None
+        )
+        return pb.SaveOptimizationResultsResponse(optimization_ids=[str(i) for i in ids], created=created)
+
+    def ListOptimizationResults(
+        self, request: pb.ListOptimizationResultsRequest, context: Any
+    ) -> pb.ListOptimizationResultsResponse:
+        page = self.repository.list_optimization_results(
+            backtest_id=_opt(request.backtest_id), page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListOptimizationResultsResponse(
+            results=[optimization_to_proto(r) for r in page.items], next_page_token=page.next_page_token
+        )
+
+    def GetOptimizationResult(
+        self, request: pb.GetOptimizationResultRequest, context: Any
+    ) -> pb.GetOptimizationResultResponse:
+        record = self.repository.get_optimization_result(request.optimization_id)
+        return pb.GetOptimizationResultResponse(result=optimization_to_proto(record))
+
+    # walk-forward tests
+    def SaveWalkForwardTests(
+        self, request: pb.SaveWalkForwardTestsRequest, context: Any
+    ) -> pb.SaveWalkForwardTestsResponse:
+        records = [walk_forward_from_proto(w, i) for i, w in enumerate(request.windows)]
+        ids, created = self.repository.save_walk_forward_tests(records, request_id=request.request_id or None)
+        return pb.SaveWalkForwardTestsResponse(walk_forward_ids=[str(i) for i in ids], created=created)
+
+    def ListWalkForwardTests(
+        self, request: pb.ListWalkForwardTestsRequest, context: Any
+    ) -> pb.ListWalkForwardTestsResponse:
+        page = self.repository.list_walk_forward_tests(
+            parent_backtest_id=_opt(request.parent_backtest_id),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListWalkForwardTestsResponse(
+            windows=[walk_forward_to_proto(w) for w in page.items], next_page_token=page.next_page_token
+        )
+
+    def GetWalkForwardTest(
+        self, request: pb.GetWalkForwardTestRequest, context: Any
+    ) -> pb.GetWalkForwardTestResponse:
+        record = self.repository.get_walk_forward_test(request.walk_forward_id)
+        return pb.GetWalkForwardTestResponse(window=walk_forward_to_proto(record))
+
+    # portfolio backtests
+    def SavePortfolioBacktest(
+        self, request: pb.SavePortfolioBacktestRequest, context: Any
+    ) -> pb.SavePortfolioBacktestResponse:
+        pid, created = self.repository.save_portfolio_backtest(
+            portfolio_from_proto(request.portfolio), request_id=request.request_id or None
+        )
+        return pb.SavePortfolioBacktestResponse(portfolio_backtest_id=str(pid), created=created)
+
+    def GetPortfolioBacktest(
+        self, request: pb.GetPortfolioBacktestRequest, context: Any
+    ) -> pb.GetPortfolioBacktestResponse:
+        record = self.repository.get_portfolio_backtest(request.portfolio_backtest_id)
+        return pb.GetPortfolioBacktestResponse(portfolio=portfolio_to_proto(record))
+
+    def ListPortfolioBacktests(
+        self, request: pb.ListPortfolioBacktestsRequest, context: Any
+    ) -> pb.ListPortfolioBacktestsResponse:
+        page = self.repository.list_portfolio_backtests(
+            portfolio_name=_opt(request.portfolio_name),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListPortfolioBacktestsResponse(
+            portfolios=[portfolio_to_proto(p) for p in page.items], next_page_token=page.next_page_token
         )
 
 

@@ -26,7 +26,7 @@ class ValidateStrategyResponse(_message.Message):
     def __init__(self, params_json: _Optional[str] = ...) -> None: ...
 
 class RunBacktestRequest(_message.Message):
-    __slots__ = ("signal", "prices", "strategy_cfg", "backtest_cfg", "experiment_id", "parent_run_id", "task_id", "strategy_label", "symbol_label", "persist", "request_id", "notes")
+    __slots__ = ("signal", "prices", "strategy_cfg", "backtest_cfg", "experiment_id", "parent_run_id", "task_id", "strategy_label", "symbol_label", "persist", "request_id", "notes", "benchmark_close")
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     PRICES_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_CFG_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class RunBacktestRequest(_message.Message):
     PERSIST_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    BENCHMARK_CLOSE_FIELD_NUMBER: _ClassVar[int]
     signal: _arrays_pb2.Matrix
     prices: _arrays_pb2.Panel
     strategy_cfg: _config_pb2.StrategyConfig
@@ -51,7 +52,8 @@ class RunBacktestRequest(_message.Message):
     persist: bool
     request_id: str
     notes: str
-    def __init__(self, signal: _Optional[_Union[_arrays_pb2.Matrix, _Mapping]] = ..., prices: _Optional[_Union[_arrays_pb2.Panel, _Mapping]] = ..., strategy_cfg: _Optional[_Union[_config_pb2.StrategyConfig, _Mapping]] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., experiment_id: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., strategy_label: _Optional[str] = ..., symbol_label: _Optional[str] = ..., persist: _Optional[bool] = ..., request_id: _Optional[str] = ..., notes: _Optional[str] = ...) -> None: ...
+    benchmark_close: _arrays_pb2.Array
+    def __init__(self, signal: _Optional[_Union[_arrays_pb2.Matrix, _Mapping]] = ..., prices: _Optional[_Union[_arrays_pb2.Panel, _Mapping]] = ..., strategy_cfg: _Optional[_Union[_config_pb2.StrategyConfig, _Mapping]] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., experiment_id: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., strategy_label: _Optional[str] = ..., symbol_label: _Optional[str] = ..., persist: _Optional[bool] = ..., request_id: _Optional[str] = ..., notes: _Optional[str] = ..., benchmark_close: _Optional[_Union[_arrays_pb2.Array, _Mapping]] = ...) -> None: ...
 
 class RunBacktestResponse(_message.Message):
     __slots__ = ("backtest_id", "run_id", "metrics", "dates", "returns", "equity", "drawdown", "weights_target", "weights_held", "trades", "execution_time_seconds")

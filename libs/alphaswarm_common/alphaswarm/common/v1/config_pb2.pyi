@@ -45,8 +45,36 @@ class LabelConfig(_message.Message):
     transform: str
     def __init__(self, horizon: _Optional[int] = ..., execution_lag: _Optional[int] = ..., transform: _Optional[str] = ...) -> None: ...
 
+class SyntheticConfig(_message.Message):
+    __slots__ = ("n_dates", "n_symbols", "ic", "seed", "start_date", "annual_volatility", "ohlcv")
+    N_DATES_FIELD_NUMBER: _ClassVar[int]
+    N_SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    IC_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    START_DATE_FIELD_NUMBER: _ClassVar[int]
+    ANNUAL_VOLATILITY_FIELD_NUMBER: _ClassVar[int]
+    OHLCV_FIELD_NUMBER: _ClassVar[int]
+    n_dates: int
+    n_symbols: int
+    ic: float
+    seed: int
+    start_date: str
+    annual_volatility: float
+    ohlcv: bool
+    def __init__(self, n_dates: _Optional[int] = ..., n_symbols: _Optional[int] = ..., ic: _Optional[float] = ..., seed: _Optional[int] = ..., start_date: _Optional[str] = ..., annual_volatility: _Optional[float] = ..., ohlcv: _Optional[bool] = ...) -> None: ...
+
+class MissingDataConfig(_message.Message):
+    __slots__ = ("min_history", "ffill_limit", "drop_incomplete_symbols")
+    MIN_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    FFILL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DROP_INCOMPLETE_SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    min_history: int
+    ffill_limit: int
+    drop_incomplete_symbols: bool
+    def __init__(self, min_history: _Optional[int] = ..., ffill_limit: _Optional[int] = ..., drop_incomplete_symbols: _Optional[bool] = ...) -> None: ...
+
 class DatasetConfig(_message.Message):
-    __slots__ = ("source", "format", "symbols", "start_date", "end_date", "segments", "features", "label", "embargo")
+    __slots__ = ("source", "format", "symbols", "start_date", "end_date", "segments", "features", "label", "embargo", "synthetic", "missing")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     SYMBOLS_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +84,8 @@ class DatasetConfig(_message.Message):
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     EMBARGO_FIELD_NUMBER: _ClassVar[int]
+    SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
     source: str
     format: str
     symbols: _containers.RepeatedScalarFieldContainer[str]
@@ -65,19 +95,31 @@ class DatasetConfig(_message.Message):
     features: _containers.RepeatedCompositeFieldContainer[FeatureSpec]
     label: LabelConfig
     embargo: int
-    def __init__(self, source: _Optional[str] = ..., format: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., segments: _Optional[_Union[Segments, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureSpec, _Mapping]]] = ..., label: _Optional[_Union[LabelConfig, _Mapping]] = ..., embargo: _Optional[int] = ...) -> None: ...
+    synthetic: SyntheticConfig
+    missing: MissingDataConfig
+    def __init__(self, source: _Optional[str] = ..., format: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., segments: _Optional[_Union[Segments, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureSpec, _Mapping]]] = ..., label: _Optional[_Union[LabelConfig, _Mapping]] = ..., embargo: _Optional[int] = ..., synthetic: _Optional[_Union[SyntheticConfig, _Mapping]] = ..., missing: _Optional[_Union[MissingDataConfig, _Mapping]] = ...) -> None: ...
+
+class RollingConfig(_message.Message):
+    __slots__ = ("step", "window")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    window: int
+    def __init__(self, step: _Optional[int] = ..., window: _Optional[int] = ...) -> None: ...
 
 class ModelConfig(_message.Message):
-    __slots__ = ("type", "params", "name", "seed")
+    __slots__ = ("type", "params", "name", "seed", "rolling")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    ROLLING_FIELD_NUMBER: _ClassVar[int]
     type: str
     params: _struct_pb2.Struct
     name: str
     seed: int
-    def __init__(self, type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    rolling: RollingConfig
+    def __init__(self, type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ..., seed: _Optional[int] = ..., rolling: _Optional[_Union[RollingConfig, _Mapping]] = ...) -> None: ...
 
 class StrategyConfig(_message.Message):
     __slots__ = ("type", "params")
@@ -88,7 +130,7 @@ class StrategyConfig(_message.Message):
     def __init__(self, type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class BacktestConfig(_message.Message):
-    __slots__ = ("initial_capital", "fees", "slippage", "execution_lag", "fill_price", "rebalance_every", "rf", "periods_per_year", "turnover_penalty", "start_date", "end_date")
+    __slots__ = ("initial_capital", "fees", "slippage", "execution_lag", "fill_price", "rebalance_every", "rf", "periods_per_year", "turnover_penalty", "start_date", "end_date", "min_fee", "max_gross_leverage", "stop_loss", "take_profit", "benchmark")
     INITIAL_CAPITAL_FIELD_NUMBER: _ClassVar[int]
     FEES_FIELD_NUMBER: _ClassVar[int]
     SLIPPAGE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +142,11 @@ class BacktestConfig(_message.Message):
     TURNOVER_PENALTY_FIELD_NUMBER: _ClassVar[int]
     START_DATE_FIELD_NUMBER: _ClassVar[int]
     END_DATE_FIELD_NUMBER: _ClassVar[int]
+    MIN_FEE_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROSS_LEVERAGE_FIELD_NUMBER: _ClassVar[int]
+    STOP_LOSS_FIELD_NUMBER: _ClassVar[int]
+    TAKE_PROFIT_FIELD_NUMBER: _ClassVar[int]
+    BENCHMARK_FIELD_NUMBER: _ClassVar[int]
     initial_capital: float
     fees: float
     slippage: float
@@ -111,7 +158,12 @@ class BacktestConfig(_message.Message):
     turnover_penalty: float
     start_date: str
     end_date: str
-    def __init__(self, initial_capital: _Optional[float] = ..., fees: _Optional[float] = ..., slippage: _Optional[float] = ..., execution_lag: _Optional[int] = ..., fill_price: _Optional[str] = ..., rebalance_every: _Optional[int] = ..., rf: _Optional[float] = ..., periods_per_year: _Optional[float] = ..., turnover_penalty: _Optional[float] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ...) -> None: ...
+    min_fee: float
+    max_gross_leverage: float
+    stop_loss: float
+    take_profit: float
+    benchmark: str
+    def __init__(self, initial_capital: _Optional[float] = ..., fees: _Optional[float] = ..., slippage: _Optional[float] = ..., execution_lag: _Optional[int] = ..., fill_price: _Optional[str] = ..., rebalance_every: _Optional[int] = ..., rf: _Optional[float] = ..., periods_per_year: _Optional[float] = ..., turnover_penalty: _Optional[float] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., min_fee: _Optional[float] = ..., max_gross_leverage: _Optional[float] = ..., stop_loss: _Optional[float] = ..., take_profit: _Optional[float] = ..., benchmark: _Optional[str] = ...) -> None: ...
 
 class AlphaBacktestConfig(_message.Message):
     __slots__ = ("dataset_cfg", "model_cfg", "strategy_cfg", "backtest_cfg", "run_name", "experiment_name", "train_first", "capture_predictions", "deployment_id", "weights", "request_id")

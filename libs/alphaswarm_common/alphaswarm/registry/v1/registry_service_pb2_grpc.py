@@ -60,6 +60,36 @@ class RegistryServiceStub:
                 request_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PredictRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.ListRegisteredModels = channel.unary_unary(
+                '/alphaswarm.registry.v1.RegistryService/ListRegisteredModels',
+                request_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListRegisteredModelsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListRegisteredModelsResponse.FromString,
+                _registered_method=True)
+        self.ListModelVersions = channel.unary_unary(
+                '/alphaswarm.registry.v1.RegistryService/ListModelVersions',
+                request_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListModelVersionsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListModelVersionsResponse.FromString,
+                _registered_method=True)
+        self.SetModelAlias = channel.unary_unary(
+                '/alphaswarm.registry.v1.RegistryService/SetModelAlias',
+                request_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.SetModelAliasRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.SetModelAliasResponse.FromString,
+                _registered_method=True)
+        self.PromoteDeployment = channel.unary_unary(
+                '/alphaswarm.registry.v1.RegistryService/PromoteDeployment',
+                request_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PromoteDeploymentRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PromoteDeploymentResponse.FromString,
+                _registered_method=True)
+        self.RollbackDeployment = channel.unary_unary(
+                '/alphaswarm.registry.v1.RegistryService/RollbackDeployment',
+                request_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RollbackDeploymentRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RollbackDeploymentResponse.FromString,
+                _registered_method=True)
+        self.RetireDeployment = channel.unary_unary(
+                '/alphaswarm.registry.v1.RegistryService/RetireDeployment',
+                request_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RetireDeploymentRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RetireDeploymentResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -95,7 +125,49 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Predict(self, request, context):
-        """Serves the predictions of a deployment over a date window.
+        """Serves the predictions of a deployment over a date window (or for its latest date).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRegisteredModels(self, request, context):
+        """Lists registered models, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModelVersions(self, request, context):
+        """Lists the versions of a registered model, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetModelAlias(self, request, context):
+        """Points an alias ("champion", "challenger", ...) at a version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteDeployment(self, request, context):
+        """Moves a deployment to another version (or the version an alias points at); history keeps the old one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackDeployment(self, request, context):
+        """Moves a deployment back to the version it served before its last change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireDeployment(self, request, context):
+        """Retires a deployment: kept for history, no longer serving predictions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -128,6 +200,36 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PredictRequest.FromString,
                     response_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PredictResponse.SerializeToString,
+            ),
+            'ListRegisteredModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRegisteredModels,
+                    request_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListRegisteredModelsRequest.FromString,
+                    response_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListRegisteredModelsResponse.SerializeToString,
+            ),
+            'ListModelVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelVersions,
+                    request_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListModelVersionsRequest.FromString,
+                    response_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListModelVersionsResponse.SerializeToString,
+            ),
+            'SetModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelAlias,
+                    request_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.SetModelAliasRequest.FromString,
+                    response_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.SetModelAliasResponse.SerializeToString,
+            ),
+            'PromoteDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteDeployment,
+                    request_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PromoteDeploymentRequest.FromString,
+                    response_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PromoteDeploymentResponse.SerializeToString,
+            ),
+            'RollbackDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackDeployment,
+                    request_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RollbackDeploymentRequest.FromString,
+                    response_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RollbackDeploymentResponse.SerializeToString,
+            ),
+            'RetireDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireDeployment,
+                    request_deserializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RetireDeploymentRequest.FromString,
+                    response_serializer=alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RetireDeploymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +368,168 @@ class RegistryService:
             '/alphaswarm.registry.v1.RegistryService/Predict',
             alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PredictRequest.SerializeToString,
             alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRegisteredModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.registry.v1.RegistryService/ListRegisteredModels',
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListRegisteredModelsRequest.SerializeToString,
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListRegisteredModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.registry.v1.RegistryService/ListModelVersions',
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListModelVersionsRequest.SerializeToString,
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.ListModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.registry.v1.RegistryService/SetModelAlias',
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.SetModelAliasRequest.SerializeToString,
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.SetModelAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.registry.v1.RegistryService/PromoteDeployment',
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PromoteDeploymentRequest.SerializeToString,
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.PromoteDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.registry.v1.RegistryService/RollbackDeployment',
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RollbackDeploymentRequest.SerializeToString,
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RollbackDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.registry.v1.RegistryService/RetireDeployment',
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RetireDeploymentRequest.SerializeToString,
+            alphaswarm_dot_registry_dot_v1_dot_registry__service__pb2.RetireDeploymentResponse.FromString,
             options,
             channel_credentials,
             insecure,
