@@ -350,3 +350,17 @@ def test_watching_a_finished_run_without_kept_events_ends(stack: EmbeddedStack) 
     events = list(client.watch(created.task_id, timeout=30))
     assert [e.stage for e in events] == ["failed"]
     assert events[0].data["stage"] == "training"
+
+
+def test_benchmark_gives_beta_and_alpha(stack: EmbeddedStack) -> None:
+    r = _experiment(stack, small_run(run_name="e2e-benchmark", backtest_cfg={"benchmark": "JNJ"})).run()
+    trading = r.combined_metrics["trading_all"]
+    assert trading["beta"] is not None and trading["alpha"] is not None
+
+
+def test_unknown_benchmark_is_rejected_at_acceptance(stack: EmbeddedStack) -> None:
+    client = GatewayClient(stack.gateway_addr or "", settings=stack.settings)
+    cfg = AlphaBacktestConfig.model_validate(small_run(backtest_cfg={"benchmark": "SPY"}))
+    with pytest.raises(InvalidArgument) as err:
+        client.start(cfg)
+    assert remote_field(err.value) == "backtest_cfg.benchmark"

@@ -81,6 +81,32 @@ def trades_to_proto(out: BacktestOutput) -> list[resources_pb2.Trade]:
     return trades
 
 
+def _engine_config(cfg: BacktestConfig) -> EngineConfig:
+    """The engine config of a backtest section, engine-only risk options included."""
+    return EngineConfig.from_backtest_config(
+        cfg,
+        execution_lag=cfg.execution_lag,
+        min_fee=cfg.min_fee,
+        max_gross_leverage=cfg.max_gross_leverage,
+        stop_loss=cfg.stop_loss,
+        take_profit=cfg.take_profit,
+    )
+
+
+def _benchmark_returns(request: pb.RunBacktestRequest, n_bars: int) -> np.ndarray | None:
+    """Close-to-close returns of the benchmark's closes (0 on the first bar), or None."""
+    if not request.HasField("benchmark_close") or not request.benchmark_close.data:
+        return None
+    close = array_from_proto(request.benchmark_close, field="benchmark_close").astype(np.float64).ravel()
+    if close.shape[0] != n_bars:
+        raise InvalidArgument(f"has {close.shape[0]} values for {n_bars} dates", field="benchmark_close")
+    if not np.isfinite(close).all() or (close <= 0).any():
+        raise InvalidArgument("must be positive finite closes on every date", field="benchmark_close")
+    out = np.zeros(n_bars)
+    out[1:] = close[1:] / close[:-1] - 1.0
+    return out
+
+
 class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
     def __init__(
         self, tracker: Tracker, persistence: ppb_grpc.PersistenceServiceStub, *, deadline: float = 60.0
@@ -95,7 +121,7 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
         strategy_cfg = config_from_proto(request.strategy_cfg, StrategyConfig, prefix="strategy_cfg")
         backtest_cfg = config_from_proto(request.backtest_cfg, BacktestConfig, prefix="backtest_cfg")
         params = validate_strategy_params(strategy_cfg.type, strategy_cfg.params)
-        EngineConfig.from_backtest_config(backtest_cfg, execution_lag=backtest_cfg.execution_lag or 0)
+        _engine_config(backtest_cfg)
         if request.n_symbols > 0:  # universe-dependent checks (top_k against the symbols) on a probe signal
             probe = np.tile(np.arange(request.n_symbols, dtype=np.float64), (2, 1))
             weights_from_signal(probe, strategy_cfg.type, strategy_cfg.params)
@@ -108,7 +134,7 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
         backtest_cfg = config_from_proto(request.backtest_cfg, BacktestConfig, prefix="backtest_cfg")
         if backtest_cfg.execution_lag is None:
             raise InvalidArgument("execution_lag must be set", field="backtest_cfg.execution_lag")
-        engine_cfg = EngineConfig.from_backtest_config(backtest_cfg, execution_lag=backtest_cfg.execution_lag)
+        engine_cfg = _engine_config(backtest_cfg)
 
         started = time.perf_counter()
         weights = weights_from_signal(
@@ -126,6 +152,7 @@ class BacktesterServicer(pb_grpc.BacktesterServiceServicer):
             open=prices.get("open"),
             high=prices.get("high"),
             low=prices.get("low"),
+            benchmark=_benchmark_returns(request, len(dates)),
         )
         elapsed = time.perf_counter() - started
         metrics = out.metrics

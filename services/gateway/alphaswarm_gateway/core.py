@@ -43,6 +43,7 @@ from alphaswarm_common.events import (
     ProgressEvent,
 )
 from alphaswarm_common.grpc_client import aio_call, aio_channel
+from alphaswarm_common.data import load_panel
 from alphaswarm_common.metrics import combined_score
 from alphaswarm_common.protoconv import config_to_proto
 from alphaswarm_common.settings import Settings
@@ -242,6 +243,13 @@ class Gateway:
         )
         if cfg.weights:
             combined_score({}, {}, cfg.weights)  # unknown or negative weight keys fail here, naming the key
+        if cfg.backtest_cfg.benchmark:
+            panel = await asyncio.to_thread(load_panel, cfg.dataset_cfg.model_copy(update={"symbols": None}))
+            if cfg.backtest_cfg.benchmark not in panel.symbols:
+                raise InvalidArgument(
+                    f"benchmark {cfg.backtest_cfg.benchmark!r} is not a symbol of the dataset",
+                    field="backtest_cfg.benchmark",
+                )
 
     async def get_run(self, *, run_id: str = "", task_id: str = "") -> resources_pb2.AlphaBacktestRun:
         resp = await aio_call(

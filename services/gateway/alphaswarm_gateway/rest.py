@@ -28,6 +28,7 @@ from alphaswarm_common.configio import parse_config, parse_config_document
 from alphaswarm_common.errors import AlphaSwarmError, InvalidArgument
 from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
+from alphaswarm_gateway import catalog_api
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.views import audit_row_view, run_view, task_accepted
 
@@ -241,6 +242,10 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     app.include_router(runs)
     app.include_router(stream)
     app.include_router(health)
+    app.include_router(catalog_api.backtests)
+    app.include_router(catalog_api.optimizations)
+    app.include_router(catalog_api.walk_forward_tests)
+    app.include_router(catalog_api.portfolio_backtests)
 
     original_openapi = app.openapi
 

@@ -258,6 +258,7 @@ class AlphaBacktestSaga:
                     persist=True,
                     request_id=f"{attempt}:backtest",
                     notes=f"alpha-backtest run {run.run_id}: {deployment.model_name} v{deployment.model_version}",
+                    benchmark_close=await asyncio.to_thread(_benchmark_close, cfg, dates),
                 ),
                 timeout=self.settings.deadline_backtest_seconds,
                 target="backtester",
@@ -659,6 +660,21 @@ def _prices_for(cfg: AlphaBacktestConfig, dates: np.ndarray, symbols: list[str])
                 array_to_proto(np.ascontiguousarray(values[np.ix_(rows, cols)], dtype=np.float64))
             )
     return out
+
+
+def _benchmark_close(cfg: AlphaBacktestConfig, dates: np.ndarray) -> arrays_pb2.Array | None:
+    """Closes of `backtest_cfg.benchmark` (a symbol of the run's dataset) on the backtest dates."""
+    symbol = cfg.backtest_cfg.benchmark
+    if not symbol:
+        return None
+    panel = load_panel(cfg.dataset_cfg.model_copy(update={"symbols": None}))
+    if symbol not in panel.symbols:
+        raise DataError(f"benchmark {symbol!r} is not a symbol of the dataset", field="backtest_cfg.benchmark")
+    rows = np.searchsorted(panel.dates, dates)
+    close = panel.close[rows, panel.symbols.index(symbol)]
+    if not np.isfinite(close).all():
+        raise DataError(f"benchmark {symbol!r} has no close on some backtest dates", field="backtest_cfg.benchmark")
+    return array_to_proto(np.ascontiguousarray(close, dtype=np.float64))
 
 
 def _field(panel: arrays_pb2.Panel, name: str) -> np.ndarray:
