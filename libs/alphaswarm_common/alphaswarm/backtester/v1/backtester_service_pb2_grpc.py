@@ -45,6 +45,31 @@ class BacktesterServiceStub:
                 request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyResponse.FromString,
                 _registered_method=True)
+        self.RunStrategyBacktest = channel.unary_unary(
+                '/alphaswarm.backtester.v1.BacktesterService/RunStrategyBacktest',
+                request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunStrategyBacktestRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunBacktestResponse.FromString,
+                _registered_method=True)
+        self.Optimize = channel.unary_unary(
+                '/alphaswarm.backtester.v1.BacktesterService/Optimize',
+                request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeResponse.FromString,
+                _registered_method=True)
+        self.WalkForward = channel.unary_unary(
+                '/alphaswarm.backtester.v1.BacktesterService/WalkForward',
+                request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.WalkForwardRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.WalkForwardResponse.FromString,
+                _registered_method=True)
+        self.MonteCarlo = channel.unary_unary(
+                '/alphaswarm.backtester.v1.BacktesterService/MonteCarlo',
+                request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.MonteCarloRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.MonteCarloResponse.FromString,
+                _registered_method=True)
+        self.RunPortfolioBacktest = channel.unary_unary(
+                '/alphaswarm.backtester.v1.BacktesterService/RunPortfolioBacktest',
+                request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunPortfolioBacktestRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunPortfolioBacktestResponse.FromString,
+                _registered_method=True)
 
 
 class BacktesterServiceServicer:
@@ -65,6 +90,41 @@ class BacktesterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunStrategyBacktest(self, request, context):
+        """Backtests a rule strategy (sma_cross, rsi, ...) or an alpha strategy on a dataset's prices.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Optimize(self, request, context):
+        """Searches a strategy's parameters (grid or seeded random) and ranks every set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WalkForward(self, request, context):
+        """In-sample optimization then out-of-sample test over rolling or anchored windows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MonteCarlo(self, request, context):
+        """Block-bootstrap distribution of total return, max drawdown and Sharpe.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunPortfolioBacktest(self, request, context):
+        """Several symbols and strategies in one account with shared cash.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BacktesterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +137,31 @@ def add_BacktesterServiceServicer_to_server(servicer, server):
                     servicer.ValidateStrategy,
                     request_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyRequest.FromString,
                     response_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyResponse.SerializeToString,
+            ),
+            'RunStrategyBacktest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunStrategyBacktest,
+                    request_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunStrategyBacktestRequest.FromString,
+                    response_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunBacktestResponse.SerializeToString,
+            ),
+            'Optimize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Optimize,
+                    request_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeRequest.FromString,
+                    response_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeResponse.SerializeToString,
+            ),
+            'WalkForward': grpc.unary_unary_rpc_method_handler(
+                    servicer.WalkForward,
+                    request_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.WalkForwardRequest.FromString,
+                    response_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.WalkForwardResponse.SerializeToString,
+            ),
+            'MonteCarlo': grpc.unary_unary_rpc_method_handler(
+                    servicer.MonteCarlo,
+                    request_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.MonteCarloRequest.FromString,
+                    response_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.MonteCarloResponse.SerializeToString,
+            ),
+            'RunPortfolioBacktest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunPortfolioBacktest,
+                    request_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunPortfolioBacktestRequest.FromString,
+                    response_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunPortfolioBacktestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +219,141 @@ class BacktesterService:
             '/alphaswarm.backtester.v1.BacktesterService/ValidateStrategy',
             alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyRequest.SerializeToString,
             alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.ValidateStrategyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunStrategyBacktest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.backtester.v1.BacktesterService/RunStrategyBacktest',
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunStrategyBacktestRequest.SerializeToString,
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunBacktestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Optimize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.backtester.v1.BacktesterService/Optimize',
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeRequest.SerializeToString,
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WalkForward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.backtester.v1.BacktesterService/WalkForward',
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.WalkForwardRequest.SerializeToString,
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.WalkForwardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MonteCarlo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.backtester.v1.BacktesterService/MonteCarlo',
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.MonteCarloRequest.SerializeToString,
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.MonteCarloResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunPortfolioBacktest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.backtester.v1.BacktesterService/RunPortfolioBacktest',
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunPortfolioBacktestRequest.SerializeToString,
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.RunPortfolioBacktestResponse.FromString,
             options,
             channel_credentials,
             insecure,
