@@ -9,6 +9,7 @@ running gateway.
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -163,7 +164,7 @@ class GatewayClient:
                 yield ProgressEvent(
                     task_id=e.task_id,
                     seq=e.seq,
-                    ts=timestamp_to_datetime(e.ts),
+                    ts=timestamp_to_datetime(e.ts) or dt.datetime.now(dt.UTC),
                     stage=e.stage,
                     status=e.status,
                     pct=e.pct,

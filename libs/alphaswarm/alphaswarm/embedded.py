@@ -107,13 +107,15 @@ class EmbeddedStack:
             )
             started.set_result(f"127.0.0.1:{port}")
 
+        def report(task: asyncio.Task[None]) -> None:
+            exc = task.exception()
+            if exc is not None and not started.done():
+                started.set_exception(exc)
+
         def run_loop() -> None:
             assert self._loop is not None
             asyncio.set_event_loop(self._loop)
-            task = self._loop.create_task(boot())
-            task.add_done_callback(
-                lambda t: t.exception() and not started.done() and started.set_exception(t.exception())
-            )
+            self._loop.create_task(boot()).add_done_callback(report)
             self._loop.run_forever()
 
         self._thread = threading.Thread(target=run_loop, name="gateway-loop", daemon=True)

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import numpy as np
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -140,6 +140,10 @@ def struct_to_dict(msg: struct_pb2.Struct) -> dict[str, Any]:
     return json_format.MessageToDict(msg)
 
 
+@overload
+def timestamp_from_datetime(value: dt.datetime) -> timestamp_pb2.Timestamp: ...
+@overload
+def timestamp_from_datetime(value: None) -> None: ...
 def timestamp_from_datetime(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
@@ -175,7 +179,7 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-def config_to_proto(model: BaseModel) -> Message:
+def config_to_proto(model: BaseModel) -> Any:
     """Convert a config model to its message (fields left at None stay unset)."""
     message_type = _CONFIG_MESSAGES[type(model)]
     doc = _drop_none(model.model_dump(mode="json"))

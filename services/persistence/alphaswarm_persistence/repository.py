@@ -272,7 +272,7 @@ _SUMMARY_DEFAULT_DAYS = 30
 _IN_CHUNK = 500  # ids per IN (...) list: far below SQLite's bound-parameter limit
 
 LOWER_IS_BETTER_METRICS: frozenset[str] = frozenset(
-    {"volatility", "downside_volatility", "max_drawdown_duration", "losing_trades"}
+    {"volatility", "downside_volatility", "max_drawdown_duration", "losing_trades", "max_drawdown"}
 )
 """Metric columns of `mcp_backtest_results` where a smaller value is better; every other one is higher-better.
 

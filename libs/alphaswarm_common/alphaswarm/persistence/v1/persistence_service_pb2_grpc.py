@@ -160,6 +160,21 @@ class PersistenceServiceStub:
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsResponse.FromString,
                 _registered_method=True)
+        self.CreateTask = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/CreateTask',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateTaskRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateTaskResponse.FromString,
+                _registered_method=True)
+        self.UpdateTask = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/UpdateTask',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.UpdateTaskRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.UpdateTaskResponse.FromString,
+                _registered_method=True)
+        self.GetTask = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/GetTask',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskResponse.FromString,
+                _registered_method=True)
 
 
 class PersistenceServiceServicer:
@@ -341,6 +356,27 @@ class PersistenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTask(self, request, context):
+        """Creates a task (idempotent by request_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTask(self, request, context):
+        """Updates the fields of a task named by update_mask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTask(self, request, context):
+        """Returns one task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersistenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -468,6 +504,21 @@ def add_PersistenceServiceServicer_to_server(servicer, server):
                     servicer.ListPortfolioBacktests,
                     request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsRequest.FromString,
                     response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsResponse.SerializeToString,
+            ),
+            'CreateTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTask,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateTaskRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateTaskResponse.SerializeToString,
+            ),
+            'UpdateTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTask,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.UpdateTaskRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.UpdateTaskResponse.SerializeToString,
+            ),
+            'GetTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTask,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1146,6 +1197,87 @@ class PersistenceService:
             '/alphaswarm.persistence.v1.PersistenceService/ListPortfolioBacktests',
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsRequest.SerializeToString,
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPortfolioBacktestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/CreateTask',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateTaskRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/UpdateTask',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.UpdateTaskRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.UpdateTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/GetTask',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
