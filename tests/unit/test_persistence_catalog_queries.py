@@ -202,7 +202,7 @@ def _optimization_values(rng: np.random.Generator, k: int) -> dict[str, Any]:
         "win_rate": float(rng.uniform(0, 1)),
         "profit_factor": float(rng.uniform(0.2, 4)),
         "total_trades": int(rng.integers(0, 300)),
-        "rank": None if k % 6 == 5 else int(rng.integers(1, 8)),  # ties and NULLs
+        "rank": None if k % 3 == 2 else int(rng.integers(1, 8)),  # ties and NULLs
         "p_value": float(rng.uniform(0, 1)),
     }
     return values

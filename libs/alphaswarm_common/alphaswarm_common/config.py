@@ -159,7 +159,9 @@ class DatasetConfig(_Strict):
     symbols: list[str] | None = None
     start_date: dt.date | None = None
     end_date: dt.date | None = None
-    segments: Segments
+    segments: Segments | None = Field(
+        default=None, description="Train/valid/test ranges; required to train, unused by price-only backtests."
+    )
     features: list[FeatureSpec] = Field(default_factory=default_features)
     label: LabelConfig = Field(default_factory=LabelConfig)
     embargo: int = Field(default=0, ge=0)
@@ -272,6 +274,13 @@ class AlphaBacktestConfig(_Strict):
             )
         if not self.train_first and not self.deployment_id:
             raise ValueError("deployment_id is required when train_first is false")
+        if self.dataset_cfg.segments is None:
+            if self.train_first:
+                raise ValueError("dataset_cfg.segments is required to train (train and test ranges)")
+            if not (self.backtest_cfg.start_date and self.backtest_cfg.end_date):
+                raise ValueError(
+                    "dataset_cfg.segments is required unless backtest_cfg.start_date and end_date give the window"
+                )
         return self
 
     @property

@@ -32,6 +32,7 @@ from alphaswarm.registry.v1 import registry_service_pb2_grpc as rpb_grpc
 from alphaswarm.trainer.v1 import trainer_service_pb2 as tpb
 from alphaswarm.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
 from alphaswarm_common.config import AlphaBacktestConfig
+from alphaswarm_common.data import load_panel
 from alphaswarm_common.errors import DependencyUnavailable, InvalidArgument
 from alphaswarm_common.events import (
     EventBus,
@@ -43,7 +44,6 @@ from alphaswarm_common.events import (
     ProgressEvent,
 )
 from alphaswarm_common.grpc_client import aio_call, aio_channel
-from alphaswarm_common.data import load_panel
 from alphaswarm_common.metrics import combined_score
 from alphaswarm_common.protoconv import config_to_proto
 from alphaswarm_common.settings import Settings
@@ -132,9 +132,21 @@ class Gateway:
 
             saga = AlphaBacktestSaga(self)
             self._workers = asyncio.create_task(
-                self.queue.consume(saga.handle_job, concurrency=self.settings.gateway_workers),
+                self.queue.consume(self._dispatch(saga), concurrency=self.settings.gateway_workers),
                 name="saga-workers",
             )
+
+    def _dispatch(self, saga: Any) -> Any:
+        """Route a job to its worker: the alpha-backtest saga or a backtester job."""
+        from alphaswarm_gateway.jobs import run_job
+
+        async def handle(kind: str, payload: dict[str, Any]) -> None:
+            if kind == JOB_KIND:
+                await saga.handle_job(kind, payload)
+            else:
+                await run_job(self, kind, payload)
+
+        return handle
 
     async def close(self) -> None:
         if self._workers is not None:
@@ -251,6 +263,15 @@ class Gateway:
                     field="backtest_cfg.benchmark",
                 )
 
+    async def get_task(self, task_id: str) -> resources_pb2.Task:
+        resp = await aio_call(
+            self.clients.persistence.GetTask,
+            ppb.GetTaskRequest(task_id=task_id),
+            timeout=self.settings.deadline_default_seconds,
+            target="persistence",
+        )
+        return resp.task
+
     async def get_run(self, *, run_id: str = "", task_id: str = "") -> resources_pb2.AlphaBacktestRun:
         resp = await aio_call(
             self.clients.persistence.GetAlphaBacktestRun,
@@ -289,41 +310,41 @@ class Gateway:
         stream's retention dropped them) ends with one terminal event built from the run row,
         instead of a stream that never ends.
         """
-        run = await self.get_run(task_id=task_id)  # NotFound for an unknown task
-        finished = run.state in (
+        task = await self.get_task(task_id)  # NotFound for an unknown task
+        finished = task.state in (
             resources_pb2.RUN_STATE_SUCCEEDED,
             resources_pb2.RUN_STATE_FAILED,
             resources_pb2.RUN_STATE_CANCELLED,
         )
         if finished and await self.bus.last_seq(task_id) == 0:
-            yield _terminal_event_from_row(run)
+            yield _terminal_event_from_row(task)
             return
         async for event in self.bus.subscribe(task_id, after_seq=after_seq):
             yield event
 
 
-def _terminal_event_from_row(run: resources_pb2.AlphaBacktestRun) -> ProgressEvent:
+def _terminal_event_from_row(task: resources_pb2.Task) -> ProgressEvent:
     from alphaswarm_common.protoconv import timestamp_to_datetime
 
-    failed = run.state != resources_pb2.RUN_STATE_SUCCEEDED
-    data: dict[str, Any] = {"run_id": run.run_id, "replayed_from": "run row"}
-    if failed and run.HasField("error"):
+    failed = task.state != resources_pb2.RUN_STATE_SUCCEEDED
+    data: dict[str, Any] = {"replayed_from": "task row"}
+    if failed and task.HasField("error"):
         data.update(
             {
-                "stage": run.error.stage,
-                "code": run.error.code,
-                "message": run.error.message,
-                "field": run.error.field,
+                "stage": task.error.stage,
+                "code": task.error.code,
+                "message": task.error.message,
+                "field": task.error.field,
             }
         )
     return ProgressEvent(
-        task_id=run.task_id,
+        task_id=task.task_id,
         seq=1,
-        ts=timestamp_to_datetime(run.finished_at) or timestamp_to_datetime(run.created_at) or _utcnow(),
+        ts=timestamp_to_datetime(task.updated_at) or timestamp_to_datetime(task.created_at) or _utcnow(),
         stage="failed" if failed else "completed",
         status="failed" if failed else "completed",
         pct=100.0,
-        message="the run finished; its progress events are no longer kept",
+        message="the task finished; its progress events are no longer kept",
         data=data,
     )
 

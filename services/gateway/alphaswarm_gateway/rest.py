@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
@@ -28,21 +28,14 @@ from alphaswarm_common.configio import parse_config, parse_config_document
 from alphaswarm_common.errors import AlphaSwarmError, InvalidArgument
 from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
-from alphaswarm_gateway import catalog_api
+from alphaswarm_gateway import catalog_api, jobs_api
 from alphaswarm_gateway.core import Gateway, bootstrap
+from alphaswarm_gateway.deps import GatewayDep, PageSize
 from alphaswarm_gateway.views import audit_row_view, run_view, task_accepted
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-
-def get_gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
-
-
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
-PageSize = Annotated[int, Query(ge=1, le=500, description="Maximum number of items to return.")]
 
 
 def _error_response(exc: AlphaSwarmError, status: int | None = None) -> JSONResponse:
@@ -138,7 +131,7 @@ stream = APIRouter(tags=["progress"])
 )
 async def stream_progress(task_id: str, request: Request, gw: GatewayDep) -> EventSourceResponse:
     """Every event from the first (or after `Last-Event-ID`), ending after the terminal one."""
-    await gw.get_run(task_id=task_id)  # 404 before the stream starts
+    await gw.get_task(task_id)  # 404 before the stream starts
     try:
         after = int(request.headers.get("last-event-id", "0") or 0)
     except ValueError:
@@ -246,6 +239,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     app.include_router(catalog_api.optimizations)
     app.include_router(catalog_api.walk_forward_tests)
     app.include_router(catalog_api.portfolio_backtests)
+    app.include_router(jobs_api.router)
 
     original_openapi = app.openapi
 

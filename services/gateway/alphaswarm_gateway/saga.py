@@ -620,9 +620,10 @@ def _fmt(x: Any) -> str:
 
 
 def _window(cfg: AlphaBacktestConfig) -> tuple[dt.date, dt.date]:
-    test = cfg.dataset_cfg.segments.test
-    start = cfg.backtest_cfg.start_date or test.start
-    end = cfg.backtest_cfg.end_date or test.end
+    segments = cfg.dataset_cfg.segments
+    start = cfg.backtest_cfg.start_date or (segments.test.start if segments else None)
+    end = cfg.backtest_cfg.end_date or (segments.test.end if segments else None)
+    assert start is not None and end is not None  # guaranteed by AlphaBacktestConfig's validation
     return start, end
 
 

@@ -362,6 +362,8 @@ class TaskRow(Base):
     stage: Mapped[str | None] = mapped_column(sa.String(length=30))
     pct: Mapped[float] = mapped_column(sa.Float(), nullable=False, server_default="0")
     error: Mapped[Any | None] = mapped_column(JSONVariant)
+    request: Mapped[Any | None] = mapped_column(JSONVariant)
+    result: Mapped[Any | None] = mapped_column(JSONVariant)
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 

@@ -272,7 +272,7 @@ _SUMMARY_DEFAULT_DAYS = 30
 _IN_CHUNK = 500  # ids per IN (...) list: far below SQLite's bound-parameter limit
 
 LOWER_IS_BETTER_METRICS: frozenset[str] = frozenset(
-    {"volatility", "downside_volatility", "max_drawdown_duration", "losing_trades", "max_drawdown"}
+    {"volatility", "downside_volatility", "max_drawdown_duration", "losing_trades"}
 )
 """Metric columns of `mcp_backtest_results` where a smaller value is better; every other one is higher-better.
 
@@ -2253,7 +2253,7 @@ class CatalogRepository:
             if raw is None:
                 if not nullable:
                     raise InvalidArgument("is not a page token of this list", field="page_token")
-                prefix.append(column.is_(None))  # nothing sorts after NULL in this column
+                prefix.append(column.is_not(None))
                 continue
             param = self._keyset_param(column, raw)
             after = column < param if descending else column > param

@@ -19,8 +19,13 @@ from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
 from alphaswarm_persistence.repository import CatalogRepository
 from alphaswarm_persistence.servicer import PersistenceServicer
+from alphaswarm_persistence.tasks import TaskServicerMixin
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersistenceService"].full_name
+
+
+class Servicer(TaskServicerMixin, PersistenceServicer):
+    """The catalog's RPCs plus the task RPCs."""
 
 
 def build(settings: Settings) -> list[ServiceRegistration]:
@@ -29,7 +34,7 @@ def build(settings: Settings) -> list[ServiceRegistration]:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if settings.migrate_on_start:
         upgrade(url)
-    servicer = PersistenceServicer(CatalogRepository(Database(url)))
+    servicer = Servicer(CatalogRepository(Database(url)))
     return [ServiceRegistration(pb_grpc.add_PersistenceServiceServicer_to_server, servicer, SERVICE_NAME)]
 
 

@@ -246,6 +246,8 @@ def validate_segments(
     Purging uses `cfg.label` and `cfg.embargo` as `segment_rows` does. A
     segment may extend beyond the data; only its dates in the data count.
     """
+    if cfg.segments is None:
+        raise DataError("train and test segments are required to train a model", field="dataset_cfg.segments")
     minimum = {**DEFAULT_MIN_SEGMENT_DATES, **(min_dates or {})}
     first, last = panel.dates[0], panel.dates[-1]
     for name in SEGMENT_NAMES:

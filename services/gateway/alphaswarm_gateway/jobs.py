@@ -1,0 +1,467 @@
+"""Backtester jobs as tasks: a single backtest, an optimization, a walk-forward test, a
+portfolio backtest, a Monte Carlo simulation.
+
+Accepting a job validates its document (422 naming the field), asks the backtester
+to check the strategy (400 naming the field), stores a task row (idempotent by
+request id), publishes `accepted` and enqueues the job; a worker calls the
+backtester with a deadline, saves the result's catalog ids and headline figures
+on the task, and publishes `completed` or `failed` — the same progress stream and
+the same queue as alpha-backtest runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from google.protobuf import field_mask_pb2, json_format
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from alphaswarm.backtester.v1 import backtester_service_pb2 as bpb
+from alphaswarm.common.v1 import resources_pb2
+from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConfig
+from alphaswarm_common.errors import AlphaSwarmError
+from alphaswarm_common.events import ProgressEvent
+from alphaswarm_common.grpc_client import aio_call, remote_field
+from alphaswarm_common.protoconv import (
+    array_to_proto,
+    config_to_proto,
+    metricset_from_proto,
+    struct_from_dict,
+    struct_to_dict,
+    validation_error,
+)
+
+__all__ = ["JOB_MODELS", "accept_job", "run_job"]
+
+log = logging.getLogger(__name__)
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriceSourceDoc(_Doc):
+    """The prices a job trades: a dataset (segments unused) and optionally a subset of its symbols."""
+
+    dataset_cfg: DatasetConfig
+    symbols: list[str] | None = None
+
+
+class BacktestJob(_Doc):
+    """One backtest of a rule strategy (sma_cross, rsi, ..., buy_and_hold)."""
+
+    source: PriceSourceDoc
+    strategy_cfg: StrategyConfig
+    backtest_cfg: BacktestConfig = Field(default_factory=BacktestConfig)
+
+
+Objective = Literal[
+    "sharpe", "sortino", "calmar", "total_return", "max_drawdown", "win_rate", "profit_factor"
+]
+
+
+class OptimizationJob(_Doc):
+    """Grid or seeded random search over a strategy's parameters."""
+
+    source: PriceSourceDoc
+    strategy_type: str
+    grid: dict[str, list[Any]] | None = None
+    space: dict[str, Any] | None = None
+    method: Literal["grid", "random"] = "grid"
+    n_samples: int = Field(default=50, ge=1, le=100_000)
+    seed: int = 0
+    objective: Objective = "sharpe"
+    backtest_cfg: BacktestConfig = Field(default_factory=BacktestConfig)
+
+    @model_validator(mode="after")
+    def _search(self) -> OptimizationJob:
+        if self.method == "grid" and not self.grid:
+            raise ValueError("grid is required for method 'grid'")
+        if self.method == "random" and not (self.space or self.grid):
+            raise ValueError("space (or grid) is required for method 'random'")
+        return self
+
+
+class WalkForwardJob(_Doc):
+    """In-sample optimization then out-of-sample test over rolling or anchored windows."""
+
+    source: PriceSourceDoc
+    strategy_type: str
+    grid: dict[str, list[Any]]
+    objective: Objective = "sharpe"
+    in_sample_bars: int = Field(default=504, ge=20)
+    out_of_sample_bars: int = Field(default=126, ge=5)
+    step_bars: int | None = Field(default=None, ge=1)
+    anchored: bool = False
+    backtest_cfg: BacktestConfig = Field(default_factory=BacktestConfig)
+
+
+class PortfolioLegDoc(_Doc):
+    symbol: str
+    strategy_cfg: StrategyConfig = Field(default_factory=lambda: StrategyConfig(type="buy_and_hold"))
+    weight: float | None = Field(default=None, ge=0)
+
+
+class PortfolioJob(_Doc):
+    """Several symbols and strategies in one account with shared cash."""
+
+    dataset_cfg: DatasetConfig
+    legs: list[PortfolioLegDoc] = Field(min_length=1)
+    rebalance_frequency: Literal["daily", "weekly", "monthly", "quarterly", "none"] = "monthly"
+    max_positions: int | None = Field(default=None, ge=1)
+    position_sizing_method: Literal["equal", "fixed", "inverse_volatility"] = "equal"
+    backtest_cfg: BacktestConfig = Field(default_factory=lambda: BacktestConfig(initial_capital=100_000.0))
+    portfolio_name: str = Field(min_length=1, max_length=100)
+    description: str = ""
+
+
+class MonteCarloJob(_Doc):
+    """Block bootstrap of a stored backtest's daily returns (or of returns given)."""
+
+    backtest_id: str | None = None
+    returns: list[float] | None = None
+    n_simulations: int = Field(default=1000, ge=1, le=200_000)
+    block_length: int = Field(default=21, ge=1)
+    seed: int = 0
+    percentiles: list[float] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 75.0, 95.0])
+    periods_per_year: float = Field(default=252.0, gt=0)
+
+    @model_validator(mode="after")
+    def _input(self) -> MonteCarloJob:
+        if (self.backtest_id is None) == (self.returns is None):
+            raise ValueError("backtest_id or returns is required (exactly one)")
+        return self
+
+
+def _source(doc: PriceSourceDoc) -> bpb.PriceSource:
+    return bpb.PriceSource(dataset_cfg=config_to_proto(doc.dataset_cfg), symbols=doc.symbols or [])
+
+
+def _struct(value: dict[str, Any] | None) -> Any:
+    return struct_from_dict(value) if value else None
+
+
+@dataclass(frozen=True)
+class JobKind:
+    model: type[_Doc]
+    rpc: str
+    build: Callable[[Any, str], Any]
+    summarize: Callable[[Any], dict[str, Any]]
+    strategies: Callable[[Any], list[StrategyConfig]]
+
+
+def _headline(metrics: Any) -> dict[str, Any]:
+    values, _, _ = metricset_from_proto(metrics)
+    keys = ("sharpe", "sortino", "calmar", "max_drawdown", "total_return", "total_trades", "win_rate")
+    return {k: values.get(k) for k in keys if k in values}
+
+
+JOB_MODELS: dict[str, JobKind] = {
+    "backtest": JobKind(
+        BacktestJob,
+        "RunStrategyBacktest",
+        lambda j, key: bpb.RunStrategyBacktestRequest(
+            source=_source(j.source),
+            strategy_cfg=config_to_proto(j.strategy_cfg),
+            backtest_cfg=config_to_proto(j.backtest_cfg),
+            persist=True,
+            request_id=key,
+        ),
+        lambda r: {"backtest_id": r.backtest_id, "metrics": _headline(r.metrics), "trades": len(r.trades)},
+        lambda j: [j.strategy_cfg],
+    ),
+    "optimization": JobKind(
+        OptimizationJob,
+        "Optimize",
+        lambda j, key: bpb.OptimizeRequest(
+            source=_source(j.source),
+            strategy_type=j.strategy_type,
+            grid=_struct(j.grid),
+            space=_struct(j.space),
+            method=j.method,
+            n_samples=j.n_samples,
+            seed=j.seed,
+            objective=j.objective,
+            backtest_cfg=config_to_proto(j.backtest_cfg),
+            persist=True,
+            request_id=key,
+        ),
+        lambda r: {
+            "backtest_id": r.backtest_id,
+            "optimization_ids": list(r.optimization_ids),
+            "n_trials": len(r.trials),
+            "best_params": struct_to_dict(r.best.params),
+            "best_objective": r.best.objective_value if r.best.HasField("objective_value") else None,
+            "p_value": r.p_value if r.HasField("p_value") else None,
+            "is_statistically_significant": r.is_statistically_significant,
+        },
+        lambda j: [StrategyConfig(type=j.strategy_type)],
+    ),
+    "walk_forward": JobKind(
+        WalkForwardJob,
+        "WalkForward",
+        lambda j, key: bpb.WalkForwardRequest(
+            source=_source(j.source),
+            strategy_type=j.strategy_type,
+            grid=_struct(j.grid),
+            objective=j.objective,
+            in_sample_bars=j.in_sample_bars,
+            out_of_sample_bars=j.out_of_sample_bars,
+            step_bars=j.step_bars or 0,
+            anchored=j.anchored,
+            backtest_cfg=config_to_proto(j.backtest_cfg),
+            persist=True,
+            request_id=key,
+        ),
+        lambda r: {
+            "parent_backtest_id": r.parent_backtest_id,
+            "walk_forward_ids": list(r.walk_forward_ids),
+            "n_windows": len(r.windows),
+            "out_of_sample": _headline(r.out_of_sample_metrics),
+        },
+        lambda j: [StrategyConfig(type=j.strategy_type)],
+    ),
+    "portfolio_backtest": JobKind(
+        PortfolioJob,
+        "RunPortfolioBacktest",
+        lambda j, key: bpb.RunPortfolioBacktestRequest(
+            dataset_cfg=config_to_proto(j.dataset_cfg),
+            legs=[
+                bpb.PortfolioLeg(
+                    symbol=leg.symbol, strategy_cfg=config_to_proto(leg.strategy_cfg), weight=leg.weight
+                )
+                for leg in j.legs
+            ],
+            rebalance_frequency=j.rebalance_frequency,
+            max_positions=j.max_positions,
+            position_sizing_method=j.position_sizing_method,
+            backtest_cfg=config_to_proto(j.backtest_cfg),
+            portfolio_name=j.portfolio_name,
+            description=j.description,
+            persist=True,
+            request_id=key,
+        ),
+        lambda r: {"portfolio_backtest_id": r.portfolio_backtest_id, "metrics": _headline(r.metrics)},
+        lambda j: [leg.strategy_cfg for leg in j.legs],
+    ),
+    "monte_carlo": JobKind(
+        MonteCarloJob,
+        "MonteCarlo",
+        lambda j, key: bpb.MonteCarloRequest(
+            backtest_id=j.backtest_id or "",
+            returns=array_to_proto(np.asarray(j.returns, dtype=np.float64)) if j.returns else None,
+            n_simulations=j.n_simulations,
+            block_length=j.block_length,
+            seed=j.seed,
+            percentiles=j.percentiles,
+            periods_per_year=j.periods_per_year,
+        ),
+        lambda r: {
+            "probability_of_loss": r.probability_of_loss,
+            "n_simulations": r.n_simulations,
+            "distributions": {
+                name: dict(zip([f"p{p:g}" for p in d.percentiles], list(d.values), strict=True))
+                | {"mean": d.mean, "std": d.std}
+                for name, d in r.distributions.items()
+            },
+        },
+        lambda j: [],
+    ),
+}
+
+
+def parse_job(kind: str, doc: dict[str, Any]) -> _Doc:
+    try:
+        return JOB_MODELS[kind].model.model_validate(doc)
+    except ValidationError as exc:
+        err = validation_error(exc)
+        err.details["status"] = 422
+        raise err from exc
+
+
+async def accept_job(gw: Any, kind: str, job: _Doc, *, request_id: str | None = None) -> resources_pb2.Task:
+    """Validate, store the task, publish `accepted`, enqueue. Returns the stored task."""
+    spec = JOB_MODELS[kind]
+    for i, strategy in enumerate(spec.strategies(job)):
+        try:
+            await aio_call(
+                gw.clients.backtester.ValidateStrategy,
+                bpb.ValidateStrategyRequest(strategy_cfg=config_to_proto(strategy)),
+                timeout=gw.settings.deadline_default_seconds,
+                target="backtester",
+            )
+        except AlphaSwarmError as exc:
+            if kind == "portfolio_backtest":
+                exc.details["field"] = f"legs[{i}].{remote_field(exc) or 'strategy_cfg'}"
+            raise
+    task = resources_pb2.Task(
+        kind=kind,
+        state=resources_pb2.RUN_STATE_PENDING,
+        stage="accepted",
+        request=struct_from_dict(job.model_dump(mode="json")),
+    )
+    created = await aio_call(
+        gw.clients.persistence.CreateTask,
+        ppb.CreateTaskRequest(task=task, request_id=request_id or ""),
+        timeout=gw.settings.deadline_default_seconds,
+        target="persistence",
+    )
+    stored = created.task
+    if created.created:
+        await gw.bus.publish(
+            ProgressEvent(
+                task_id=stored.task_id, seq=1, stage="accepted", status="accepted", message=f"{kind} accepted"
+            )
+        )
+        await gw.queue.enqueue(kind, {"task_id": stored.task_id})
+    return stored
+
+
+async def _update_task(gw: Any, task: resources_pb2.Task, *paths: str) -> None:
+    await aio_call(
+        gw.clients.persistence.UpdateTask,
+        ppb.UpdateTaskRequest(task=task, update_mask=field_mask_pb2.FieldMask(paths=list(paths))),
+        timeout=gw.settings.deadline_default_seconds,
+        target="persistence",
+    )
+
+
+async def run_job(gw: Any, kind: str, payload: dict[str, Any]) -> None:
+    """The worker side of a job: call the backtester, record the outcome, publish the terminal event."""
+    task = (
+        await aio_call(
+            gw.clients.persistence.GetTask,
+            ppb.GetTaskRequest(task_id=payload["task_id"]),
+            timeout=gw.settings.deadline_default_seconds,
+            target="persistence",
+        )
+    ).task
+    if task.state in (
+        resources_pb2.RUN_STATE_SUCCEEDED,
+        resources_pb2.RUN_STATE_FAILED,
+        resources_pb2.RUN_STATE_CANCELLED,
+    ):
+        return
+    spec = JOB_MODELS[kind]
+    seq = max(1, await gw.bus.last_seq(task.task_id))
+
+    async def emit(
+        stage: str, status: str, message: str, pct: float, data: dict[str, Any] | None = None
+    ) -> None:
+        nonlocal seq
+        seq += 1
+        await gw.bus.publish(
+            ProgressEvent(
+                task_id=task.task_id,
+                seq=seq,
+                stage=stage,
+                status=status,
+                pct=pct,
+                message=message,
+                data=data or {},
+            )
+        )
+
+    try:
+        job = spec.model.model_validate(json_format.MessageToDict(task.request))
+        await _update_task(
+            gw,
+            resources_pb2.Task(task_id=task.task_id, state=resources_pb2.RUN_STATE_RUNNING, stage=kind),
+            "state",
+            "stage",
+        )
+        await emit(kind, "started", f"{kind} started", 5.0)
+        # A task id names one attempt's catalog rows; a redelivered job reuses them idempotently.
+        request = spec.build(job, f"{task.task_id}:{kind}")
+        response = await aio_call(
+            getattr(gw.clients.backtester, spec.rpc),
+            request,
+            timeout=gw.settings.deadline_backtest_seconds,
+            target="backtester",
+        )
+        result = spec.summarize(response)
+        await _update_task(
+            gw,
+            resources_pb2.Task(
+                task_id=task.task_id,
+                state=resources_pb2.RUN_STATE_SUCCEEDED,
+                stage="completed",
+                pct=100.0,
+                result=struct_from_dict(result),
+            ),
+            "state",
+            "stage",
+            "pct",
+            "result",
+        )
+        await emit("completed", "completed", f"{kind} completed", 100.0, result)
+    except Exception as exc:
+        if isinstance(exc, AlphaSwarmError):
+            detail = resources_pb2.ErrorDetail(
+                stage=kind, code=exc.grpc_code, message=str(exc), field=remote_field(exc) or ""
+            )
+        else:
+            log.exception("%s task %s failed", kind, task.task_id)
+            detail = resources_pb2.ErrorDetail(
+                stage=kind, code="INTERNAL", message=f"{type(exc).__name__}: {exc}"
+            )
+        try:
+            await _update_task(
+                gw,
+                resources_pb2.Task(
+                    task_id=task.task_id, state=resources_pb2.RUN_STATE_FAILED, stage="failed", error=detail
+                ),
+                "state",
+                "stage",
+                "error",
+            )
+        finally:
+            await emit(
+                "failed",
+                "failed",
+                f"{kind}: {detail.message}",
+                100.0,
+                {
+                    "stage": detail.stage,
+                    "code": detail.code,
+                    "message": detail.message,
+                    "field": detail.field,
+                },
+            )
+
+
+def task_view(task: resources_pb2.Task) -> dict[str, Any]:
+    from alphaswarm_common.protoconv import timestamp_to_datetime
+    from alphaswarm_gateway.views import STATE_NAMES, stream_url
+
+    def ts(value: Any) -> str | None:
+        parsed: dt.datetime | None = timestamp_to_datetime(value)
+        return parsed.isoformat() if parsed else None
+
+    error = None
+    if task.HasField("error") and task.error.code:
+        error = {
+            "stage": task.error.stage,
+            "code": task.error.code,
+            "message": task.error.message,
+            "field": task.error.field or None,
+        }
+    return {
+        "task_id": task.task_id,
+        "kind": task.kind,
+        "status": STATE_NAMES[task.state],
+        "stage": task.stage,
+        "pct": task.pct,
+        "request": struct_to_dict(task.request) if task.HasField("request") else None,
+        "result": struct_to_dict(task.result) if task.HasField("result") else None,
+        "error": error,
+        "stream_url": stream_url(task.task_id),
+        "created_at": ts(task.created_at),
+        "updated_at": ts(task.updated_at),
+    }
