@@ -86,7 +86,7 @@ def test_run_succeeds_with_every_stage_and_link(first_run) -> None:  # type: ign
 
 
 def test_mlflow_parent_run_has_children_and_combined_metrics(stack: EmbeddedStack, first_run) -> None:  # type: ignore[no-untyped-def]
-    client = MlflowClient(stack.settings.tracking_uri())
+    client = MlflowClient(tracking_uri=stack.settings.tracking_uri(), registry_uri=stack.settings.tracking_uri())
     parent = client.get_run(first_run.mlflow_parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["score"] == pytest.approx(first_run.combined_metrics["score"])

@@ -163,7 +163,7 @@ def test_late_stream_replays_from_jetstream(topology: Topology, completed: dict)
 
 def test_mlflow_server_has_parent_and_child_runs(topology: Topology, completed: dict) -> None:
     links = completed["run"]["links"]
-    client = MlflowClient(topology.mlflow_url)
+    client = MlflowClient(tracking_uri=topology.mlflow_url, registry_uri=topology.mlflow_url)
     parent = client.get_run(links["mlflow_parent_run_id"])
     assert parent.info.status == "FINISHED"
     assert "score" in parent.data.metrics

@@ -31,8 +31,11 @@ model URI and the feature names; the registry copies them onto the version.
 * `MODEL_TAMPERED`: the artifact's sha256 differs from the registered one;
 * `MODEL_ARTIFACT_MISSING` / `MODEL_LOAD_FAILED`: nothing to load.
 
-Verification runs on every load, cached or not. The deserialised model is
-cached per process under (name, version, sha256); a load re-hashes the stored
+Verification runs on every load, cached or not: the version's tags are
+re-read every time (the cross-check of its training run, which does not
+change, is done once per (version, sha256, run, source) and remembered). The
+deserialised model is cached per process under (name, version, sha256) (at
+most 32 models, least recently used out); a load re-hashes the stored
 artifact (in place for a local store, a freshly downloaded copy for a remote
 one) and serves the cached object only when the hash still equals the
 registered one. Re-hashing costs well under a millisecond for a linear model
@@ -59,6 +62,7 @@ import hashlib
 import math
 import os
 import re
+import shutil
 import tempfile
 import threading
 import urllib.parse
@@ -133,7 +137,9 @@ def artifact_sha256(path: str | Path) -> str:
     files = sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.relative_to(root).as_posix() not in _UNHASHED_FILES
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.relative_to(root).as_posix() not in _UNHASHED_FILES
     )
     for p in files:
         digest.update(p.relative_to(root).as_posix().encode())
@@ -160,9 +166,7 @@ def validate_alias(alias: str, *, field: str = "alias") -> str:
     if not alias:
         raise InvalidArgument("an alias is required", field=field)
     if not _ALIAS_RE.match(alias):
-        raise InvalidArgument(
-            f"alias {alias!r} may only contain letters, digits, '_' and '-'", field=field
-        )
+        raise InvalidArgument(f"alias {alias!r} may only contain letters, digits, '_' and '-'", field=field)
     if len(alias) > 255:
         raise InvalidArgument(f"alias is {len(alias)} characters long; at most 255", field=field)
     if alias.lower() == "latest" or _VERSION_ALIAS_RE.match(alias):
@@ -304,6 +308,7 @@ class Tracker:
         self._client: Any = None
         self._experiments: dict[str, str] = {}
         self._models: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+        self._vouched: dict[tuple[str, str, str, str, str], str] = {}
         self._lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -512,7 +517,9 @@ class Tracker:
             self.client.set_registered_model_alias(name, alias, version)
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" in _error_code(exc):
-                raise NotFound(f"model {name!r} version {version} is not registered", field="version") from exc
+                raise NotFound(
+                    f"model {name!r} version {version} is not registered", field="version"
+                ) from exc
             raise
         return self.describe_model_version(name, version, field="version")
 
@@ -528,7 +535,9 @@ class Tracker:
                 f"model {name!r} version {version} is not registered", field="model_version"
             ) from exc
 
-    def describe_model_version(self, name: str, version: str, *, field: str = "model_version") -> ModelVersionInfo:
+    def describe_model_version(
+        self, name: str, version: str, *, field: str = "model_version"
+    ) -> ModelVersionInfo:
         """One version with its aliases and tags; `NotFound` naming `field` when it is not registered."""
         version = _validate_version(version, field=field)
         from mlflow.exceptions import MlflowException
@@ -572,7 +581,9 @@ class Tracker:
             )
         except MlflowException as exc:
             if page_token and "INVALID_PARAMETER_VALUE" in _error_code(exc):
-                raise InvalidArgument(f"not a page token of this list: {exc.message}", field="page_token") from exc
+                raise InvalidArgument(
+                    f"not a page token of this list: {exc.message}", field="page_token"
+                ) from exc
             raise
         return [self._model_info(rm) for rm in page], _token(page)
 
@@ -607,7 +618,9 @@ class Tracker:
             )
         except MlflowException as exc:
             if page_token and "INVALID_PARAMETER_VALUE" in _error_code(exc):
-                raise InvalidArgument(f"not a page token of this list: {exc.message}", field="page_token") from exc
+                raise InvalidArgument(
+                    f"not a page token of this list: {exc.message}", field="page_token"
+                ) from exc
             raise
         return [_version_info(mv, by_version.get(str(mv.version), [])) for mv in page], _token(page)
 
@@ -647,15 +660,7 @@ class Tracker:
         version's source (`alphaswarm.model_uri`).
         """
         label = f"model {version.name!r} version {version.version}"
-        expected = version.tags.get(MODEL_SHA_TAG)
-        if not expected or version.tags.get(PRODUCER_TAG) != PRODUCER:
-            raise FailedPrecondition(
-                f"{label} was not logged by the AlphaSwarm trainer (no {PRODUCER_TAG}={PRODUCER} and "
-                f"{MODEL_SHA_TAG} tags); refusing to load it",
-                reason="MODEL_NOT_TRUSTED",
-            )
-        if version.status and version.status != "READY":
-            raise FailedPrecondition(f"{label} is {version.status}, not READY", reason="MODEL_NOT_READY")
+        expected = self._check_tags(version)
         if not version.run_id:
             raise FailedPrecondition(
                 f"{label} names no training run; refusing to load it", reason="MODEL_NOT_TRUSTED"
@@ -680,6 +685,20 @@ class Tracker:
             )
         return expected
 
+    @staticmethod
+    def _check_tags(version: ModelVersionInfo) -> str:
+        label = f"model {version.name!r} version {version.version}"
+        expected = version.tags.get(MODEL_SHA_TAG)
+        if not expected or version.tags.get(PRODUCER_TAG) != PRODUCER:
+            raise FailedPrecondition(
+                f"{label} was not logged by the AlphaSwarm trainer (no {PRODUCER_TAG}={PRODUCER} and "
+                f"{MODEL_SHA_TAG} tags); refusing to load it",
+                reason="MODEL_NOT_TRUSTED",
+            )
+        if version.status and version.status != "READY":
+            raise FailedPrecondition(f"{label} is {version.status}, not READY", reason="MODEL_NOT_READY")
+        return expected
+
     def load_verified(self, name: str, version: str) -> VerifiedModel:
         """Load a registered version after checking its provenance and its artifact's sha256.
 
@@ -689,8 +708,19 @@ class Tracker:
         `MODEL_ARTIFACT_MISSING` or `MODEL_LOAD_FAILED`.
         """
         info = self.describe_model_version(name, version)
-        expected = self.check_trust(info)
-        location = self.client.get_model_version_download_uri(name, info.version)
+        # The version's tags are re-read on every call; the cross-check of its training run and
+        # the artifact location are resolved once per (version, sha256, run, source).
+        vouched = (name, info.version, info.tags.get(MODEL_SHA_TAG, ""), info.run_id, info.source)
+        with self._lock:
+            location = self._vouched.get(vouched)
+        if location is None:
+            self.check_trust(info)
+            location = str(self.client.get_model_version_download_uri(name, info.version))
+            with self._lock:
+                self._vouched[vouched] = location
+        else:
+            self._check_tags(info)
+        expected = info.tags[MODEL_SHA_TAG]
         key = (name, info.version, expected)
         with self._lock:
             cached = self._models.get(key)
@@ -708,7 +738,8 @@ class Tracker:
                 model = mlflow.sklearn.load_model(local)
             except Exception as exc:
                 raise FailedPrecondition(
-                    f"model {name!r} version {info.version} cannot be loaded: {exc}", reason="MODEL_LOAD_FAILED"
+                    f"model {name!r} version {info.version} cannot be loaded: {exc}",
+                    reason="MODEL_LOAD_FAILED",
                 ) from exc
         if not callable(getattr(model, "predict", None)):
             raise FailedPrecondition(
@@ -761,9 +792,7 @@ class Tracker:
         local = _local_path(location)
         if local is not None:
             if not local.is_dir() or not any(local.iterdir()):
-                raise FailedPrecondition(
-                    f"no model artifacts at {location}", reason="MODEL_ARTIFACT_MISSING"
-                )
+                raise FailedPrecondition(f"no model artifacts at {location}", reason="MODEL_ARTIFACT_MISSING")
             return artifact_sha256(local)
         with tempfile.TemporaryDirectory(prefix="alphaswarm-model-") as tmp:
             return artifact_sha256(self._fetch(location, tmp))
@@ -773,8 +802,12 @@ class Tracker:
         import mlflow.artifacts
 
         local = _local_path(location)
-        if local is not None and (not local.is_dir() or not any(local.iterdir())):
-            raise FailedPrecondition(f"no model artifacts at {location}", reason="MODEL_ARTIFACT_MISSING")
+        if local is not None:
+            if not local.is_dir() or not any(local.iterdir()):
+                raise FailedPrecondition(f"no model artifacts at {location}", reason="MODEL_ARTIFACT_MISSING")
+            target = Path(dst) / "model"
+            shutil.copytree(local, target, ignore=shutil.ignore_patterns("__pycache__"))
+            return str(target)
         try:
             return str(
                 mlflow.artifacts.download_artifacts(

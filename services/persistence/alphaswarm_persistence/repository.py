@@ -2253,7 +2253,7 @@ class CatalogRepository:
             if raw is None:
                 if not nullable:
                     raise InvalidArgument("is not a page token of this list", field="page_token")
-                prefix.append(column.is_not(None))
+                prefix.append(sa.true())
                 continue
             param = self._keyset_param(column, raw)
             after = column < param if descending else column > param
