@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,14 @@ def completed(topology: Topology) -> dict:
         assert resp.status_code == 202, resp.text
         accepted = resp.json()
         events = _sse(topology.rest_url + accepted["stream_url"])
+        # The SSE stream and the raw subscription are separate deliveries: wait for the raw
+        # subscriber's copy of the terminal event before closing it.
+        subject = f"alphaswarm.progress.{accepted['task_id']}"
+        deadline = time.time() + 15
+        while time.time() < deadline and not any(
+            m["subject"] == subject and m["stage"] in ("completed", "failed") for m in raw.messages
+        ):
+            time.sleep(0.05)
     run = httpx.get(f"{topology.rest_url}/ml/alpha-backtest-runs/{accepted['run_id']}", timeout=30).json()
     return {"accepted": accepted, "events": events, "run": run, "raw": raw.messages}
 
