@@ -4,6 +4,8 @@
                                                        ALPHASWARM_GATEWAY_ADDR / --gateway is given)
     alphaswarm serve [--port 8000] [--grpc-port 50051] the whole stack in one process with REST + SSE
     alphaswarm runs list | runs get RUN_ID             read runs from a gateway (or the embedded stack)
+    alphaswarm backtest [JOB.yaml] [--strategy sma_cross --param fast=10 ...]   a rule-strategy backtest
+    alphaswarm optimize [JOB.yaml] [--strategy sma_cross --grid fast=5,10 ...]  a parameter search
     alphaswarm migrate [--url URL]                     upgrade the catalog to the latest schema
 
 Exit status: 0 on success, 1 when the run failed, 2 for invalid input.
@@ -172,6 +174,118 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _job_document(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """A job document from a file (the REST body) and/or quick flags (flags win)."""
+    from alphaswarm_common.configio import parse_config_document
+
+    doc: dict[str, Any] = {}
+    if args.job:
+        doc = parse_config_document(Path(args.job).read_bytes(), field="job")
+    dataset = {"source": args.dataset} if args.dataset else None
+    if args.start or args.end:
+        dataset = {**(dataset or {"source": "sp500"}), "start_date": args.start, "end_date": args.end}
+    source = dict(doc.get("source", {}))
+    if dataset:
+        source["dataset_cfg"] = {**source.get("dataset_cfg", {}), **{k: v for k, v in dataset.items() if v}}
+    if args.symbols:
+        source["symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    if source:
+        source.setdefault("dataset_cfg", {"source": "sp500"})
+        doc["source"] = source
+    backtest = dict(doc.get("backtest_cfg", {}))
+    for name in ("fees", "slippage", "initial_capital"):
+        if getattr(args, name, None) is not None:
+            backtest[name] = getattr(args, name)
+    if backtest:
+        doc["backtest_cfg"] = backtest
+    params = {k: _parse_value(v) for k, v in (p.split("=", 1) for p in (args.param or []))}
+    if kind == "backtest":
+        if args.strategy or params:
+            strategy = dict(doc.get("strategy_cfg", {}))
+            if args.strategy:
+                strategy["type"] = args.strategy
+            strategy["params"] = {**strategy.get("params", {}), **params}
+            doc["strategy_cfg"] = strategy
+    else:
+        if args.strategy:
+            doc["strategy_type"] = args.strategy
+        grid = {
+            k: [_parse_value(x) for x in v.split(",")]
+            for k, v in (g.split("=", 1) for g in (args.grid or []))
+        }
+        if grid:
+            doc["grid"] = {**doc.get("grid", {}), **grid}
+        for name in ("objective", "method", "seed"):
+            if getattr(args, name, None) is not None:
+                doc[name] = getattr(args, name)
+        if args.samples is not None:
+            doc["n_samples"] = args.samples
+    return doc
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    """`alphaswarm backtest` / `alphaswarm optimize`: one backtester call, printed."""
+    from google.protobuf import json_format
+    from rich.console import Console
+    from rich.table import Table
+
+    from alphaswarm.backtester.v1 import backtester_service_pb2_grpc as bpb_grpc
+    from alphaswarm_common.grpc_client import call, channel
+    from alphaswarm_gateway.jobs import JOB_MODELS, parse_job
+
+    kind = args.kind
+    job = parse_job(kind, _job_document(args, kind))
+    settings = _settings(args)
+    address = settings.backtester_addr
+    if not address:
+        from alphaswarm.client import embedded_stack
+
+        address = embedded_stack(settings).settings.backtester_addr
+    spec = JOB_MODELS[kind]
+    stub = bpb_grpc.BacktesterServiceStub(
+        channel(address or "", max_message_bytes=settings.grpc_max_message_bytes)
+    )
+    request = spec.build(job, "")
+    request.persist = not args.no_persist
+    response = call(
+        getattr(stub, spec.rpc), request, timeout=settings.deadline_backtest_seconds, target="backtester"
+    )
+    summary = spec.summarize(response)
+    if args.output == "json":
+        doc = json_format.MessageToDict(response, preserving_proto_field_name=True)
+        doc.pop("weights_target", None)
+        doc.pop("weights_held", None)
+        print(json.dumps({"summary": summary, "response": doc}, indent=2, default=str))
+        return 0
+    console = Console()
+    table = Table(title=f"{kind}: {summary.get('backtest_id') or ''}", show_header=False)
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            for k2, v2 in value.items():
+                table.add_row(f"{key}.{k2}", _fmt(v2))
+        else:
+            table.add_row(key, _fmt(value))
+    console.print(table)
+    if kind == "optimization":
+        trials = Table(title="best parameter sets")
+        for col in ("rank", "params", "objective"):
+            trials.add_column(col)
+        for t in list(response.trials)[:10]:
+            trials.add_row(
+                str(t.rank) if t.HasField("rank") else "-",
+                json.dumps(json_format.MessageToDict(t.params)),
+                _fmt(t.objective_value if t.HasField("objective_value") else None),
+            )
+        console.print(trials)
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from alphaswarm_persistence.migrations import upgrade
 
@@ -212,6 +326,36 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--home")
     runs.add_argument("--gateway")
     runs.set_defaults(func=cmd_runs)
+
+    for kind, name, text in (
+        ("backtest", "backtest", "backtest a rule strategy"),
+        ("optimization", "optimize", "optimize a strategy's parameters"),
+    ):
+        job = sub.add_parser(
+            name, help=text, description=f"{text}; JOB is a YAML/JSON job document (the REST body)"
+        )
+        job.add_argument("job", nargs="?", help="job document (YAML or JSON)")
+        job.add_argument("--dataset", help="dataset source: sp500 (default) or a CSV/Parquet path")
+        job.add_argument("--symbols", help="comma-separated symbols")
+        job.add_argument("--start", help="first date (YYYY-MM-DD)")
+        job.add_argument("--end", help="last date (YYYY-MM-DD)")
+        job.add_argument("--strategy", help="strategy type (sma_cross, rsi, macd, ...)")
+        job.add_argument("--fees", type=float)
+        job.add_argument("--slippage", type=float)
+        job.add_argument("--initial-capital", dest="initial_capital", type=float)
+        job.add_argument("--output", choices=["table", "json"], default="table")
+        job.add_argument("--no-persist", action="store_true", help="do not save into the catalog")
+        job.add_argument("--home")
+        if kind == "backtest":
+            job.add_argument("--param", action="append", help="strategy parameter NAME=VALUE (repeatable)")
+        else:
+            job.add_argument("--param", action="append", help=argparse.SUPPRESS)
+            job.add_argument("--grid", action="append", help="NAME=V1,V2,... (repeatable)")
+            job.add_argument("--objective")
+            job.add_argument("--method", choices=["grid", "random"])
+            job.add_argument("--samples", type=int)
+            job.add_argument("--seed", type=int)
+        job.set_defaults(func=cmd_job, kind=kind)
 
     migrate = sub.add_parser("migrate", help="upgrade the catalog schema")
     migrate.add_argument("--url", help="SQLAlchemy URL (default: the configured catalog)")

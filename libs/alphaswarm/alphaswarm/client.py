@@ -194,17 +194,20 @@ class GatewayClient:
         self._channel.close()
 
 
+def embedded_stack(settings: Settings) -> Any:
+    """The embedded stack of this process, started on first use and stopped at exit."""
+    global _embedded
+    with _embedded_lock:
+        if _embedded is None:
+            from alphaswarm.embedded import EmbeddedStack
+
+            _embedded = EmbeddedStack(settings).start()
+            atexit.register(_embedded.stop)
+        return _embedded
+
+
 def gateway_client(settings: Settings | None = None, *, gateway_addr: str | None = None) -> GatewayClient:
     """A client of the configured gateway, or of the embedded stack (started once per process)."""
-    global _embedded
     settings = settings or Settings()
-    address = gateway_addr or settings.gateway_addr
-    if not address:
-        with _embedded_lock:
-            if _embedded is None:
-                from alphaswarm.embedded import EmbeddedStack
-
-                _embedded = EmbeddedStack(settings).start()
-                atexit.register(_embedded.stop)
-            address = _embedded.gateway_addr
+    address = gateway_addr or settings.gateway_addr or embedded_stack(settings).gateway_addr
     return GatewayClient(address, settings=settings)

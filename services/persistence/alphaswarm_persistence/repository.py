@@ -2253,12 +2253,12 @@ class CatalogRepository:
             if raw is None:
                 if not nullable:
                     raise InvalidArgument("is not a page token of this list", field="page_token")
-                prefix.append(sa.true())
+                prefix.append(column.is_(None))  # nothing sorts after NULL in this column
                 continue
             param = self._keyset_param(column, raw)
             after = column < param if descending else column > param
             if nullable:
-                after = sa.or_(after, column.is_(None))
+                pass
             clauses.append(sa.and_(*prefix, after))
             prefix.append(column == param)
         return sa.or_(*clauses)

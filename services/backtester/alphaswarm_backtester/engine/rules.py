@@ -340,6 +340,12 @@ def _rolling_std(x: np.ndarray, n: int, first: np.ndarray) -> np.ndarray:
         w2 = s2[n:] - s2[:-n]
         var = (w2 - w1 * w1 / n) / n
         out[n - 1 :] = np.sqrt(np.maximum(var, 0).astype(np.float64))
+        # a constant window (a halted symbol's repeated close) has exactly zero dispersion,
+        # which the sums only reproduce up to rounding.
+        filled = np.where(np.isnan(x), 0.0, x)
+        hi = maximum_filter1d(filled, size=n, axis=0, origin=(n - 1) // 2, mode="nearest")
+        lo = minimum_filter1d(filled, size=n, axis=0, origin=(n - 1) // 2, mode="nearest")
+        out[hi == lo] = 0.0
     out[_warmup_mask(first, n_bars, n)] = np.nan
     return out
 
