@@ -56,10 +56,8 @@ def _loop_indices(n: int, n_sim: int, block: int, method: str, seed: int) -> lis
         path = []
         current = -1
         for j in range(n):
-            if j == 0 or uniforms[k, j] < 1.0 / block:
-                current = int(starts[k, j])
-            else:
-                current = (current + 1) % n
+            new_block = j == 0 or uniforms[k, j] < 1.0 / block
+            current = int(starts[k, j]) if new_block else (current + 1) % n
             path.append(current)
         paths.append(path)
     return paths
@@ -296,12 +294,18 @@ def test_monte_carlo_rpc_reads_a_stored_backtest() -> None:
         ({"backtest_id": "missing"}, NotFound, "backtest_id"),
         ({"returns": [0.01, 0.02, 0.0], "block_length": 5}, InvalidArgument, "block_length"),
         ({"returns": [0.01, 0.02, 0.0], "block_length": -1}, InvalidArgument, "block_length"),
-        ({"returns": [0.01, 0.02, 0.0], "block_length": 1, "n_simulations": -5}, InvalidArgument, "n_simulations"),
+        (
+            {"returns": [0.01, 0.02, 0.0], "block_length": 1, "n_simulations": -5},
+            InvalidArgument,
+            "n_simulations",
+        ),
         ({"returns": [0.01, 0.02, 0.0], "block_length": 1, "seed": -3}, InvalidArgument, "seed"),
     ],
 )
 def test_monte_carlo_rpc_errors(request_kwargs: dict[str, Any], error: type[Exception], field: str) -> None:
-    record = ppb.BacktestRecord(backtest_id="bt-1", initial_capital=1.0, equity_curve=array_to_proto(np.ones(3)))
+    record = ppb.BacktestRecord(
+        backtest_id="bt-1", initial_capital=1.0, equity_curve=array_to_proto(np.ones(3))
+    )
     kwargs = dict(request_kwargs)
     if "returns" in kwargs:
         kwargs["returns"] = array_to_proto(np.asarray(kwargs["returns"], dtype=np.float64))

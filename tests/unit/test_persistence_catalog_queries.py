@@ -101,6 +101,7 @@ BACKTEST_TYPES: dict[str, tuple[int, int] | None] = {
     "win_rate": (5, 4),
     "profit_factor": (8, 4),
 }
+_MAX_PAGES = 200  # a cursor that does not advance fails instead of looping forever
 LOWER_IS_BETTER = {"volatility", "downside_volatility", "max_drawdown_duration", "losing_trades"}
 
 
@@ -168,12 +169,13 @@ def save_backtest(
 
 def list_all(call: Call, method: str, request: Any, field: str) -> list[Any]:
     out: list[Any] = []
-    while True:
+    for _ in range(_MAX_PAGES):
         page = call(method, request)
         out += list(getattr(page, field))
         if not page.next_page_token:
             return out
         request.page_token = page.next_page_token
+    raise AssertionError(f"{method} did not reach its last page in {_MAX_PAGES} pages")
 
 
 def page_while_inserting(
@@ -181,13 +183,14 @@ def page_while_inserting(
 ) -> list[Any]:
     """All pages, inserting new rows before asking for each next page."""
     out: list[Any] = []
-    while True:
+    for _ in range(_MAX_PAGES):
         page = call(method, request)
         out += list(getattr(page, field))
         if not page.next_page_token:
             return out
         insert()
         request.page_token = page.next_page_token
+    raise AssertionError(f"{method} did not reach its last page in {_MAX_PAGES} pages")
 
 
 # ----------------------------------------------------------------------------- optimizations
@@ -523,8 +526,8 @@ def scenario_walk_forward(call: Call, db: Database) -> None:
     for wid, msg, v in zip(ids, sent, values, strict=True):
         got = call("GetWalkForwardTest", pb.GetWalkForwardTestRequest(walk_forward_id=wid)).window
         for name, spec in WALK_FORWARD_TYPES.items():
-            expected = fit(v[name], spec)
-            assert opt(got, name) == (None if expected is None else pytest.approx(expected, abs=1e-12)), name
+            want = fit(v[name], spec)
+            assert opt(got, name) == (None if want is None else pytest.approx(want, abs=1e-12)), name
         for name in (
             "parent_backtest_id",
             "window_size_months",
@@ -560,7 +563,8 @@ def scenario_walk_forward(call: Call, db: Database) -> None:
     with db.session() as s:
         row = s.get(WalkForwardTestRow, uuid.UUID(by_start[built[1][0].test_period_start]))
         assert row is not None and row.out_of_sample_sharpe is None
-        assert set(row.optimal_parameters["_alphaswarm"]["null_reasons"]) == {
+        stored_params: Any = row.optimal_parameters
+        assert set(stored_params["_alphaswarm"]["null_reasons"]) == {
             "out_of_sample_sharpe",
             "performance_ratio",
         }
@@ -796,8 +800,8 @@ def scenario_portfolios(call: Call, db: Database) -> None:
         assert row is not None and detail is not None
         assert row.sortino_ratio is None and row.max_drawdown == 0.0 and row.portfolio_stop_loss == 0.0
         assert row.symbols == list(full.symbols) and row.component_backtest_ids == components
-        equity_doc = row.portfolio_equity_curve
-        weights_doc = row.portfolio_weights_history
+        equity_doc: Any = row.portfolio_equity_curve
+        weights_doc: Any = row.portfolio_weights_history
         assert set(equity_doc) == {"dates", "values"} and equity_doc["values"][7] is None
         assert weights_doc["dates"] == list(full.dates) and weights_doc["symbols"] == list(full.symbols)
         assert weights_doc["values"][3][1] is None and len(weights_doc["values"][0]) == 4
@@ -1059,7 +1063,7 @@ def scenario_best_and_compare(call: Call, db: Database) -> None:
     assert all(not c.HasField("rank") for c in named.comparisons if c.metric == "beta")  # never sent: NULL
 
     missing = str(uuid.uuid4())
-    for request, exc, field in [
+    for bad_request, exc, field in [
         (pb.CompareBacktestsRequest(backtest_ids=ids[:1]), InvalidArgument, "backtest_ids"),
         (
             pb.CompareBacktestsRequest(backtest_ids=[str(uuid.uuid4()) for _ in range(51)]),
@@ -1080,7 +1084,7 @@ def scenario_best_and_compare(call: Call, db: Database) -> None:
             "metrics[1]",
         ),
     ]:
-        err = raises(exc, field, call, "CompareBacktests", request)
+        err = raises(exc, field, call, "CompareBacktests", bad_request)
         if exc is NotFound:
             assert missing in str(err)
 

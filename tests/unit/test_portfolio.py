@@ -1,7 +1,8 @@
 """Portfolio backtests (`alphaswarm_backtester.engine.portfolio`) and the `RunPortfolioBacktest` method.
 
 Legs take explicit position callables (buy-and-hold, a causal momentum
-rule), so these tests do not depend on the rule strategies. Equity is
+rule), so these tests do not depend on the rule strategies (one test checks
+that the default legs run `engine.rules` and agree with them). Equity is
 checked against hand computations from the prices, the rebalance calendar
 against pandas periods, inverse volatility against pandas' rolling std,
 `max_positions` against a sort written out here, the portfolio metrics
@@ -32,7 +33,7 @@ from alphaswarm_backtester.engine.portfolio import (
     turnover_rate,
 )
 from alphaswarm_backtester.servicer_portfolio import PortfolioRiskMixin
-from alphaswarm_common.config import StrategyConfig
+from alphaswarm_common.config import DatasetConfig, StrategyConfig
 from alphaswarm_common.data import load_panel
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.protoconv import array_from_proto, metricset_from_proto, struct_to_dict
@@ -40,7 +41,7 @@ from alphaswarm_common.protoconv import array_from_proto, metricset_from_proto, 
 pytestmark = pytest.mark.unit
 
 BH = StrategyConfig(type="buy_and_hold")
-FREE = {"fees": 0.0, "slippage": 0.0}
+FREE: dict[str, Any] = {"fees": 0.0, "slippage": 0.0}
 
 
 def buy_and_hold(cfg: StrategyConfig, bars: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -68,10 +69,10 @@ def _market(seed: int, n_bars: int, n_syms: int, start: str = "2019-01-01") -> d
     return {"close": close, "open": open_, "high": high, "low": low, "dates": dates, "symbols": symbols}
 
 
-def _legs(symbols: list[str], strategy: StrategyConfig = BH, weights: list[float] | None = None) -> list[PortfolioLeg]:
-    return [
-        PortfolioLeg(s, strategy, None if weights is None else weights[i]) for i, s in enumerate(symbols)
-    ]
+def _legs(
+    symbols: list[str], strategy: StrategyConfig = BH, weights: list[float] | None = None
+) -> list[PortfolioLeg]:
+    return [PortfolioLeg(s, strategy, None if weights is None else weights[i]) for i, s in enumerate(symbols)]
 
 
 # ----------------------------------------------------------------------------- hand computations
@@ -95,14 +96,17 @@ def test_equal_buy_and_hold_without_rebalancing_is_buy_and_hold() -> None:
     assert out.symbols == ("S0", "S2")
     assert out.rebalance_bars.tolist() == [0]
     drift = np.column_stack([px[:, 0] / px[0, 0], px[:, 2] / px[0, 2]])
-    np.testing.assert_allclose(out.backtest.weights_held, drift / drift.sum(axis=1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(
+        out.backtest.weights_held, drift / drift.sum(axis=1, keepdims=True), rtol=1e-12
+    )
     assert len(out.backtest.trades) == 2  # one buy per symbol, held to the end
     assert out.allocation_by_symbol() == {"S0": 0.5, "S2": 0.5}
 
 
-def test_monthly_rebalancing_resets_the_drift() -> None:
+@pytest.mark.parametrize("lag", [0, 1, 3])
+def test_monthly_rebalancing_resets_the_drift(lag: int) -> None:
     m = _market(2, 300, 2)
-    cfg = EngineConfig(initial_capital=100_000.0, execution_lag=0, **FREE)
+    cfg = EngineConfig(initial_capital=100_000.0, execution_lag=lag, **FREE)
     out = run_portfolio_backtest(
         _legs(["S0", "S1"]),
         m["close"],
@@ -112,14 +116,17 @@ def test_monthly_rebalancing_resets_the_drift() -> None:
         config=cfg,
         leg_weights=buy_and_hold,
     )
-    px = pd.DataFrame(m["close"], index=m["dates"])
-    hand = []
-    value = 100_000.0
-    for _, month in px.groupby(px.index.to_period("M"), sort=True):
-        growth = (month / month.iloc[0]).mean(axis=1)  # half the value in each symbol on its first bar
-        hand.extend(value * growth)
-        value = hand[-1]
+    px = m["close"]
+    firsts = np.flatnonzero(~pd.DatetimeIndex(m["dates"]).to_period("M").duplicated())
+    assert firsts.size == 14
+    fills = firsts + lag  # decided at the close of a month's first bar, executed `lag` bars later
+    hand = np.full(px.shape[0], 100_000.0)
+    for k, f in enumerate(fills):  # at the fill, half the value goes in each symbol
+        stop = fills[k + 1] if k + 1 < fills.size else px.shape[0] - 1
+        hand[f : stop + 1] = hand[f] * (px[f : stop + 1] / px[f]).mean(axis=1)
     np.testing.assert_allclose(out.backtest.equity, hand, rtol=1e-12)
+    trading = np.flatnonzero(out.backtest.traded > 1e-12)
+    np.testing.assert_array_equal(trading, fills)  # nothing trades between rebalances
 
 
 def test_daily_rebalancing_with_a_lag_is_a_constant_mix() -> None:
@@ -139,20 +146,49 @@ def test_daily_rebalancing_with_a_lag_is_a_constant_mix() -> None:
     np.testing.assert_allclose(out.backtest.equity, 10_000.0 * growth, rtol=1e-12)
 
 
-def test_with_a_lag_holdings_follow_the_drift_one_bar_late() -> None:
+@pytest.mark.parametrize(("lag", "fill"), [(1, "close"), (2, "close"), (1, "open"), (3, "open")])
+def test_buy_and_hold_with_a_lag_trades_once(lag: int, fill: str) -> None:
     m = _market(4, 80, 3)
-    cfg = EngineConfig(execution_lag=1, **FREE)
+    cfg = EngineConfig(initial_capital=100_000.0, execution_lag=lag, fill_price=fill, **FREE)  # type: ignore[arg-type]
     out = run_portfolio_backtest(
         _legs(["S0", "S1", "S2"]),
         m["close"],
+        open=m["open"],
         dates=m["dates"],
         symbols=m["symbols"],
         rebalance_frequency="none",
         config=cfg,
         leg_weights=buy_and_hold,
     )
-    np.testing.assert_allclose(out.backtest.weights_held[1:], out.leg_shares[:-1], rtol=1e-12, atol=1e-15)
+    entry = (m["open"] if fill == "open" else m["close"])[lag]  # bought at the fill price of bar `lag`
+    hand = np.full(80, 100_000.0)
+    hand[lag:] = 100_000.0 / 3.0 * (m["close"][lag:] / entry).sum(axis=1)
+    np.testing.assert_allclose(out.backtest.equity, hand, rtol=1e-12)
+    assert np.flatnonzero(out.backtest.traded > 1e-12).tolist() == [lag]
+    assert len(out.backtest.trades) == 3
+    np.testing.assert_array_equal(out.target_weights[:lag], 0.0)
+    np.testing.assert_allclose(out.target_weights, out.backtest.weights_target, rtol=1e-12, atol=1e-15)
+    if fill == "close":
+        np.testing.assert_allclose(out.backtest.weights_held[lag:], out.leg_shares[lag:], rtol=1e-12)
+    assert out.config.execution_lag == lag
+
+
+def test_costs_leave_only_dust_between_rebalances() -> None:
+    m = _market(19, 250, 3)
+    out = run_portfolio_backtest(
+        _legs(["S0", "S1", "S2"]),
+        m["close"],
+        dates=m["dates"],
+        symbols=m["symbols"],
+        rebalance_frequency="none",
+        leg_weights=buy_and_hold,
+    )
+    traded = out.backtest.traded
     assert out.backtest.config.initial_capital == 100_000.0  # the portfolio default
+    assert traded[1] == pytest.approx(1.0, rel=1e-12)  # the purchase, at the default lag 1
+    assert traded[2] == pytest.approx(0.002, rel=0.05)  # the account holds 1 / (1 - 0.002) x the sleeves
+    assert traded[3:].sum() < 1e-5
+    assert out.backtest.costs.sum() == pytest.approx(0.002 * (1.0 + 0.002), rel=0.01)
 
 
 def test_legs_on_one_symbol_add_up() -> None:
@@ -167,9 +203,15 @@ def test_legs_on_one_symbol_add_up() -> None:
         return np.full(bars["close"].shape[0], cfg.params["size"])
 
     out = run_portfolio_backtest(
-        legs, m["close"], dates=m["dates"], symbols=m["symbols"], rebalance_frequency="daily", leg_weights=sized
+        legs,
+        m["close"],
+        dates=m["dates"],
+        symbols=m["symbols"],
+        rebalance_frequency="daily",
+        leg_weights=sized,
     )
-    np.testing.assert_allclose(out.target_weights, np.tile([1 / 3 - 1 / 6, 1 / 3], (60, 1)), rtol=1e-12)
+    np.testing.assert_allclose(out.target_weights[1:], np.tile([1 / 3 - 1 / 6, 1 / 3], (59, 1)), rtol=1e-12)
+    np.testing.assert_array_equal(out.target_weights[0], 0.0)  # executed from bar 1 (the default lag)
     assert out.symbols == ("S0", "S1")
 
 
@@ -257,12 +299,17 @@ def test_inverse_volatility_needs_history() -> None:
 
 def test_fixed_weights_as_given_or_normalised() -> None:
     m = _market(10, 60, 3)
-    kwargs = {"dates": m["dates"], "symbols": m["symbols"], "rebalance_frequency": "none", "leg_weights": buy_and_hold}
+    kwargs = {
+        "dates": m["dates"],
+        "symbols": m["symbols"],
+        "rebalance_frequency": "none",
+        "leg_weights": buy_and_hold,
+    }
     given = run_portfolio_backtest(
         _legs(m["symbols"], weights=[0.5, 0.2, 0.1]), m["close"], position_sizing_method="fixed", **kwargs
     )
     np.testing.assert_allclose(given.allocations[0], [0.5, 0.2, 0.1])
-    assert given.leg_shares[0].sum() == pytest.approx(0.8)  # 20% stays in cash
+    assert given.leg_shares[1].sum() == pytest.approx(0.8)  # 20% stays in cash (executed at bar 1)
     scaled = run_portfolio_backtest(
         _legs(m["symbols"], weights=[3.0, 1.0, 0.0]), m["close"], position_sizing_method="fixed", **kwargs
     )
@@ -273,7 +320,11 @@ def test_fixed_weights_as_given_or_normalised() -> None:
 @pytest.mark.parametrize(
     ("legs", "kwargs", "field"),
     [
-        ([PortfolioLeg("S0", BH, 0.5), PortfolioLeg("S1", BH)], {"position_sizing_method": "fixed"}, "legs[1].weight"),
+        (
+            [PortfolioLeg("S0", BH, 0.5), PortfolioLeg("S1", BH)],
+            {"position_sizing_method": "fixed"},
+            "legs[1].weight",
+        ),
         ([PortfolioLeg("S0", BH, -0.1)], {"position_sizing_method": "fixed"}, "legs[0].weight"),
         ([PortfolioLeg("S0", BH, math.nan)], {"position_sizing_method": "fixed"}, "legs[0].weight"),
         ([PortfolioLeg("S0", BH, 0.0)], {"position_sizing_method": "fixed"}, "legs"),
@@ -285,9 +336,17 @@ def test_fixed_weights_as_given_or_normalised() -> None:
         ([PortfolioLeg("S0", BH)], {"max_positions": 0}, "max_positions"),
         ([PortfolioLeg("S0", BH)], {"volatility_window": 1}, "volatility_window"),
         ([PortfolioLeg("S0", BH)], {"start": "2030-01-01"}, "start"),
+        (
+            [PortfolioLeg("S0", BH)],
+            {"config": EngineConfig(rebalance_every=5)},
+            "backtest_cfg.rebalance_every",
+        ),
+        ([PortfolioLeg("S0", BH)], {"config": EngineConfig(fill_price="open")}, "open"),
     ],
 )
-def test_invalid_portfolios_name_the_field(legs: list[PortfolioLeg], kwargs: dict[str, Any], field: str) -> None:
+def test_invalid_portfolios_name_the_field(
+    legs: list[PortfolioLeg], kwargs: dict[str, Any], field: str
+) -> None:
     m = _market(11, 40, 2)
     with pytest.raises(InvalidArgument) as info:
         run_portfolio_backtest(
@@ -302,7 +361,11 @@ def test_invalid_portfolios_name_the_field(legs: list[PortfolioLeg], kwargs: dic
         (lambda n: np.full(n, 1.5), None, "legs[1].strategy_cfg"),
         (lambda n: np.full(n, np.inf), None, "legs[1].strategy_cfg"),
         (lambda n: np.ones(n - 1), None, "legs[1].strategy_cfg"),
-        (None, InvalidArgument("window must be >= 2", field="params.window"), "legs[1].strategy_cfg.params.window"),
+        (
+            None,
+            InvalidArgument("window must be >= 2", field="params.window"),
+            "legs[1].strategy_cfg.params.window",
+        ),
         (None, InvalidArgument("unknown strategy", field="strategy_cfg.type"), "legs[1].strategy_cfg.type"),
         (None, InvalidArgument("bad"), "legs[1].strategy_cfg"),
     ],
@@ -319,7 +382,9 @@ def test_strategy_errors_name_the_leg(positions: Any, raises: Exception | None, 
 
     legs = [PortfolioLeg("S0", BH), PortfolioLeg("S1", StrategyConfig(type="bad"))]
     with pytest.raises(InvalidArgument) as info:
-        run_portfolio_backtest(legs, m["close"], dates=m["dates"], symbols=m["symbols"], leg_weights=second_fails)
+        run_portfolio_backtest(
+            legs, m["close"], dates=m["dates"], symbols=m["symbols"], leg_weights=second_fails
+        )
     assert info.value.field == field
 
 
@@ -364,7 +429,11 @@ def test_max_positions_keeps_the_top_legs() -> None:
 def test_data_after_t_changes_nothing_at_or_before_t(sizing: str, freq: str, engine: dict[str, Any]) -> None:
     m = _market(14, 260, 4)
     legs = [
-        PortfolioLeg(s, StrategyConfig(type="momentum", params={"lookback": 5 + 2 * j}), 0.3 if sizing == "fixed" else None)
+        PortfolioLeg(
+            s,
+            StrategyConfig(type="momentum", params={"lookback": 5 + 2 * j}),
+            0.3 if sizing == "fixed" else None,
+        )
         for j, s in enumerate(m["symbols"])
     ]
     kwargs = {
@@ -388,8 +457,18 @@ def test_data_after_t_changes_nothing_at_or_before_t(sizing: str, freq: str, eng
         noisy["low"] = np.minimum.reduce([noisy["open"], noisy["close"], noisy["low"]])
         other = run_portfolio_backtest(legs, **noisy, **kwargs)
         s = t - 70  # the window starts at bar 70
-        for name in ("leg_positions", "allocations", "leg_shares", "leg_targets", "target_weights"):
-            np.testing.assert_array_equal(getattr(other, name)[: s + 1], getattr(base, name)[: s + 1], err_msg=name)
+        names = (
+            "leg_positions",
+            "allocations",
+            "held_positions",
+            "leg_shares",
+            "leg_targets",
+            "target_weights",
+        )
+        for name in names:
+            np.testing.assert_array_equal(
+                getattr(other, name)[: s + 1], getattr(base, name)[: s + 1], err_msg=name
+            )
         for name in ("equity", "returns", "cash", "weights_held", "weights_target", "traded", "costs"):
             np.testing.assert_array_equal(
                 getattr(other.backtest, name)[: s + 1], getattr(base.backtest, name)[: s + 1], err_msg=name
@@ -411,10 +490,12 @@ def _dr_reference(h: np.ndarray, close: np.ndarray, ppy: float) -> float:
 
 def test_portfolio_metrics_match_independent_formulas() -> None:
     m = _market(16, 300, 3)
+    close = m["close"].copy()
+    close[140:142, 2] = np.nan  # a gap: those bars leave the covariance
     legs = [PortfolioLeg(s, StrategyConfig(type="momentum", params={"lookback": 20})) for s in m["symbols"]]
     out = run_portfolio_backtest(
         legs,
-        m["close"],
+        close,
         dates=m["dates"],
         symbols=m["symbols"],
         start=m["dates"][1],
@@ -425,15 +506,13 @@ def test_portfolio_metrics_match_independent_formulas() -> None:
     ppy = out.backtest.periods_per_year
     assert ppy == 252.0
     metrics = out.metrics
-    assert metrics["diversification_ratio"] == pytest.approx(_dr_reference(h, m["close"][1:], ppy), rel=1e-10)
+    assert metrics["diversification_ratio"] == pytest.approx(_dr_reference(h, close[1:], ppy), rel=1e-10)
     hhi = []
     for row in h:
         gross = sum(abs(x) for x in row)
         if gross > 0:
             hhi.append(sum((abs(x) / gross) ** 2 for x in row))
     assert metrics["concentration_index"] == pytest.approx(sum(hhi) / len(hhi), rel=1e-12)
-    equity_prev = np.concatenate(([out.backtest.config.initial_capital], out.backtest.equity[:-1]))
-    traded = (out.backtest.traded * equity_prev).sum() / equity_prev.sum() * 0  # noqa: F841 - see below
     assert metrics["turnover_rate"] == pytest.approx(float(np.mean(out.backtest.traded)) * 252.0, rel=1e-12)
     for name in ("sharpe", "total_return", "max_drawdown", "turnover"):
         assert metrics[name] == out.backtest.metrics[name]
@@ -449,18 +528,27 @@ def test_metric_functions_on_known_cases() -> None:
     assert one == (pytest.approx(1.0), None)
     two = diversification_ratio(np.tile([0.5, 0.5], (500, 1)), x, periods_per_year=252.0)
     sigma = x.std(axis=0, ddof=1)
-    corr = np.corrcoef(x, rowvar=False)[0, 1]
-    expected = (sigma.sum() / 2) / math.sqrt((sigma @ np.array([[1, corr], [corr, 1]]) @ sigma) / 4)
+    corr = float(np.asarray(np.corrcoef(x, rowvar=False))[0, 1])
+    quad = float(np.einsum("i,ij,j->", sigma, np.array([[1.0, corr], [corr, 1.0]]), sigma))
+    expected = (sigma.sum() / 2) / math.sqrt(quad / 4)
     assert two[0] == pytest.approx(expected, rel=1e-12)
-    hedge = diversification_ratio(np.tile([0.5, -0.5], (500, 1)), np.column_stack([x[:, 0], x[:, 0]]), periods_per_year=252.0)
+    hedge = diversification_ratio(
+        np.tile([0.5, -0.5], (500, 1)), np.column_stack([x[:, 0], x[:, 0]]), periods_per_year=252.0
+    )
     assert hedge == (None, "zero portfolio variance")
-    assert diversification_ratio(np.zeros((5, 2)), x[:5], periods_per_year=252.0) == (None, "no position was held")
+    assert diversification_ratio(np.zeros((5, 2)), x[:5], periods_per_year=252.0) == (
+        None,
+        "no position was held",
+    )
     assert concentration_index(np.array([[0.25, 0.25, 0.25, 0.25], [0.0, -1.0, 0.0, 0.0], [0, 0, 0, 0]])) == (
         pytest.approx((0.25 + 1.0) / 2),
         None,
     )
     assert concentration_index(np.zeros((3, 2))) == (None, "no position was held")
-    assert turnover_rate(np.array([0.0, 1.0, 0.02, 0.02]), periods_per_year=52.0) == (pytest.approx(0.26 * 52), None)
+    assert turnover_rate(np.array([0.0, 1.0, 0.02, 0.02]), periods_per_year=52.0) == (
+        pytest.approx(0.26 * 52),
+        None,
+    )
 
 
 # ----------------------------------------------------------------------------- gRPC method
@@ -484,10 +572,16 @@ class _Servicer(PortfolioRiskMixin):
 
 def _request(**overrides: Any) -> pb.RunPortfolioBacktestRequest:
     doc: dict[str, Any] = {
-        "dataset_cfg": config_pb2.DatasetConfig(source="sp500", start_date="2016-01-01", end_date="2018-12-31"),
+        "dataset_cfg": config_pb2.DatasetConfig(
+            source="sp500", start_date="2016-01-01", end_date="2018-12-31"
+        ),
         "legs": [
-            pb.PortfolioLeg(symbol="AAPL", strategy_cfg=config_pb2.StrategyConfig(type="buy_and_hold"), weight=0.6),
-            pb.PortfolioLeg(symbol="KO", strategy_cfg=config_pb2.StrategyConfig(type="buy_and_hold"), weight=0.3),
+            pb.PortfolioLeg(
+                symbol="AAPL", strategy_cfg=config_pb2.StrategyConfig(type="buy_and_hold"), weight=0.6
+            ),
+            pb.PortfolioLeg(
+                symbol="KO", strategy_cfg=config_pb2.StrategyConfig(type="buy_and_hold"), weight=0.3
+            ),
         ],
         "rebalance_frequency": "none",
         "position_sizing_method": "fixed",
@@ -505,12 +599,8 @@ def _request(**overrides: Any) -> pb.RunPortfolioBacktestRequest:
 def test_run_portfolio_backtest_rpc_and_what_it_saves() -> None:
     servicer = _Servicer()
     response = servicer.RunPortfolioBacktest(_request(), None)
-    panel = load_panel(
-        __import__("alphaswarm_common.config", fromlist=["DatasetConfig"]).DatasetConfig.model_construct(
-            source="sp500", format="auto", symbols=["AAPL", "KO"], start_date=pd.Timestamp("2017-01-03").date(),
-            end_date=pd.Timestamp("2018-06-29").date(),
-        )
-    )
+    full = load_panel(DatasetConfig(source="sp500"))
+    panel = full.select(["AAPL", "KO"]).slice("2017-01-03", "2018-06-29")
     px = panel.close
     hand = 100_000.0 * (0.6 * px[:, 0] / px[0, 0] + 0.3 * px[:, 1] / px[0, 1] + 0.1)
     equity = array_from_proto(response.equity)
@@ -543,14 +633,27 @@ def test_run_portfolio_backtest_rpc_and_what_it_saves() -> None:
     ("overrides", "field"),
     [
         ({"legs": []}, "legs"),
-        ({"legs": [pb.PortfolioLeg(symbol="ZZZ", strategy_cfg=config_pb2.StrategyConfig(type="buy_and_hold"))]}, "legs[0].symbol"),
+        (
+            {
+                "legs": [
+                    pb.PortfolioLeg(symbol="ZZZ", strategy_cfg=config_pb2.StrategyConfig(type="buy_and_hold"))
+                ]
+            },
+            "legs[0].symbol",
+        ),
         ({"legs": [pb.PortfolioLeg(symbol="AAPL")]}, "legs[0].strategy_cfg.type"),
-        ({"legs": [pb.PortfolioLeg(strategy_cfg=config_pb2.StrategyConfig(type="buy_and_hold"))]}, "legs[0].symbol"),
+        (
+            {"legs": [pb.PortfolioLeg(strategy_cfg=config_pb2.StrategyConfig(type="buy_and_hold"))]},
+            "legs[0].symbol",
+        ),
         ({"rebalance_frequency": "hourly"}, "rebalance_frequency"),
         ({"max_positions": 0}, "max_positions"),
         ({"backtest_cfg": config_pb2.BacktestConfig(start_date="2030-01-01")}, "backtest_cfg.start_date"),
         ({"backtest_cfg": config_pb2.BacktestConfig(benchmark="ZZZ")}, "backtest_cfg.benchmark"),
         ({"backtest_cfg": config_pb2.BacktestConfig(fees=2.0)}, "backtest_cfg.fees"),
+        ({"backtest_cfg": config_pb2.BacktestConfig(rebalance_every=5)}, "backtest_cfg.rebalance_every"),
+        ({"backtest_cfg": config_pb2.BacktestConfig(fill_price="open")}, "backtest_cfg.fill_price"),
+        ({"backtest_cfg": config_pb2.BacktestConfig(end_date="2015-06-30")}, "backtest_cfg.end_date"),
     ],
 )
 def test_run_portfolio_backtest_rpc_errors(overrides: dict[str, Any], field: str) -> None:
@@ -566,7 +669,9 @@ def test_run_portfolio_backtest_rpc_defaults_and_benchmark() -> None:
         rebalance_frequency="",
         persist=False,
         legs=[pb.PortfolioLeg(symbol="AAPL", strategy_cfg=config_pb2.StrategyConfig(type="buy_and_hold"))],
-        backtest_cfg=config_pb2.BacktestConfig(start_date="2017-01-03", end_date="2017-12-29", benchmark="KO"),
+        backtest_cfg=config_pb2.BacktestConfig(
+            start_date="2017-01-03", end_date="2017-12-29", benchmark="KO"
+        ),
     )
     response = servicer.RunPortfolioBacktest(request, None)
     values, _, conventions = metricset_from_proto(response.metrics)

@@ -29,9 +29,9 @@ from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm.registry.v1 import registry_service_pb2 as pb
 from alphaswarm_common.config import DatasetConfig, StrategyConfig
-from alphaswarm_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from alphaswarm_common.features import compute_features
 from alphaswarm_common.data import load_panel
+from alphaswarm_common.errors import AlphaSwarmError, FailedPrecondition, InvalidArgument, NotFound
+from alphaswarm_common.features import compute_features
 from alphaswarm_common.protoconv import config_to_proto, matrix_from_proto
 from alphaswarm_common.tracking import (
     FEATURES_TAG,
@@ -79,7 +79,9 @@ class FakePersistence:
     def SaveDeployment(self, request: ppb.SaveDeploymentRequest, timeout: float | None = None) -> Any:
         assert timeout is not None, "every call carries a deadline"
         if request.request_id and request.request_id in self.keys:
-            return ppb.SaveDeploymentResponse(deployment=self.rows[self.keys[request.request_id]], created=False)
+            return ppb.SaveDeploymentResponse(
+                deployment=self.rows[self.keys[request.request_id]], created=False
+            )
         self.saves += 1
         dep = resources_pb2.Deployment()
         dep.CopyFrom(request.deployment)
@@ -91,7 +93,9 @@ class FakePersistence:
             dep.state = dep.state or resources_pb2.DEPLOYMENT_STATE_ACTIVE
         else:
             if dep.deployment_id not in self.rows:
-                raise NotFound(f"deployment {dep.deployment_id} does not exist", field="deployment.deployment_id")
+                raise NotFound(
+                    f"deployment {dep.deployment_id} does not exist", field="deployment.deployment_id"
+                )
             dep.created_at.CopyFrom(self.rows[dep.deployment_id].created_at)
             dep.state = dep.state or self.rows[dep.deployment_id].state
         dep.updated_at.CopyFrom(_now())
@@ -151,14 +155,39 @@ class Env:
         long["date"] = long["date"].dt.strftime("%Y-%m-%d")
         self.csv = folder / "panel.csv"
         long.to_csv(self.csv, index=False)
-        self.cfg = DatasetConfig.model_validate({"source": str(self.csv), "segments": SEGMENTS, "features": FEATURES})
+        self.cfg = DatasetConfig.model_validate(
+            {"source": str(self.csv), "segments": SEGMENTS, "features": FEATURES}
+        )
         self.experiment = self.tracker.ensure_experiment("unit-registry")
         self.models: dict[str, Any] = {}  # model_uri -> fitted estimator
         self.metrics: dict[str, dict[str, float]] = {}  # run_id -> metrics logged
+        self._fits: dict[float, tuple[Any, list[str], str, np.ndarray, dict[str, float]]] = {}
 
-    def train(self, alpha: float = 1.0, *, cfg: DatasetConfig | None = None) -> tuple[str, str]:
-        """Fit and log like the trainer; (run_id, model_uri)."""
-        cfg = cfg or self.cfg
+    def train(self, alpha: float = 1.0) -> tuple[str, str]:
+        """Fit and log like the trainer (a new run and a new logged model each time); (run_id, model_uri)."""
+        if alpha not in self._fits:
+            self._fits[alpha] = self._fit(alpha)
+        model, names, fingerprint, example, metrics = self._fits[alpha]
+        run_id = self.tracker.create_run(self.experiment, "train")
+        self.tracker.log_metrics(run_id, metrics)
+        uri, sha = self.tracker.log_sklearn_model(run_id, model, example_x=example, feature_names=names)
+        self.tracker.set_tags(
+            run_id,
+            {
+                MODEL_SHA_TAG: sha,
+                PRODUCER_TAG: PRODUCER,
+                MODEL_URI_TAG: uri,
+                FEATURES_TAG: json.dumps(names),
+                "alphaswarm.dataset_fingerprint": fingerprint,
+            },
+        )
+        self.tracker.end_run(run_id)
+        self.models[uri] = model
+        self.metrics[run_id] = metrics
+        return run_id, uri
+
+    def _fit(self, alpha: float) -> tuple[Any, list[str], str, np.ndarray, dict[str, float]]:
+        cfg = self.cfg
         panel = load_panel(cfg)
         fs = compute_features(panel, cfg.features)
         close = panel.close
@@ -170,7 +199,10 @@ class Env:
             lo, hi = (np.datetime64(d, "D") for d in SEGMENTS[seg])
             return (dates >= lo) & (dates <= hi)
 
-        x, y = fs.values[rows("train")].reshape(-1, len(fs.names)).astype(np.float64), label[rows("train")].reshape(-1)
+        x, y = (
+            fs.values[rows("train")].reshape(-1, len(fs.names)).astype(np.float64),
+            label[rows("train")].reshape(-1),
+        )
         ok = np.isfinite(x).all(axis=1) & np.isfinite(y)
         model = Ridge(alpha=alpha).fit(x[ok], y[ok])
         metrics = {}
@@ -181,25 +213,11 @@ class Env:
             pred[good] = model.predict(block[good])
             sp, pe, ir = _mean_ic(pred, label[rows(seg)])
             metrics.update({f"{seg}_ic_spearman": sp, f"{seg}_ic_pearson": pe, f"{seg}_icir": ir})
-        run_id = self.tracker.create_run(self.experiment, "train")
-        self.tracker.log_metrics(run_id, metrics)
-        uri, sha = self.tracker.log_sklearn_model(run_id, model, example_x=x[ok][:5], feature_names=fs.names)
-        self.tracker.set_tags(
-            run_id,
-            {
-                MODEL_SHA_TAG: sha,
-                PRODUCER_TAG: PRODUCER,
-                MODEL_URI_TAG: uri,
-                FEATURES_TAG: json.dumps(list(fs.names)),
-                "alphaswarm.dataset_fingerprint": panel.fingerprint,
-            },
-        )
-        self.tracker.end_run(run_id)
-        self.models[uri] = model
-        self.metrics[run_id] = metrics
-        return run_id, uri
+        return model, list(fs.names), panel.fingerprint, x[ok][:5], metrics
 
-    def register(self, name: str, alpha: float = 1.0, alias: str = "", **tags: str) -> pb.RegisterModelResponse:
+    def register(
+        self, name: str, alpha: float = 1.0, alias: str = "", **tags: str
+    ) -> pb.RegisterModelResponse:
         run_id, uri = self.train(alpha)
         req = pb.RegisterModelRequest(model_uri=uri, name=name, run_id=run_id, alias=alias, tags=tags)
         return self.servicer.RegisterModel(req, None)
@@ -223,11 +241,13 @@ class Env:
 
         model = Ridge().fit(np.arange(30.0).reshape(10, 3), np.arange(10.0))
         with mlflow.start_run(experiment_id=self.experiment) as run:
-            info = mlflow.sklearn.log_model(model, name="model")
+            info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
         client = self.tracker.client
         if not client.search_registered_models(filter_string=f"name = '{name}'"):
             client.create_registered_model(name)
-        mv = client.create_model_version(name, info.model_uri, run_id=run.info.run_id, tags=tags, model_id=info.model_id)
+        mv = client.create_model_version(
+            name, info.model_uri, run_id=run.info.run_id, tags=tags, model_id=info.model_id
+        )
         return str(mv.version)
 
     def artifact_dir(self, name: str, version: str) -> Path:
@@ -237,6 +257,22 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     yield Env(tmp_path_factory.mktemp("registry"))
+
+
+@pytest.fixture(scope="module")
+def one_run(env: Env) -> tuple[str, str]:
+    return env.train()
+
+
+@pytest.fixture(scope="module")
+def shared(env: Env) -> tuple[str, resources_pb2.Deployment]:
+    """A model with v1 (champion, deployed), v2 (challenger) and v3 (shadow) that no test alters;
+    tests create their own deployments of it."""
+    name = _name()
+    env.register(name)
+    env.register(name, alpha=4.0, alias="challenger")
+    env.register(name, alpha=9.0, alias="shadow")
+    return name, env.deploy(name, "1").deployment
 
 
 def _name() -> str:
@@ -280,10 +316,10 @@ def test_register_copies_provenance_and_headline_metrics_from_the_run(env: Env) 
     assert mv.aliases == ["champion"]
 
 
-def test_the_logged_model_has_a_signature_and_an_input_example(env: Env) -> None:
-    name = _name()
-    env.register(name)
-    folder = env.artifact_dir(name, "1")
+def test_the_logged_model_has_a_signature_and_an_input_example(
+    env: Env, shared: tuple[str, resources_pb2.Deployment]
+) -> None:
+    folder = env.artifact_dir(shared[0], "1")
     mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
     inputs = json.loads(mlmodel["signature"]["inputs"])
     assert inputs[0]["tensor-spec"]["shape"] == [-1, len(NAMES)]
@@ -298,7 +334,9 @@ def test_register_refuses_a_run_not_from_our_trainer(env: Env) -> None:
     import mlflow.sklearn
 
     with mlflow.start_run(experiment_id=env.experiment) as run:
-        info = mlflow.sklearn.log_model(Ridge().fit(np.eye(3), np.arange(3.0)), name="model")
+        info = mlflow.sklearn.log_model(
+            Ridge().fit(np.eye(3), np.arange(3.0)), name="model", pip_requirements=["scikit-learn"]
+        )
     with pytest.raises(FailedPrecondition) as err:
         env.servicer.RegisterModel(
             pb.RegisterModelRequest(model_uri=info.model_uri, name=_name(), run_id=run.info.run_id), None
@@ -343,10 +381,11 @@ def test_register_refuses_a_failed_run(env: Env) -> None:
         ({"run_id": "0" * 32}, NotFound, "run_id"),
     ],
 )
-def test_register_input_errors_name_the_field(env: Env, patch: dict[str, str], exc_type: type, field: str) -> None:
-    run_id, uri = env.train() if not hasattr(env, "_one") else env._one  # type: ignore[attr-defined]
-    env._one = (run_id, uri)  # type: ignore[attr-defined]
-    req = {"model_uri": uri, "name": _name(), "run_id": run_id, **patch}
+def test_register_input_errors_name_the_field(
+    env: Env, one_run: tuple[str, str], patch: dict[str, str], exc_type: type[AlphaSwarmError], field: str
+) -> None:
+    run_id, uri = one_run
+    req: dict[str, Any] = {"model_uri": uri, "name": _name(), "run_id": run_id, **patch}
     with pytest.raises(exc_type) as err:
         env.servicer.RegisterModel(pb.RegisterModelRequest(**req), None)
     assert err.value.field == field
@@ -355,26 +394,31 @@ def test_register_input_errors_name_the_field(env: Env, patch: dict[str, str], e
 # --------------------------------------------------------------------------- listing and aliases
 
 
-def test_list_registered_models_pages_by_name_with_aliases(env: Env) -> None:
-    prefix = f"list-{uuid.uuid4().hex[:6]}"
-    names = [f"{prefix}-{c}" for c in "cab"]
-    for n in names:
-        env.register(n)
+def test_list_registered_models_pages_by_name_with_aliases(
+    env: Env, shared: tuple[str, resources_pb2.Deployment]
+) -> None:
+    empty = f"list-{uuid.uuid4().hex[:8]}"
+    for suffix in ("a", "b"):
+        env.tracker.client.create_registered_model(f"{empty}-{suffix}")  # models without versions
     seen: list[pb.RegisteredModel] = []
     token = ""
     while True:
-        page = env.servicer.ListRegisteredModels(pb.ListRegisteredModelsRequest(page_size=2, page_token=token), None)
+        page = env.servicer.ListRegisteredModels(
+            pb.ListRegisteredModelsRequest(page_size=2, page_token=token), None
+        )
         assert len(page.models) <= 2
         seen += list(page.models)
         token = page.next_page_token
         if not token:
             break
-    all_names = [m.name for m in seen]
-    assert all_names == sorted(all_names) and len(set(all_names)) == len(all_names)
-    ours = {m.name: m for m in seen if m.name.startswith(prefix)}
-    assert sorted(ours) == sorted(names)
-    assert all(dict(m.aliases) == {"champion": "1"} and m.latest_version == "1" for m in ours.values())
-    assert all(m.created_at_ms > 0 for m in ours.values())
+    names = [m.name for m in seen]
+    assert names == sorted(names) and len(set(names)) == len(names) > 2
+    assert set(names) == {m.name for m in env.tracker.client.search_registered_models(max_results=1000)}
+    ours = {m.name: m for m in seen}[shared[0]]
+    assert dict(ours.aliases) == {"champion": "1", "challenger": "2", "shadow": "3"}
+    assert ours.latest_version == "3" and ours.created_at_ms > 0 and ours.updated_at_ms >= ours.created_at_ms
+    bare = {m.name: m for m in seen}[f"{empty}-a"]
+    assert (bare.latest_version, dict(bare.aliases)) == ("", {})
     with pytest.raises(InvalidArgument) as err:
         env.servicer.ListRegisteredModels(pb.ListRegisteredModelsRequest(page_size=-1), None)
     assert err.value.field == "page_size"
@@ -383,11 +427,10 @@ def test_list_registered_models_pages_by_name_with_aliases(env: Env) -> None:
     assert err2.value.field == "page_token"
 
 
-def test_list_model_versions_newest_first_with_aliases_and_tags(env: Env) -> None:
-    name = _name()
-    for alpha in (1.0, 2.0, 3.0):
-        env.register(name, alpha=alpha)
-    env.servicer.SetModelAlias(pb.SetModelAliasRequest(name=name, alias="challenger", version="2"), None)
+def test_list_model_versions_newest_first_with_aliases_and_tags(
+    env: Env, shared: tuple[str, resources_pb2.Deployment]
+) -> None:
+    name = shared[0]
     first = env.servicer.ListModelVersions(pb.ListModelVersionsRequest(name=name, page_size=2), None)
     assert [v.version for v in first.versions] == ["3", "2"] and first.next_page_token
     rest = env.servicer.ListModelVersions(
@@ -395,12 +438,13 @@ def test_list_model_versions_newest_first_with_aliases_and_tags(env: Env) -> Non
     )
     assert [v.version for v in rest.versions] == ["1"] and not rest.next_page_token
     by_version = {v.version: v for v in [*first.versions, *rest.versions]}
-    assert list(by_version["3"].aliases) == ["champion"]
+    assert list(by_version["3"].aliases) == ["shadow"]
     assert list(by_version["2"].aliases) == ["challenger"]
-    assert list(by_version["1"].aliases) == []
+    assert list(by_version["1"].aliases) == ["champion"]
     for v in by_version.values():
-        assert v.status == "READY" and v.run_id and v.source.startswith("models:/")
+        assert v.status == "READY" and v.run_id and v.source.startswith("models:/m-") and v.created_at_ms > 0
         assert v.tags[PRODUCER_TAG] == PRODUCER and "alphaswarm.test_icir" in v.tags
+    assert len({v.tags[MODEL_SHA_TAG] for v in by_version.values()}) == 3
 
 
 def test_list_model_versions_of_an_unknown_model_is_not_found(env: Env) -> None:
@@ -419,7 +463,11 @@ def test_set_model_alias_points_and_moves_champion_and_challenger(env: Env) -> N
     assert out.version.version == "2" and sorted(out.version.aliases) == ["challenger", "champion"]
     out = env.servicer.SetModelAlias(pb.SetModelAliasRequest(name=name, alias="shadow-1", version="1"), None)
     assert list(out.version.aliases) == ["shadow-1"]
-    assert env.tracker.get_registered_model(name).aliases == {"champion": "2", "challenger": "2", "shadow-1": "1"}
+    assert env.tracker.get_registered_model(name).aliases == {
+        "champion": "2",
+        "challenger": "2",
+        "shadow-1": "1",
+    }
 
 
 @pytest.mark.parametrize(
@@ -432,9 +480,14 @@ def test_set_model_alias_points_and_moves_champion_and_challenger(env: Env) -> N
         ({"version": "x1"}, InvalidArgument, "version"),
     ],
 )
-def test_set_model_alias_errors(env: Env, patch: dict[str, str], exc_type: type, field: str) -> None:
-    name = _name()
-    env.register(name)
+def test_set_model_alias_errors(
+    env: Env,
+    shared: tuple[str, resources_pb2.Deployment],
+    patch: dict[str, str],
+    exc_type: type[AlphaSwarmError],
+    field: str,
+) -> None:
+    name = shared[0]
     req = {"name": name, "alias": "challenger", "version": "1", **patch}
     with pytest.raises(exc_type) as err:
         env.servicer.SetModelAlias(pb.SetModelAliasRequest(**req), None)
@@ -444,9 +497,10 @@ def test_set_model_alias_errors(env: Env, patch: dict[str, str], exc_type: type,
 # --------------------------------------------------------------------------- deployments
 
 
-def test_deploy_predicts_with_the_registered_model_and_lists(env: Env) -> None:
-    name = _name()
-    env.register(name)
+def test_deploy_predicts_with_the_registered_model_and_lists(
+    env: Env, shared: tuple[str, resources_pb2.Deployment]
+) -> None:
+    name = shared[0]
     dep = env.deploy(name, "1").deployment
     assert dep.state == resources_pb2.DEPLOYMENT_STATE_ACTIVE and dep.model_alias == "champion"
     assert _history(dep) == []
@@ -454,19 +508,23 @@ def test_deploy_predicts_with_the_registered_model_and_lists(env: Env) -> None:
     feats = _reference_features(env.close)
     window = (env.close.index >= "2020-07-10") & (env.close.index <= "2020-08-31")
     model = env.models[env.tracker.client.get_model_version(name, "1").source]
-    np.testing.assert_allclose(values, model.predict(feats[window].reshape(-1, 3)).reshape(values.shape), rtol=1e-10)
+    np.testing.assert_allclose(
+        values, model.predict(feats[window].reshape(-1, 3)).reshape(values.shape), rtol=1e-10
+    )
     assert list(dates) == list(env.close.index[window].to_numpy().astype("datetime64[D]"))
     assert symbols == SYMBOLS
     listed = env.servicer.ListDeployments(pb.ListDeploymentsRequest(page_size=500), None)
     assert dep.deployment_id in {d.deployment_id for d in listed.deployments}
-    got = env.servicer.GetDeployment(pb.GetDeploymentRequest(deployment_id=dep.deployment_id), None).deployment
+    got = env.servicer.GetDeployment(
+        pb.GetDeploymentRequest(deployment_id=dep.deployment_id), None
+    ).deployment
     assert got == dep
 
 
-def test_latest_prediction_is_the_last_date_only(env: Env) -> None:
-    name = _name()
-    env.register(name)
-    dep = env.deploy(name, "1").deployment
+def test_latest_prediction_is_the_last_date_only(
+    env: Env, shared: tuple[str, resources_pb2.Deployment]
+) -> None:
+    name, dep = shared
     values, dates, _ = _predict(env, dep.deployment_id, latest=True, start_date="2020-01-01")
     full, full_dates, _ = _predict(env, dep.deployment_id)
     assert list(dates) == [full_dates[-1]] and dates[0] == np.datetime64(env.close.index[-1].date(), "D")
@@ -495,17 +553,16 @@ def test_a_version_with_tags_copied_from_a_trusted_one_is_still_refused(env: Env
     name = _name()
     env.register(name)
     trusted = env.tracker.client.get_model_version(name, "1").tags
-    impostor = env.outside_version(name, **{k: trusted[k] for k in (MODEL_SHA_TAG, PRODUCER_TAG, FEATURES_TAG)})
+    impostor = env.outside_version(
+        name, **{k: trusted[k] for k in (MODEL_SHA_TAG, PRODUCER_TAG, FEATURES_TAG)}
+    )
     with pytest.raises(FailedPrecondition) as err:
         env.deploy(name, impostor)
     assert err.value.reason == "MODEL_NOT_TRUSTED"
 
 
-def test_promote_rollback_and_history(env: Env) -> None:
-    name = _name()
-    env.register(name)
-    env.register(name, alpha=4.0, alias="challenger")
-    env.register(name, alpha=9.0, alias="shadow")
+def test_promote_rollback_and_history(env: Env, shared: tuple[str, resources_pb2.Deployment]) -> None:
+    name = shared[0]
     dep = env.deploy(name, "1").deployment
     did = dep.deployment_id
 
@@ -520,11 +577,15 @@ def test_promote_rollback_and_history(env: Env) -> None:
     assert entry["from"] == dep.created_at.ToDatetime(tzinfo=dt.UTC).isoformat()
     assert dt.datetime.fromisoformat(entry["to"]) >= dt.datetime.fromisoformat(entry["from"])
 
-    d = env.servicer.PromoteDeployment(pb.PromoteDeploymentRequest(deployment_id=did, model_version="3"), None).deployment
+    d = env.servicer.PromoteDeployment(
+        pb.PromoteDeploymentRequest(deployment_id=did, model_version="3"), None
+    ).deployment
     assert d.model_version == "3" and [e["version"] for e in _history(d)] == ["1", "2"]
     assert _history(d)[1]["from"] == _history(d)[0]["to"]
 
-    same = env.servicer.PromoteDeployment(pb.PromoteDeploymentRequest(deployment_id=did, model_version="3"), None)
+    same = env.servicer.PromoteDeployment(
+        pb.PromoteDeploymentRequest(deployment_id=did, model_version="3"), None
+    )
     assert same.deployment == d  # already served: nothing recorded
 
     back = env.servicer.RollbackDeployment(pb.RollbackDeploymentRequest(deployment_id=did), None)
@@ -537,10 +598,8 @@ def test_promote_rollback_and_history(env: Env) -> None:
     np.testing.assert_allclose(values[0], model.predict(_reference_features(env.close)[-1]), rtol=1e-10)
 
 
-def test_deploy_onto_a_deployment_rolls_it(env: Env) -> None:
-    name = _name()
-    env.register(name)
-    env.register(name, alpha=3.0)
+def test_deploy_onto_a_deployment_rolls_it(env: Env, shared: tuple[str, resources_pb2.Deployment]) -> None:
+    name = shared[0]
     dep = env.deploy(name, "1").deployment
     out = env.deploy(name, "2", deployment_id=dep.deployment_id)
     assert out.rolled and out.previous_model_version == "1" and out.deployment.model_version == "2"
@@ -554,16 +613,25 @@ def test_deploy_onto_a_deployment_rolls_it(env: Env) -> None:
     [
         ({"model_version": "8"}, FailedPrecondition, "MODEL_VERSION_NOT_REGISTERED", "model_version"),
         ({"model_alias": "nobody"}, FailedPrecondition, "MODEL_ALIAS_NOT_FOUND", "model_alias"),
-        ({"model_alias": "champion", "model_version": "2"}, InvalidArgument, "INVALID_ARGUMENT", "model_version"),
+        (
+            {"model_alias": "champion", "model_version": "2"},
+            InvalidArgument,
+            "INVALID_ARGUMENT",
+            "model_version",
+        ),
         ({}, InvalidArgument, "INVALID_ARGUMENT", "model_version"),
         ({"model_version": "2", "deployment_id": ""}, InvalidArgument, "INVALID_ARGUMENT", "deployment_id"),
     ],
 )
-def test_promote_errors(env: Env, request_: dict[str, str], exc_type: type, reason: str, field: str) -> None:
-    name = _name()
-    env.register(name)
-    env.register(name, alpha=2.0, alias="challenger")
-    dep = env.deploy(name, "1").deployment
+def test_promote_errors(
+    env: Env,
+    shared: tuple[str, resources_pb2.Deployment],
+    request_: dict[str, str],
+    exc_type: type[AlphaSwarmError],
+    reason: str,
+    field: str,
+) -> None:
+    dep = shared[1]
     saves = env.persistence.saves
     with pytest.raises(exc_type) as err:
         env.servicer.PromoteDeployment(
@@ -586,30 +654,36 @@ def test_promote_to_an_untrusted_version_is_refused(env: Env) -> None:
     assert err.value.reason == "MODEL_NOT_TRUSTED" and dep.deployment_id in str(err.value)
 
 
-def test_rollback_without_history_is_a_failed_precondition(env: Env) -> None:
-    name = _name()
-    env.register(name)
-    dep = env.deploy(name, "1").deployment
+def test_rollback_without_history_is_a_failed_precondition(
+    env: Env, shared: tuple[str, resources_pb2.Deployment]
+) -> None:
+    dep = env.deploy(shared[0], "1").deployment
     with pytest.raises(FailedPrecondition) as err:
         env.servicer.RollbackDeployment(pb.RollbackDeploymentRequest(deployment_id=dep.deployment_id), None)
     assert (err.value.reason, err.value.field) == ("NO_PREVIOUS_VERSION", "deployment_id")
 
 
-def test_retired_deployment_refuses_predict_and_changes(env: Env) -> None:
-    name = _name()
-    env.register(name)
-    env.register(name, alpha=2.0)
+def test_retired_deployment_refuses_predict_and_changes(
+    env: Env, shared: tuple[str, resources_pb2.Deployment]
+) -> None:
+    name = shared[0]
     did = env.deploy(name, "1").deployment.deployment_id
     env.servicer.PromoteDeployment(pb.PromoteDeploymentRequest(deployment_id=did, model_version="2"), None)
     out = env.servicer.RetireDeployment(pb.RetireDeploymentRequest(deployment_id=did), None).deployment
-    assert out.state == resources_pb2.DEPLOYMENT_STATE_RETIRED and [e["version"] for e in _history(out)] == ["1"]
+    assert out.state == resources_pb2.DEPLOYMENT_STATE_RETIRED and [e["version"] for e in _history(out)] == [
+        "1"
+    ]
     again = env.servicer.RetireDeployment(pb.RetireDeploymentRequest(deployment_id=did), None).deployment
     assert again == out
     with pytest.raises(FailedPrecondition) as err:
         _predict(env, did, latest=True)
-    assert (err.value.reason, err.value.field) == ("DEPLOYMENT_RETIRED", "deployment_id") and did in str(err.value)
+    assert (err.value.reason, err.value.field) == ("DEPLOYMENT_RETIRED", "deployment_id") and did in str(
+        err.value
+    )
     calls = [
-        lambda: env.servicer.PromoteDeployment(pb.PromoteDeploymentRequest(deployment_id=did, model_version="1"), None),
+        lambda: env.servicer.PromoteDeployment(
+            pb.PromoteDeploymentRequest(deployment_id=did, model_version="1"), None
+        ),
         lambda: env.servicer.RollbackDeployment(pb.RollbackDeploymentRequest(deployment_id=did), None),
         lambda: env.deploy(name, "1", deployment_id=did),
     ]
@@ -621,15 +695,18 @@ def test_retired_deployment_refuses_predict_and_changes(env: Env) -> None:
 
 def test_unknown_deployment_is_not_found(env: Env) -> None:
     missing = str(uuid.uuid4())
-    for rpc, req in (
-        (env.servicer.Predict, pb.PredictRequest(deployment_id=missing)),
-        (env.servicer.PromoteDeployment, pb.PromoteDeploymentRequest(deployment_id=missing, model_version="1")),
-        (env.servicer.RollbackDeployment, pb.RollbackDeploymentRequest(deployment_id=missing)),
-        (env.servicer.RetireDeployment, pb.RetireDeploymentRequest(deployment_id=missing)),
-        (env.servicer.GetDeployment, pb.GetDeploymentRequest(deployment_id=missing)),
-    ):
+    calls = [
+        lambda: env.servicer.Predict(pb.PredictRequest(deployment_id=missing), None),
+        lambda: env.servicer.PromoteDeployment(
+            pb.PromoteDeploymentRequest(deployment_id=missing, model_version="1"), None
+        ),
+        lambda: env.servicer.RollbackDeployment(pb.RollbackDeploymentRequest(deployment_id=missing), None),
+        lambda: env.servicer.RetireDeployment(pb.RetireDeploymentRequest(deployment_id=missing), None),
+        lambda: env.servicer.GetDeployment(pb.GetDeploymentRequest(deployment_id=missing), None),
+    ]
+    for rpc in calls:
         with pytest.raises(NotFound):
-            rpc(req, None)
+            rpc()
 
 
 # --------------------------------------------------------------------------- trust at serving time
@@ -663,7 +740,9 @@ def test_mlflow_bookkeeping_files_do_not_count_as_tampering(env: Env) -> None:
     env.register(name)
     did = env.deploy(name, "1").deployment.deployment_id
     # Any MLflow client downloading models:/name/version writes registered_model_meta into a local store.
-    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/1", tracking_uri=env.tracker.tracking_uri)
+    mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{name}/1", tracking_uri=env.tracker.tracking_uri
+    )
     assert (env.artifact_dir(name, "1") / "registered_model_meta").exists()
     _predict(env, did, latest=True)
 
@@ -702,10 +781,10 @@ def test_a_version_without_feature_names_cannot_serve(env: Env) -> None:
     assert err.value.reason == "MODEL_FEATURES_UNKNOWN"
 
 
-def test_a_deployment_whose_features_changed_cannot_serve(env: Env) -> None:
-    name = _name()
-    env.register(name)
-    row = env.deploy(name, "1").deployment
+def test_a_deployment_whose_features_changed_cannot_serve(
+    env: Env, shared: tuple[str, resources_pb2.Deployment]
+) -> None:
+    row = env.deploy(shared[0], "1").deployment
     cfg = env.cfg.model_copy(update={"features": [env.cfg.features[1], env.cfg.features[0]]})
     row.dataset_cfg.CopyFrom(config_to_proto(DatasetConfig.model_validate(cfg.model_dump())))
     env.persistence.rows[row.deployment_id] = row
@@ -729,10 +808,8 @@ def test_a_deleted_artifact_is_reported(env: Env) -> None:
         moved.rename(folder)
 
 
-def test_predict_window_errors_name_the_field(env: Env) -> None:
-    name = _name()
-    env.register(name)
-    did = env.deploy(name, "1").deployment.deployment_id
+def test_predict_window_errors_name_the_field(env: Env, shared: tuple[str, resources_pb2.Deployment]) -> None:
+    did = shared[1].deployment_id
     with pytest.raises(InvalidArgument) as err:
         _predict(env, did, start_date="2020-13-01")
     assert err.value.field == "start_date"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -197,7 +197,9 @@ def test_a_single_column_output_is_accepted(data: dict[str, Any]) -> None:
 def test_a_window_inside_the_look_back_has_no_prediction(data: dict[str, Any]) -> None:
     first = data["close"].index
     with pytest.raises(FailedPrecondition) as err:
-        predict_deployment(data["model"], _cfg(data["path"]), NAMES, start=first[0].date(), end=first[5].date())
+        predict_deployment(
+            data["model"], _cfg(data["path"]), NAMES, start=first[0].date(), end=first[5].date()
+        )
     assert _reason(err) == "NO_PREDICTIONS"
 
 
@@ -250,7 +252,12 @@ def test_a_version_change_appends_one_entry_with_its_tenure() -> None:
         {"model_name": "m", "version": "1", "from": "2024-01-02T03:04:05+00:00", "to": t1.isoformat()}
     ]
     d2 = _roundtrip(switched(d1, model_name="m", model_version="3", model_alias="champion", now=t2))
-    assert history_of(d2)[-1] == {"model_name": "m", "version": "2", "from": t1.isoformat(), "to": t2.isoformat()}
+    assert history_of(d2)[-1] == {
+        "model_name": "m",
+        "version": "2",
+        "from": t1.isoformat(),
+        "to": t2.isoformat(),
+    }
     same = switched(d2, model_name="m", model_version="3", model_alias="challenger", now=t2)
     assert history_of(same) == history_of(d2) and same.model_alias == "challenger"
     assert d2.HasField("history") and _roundtrip(_dep()).HasField("history")  # the store keeps it as sent
@@ -267,7 +274,7 @@ def test_previous_entry_and_rollback_swap() -> None:
     assert again is not None and again["version"] == "2"  # a second rollback returns to 2
     # Entries written by other writers lack model_name: the deployment's model is meant.
     foreign = _dep()
-    json_format.ParseDict([{"version": "7", "from": "a", "to": "b"}], foreign.history)
+    json_format.ParseDict(cast(Any, [{"version": "7", "from": "a", "to": "b"}]), foreign.history)
     entry = previous_entry(foreign)
     assert entry is not None and (entry["model_name"], entry["version"]) == ("m", "7")
 

@@ -15,7 +15,7 @@ import numpy as np
 from alphaswarm_common.config import DatasetConfig
 from alphaswarm_common.data import load_panel
 from alphaswarm_common.errors import DataError
-from alphaswarm_common.features import compute_features
+from alphaswarm_common.features.cache import cached_features
 
 __all__ = ["Predictor", "WindowPredictions", "design_matrix", "predict_rows", "predict_window"]
 
@@ -69,12 +69,16 @@ def predict_window(
 
     Features are computed over the whole panel, so the window's first dates
     have their full look-back; each prediction at t uses bars through t only.
+    They come from the process-wide feature cache
+    (`alphaswarm_common.features.cache`), so serving a model trained in the
+    same process, or predicting several windows of one dataset, computes them
+    once.
     `expected_features` (the names the model was trained on) must match the
     computed names exactly, or the call fails: a model never silently
     receives other inputs than it was trained with.
     """
     panel = load_panel(dataset_cfg)
-    fs = compute_features(panel, dataset_cfg.features)
+    fs = cached_features(panel, dataset_cfg.features)
     names = list(fs.names)
     if expected_features is not None and names != list(expected_features):
         raise DataError(

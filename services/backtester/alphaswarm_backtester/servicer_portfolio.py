@@ -18,7 +18,7 @@ generated UNIMPLEMENTED ones.
   come from the conventions its metrics were computed with, so the
   simulated Sharpe is on the stored Sharpe's scale (`returns` given: rf 0).
 - `RunPortfolioBacktest`: loads the legs' symbols from `dataset_cfg`
-  (`segments` optional here), runs
+  (its `segments` are not needed), runs
   `alphaswarm_backtester.engine.portfolio.run_portfolio_backtest`, and saves
   the result through `SavePortfolioBacktest` when `persist` is set. The
   window is `backtest_cfg.start_date`..`end_date`, else the dataset's test
@@ -28,7 +28,8 @@ generated UNIMPLEMENTED ones.
   `equal`; `execution_lag` to 1. The legs, sizing and formulas are recorded
   in the metric set's conventions (the catalog keeps them), and
   `PortfolioRecord.weights` holds each symbol's allocation averaged over the
-  window.
+  window. `backtest_cfg.rebalance_every` must be 1 (the portfolio rebalances
+  by `rebalance_frequency`).
 
 Leg positions come from `self.portfolio_leg_weights` when set on the
 instance (a `LegWeights` callable; tests pass one), else from the rule
@@ -61,7 +62,7 @@ from alphaswarm_backtester.engine.portfolio import (
     PortfolioLeg,
     run_portfolio_backtest,
 )
-from alphaswarm_common.config import BacktestConfig, DatasetConfig, Segments, StrategyConfig
+from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConfig
 from alphaswarm_common.data import Panel, load_panel
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.grpc_client import call
@@ -84,12 +85,6 @@ DEFAULT_REBALANCE_FREQUENCY = "monthly"
 DEFAULT_SIZING_METHOD = "equal"
 DEFAULT_PERIODS_PER_YEAR = 252.0
 _NAME_LENGTH = 100  # mcp_backtest_portfolios.portfolio_name is VARCHAR(100)
-
-
-class _PriceDatasetConfig(DatasetConfig):
-    """`DatasetConfig` with optional `segments`: a portfolio backtest reads prices, not a train/test split."""
-
-    segments: Segments | None = None  # type: ignore[assignment]
 
 
 def _engine_config(cfg: BacktestConfig) -> EngineConfig:
@@ -210,7 +205,7 @@ class PortfolioRiskMixin(pb_grpc.BacktesterServiceServicer):
         self, request: pb.RunPortfolioBacktestRequest, context: Any
     ) -> pb.RunPortfolioBacktestResponse:
         legs = _legs_from_proto(request.legs)
-        dataset_cfg = config_from_proto(request.dataset_cfg, _PriceDatasetConfig, prefix="dataset_cfg")
+        dataset_cfg = config_from_proto(request.dataset_cfg, DatasetConfig, prefix="dataset_cfg")
         backtest_cfg = config_from_proto(request.backtest_cfg, BacktestConfig, prefix="backtest_cfg")
         if not request.backtest_cfg.HasField("initial_capital"):
             backtest_cfg = backtest_cfg.model_copy(update={"initial_capital": DEFAULT_PORTFOLIO_CAPITAL})
@@ -228,10 +223,18 @@ class PortfolioRiskMixin(pb_grpc.BacktesterServiceServicer):
         if end is not None:
             window &= panel.dates <= np.datetime64(end, "D")
         if window.sum() < 2:
+            if backtest_cfg.start_date or backtest_cfg.end_date:
+                field = "backtest_cfg.start_date" if backtest_cfg.start_date else "backtest_cfg.end_date"
+            else:
+                field = "dataset_cfg.segments.test" if dataset_cfg.segments else "dataset_cfg.start_date"
             raise DataError(
                 f"the backtest window {start or 'start'}..{end or 'end'} has {int(window.sum())} bar(s) "
                 "of the dataset; it needs at least 2",
-                field="backtest_cfg.start_date" if start is not None else "dataset_cfg.start_date",
+                field=field,
+            )
+        if engine_cfg.fill_price == "open" and panel.open is None:
+            raise InvalidArgument(
+                f"dataset {dataset_cfg.source!r} has no open prices", field="backtest_cfg.fill_price"
             )
         benchmark = None
         if backtest_cfg.benchmark:
@@ -278,7 +281,7 @@ class PortfolioRiskMixin(pb_grpc.BacktesterServiceServicer):
         )
 
     def _portfolio_panel(
-        self, dataset_cfg: _PriceDatasetConfig, backtest_cfg: BacktestConfig, legs: list[PortfolioLeg]
+        self, dataset_cfg: DatasetConfig, backtest_cfg: BacktestConfig, legs: list[PortfolioLeg]
     ) -> Panel:
         """The panel of the legs' symbols (and the benchmark's), each leg's symbol checked against the data."""
         full = load_panel(dataset_cfg.model_copy(update={"symbols": None}))

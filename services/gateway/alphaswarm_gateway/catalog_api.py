@@ -37,7 +37,7 @@ import uuid
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +52,7 @@ from alphaswarm_common.protoconv import (
     timestamp_to_datetime,
 )
 from alphaswarm_gateway.core import Gateway
+from alphaswarm_gateway.deps import GatewayDep, PageSize
 
 __all__ = [
     "ROUTERS",
@@ -65,12 +66,6 @@ __all__ = [
 # --------------------------------------------------------------------------- dependencies and calls
 
 
-def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
-
-
-_GatewayDep = Annotated[Gateway, Depends(_gateway)]
-_PageSize = Annotated[int, Query(ge=1, le=500, description="Maximum number of items to return.")]
 _PageToken = Annotated[
     str, Query(description="The `next_page_token` of the previous page; empty for the first page.")
 ]
@@ -618,7 +613,7 @@ _BacktestId = Annotated[uuid.UUID, Path(description="The backtest id (UUID).")]
     response_model=BacktestPage,
 )
 async def list_backtests(
-    gw: _GatewayDep,
+    gw: GatewayDep,
     symbol: Annotated[str, Query(max_length=10, description="Only results of this symbol.")] = "",
     strategy_type: Annotated[
         str, Query(max_length=50, description="Only results of this strategy type.")
@@ -638,7 +633,7 @@ async def list_backtests(
             "NULLs sort last.",
         ),
     ] = "",
-    page_size: _PageSize = 50,
+    page_size: PageSize = 50,
     page_token: _PageToken = "",
 ) -> dict[str, Any]:
     """Results without series, newest first unless `order_by` says otherwise."""
@@ -666,7 +661,7 @@ async def list_backtests(
     response_model=Backtest,
 )
 async def get_best_backtest(
-    gw: _GatewayDep,
+    gw: GatewayDep,
     metric: Annotated[
         str,
         Query(
@@ -700,7 +695,7 @@ async def get_best_backtest(
     summary="Compare backtests metric by metric",
     response_model=Comparison,
 )
-async def compare_backtests(gw: _GatewayDep, body: Annotated[CompareBody, Body()]) -> dict[str, Any]:
+async def compare_backtests(gw: GatewayDep, body: Annotated[CompareBody, Body()]) -> dict[str, Any]:
     """Each metric ranked in its own direction; ties share the better rank; nulls are unranked."""
     reply = await _persistence(
         gw,
@@ -731,7 +726,7 @@ async def compare_backtests(gw: _GatewayDep, body: Annotated[CompareBody, Body()
     response_model=PerformanceSummary,
 )
 async def get_performance_summary(
-    gw: _GatewayDep,
+    gw: GatewayDep,
     days: Annotated[
         int, Query(ge=1, le=1_000_000, description="The window: backtests that ran in the last N days.")
     ] = 30,
@@ -751,7 +746,7 @@ async def get_performance_summary(
     summary="One backtest result with its equity and drawdown series",
     response_model=BacktestDetail,
 )
-async def get_backtest(backtest_id: _BacktestId, gw: _GatewayDep) -> dict[str, Any]:
+async def get_backtest(backtest_id: _BacktestId, gw: GatewayDep) -> dict[str, Any]:
     reply = await _persistence(
         gw, "GetBacktestResult", ppb.GetBacktestResultRequest(backtest_id=str(backtest_id))
     )
@@ -766,7 +761,7 @@ async def get_backtest(backtest_id: _BacktestId, gw: _GatewayDep) -> dict[str, A
 )
 async def list_backtest_trades(
     backtest_id: _BacktestId,
-    gw: _GatewayDep,
+    gw: GatewayDep,
     page_size: Annotated[
         int, Query(ge=1, le=10_000, description="Maximum number of trades to return.")
     ] = 500,
@@ -796,7 +791,7 @@ async def list_backtest_trades(
     status_code=204,
     response_class=Response,
 )
-async def delete_backtest(backtest_id: _BacktestId, gw: _GatewayDep) -> Response:
+async def delete_backtest(backtest_id: _BacktestId, gw: GatewayDep) -> Response:
     reply = await _persistence(
         gw, "DeleteBacktestResult", ppb.DeleteBacktestResultRequest(backtest_id=str(backtest_id))
     )
@@ -817,12 +812,12 @@ optimizations = APIRouter(prefix="/optimizations", tags=["optimizations"], respo
     response_model=OptimizationPage,
 )
 async def list_optimization_results(
-    gw: _GatewayDep,
+    gw: GatewayDep,
     backtest_id: Annotated[
         uuid.UUID | None,
         Query(description="Only rows of this backtest, by rank (nulls last); 404 when it does not exist."),
     ] = None,
-    page_size: _PageSize = 50,
+    page_size: PageSize = 50,
     page_token: _PageToken = "",
 ) -> dict[str, Any]:
     reply = await _persistence(
@@ -843,7 +838,7 @@ async def list_optimization_results(
 )
 async def get_optimization_result(
     optimization_id: Annotated[uuid.UUID, Path(description="The optimization row id (UUID).")],
-    gw: _GatewayDep,
+    gw: GatewayDep,
 ) -> dict[str, Any]:
     reply = await _persistence(
         gw, "GetOptimizationResult", ppb.GetOptimizationResultRequest(optimization_id=str(optimization_id))
@@ -863,12 +858,12 @@ walk_forward_tests = APIRouter(prefix="/walk-forward-tests", tags=["walk-forward
     response_model=WalkForwardPage,
 )
 async def list_walk_forward_tests(
-    gw: _GatewayDep,
+    gw: GatewayDep,
     parent_backtest_id: Annotated[
         uuid.UUID | None,
         Query(description="Only windows of this backtest, by test period; 404 when it does not exist."),
     ] = None,
-    page_size: _PageSize = 50,
+    page_size: PageSize = 50,
     page_token: _PageToken = "",
 ) -> dict[str, Any]:
     reply = await _persistence(
@@ -889,7 +884,7 @@ async def list_walk_forward_tests(
 )
 async def get_walk_forward_test(
     walk_forward_id: Annotated[uuid.UUID, Path(description="The walk-forward window id (UUID).")],
-    gw: _GatewayDep,
+    gw: GatewayDep,
 ) -> dict[str, Any]:
     reply = await _persistence(
         gw, "GetWalkForwardTest", ppb.GetWalkForwardTestRequest(walk_forward_id=str(walk_forward_id))
@@ -911,11 +906,11 @@ portfolio_backtests = APIRouter(
     response_model=PortfolioPage,
 )
 async def list_portfolio_backtests(
-    gw: _GatewayDep,
+    gw: GatewayDep,
     portfolio_name: Annotated[
         str, Query(max_length=100, description="Only portfolio backtests with this name.")
     ] = "",
-    page_size: _PageSize = 50,
+    page_size: PageSize = 50,
     page_token: _PageToken = "",
 ) -> dict[str, Any]:
     reply = await _persistence(
@@ -936,7 +931,7 @@ async def list_portfolio_backtests(
 )
 async def get_portfolio_backtest(
     portfolio_backtest_id: Annotated[uuid.UUID, Path(description="The portfolio backtest id (UUID).")],
-    gw: _GatewayDep,
+    gw: GatewayDep,
 ) -> dict[str, Any]:
     reply = await _persistence(
         gw,

@@ -2258,7 +2258,7 @@ class CatalogRepository:
             param = self._keyset_param(column, raw)
             after = column < param if descending else column > param
             if nullable:
-                pass
+                after = sa.or_(after, column.is_(None))
             clauses.append(sa.and_(*prefix, after))
             prefix.append(column == param)
         return sa.or_(*clauses)
@@ -2316,22 +2316,27 @@ class CatalogRepository:
     def _save_batch(
         self,
         kind: str,
+        rows: list[dict[str, Any]],
+        given_ids: list[uuid.UUID | None],
+        *,
         model: Any,
         id_column: Any,
         id_field: str,
-        rows: list[dict[str, Any]],
-        given_ids: list[uuid.UUID | None],
         parent_column: str,
         parent_field: str,
         request_id: str | None,
         fingerprint: str,
     ) -> tuple[list[uuid.UUID], bool]:
-        """Insert `rows` in one transaction, idempotent by request_id (see the module docstring)."""
+        """Insert `rows` in one transaction, idempotent by request_id (see the module docstring).
+
+        `given_ids[i]` is the caller's id of row i or None (assigned); `id_field`
+        and `parent_field` are the request paths with an `{i}` placeholder.
+        """
         seen: dict[uuid.UUID, int] = {}
         for i, gid in enumerate(given_ids):
             if gid is not None:
                 if gid in seen:
-                    raise InvalidArgument(f"{gid} appears twice", field=f"{id_field.format(i=i)}")
+                    raise InvalidArgument(f"{gid} appears twice", field=id_field.format(i=i))
                 seen[gid] = i
 
         def ids_for(batch_id: uuid.UUID) -> list[uuid.UUID]:
@@ -2410,15 +2415,15 @@ class CatalogRepository:
             rows.append(values)
         return self._save_batch(
             "optimization_results",
-            OptimizationResultRow,
-            OptimizationResultRow.optimization_id,
-            "results[{i}].optimization_id",
             rows,
             given,
-            "backtest_id",
-            "results[{i}].backtest_id",
-            request_id,
-            _fingerprint("optimization_results", list(results)),
+            model=OptimizationResultRow,
+            id_column=OptimizationResultRow.optimization_id,
+            id_field="results[{i}].optimization_id",
+            parent_column="backtest_id",
+            parent_field="results[{i}].backtest_id",
+            request_id=request_id,
+            fingerprint=_fingerprint("optimization_results", list(results)),
         )
 
     @staticmethod
@@ -2563,15 +2568,15 @@ class CatalogRepository:
             rows.append(values)
         return self._save_batch(
             "walk_forward_tests",
-            WalkForwardTestRow,
-            WalkForwardTestRow.walk_forward_id,
-            "windows[{i}].walk_forward_id",
             rows,
             given,
-            "parent_backtest_id",
-            "windows[{i}].parent_backtest_id",
-            request_id,
-            _fingerprint("walk_forward_tests", list(windows)),
+            model=WalkForwardTestRow,
+            id_column=WalkForwardTestRow.walk_forward_id,
+            id_field="windows[{i}].walk_forward_id",
+            parent_column="parent_backtest_id",
+            parent_field="windows[{i}].parent_backtest_id",
+            request_id=request_id,
+            fingerprint=_fingerprint("walk_forward_tests", list(windows)),
         )
 
     @staticmethod

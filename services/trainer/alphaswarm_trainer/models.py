@@ -1,22 +1,52 @@
 """The model factory: model types by name, hyperparameters checked against each
-estimator's signature, seeds honoured.
+estimator's signature, seeds honoured, early stopping on the valid segment.
 
 Every model is a scikit-learn `Pipeline(StandardScaler, estimator)`, so the
 scaler is fitted on the training segment only and travels with the model.
-New model types are one entry in `MODEL_TYPES`.
+New model types are one entry in `MODEL_TYPES`; `lightgbm` is registered
+only when the package is importable (`pip install 'alphaswarm[lightgbm]'`).
+
+Fitting (`fit_model`):
+
+- `hist_gradient_boosting` early-stops on the **valid segment**: scikit-learn
+  >= 1.7's `HistGradientBoostingRegressor.fit(X, y, X_val=, y_val=)` scores
+  the loss on those rows (scaled by the scaler fitted on train) after each
+  iteration and stops after `n_iter_no_change` (default 10) iterations
+  without an improvement of `tol`; the fitted `n_iter_` is reported. Without
+  a valid segment (or with `early_stopping: false` in `model_cfg.params`) it
+  runs `max_iter` iterations: sklearn's own fallback, a random 10% of the
+  training rows, would validate on rows interleaved in time with the ones it
+  fits. `lightgbm` early-stops on the valid segment the same way
+  (`eval_set` + `early_stopping(LIGHTGBM_STOPPING_ROUNDS)`). `mlp` keeps
+  sklearn's `early_stopping` on an internal 10% split of the training rows.
+- Refits with fixed capacity (`refit_overrides`): a rolling retraining reuses
+  the iteration count found on the valid segment (`max_iter = n_iter_`,
+  `early_stopping = False`; `n_estimators = best_iteration_` for lightgbm).
+- Determinism: seeded estimators get `random_state = model_cfg.seed` (unless
+  given). Forests are fitted with `n_jobs` threads (each tree has its own
+  seed, so the fit does not depend on the thread count) and then predict in
+  one thread: sklearn adds the trees' predictions in the order threads finish,
+  which changes the last bits of the sum from run to run. With this, the
+  same config on the same data gives bit-identical predictions and metrics.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from alphaswarm_common.config import ModelConfig
 from alphaswarm_common.errors import InvalidArgument
 
-__all__ = ["MODEL_TYPES", "build_model"]
+__all__ = ["LIGHTGBM_STOPPING_ROUNDS", "MODEL_TYPES", "build_model", "fit_model", "refit_overrides"]
+
+LIGHTGBM_STOPPING_ROUNDS = 50
+"""Boosting rounds without improvement on the valid segment after which lightgbm stops."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +109,23 @@ MODEL_TYPES: dict[str, ModelType] = {
     ),
 }
 
+if importlib.util.find_spec("lightgbm") is not None:  # optional extra `alphaswarm[lightgbm]`
+    MODEL_TYPES["lightgbm"] = ModelType(
+        _sk("lightgbm", "LGBMRegressor"),
+        True,
+        {
+            "n_estimators": 1000,
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_child_samples": 50,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "colsample_bytree": 0.8,
+            "verbose": -1,
+        },
+        "LightGBM gradient boosting (early-stopped on the valid segment)",
+    )
+
 
 def build_model(cfg: ModelConfig) -> Any:
     """A fresh, unfitted `Pipeline(StandardScaler, estimator)` for the config.
@@ -119,11 +166,77 @@ def build_model(cfg: ModelConfig) -> Any:
     except AttributeError:  # pragma: no cover - estimators without the validation API
         pass
     except (ValueError, TypeError) as exc:
-        name = next((p for p in cfg.params if p in str(exc)), None)
+        bad = next((p for p in cfg.params if p in str(exc)), None)
         raise InvalidArgument(
-            str(exc), field=f"model_cfg.params.{name}" if name else "model_cfg.params"
+            str(exc), field=f"model_cfg.params.{bad}" if bad else "model_cfg.params"
         ) from exc
     return Pipeline([("scaler", StandardScaler()), ("model", estimator)])
+
+
+def _parts(model: Any) -> tuple[Any, Any]:
+    steps = dict(model.steps)
+    return steps["scaler"], steps["model"]
+
+
+def fit_model(
+    model: Any,
+    cfg: ModelConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_valid: np.ndarray | None = None,
+    y_valid: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Fit a `build_model` pipeline on `(x, y)`, early-stopping on `(x_valid, y_valid)` where the model can.
+
+    Returns what the fit found, for the run's params: `early_stopping`
+    (`"valid"`, `"internal_split"` or `"none"`) and, for boosting, `n_iter`.
+    See the module docstring for the rules.
+    """
+    scaler, est = _parts(model)
+    has_valid = x_valid is not None and y_valid is not None and len(y_valid) > 0
+    info: dict[str, Any] = {"early_stopping": "none"}
+    name = type(est).__name__
+    if name == "HistGradientBoostingRegressor":
+        wanted = cfg.params.get("early_stopping", True)
+        use_valid = has_valid and wanted not in (False, "False", "false")
+        est.set_params(early_stopping=bool(use_valid))
+        xs = scaler.fit_transform(x)
+        if use_valid:
+            est.fit(xs, y, X_val=scaler.transform(x_valid), y_val=y_valid)
+            info["early_stopping"] = "valid"
+        else:
+            est.fit(xs, y)
+        info["n_iter"] = int(est.n_iter_)
+        return info
+    if name == "LGBMRegressor" and has_valid:
+        import lightgbm
+
+        xs = scaler.fit_transform(x)
+        est.fit(
+            xs,
+            y,
+            eval_set=[(scaler.transform(x_valid), y_valid)],
+            callbacks=[lightgbm.early_stopping(LIGHTGBM_STOPPING_ROUNDS, verbose=False)],
+        )
+        info.update(early_stopping="valid", n_iter=int(est.best_iteration_ or est.n_estimators))
+        return info
+    model.fit(x, y)
+    if getattr(est, "early_stopping", False) is True:
+        info["early_stopping"] = "internal_split"
+    if name in ("RandomForestRegressor", "ExtraTreesRegressor"):
+        est.set_params(n_jobs=1)  # a fixed summation order over the trees: bit-identical predictions
+    return info
+
+
+def refit_overrides(model: Any) -> dict[str, Any]:
+    """Hyperparameters that pin a fitted model's capacity for refits without a valid segment."""
+    _, est = _parts(model)
+    name = type(est).__name__
+    if name == "HistGradientBoostingRegressor":
+        return {"max_iter": int(est.n_iter_), "early_stopping": False}
+    if name == "LGBMRegressor" and getattr(est, "best_iteration_", None):
+        return {"n_estimators": int(est.best_iteration_)}
+    return {}
 
 
 _INT_PARAMS = {

@@ -1,22 +1,15 @@
-"""gRPC adapter of the trainer: proto -> `training.train` -> MLflow child run -> proto."""
+"""gRPC adapter of the trainer: proto -> `training.train` -> MLflow child run `train` -> proto."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from alphaswarm.trainer.v1 import trainer_service_pb2 as pb
 from alphaswarm.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from alphaswarm_common.config import DatasetConfig, ModelConfig
 from alphaswarm_common.protoconv import config_from_proto, metricset_to_proto
-from alphaswarm_common.tracking import (
-    FEATURES_TAG,
-    MODEL_SHA_TAG,
-    MODEL_URI_TAG,
-    PRODUCER,
-    PRODUCER_TAG,
-    Tracker,
-)
+from alphaswarm_common.tracking import Tracker
+from alphaswarm_trainer.recording import log_training
 from alphaswarm_trainer.training import train, validate
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
@@ -49,50 +42,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             tags={"alphaswarm.task_id": request.task_id, "alphaswarm.stage": "train"},
         )
         try:
-            self.tracker.log_params(
-                run_id,
-                {
-                    "model_type": model_cfg.type,
-                    **{f"model.{k}": v for k, v in model_cfg.params.items()},
-                    "seed": model_cfg.seed,
-                    "dataset_source": dataset_cfg.source,
-                    "dataset_fingerprint": result.dataset_fingerprint,
-                    "label_horizon": dataset_cfg.label.horizon,
-                    "execution_lag": dataset_cfg.label.execution_lag,
-                    "label_transform": dataset_cfg.label.transform,
-                    "embargo": dataset_cfg.embargo,
-                    "segments": dataset_cfg.segments.model_dump_json(),
-                    "n_features": len(result.feature_names),
-                    "n_train_rows": result.n_train_rows,
-                },
-            )
-            self.tracker.log_metrics(
-                run_id,
-                {
-                    f"{segment}_{name}": value
-                    for segment, ms in result.metrics.items()
-                    for name, value in ms.values.items()
-                },
-            )
-            self.tracker.log_dict(
-                run_id,
-                {
-                    "feature_names": result.feature_names,
-                    "features": [f.model_dump() for f in dataset_cfg.features],
-                },
-                "features.json",
-            )
-            model_uri, sha = self.tracker.log_sklearn_model(run_id, result.model, example_x=result.example)
-            self.tracker.set_tags(
-                run_id,
-                {
-                    MODEL_SHA_TAG: sha,
-                    PRODUCER_TAG: PRODUCER,
-                    MODEL_URI_TAG: model_uri,
-                    FEATURES_TAG: json.dumps(result.feature_names),
-                    "alphaswarm.dataset_fingerprint": result.dataset_fingerprint,
-                },
-            )
+            model_uri, sha = log_training(self.tracker, run_id, dataset_cfg, model_cfg, result)
             self.tracker.end_run(run_id)
         except BaseException:
             self.tracker.end_run(run_id, failed=True)

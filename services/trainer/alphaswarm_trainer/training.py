@@ -1,41 +1,120 @@
 """The research loop of one training: dataset -> features -> labels -> purged
-segments -> fit on train -> evaluate valid and test.
+segments -> fit on train (early-stopping on valid) -> evaluate every segment
+-> optional rolling retraining -> evaluation of the test predictions.
 
-Pure computation (NumPy, pandas, scikit-learn); no MLflow, no gRPC. The
-servicer logs what `train()` returns.
+Pure computation (NumPy, scikit-learn, matplotlib's Agg canvas); no MLflow,
+no gRPC. The servicer logs what `train()` returns.
 
 Rows are (date, symbol) pairs; a row enters training when all its features and
 its label are finite. The label is `close[t+lag+h] / close[t+lag] - 1`
 (`docs/metrics.md`), and the segments are purged so that no training label
-overlaps a later segment.
+overlaps a later segment. Features come from the process-wide feature cache
+(`alphaswarm_common.features.cache`): a second training on the same data, or
+the registry serving the model in the same process, does not recompute them.
+
+Rolling retraining (`model_cfg.rolling`, Qlib's rolling mode)
+-------------------------------------------------------------
+The valid and test rows are cut into blocks of `step` panel bars, starting at
+the first valid row (the first test row without a valid segment). Before
+each block starting at row `b`, the model is refitted on the rows
+`[lo, b - (lag + h + embargo))`: the last `lag + h` rows before the block
+(plus `embargo`) are purged, so every training label is realised strictly
+before the block's first decision (the same purge as between segments).
+`lo` is the first train row (expanding window, `window: null`) or
+`max(first train row, b - purge - window)` (rolling window of `window`
+bars). The block's rows are predicted by that fit; stitched together they
+are one out-of-sample prediction matrix over valid + test, whose ML metrics
+are the segment `"rolling"`. Refits have no valid segment to early-stop on:
+they reuse the capacity found by the main fit (`models.refit_overrides`).
+
+The model returned (and logged, registered and served) is **the last fit**:
+without rolling, the fit on train; with rolling, the last refit, trained on
+data up to the last block's purge boundary, i.e. on most of valid and test.
+That model is the one to deploy going forward, but predictions from it over
+valid or test are in-sample: the out-of-sample record of a rolling training
+is the `"rolling"` metric set, and the `valid` / `test` metric sets and the
+test evaluation remain those of the fit on train. `TrainingResult.trained_through`
+is the date of the last row the returned model was fitted on (its label is
+realised `lag + h` bars later).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from alphaswarm_common.config import DatasetConfig, ModelConfig
+from alphaswarm_common.config import DatasetConfig, ModelConfig, RollingConfig
 from alphaswarm_common.data import Panel, load_panel, validate_segments
 from alphaswarm_common.errors import DataError
+from alphaswarm_common.evaluation import (
+    EvaluationReport,
+    evaluate_predictions,
+    feature_importance,
+    render_plots,
+)
 from alphaswarm_common.features import compute_features
+from alphaswarm_common.features.cache import cached_features
 from alphaswarm_common.labels import make_labels, segment_rows
 from alphaswarm_common.metrics import MetricSet, ml_metrics
 from alphaswarm_common.modeling import design_matrix, predict_rows
-from alphaswarm_trainer.models import build_model
+from alphaswarm_trainer.models import build_model, fit_model, refit_overrides
 
-__all__ = ["TrainingResult", "prepare", "train"]
+__all__ = [
+    "MIN_TRAIN_ROWS",
+    "Prepared",
+    "RollingBlock",
+    "RollingResult",
+    "TrainingResult",
+    "prepare",
+    "rolling_predictions",
+    "train",
+    "validate",
+]
+
+MIN_TRAIN_ROWS = 50
+"""Fewest (date, symbol) rows with every feature and a label that a fit accepts."""
 
 
 @dataclass
 class Prepared:
     panel: Panel
     feature_names: list[str]
-    features: np.ndarray  # (T, N, F)
+    features: np.ndarray  # (T, N, F), read-only, shared through the feature cache
     labels: np.ndarray  # (T, N)
     rows: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class RollingBlock:
+    """One refit of a rolling retraining: the panel rows it trained on and the rows it predicted."""
+
+    train_start: int
+    train_end: int  # exclusive
+    predict_start: int
+    predict_end: int  # exclusive
+    n_train_rows: int
+    dates: tuple[str, str, str, str]  # first / last training date, first / last predicted date
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "train_start": self.dates[0],
+            "train_end": self.dates[1],
+            "predict_start": self.dates[2],
+            "predict_end": self.dates[3],
+            "n_train_rows": self.n_train_rows,
+        }
+
+
+@dataclass
+class RollingResult:
+    rows: np.ndarray  # (R,) panel rows of valid + test, ascending
+    predictions: np.ndarray  # (R, N) stitched out-of-sample predictions
+    blocks: list[RollingBlock]
+    model: Any  # the last refit
+    metrics: MetricSet
 
 
 @dataclass
@@ -47,13 +126,21 @@ class TrainingResult:
     n_train_rows: int
     example: np.ndarray
     params: dict[str, Any] = field(default_factory=dict)
+    evaluation: EvaluationReport | None = None
+    importance: dict[str, Any] = field(default_factory=dict)
+    plots: dict[str, bytes] = field(default_factory=dict)
+    rolling: RollingResult | None = None
+    trained_through: dt.date | None = None
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # segment -> (R, N), by the fit on train
+    rows: dict[str, np.ndarray] = field(default_factory=dict)  # segment -> panel rows (purged)
 
 
 def prepare(cfg: DatasetConfig) -> Prepared:
     panel = load_panel(cfg)
     validate_segments(panel, cfg)
-    fs = compute_features(panel, cfg.features)
+    fs = cached_features(panel, cfg.features)
     labels = make_labels(panel.close, cfg.label.horizon, cfg.label.execution_lag, cfg.label.transform)
+    assert cfg.segments is not None  # validate_segments requires them
     rows = segment_rows(
         panel.dates,
         cfg.segments,
@@ -77,28 +164,154 @@ def validate(dataset_cfg: DatasetConfig, model_cfg: ModelConfig) -> Panel:
     return panel
 
 
-def train(dataset_cfg: DatasetConfig, model_cfg: ModelConfig) -> TrainingResult:
-    """Fit the model on the train segment and evaluate every segment."""
+def _design(prep: Prepared, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+    x, y, _ = design_matrix(prep.features[rows], prep.labels[rows])
+    return x, y
+
+
+def _day(value: np.datetime64) -> dt.date:
+    return dt.date.fromisoformat(str(value.astype("datetime64[D]")))
+
+
+def train(
+    dataset_cfg: DatasetConfig,
+    model_cfg: ModelConfig,
+    *,
+    evaluate: bool = True,
+    plots: bool = True,
+) -> TrainingResult:
+    """Fit the model on the train segment, evaluate every segment, and (when configured) retrain rolling.
+
+    `evaluate` adds the test-segment evaluation (IC decay, quantile returns,
+    long-short curve) and the feature importances; `plots` renders its PNGs.
+    """
     model = build_model(model_cfg)  # validate the model config before any data work
     prep = prepare(dataset_cfg)
-    train_rows = prep.rows["train"]
-    x, y, _ = design_matrix(prep.features[train_rows], prep.labels[train_rows])
-    if len(y) < 50:
+    x, y = _design(prep, prep.rows["train"])
+    if len(y) < MIN_TRAIN_ROWS:
         raise DataError(
             f"only {len(y)} (date, symbol) rows have every feature and a label in the train segment; "
             "move the segment later or shorten the feature windows",
             field="dataset_cfg.segments.train",
         )
-    model.fit(x, y)
-    metrics = {}
+    x_valid, y_valid = _design(prep, prep.rows["valid"]) if "valid" in prep.rows else (None, None)
+    fit_info = fit_model(model, model_cfg, x, y, x_valid, y_valid)
+
+    metrics: dict[str, MetricSet] = {}
+    predictions: dict[str, np.ndarray] = {}
     for name, rows in prep.rows.items():
-        pred = predict_rows(model, prep.features[rows])
-        metrics[name] = ml_metrics(pred, prep.labels[rows])
-    return TrainingResult(
+        predictions[name] = predict_rows(model, prep.features[rows])
+        metrics[name] = ml_metrics(predictions[name], prep.labels[rows])
+    train_rows = prep.rows["train"]
+    trained_through = _day(prep.panel.dates[train_rows[-1]])
+
+    result = TrainingResult(
         model=model,
         feature_names=prep.feature_names,
         dataset_fingerprint=prep.panel.fingerprint,
         metrics=metrics,
         n_train_rows=len(y),
         example=x[:5],
+        params={f"fit.{k}": v for k, v in fit_info.items()},
+        trained_through=trained_through,
+        predictions=predictions,
+        rows=prep.rows,
     )
+
+    if evaluate:
+        label = dataset_cfg.label
+        test_rows = prep.rows["test"]
+        report = evaluate_predictions(
+            predictions["test"],
+            prep.panel.close,
+            rows=test_rows,
+            dates=prep.panel.dates,
+            execution_lag=label.execution_lag,
+            horizon=label.horizon,
+        )
+        result.evaluation = report
+        imp_x, imp_y, imp_rows = (x_valid, y_valid, "valid") if y_valid is not None else (x, y, "train")
+        result.importance = feature_importance(
+            model, prep.feature_names, imp_x, imp_y, seed=model_cfg.seed
+        ) | {"rows": imp_rows}
+        if plots:
+            result.plots = render_plots(report, title=f"{model_cfg.type} test")
+
+    if model_cfg.rolling is not None:
+        rolling = rolling_predictions(prep, dataset_cfg, model_cfg, model_cfg.rolling, refit_overrides(model))
+        result.rolling = rolling
+        result.metrics["rolling"] = rolling.metrics
+        result.model = rolling.model
+        last = rolling.blocks[-1]
+        result.trained_through = _day(prep.panel.dates[last.train_end - 1])
+        result.params.update(
+            {
+                "rolling.n_fits": len(rolling.blocks),
+                "rolling.last_train_start": last.dates[0],
+                "rolling.last_train_end": last.dates[1],
+            }
+        )
+    return result
+
+
+def rolling_predictions(
+    prep: Prepared,
+    dataset_cfg: DatasetConfig,
+    model_cfg: ModelConfig,
+    rolling: RollingConfig,
+    overrides: dict[str, Any] | None = None,
+) -> RollingResult:
+    """Refit every `rolling.step` bars over valid + test and stitch the out-of-sample predictions.
+
+    See the module docstring for the blocks, the purge and the windows.
+    `overrides` are hyperparameters applied to every refit (e.g. the
+    iteration count early stopping found).
+    """
+    eval_rows = np.concatenate([prep.rows[s] for s in ("valid", "test") if s in prep.rows])
+    eval_rows = np.unique(eval_rows)
+    label = dataset_cfg.label
+    purge = label.execution_lag + label.horizon + dataset_cfg.embargo
+    first_train = int(prep.rows["train"][0])
+    refit_cfg = model_cfg.model_copy(update={"params": {**model_cfg.params, **(overrides or {})}})
+    n_sym = prep.labels.shape[1]
+    stitched = np.full((eval_rows.size, n_sym), np.nan)
+    blocks: list[RollingBlock] = []
+    model: Any = None
+    start, stop = int(eval_rows[0]), int(eval_rows[-1]) + 1
+    for b0 in range(start, stop, rolling.step):
+        b1 = min(stop, b0 + rolling.step)
+        lo_pos, hi_pos = np.searchsorted(eval_rows, [b0, b1])
+        if hi_pos == lo_pos:
+            continue  # the block falls in the purge gap between valid and test
+        train_end = b0 - purge
+        train_start = first_train if rolling.window is None else max(first_train, train_end - rolling.window)
+        if train_end <= train_start:
+            raise DataError(
+                f"the rolling refit for {prep.panel.dates[b0]} has no training bars before its purge",
+                field="model_cfg.rolling",
+            )
+        x, y = _design(prep, slice(train_start, train_end))
+        if len(y) < MIN_TRAIN_ROWS:
+            raise DataError(
+                f"the rolling refit for {prep.panel.dates[b0]} has only {len(y)} training rows "
+                f"(bars {prep.panel.dates[train_start]}..{prep.panel.dates[train_end - 1]}); "
+                "widen model_cfg.rolling.window",
+                field="model_cfg.rolling.window",
+            )
+        model = build_model(refit_cfg)
+        fit_model(model, refit_cfg, x, y)
+        block_rows = eval_rows[lo_pos:hi_pos]
+        stitched[lo_pos:hi_pos] = predict_rows(model, prep.features[block_rows])
+        d = prep.panel.dates
+        blocks.append(
+            RollingBlock(
+                train_start,
+                train_end,
+                int(block_rows[0]),
+                int(block_rows[-1]) + 1,
+                len(y),
+                (str(d[train_start]), str(d[train_end - 1]), str(d[block_rows[0]]), str(d[block_rows[-1]])),
+            )
+        )
+    metrics = ml_metrics(stitched, prep.labels[eval_rows])
+    return RollingResult(eval_rows, stitched, blocks, model, metrics)

@@ -40,15 +40,47 @@ no close for any symbol are dropped (not trading dates of this universe),
 and when `symbols` is not given, so are symbols with no close in the window.
 A symbol named in `symbols` with no close in the window is an error.
 
+Synthetic data: `source: synthetic` generates a panel with a planted alpha
+from `DatasetConfig.synthetic` (defaults when absent) and the label timing of
+`DatasetConfig.label` (see `alphaswarm_common.data.synthetic`); `symbols`,
+`start_date`, `end_date` and the missing-data policy then apply as to a file,
+and the fingerprint covers the generated content. `synthetic_truth(cfg)`
+gives the planted signal of the panel `load_panel(cfg)` returns.
+
+Missing-data policy (`DatasetConfig.missing`), applied in this order after
+the symbol selection:
+
+1. dates with no close for any selected symbol are dropped (over the whole
+   source, so that "bars" below means bars of this universe);
+2. `min_history`: a symbol's values (every field) are NaN until it has
+   `min_history` bars, its bar at t included (`Panel.mask_history`).
+   Bars before `start_date` count: history is history;
+3. `ffill_limit`: a missing close is filled from the symbol's last close if
+   that close is at most `ffill_limit` bars earlier, as a flat bar with zero
+   volume (`Panel.ffill`); bars before `start_date` may fill the first dates
+   of the window;
+4. the date filter, then dropping dates and (when `symbols` is not given)
+   symbols left without any close, as above;
+5. `drop_incomplete_symbols`: symbols missing any close on the loaded dates
+   are dropped (a named symbol too). **This step looks ahead by definition**:
+   whether a symbol is kept depends on its whole loaded range, including
+   listings and delistings after any given date (survivorship bias). It is a
+   user choice for experiments that need a rectangular panel; every other
+   step is causal (a value at t depends on bars at or before t only) and
+   handles symbols entering (leading NaN) and leaving (trailing NaN) the
+   universe without using their future existence.
+
 Caching: loads are memoised in-process by (resolved path, mtime, size,
-format) for the parsed file and by that plus (symbols, start_date,
-end_date) for the result, so repeated loads return the same immutable
+format) for the parsed file (by the generator settings and label timing for
+synthetic data) and by that plus (symbols, start_date, end_date, missing
+policy) for the result, so repeated loads return the same immutable
 `Panel` object. Editing the file invalidates its entries; `clear_cache()`
 empties the cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 from collections import Counter, OrderedDict
@@ -56,15 +88,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
 
-from alphaswarm_common.config import DatasetConfig
+from alphaswarm_common.config import DatasetConfig, MissingDataConfig, SyntheticConfig
 from alphaswarm_common.data.panel import FIELDS, Panel
-from alphaswarm_common.errors import DataError
-from alphaswarm_common.labels import SEGMENT_NAMES, segment_rows
+from alphaswarm_common.data.synthetic import SyntheticTruth, generate_synthetic
+from alphaswarm_common.errors import DataError, InvalidArgument
 
 __all__ = [
     "DEFAULT_MIN_SEGMENT_DATES",
@@ -74,9 +106,12 @@ __all__ = [
     "load_panel",
     "panel_from_frame",
     "read_panel",
+    "synthetic_truth",
     "validate_segments",
 ]
 
+SYNTHETIC_SOURCE = "synthetic"
+"""The `DatasetConfig.source` that generates a panel with a planted alpha."""
 _SOURCE = "dataset_cfg.source"
 _SYMBOLS = "dataset_cfg.symbols"
 
@@ -109,21 +144,23 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 # --------------------------------------------------------------------------- cache
 
+V = TypeVar("V")
 
-class _LRU:
+
+class _LRU(Generic[V]):
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[Any, ...], Panel] = OrderedDict()
+        self._items: OrderedDict[tuple[Any, ...], V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...]) -> Panel | None:
+    def get(self, key: tuple[Any, ...]) -> V | None:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: tuple[Any, ...], value: Panel) -> Panel:
+    def put(self, key: tuple[Any, ...], value: V) -> V:
         """Store `value` unless another thread stored one first; return the stored panel."""
         with self._lock:
             existing = self._items.get(key)
@@ -140,40 +177,81 @@ class _LRU:
             self._items.clear()
 
 
-_FILES = _LRU(4)
-_RESULTS = _LRU(32)
+_FILES: _LRU[Panel] = _LRU(4)
+_RESULTS: _LRU[Panel] = _LRU(32)
+_TRUTHS: _LRU[SyntheticTruth] = _LRU(4)
 
 
 def clear_cache() -> None:
-    """Forget every memoised panel (files and filtered results)."""
+    """Forget every memoised panel (files, generated panels and filtered results)."""
     _FILES.clear()
     _RESULTS.clear()
+    _TRUTHS.clear()
 
 
 # --------------------------------------------------------------------------- public
 
 
 def load_panel(cfg: DatasetConfig, *, base_dir: str | Path | None = None) -> Panel:
-    """The panel `cfg` describes: source, layout, `symbols`, `start_date`, `end_date` applied.
+    """The panel `cfg` describes: source, layout, `symbols`, `start_date`, `end_date` and `missing` applied.
 
-    Repeated calls with the same source file (unchanged on disk) and filters
-    return the same `Panel` object. See the module docstring for formats,
-    validation and the missing-data policy.
+    Repeated calls with the same source file (unchanged on disk) or generator
+    settings and the same filters return the same `Panel` object. See the
+    module docstring for formats, synthetic data, validation and the
+    missing-data policy.
     """
     if cfg.start_date and cfg.end_date and cfg.end_date < cfg.start_date:
         raise DataError(
             f"end_date ({cfg.end_date}) is before start_date ({cfg.start_date})", field="dataset_cfg.end_date"
         )
-    file_key, path, fmt = _resolve(cfg.source, cfg.format, base_dir)
-    key = (*file_key, None if cfg.symbols is None else tuple(cfg.symbols), cfg.start_date, cfg.end_date)
+    file_key, path, fmt = _resolve_cfg(cfg, base_dir)
+    key = (
+        *file_key,
+        None if cfg.symbols is None else tuple(cfg.symbols),
+        cfg.start_date,
+        cfg.end_date,
+        cfg.missing.min_history,
+        cfg.missing.ffill_limit,
+        cfg.missing.drop_incomplete_symbols,
+    )
     cached = _RESULTS.get(key)
     if cached is not None:
         return cached
     full = _FILES.get(file_key)
     if full is None:
-        full = _FILES.put(file_key, read_panel(path, format=fmt))
-    panel = _filter(full, cfg.symbols, cfg.start_date, cfg.end_date)
+        full = _FILES.put(file_key, _read_source(cfg, path, fmt))
+    panel = _filter(full, cfg.symbols, cfg.start_date, cfg.end_date, cfg.missing)
     return _RESULTS.put(key, panel)
+
+
+def synthetic_truth(cfg: DatasetConfig) -> SyntheticTruth:
+    """The planted signal of the synthetic panel `load_panel(cfg)` returns, on its dates and symbols.
+
+    `cfg.source` must be `synthetic`. The truth is the generator's (the
+    signal is defined wherever the generator has a return, whatever the
+    missing-data policy masks); it is restricted to the rows and columns of
+    the loaded panel, so `truth.signal` and `load_panel(cfg).close` align.
+    """
+    if cfg.source.strip().lower() != SYNTHETIC_SOURCE:
+        raise InvalidArgument(
+            f"synthetic_truth needs source {SYNTHETIC_SOURCE!r}, got {cfg.source!r}", field=_SOURCE
+        )
+    panel = load_panel(cfg)
+    truth = _TRUTHS.get(_synthetic_key(cfg))
+    if truth is None:
+        _, truth = generate_synthetic(
+            _synthetic_cfg(cfg), execution_lag=cfg.label.execution_lag, horizon=cfg.label.horizon
+        )
+        truth = _TRUTHS.put(_synthetic_key(cfg), truth)
+    rows = np.searchsorted(truth.dates, panel.dates)
+    position = {s: i for i, s in enumerate(truth.symbols)}
+    cols = np.fromiter((position[s] for s in panel.symbols), dtype=np.intp, count=panel.n_symbols)
+    signal = np.ascontiguousarray(truth.signal[np.ix_(rows, cols)])
+    signal.setflags(write=False)
+    sectors = truth.sectors[cols]
+    return dataclasses.replace(
+        truth, dates=panel.dates, symbols=panel.symbols, signal=signal, sectors=sectors
+    )
 
 
 def read_panel(path: str | Path, *, format: Literal["auto", "long", "wide"] = "auto") -> Panel:
@@ -248,6 +326,9 @@ def validate_segments(
     """
     if cfg.segments is None:
         raise DataError("train and test segments are required to train a model", field="dataset_cfg.segments")
+    # imported here: `labels` imports the feature kernels, whose package imports this one
+    from alphaswarm_common.labels import SEGMENT_NAMES, segment_rows
+
     minimum = {**DEFAULT_MIN_SEGMENT_DATES, **(min_dates or {})}
     first, last = panel.dates[0], panel.dates[-1]
     for name in SEGMENT_NAMES:
@@ -280,6 +361,40 @@ def validate_segments(
 
 
 # --------------------------------------------------------------------------- resolve / read
+
+
+def _synthetic_cfg(cfg: DatasetConfig) -> SyntheticConfig:
+    return cfg.synthetic if cfg.synthetic is not None else SyntheticConfig()
+
+
+def _synthetic_key(cfg: DatasetConfig) -> tuple[Any, ...]:
+    return (
+        SYNTHETIC_SOURCE,
+        _synthetic_cfg(cfg).model_dump_json(),
+        cfg.label.execution_lag,
+        cfg.label.horizon,
+    )
+
+
+def _resolve_cfg(cfg: DatasetConfig, base_dir: str | Path | None) -> tuple[tuple[Any, ...], Path | None, Any]:
+    if cfg.source.strip().lower() == SYNTHETIC_SOURCE:
+        return _synthetic_key(cfg), None, SYNTHETIC_SOURCE
+    if cfg.synthetic is not None:
+        raise InvalidArgument(
+            f"dataset_cfg.synthetic is only used with source {SYNTHETIC_SOURCE!r}, not {cfg.source!r}",
+            field="dataset_cfg.synthetic",
+        )
+    return _resolve(cfg.source, cfg.format, base_dir)
+
+
+def _read_source(cfg: DatasetConfig, path: Path | None, fmt: Any) -> Panel:
+    if path is None:
+        panel, truth = generate_synthetic(
+            _synthetic_cfg(cfg), execution_lag=cfg.label.execution_lag, horizon=cfg.label.horizon
+        )
+        _TRUTHS.put(_synthetic_key(cfg), truth)
+        return panel
+    return read_panel(path, format=fmt)
 
 
 def _resolve(source: str, fmt: str, base_dir: str | Path | None) -> tuple[tuple[Any, ...], Path, Any]:
@@ -504,7 +619,20 @@ def _from_long(frame: pd.DataFrame, by_lower: dict[str, str], source: str) -> Pa
 # --------------------------------------------------------------------------- filter
 
 
-def _filter(full: Panel, symbols: list[str] | None, start: dt.date | None, end: dt.date | None) -> Panel:
+def _drop_empty_dates(panel: Panel) -> Panel:
+    keep = ~np.isnan(panel.close).all(axis=1)
+    if keep.all() or not keep.any():
+        return panel
+    return panel.rows(np.flatnonzero(keep))
+
+
+def _filter(
+    full: Panel,
+    symbols: list[str] | None,
+    start: dt.date | None,
+    end: dt.date | None,
+    missing: MissingDataConfig | None = None,
+) -> Panel:
     first, last = full.dates[0], full.dates[-1]
     if start is not None and np.datetime64(start, "D") > last:
         raise DataError(
@@ -515,6 +643,11 @@ def _filter(full: Panel, symbols: list[str] | None, start: dt.date | None, end: 
             f"end_date {end} is before the first date of the data ({first})", field="dataset_cfg.end_date"
         )
     panel = full.select(symbols) if symbols is not None else full
+    policy = missing if missing is not None else MissingDataConfig()
+    masked = policy.min_history > 1
+    if masked or policy.ffill_limit > 0:
+        panel = _drop_empty_dates(panel)
+        panel = panel.mask_history(policy.min_history).ffill(policy.ffill_limit)
     try:
         panel = panel.slice(start, end)
     except DataError as exc:
@@ -526,9 +659,14 @@ def _filter(full: Panel, symbols: list[str] | None, start: dt.date | None, end: 
     keep_syms = has_close.any(axis=0)
     if symbols is not None and not keep_syms.all():
         empty = [s for s, k in zip(panel.symbols, keep_syms, strict=True) if not k]
+        why = (
+            f" (dataset_cfg.missing.min_history = {policy.min_history} masks a symbol's first bars)"
+            if masked
+            else ""
+        )
         raise DataError(
             f"{len(empty)} selected symbol(s) have no close between {panel.dates[0]} and "
-            f"{panel.dates[-1]}: {_show(empty)}",
+            f"{panel.dates[-1]}: {_show(empty)}{why}",
             field=_SYMBOLS,
             details={"empty": empty},
         )
@@ -536,10 +674,20 @@ def _filter(full: Panel, symbols: list[str] | None, start: dt.date | None, end: 
     if not keep_dates.any():
         raise DataError(
             f"no close between {panel.dates[0]} and {panel.dates[-1]} for any symbol",
-            field="dataset_cfg.start_date",
+            field="dataset_cfg.missing.min_history" if masked else "dataset_cfg.start_date",
         )
     if not keep_syms.all():
         panel = panel.select([s for s, k in zip(panel.symbols, keep_syms, strict=True) if k])
     if not keep_dates.all():
         panel = panel.rows(np.flatnonzero(keep_dates))
+    if policy.drop_incomplete_symbols:
+        complete = panel.complete_symbols()
+        if not complete:
+            raise DataError(
+                f"every symbol misses at least one close between {panel.dates[0]} and {panel.dates[-1]}, "
+                "so drop_incomplete_symbols leaves no data; raise ffill_limit or choose a later start_date",
+                field="dataset_cfg.missing.drop_incomplete_symbols",
+            )
+        if len(complete) < panel.n_symbols:
+            panel = panel.select(complete)
     return panel

@@ -14,6 +14,11 @@ Conventions
   propagates the gap as "not computable". Where a value is present, a price
   must be finite and > 0 and a volume finite and >= 0; every field is checked
   on its own (a bar may have a close and no volume).
+- Missing-data policies (`DatasetConfig.missing`, applied by the loader):
+  `mask_history` (hide a symbol's values until it has `min_history` bars),
+  `ffill` (causal forward fill of at most `limit` missing closes) and
+  `complete_symbols` (for `drop_incomplete_symbols`) derive new panels; the
+  first two are causal, each reading rows `<= t` for the value at t.
 - OHLC consistency (`low <= open, close <= high`) is not enforced: adjusted
   vendor data breaks it by rounding, and nothing downstream relies on it.
 - `fingerprint` is the SHA-256 of the canonical content (a version tag, the
@@ -350,6 +355,85 @@ class Panel:
                 for name in FIELDS
             },
         )
+
+    # ------------------------------------------------------------------ missing data
+
+    def bar_count(self) -> np.ndarray:
+        """`(T, N)` int64: the bars (present closes) each symbol has through each date, inclusive.
+
+        Causal: row t counts rows `<= t` only.
+        """
+        return np.cumsum(~np.isnan(self.close), axis=0, dtype=np.int64)
+
+    def mask_history(self, min_history: int) -> Panel:
+        """The panel with every field NaN where the symbol has fewer than `min_history` bars.
+
+        A value at t is kept once `bar_count()[t] >= min_history` (the bar at t
+        counts), so `min_history` 0 or 1 changes nothing and `min_history = 60`
+        masks a symbol's first 59 bars. Causal: it reads rows `<= t` only. Look-back
+        windows of features then start at the first kept bar, so a feature of
+        window w first exists `w` bars (or `w + 1` for return-based families)
+        after it.
+        """
+        if min_history < 0:
+            raise InvalidArgument(
+                f"min_history must be >= 0, got {min_history}", field="dataset_cfg.missing.min_history"
+            )
+        if min_history <= 1:
+            return self
+        young = self.bar_count() < min_history
+        if not young.any():
+            return self
+        out: dict[str, np.ndarray | None] = {}
+        for name in FIELDS:
+            arr = getattr(self, name)
+            out[name] = None if arr is None else np.where(young, np.nan, arr)
+        return Panel._trusted(self.dates, self.symbols, **out)
+
+    def ffill(self, limit: int) -> Panel:
+        """Causal forward fill of at most `limit` consecutive missing closes per symbol.
+
+        A missing close at t is replaced by the symbol's last close when that
+        close is at most `limit` rows earlier (pandas `DataFrame.ffill(limit=...)`,
+        also after a symbol's last bar, since at t nobody knows whether a gap
+        is a halt or a delisting). A filled bar is a flat bar at that close:
+        `open`, `high`, `low` (when present and missing) take the filled close
+        and `volume` (when present and missing) is 0, as vendors record a halted
+        day. Leading gaps (before the first bar) are never filled. `limit = 0`
+        changes nothing.
+        """
+        if limit < 0:
+            raise InvalidArgument(
+                f"ffill_limit must be >= 0, got {limit}", field="dataset_cfg.missing.ffill_limit"
+            )
+        missing = np.isnan(self.close)
+        if limit == 0 or not missing.any():
+            return self
+        t_rows, n = self.shape
+        rows = np.arange(t_rows, dtype=np.int64)[:, None]
+        last = np.maximum.accumulate(np.where(missing, -1, rows), axis=0)
+        fill = missing & (last >= 0) & (rows - last <= limit)
+        if not fill.any():
+            return self
+        cols = np.broadcast_to(np.arange(n), (t_rows, n))
+        close = np.array(self.close, copy=True)
+        close[fill] = self.close[last[fill], cols[fill]]
+        out: dict[str, np.ndarray | None] = {"close": close}
+        for name in OPTIONAL_FIELDS:
+            arr = getattr(self, name)
+            if arr is None:
+                out[name] = None
+                continue
+            arr = np.array(arr, copy=True)
+            hole = fill & np.isnan(arr)
+            arr[hole] = 0.0 if name == "volume" else close[hole]
+            out[name] = arr
+        return Panel._trusted(self.dates, self.symbols, **out)
+
+    def complete_symbols(self) -> tuple[str, ...]:
+        """The symbols with a close on every date of the panel (in panel order)."""
+        keep = ~np.isnan(self.close).any(axis=0)
+        return tuple(s for s, k in zip(self.symbols, keep, strict=True) if k)
 
     # ------------------------------------------------------------------ export
 

@@ -3,8 +3,7 @@
 `run_portfolio_backtest(legs, close, dates=..., symbols=..., ...)` is pure
 (NumPy, no I/O). It turns the legs into one `(T, symbols)` matrix of target
 weights and runs the engine once (`alphaswarm_backtester.engine.run_backtest`,
-whose accounting, timing and cost conventions apply unchanged: a target row
-formed at the close of t fills at bar `t + execution_lag`).
+whose accounting and cost conventions apply unchanged).
 
 Pipeline
 --------
@@ -12,15 +11,18 @@ Pipeline
    position `p_i[t]` in [-1, 1]: the signed fraction of the capital allocated
    to the leg that it wants invested, formed from data through the close of t
    (`leg_weights(strategy_cfg, bars)`, by default
-   `alphaswarm_backtester.engine.rules.rule_weights`). Positions are computed
-   on every bar given, so bars before `start` warm indicators up; NaN = flat.
+   `alphaswarm_backtester.engine.rules.rule_weights`; values within 1e-9 of
+   the bounds are clipped, anything else outside is an error). Positions are
+   computed on every bar given, so bars before `start` warm indicators up;
+   NaN = flat.
 2. **Rebalance dates** (decision dates inside the window `[start, end]`): the
    first bar of the window, then the first bar of every new calendar period
    of `rebalance_frequency`: `daily` (every bar), `weekly` (Monday-to-Sunday
    weeks, pandas' `W` period), `monthly`, `quarterly` (calendar quarters), or
    `none` (the first bar only: buy at the start and let drift).
 3. **Allocations** `a_i` (the fraction of equity a leg manages) are computed on
-   rebalance dates only, by `position_sizing_method`:
+   rebalance dates only, from data through that date, by
+   `position_sizing_method`:
    - `equal`: `1 / n` for each of the n eligible legs;
    - `fixed`: the legs' `weight`s (>= 0) *as given* when they sum to <= 1 (the
      rest stays in cash), otherwise divided by their sum (normalised to 1);
@@ -39,35 +41,56 @@ Pipeline
    `1 / K`; the capital of the dropped legs is not left idle). A leg that is
    flat at the rebalance date can rank in the top K (after every non-flat
    leg), so at most K legs hold positions at any time.
-4. **Drift between rebalance dates.** Every leg's allocation is a sleeve of
-   capital that grows with the leg's own paper return: over bar u the sleeve
-   earns `p_i[u-1] * R_i[u] + (1 - p_i[u-1]) * rf_p`, with `R_i` the
-   close-to-close return of its symbol (last known close, so a gap's move is
-   earned when the price reappears) and `rf_p = rf / periods_per_year`; the
-   unallocated rest earns `rf_p`. A sleeve that loses all its capital stays
-   at 0 until the next rebalance date. Its share of the portfolio is
-   `s_i[t] = V_i[t] / (sum_j V_j[t] + V_cash[t])` with `V_i = a_i` on the
-   rebalance date itself. This is causal (closes through t, positions
-   through t-1) and makes `none` a buy-and-hold of the initial allocations
-   and `monthly` a portfolio whose weights drift within each month.
-5. **Targets.** `w[t, j] = sum_{i on symbol j} s_i[t] * p_i[t]`: legs on the
-   same symbol add up. The engine runs on the window's rows of `w`.
+4. **Execution.** A decision (positions, and the allocations of a rebalance
+   date) formed at the close of t is executed at bar `f = t + execution_lag`,
+   at the close of f (`fill_price="close"`) or its open (`"open"`): METRICS.md's
+   timing. Nothing is held before the first execution (bar `execution_lag`).
+5. **Drift: sleeves.** Each leg's allocation is a sleeve of capital that, from
+   the bar its rebalance is executed until the next one, grows with the leg's
+   own return: over bar u it earns `q_i[u-1] * R_i[u] + (1 - q_i[u-1]) * rf_p`
+   with `q_i[u] = p_i[u - execution_lag]` the position executed at u (held
+   over bar u+1), `R_i[u]` the return of the leg's symbol between the fill
+   prices of u-1 and u (closes, or opens with open fills; last known price,
+   so a gap's move is earned when the price reappears) and `rf_p = rf /
+   periods_per_year`; the unallocated rest earns `rf_p`. A sleeve that loses
+   all its capital stays at 0 until the next rebalance. Its share of the
+   portfolio at the fill of bar f is `s_i[f] = V_i[f] / (sum_j V_j[f] +
+   V_cash[f])`, with `V_i = a_i` on the bar a rebalance is executed.
+6. **Targets.** `w[f, j] = sum_{i on symbol j} s_i[f] * q_i[f]` is the target
+   to hold after the fill of bar f; legs on the same symbol add up. The
+   engine receives it already aligned to the fill (with `execution_lag` 0 for
+   close fills, 1 for open fills, and `rebalance_every` 1).
 
-The engine trades toward the target row of every decision bar
-(`rebalance_every`, default 1). With `execution_lag = 0` the drifted targets
-equal the weights the account already holds, so between rebalance dates it
-trades nothing (up to rounding); with a lag >= 1 the targets formed at t lag
-the holdings at the fill by the drift of `execution_lag` bars, and the engine
-trades that small difference (it has no "hold the shares" order): holdings
-follow the drift with a delay of `execution_lag` bars and pay costs on those
-corrections, about what a daily-rebalanced portfolio pays.
+Why the engine gets fill-aligned targets: the engine's only order is "trade
+to these target weights", and a portfolio that lets its weights drift must
+*not* trade between rebalances. `s_i[f] * q_i[f]` is exactly the weight the
+account already holds at the fill price of f when no decision changed since
+the last execution, so the engine trades nothing then (up to rounding and
+the cost dust below): `none` is a true buy-and-hold and `monthly` trades once
+a month plus on signal changes, for every `execution_lag`. Handing the engine
+targets formed at t with its own lag would instead re-trade, at every fill,
+the drift of the lag's bars (the turnover of a daily rebalance). The
+decision content of row f is from data through `f - execution_lag`; only the
+drift uses the fill price of f itself, which is what holding shares means.
+The fill-aligned targets (`target_weights`, `leg_targets`, `leg_shares`) are
+therefore indexed by the bar they are held at, and are causal as such.
+
+The sleeves do not see costs: after a trade that paid `c` (a fraction of
+equity), the account holds `1 / (1 - c)` times the sleeve weights, so the
+next bar sells that excess (about `c * gross exposure`, costing `c` times the
+cost rate: 4e-6 of equity after a 0.2% purchase, then geometrically less).
+With `min_fee > 0` every such order pays the minimum fee, as every daily
+rebalance of the engine does. Stop exits are the engine's (the stopped
+sleeve keeps its paper value, so the other symbols are then re-traded
+towards their sleeve shares); `backtest_cfg.rebalance_every` must be 1 (the
+calendar `rebalance_frequency` is the portfolio's rebalance schedule).
 
 Portfolio metrics (added to the engine's `MetricSet`)
 -----------------------------------------------------
 With `h` the engine's `weights_held` (end-of-bar, `(n, N)`), `w_bar_j =
 mean_s h[s, j]` over the window's bars, `X` the close-to-close simple returns
-of the held symbols (`w_bar_j != 0`) on the window's bars where all of them
-have one, `sigma_j = std(X_j, ddof=1) * sqrt(periods_per_year)` and `Sigma =
+of the held symbols (`w_bar_j != 0`) between consecutive bars of the window,
+on the bars where all of them have one, `sigma_j = std(X_j, ddof=1) * sqrt(periods_per_year)` and `Sigma =
 cov(X, ddof=1) * periods_per_year`:
 
 - `diversification_ratio = sum_j |w_bar_j| sigma_j / sqrt(w_bar' Sigma w_bar)`
@@ -95,10 +118,11 @@ sizing, the rebalance dates' rule and these formulas.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,8 +152,6 @@ __all__ = [
     "turnover_rate",
 ]
 
-RebalanceFrequency = Literal["daily", "weekly", "monthly", "quarterly", "none"]
-SizingMethod = Literal["equal", "fixed", "inverse_volatility"]
 REBALANCE_FREQUENCIES: tuple[str, ...] = ("daily", "weekly", "monthly", "quarterly", "none")
 POSITION_SIZING_METHODS: tuple[str, ...] = ("equal", "fixed", "inverse_volatility")
 DEFAULT_PORTFOLIO_CAPITAL = 100_000.0
@@ -183,34 +205,42 @@ class PortfolioBacktest:
     """A portfolio backtest over the window's `n` bars; arrays are read-only.
 
     - `backtest`: the engine's output (equity, returns, weights, trades, ...),
-      its symbols being the legs' symbols in order of first appearance.
+      its symbols being the legs' symbols in order of first appearance. Its
+      `config` is the one the engine ran the fill-aligned targets with
+      (`execution_lag` 0, or 1 for open fills); `config` here is the caller's.
     - `metrics`: the engine's metrics plus `diversification_ratio`,
       `concentration_index` and `turnover_rate`; conventions include the legs.
-    - `rebalance_bars`: window rows of the rebalance dates.
-    - Per bar and leg (`(n, L)`): `leg_positions` (`p`, NaN read as 0),
-      `allocations` (the allocation set on the last rebalance date),
-      `leg_shares` (the drifted sleeve share `s`), `leg_targets` (`s * p`).
+    - `rebalance_bars`: window rows of the rebalance dates (decision dates).
+    - Per bar and leg (`(n, L)`), as decided at the close of the bar:
+      `leg_positions` (`p`, NaN read as 0) and `allocations` (set on the last
+      rebalance date).
+    - Per bar and leg, as held after the fill of the bar: `held_positions`
+      (`q`, the positions decided `execution_lag` bars earlier), `leg_shares`
+      (the drifted sleeve share `s`) and `leg_targets` (`s * q`).
     - `volatility`: `(len(rebalance_bars), L)` trailing sigma per leg on the
       rebalance dates (NaN where undefined; all NaN unless
       `inverse_volatility`).
-    - `target_weights`: the `(n, N)` matrix given to the engine.
+    - `target_weights`: `(n, N)`, the target held after the fill of each bar
+      (the engine's `weights_target`).
     """
 
     backtest: BacktestOutput
     metrics: MetricSet
+    config: EngineConfig
     legs: tuple[PortfolioLeg, ...]
     dates: np.ndarray
     symbols: tuple[str, ...]
     rebalance_bars: np.ndarray
     leg_positions: np.ndarray
     allocations: np.ndarray
+    held_positions: np.ndarray
     leg_shares: np.ndarray
     leg_targets: np.ndarray
     volatility: np.ndarray
     target_weights: np.ndarray
 
     def allocation_by_symbol(self) -> dict[str, float]:
-        """Mean over the window's bars of the allocations in force, summed per symbol."""
+        """Mean over the window's bars of the decided allocations, summed per symbol."""
         mean = self.allocations.mean(axis=0) if self.allocations.size else np.zeros(len(self.legs))
         out = dict.fromkeys(self.symbols, 0.0)
         for leg, value in zip(self.legs, mean, strict=True):
@@ -331,8 +361,8 @@ def diversification_ratio(
 ) -> Metric:
     """`sum_j |w_bar_j| sigma_j / sqrt(w_bar' Sigma w_bar)` on the time-averaged held weights (module docstring).
 
-    `weights_held` and `asset_returns` are `(n, N)`; returns are NaN where a
-    symbol has none. Returns `(value, None)` or `(None, reason)`.
+    `weights_held` is `(n, N)`; `asset_returns` is `(m, N)` (the returns
+    between the window's bars, NaN where a symbol has none). Returns `(value, None)` or `(None, reason)`.
     """
     h = np.asarray(weights_held, dtype=np.float64)
     x = np.asarray(asset_returns, dtype=np.float64)
@@ -487,28 +517,31 @@ def _window(dates: np.ndarray, start: Any, end: Any) -> tuple[int, int]:
 
 
 def _sleeve_shares(
-    alloc: np.ndarray, reb: np.ndarray, positions: np.ndarray, leg_returns: np.ndarray, rf_p: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """`(allocations in force, drifted shares)`, both `(n, L)` (module docstring, step 4)."""
-    n = positions.shape[0]
-    is_reb = np.zeros(n, dtype=bool)
-    is_reb[reb] = True
-    seg = np.cumsum(is_reb) - 1
-    anchor = reb[seg]  # the rebalance row each bar drifts from
-    in_force = alloc[seg]
-    growth = np.ones_like(positions)
-    growth[1:] = 1.0 + positions[:-1] * leg_returns[1:] + (1.0 - positions[:-1]) * rf_p
+    alloc: np.ndarray, epoch: np.ndarray, held: np.ndarray, leg_returns: np.ndarray, rf_p: float
+) -> np.ndarray:
+    """Drifted sleeve shares `s` `(n, L)` at each fill (module docstring, step 5).
+
+    `alloc` `(n, L)` is the allocation executed (0 before the first
+    execution), `epoch` `(n,)` the rebalance it belongs to (a change starts a
+    new sleeve), `held` `(n, L)` the positions executed at each bar,
+    `leg_returns` `(n, L)` the fill-to-fill returns of the legs' symbols.
+    """
+    n = held.shape[0]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = epoch[1:] != epoch[:-1]
+    anchor = np.maximum.accumulate(np.where(starts, np.arange(n), 0))  # the bar each sleeve started on
+    growth = np.ones_like(held)
+    growth[1:] = 1.0 + held[:-1] * leg_returns[1:] + (1.0 - held[:-1]) * rf_p
     wiped = growth <= 0.0
     with np.errstate(divide="ignore"):
         log_growth = np.log(np.where(wiped, 1.0, growth))
     cum = np.cumsum(log_growth, axis=0)
     dead_count = np.cumsum(wiped, axis=0)
-    value = in_force * np.exp(cum - cum[anchor])
+    value = alloc * np.exp(cum - cum[anchor])
     value[(dead_count - dead_count[anchor]) > 0] = 0.0
-    cash = (1.0 - in_force.sum(axis=1)) * np.power(1.0 + rf_p, np.arange(n) - anchor)
+    cash = (1.0 - alloc.sum(axis=1)) * np.power(1.0 + rf_p, np.arange(n) - anchor)
     total = value.sum(axis=1) + cash
-    shares = np.divide(value, total[:, None], out=np.zeros_like(value), where=total[:, None] > 0.0)
-    return in_force, shares
+    return np.divide(value, total[:, None], out=np.zeros_like(value), where=total[:, None] > 0.0)
 
 
 def _readonly(*arrays: np.ndarray) -> None:
@@ -561,6 +594,15 @@ def run_portfolio_backtest(
         raise InvalidArgument(
             f"must be an integer >= 2, got {volatility_window!r}", field="volatility_window"
         )
+
+    if cfg.rebalance_every != 1:
+        raise InvalidArgument(
+            f"must be 1 for a portfolio, got {cfg.rebalance_every}: rebalance_frequency is its "
+            "rebalance schedule and positions are read on every bar",
+            field="backtest_cfg.rebalance_every",
+        )
+    if cfg.fill_price == "open" and open is None:
+        raise InvalidArgument("fill_price='open' needs open prices", field="open")
 
     try:
         px = np.asarray(close, dtype=np.float64)
@@ -626,19 +668,34 @@ def run_portfolio_backtest(
         np.put_along_axis(keep, order[:, :max_positions], True, axis=1)
         alloc = _size(method, base, keep)
 
-    # -- drift, targets, engine
+    # -- execution (decisions of t at bar t + lag), drift, targets
+    lag = cfg.execution_lag
+    seg = np.cumsum(np.isin(np.arange(n), reb_local)) - 1  # the rebalance each bar's decision belongs to
+    alloc_decided = alloc[seg]
+    held = np.zeros_like(positions)
+    epoch = np.full(n, -1, dtype=np.int64)
+    alloc_held = np.zeros_like(positions)
+    if lag < n:
+        held[lag:] = positions[: n - lag]
+        epoch[lag:] = seg[: n - lag]
+        alloc_held[lag:] = alloc_decided[: n - lag]
     ppy_rf = cfg.periods_per_year
     if ppy_rf is None:  # as run_backtest infers it (a 1-bar window fails there with a clear message)
         ppy_rf = infer_periods_per_year(stamps[lo:hi]) if n > 1 else 252.0
-    rf_p = cfg.rf / ppy_rf
-    marks, _ = ffill_rows(px[:, data_cols], np.full(data_cols.size, np.nan))
-    sym_ret = _simple_returns(marks)
-    leg_returns = np.nan_to_num(sym_ret[lo:hi][:, leg_col], nan=0.0)
-    allocations, shares = _sleeve_shares(alloc, reb_local, positions, leg_returns, rf_p)
-    leg_targets = shares * positions
+    fill_px = fields["open"] if cfg.fill_price == "open" else px
+    marks, _ = ffill_rows(fill_px[:, data_cols], np.full(data_cols.size, np.nan))
+    leg_returns = np.nan_to_num(_simple_returns(marks)[lo:hi][:, leg_col], nan=0.0)
+    shares = _sleeve_shares(alloc_held, epoch, held, leg_returns, cfg.rf / ppy_rf)
+    leg_targets = shares * held
     incidence = np.zeros((n_legs, len(traded)))
     incidence[np.arange(n_legs), leg_col] = 1.0
     targets = leg_targets @ incidence
+    if cfg.fill_price == "open":  # the engine fills a row at the next bar's open
+        engine_cfg = dataclasses.replace(cfg, execution_lag=1, rebalance_every=1)
+        engine_targets = np.concatenate((targets[1:], targets[-1:]), axis=0)
+    else:
+        engine_cfg = dataclasses.replace(cfg, execution_lag=0, rebalance_every=1)
+        engine_targets = targets
 
     bench = None
     if benchmark is not None:
@@ -649,11 +706,11 @@ def run_portfolio_backtest(
 
     window_fields = {name: arr[lo:hi][:, data_cols] for name, arr in fields.items()}
     out = run_backtest(
-        targets,
+        engine_targets,
         window_fields["close"],
         dates=stamps[lo:hi],
         symbols=traded,
-        config=cfg,
+        config=engine_cfg,
         open=window_fields.get("open"),
         high=window_fields.get("high"),
         low=window_fields.get("low"),
@@ -664,7 +721,7 @@ def run_portfolio_backtest(
     ppy = out.periods_per_year
     extra: dict[str, Metric] = {
         "diversification_ratio": diversification_ratio(
-            out.weights_held, sym_ret[lo:hi], periods_per_year=ppy
+            out.weights_held, _simple_returns(px[lo:hi][:, data_cols])[1:], periods_per_year=ppy
         ),
         "concentration_index": concentration_index(out.weights_held),
         "turnover_rate": turnover_rate(out.traded, periods_per_year=ppy),
@@ -693,7 +750,10 @@ def run_portfolio_backtest(
         "max_positions_rank": "|allocation * position| on the rebalance date, ties by leg order",
         "volatility_window": volatility_window,
         "volatility": "std(close-to-close simple returns, ddof=1) over the trailing window",
-        "drift": "sleeves earn p[u-1] * R[u] + (1 - p[u-1]) * rf_p between rebalance dates",
+        "execution": "decisions of t executed at t + execution_lag; targets aligned to the fill bar",
+        "execution_lag": cfg.execution_lag,
+        "fill_price": cfg.fill_price,
+        "drift": "sleeves earn q[u-1] * R[u] + (1 - q[u-1]) * rf_p between executed rebalances",
         "window_start": str(np.datetime_as_string(stamps[lo], unit="D")),
         "window_end": str(np.datetime_as_string(stamps[hi - 1], unit="D")),
         "diversification_ratio": "sum |w_bar| sigma / sqrt(w_bar' Sigma w_bar), w_bar = mean weights_held",
@@ -703,16 +763,18 @@ def run_portfolio_backtest(
     metrics = MetricSet(values=values, reasons=reasons, conventions=conventions)
 
     volatility = np.ascontiguousarray(volatility)
-    _readonly(positions, allocations, shares, leg_targets, targets, reb_local, volatility)
+    _readonly(positions, alloc_decided, held, shares, leg_targets, targets, reb_local, volatility)
     return PortfolioBacktest(
         backtest=out,
         metrics=metrics,
+        config=cfg,
         legs=legs_t,
         dates=out.dates,
         symbols=traded,
         rebalance_bars=reb_local,
         leg_positions=positions,
-        allocations=allocations,
+        allocations=alloc_decided,
+        held_positions=held,
         leg_shares=shares,
         leg_targets=leg_targets,
         volatility=volatility,

@@ -98,7 +98,7 @@ input (`close`, `volume`, ...).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -107,6 +107,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 from scipy.signal import lfilter
 
+from alphaswarm_backtester.engine.backtest import BacktestOutput, run_backtest
+from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_common.errors import DataError, InvalidArgument
 
 __all__ = [
@@ -124,9 +126,11 @@ __all__ = [
     "SmaCrossParams",
     "VolumeMomentumParams",
     "is_rule_strategy",
+    "positions_from_events",
     "rule_sides",
     "rule_target_weights",
     "rule_weights",
+    "run_rule_backtest",
     "validate_rule_params",
 ]
 
@@ -512,7 +516,7 @@ class RuleInputs:
 
 def _last_index(events: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Per cell, the row of the last True at or before it (-1 when none)."""
-    idx = np.where(events, rows, -1)
+    idx = np.where(events, rows, np.int32(-1))
     np.maximum.accumulate(idx, axis=0, out=idx)
     return idx
 
@@ -523,28 +527,30 @@ def positions_from_events(
     short_entry: np.ndarray | None = None,
     short_exit: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Positions in {-1, 0, +1} (int8) from four `(T, N)` boolean event streams (module docstring)."""
+    """Positions in {-1, 0, +1} (int8) from four `(T, N)` boolean event streams (module docstring).
+
+    With `L` the row of the last valid long entry at or before t, `S` of the
+    last short entry, `XL` / `XS` of the last exits: long when `L > S` and
+    `L > XL`, short when `S > L` and `S > XS` (an exit on the entry's own
+    row is a conflict and has been removed), flat otherwise.
+    """
     el = np.asarray(long_entry, dtype=bool)
     xl = np.asarray(long_exit, dtype=bool)
+    rows = np.arange(el.shape[0], dtype=np.int32)[:, None]
+    if short_entry is None and short_exit is None:
+        last_el = _last_index(el & ~xl, rows)
+        last_xl = _last_index(xl & ~el, rows)
+        return (last_el > last_xl).view(np.int8)
     es = np.zeros_like(el) if short_entry is None else np.asarray(short_entry, dtype=bool)
     xs = np.zeros_like(el) if short_exit is None else np.asarray(short_exit, dtype=bool)
     both = el & es
-    el_ok = el & ~both & ~xl
-    es_ok = es & ~both & ~xs
-    xl_ok = xl & ~el
-    xs_ok = xs & ~es
-    rows = np.arange(el.shape[0], dtype=np.int64)[:, None]
-    last_entry = _last_index(el_ok | es_ok, rows)
-    side = np.zeros(el.shape, dtype=np.int8)
-    has = last_entry >= 0
-    entry_row = np.maximum(last_entry, 0)
-    is_long = np.take_along_axis(el_ok, entry_row, axis=0) & has
-    is_short = np.take_along_axis(es_ok, entry_row, axis=0) & has
-    long_open = is_long & (_last_index(xl_ok, rows) < last_entry)
-    short_open = is_short & (_last_index(xs_ok, rows) < last_entry)
-    side[long_open] = 1
-    side[short_open] = -1
-    return side
+    last_el = _last_index(el & ~both & ~xl, rows)
+    last_es = _last_index(es & ~both & ~xs, rows)
+    last_xl = _last_index(xl & ~el, rows)
+    last_xs = _last_index(xs & ~es, rows)
+    longs = (last_el > last_es) & (last_el > last_xl)
+    shorts = (last_es > last_el) & (last_es > last_xs)
+    return longs.view(np.int8) - shorts.view(np.int8)
 
 
 def _crosses(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -745,3 +751,61 @@ def rule_target_weights(
     """
     w = rule_weights(strategy_type, params, close=close, open=open, high=high, low=low, volume=volume)
     return w / w.shape[1]
+
+
+def run_rule_backtest(
+    strategy_type: str,
+    params: Mapping[str, Any] | RuleParams | None,
+    *,
+    close: Any,
+    dates: Any,
+    symbols: Sequence[str],
+    config: EngineConfig | None = None,
+    open: Any = None,
+    high: Any = None,
+    low: Any = None,
+    volume: Any = None,
+    start: int = 0,
+    stop: int | None = None,
+    benchmark: Any = None,
+) -> BacktestOutput:
+    """Backtest a rule on the rows `[start, stop)` of the prices, capital split equally across symbols.
+
+    The targets are computed from the rows `[0, stop)` only, so the
+    indicators' warm-up uses the history before `start` and nothing after
+    `stop - 1` is read; the account starts flat in cash at `start` and the
+    first decision (row `start`) fills at `start + execution_lag`.
+    `benchmark` is a per-bar return series of the window. Returns
+    `run_backtest`'s output for the window.
+    """
+    inputs = RuleInputs(close, open=open, high=high, low=low, volume=volume)
+    n_bars = inputs.shape[0]
+    stop = n_bars if stop is None else stop
+    if not 0 <= start < stop <= n_bars:
+        raise InvalidArgument(f"window [{start}, {stop}) is outside the {n_bars} bars", field="start")
+    if stop < n_bars:
+        inputs = RuleInputs(
+            inputs.close_raw[:stop],
+            open=None if inputs.open is None else inputs.open[:stop],
+            high=None if inputs.high is None else inputs.high[:stop],
+            low=None if inputs.low is None else inputs.low[:stop],
+            volume=None if inputs.volume is None else inputs.volume[:stop],
+        )
+    sides = rule_sides(strategy_type, params, inputs)
+    weights = sides[start:stop].astype(np.float64) / sides.shape[1]
+    rows = slice(start, stop)
+
+    def cut(arr: np.ndarray | None) -> np.ndarray | None:
+        return None if arr is None else arr[rows]
+
+    return run_backtest(
+        weights,
+        inputs.close_raw[rows],
+        dates=np.asarray(dates)[rows],
+        symbols=symbols,
+        config=config,
+        open=cut(inputs.open),
+        high=cut(inputs.high),
+        low=cut(inputs.low),
+        benchmark=benchmark,
+    )
