@@ -172,9 +172,7 @@ def test_range_statistics_against_brute_force():
 
 
 def test_grid_order_invalid_combinations_and_duplicates_are_reported():
-    sets, skipped = grid_parameter_sets(
-        "sma_cross", {"fast_period": [5, 20, 5.0], "slow_period": [10, 30]}
-    )
+    sets, skipped = grid_parameter_sets("sma_cross", {"fast_period": [5, 20, 5.0], "slow_period": [10, 30]})
     assert [(s.index, s.values["fast_period"], s.values["slow_period"]) for s in sets] == [
         (0, 5, 10),
         (1, 5, 30),
@@ -310,7 +308,9 @@ def test_optimize_window_warms_up_on_history_and_matches_run_rule_backtest():
     res = optimize("sma_cross", close=close, dates=dates, symbols=["X"], grid=grid, start=150, stop=330)
     assert res.n_bars == 180
     for t in res.trials:
-        out = run_rule_backtest("sma_cross", t.params, close=close, dates=dates, symbols=["X"], start=150, stop=330)
+        out = run_rule_backtest(
+            "sma_cross", t.params, close=close, dates=dates, symbols=["X"], start=150, stop=330
+        )
         _compare(t.metrics, out.metrics)
         assert out.weights_target[1:].any()  # positions from the first bars: the indicators were warm
 

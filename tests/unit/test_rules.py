@@ -67,9 +67,7 @@ def _ref_machine(el, xl, es, xs, ok) -> np.ndarray:  # type: ignore[no-untyped-d
                     pos = 1
                 elif c:
                     pos = -1
-                elif b and pos == 1:
-                    pos = 0
-                elif d and pos == -1:
+                elif (b and pos == 1) or (d and pos == -1):
                     pos = 0
             out[t, j] = pos
     return out

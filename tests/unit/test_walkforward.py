@@ -24,7 +24,9 @@ GRID = {"fast_period": [3, 6, 10], "slow_period": [20, 35]}
 
 def _prices(seed: int, n_bars: int, drift: float = 0.0004) -> tuple[np.ndarray, pd.DatetimeIndex]:
     rng = np.random.default_rng(seed)
-    return 40 * np.exp(np.cumsum(rng.normal(drift, 0.02, n_bars))), pd.bdate_range("2005-01-03", periods=n_bars)
+    return 40 * np.exp(np.cumsum(rng.normal(drift, 0.02, n_bars))), pd.bdate_range(
+        "2005-01-03", periods=n_bars
+    )
 
 
 def test_rolling_windows():
@@ -67,7 +69,13 @@ def test_each_window_is_its_own_optimization_and_test():
     close, dates = _prices(1, 420)
     cfg = EngineConfig()
     res = walk_forward(
-        "sma_cross", close=close, dates=dates, symbols=["X"], grid=GRID, in_sample_bars=150, out_of_sample_bars=60
+        "sma_cross",
+        close=close,
+        dates=dates,
+        symbols=["X"],
+        grid=GRID,
+        in_sample_bars=150,
+        out_of_sample_bars=60,
     )
     assert [(w.train_start, w.train_stop, w.test_start, w.test_stop) for w in res.windows] == [
         (0, 150, 150, 210),
@@ -76,20 +84,44 @@ def test_each_window_is_its_own_optimization_and_test():
         (180, 330, 330, 390),
     ]
     for w in res.windows:
-        alone = optimize("sma_cross", close=close, dates=dates, symbols=["X"], grid=GRID, start=w.train_start, stop=w.train_stop)
+        alone = optimize(
+            "sma_cross",
+            close=close,
+            dates=dates,
+            symbols=["X"],
+            grid=GRID,
+            start=w.train_start,
+            stop=w.train_stop,
+        )
         assert alone.best is not None and w.best is not None
         assert w.best.params == alone.best.params
         oos = run_rule_backtest(
-            "sma_cross", w.best.params, close=close, dates=dates, symbols=["X"], config=cfg, start=w.test_start, stop=w.test_stop
+            "sma_cross",
+            w.best.params,
+            close=close,
+            dates=dates,
+            symbols=["X"],
+            config=cfg,
+            start=w.test_start,
+            stop=w.test_stop,
         )
         ins = run_rule_backtest(
-            "sma_cross", w.best.params, close=close, dates=dates, symbols=["X"], config=cfg, start=w.train_start, stop=w.train_stop
+            "sma_cross",
+            w.best.params,
+            close=close,
+            dates=dates,
+            symbols=["X"],
+            config=cfg,
+            start=w.train_start,
+            stop=w.train_stop,
         )
         assert w.out_of_sample is not None and w.in_sample is not None
         np.testing.assert_array_equal(w.out_of_sample.returns, oos.returns)
         expected_ratio = oos.metrics["annualized_return"] / ins.metrics["annualized_return"]
         assert w.performance_ratio == pytest.approx(expected_ratio, rel=1e-12)
-        assert w.degradation_factor == pytest.approx(1 - oos.metrics["sharpe"] / ins.metrics["sharpe"], rel=1e-12)
+        assert w.degradation_factor == pytest.approx(
+            1 - oos.metrics["sharpe"] / ins.metrics["sharpe"], rel=1e-12
+        )
         assert w.in_sample.metrics["sharpe"] == pytest.approx(w.best.metrics["sharpe"], rel=1e-9)
 
 
@@ -101,7 +133,13 @@ def test_out_of_sample_windows_warm_up_on_history():
     dates = pd.bdate_range("2010-01-04", periods=n)
     grid = {"fast_period": [5], "slow_period": [50]}
     res = walk_forward(
-        "sma_cross", close=close, dates=dates, symbols=["X"], grid=grid, in_sample_bars=120, out_of_sample_bars=60
+        "sma_cross",
+        close=close,
+        dates=dates,
+        symbols=["X"],
+        grid=grid,
+        in_sample_bars=120,
+        out_of_sample_bars=60,
     )
     reference = rule_weights("sma_cross", grid | {"fast_period": 5, "slow_period": 50}, close=close)[:, 0]
     for w in res.windows:
@@ -111,7 +149,9 @@ def test_out_of_sample_windows_warm_up_on_history():
         assert oos.weights_target[1, 0] == 1.0 and oos.weights_held[1, 0] > 0.99
         assert reference[w.test_start] == 1.0
         # without the history the window would have started flat (SMA(50) warming up, no cross seen)
-        cold = rule_weights("sma_cross", {"fast_period": 5, "slow_period": 50}, close=close[w.test_start : w.test_stop])
+        cold = rule_weights(
+            "sma_cross", {"fast_period": 5, "slow_period": 50}, close=close[w.test_start : w.test_stop]
+        )
         assert not cold.any()
     # the stitched account holds the position across window boundaries without re-trading it
     assert res.stitched.weights_target[1:, 0].min() == 1.0

@@ -47,13 +47,14 @@ def start_services(settings: Settings, tracker: Tracker | None = None) -> tuple[
 
     settings.resolved_home().mkdir(parents=True, exist_ok=True)
     tracker = tracker or Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
-    # Opening the MLflow store (its schema on first use) overlaps with the catalog migration.
-    warm = threading.Thread(target=tracker.warm_up, name="mlflow-warm-up", daemon=True)
-    warm.start()
     servers = []
-    server, addr = _serve(settings, persistence_server.build(settings))
+    server, addr = _serve(settings, persistence_server.build(settings))  # migrates the catalog
     servers.append(server)
     settings = settings.model_copy(update={"persistence_addr": addr})
+    # Opening the MLflow store (its own Alembic migrations on first use) overlaps with starting the
+    # other services, never with the catalog migration: Alembic's `op`/`context` are process-global.
+    warm = threading.Thread(target=tracker.warm_up, name="mlflow-warm-up", daemon=True)
+    warm.start()
     for name, module in (
         ("trainer", trainer_server),
         ("registry", registry_server),

@@ -21,19 +21,25 @@ rule's name and `symbol` the symbol, or `PORTFOLIO` for several.
 
 Idempotency: a request's `request_id` keys every catalog save it makes, suffixed per save
 (`<id>:best` / `<id>:sets` for an optimization, `<id>:parent` / `<id>:windows` for a
-walk-forward), so a retried request stores each row once and returns the same ids.
+walk-forward), so a retried request stores each row once and returns the same ids. The
+rows' dates are left to the catalog (the time of the first save) so a replay sends the same
+rows; a backtest row's id is derived from its key and it records the fingerprint of the
+request, so a replay whose only difference is the measured execution time gets the stored id
+back, while another request reusing the key is still refused (ALREADY_EXISTS).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import hashlib
 import math
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import Message
 
 from alphaswarm.backtester.v1 import backtester_service_pb2 as pb
 from alphaswarm.common.v1 import resources_pb2
@@ -53,7 +59,7 @@ from alphaswarm_backtester.engine.walkforward import WalkForwardResult, WalkForw
 from alphaswarm_backtester.servicer_portfolio import PortfolioRiskMixin
 from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConfig
 from alphaswarm_common.data import Panel, load_panel
-from alphaswarm_common.errors import AlphaSwarmError, DataError, InvalidArgument
+from alphaswarm_common.errors import AlphaSwarmError, AlreadyExists, DataError, InvalidArgument, NotFound
 from alphaswarm_common.grpc_client import call
 from alphaswarm_common.metrics import MetricSet
 from alphaswarm_common.protoconv import (
@@ -67,11 +73,13 @@ from alphaswarm_common.protoconv import (
     metricset_to_proto,
     struct_from_dict,
     struct_to_dict,
-    timestamp_from_datetime,
 )
 from alphaswarm_common.tracking import Tracker
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BacktesterService"].full_name
+
+#: namespace of the catalog ids derived from a request_id (UUIDv5).
+_ID_NAMESPACE = uuid.UUID("5b0c7a8e-4d4b-4f0e-9d8a-6a1f3c2b7e10")
 
 #: bars per month in the walk-forward catalog rows (`window_size_months = round(bars / 21)`).
 BARS_PER_MONTH = 21
@@ -226,7 +234,8 @@ def _load_prices(source: pb.PriceSource, backtest_cfg: BacktestConfig, engine_cf
     bench_symbol = backtest_cfg.benchmark
     if bench_symbol and bench_symbol not in full.symbols:
         raise InvalidArgument(
-            f"{bench_symbol!r} is not a symbol of dataset {dataset_cfg.source!r}", field="backtest_cfg.benchmark"
+            f"{bench_symbol!r} is not a symbol of dataset {dataset_cfg.source!r}",
+            field="backtest_cfg.benchmark",
         )
     panel = full.select(symbols)
     dates = panel.dates
@@ -244,7 +253,9 @@ def _load_prices(source: pb.PriceSource, backtest_cfg: BacktestConfig, engine_cf
     if stop < panel.n_dates:
         panel = panel.rows(slice(0, stop))
     if engine_cfg.fill_price == "open" and panel.open is None:
-        raise InvalidArgument(f"dataset {dataset_cfg.source!r} has no open prices", field="backtest_cfg.fill_price")
+        raise InvalidArgument(
+            f"dataset {dataset_cfg.source!r} has no open prices", field="backtest_cfg.fill_price"
+        )
     benchmark = None
     if bench_symbol:
         bench_close = full.close[:stop, full.symbol_index(bench_symbol)]
@@ -253,7 +264,8 @@ def _load_prices(source: pb.PriceSource, backtest_cfg: BacktestConfig, engine_cf
             benchmark[1:] = bench_close[start + 1 : stop] / bench_close[start : stop - 1] - 1.0
         if not np.isfinite(benchmark).all():
             raise DataError(
-                f"the benchmark {bench_symbol!r} misses a close in the backtest window", field="backtest_cfg.benchmark"
+                f"the benchmark {bench_symbol!r} misses a close in the backtest window",
+                field="backtest_cfg.benchmark",
             )
     return _Prices(panel=panel, start=start, stop=stop, benchmark=benchmark)
 
@@ -398,6 +410,7 @@ class BacktesterServicer(PortfolioRiskMixin):
                 trades=trades,
                 elapsed=elapsed,
                 request_id=request.request_id,
+                request=request,
                 notes=request.notes,
             )
         return self._backtest_response(out, trades, elapsed, backtest_id=backtest_id, run_id=run_id)
@@ -449,6 +462,7 @@ class BacktesterServicer(PortfolioRiskMixin):
                 trades=trades,
                 elapsed=elapsed,
                 request_id=request.request_id,
+                request=request,
                 notes="",
             )
         return self._backtest_response(out, trades, elapsed, backtest_id=backtest_id, run_id=run_id)
@@ -486,7 +500,7 @@ class BacktesterServicer(PortfolioRiskMixin):
             **prices.arrays(),
         )
         elapsed = time.perf_counter() - started
-        backtest_id, optimization_ids = "", []
+        backtest_id, optimization_ids = "", list[str]()
         if request.persist:
             backtest_id, optimization_ids = self._save_optimization(
                 request, result, chosen, best_out, backtest_cfg, prices, elapsed
@@ -527,9 +541,11 @@ class BacktesterServicer(PortfolioRiskMixin):
             **prices.arrays(),
         )
         elapsed = time.perf_counter() - started
-        parent_id, window_ids = "", []
+        parent_id, window_ids = "", list[str]()
         if request.persist:
-            parent_id, window_ids = self._save_walk_forward(request, result, backtest_cfg, prices, grid, elapsed)
+            parent_id, window_ids = self._save_walk_forward(
+                request, result, backtest_cfg, prices, grid, elapsed
+            )
         dates = prices.panel.dates
         return pb.WalkForwardResponse(
             windows=[_window_proto(w, dates) for w in result.windows],
@@ -665,12 +681,22 @@ class BacktesterServicer(PortfolioRiskMixin):
         trades: list[resources_pb2.Trade],
         elapsed: float,
         request_id: str,
+        request: Message,
         notes: str,
         metrics: MetricSet | None = None,
     ) -> str:
-        """One `mcp_backtest_results` row with its trades, equity and drawdown series."""
+        """One `mcp_backtest_results` row with its trades, equity and drawdown series.
+
+        With a `request_id` the row's id is derived from it (UUIDv5) and the
+        row records the fingerprint of the RPC request that made it: a replay
+        of the same request (whose save differs only by its timing) gets the
+        stored id back, a different request reusing the key stays an error.
+        """
         ms = metrics or out.metrics
         dates = dates_to_strings(out.dates)
+        fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+        if request_id:
+            parameters = {**parameters, "request_fingerprint": fingerprint}
         record = ppb.BacktestRecord(
             symbol=symbol,
             strategy_type=strategy_type,
@@ -689,13 +715,30 @@ class BacktesterServicer(PortfolioRiskMixin):
             status="completed",
             notes=notes,
         )
-        record.backtest_date.CopyFrom(timestamp_from_datetime(dt.datetime.now(dt.UTC)))
-        saved = call(
-            self.persistence.SaveBacktestResult,
-            ppb.SaveBacktestResultRequest(result=record, trades=trades, request_id=request_id),
-            timeout=self.deadline,
-            target="persistence",
-        )
+        if request_id:
+            record.backtest_id = str(uuid.uuid5(_ID_NAMESPACE, f"backtest_result:{request_id}"))
+        try:
+            saved = call(
+                self.persistence.SaveBacktestResult,
+                ppb.SaveBacktestResultRequest(result=record, trades=trades, request_id=request_id),
+                timeout=self.deadline,
+                target="persistence",
+            )
+        except AlreadyExists as exc:
+            if not request_id or exc.reason != "REQUEST_ID_REUSED":
+                raise
+            try:
+                stored = call(
+                    self.persistence.GetBacktestResult,
+                    ppb.GetBacktestResultRequest(backtest_id=record.backtest_id),
+                    timeout=self.deadline,
+                    target="persistence",
+                )
+            except NotFound:
+                raise exc from None
+            if struct_to_dict(stored.result.parameters).get("request_fingerprint") != fingerprint:
+                raise
+            return record.backtest_id
         return str(saved.backtest_id)
 
     def _save_optimization(
@@ -731,11 +774,11 @@ class BacktesterServicer(PortfolioRiskMixin):
             trades=trades_to_proto(best_out),
             elapsed=elapsed,
             request_id=f"{key}:best" if key else "",
+            request=request,
             notes=f"best of {len(result.trials)} parameter sets by {result.objective} ({result.method} search)"
             if result.best is not None
             else f"no set has a defined {result.objective}: parameter set {chosen.parameter_set} stored",
         )
-        now = timestamp_from_datetime(dt.datetime.now(dt.UTC))
         records = []
         for t in result.ranked:
             m = t.metrics
@@ -746,7 +789,6 @@ class BacktesterServicer(PortfolioRiskMixin):
                 objective_function=result.objective,
                 is_statistically_significant=t.is_statistically_significant,
             )
-            rec.optimization_date.CopyFrom(now)
             for field_name, value in (
                 ("objective_value", t.objective_value),
                 ("total_return", _optional(m.get("total_return"))),
@@ -817,9 +859,9 @@ class BacktesterServicer(PortfolioRiskMixin):
             trades=trades_to_proto(out),
             elapsed=elapsed,
             request_id=f"{key}:parent" if key else "",
+            request=request,
             notes=f"stitched out-of-sample account of {len(result.windows)} walk-forward windows",
         )
-        now = timestamp_from_datetime(dt.datetime.now(dt.UTC))
         records = []
         for w in result.windows:
             rec = ppb.WalkForwardRecord(
@@ -831,7 +873,6 @@ class BacktesterServicer(PortfolioRiskMixin):
                 test_period_start=_day(dates[w.test_start]),
                 test_period_end=_day(dates[w.test_stop - 1]),
             )
-            rec.test_date.CopyFrom(now)
             if w.best is not None:
                 rec.optimal_parameters.CopyFrom(struct_from_dict(w.best.params))
                 if w.best.objective_value is not None:
@@ -889,4 +930,3 @@ def _window_proto(w: WalkForwardWindow, dates: np.ndarray) -> pb.WalkForwardWind
     if w.degradation_factor is not None:
         msg.degradation_factor = w.degradation_factor
     return msg
-

@@ -136,7 +136,9 @@ __all__ = [
     "rank_values",
 ]
 
-Objective = Literal["sharpe", "sortino", "calmar", "total_return", "max_drawdown", "win_rate", "profit_factor"]
+Objective = Literal[
+    "sharpe", "sortino", "calmar", "total_return", "max_drawdown", "win_rate", "profit_factor"
+]
 OBJECTIVES: tuple[str, ...] = (
     "sharpe",
     "sortino",
@@ -270,9 +272,7 @@ def grid_parameter_sets(
     return _build_sets(strategy_type, raw)
 
 
-def _sample_spec(
-    name: str, spec: Any, annotation: Any, n: int, rng: np.random.Generator
-) -> list[Any]:
+def _sample_spec(name: str, spec: Any, annotation: Any, n: int, rng: np.random.Generator) -> list[Any]:
     path = f"space.{name}"
     if isinstance(spec, Sequence) and not isinstance(spec, str | bytes):
         if len(spec) == 0:
@@ -375,7 +375,14 @@ def _trade_values(b: _Values, pnls: np.ndarray) -> None:
     b.put("winning_trades", int(wins.size))
     b.put("losing_trades", int(losses.size))
     if n == 0:
-        for name in ("win_rate", "profit_factor", "average_win", "average_loss", "largest_win", "largest_loss"):
+        for name in (
+            "win_rate",
+            "profit_factor",
+            "average_win",
+            "average_loss",
+            "largest_win",
+            "largest_loss",
+        ):
             b.put(name, None, "no closed trades")
         return
     b.put("win_rate", wins.size / n)
@@ -725,12 +732,12 @@ class _Plan:
         if tail_runs.size:
             last_cell = self.run_off[tail_runs + 1] - 1
             seg = self.run_last_seg[tail_runs]
-            side = self.seg_val[seg]
+            tail_side = self.seg_val[seg]
             bar = self.seg_rel[seg] + self.seg_head[seg] - 1 + lag
-            for s in (-1, 1):
-                m = side == s
+            for target in (-1, 1):
+                m = tail_side == target
                 if m.any():
-                    ref = kern.stationary(s).k[bar[m]]
+                    ref = kern.stationary(target).k[bar[m]]
                     off = np.abs(kk[last_cell[m]] - ref) > 1e-16
                     bad |= set(np.unique(self.run_col[tail_runs[m][off]]).tolist())
         self.bad_cols = np.array(sorted(bad), dtype=np.int64)
@@ -752,7 +759,9 @@ def _column_slices(keys: np.ndarray, n_sets: int) -> np.ndarray:
     return np.searchsorted(keys, np.arange(n_sets + 1))
 
 
-def kernel_returns(sides: np.ndarray, close: np.ndarray, config: EngineConfig, size: float = 1.0) -> np.ndarray:
+def kernel_returns(
+    sides: np.ndarray, close: np.ndarray, config: EngineConfig, size: float = 1.0
+) -> np.ndarray:
     """Per-bar returns `(K, T)` of K target sequences (`size * sides[k]`, decided at t) on one symbol.
 
     The dense output of the batch kernel, for tests and diagnostics: equal
@@ -1011,7 +1020,11 @@ def _metrics_from_sums(
         if radicand > 0:
             b.put("probabilistic_sharpe", float(norm.cdf(sr * math.sqrt(n - 1) / math.sqrt(radicand))))
         else:
-            b.put("probabilistic_sharpe", None, "degenerate return distribution (zero Sharpe estimator variance)")
+            b.put(
+                "probabilistic_sharpe",
+                None,
+                "degenerate return distribution (zero Sharpe estimator variance)",
+            )
     _trade_values(b, pnls)
     b.put("final_value", capital * growth)
     b.put("peak_value", capital * max(1.0, math.exp(peak_log)))
@@ -1120,21 +1133,19 @@ def deflated_p_values(
     kurtoses: Sequence[float | None],
 ) -> tuple[list[float | None], list[str | None], float, int]:
     """Per trial `1 - DSR` (module docstring); `(p_values, reasons, sharpe variance, n_trials)`."""
-    valid = [i for i, s in enumerate(sharpes_per_period) if s is not None]
+    valid = [(i, float(s)) for i, s in enumerate(sharpes_per_period) if s is not None]
     n_trials = len(valid)
-    srs = np.array([float(sharpes_per_period[i]) for i in valid])  # type: ignore[arg-type]
+    srs = np.array([s for _, s in valid])
     variance = float(np.var(srs, ddof=1)) if n_trials >= 2 else 0.0
     p_values: list[float | None] = [None] * len(sharpes_per_period)
     reasons: list[str | None] = ["no Sharpe ratio"] * len(sharpes_per_period)
-    for i in valid:
+    for i, sr in valid:
         skew, kurt = skews[i], kurtoses[i]
         if skew is None or kurt is None:
             reasons[i] = "no skewness / kurtosis"
             continue
         try:
-            dsr = deflated_sharpe_ratio(
-                float(sharpes_per_period[i]), variance, max(n_trials, 1), n_obs, skew, kurt  # type: ignore[arg-type]
-            )
+            dsr = deflated_sharpe_ratio(sr, variance, max(n_trials, 1), n_obs, skew, kurt)
         except InvalidArgument as exc:
             reasons[i] = exc.message
             continue
@@ -1225,7 +1236,9 @@ def optimize(
     started = time.perf_counter()
     cfg = config if config is not None else EngineConfig()
     if objective not in OBJECTIVES:
-        raise InvalidArgument(f"unknown objective {objective!r}; one of {list(OBJECTIVES)}", field="objective")
+        raise InvalidArgument(
+            f"unknown objective {objective!r}; one of {list(OBJECTIVES)}", field="objective"
+        )
     if method == "grid":
         if not grid:
             raise InvalidArgument("method 'grid' needs a grid", field="grid")
@@ -1306,7 +1319,9 @@ def optimize(
             p_value=p,
             p_value_reason=why,
         )
-        for (ps, ms), value, rank, p, why in zip(evaluated, objective_values, ranks, p_values, p_reasons, strict=True)
+        for (ps, ms), value, rank, p, why in zip(
+            evaluated, objective_values, ranks, p_values, p_reasons, strict=True
+        )
     )
     if not trials:
         first = skipped[0]

@@ -468,9 +468,7 @@ class RuleInputs:
 
     def macd(self, fast: int, slow: int, signal: int) -> tuple[np.ndarray, np.ndarray]:
         line = self._memo(("macd", fast, slow), lambda: self.ema(fast) - self.ema(slow))
-        sig = self._memo(
-            ("macd_signal", fast, slow, signal), lambda: _ema(line, signal, _first_valid(line))
-        )
+        sig = self._memo(("macd_signal", fast, slow, signal), lambda: _ema(line, signal, _first_valid(line)))
         return line, sig
 
     def momentum(self, n: int) -> np.ndarray:

@@ -211,10 +211,17 @@ def walk_forward(
         stamps = stamps[:stop]
     bounds = [
         (a + start, b + start, c + start, d + start)
-        for a, b, c, d in walk_forward_windows(stop - start, in_sample_bars, out_of_sample_bars, step_bars, anchored)
+        for a, b, c, d in walk_forward_windows(
+            stop - start, in_sample_bars, out_of_sample_bars, step_bars, anchored
+        )
     ]
     step = bounds[1][2] - bounds[0][2] if len(bounds) > 1 else (step_bars or out_of_sample_bars)
-    prices = {"open": inputs.open, "high": inputs.high, "low": inputs.low, "volume": inputs.volume}
+    prices: dict[str, Any] = {
+        "open": inputs.open,
+        "high": inputs.high,
+        "low": inputs.low,
+        "volume": inputs.volume,
+    }
     windows: list[WalkForwardWindow] = []
     first, last = bounds[0][2], bounds[-1][3]
     stitched = np.zeros((last - first, n_syms))
@@ -254,7 +261,13 @@ def walk_forward(
                 )
             )
             continue
-        common = {"close": inputs.close_raw, "dates": stamps, "symbols": symbols, "config": cfg, **prices}
+        common: dict[str, Any] = {
+            "close": inputs.close_raw,
+            "dates": stamps,
+            "symbols": symbols,
+            "config": cfg,
+            **prices,
+        }
         in_sample = run_rule_backtest(strategy_type, best.params, start=tr0, stop=tr1, **common)
         out_sample = run_rule_backtest(strategy_type, best.params, start=te0, stop=te1, **common)
         perf, perf_reason = _ratio(
