@@ -68,7 +68,9 @@ def test_ic_decay_against_scipy() -> None:
                 ics.append(stats.spearmanr(pred[rows[i], ok], fwd[i, ok])[0])
         assert decay[h][0] == pytest.approx(np.mean(ics), abs=1e-12)
         assert decay[h][1] == len(ics)
-    assert decay[1][0] > decay[5][0] > 0  # information about one bar decays with the horizon
+    one, five = decay[1][0], decay[5][0]
+    assert one is not None and five is not None
+    assert one > five > 0  # information about one bar decays with the horizon
 
 
 def _alphalens_reference(pred: np.ndarray, fwd: np.ndarray, q: int, demeaned: bool) -> pd.DataFrame:
@@ -141,7 +143,8 @@ def test_long_short_curve_against_numpy_and_empyrical() -> None:
     assert curve.metrics["sharpe"] == pytest.approx(empyrical.sharpe_ratio(expected), rel=1e-9)
     assert curve.metrics["max_drawdown"] == pytest.approx(empyrical.max_drawdown(expected), rel=1e-9)
     assert curve.drawdown.min() == pytest.approx(empyrical.max_drawdown(expected), rel=1e-9)
-    assert curve.metrics["sharpe"] > 1  # the predictions know the return
+    sharpe = curve.metrics["sharpe"]
+    assert sharpe is not None and sharpe > 1  # the predictions know the return
 
 
 def _regression(seed: int = 0, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
@@ -185,18 +188,24 @@ def test_feature_importance_linear_trees_and_permutation() -> None:
 def test_report_metrics_json_and_plots() -> None:
     close, pred = _market(seed=4)
     rows = np.arange(20, 140)
-    dates = np.busday_offset("2020-01-01", np.arange(close.shape[0])).astype("datetime64[D]")
+    dates = np.busday_offset(np.datetime64("2020-01-01"), np.arange(close.shape[0])).astype("datetime64[D]")
     report = evaluate_predictions(pred[rows], close, rows=rows, dates=dates, execution_lag=1, horizon=1)
     metrics = report.metrics()
     assert {"ic_decay_1", "ic_decay_5", "ic_decay_10", "ic_decay_20", "top_minus_bottom", "ls_sharpe"} <= set(
         metrics
     )
     assert metrics["ic_decay_1"] == report.ic_decay[1][0]
-    assert metrics["top_minus_bottom"] > 0
+    spread = metrics["top_minus_bottom"]
+    assert spread is not None and spread > 0
     doc = report.to_dict()
     json.dumps(doc, allow_nan=False)
     assert doc["first_date"] == str(dates[20]) and doc["rank_ic"]["n_dates"] > 100
     plots = render_plots(report, title="unit")
-    assert set(plots) == {"cumulative_ic.png", "ic_histogram.png", "quantile_returns.png", "long_short_equity.png"}
+    assert set(plots) == {
+        "cumulative_ic.png",
+        "ic_histogram.png",
+        "quantile_returns.png",
+        "long_short_equity.png",
+    }
     for png in plots.values():
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000

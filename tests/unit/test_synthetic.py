@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
@@ -55,15 +56,18 @@ def test_closes_do_not_depend_on_ohlcv_and_ohlcv_is_consistent() -> None:
     np.testing.assert_array_equal(full.close, bare.close)
     assert bare.fields == ("close",)
     assert full.fields == ("open", "high", "low", "close", "volume")
-    assert (full.low <= np.minimum(full.open, full.close)).all()
-    assert (full.high >= np.maximum(full.open, full.close)).all()
-    assert (full.volume >= 0).all() and np.array_equal(full.volume, np.round(full.volume))
+    low, high, opened, volume = (full.field(f) for f in ("low", "high", "open", "volume"))
+    assert (low <= np.minimum(opened, full.close)).all()
+    assert (high >= np.maximum(opened, full.close)).all()
+    assert (volume >= 0).all() and np.array_equal(volume, np.round(volume))
     # a fresh Panel re-validates every field (finite, > 0, sorted unique dates)
     Panel(dates=full.dates, symbols=full.symbols, **{f: getattr(full, f) for f in full.fields})
 
 
 def test_dates_symbols_and_any_size() -> None:
-    panel, truth = generate_synthetic(SyntheticConfig(n_dates=50, n_symbols=1, start_date="2021-01-01"))
+    panel, truth = generate_synthetic(
+        SyntheticConfig(n_dates=50, n_symbols=1, start_date=dt.date(2021, 1, 1))
+    )
     assert panel.shape == (50, 1)
     assert str(panel.dates[0]) == "2021-01-01"  # a Friday
     assert np.is_busday(panel.dates).all()

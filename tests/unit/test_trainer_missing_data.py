@@ -59,7 +59,7 @@ def test_ffill_matches_pandas_and_fills_flat_bars(limit: int) -> None:
         np.testing.assert_array_equal(filled.field(name)[new], filled.close[new])
         old = ~np.isnan(panel.close)
         np.testing.assert_array_equal(filled.field(name)[old], panel.field(name)[old])
-    assert (filled.volume[new] == 0).all()
+    assert (filled.field("volume")[new] == 0).all()
     assert panel.ffill(0) is panel
 
 
@@ -121,7 +121,9 @@ def test_named_symbol_fully_masked_is_an_error(tmp_path: Path) -> None:
     panel = _gappy()
     path = _write(panel, tmp_path / "gappy.csv")
     with pytest.raises(DataError) as err:
-        load_panel(_cfg(path, symbols=["S0", "S1"], end_date=str(panel.dates[30]), missing={"min_history": 20}))
+        load_panel(
+            _cfg(path, symbols=["S0", "S1"], end_date=str(panel.dates[30]), missing={"min_history": 20})
+        )
     assert err.value.field == "dataset_cfg.symbols"
     assert "min_history" in err.value.message
 
@@ -148,7 +150,11 @@ def test_causal_steps_never_read_the_future(t: int) -> None:
     panel = _gappy()
     for seed in range(3):
         other = _perturb_after(panel, t, seed)
-        for policy in (lambda p: p.mask_history(15), lambda p: p.ffill(3), lambda p: p.mask_history(7).ffill(6)):
+        for policy in (
+            lambda p: p.mask_history(15),
+            lambda p: p.ffill(3),
+            lambda p: p.mask_history(7).ffill(6),
+        ):
             a, b = policy(panel), policy(other)
             for name in panel.fields:
                 np.testing.assert_array_equal(a.field(name)[: t + 1], b.field(name)[: t + 1])

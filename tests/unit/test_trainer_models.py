@@ -30,6 +30,7 @@ def _one_openmp_thread() -> Iterator[None]:
     with threadpool_limits(limits=1, user_api="openmp"):
         yield
 
+
 BASE_TYPES = {
     "ridge",
     "lasso",

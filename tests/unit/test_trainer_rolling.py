@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from alphaswarm_common.config import DatasetConfig, ModelConfig
+from alphaswarm_common.config import DatasetConfig, ModelConfig, RollingConfig
 from alphaswarm_common.data import load_panel
 from alphaswarm_common.features import compute_features
 from alphaswarm_common.labels import make_labels
@@ -54,7 +54,9 @@ def test_blocks_are_purged_and_match_independent_refits(
     horizon: int, lag: int, embargo: int, window: int | None, step: int
 ) -> None:
     cfg = _dataset(horizon, lag, embargo)
-    model_cfg = ModelConfig(type="ridge", params={"alpha": 2.0}, rolling={"step": step, "window": window})
+    model_cfg = ModelConfig(
+        type="ridge", params={"alpha": 2.0}, rolling=RollingConfig(step=step, window=window)
+    )
     result = train(cfg, model_cfg, evaluate=False)
     rolling = result.rolling
     assert rolling is not None
@@ -97,12 +99,15 @@ def test_blocks_are_purged_and_match_independent_refits(
     last = rolling.blocks[-1]
     assert str(result.trained_through) == str(panel.dates[last.train_end - 1])
     # valid / test metrics stay those of the fit on train
-    assert result.metrics["test"].to_dict() == ml_metrics(result.predictions["test"], labels[result.rows["test"]]).to_dict()
+    assert (
+        result.metrics["test"].to_dict()
+        == ml_metrics(result.predictions["test"], labels[result.rows["test"]]).to_dict()
+    )
 
 
 def test_without_valid_the_blocks_cover_test_only() -> None:
     cfg = _dataset(valid=False)
-    result = train(cfg, ModelConfig(type="ridge", rolling={"step": 50}), evaluate=False)
+    result = train(cfg, ModelConfig(type="ridge", rolling=RollingConfig(step=50)), evaluate=False)
     assert result.rolling is not None
     np.testing.assert_array_equal(result.rolling.rows, result.rows["test"])
     assert result.rolling.blocks[0].predict_start == result.rows["test"][0]
@@ -111,7 +116,9 @@ def test_without_valid_the_blocks_cover_test_only() -> None:
 def test_rolling_refits_reuse_the_early_stopped_capacity() -> None:
     cfg = _dataset()
     model_cfg = ModelConfig(
-        type="hist_gradient_boosting", params={"max_iter": 30, "learning_rate": 0.2}, rolling={"step": 120}
+        type="hist_gradient_boosting",
+        params={"max_iter": 30, "learning_rate": 0.2},
+        rolling=RollingConfig(step=120),
     )
     result = train(cfg, model_cfg, evaluate=False)
     n_iter = result.params["fit.n_iter"]

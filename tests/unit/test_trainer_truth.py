@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import empyrical
-import numpy as np
 import pytest
 
 from alphaswarm_backtester.engine import EngineConfig, run_backtest, weights_from_signal

@@ -104,9 +104,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from scipy.stats import norm
 
-from alphaswarm_backtester.engine.backtest import run_backtest
+from alphaswarm_backtester.engine.accounting import Simulation, StopEvents, mark_to_market
+from alphaswarm_backtester.engine.backtest import BacktestOutput, run_backtest
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.rules import (
     RULE_STRATEGIES,
@@ -117,7 +119,8 @@ from alphaswarm_backtester.engine.rules import (
     validate_rule_params,
 )
 from alphaswarm_common.errors import AlphaSwarmError, DataError, InvalidArgument
-from alphaswarm_common.metrics import MetricSet, deflated_sharpe_ratio, infer_periods_per_year
+from alphaswarm_backtester.engine.trades import build_trades, closed_trade_stats
+from alphaswarm_common.metrics import MetricSet, deflated_sharpe_ratio, infer_periods_per_year, trading_metrics
 
 __all__ = [
     "MAX_SETS",
@@ -130,6 +133,7 @@ __all__ = [
     "deflated_p_values",
     "evaluate_sides",
     "grid_parameter_sets",
+    "kernel_backtest",
     "kernel_returns",
     "optimize",
     "random_parameter_sets",
@@ -759,9 +763,33 @@ def _column_slices(keys: np.ndarray, n_sets: int) -> np.ndarray:
     return np.searchsorted(keys, np.arange(n_sets + 1))
 
 
-def kernel_returns(
-    sides: np.ndarray, close: np.ndarray, config: EngineConfig, size: float = 1.0
-) -> np.ndarray:
+def _dense(plan: _Plan, kern: _Kernel) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bar returns and fill-cost fractions `(K, T)` of a certified plan."""
+    ret = np.zeros((plan.n_sets, kern.n_bars))
+    cost = np.zeros((plan.n_sets, kern.n_bars))
+    if plan.empty:
+        return ret, cost
+    depth = np.arange(plan.cell_ret.size) - plan.run_off[plan.cell_run]
+    cols = plan.run_col[plan.cell_run]
+    bars = plan.run_rel[plan.cell_run] + depth + kern.lag
+    ret[cols, bars] = plan.cell_ret
+    cost[cols, bars] = plan.cell_k
+    has, first, last, side, _ = plan.tails()
+    for s in (-1, 1):
+        m = has & (side == s)
+        if not m.any():
+            continue
+        st = kern.stationary(s)
+        lengths = last[m] - first[m] + 1
+        tcols = np.repeat(plan.run_col[m], lengths)
+        offs = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        tbars = np.repeat(first[m], lengths) + offs
+        ret[tcols, tbars] = st.ret[tbars]
+        cost[tcols, tbars] = st.k[tbars]
+    return ret, cost
+
+
+def kernel_returns(sides: np.ndarray, close: np.ndarray, config: EngineConfig, size: float = 1.0) -> np.ndarray:
     """Per-bar returns `(K, T)` of K target sequences (`size * sides[k]`, decided at t) on one symbol.
 
     The dense output of the batch kernel, for tests and diagnostics: equal
@@ -773,26 +801,158 @@ def kernel_returns(
         plan = kern.plan(np.asarray(sides, dtype=np.int8))
     except _Unsupported as exc:
         raise InvalidArgument(str(exc), field="sides") from None
-    out = np.zeros((plan.n_sets, kern.n_bars))
-    if plan.empty:
-        return out
-    if plan.bad_cols.size:
+    if not plan.empty and plan.bad_cols.size:
         raise InvalidArgument(f"the kernel cannot certify sets {plan.bad_cols.tolist()}", field="sides")
-    cell_run = np.repeat(np.arange(plan.run_len.size), plan.run_len)
-    depth = np.arange(plan.cell_ret.size) - plan.run_off[cell_run]
-    out[plan.run_col[cell_run], plan.run_rel[cell_run] + depth + kern.lag] = plan.cell_ret
-    has, first, last, side, _ = plan.tails()
-    for s in (-1, 1):
-        m = has & (side == s)
-        if not m.any():
+    return _dense(plan, kern)[0]
+
+
+def kernel_backtest(
+    side: np.ndarray,
+    close: np.ndarray,
+    *,
+    dates: Any,
+    symbol: str,
+    config: EngineConfig,
+    size: float = 1.0,
+    open: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+    low: np.ndarray | None = None,
+    benchmark: np.ndarray | None = None,
+) -> BacktestOutput | None:
+    """`run_backtest(size * side, close, ...)` of one symbol with the account rebuilt by the kernel.
+
+    The share counts, cash, traded notional and costs of every bar follow
+    from the kernel's returns and fill-cost fractions (`V = E / (1 - k)`,
+    `shares = w V / P`, `cash = E - shares P`, `traded = |w - h| V`), then
+    the ledger, the marking and the metrics are `run_backtest`'s own
+    functions, so the output is `run_backtest`'s to rounding (tested) without
+    its per-bar fill loop. Returns None when the kernel does not apply (see
+    `_kernel_applies`, missing or invalid prices, an uncertified sequence):
+    the caller then runs `run_backtest`, which also reports input errors.
+    """
+    if _kernel_applies(config, 1) is not None:
+        return None
+    px = np.asarray(close, dtype=np.float64).ravel()
+    n_bars = px.size
+    if n_bars < 2 or not np.isfinite(px).all() or (px <= 0).any():
+        return None
+    extra: dict[str, np.ndarray | None] = {}
+    for name, arr in (("open", open), ("high", high), ("low", low)):
+        if arr is None:
+            extra[name] = None
             continue
-        st = kern.stationary(s)
-        lengths = last[m] - first[m] + 1
-        cols = np.repeat(plan.run_col[m], lengths)
-        offs = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        bars = np.repeat(first[m], lengths) + offs
-        out[cols, bars] = st.ret[bars]
-    return out
+        a = np.asarray(arr, dtype=np.float64).reshape(n_bars, 1)
+        if not np.isfinite(a).all() or (a <= 0).any():
+            return None
+        extra[name] = a
+    try:
+        index = pd.DatetimeIndex(dates)
+    except (TypeError, ValueError):
+        return None
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    stamps = index.to_numpy(dtype="datetime64[ns]").copy()
+    if stamps.size != n_bars or np.isnat(stamps).any() or not (np.diff(stamps.astype(np.int64)) > 0).all():
+        return None
+    bench = None
+    if benchmark is not None:
+        bench = np.asarray(benchmark, dtype=np.float64)
+        if bench.shape != (n_bars,) or not np.isfinite(bench).all():
+            return None
+    sides = np.asarray(side, dtype=np.int8).reshape(1, n_bars)
+    try:
+        kern = _Kernel(px, config, size)
+        plan = kern.plan(sides)
+    except _Unsupported:
+        return None
+    if not plan.empty and plan.bad_cols.size:
+        return None
+    ret2, k2 = _dense(plan, kern)
+    ret, k = ret2[0], k2[0]
+    lag, cfg = config.execution_lag, config
+    w = np.zeros(n_bars)
+    if n_bars > lag:
+        w[lag:] = size * sides[0, : n_bars - lag]
+    a = kern.a
+    with np.errstate(over="ignore", invalid="ignore"):
+        g_prev = np.ones(n_bars)
+        g_prev[1:] = (1.0 - w[:-1] - k[:-1]) + w[:-1] * a[1:]
+        drift = np.zeros(n_bars)
+        drift[1:] = w[:-1] * a[1:] / g_prev[1:]
+        equity_path = cfg.initial_capital * np.cumprod(1.0 + ret)
+        value = equity_path / (1.0 - k)
+        shares = w * value / px
+        cash = equity_path - shares * px
+        traded_notional = np.abs(w - drift) * value
+    traded_notional[:lag] = 0.0
+    cost = cfg.cost_rate * traded_notional
+    if not np.isfinite(equity_path).all():
+        return None
+    sim = Simulation(
+        positions=shares.reshape(n_bars, 1),
+        cash=cash,
+        weights_target=w.reshape(n_bars, 1),
+        traded_notional=traded_notional,
+        cost=cost,
+        fill_bars=np.arange(min(lag, n_bars), n_bars, dtype=np.int64),
+        last_mark=px[-1:].copy(),
+        stops=StopEvents.empty(),
+        fill_prices_clean=True,
+        close_clean=True,
+    )
+    px2 = px.reshape(n_bars, 1)
+    names = (str(symbol),)
+    trades = build_trades(
+        sim, close=px2, dates=stamps, symbols=names, config=cfg, open=extra["open"], high=extra["high"], low=extra["low"]
+    )
+    equity, weights_held, turnover = mark_to_market(sim.positions, sim.cash, px2, in_place=True, close_clean=True)
+    equity_prev = np.empty(n_bars)
+    equity_prev[0] = cfg.initial_capital
+    equity_prev[1:] = equity[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = equity / equity_prev - 1.0
+        traded = traded_notional / equity_prev
+        costs = cost / equity_prev
+        peak = np.maximum.accumulate(np.maximum(equity, cfg.initial_capital))
+        drawdown = equity / peak - 1.0
+    if not np.isfinite(returns).all():
+        return None
+    ppy = cfg.periods_per_year if cfg.periods_per_year is not None else infer_periods_per_year(stamps)
+    closed_pnl, closed_ret = closed_trade_stats(trades)
+    metrics = trading_metrics(
+        returns,
+        periods_per_year=ppy,
+        rf=cfg.rf,
+        turnover=turnover,
+        traded=traded,
+        turnover_penalty=cfg.turnover_penalty,
+        trade_pnls=closed_pnl,
+        trade_returns=closed_ret,
+        benchmark=bench,
+        initial_capital=cfg.initial_capital,
+    )
+    for arr in (stamps, returns, equity, drawdown, cash, sim.weights_target, weights_held, traded, costs, turnover):
+        arr.flags.writeable = False
+    sim.fill_bars.flags.writeable = False
+    return BacktestOutput(
+        dates=stamps,
+        symbols=names,
+        returns=returns,
+        equity=equity,
+        drawdown=drawdown,
+        cash=cash,
+        weights_target=sim.weights_target,
+        weights_held=weights_held,
+        traded=traded,
+        costs=costs,
+        turnover=turnover,
+        fill_bars=sim.fill_bars,
+        trades=trades,
+        stops=sim.stops,
+        metrics=metrics,
+        periods_per_year=float(ppy),
+        config=cfg,
+    )
 
 
 def _kernel_metrics(

@@ -774,7 +774,9 @@ def run_rule_backtest(
     `stop - 1` is read; the account starts flat in cash at `start` and the
     first decision (row `start`) fills at `start + execution_lag`.
     `benchmark` is a per-bar return series of the window. Returns
-    `run_backtest`'s output for the window.
+    `run_backtest`'s output for the window; for one symbol it is computed by
+    `optimize.kernel_backtest` when that applies (the same numbers to
+    rounding, without the per-bar fill loop).
     """
     inputs = RuleInputs(close, open=open, high=high, low=low, volume=volume)
     n_bars = inputs.shape[0]
@@ -796,6 +798,25 @@ def run_rule_backtest(
     def cut(arr: np.ndarray | None) -> np.ndarray | None:
         return None if arr is None else arr[rows]
 
+    if sides.shape[1] == 1:
+        # one symbol: the optimizer's kernel rebuilds run_backtest's account without its fill loop.
+        from alphaswarm_backtester.engine.optimize import kernel_backtest  # optimize imports this module
+
+        cfg = config if config is not None else EngineConfig()
+        fast = kernel_backtest(
+            sides[rows, 0],
+            inputs.close_raw[rows, 0],
+            dates=np.asarray(dates)[rows],
+            symbol=str(symbols[0]) if len(symbols) == 1 else "",
+            config=cfg,
+            size=1.0 if cfg.max_gross_leverage is None else min(1.0, cfg.max_gross_leverage),
+            open=cut(inputs.open),
+            high=cut(inputs.high),
+            low=cut(inputs.low),
+            benchmark=benchmark,
+        )
+        if fast is not None and len(symbols) == 1:
+            return fast
     return run_backtest(
         weights,
         inputs.close_raw[rows],
