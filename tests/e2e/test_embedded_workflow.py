@@ -86,7 +86,9 @@ def test_run_succeeds_with_every_stage_and_link(first_run) -> None:  # type: ign
 
 
 def test_mlflow_parent_run_has_children_and_combined_metrics(stack: EmbeddedStack, first_run) -> None:  # type: ignore[no-untyped-def]
-    client = MlflowClient(tracking_uri=stack.settings.tracking_uri(), registry_uri=stack.settings.tracking_uri())
+    client = MlflowClient(
+        tracking_uri=stack.settings.tracking_uri(), registry_uri=stack.settings.tracking_uri()
+    )
     parent = client.get_run(first_run.mlflow_parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["score"] == pytest.approx(first_run.combined_metrics["score"])
@@ -314,7 +316,9 @@ def test_reuse_without_a_strategy_trades_the_deployments_strategy(stack: Embedde
     doc = small_run(run_name="e2e-reuse-strategy", train_first=False, deployment_id=first_run.deployment_id)
     del doc["strategy_cfg"]
     r = _experiment(stack, doc).run()
-    stored = _persistence(stack).GetBacktestResult(ppb.GetBacktestResultRequest(backtest_id=r.backtest_id), timeout=30)
+    stored = _persistence(stack).GetBacktestResult(
+        ppb.GetBacktestResultRequest(backtest_id=r.backtest_id), timeout=30
+    )
     strategy = dict(stored.result.parameters["strategy"])
     assert strategy["type"] == "long_short_topk"
     assert dict(strategy["params"])["top_k"] == 3  # what the deployment was created with, not the default
@@ -337,15 +341,25 @@ def test_watching_a_finished_run_without_kept_events_ends(stack: EmbeddedStack) 
     stub = _persistence(stack)
     cfg = AlphaBacktestConfig.model_validate(small_run(run_name="finished-elsewhere"))
     created = stub.CreateAlphaBacktestRun(
-        ppb.CreateAlphaBacktestRunRequest(run=resources_pb2.AlphaBacktestRun(
-            run_name=cfg.run_name, state=resources_pb2.RUN_STATE_PENDING, config=config_to_proto(cfg))),
+        ppb.CreateAlphaBacktestRunRequest(
+            run=resources_pb2.AlphaBacktestRun(
+                run_name=cfg.run_name, state=resources_pb2.RUN_STATE_PENDING, config=config_to_proto(cfg)
+            )
+        ),
         timeout=30,
     ).run
     failed = resources_pb2.AlphaBacktestRun(
-        run_id=created.run_id, state=resources_pb2.RUN_STATE_FAILED, stage="failed",
-        error=resources_pb2.ErrorDetail(stage="training", code="INTERNAL", message="worker lost"))
-    stub.UpdateAlphaBacktestRun(ppb.UpdateAlphaBacktestRunRequest(
-        run=failed, update_mask=field_mask_pb2.FieldMask(paths=["state", "stage", "error"])), timeout=30)
+        run_id=created.run_id,
+        state=resources_pb2.RUN_STATE_FAILED,
+        stage="failed",
+        error=resources_pb2.ErrorDetail(stage="training", code="INTERNAL", message="worker lost"),
+    )
+    stub.UpdateAlphaBacktestRun(
+        ppb.UpdateAlphaBacktestRunRequest(
+            run=failed, update_mask=field_mask_pb2.FieldMask(paths=["state", "stage", "error"])
+        ),
+        timeout=30,
+    )
     client = GatewayClient(stack.gateway_addr or "", settings=stack.settings)
     events = list(client.watch(created.task_id, timeout=30))
     assert [e.stage for e in events] == ["failed"]

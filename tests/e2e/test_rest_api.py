@@ -207,8 +207,12 @@ def test_the_shipped_config_is_accepted_as_the_seed_page_sends_it(rest_url: str)
     """`curl -d @file` strips CR and LF from the body; the shipped config must survive that."""
     raw = (ROOT / "configs/ml/alpha_backtest/ridge_alpha_backtest.yaml").read_bytes()
     as_curl_sends_it = raw.replace(b"\r", b"").replace(b"\n", b"")
-    resp = httpx.post(f"{rest_url}/ml/alpha-backtest-runs", content=as_curl_sends_it,
-                      headers={"content-type": "application/json"}, timeout=60)
+    resp = httpx.post(
+        f"{rest_url}/ml/alpha-backtest-runs",
+        content=as_curl_sends_it,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert resp.status_code == 202, resp.text
     events = _sse_events(rest_url + resp.json()["stream_url"])
     assert events[-1]["stage"] == "completed", events[-1]

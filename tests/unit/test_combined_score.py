@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
+
 from alphaswarm_common.errors import InvalidArgument
 from alphaswarm_common.metrics import (
     DEFAULT_SCORE_SCALES,

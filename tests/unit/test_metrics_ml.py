@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from alphaswarm_common.errors import DataError, InvalidArgument
-from alphaswarm_common.metrics import ICMethod, MetricSet, ic_series, ml_metrics
 from scipy import stats
 from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+from alphaswarm_common.errors import DataError, InvalidArgument
+from alphaswarm_common.metrics import ICMethod, MetricSet, ic_series, ml_metrics
 
 pytestmark = pytest.mark.unit
 

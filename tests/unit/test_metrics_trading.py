@@ -19,6 +19,9 @@ import empyrical as ep
 import numpy as np
 import pandas as pd
 import pytest
+from empyrical.stats import drawdown_series as ep_drawdown_series
+from scipy import integrate, stats
+
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics import (
     MetricSet,
@@ -30,8 +33,6 @@ from alphaswarm_common.metrics import (
     probabilistic_sharpe_ratio,
     trading_metrics,
 )
-from empyrical.stats import drawdown_series as ep_drawdown_series
-from scipy import integrate, stats
 
 pytestmark = pytest.mark.unit
 

@@ -22,6 +22,7 @@ from alphaswarm_backtester.engine.optimize import (
     _range_stats,
     evaluate_sides,
     grid_parameter_sets,
+    kernel_backtest,
     kernel_returns,
     optimize,
     random_parameter_sets,
@@ -350,3 +351,54 @@ def test_random_search_over_a_grid_and_reported_skips():
     assert any(s.field == "strategy_cfg.params.slow_period" for s in res.skipped)
     assert all(t.params["fast_period"] < t.params["slow_period"] for t in res.trials)
     assert sorted(t.parameter_set for t in res.trials) == [t.parameter_set for t in res.trials]
+
+
+@pytest.mark.parametrize("lag", [0, 1, 3])
+@pytest.mark.parametrize("cfg_kwargs", [{}, {"fees": 0.01, "max_gross_leverage": 0.7}])
+def test_kernel_backtest_equals_run_backtest_output(lag, cfg_kwargs):
+    close, dates = _prices(lag + 30, 400, vol=0.03)
+    rng = np.random.default_rng(lag)
+    high = close * (1 + np.abs(rng.normal(0, 0.01, close.size)))
+    low = close * (1 - np.abs(rng.normal(0, 0.01, close.size)))
+    cfg = EngineConfig(execution_lag=lag, **cfg_kwargs)
+    size = min(1.0, cfg.max_gross_leverage or 1.0)
+    for side in _random_sides(lag, 6, close.size):
+        got = kernel_backtest(side, close, dates=dates, symbol="X", config=cfg, size=size, high=high, low=low)
+        ref = run_backtest(
+            side.astype(float), close, dates=dates, symbols=["X"], config=cfg, high=high, low=low
+        )
+        assert got is not None
+        for name in ("returns", "drawdown", "weights_target", "weights_held", "traded", "costs", "turnover"):
+            np.testing.assert_allclose(
+                getattr(got, name), getattr(ref, name), rtol=1e-11, atol=1e-13, err_msg=name
+            )
+        # currency: cash nets the position against the equity, so compare on the account's scale
+        for name in ("equity", "cash"):
+            np.testing.assert_allclose(
+                getattr(got, name),
+                getattr(ref, name),
+                rtol=1e-11,
+                atol=1e-12 * cfg.initial_capital,
+                err_msg=name,
+            )
+        np.testing.assert_array_equal(got.fill_bars, ref.fill_bars)
+        assert list(got.trades.columns) == list(ref.trades.columns) and len(got.trades) == len(ref.trades)
+        for col in got.trades.columns:
+            a, b = got.trades[col].to_numpy(), ref.trades[col].to_numpy()
+            if a.dtype.kind == "f":
+                np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, err_msg=col)
+            else:
+                np.testing.assert_array_equal(a, b, err_msg=col)
+        _compare(got.metrics, ref.metrics, names=tuple(ref.metrics.values))
+
+
+def test_kernel_backtest_declines_what_it_does_not_model():
+    close, dates = _prices(1, 50)
+    side = np.ones(50, dtype=np.int8)
+    assert kernel_backtest(side, close, dates=dates, symbol="X", config=EngineConfig(rf=0.02)) is None
+    gappy = close.copy()
+    gappy[10] = np.nan
+    assert kernel_backtest(side, gappy, dates=dates, symbol="X", config=EngineConfig()) is None
+    out = run_rule_backtest("buy_and_hold", {}, close=gappy, dates=dates, symbols=["X"])  # falls back
+    ref = run_backtest(np.ones(50), gappy, dates=dates, symbols=["X"])
+    np.testing.assert_array_equal(out.equity, ref.equity)

@@ -21,17 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "AlphaBacktestConfig",
-    "MissingDataConfig",
-    "RollingConfig",
-    "SyntheticConfig",
     "BacktestConfig",
     "DatasetConfig",
     "FeatureSpec",
     "LabelConfig",
+    "MissingDataConfig",
     "ModelConfig",
+    "RollingConfig",
     "Segment",
     "Segments",
     "StrategyConfig",
+    "SyntheticConfig",
 ]
 
 
@@ -141,9 +141,13 @@ class SyntheticConfig(_Strict):
 class MissingDataConfig(_Strict):
     """How gaps in the panel are treated (applied causally: no symbol's future is used)."""
 
-    min_history: int = Field(default=0, ge=0, description="Bars a symbol must have before its values are used.")
+    min_history: int = Field(
+        default=0, ge=0, description="Bars a symbol must have before its values are used."
+    )
     ffill_limit: int = Field(default=0, ge=0, description="Forward-fill at most this many missing closes.")
-    drop_incomplete_symbols: bool = Field(default=False, description="Drop symbols missing any close in the range.")
+    drop_incomplete_symbols: bool = Field(
+        default=False, description="Drop symbols missing any close in the range."
+    )
 
 
 class DatasetConfig(_Strict):
@@ -160,12 +164,15 @@ class DatasetConfig(_Strict):
     start_date: dt.date | None = None
     end_date: dt.date | None = None
     segments: Segments | None = Field(
-        default=None, description="Train/valid/test ranges; required to train, unused by price-only backtests."
+        default=None,
+        description="Train/valid/test ranges; required to train, unused by price-only backtests.",
     )
     features: list[FeatureSpec] = Field(default_factory=default_features)
     label: LabelConfig = Field(default_factory=LabelConfig)
     embargo: int = Field(default=0, ge=0)
-    synthetic: SyntheticConfig | None = Field(default=None, description="Generator settings when source is 'synthetic'.")
+    synthetic: SyntheticConfig | None = Field(
+        default=None, description="Generator settings when source is 'synthetic'."
+    )
     missing: MissingDataConfig = Field(default_factory=MissingDataConfig)
 
     @field_validator("symbols")
@@ -190,7 +197,9 @@ class RollingConfig(_Strict):
     """Retrain every `step` bars on an expanding or rolling window (Qlib's rolling mode)."""
 
     step: int = Field(default=63, ge=1, description="Bars between retrainings.")
-    window: int | None = Field(default=None, ge=20, description="Training bars for a rolling window; None expands.")
+    window: int | None = Field(
+        default=None, ge=20, description="Training bars for a rolling window; None expands."
+    )
 
 
 class ModelConfig(_Strict):
@@ -201,7 +210,8 @@ class ModelConfig(_Strict):
     name: str | None = Field(default=None, description="Registered model name; defaults to '<type>-alpha'.")
     seed: int = 0
     rolling: RollingConfig | None = Field(
-        default=None, description="Evaluate with periodic retraining over valid+test (stitched out-of-sample)."
+        default=None,
+        description="Evaluate with periodic retraining over valid+test (stitched out-of-sample).",
     )
 
     @property
@@ -233,10 +243,14 @@ class BacktestConfig(_Strict):
     start_date: dt.date | None = Field(default=None, description="Defaults to the test segment's start.")
     end_date: dt.date | None = Field(default=None, description="Defaults to the test segment's end.")
     min_fee: float = Field(default=0.0, ge=0, description="Minimum cost per order, in currency.")
-    max_gross_leverage: float | None = Field(default=None, gt=0, description="Scale weights so sum |w| stays below.")
+    max_gross_leverage: float | None = Field(
+        default=None, gt=0, description="Scale weights so sum |w| stays below."
+    )
     stop_loss: float | None = Field(default=None, gt=0, lt=1, description="Close a position after this loss.")
     take_profit: float | None = Field(default=None, gt=0, description="Close a position after this gain.")
-    benchmark: str | None = Field(default=None, description="A symbol of the dataset used for beta and alpha.")
+    benchmark: str | None = Field(
+        default=None, description="A symbol of the dataset used for beta and alpha."
+    )
 
     @model_validator(mode="after")
     def _window(self) -> BacktestConfig:

@@ -670,11 +670,15 @@ def _benchmark_close(cfg: AlphaBacktestConfig, dates: np.ndarray) -> arrays_pb2.
         return None
     panel = load_panel(cfg.dataset_cfg.model_copy(update={"symbols": None}))
     if symbol not in panel.symbols:
-        raise DataError(f"benchmark {symbol!r} is not a symbol of the dataset", field="backtest_cfg.benchmark")
+        raise DataError(
+            f"benchmark {symbol!r} is not a symbol of the dataset", field="backtest_cfg.benchmark"
+        )
     rows = np.searchsorted(panel.dates, dates)
     close = panel.close[rows, panel.symbols.index(symbol)]
     if not np.isfinite(close).all():
-        raise DataError(f"benchmark {symbol!r} has no close on some backtest dates", field="backtest_cfg.benchmark")
+        raise DataError(
+            f"benchmark {symbol!r} has no close on some backtest dates", field="backtest_cfg.benchmark"
+        )
     return array_to_proto(np.ascontiguousarray(close, dtype=np.float64))
 
 

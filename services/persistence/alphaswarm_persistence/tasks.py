@@ -55,7 +55,7 @@ def task_to_proto(row: TaskRow) -> resources_pb2.Task:
     msg = resources_pb2.Task(
         task_id=str(row.task_id),
         kind=row.kind,
-        state=STATE_CODES.get(row.state, 0),
+        state=STATE_CODES.get(row.state, resources_pb2.RUN_STATE_UNSPECIFIED),
         stage=row.stage or "",
         pct=float(row.pct or 0.0),
     )

@@ -389,11 +389,10 @@ def _resolve_cfg(cfg: DatasetConfig, base_dir: str | Path | None) -> tuple[tuple
 
 def _read_source(cfg: DatasetConfig, path: Path | None, fmt: Any) -> Panel:
     if path is None:
-        panel, truth = generate_synthetic(
+        panel, _ = generate_synthetic(
             _synthetic_cfg(cfg), execution_lag=cfg.label.execution_lag, horizon=cfg.label.horizon
         )
-        _TRUTHS.put(_synthetic_key(cfg), truth)
-        return panel
+        return panel  # the truth is regenerated (and then memoised) only when asked for
     return read_panel(path, format=fmt)
 
 

@@ -13,8 +13,10 @@ same `FeatureSet` object back instead of recomputing it.
   column order). `block_symbols` changes speed, never values, and is not
   part of the key.
 - Bound: the sum of `values.nbytes` of the entries stays at or below
-  `max_bytes` (default `DEFAULT_MAX_BYTES`, 2 GiB); inserting evicts the least
-  recently used entries. A result larger than the bound is returned but not
+  `max_bytes` (default `DEFAULT_MAX_BYTES`: a quarter of the machine's
+  physical memory, between 1 and 16 GiB, e.g. 5.9 GB on a 23 GB machine, so
+  that 51 float32 features of 5040 x 3000 bars, 3.1 GB, fit); inserting
+  evicts the least recently used entries. A result larger than the bound is returned but not
   kept. `max_bytes=0` disables caching.
 - Sharing is safe: a `FeatureSet`'s values are read-only.
 - Concurrency: one lock per key in flight, so threads asking for the same
@@ -27,6 +29,7 @@ Pure (stdlib threading + the features module); nothing is written to disk.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +44,16 @@ from alphaswarm_common.features import FeatureSet, compute_features
 
 __all__ = ["DEFAULT_MAX_BYTES", "FEATURE_CACHE", "CacheStats", "FeatureCache", "cached_features"]
 
-DEFAULT_MAX_BYTES = 2 << 30
+
+def _default_max_bytes() -> int:
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        physical = 8 << 30
+    return int(min(16 << 30, max(1 << 30, physical // 4)))
+
+
+DEFAULT_MAX_BYTES = _default_max_bytes()
 
 ComputeFn = Callable[..., FeatureSet]
 Key = tuple[str, str, str]

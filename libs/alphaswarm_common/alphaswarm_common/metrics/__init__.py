@@ -36,10 +36,10 @@ from alphaswarm_common.metrics.trading import (
 )
 
 __all__ = [
-    "HEADLINE_ML_METRICS",
-    "HEADLINE_TRADING_METRICS",
     "DEFAULT_SCORE_SCALES",
     "DEFAULT_SCORE_WEIGHTS",
+    "HEADLINE_ML_METRICS",
+    "HEADLINE_TRADING_METRICS",
     "SCORE_CENTERS",
     "SCORE_SOURCES",
     "ICMethod",
@@ -59,4 +59,11 @@ __all__ = [
 
 #: The ML and trading metrics every alpha-backtest run reports side by side (the seed page's vocabulary).
 HEADLINE_ML_METRICS = ("ic_spearman", "ic_pearson", "icir", "mae", "rmse", "hit_rate")
-HEADLINE_TRADING_METRICS = ("sharpe", "sortino", "calmar", "max_drawdown", "total_return", "turnover_adj_sharpe")
+HEADLINE_TRADING_METRICS = (
+    "sharpe",
+    "sortino",
+    "calmar",
+    "max_drawdown",
+    "total_return",
+    "turnover_adj_sharpe",
+)

@@ -118,9 +118,14 @@ from alphaswarm_backtester.engine.rules import (
     rule_sides,
     validate_rule_params,
 )
-from alphaswarm_common.errors import AlphaSwarmError, DataError, InvalidArgument
 from alphaswarm_backtester.engine.trades import build_trades, closed_trade_stats
-from alphaswarm_common.metrics import MetricSet, deflated_sharpe_ratio, infer_periods_per_year, trading_metrics
+from alphaswarm_common.errors import AlphaSwarmError, DataError, InvalidArgument
+from alphaswarm_common.metrics import (
+    MetricSet,
+    deflated_sharpe_ratio,
+    infer_periods_per_year,
+    trading_metrics,
+)
 
 __all__ = [
     "MAX_SETS",
@@ -420,7 +425,12 @@ class _Unsupported(Exception):
 
 
 def _stationary(a: np.ndarray, v: float, c: float) -> np.ndarray:
-    """`k*(v)`: the fill-cost fraction of a target `v` held forever, for every bar (fixed point)."""
+    """`k*(v)`: the fill-cost fraction of a target `v` held forever, for every bar (fixed point).
+
+    "Forever" starts before bar 0, which therefore trades nothing (`k*_0 = 0`);
+    only bars at least `D` bars into a run read the sequence, so its start is
+    immaterial. For `v = 1` (all in, no cash) the fixed point is exactly 0.
+    """
     n = a.size
     k = np.zeros(n)
     if c == 0.0 or v == 0.0:
@@ -431,7 +441,7 @@ def _stationary(a: np.ndarray, v: float, c: float) -> np.ndarray:
         if not (g > 0).all():
             raise _Unsupported("the account value reaches 0 holding the target")
         new = np.empty(n)
-        new[0] = c * abs(v)
+        new[0] = 0.0
         new[1:] = c * np.abs(v - va[1:] / g)
         if np.max(np.abs(new - k)) <= _TOL_K:
             return new
@@ -505,19 +515,52 @@ def _range_stats(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndar
     return mx, mn, md
 
 
-@dataclass
 class _Stationary:
-    """Per target value: `k*`, the stationary returns and their prefix sums (index s+1 = through bar s)."""
+    """Per target value: `k*`, the stationary returns, and (computed on first use) the prefix
+    sums of their powers and their log level (index s+1 = through bar s)."""
 
-    k: np.ndarray
-    ret: np.ndarray
-    sums: dict[str, np.ndarray]
-    means: dict[str, float]
-    log_level: np.ndarray
+    def __init__(self, k: np.ndarray, ret: np.ndarray) -> None:
+        self.k = k
+        self.ret = ret
+        self._sums: dict[str, np.ndarray] | None = None
+        self._means: dict[str, float] = {}
+        self._level: np.ndarray | None = None
+
+    def _build(self) -> dict[str, np.ndarray]:
+        ret = self.ret
+        logr = np.log1p(ret)
+        r2 = ret * ret
+        sums = {}
+        for name, values in (
+            ("r1", ret),
+            ("r2", r2),
+            ("r3", r2 * ret),
+            ("r4", r2 * r2),
+            ("neg2", np.where(ret < 0.0, r2, 0.0)),
+            ("log", logr),
+        ):
+            # prefix sums of the centred values: they wander like a random walk instead of
+            # growing with T, so a range sum keeps ~1e-15 absolute accuracy.
+            mu = float(values.mean())
+            p = np.zeros(ret.size + 1)
+            np.cumsum(values - mu, out=p[1:])
+            sums[name] = p
+            self._means[name] = mu
+        self._level = np.cumsum(logr)
+        self._sums = sums
+        return sums
+
+    @property
+    def log_level(self) -> np.ndarray:
+        if self._level is None:
+            self._build()
+        assert self._level is not None
+        return self._level
 
     def range_sum(self, name: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Sums of the stationary `name` values over the inclusive bar ranges `[lo, hi]`."""
-        return self.sums[name][hi + 1] - self.sums[name][lo] + self.means[name] * (hi - lo + 1)
+        sums = self._sums if self._sums is not None else self._build()
+        return sums[name][hi + 1] - sums[name][lo] + self._means[name] * (hi - lo + 1)
 
 
 _POWERS = ("r1", "r2", "r3", "r4", "neg2", "log")
@@ -560,27 +603,7 @@ class _Kernel:
         ret = np.zeros(self.n_bars)
         g = (1.0 - v - k[:-1]) + v * a[1:]
         ret[1:] = g * (1.0 - k[1:]) / (1.0 - k[:-1]) - 1.0
-        logr = np.log1p(ret)
-        r2 = ret * ret
-        sums = {}
-        means = {}
-        for name, values in (
-            ("r1", ret),
-            ("r2", r2),
-            ("r3", r2 * ret),
-            ("r4", r2 * r2),
-            ("neg2", np.where(ret < 0.0, r2, 0.0)),
-            ("log", logr),
-        ):
-            # prefix sums of the centred values: they wander like a random walk instead of
-            # growing with T, so a range sum keeps ~1e-15 absolute accuracy.
-            mu = float(values.mean())
-            p = np.zeros(self.n_bars + 1)
-            np.cumsum(values - mu, out=p[1:])
-            sums[name] = p
-            means[name] = mu
-        level = np.cumsum(logr)
-        got = _Stationary(k=k, ret=ret, sums=sums, means=means, log_level=level)
+        got = _Stationary(k=k, ret=ret)
         self._stat[side] = got
         return got
 
@@ -789,7 +812,9 @@ def _dense(plan: _Plan, kern: _Kernel) -> tuple[np.ndarray, np.ndarray]:
     return ret, cost
 
 
-def kernel_returns(sides: np.ndarray, close: np.ndarray, config: EngineConfig, size: float = 1.0) -> np.ndarray:
+def kernel_returns(
+    sides: np.ndarray, close: np.ndarray, config: EngineConfig, size: float = 1.0
+) -> np.ndarray:
     """Per-bar returns `(K, T)` of K target sequences (`size * sides[k]`, decided at t) on one symbol.
 
     The dense output of the batch kernel, for tests and diagnostics: equal
@@ -903,9 +928,18 @@ def kernel_backtest(
     px2 = px.reshape(n_bars, 1)
     names = (str(symbol),)
     trades = build_trades(
-        sim, close=px2, dates=stamps, symbols=names, config=cfg, open=extra["open"], high=extra["high"], low=extra["low"]
+        sim,
+        close=px2,
+        dates=stamps,
+        symbols=names,
+        config=cfg,
+        open=extra["open"],
+        high=extra["high"],
+        low=extra["low"],
     )
-    equity, weights_held, turnover = mark_to_market(sim.positions, sim.cash, px2, in_place=True, close_clean=True)
+    equity, weights_held, turnover = mark_to_market(
+        sim.positions, sim.cash, px2, in_place=True, close_clean=True
+    )
     equity_prev = np.empty(n_bars)
     equity_prev[0] = cfg.initial_capital
     equity_prev[1:] = equity[:-1]
@@ -931,7 +965,18 @@ def kernel_backtest(
         benchmark=bench,
         initial_capital=cfg.initial_capital,
     )
-    for arr in (stamps, returns, equity, drawdown, cash, sim.weights_target, weights_held, traded, costs, turnover):
+    for arr in (
+        stamps,
+        returns,
+        equity,
+        drawdown,
+        cash,
+        sim.weights_target,
+        weights_held,
+        traded,
+        costs,
+        turnover,
+    ):
         arr.flags.writeable = False
     sim.fill_bars.flags.writeable = False
     return BacktestOutput(
