@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import resource
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -139,7 +141,10 @@ def pandas_cs_rank(frame: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- measuring
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     gc.collect()
     t0 = time.perf_counter()
     out = fn()
@@ -164,29 +169,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pandas-symbols", type=int, default=300, help="0 = full size")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print(f"command: python benchmarks/bench_features.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    print(
+        f"command: python benchmarks/bench_features.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    )
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}, "
-        f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs"
+        f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs"
     )
     t_gen, made = timed(
-        lambda: generate_synthetic(SyntheticConfig(n_dates=args.dates, n_symbols=args.symbols, seed=args.seed))
+        lambda: generate_synthetic(
+            SyntheticConfig(n_dates=args.dates, n_symbols=args.symbols, seed=args.seed)
+        )
     )
-    panel: Panel = made[0]  # type: ignore[index]
+    panel = made[0]
     t, n = panel.shape
     print(f"synthetic panel {t} x {n} with OHLCV generated in {t_gen:.1f} s")
 
     peak = peak_traced(lambda: compute_features(panel, SPECS))
     t_ours, fs = timed(lambda: compute_features(panel, SPECS))
-    values = fs.values  # type: ignore[attr-defined]
-    names = list(fs.names)  # type: ignore[attr-defined]
+    values = fs.values
+    names = list(fs.names)
     n_cols = len(names)
     n_rank = sum(name.endswith("_csrank") for name in names)
     out_bytes = values.nbytes
 
     sub = n if args.pandas_symbols <= 0 else min(n, args.pandas_symbols)
     t_pd_ts, base = timed(lambda: pandas_base(panel, slice(0, sub)))
-    base = dict(base)  # type: ignore[call-overload]
     scale = n / sub
     ranked = [name.removesuffix("_csrank") for name in names if name.endswith("_csrank")]
     full = pd.DataFrame(values[:, :, names.index(ranked[0])].astype(np.float64))
@@ -204,11 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         ref = frame.to_numpy(dtype=np.float64)
         both = np.isfinite(ours) & np.isfinite(ref)
         scale_ref = np.maximum(1.0, np.abs(ref[both]))
-        worst[name] = float(np.max(np.abs(ours[both] - ref[both]) / scale_ref)) if both.any() else float("nan")
+        worst[name] = (
+            float(np.max(np.abs(ours[both] - ref[both]) / scale_ref)) if both.any() else float("nan")
+        )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
     print()
-    print("| T x N | columns (base + cs ranks) | ours (s) | ours peak traced | output | pandas (s) | pandas / ours |")
+    print(
+        "| T x N | columns (base + cs ranks) | ours (s) | ours peak traced | output | pandas (s) | pandas / ours |"
+    )
     print("|---|---|---|---|---|---|---|")
     extrap = "" if sub == n else f" (time-series part on {sub} symbols x {scale:.0f}, extrapolated)"
     print(

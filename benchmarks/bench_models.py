@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODEL_TYPES), help="comma-separated model types")
     args = parser.parse_args(argv)
     cfg = read_config_file(args.config)
-    print(f"command: python benchmarks/bench_models.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    print(
+        f"command: python benchmarks/bench_models.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    )
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
         f"{platform.machine()}; config {args.config}"
