@@ -93,11 +93,11 @@ def test_blocks_are_purged_and_match_independent_refits(
         np.testing.assert_allclose(rolling.predictions[in_block], expected, rtol=1e-10, atol=1e-14)
         covered |= in_block
     assert covered.all()
-    # the rolling metric set is ml_metrics of the stitched predictions; the model is the last refit
+    # the rolling metric set is ml_metrics of the stitched predictions; the deployable model stays
+    # the fit on train (the last refit has seen valid and test: backtesting it there would leak)
     assert result.metrics["rolling"].to_dict() == ml_metrics(rolling.predictions, labels[eval_rows]).to_dict()
-    assert result.model is rolling.model
-    last = rolling.blocks[-1]
-    assert str(result.trained_through) == str(panel.dates[last.train_end - 1])
+    assert result.model is not rolling.model
+    assert str(result.trained_through) == str(panel.dates[result.rows["train"][-1]])
     # valid / test metrics stay those of the fit on train
     assert (
         result.metrics["test"].to_dict()
@@ -123,6 +123,8 @@ def test_rolling_refits_reuse_the_early_stopped_capacity() -> None:
     result = train(cfg, model_cfg, evaluate=False)
     n_iter = result.params["fit.n_iter"]
     assert result.params["fit.early_stopping"] == "valid"
-    assert result.model.named_steps["model"].n_iter_ == n_iter  # the last refit: max_iter pinned to n_iter
-    assert result.model.named_steps["model"].early_stopping is False
+    last_refit = result.rolling.model  # type: ignore[union-attr]
+    assert last_refit.named_steps["model"].n_iter_ == n_iter  # refits: max_iter pinned to the early-stopped n_iter
+    assert last_refit.named_steps["model"].early_stopping is False
+    assert result.model.named_steps["model"].n_iter_ == n_iter  # the deployable model: the early-stopped fit
     assert result.params["rolling.n_fits"] == len(result.rolling.blocks)  # type: ignore[union-attr]

@@ -27,15 +27,13 @@ are one out-of-sample prediction matrix over valid + test, whose ML metrics
 are the segment `"rolling"`. Refits have no valid segment to early-stop on:
 they reuse the capacity found by the main fit (`models.refit_overrides`).
 
-The model returned (and logged, registered and served) is **the last fit**:
-without rolling, the fit on train; with rolling, the last refit, trained on
-data up to the last block's purge boundary, i.e. on most of valid and test.
-That model is the one to deploy going forward, but predictions from it over
-valid or test are in-sample: the out-of-sample record of a rolling training
-is the `"rolling"` metric set, and the `valid` / `test` metric sets and the
-test evaluation remain those of the fit on train. `TrainingResult.trained_through`
-is the date of the last row the returned model was fitted on (its label is
-realised `lag + h` bars later).
+The model returned (and logged, registered and served) is **the fit on the
+train segment**, with or without rolling: the alpha-backtest trades the test
+window with it, so it must not have seen that window. The last rolling refit
+(trained on most of valid and test) is kept on `TrainingResult.rolling.model`;
+the out-of-sample record of periodic retraining is the `"rolling"` metric set.
+`TrainingResult.trained_through` is the date of the last row the returned model
+was fitted on (its label is realised `lag + h` bars later).
 """
 
 from __future__ import annotations
@@ -241,9 +239,10 @@ def train(
         rolling = rolling_predictions(prep, dataset_cfg, model_cfg, model_cfg.rolling, refit_overrides(model))
         result.rolling = rolling
         result.metrics["rolling"] = rolling.metrics
-        result.model = rolling.model
+        # The logged (and deployable) model stays the fit on the train segment: the last rolling
+        # refit has seen most of valid and test, so backtesting it over the test window would leak.
+        # The rolling metrics are the out-of-sample record of periodic retraining.
         last = rolling.blocks[-1]
-        result.trained_through = _day(prep.panel.dates[last.train_end - 1])
         result.params.update(
             {
                 "rolling.n_fits": len(rolling.blocks),
