@@ -246,6 +246,10 @@ def test_unknown_deployment_is_not_found_at_acceptance(stack: EmbeddedStack) -> 
         ({"model_cfg": {"type": "ridge", "params": {"alpha": 1.0, "bogus": 3}}}, "model_cfg.params.bogus"),
         ({"strategy_cfg": {"type": "long_short_topk", "params": {"top_k": 50}}}, "strategy_cfg.params.top_k"),
         ({"strategy_cfg": {"type": "no_such_strategy"}}, "strategy_cfg.type"),
+        (
+            {"strategy_cfg": {"type": "sma_cross", "params": {}}},
+            "strategy_cfg.type",
+        ),  # a rule cannot trade an alpha
         ({"dataset_cfg": {**small_run()["dataset_cfg"], "symbols": ["AAPL", "NOPE"]}}, "dataset_cfg.symbols"),
         (
             {

@@ -154,6 +154,28 @@ def test_walk_forward_and_portfolio_jobs(rest_url: str) -> None:
         ),
         ("/monte-carlo", {"n_simulations": 10}, 422, None),
         (
+            "/backtests",
+            {"source": SOURCE, "strategy_cfg": {"type": "long_short_topk"}},
+            400,
+            "strategy_cfg.type",
+        ),
+        (
+            "/optimizations",
+            {"source": SOURCE, "strategy_type": "nope", "grid": {"fast_period": [5]}},
+            400,
+            "strategy_type",
+        ),
+        (
+            "/backtests",
+            {
+                "source": SOURCE,
+                "strategy_cfg": {"type": "sma_cross"},
+                "backtest_cfg": {"fill_price": "open", "execution_lag": 0},
+            },
+            400,
+            None,
+        ),
+        (
             "/portfolio-backtests",
             {"dataset_cfg": {"source": "sp500"}, "portfolio_name": "x", "legs": []},
             422,

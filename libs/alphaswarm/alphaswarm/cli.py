@@ -188,8 +188,6 @@ def _job_document(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     if args.job:
         doc = parse_config_document(Path(args.job).read_bytes(), field="job")
     dataset = {"source": args.dataset} if args.dataset else None
-    if args.start or args.end:
-        dataset = {**(dataset or {"source": "sp500"}), "start_date": args.start, "end_date": args.end}
     source = dict(doc.get("source", {}))
     if dataset:
         source["dataset_cfg"] = {**source.get("dataset_cfg", {}), **{k: v for k, v in dataset.items() if v}}
@@ -199,6 +197,11 @@ def _job_document(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         source.setdefault("dataset_cfg", {"source": "sp500"})
         doc["source"] = source
     backtest = dict(doc.get("backtest_cfg", {}))
+    # --start/--end set the traded window; the bars before it warm the indicators up.
+    if args.start:
+        backtest["start_date"] = args.start
+    if args.end:
+        backtest["end_date"] = args.end
     for name in ("fees", "slippage", "initial_capital"):
         if getattr(args, name, None) is not None:
             backtest[name] = getattr(args, name)
@@ -337,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         job.add_argument("job", nargs="?", help="job document (YAML or JSON)")
         job.add_argument("--dataset", help="dataset source: sp500 (default) or a CSV/Parquet path")
         job.add_argument("--symbols", help="comma-separated symbols")
-        job.add_argument("--start", help="first date (YYYY-MM-DD)")
-        job.add_argument("--end", help="last date (YYYY-MM-DD)")
+        job.add_argument("--start", help="first traded date (YYYY-MM-DD); earlier bars warm indicators up")
+        job.add_argument("--end", help="last traded date (YYYY-MM-DD)")
         job.add_argument("--strategy", help="strategy type (sma_cross, rsi, macd, ...)")
         job.add_argument("--fees", type=float)
         job.add_argument("--slippage", type=float)

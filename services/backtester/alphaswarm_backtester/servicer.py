@@ -333,7 +333,7 @@ class BacktesterServicer(PortfolioRiskMixin):
         _engine_config(backtest_cfg)
         if is_rule_strategy(strategy_cfg.type):
             rule = validate_rule_params(strategy_cfg.type, strategy_cfg.params)
-            return pb.ValidateStrategyResponse(params_json=rule.model_dump_json())
+            return pb.ValidateStrategyResponse(params_json=rule.model_dump_json(), kind="rule")
         if strategy_cfg.type not in ALPHA_STRATEGIES:
             raise InvalidArgument(
                 f"unknown strategy {strategy_cfg.type!r}; alpha strategies: {sorted(ALPHA_STRATEGIES)}, "
@@ -344,7 +344,7 @@ class BacktesterServicer(PortfolioRiskMixin):
         if request.n_symbols > 0:  # universe-dependent checks (top_k against the symbols) on a probe signal
             probe = np.tile(np.arange(request.n_symbols, dtype=np.float64), (2, 1))
             weights_from_signal(probe, strategy_cfg.type, strategy_cfg.params)
-        return pb.ValidateStrategyResponse(params_json=params.model_dump_json())
+        return pb.ValidateStrategyResponse(params_json=params.model_dump_json(), kind="alpha")
 
     def RunBacktest(self, request: pb.RunBacktestRequest, context: Any) -> pb.RunBacktestResponse:
         signal, dates, symbols = matrix_from_proto(request.signal, field="signal")

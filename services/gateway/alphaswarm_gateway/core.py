@@ -31,9 +31,9 @@ from alphaswarm.registry.v1 import registry_service_pb2 as rpb
 from alphaswarm.registry.v1 import registry_service_pb2_grpc as rpb_grpc
 from alphaswarm.trainer.v1 import trainer_service_pb2 as tpb
 from alphaswarm.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
-from alphaswarm_common.config import AlphaBacktestConfig
+from alphaswarm_common.config import AlphaBacktestConfig, StrategyConfig
 from alphaswarm_common.data import load_panel
-from alphaswarm_common.errors import DependencyUnavailable, InvalidArgument
+from alphaswarm_common.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from alphaswarm_common.events import (
     EventBus,
     InProcessEventBus,
@@ -45,7 +45,7 @@ from alphaswarm_common.events import (
 )
 from alphaswarm_common.grpc_client import aio_call, aio_channel
 from alphaswarm_common.metrics import combined_score
-from alphaswarm_common.protoconv import config_to_proto
+from alphaswarm_common.protoconv import config_from_proto, config_to_proto
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tracking import Tracker
 
@@ -236,23 +236,41 @@ class Gateway:
                 target="trainer",
             )
             n_symbols = int(checked.n_symbols)
+        strategy = cfg.strategy
         if cfg.deployment_id:
-            await aio_call(
-                self.clients.registry.GetDeployment,
-                rpb.GetDeploymentRequest(deployment_id=cfg.deployment_id),
-                timeout=timeout,
-                target="registry",
-            )
-        await aio_call(
+            dep = (
+                await aio_call(
+                    self.clients.registry.GetDeployment,
+                    rpb.GetDeploymentRequest(deployment_id=cfg.deployment_id),
+                    timeout=timeout,
+                    target="registry",
+                )
+            ).deployment
+            if dep.state == resources_pb2.DEPLOYMENT_STATE_RETIRED:
+                raise FailedPrecondition(
+                    f"deployment {dep.deployment_id} is retired; promote or redeploy it first",
+                    field="deployment_id",
+                )
+            if cfg.strategy_cfg is None and not cfg.train_first and dep.strategy_cfg.type:
+                strategy = config_from_proto(
+                    dep.strategy_cfg, StrategyConfig, prefix="deployment.strategy_cfg"
+                )
+        checked_strategy = await aio_call(
             self.clients.backtester.ValidateStrategy,
             bpb.ValidateStrategyRequest(
-                strategy_cfg=config_to_proto(cfg.strategy),
+                strategy_cfg=config_to_proto(strategy),
                 backtest_cfg=config_to_proto(cfg.resolved_backtest_cfg),
                 n_symbols=n_symbols,
             ),
             timeout=timeout,
             target="backtester",
         )
+        if checked_strategy.kind == "rule":
+            raise InvalidArgument(
+                f"{strategy.type} is a rule strategy: an alpha backtest trades the model's predictions with an"
+                " alpha strategy (long_short_topk, long_only_topk, quantile, signal_weighted, threshold)",
+                field="strategy_cfg.type",
+            )
         if cfg.weights:
             combined_score({}, {}, cfg.weights)  # unknown or negative weight keys fail here, naming the key
         if cfg.backtest_cfg.benchmark:
@@ -317,7 +335,10 @@ class Gateway:
             resources_pb2.RUN_STATE_CANCELLED,
         )
         if finished and await self.bus.last_seq(task_id) == 0:
-            yield _terminal_event_from_row(task)
+            if (
+                after_seq < 1
+            ):  # a client resuming after it has already seen the rebuilt event gets nothing more
+                yield _terminal_event_from_row(task)
             return
         async for event in self.bus.subscribe(task_id, after_seq=after_seq):
             yield event

@@ -25,7 +25,7 @@ from alphaswarm.backtester.v1 import backtester_service_pb2 as bpb
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConfig
-from alphaswarm_common.errors import AlphaSwarmError
+from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, InvalidArgument
 from alphaswarm_common.events import ProgressEvent
 from alphaswarm_common.grpc_client import aio_call, remote_field
 from alphaswarm_common.protoconv import (
@@ -130,7 +130,9 @@ class MonteCarloJob(_Doc):
     block_length: int = Field(default=21, ge=1)
     seed: int = 0
     percentiles: list[float] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 75.0, 95.0])
-    periods_per_year: float = Field(default=252.0, gt=0)
+    periods_per_year: float | None = Field(
+        default=None, gt=0, description="Bars per year; a stored backtest's own value (else 252) when absent."
+    )
 
     @model_validator(mode="after")
     def _input(self) -> MonteCarloJob:
@@ -260,7 +262,7 @@ JOB_MODELS: dict[str, JobKind] = {
             block_length=j.block_length,
             seed=j.seed,
             percentiles=j.percentiles,
-            periods_per_year=j.periods_per_year,
+            periods_per_year=j.periods_per_year or 0.0,
         ),
         lambda r: {
             "probability_of_loss": r.probability_of_loss,
@@ -285,21 +287,44 @@ def parse_job(kind: str, doc: dict[str, Any]) -> _Doc:
         raise err from exc
 
 
+def _strategy_field(kind: str, index: int, field: str | None) -> str:
+    """The job document's own name for a field a strategy check reported."""
+    field = field or "strategy_cfg.type"
+    if kind in ("optimization", "walk_forward"):
+        return (
+            "strategy_type"
+            if field == "strategy_cfg.type"
+            else field.replace("strategy_cfg.params.", "grid.")
+        )
+    if kind == "portfolio_backtest":
+        return f"legs[{index}].{field}"
+    return field
+
+
 async def accept_job(gw: Any, kind: str, job: _Doc, *, request_id: str | None = None) -> resources_pb2.Task:
     """Validate, store the task, publish `accepted`, enqueue. Returns the stored task."""
     spec = JOB_MODELS[kind]
+    backtest_cfg = getattr(job, "backtest_cfg", None)
     for i, strategy in enumerate(spec.strategies(job)):
         try:
-            await aio_call(
+            checked = await aio_call(
                 gw.clients.backtester.ValidateStrategy,
-                bpb.ValidateStrategyRequest(strategy_cfg=config_to_proto(strategy)),
+                bpb.ValidateStrategyRequest(
+                    strategy_cfg=config_to_proto(strategy),
+                    backtest_cfg=config_to_proto(backtest_cfg) if backtest_cfg is not None else None,
+                ),
                 timeout=gw.settings.deadline_default_seconds,
                 target="backtester",
             )
-        except AlphaSwarmError as exc:
-            if kind == "portfolio_backtest":
-                exc.details["field"] = f"legs[{i}].{remote_field(exc) or 'strategy_cfg'}"
-            raise
+        except InvalidArgument as exc:
+            field = _strategy_field(kind, i, remote_field(exc))
+            raise InvalidArgument(str(exc).split(": ", 1)[-1], field=field, reason=exc.reason) from exc
+        if checked.kind != "rule":
+            raise InvalidArgument(
+                f"{strategy.type} is an alpha strategy, driven by a model's predictions: run it as an alpha"
+                " backtest (POST /ml/alpha-backtest-runs); price-driven jobs take rule strategies",
+                field=_strategy_field(kind, i, "strategy_cfg.type"),
+            )
     task = resources_pb2.Task(
         kind=kind,
         state=resources_pb2.RUN_STATE_PENDING,
@@ -319,7 +344,25 @@ async def accept_job(gw: Any, kind: str, job: _Doc, *, request_id: str | None = 
                 task_id=stored.task_id, seq=1, stage="accepted", status="accepted", message=f"{kind} accepted"
             )
         )
-        await gw.queue.enqueue(kind, {"task_id": stored.task_id})
+        try:
+            await gw.queue.enqueue(kind, {"task_id": stored.task_id})
+        except Exception as exc:  # the queue is down: fail the task rather than leave it pending forever
+            error = DependencyUnavailable(f"job queue unavailable: {exc}")
+            await _update_task(
+                gw,
+                resources_pb2.Task(
+                    task_id=stored.task_id,
+                    state=resources_pb2.RUN_STATE_FAILED,
+                    stage="failed",
+                    error=resources_pb2.ErrorDetail(
+                        stage="accepted", code=error.grpc_code, message=str(error)
+                    ),
+                ),
+                "state",
+                "stage",
+                "error",
+            )
+            raise error from exc
     return stored
 
 

@@ -768,13 +768,20 @@ def _check_json(value: Any, field_name: str, *, kind: type | tuple[type, ...] = 
     return _json_safe(value)
 
 
+# When a request happened and how long it took describe the attempt, not the request: a replay
+# of the same save (a redelivered job) carries new values and must still match.
+_VOLATILE_FIELDS = frozenset(
+    {"created_at", "updated_at", "backtest_date", "optimization_date", "test_date", "execution_time_seconds"}
+)
+
+
 def _fingerprint(*parts: Any) -> str:
     def canon(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return {
                 f.name: canon(getattr(value, f.name))
                 for f in dataclasses.fields(value)
-                if f.name not in ("created_at", "updated_at")
+                if f.name not in _VOLATILE_FIELDS
             }
         if isinstance(value, np.ndarray):
             return [None if isinstance(v, float) and math.isnan(v) else v for v in value.tolist()]

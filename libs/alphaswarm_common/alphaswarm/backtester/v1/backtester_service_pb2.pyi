@@ -266,10 +266,12 @@ class ValidateStrategyRequest(_message.Message):
     def __init__(self, strategy_cfg: _Optional[_Union[_config_pb2.StrategyConfig, _Mapping]] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., n_symbols: _Optional[int] = ...) -> None: ...
 
 class ValidateStrategyResponse(_message.Message):
-    __slots__ = ("params_json",)
+    __slots__ = ("params_json", "kind")
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     params_json: str
-    def __init__(self, params_json: _Optional[str] = ...) -> None: ...
+    kind: str
+    def __init__(self, params_json: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class RunBacktestRequest(_message.Message):
     __slots__ = ("signal", "prices", "strategy_cfg", "backtest_cfg", "experiment_id", "parent_run_id", "task_id", "strategy_label", "symbol_label", "persist", "request_id", "notes", "benchmark_close")

@@ -91,7 +91,7 @@ class BacktesterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RunStrategyBacktest(self, request, context):
-        """Backtests a rule strategy (sma_cross, rsi, ...) or an alpha strategy on a dataset's prices.
+        """Backtests a rule strategy (sma_cross, rsi, ..., buy_and_hold) on a dataset's prices.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
