@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_features import SPECS  # noqa: E402
+from bench_features import SPECS
 
-from alphaswarm_common.config import DatasetConfig, ModelConfig, Segments, SyntheticConfig  # noqa: E402
-from alphaswarm_common.data import load_panel  # noqa: E402
-from alphaswarm_common.features import compute_features  # noqa: E402
-from alphaswarm_common.modeling import predict_window  # noqa: E402
-from alphaswarm_trainer.training import train  # noqa: E402
+from alphaswarm_common.config import DatasetConfig, ModelConfig, Segments, SyntheticConfig
+from alphaswarm_common.data import load_panel
+from alphaswarm_common.features import compute_features
+from alphaswarm_common.modeling import predict_window
+from alphaswarm_trainer.training import train
 
 
 def peak_mib() -> float:
@@ -72,17 +72,30 @@ def main() -> int:
 
     t = time.perf_counter()
     result = train(cfg, ModelConfig(type=args.model, seed=0), evaluate=False, plots=False)
-    rows.append((f"train {args.model} ({result.n_train_rows:,} rows; features from the cache)",
-                 time.perf_counter() - t, peak_mib()))
+    rows.append(
+        (
+            f"train {args.model} ({result.n_train_rows:,} rows; features from the cache)",
+            time.perf_counter() - t,
+            peak_mib(),
+        )
+    )
 
     t = time.perf_counter()
-    window = predict_window(result.model, cfg, segments.test.start, segments.test.end,
-                            expected_features=result.feature_names)
-    rows.append((f"predict test window ({window.values.shape[0]} x {window.values.shape[1]})",
-                 time.perf_counter() - t, peak_mib()))
+    window = predict_window(
+        result.model, cfg, segments.test.start, segments.test.end, expected_features=result.feature_names
+    )
+    rows.append(
+        (
+            f"predict test window ({window.values.shape[0]} x {window.values.shape[1]})",
+            time.perf_counter() - t,
+            peak_mib(),
+        )
+    )
 
-    print(f"# command: python benchmarks/bench_training.py --dates {args.dates} --symbols {args.symbols} "
-          f"--model {args.model}")
+    print(
+        f"# command: python benchmarks/bench_training.py --dates {args.dates} --symbols {args.symbols} "
+        f"--model {args.model}"
+    )
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
     print("| step | wall (s) | peak RSS so far (MiB) |")
     print("|---|---|---|")

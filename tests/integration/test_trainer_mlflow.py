@@ -121,7 +121,9 @@ def test_rolling_metrics_are_logged_and_returned(tracker: Tracker) -> None:
     params = run.data.params
     assert params["rolling.step"] == "63" and params["rolling.window"] == "250"
     assert int(params["rolling.n_fits"]) >= 5 and params["fit.early_stopping"] == "valid"
-    assert params["trained_through"] < params["rolling.last_train_end"]  # the logged model is the fit on train
+    assert (
+        params["trained_through"] < params["rolling.last_train_end"]
+    )  # the logged model is the fit on train
     assert "rolling.json" in _artifacts(tracker, run.info.run_id)
     importance = tracker.client.download_artifacts(run.info.run_id, "feature_importance.json")
     assert json.loads(Path(importance).read_text())["method"] == "permutation"

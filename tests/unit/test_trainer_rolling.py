@@ -124,7 +124,9 @@ def test_rolling_refits_reuse_the_early_stopped_capacity() -> None:
     n_iter = result.params["fit.n_iter"]
     assert result.params["fit.early_stopping"] == "valid"
     last_refit = result.rolling.model  # type: ignore[union-attr]
-    assert last_refit.named_steps["model"].n_iter_ == n_iter  # refits: max_iter pinned to the early-stopped n_iter
+    assert (
+        last_refit.named_steps["model"].n_iter_ == n_iter
+    )  # refits: max_iter pinned to the early-stopped n_iter
     assert last_refit.named_steps["model"].early_stopping is False
     assert result.model.named_steps["model"].n_iter_ == n_iter  # the deployable model: the early-stopped fit
     assert result.params["rolling.n_fits"] == len(result.rolling.blocks)  # type: ignore[union-attr]
