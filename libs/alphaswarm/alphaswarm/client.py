@@ -22,7 +22,12 @@ from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.errors import AlphaSwarmError, error_from_code
 from alphaswarm_common.events import ProgressEvent
 from alphaswarm_common.grpc_client import call, channel, error_from_rpc
-from alphaswarm_common.protoconv import config_to_proto, struct_to_dict, timestamp_to_datetime
+from alphaswarm_common.protoconv import (
+    RUN_STATE_NAMES,
+    config_to_proto,
+    struct_to_dict,
+    timestamp_to_datetime,
+)
 from alphaswarm_common.settings import Settings
 
 __all__ = ["AlphaBacktestResult", "GatewayClient", "RunFailed", "gateway_client"]
@@ -79,13 +84,7 @@ class AlphaBacktestResult:
         return doc
 
 
-_STATES = {
-    resources_pb2.RUN_STATE_PENDING: "pending",
-    resources_pb2.RUN_STATE_RUNNING: "running",
-    resources_pb2.RUN_STATE_SUCCEEDED: "succeeded",
-    resources_pb2.RUN_STATE_FAILED: "failed",
-    resources_pb2.RUN_STATE_CANCELLED: "cancelled",
-}
+_STATES = RUN_STATE_NAMES
 
 
 def result_from_run(run: resources_pb2.AlphaBacktestRun, events: list[ProgressEvent]) -> AlphaBacktestResult:

@@ -20,11 +20,12 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from pydantic import BaseModel, ValidationError
 
-from alphaswarm.common.v1 import arrays_pb2, config_pb2
+from alphaswarm.common.v1 import arrays_pb2, config_pb2, resources_pb2
 from alphaswarm_common import config as cfg
 from alphaswarm_common.errors import InvalidArgument
 
 __all__ = [
+    "RUN_STATE_NAMES",
     "array_from_proto",
     "array_to_proto",
     "config_from_proto",
@@ -159,6 +160,18 @@ def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> dt.datetime | None:
         return None
     return ts.ToDatetime(tzinfo=dt.UTC)
 
+
+# ----------------------------------------------------------------------------- run states
+
+#: RunState values by their lower-case name as REST, the catalog and the CLI spell them.
+RUN_STATE_NAMES: dict[int, str] = {
+    resources_pb2.RUN_STATE_UNSPECIFIED: "unspecified",
+    resources_pb2.RUN_STATE_PENDING: "pending",
+    resources_pb2.RUN_STATE_RUNNING: "running",
+    resources_pb2.RUN_STATE_SUCCEEDED: "succeeded",
+    resources_pb2.RUN_STATE_FAILED: "failed",
+    resources_pb2.RUN_STATE_CANCELLED: "cancelled",
+}
 
 # ----------------------------------------------------------------------------- configs
 

@@ -10,20 +10,14 @@ from alphaswarm.common.v1 import resources_pb2
 from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.events import ProgressEvent
 from alphaswarm_common.protoconv import (
+    RUN_STATE_NAMES,
     config_from_proto,
     struct_to_dict,
     timestamp_from_datetime,
     timestamp_to_datetime,
 )
 
-STATE_NAMES = {
-    resources_pb2.RUN_STATE_UNSPECIFIED: "unspecified",
-    resources_pb2.RUN_STATE_PENDING: "pending",
-    resources_pb2.RUN_STATE_RUNNING: "running",
-    resources_pb2.RUN_STATE_SUCCEEDED: "succeeded",
-    resources_pb2.RUN_STATE_FAILED: "failed",
-    resources_pb2.RUN_STATE_CANCELLED: "cancelled",
-}
+STATE_NAMES = RUN_STATE_NAMES
 
 
 def _ts(ts: Any) -> str | None:
