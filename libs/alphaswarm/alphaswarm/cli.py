@@ -35,12 +35,23 @@ def _settings(args: argparse.Namespace) -> Any:
     return settings.model_copy(update=overrides) if overrides else settings
 
 
+def _integral(value: Any) -> Any:
+    """Counts and integer parameters come back from protobuf Structs as floats; show them as ints."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "null"
-    if isinstance(value, float):
+    if isinstance(value, float) and not value.is_integer():
         return f"{value:.4f}"
-    return str(value)
+    return str(_integral(value))
 
 
 def _print_table(result: Any, console: Any) -> None:
@@ -282,7 +293,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         for t in list(response.trials)[:10]:
             trials.add_row(
                 str(t.rank) if t.HasField("rank") else "-",
-                json.dumps(json_format.MessageToDict(t.params)),
+                json.dumps(_integral(json_format.MessageToDict(t.params))),
                 _fmt(t.objective_value if t.HasField("objective_value") else None),
             )
         console.print(trials)
