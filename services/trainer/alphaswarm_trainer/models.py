@@ -212,11 +212,17 @@ def fit_model(
         import lightgbm
 
         xs = scaler.fit_transform(x)
+        xv = scaler.transform(x_valid)
+        # lightgbm >= 4.6 takes the validation set as eval_X/eval_y (eval_set is deprecated there).
+        if "eval_X" in inspect.signature(est.fit).parameters:
+            valid_kwargs: dict[str, Any] = {"eval_X": (xv,), "eval_y": (y_valid,)}
+        else:
+            valid_kwargs = {"eval_set": [(xv, y_valid)]}
         est.fit(
             xs,
             y,
-            eval_set=[(scaler.transform(x_valid), y_valid)],
             callbacks=[lightgbm.early_stopping(LIGHTGBM_STOPPING_ROUNDS, verbose=False)],
+            **valid_kwargs,
         )
         info.update(early_stopping="valid", n_iter=int(est.best_iteration_ or est.n_estimators))
         return info
