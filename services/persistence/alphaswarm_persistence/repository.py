@@ -14,7 +14,8 @@ Behaviour a caller can rely on:
 * Idempotency (AIP-155). A `request_id` is kept in `catalog_request_keys`
   under (kind, request_id) — kinds `alpha_backtest_run`, `deployment`,
   `backtest_result`, `optimization_results`, `walk_forward_tests`,
-  `portfolio_backtest` — with the SHA-256 of the request. The same key with the
+  `portfolio_backtest`, `task` (tasks.py) — with the SHA-256 of the request
+  (timestamps and timings of the attempt excluded, so a replay matches). The same key with the
   same request returns the entity created the first time (`created=False`);
   the same key with a different request is `AlreadyExists` (reason
   `REQUEST_ID_REUSED`, field `request_id`). Concurrent requests with one key

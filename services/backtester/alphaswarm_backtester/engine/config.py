@@ -167,8 +167,9 @@ class EngineConfig:
         it is used when `cfg.execution_lag` is None and must agree with it
         otherwise (the IC and the PnL must be measured on the same return).
         With neither given the METRICS.md default 1 applies. `engine_only`
-        takes the engine-only fields (`min_fee`, `max_gross_leverage`,
-        `stop_loss`, `take_profit`); any other keyword is an InvalidArgument.
+        takes the risk options (`min_fee`, `max_gross_leverage`, `stop_loss`,
+        `take_profit`; `BacktestConfig` carries them too and the backtester
+        servicer passes them through); any other keyword is an InvalidArgument.
         """
         unknown = sorted(set(engine_only) - set(_ENGINE_ONLY))
         if unknown:
