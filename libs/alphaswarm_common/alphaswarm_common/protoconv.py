@@ -26,6 +26,7 @@ from alphaswarm_common.errors import InvalidArgument
 
 __all__ = [
     "RUN_STATE_NAMES",
+    "TERMINAL_RUN_STATES",
     "array_from_proto",
     "array_to_proto",
     "config_from_proto",
@@ -172,6 +173,11 @@ RUN_STATE_NAMES: dict[int, str] = {
     resources_pb2.RUN_STATE_FAILED: "failed",
     resources_pb2.RUN_STATE_CANCELLED: "cancelled",
 }
+
+#: The states a task or run never leaves.
+TERMINAL_RUN_STATES = frozenset(
+    {resources_pb2.RUN_STATE_SUCCEEDED, resources_pb2.RUN_STATE_FAILED, resources_pb2.RUN_STATE_CANCELLED}
+)
 
 # ----------------------------------------------------------------------------- configs
 

@@ -45,7 +45,7 @@ from alphaswarm_common.events import (
 )
 from alphaswarm_common.grpc_client import aio_call, aio_channel
 from alphaswarm_common.metrics import combined_score
-from alphaswarm_common.protoconv import config_from_proto, config_to_proto
+from alphaswarm_common.protoconv import TERMINAL_RUN_STATES, config_from_proto, config_to_proto
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tracking import Tracker
 
@@ -329,11 +329,7 @@ class Gateway:
         instead of a stream that never ends.
         """
         task = await self.get_task(task_id)  # NotFound for an unknown task
-        finished = task.state in (
-            resources_pb2.RUN_STATE_SUCCEEDED,
-            resources_pb2.RUN_STATE_FAILED,
-            resources_pb2.RUN_STATE_CANCELLED,
-        )
+        finished = task.state in TERMINAL_RUN_STATES
         if finished and await self.bus.last_seq(task_id) == 0:
             if (
                 after_seq < 1

@@ -29,6 +29,7 @@ from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, Inv
 from alphaswarm_common.events import ProgressEvent
 from alphaswarm_common.grpc_client import aio_call, remote_field
 from alphaswarm_common.protoconv import (
+    TERMINAL_RUN_STATES,
     array_to_proto,
     config_to_proto,
     metricset_from_proto,
@@ -36,6 +37,7 @@ from alphaswarm_common.protoconv import (
     struct_to_dict,
     validation_error,
 )
+from alphaswarm_gateway.progress import Progress, error_detail
 
 __all__ = ["JOB_MODELS", "accept_job", "run_job"]
 
@@ -354,9 +356,7 @@ async def accept_job(gw: Any, kind: str, job: _Doc, *, request_id: str | None = 
                     task_id=stored.task_id,
                     state=resources_pb2.RUN_STATE_FAILED,
                     stage="failed",
-                    error=resources_pb2.ErrorDetail(
-                        stage="accepted", code=error.grpc_code, message=str(error)
-                    ),
+                    error=error_detail("accepted", error),
                 ),
                 "state",
                 "stage",
@@ -385,31 +385,11 @@ async def run_job(gw: Any, kind: str, payload: dict[str, Any]) -> None:
             target="persistence",
         )
     ).task
-    if task.state in (
-        resources_pb2.RUN_STATE_SUCCEEDED,
-        resources_pb2.RUN_STATE_FAILED,
-        resources_pb2.RUN_STATE_CANCELLED,
-    ):
+    if task.state in TERMINAL_RUN_STATES:
         return
     spec = JOB_MODELS[kind]
-    seq = max(1, await gw.bus.last_seq(task.task_id))
-
-    async def emit(
-        stage: str, status: str, message: str, pct: float, data: dict[str, Any] | None = None
-    ) -> None:
-        nonlocal seq
-        seq += 1
-        await gw.bus.publish(
-            ProgressEvent(
-                task_id=task.task_id,
-                seq=seq,
-                stage=stage,
-                status=status,
-                pct=pct,
-                message=message,
-                data=data or {},
-            )
-        )
+    # Job failures must not be swallowed on their way to the stream: publishing is not best effort here.
+    progress = Progress(gw, task.task_id, seq=max(1, await gw.bus.last_seq(task.task_id)), best_effort=False)
 
     try:
         job = spec.model.model_validate(json_format.MessageToDict(task.request))
@@ -419,7 +399,7 @@ async def run_job(gw: Any, kind: str, payload: dict[str, Any]) -> None:
             "state",
             "stage",
         )
-        await emit(kind, "started", f"{kind} started", 5.0)
+        await progress.emit(kind, "started", f"{kind} started", pct=5.0)
         # A task id names one attempt's catalog rows; a redelivered job reuses them idempotently.
         request = spec.build(job, f"{task.task_id}:{kind}")
         response = await aio_call(
@@ -443,17 +423,11 @@ async def run_job(gw: Any, kind: str, payload: dict[str, Any]) -> None:
             "pct",
             "result",
         )
-        await emit("completed", "completed", f"{kind} completed", 100.0, result)
+        await progress.emit("completed", "completed", f"{kind} completed", pct=100.0, data=result)
     except Exception as exc:
-        if isinstance(exc, AlphaSwarmError):
-            detail = resources_pb2.ErrorDetail(
-                stage=kind, code=exc.grpc_code, message=str(exc), field=remote_field(exc) or ""
-            )
-        else:
+        if not isinstance(exc, AlphaSwarmError):
             log.exception("%s task %s failed", kind, task.task_id)
-            detail = resources_pb2.ErrorDetail(
-                stage=kind, code="INTERNAL", message=f"{type(exc).__name__}: {exc}"
-            )
+        detail = error_detail(kind, exc)
         try:
             await _update_task(
                 gw,
@@ -465,12 +439,12 @@ async def run_job(gw: Any, kind: str, payload: dict[str, Any]) -> None:
                 "error",
             )
         finally:
-            await emit(
+            await progress.emit(
                 "failed",
                 "failed",
                 f"{kind}: {detail.message}",
-                100.0,
-                {
+                pct=100.0,
+                data={
                     "stage": detail.stage,
                     "code": detail.code,
                     "message": detail.message,

@@ -34,8 +34,7 @@ from alphaswarm.trainer.v1 import trainer_service_pb2 as tpb
 from alphaswarm_common.config import AlphaBacktestConfig, StrategyConfig
 from alphaswarm_common.data import load_panel
 from alphaswarm_common.errors import AlphaSwarmError, DataError
-from alphaswarm_common.events import ProgressEvent
-from alphaswarm_common.grpc_client import aio_call, remote_field
+from alphaswarm_common.grpc_client import aio_call
 from alphaswarm_common.labels import make_labels
 from alphaswarm_common.metrics import (
     HEADLINE_ML_METRICS,
@@ -44,6 +43,7 @@ from alphaswarm_common.metrics import (
     ml_metrics,
 )
 from alphaswarm_common.protoconv import (
+    TERMINAL_RUN_STATES,
     array_to_proto,
     config_from_proto,
     config_to_proto,
@@ -53,6 +53,7 @@ from alphaswarm_common.protoconv import (
     struct_from_dict,
     timestamp_from_datetime,
 )
+from alphaswarm_gateway.progress import Progress, error_detail
 
 __all__ = ["ML_KEYS", "TRADING_KEYS", "AlphaBacktestSaga", "fail_unstarted"]
 
@@ -61,57 +62,9 @@ log = logging.getLogger(__name__)
 ML_KEYS = HEADLINE_ML_METRICS
 TRADING_KEYS = HEADLINE_TRADING_METRICS
 
-# Overall completion reached when each stage starts.
-STAGE_PCT = {
-    "training": 5,
-    "registering": 40,
-    "deploying": 45,
-    "predicting": 50,
-    "backtesting": 65,
-    "persisting": 85,
-    "completed": 100,
-}
-
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-class _Progress:
-    """Publishes a task's events with consecutive seqs and remembers the stage in progress,
-    so a failure is reported at the stage that was running."""
-
-    def __init__(self, gateway: Any, task_id: str, seq: int = 1) -> None:
-        self.gateway = gateway
-        self.task_id = task_id
-        self.seq = seq
-        self.stage = "accepted"
-
-    async def emit(
-        self,
-        stage: str,
-        status: str,
-        message: str = "",
-        *,
-        pct: float | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        if stage not in ("completed", "failed"):
-            self.stage = stage
-        self.seq += 1
-        event = ProgressEvent(
-            task_id=self.task_id,
-            seq=self.seq,
-            stage=stage,
-            status=status,
-            pct=float(STAGE_PCT.get(stage, 0) if pct is None else pct),
-            message=message,
-            data=data or {},
-        )
-        try:
-            await self.gateway.bus.publish(event)
-        except Exception:  # progress is best effort; the run row is the record
-            log.exception("could not publish progress for %s", self.task_id)
 
 
 async def _update(gateway: Any, run: resources_pb2.AlphaBacktestRun, *paths: str) -> None:
@@ -123,19 +76,11 @@ async def _update(gateway: Any, run: resources_pb2.AlphaBacktestRun, *paths: str
     )
 
 
-def _error_detail(stage: str, exc: BaseException) -> resources_pb2.ErrorDetail:
-    if isinstance(exc, AlphaSwarmError):
-        return resources_pb2.ErrorDetail(
-            stage=stage, code=exc.grpc_code, message=str(exc), field=remote_field(exc) or ""
-        )
-    return resources_pb2.ErrorDetail(stage=stage, code="INTERNAL", message=f"{type(exc).__name__}: {exc}")
-
-
 async def fail_unstarted(
     gateway: Any, run: resources_pb2.AlphaBacktestRun, stage: str, exc: BaseException
 ) -> None:
     """Mark a run that never reached a worker as FAILED and publish the terminal event."""
-    detail = _error_detail(stage, exc)
+    detail = error_detail(stage, exc)
     failed = resources_pb2.AlphaBacktestRun(
         run_id=run.run_id, state=resources_pb2.RUN_STATE_FAILED, stage="failed", error=detail
     )
@@ -143,7 +88,7 @@ async def fail_unstarted(
     try:
         await _update(gateway, failed, "state", "stage", "error", "finished_at")
     finally:
-        await _Progress(gateway, run.task_id, seq=1).emit(
+        await Progress(gateway, run.task_id, seq=1).emit(
             "failed",
             "failed",
             detail.message,
@@ -164,18 +109,14 @@ class AlphaBacktestSaga:
 
     async def handle_job(self, kind: str, payload: dict[str, Any]) -> None:
         run = await self.gw.get_run(run_id=payload["run_id"])
-        if run.state in (
-            resources_pb2.RUN_STATE_SUCCEEDED,
-            resources_pb2.RUN_STATE_FAILED,
-            resources_pb2.RUN_STATE_CANCELLED,
-        ):
+        if run.state in TERMINAL_RUN_STATES:
             return
         await self.execute(run)
 
     async def execute(self, run: resources_pb2.AlphaBacktestRun) -> None:
         cfg = config_from_proto(run.config, AlphaBacktestConfig)
         # A job delivered again continues the task's event sequence instead of repeating seqs.
-        progress = _Progress(self.gw, run.task_id, seq=max(1, await self.gw.bus.last_seq(run.task_id)))
+        progress = Progress(self.gw, run.task_id, seq=max(1, await self.gw.bus.last_seq(run.task_id)))
         progress.stage = "training" if cfg.train_first else "deploying"
         tracker = self.gw.tracker
         parent_run_id = ""
@@ -384,7 +325,7 @@ class AlphaBacktestSaga:
         experiment_id: str,
         parent_run_id: str,
         attempt: str,
-        progress: _Progress,
+        progress: Progress,
         links: resources_pb2.AlphaBacktestRun,
     ) -> tuple[resources_pb2.Deployment, str]:
         clients = self.gw.clients
@@ -554,10 +495,10 @@ class AlphaBacktestSaga:
         stage: str,
         exc: BaseException,
         parent_run_id: str,
-        progress: _Progress,
+        progress: Progress,
         started: float,
     ) -> None:
-        detail = _error_detail(stage, exc)
+        detail = error_detail(stage, exc)
         if isinstance(exc, AlphaSwarmError):
             log.info("run %s failed at %s: %s", run.run_id, stage, exc)
         else:

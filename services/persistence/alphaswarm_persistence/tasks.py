@@ -18,7 +18,12 @@ from sqlalchemy.orm import Session
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
 from alphaswarm_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from alphaswarm_common.protoconv import RUN_STATE_NAMES, struct_from_dict, timestamp_from_datetime
+from alphaswarm_common.protoconv import (
+    RUN_STATE_NAMES,
+    TERMINAL_RUN_STATES,
+    struct_from_dict,
+    timestamp_from_datetime,
+)
 from alphaswarm_persistence.models import TaskRow
 from alphaswarm_persistence.repository import CatalogRepository, parse_uuid
 
@@ -26,7 +31,7 @@ __all__ = ["TaskServicerMixin", "TaskStore"]
 
 STATES = {k: v for k, v in RUN_STATE_NAMES.items() if k != resources_pb2.RUN_STATE_UNSPECIFIED}
 STATE_CODES: dict[str, Any] = {v: k for k, v in STATES.items()}
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = {RUN_STATE_NAMES[state] for state in TERMINAL_RUN_STATES}
 UPDATABLE = {"state", "stage", "pct", "result", "error"}
 
 
