@@ -32,7 +32,6 @@ from alphaswarm.registry.v1 import registry_service_pb2_grpc as rpb_grpc
 from alphaswarm.trainer.v1 import trainer_service_pb2 as tpb
 from alphaswarm.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
 from alphaswarm_common.config import AlphaBacktestConfig, StrategyConfig
-from alphaswarm_common.data import load_panel
 from alphaswarm_common.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from alphaswarm_common.events import (
     EventBus,
@@ -274,12 +273,9 @@ class Gateway:
         if cfg.weights:
             combined_score({}, {}, cfg.weights)  # unknown or negative weight keys fail here, naming the key
         if cfg.backtest_cfg.benchmark:
-            panel = await asyncio.to_thread(load_panel, cfg.dataset_cfg.model_copy(update={"symbols": None}))
-            if cfg.backtest_cfg.benchmark not in panel.symbols:
-                raise InvalidArgument(
-                    f"benchmark {cfg.backtest_cfg.benchmark!r} is not a symbol of the dataset",
-                    field="backtest_cfg.benchmark",
-                )
+            from alphaswarm_gateway.saga import benchmark_column
+
+            await asyncio.to_thread(benchmark_column, cfg)  # the dataset must have the benchmark symbol
 
     async def get_task(self, task_id: str) -> resources_pb2.Task:
         resp = await aio_call(

@@ -604,8 +604,9 @@ def _prices_for(cfg: AlphaBacktestConfig, dates: np.ndarray, symbols: list[str])
     return out
 
 
-def _benchmark_close(cfg: AlphaBacktestConfig, dates: np.ndarray) -> arrays_pb2.Array | None:
-    """Closes of `backtest_cfg.benchmark` (a symbol of the run's dataset) on the backtest dates."""
+def benchmark_column(cfg: AlphaBacktestConfig) -> tuple[Any, int] | None:
+    """(panel, column) of `backtest_cfg.benchmark` in the run's dataset (all its symbols), or None
+    when no benchmark is set; DataError naming the field when the dataset has no such symbol."""
     symbol = cfg.backtest_cfg.benchmark
     if not symbol:
         return None
@@ -614,8 +615,18 @@ def _benchmark_close(cfg: AlphaBacktestConfig, dates: np.ndarray) -> arrays_pb2.
         raise DataError(
             f"benchmark {symbol!r} is not a symbol of the dataset", field="backtest_cfg.benchmark"
         )
+    return panel, panel.symbols.index(symbol)
+
+
+def _benchmark_close(cfg: AlphaBacktestConfig, dates: np.ndarray) -> arrays_pb2.Array | None:
+    """Closes of `backtest_cfg.benchmark` (a symbol of the run's dataset) on the backtest dates."""
+    found = benchmark_column(cfg)
+    if found is None:
+        return None
+    panel, col = found
+    symbol = cfg.backtest_cfg.benchmark
     rows = np.searchsorted(panel.dates, dates)
-    close = panel.close[rows, panel.symbols.index(symbol)]
+    close = panel.close[rows, col]
     if not np.isfinite(close).all():
         raise DataError(
             f"benchmark {symbol!r} has no close on some backtest dates", field="backtest_cfg.benchmark"
