@@ -74,6 +74,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         yield s
 
 
+def sse_events(
+    url: str, *, headers: dict[str, str] | None = None, timeout: float = 300
+) -> list[dict[str, Any]]:
+    """Read a server-sent-events progress stream to its end; the JSON `data` of every event."""
+    import json
+
+    import httpx
+
+    events: list[dict[str, Any]] = []
+    with httpx.stream("GET", url, headers=headers or {}, timeout=timeout) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        data: list[str] = []
+        for line in resp.iter_lines():
+            if line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif line == "" and data:
+                events.append(json.loads("\n".join(data)))
+                data = []
+    return events
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

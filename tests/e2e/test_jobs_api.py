@@ -13,6 +13,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.e2e.conftest import sse_events
+
 pytestmark = pytest.mark.e2e
 
 SOURCE = {
@@ -22,14 +24,9 @@ SOURCE = {
 
 
 def _terminal(rest_url: str, stream_url: str) -> dict:
-    last = None
-    with httpx.stream("GET", rest_url + stream_url, timeout=300) as resp:
-        assert resp.status_code == 200
-        for line in resp.iter_lines():
-            if line.startswith("data:"):
-                last = json.loads(line[5:])
-    assert last is not None
-    return last
+    events = sse_events(rest_url + stream_url)
+    assert events
+    return events[-1]
 
 
 def _submit(rest_url: str, path: str, doc: dict) -> dict:

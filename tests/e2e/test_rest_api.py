@@ -9,25 +9,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.conftest import STAGES, small_run
+from tests.e2e.conftest import STAGES, small_run, sse_events
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _sse_events(url: str, *, headers: dict | None = None, timeout: float = 300) -> list[dict]:
-    events: list[dict] = []
-    with httpx.stream("GET", url, headers=headers or {}, timeout=timeout) as resp:
-        assert resp.status_code == 200
-        assert resp.headers["content-type"].startswith("text/event-stream")
-        data: list[str] = []
-        for line in resp.iter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif line == "" and data:
-                events.append(json.loads("\n".join(data)))
-                data = []
-    return events
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +33,7 @@ def accepted(rest_url: str) -> dict:
 
 
 def test_stream_relays_every_stage_until_the_terminal_event(rest_url: str, accepted: dict) -> None:
-    events = _sse_events(rest_url + accepted["stream_url"])
+    events = sse_events(rest_url + accepted["stream_url"])
     stages = []
     for e in events:
         if not stages or stages[-1] != e["stage"]:
@@ -56,15 +41,15 @@ def test_stream_relays_every_stage_until_the_terminal_event(rest_url: str, accep
     assert stages == STAGES
     assert events[-1]["data"]["run_id"] == accepted["run_id"]
     # A client that connects late still sees everything from the first event.
-    late = _sse_events(rest_url + accepted["stream_url"])
+    late = sse_events(rest_url + accepted["stream_url"])
     assert [e["seq"] for e in late] == [e["seq"] for e in events]
     # Last-Event-ID resumes after the given event.
-    resumed = _sse_events(rest_url + accepted["stream_url"], headers={"Last-Event-ID": "3"})
+    resumed = sse_events(rest_url + accepted["stream_url"], headers={"Last-Event-ID": "3"})
     assert [e["seq"] for e in resumed] == [e["seq"] for e in events if e["seq"] > 3]
 
 
 def test_run_resource_has_status_config_links_and_metrics(rest_url: str, accepted: dict) -> None:
-    _sse_events(rest_url + accepted["stream_url"])
+    sse_events(rest_url + accepted["stream_url"])
     doc = httpx.get(f"{rest_url}/ml/alpha-backtest-runs/{accepted['run_id']}", timeout=30).json()
     assert doc["status"] == "succeeded"
     assert doc["config"]["run_name"] == "rest-e2e"
@@ -78,7 +63,7 @@ def test_run_resource_has_status_config_links_and_metrics(rest_url: str, accepte
 
 
 def test_predictions_are_paginated_and_filterable(rest_url: str, accepted: dict) -> None:
-    _sse_events(rest_url + accepted["stream_url"])
+    sse_events(rest_url + accepted["stream_url"])
     base = f"{rest_url}/ml/alpha-backtest-runs/{accepted['run_id']}/predictions"
     first = httpx.get(base, params={"page_size": 100}, timeout=30).json()
     assert first["captured"] is True and len(first["items"]) == 100 and first["next_page_token"]
@@ -214,7 +199,7 @@ def test_the_shipped_config_is_accepted_as_the_seed_page_sends_it(rest_url: str)
         timeout=60,
     )
     assert resp.status_code == 202, resp.text
-    events = _sse_events(rest_url + resp.json()["stream_url"])
+    events = sse_events(rest_url + resp.json()["stream_url"])
     assert events[-1]["stage"] == "completed", events[-1]
 
 

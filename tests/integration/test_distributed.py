@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from alphaswarm.gateway.v1 import gateway_service_pb2 as gpb
 from alphaswarm.gateway.v1 import gateway_service_pb2_grpc as gpb_grpc
 from alphaswarm_common.grpc_client import channel
-from tests.e2e.conftest import STAGES, small_run
+from tests.e2e.conftest import STAGES, small_run, sse_events
 from tests.integration.topology import Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -94,20 +94,6 @@ class RawNats:
         self._thread.join(10)
 
 
-def _sse(url: str) -> list[dict]:
-    events = []
-    with httpx.stream("GET", url, timeout=600) as resp:
-        assert resp.status_code == 200
-        data: list[str] = []
-        for line in resp.iter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif line == "" and data:
-                events.append(json.loads("\n".join(data)))
-                data = []
-    return events
-
-
 @pytest.fixture(scope="module")
 def completed(topology: Topology) -> dict:
     body = yaml.safe_dump(small_run(run_name="distributed-e2e", capture_predictions=True)).encode()
@@ -120,7 +106,7 @@ def completed(topology: Topology) -> dict:
         )
         assert resp.status_code == 202, resp.text
         accepted = resp.json()
-        events = _sse(topology.rest_url + accepted["stream_url"])
+        events = sse_events(topology.rest_url + accepted["stream_url"])
         # The SSE stream and the raw subscription are separate deliveries: wait for the raw
         # subscriber's copy of the terminal event before closing it.
         subject = f"alphaswarm.progress.{accepted['task_id']}"
@@ -166,7 +152,7 @@ def test_raw_nats_subscriber_sees_every_event(completed: dict) -> None:
 
 
 def test_late_stream_replays_from_jetstream(topology: Topology, completed: dict) -> None:
-    again = _sse(topology.rest_url + completed["accepted"]["stream_url"])
+    again = sse_events(topology.rest_url + completed["accepted"]["stream_url"])
     assert [e["seq"] for e in again] == [e["seq"] for e in completed["events"]]
 
 
