@@ -137,10 +137,9 @@ def drawdown_series(returns: ArrayLike) -> Array:
 def _longest_true_run(flags: NDArray[np.bool_]) -> int:
     if not flags.any():
         return 0
-    edges = np.diff(np.concatenate(([0], flags.view(np.int8), [0])))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    return int((ends - starts).max())
+    edges = np.flatnonzero(flags[1:] != flags[:-1]) + 1  # where a run ends and the next begins
+    lengths = np.diff(np.concatenate(([0], edges, [flags.size])))
+    return int((lengths[0::2] if flags[0] else lengths[1::2]).max())
 
 
 def max_drawdown_duration(returns: ArrayLike) -> int:
@@ -290,26 +289,49 @@ def deflated_sharpe_ratio(
     return probabilistic_sharpe_ratio(sharpe_selected_per_period, n_obs, skew, kurtosis, sr0)
 
 
-def _moments(r: Array) -> tuple[float, float] | None:
-    """Population skewness and non-excess kurtosis (scipy's biased estimators); None if r is constant."""
-    if r.size < 2 or r.max() == r.min():
-        return None
-    c = r - r.mean()
-    c2 = c * c
-    m2 = float(np.mean(c2))
-    if m2 <= 0.0:
-        return None
-    return float(np.dot(c2, c)) / c.size / m2**1.5, float(np.dot(c2, c2)) / c.size / (m2 * m2)
+class _Centred:
+    """Centred moments of one series, computed once: mean, sum of squares, and the third and fourth sums.
 
+    The arithmetic is NumPy's own for `mean`, `std(ddof=1)` and the moments
+    (`x - mean`, squared, summed), so the values are identical to theirs;
+    the two scratch buffers are reused by every series of a metric set.
+    """
 
-def _sharpe(excess: Array, periods_per_year: float) -> tuple[float | None, str | None]:
-    if excess.size == 0:
-        return None, _NO_RETURNS
-    if excess.size < 2:
-        return None, _TOO_SHORT
-    if excess.max() == excess.min():  # exact: the residue of a centred constant is not dispersion
-        return None, _ZERO_VARIANCE
-    return float(excess.mean() / excess.std(ddof=1) * math.sqrt(periods_per_year)), None
+    def __init__(self, x: Array, buf: Array, buf2: Array | None = None) -> None:
+        self.n = int(x.size)
+        self.constant = self.n < 2 or bool(x.max() == x.min())
+        self.mean = float(np.add.reduce(x)) / self.n if self.n else math.nan
+        c = np.subtract(x, self.mean, out=buf)
+        if buf2 is None:
+            np.multiply(c, c, out=c)
+            self.ss = float(np.add.reduce(c))
+            self.s3 = self.s4 = math.nan
+        else:
+            c2 = np.multiply(c, c, out=buf2)
+            self.ss = float(np.add.reduce(c2))
+            self.s3 = float(np.dot(c2, c))
+            self.s4 = float(np.dot(c2, c2))
+
+    def std(self) -> float:
+        return math.sqrt(self.ss / (self.n - 1))
+
+    def moments(self) -> tuple[float, float] | None:
+        """Population skewness and non-excess kurtosis (scipy's biased estimators); None if constant."""
+        if self.constant:
+            return None
+        m2 = self.ss / self.n
+        if m2 <= 0.0:
+            return None
+        return self.s3 / self.n / m2**1.5, self.s4 / self.n / (m2 * m2)
+
+    def sharpe(self, periods_per_year: float) -> tuple[float | None, str | None]:
+        if self.n == 0:
+            return None, _NO_RETURNS
+        if self.n < 2:
+            return None, _TOO_SHORT
+        if self.constant:  # exact: the residue of a centred constant is not dispersion
+            return None, _ZERO_VARIANCE
+        return float(self.mean / self.std() * math.sqrt(periods_per_year)), None
 
 
 # ----------------------------------------------------------------------------- the metric set
@@ -364,13 +386,19 @@ def trading_metrics(
     trade_returns: ArrayLike | None = None,
     benchmark: ArrayLike | None = None,
     initial_capital: float | None = None,
+    drawdown: ArrayLike | None = None,
+    account_equity: ArrayLike | None = None,
 ) -> MetricSet:
     """Return, risk, drawdown, turnover, trade and benchmark metrics of per-bar `returns`.
 
     `turnover` and `traded` are per-bar series aligned with `returns`
     (fractions of equity); `trade_pnls` / `trade_returns` hold one value per
     closed trade; `benchmark` is a per-bar return series aligned with
-    `returns`. See the module docstring for every definition.
+    `returns`. A backtest that already has its account's curves passes them:
+    `drawdown` (the `drawdown_series` of these returns, to rounding) and
+    `account_equity` (currency, from `initial_capital`: `final_value` and
+    `peak_value` are read from it); otherwise they are compounded from the
+    returns. See the module docstring for every definition.
     """
     # Overflow (absurd returns compounding past 1e308) must not warn: the
     # builder reports any non-finite result as None "not finite".
@@ -386,6 +414,8 @@ def trading_metrics(
             trade_returns=trade_returns,
             benchmark=benchmark,
             initial_capital=initial_capital,
+            drawdown=drawdown,
+            account_equity=account_equity,
         )
 
 
@@ -401,6 +431,8 @@ def _trading_metrics(
     trade_returns: ArrayLike | None,
     benchmark: ArrayLike | None,
     initial_capital: float | None,
+    drawdown: ArrayLike | None,
+    account_equity: ArrayLike | None,
 ) -> MetricSet:
     r = _as_returns(returns, "returns")
     ppy = _finite_float(periods_per_year, "periods_per_year", minimum=0.0, strict=True)
@@ -408,9 +440,33 @@ def _trading_metrics(
     penalty = _finite_float(turnover_penalty, "turnover_penalty", minimum=0.0)
     n = int(r.size)
     rf_p = rf / ppy
-    excess = r - rf_p
+    excess = r - rf_p if rf_p != 0.0 else r
+    buf, buf2 = np.empty(n), np.empty(n)  # scratch for every per-bar temporary below
+    stats = _Centred(r, buf, buf2)
+    ex_stats = stats if excess is r else _Centred(excess, buf)
     b = _Builder()
     b.put("n_periods", n)
+    equity: Array | None = None  # cumprod(1 + r), computed at most once
+    dd: Array | None = None
+    account: Array | None = None
+    if account_equity is not None:
+        if initial_capital is None:
+            raise InvalidArgument("needs initial_capital", field="account_equity")
+        account = np.asarray(account_equity, dtype=np.float64)
+        if account.shape != (n,):
+            raise InvalidArgument(
+                f"has shape {account.shape}, returns have {n} values", field="account_equity"
+            )
+    if drawdown is not None:
+        dd = np.asarray(drawdown, dtype=np.float64)
+        if dd.shape != (n,):
+            raise InvalidArgument(f"has shape {dd.shape}, returns have {n} values", field="drawdown")
+    elif n:
+        equity = np.cumprod(1.0 + r)
+        peak = np.maximum.accumulate(equity)
+        np.maximum(peak, 1.0, out=peak)
+        dd = equity / peak
+        dd -= 1.0
 
     # -- return and risk
     if n == 0:
@@ -424,7 +480,7 @@ def _trading_metrics(
         ):
             b.put(name, None, _NO_RETURNS)
     else:
-        growth = float(np.prod(1.0 + r))
+        growth = float(np.multiply.reduce(np.add(r, 1.0, out=buf)))
         b.put("total_return", growth - 1.0)
         if growth > 0.0:
             b.put("annualized_return", float(np.power(growth, ppy / n)) - 1.0)
@@ -433,19 +489,20 @@ def _trading_metrics(
         else:
             b.put("annualized_return", None, "equity went negative (1 + total_return < 0)")
         if n >= 2:
-            b.put("volatility", 0.0 if r.max() == r.min() else float(r.std(ddof=1) * math.sqrt(ppy)))
+            b.put("volatility", 0.0 if stats.constant else float(stats.std() * math.sqrt(ppy)))
         else:
             b.put("volatility", None, _TOO_SHORT)
-        downside = np.minimum(excess, 0.0)
-        b.put("downside_volatility", float(math.sqrt(np.mean(downside * downside)) * math.sqrt(ppy)))
-        dd = drawdown_series(r)
+        downside = np.minimum(excess, 0.0, out=buf)
+        np.multiply(downside, downside, out=downside)
+        b.put("downside_volatility", float(math.sqrt(np.add.reduce(downside) / n) * math.sqrt(ppy)))
+        assert dd is not None
         b.put("max_drawdown", float(dd.min()))
         if np.isfinite(dd).all():
             b.put("max_drawdown_duration", _longest_true_run(dd < 0.0))
         else:
             b.put("max_drawdown_duration", None, "not finite (numerical overflow)")
 
-    sharpe, reason = _sharpe(excess, ppy)
+    sharpe, reason = ex_stats.sharpe(ppy)
     b.put("sharpe", sharpe, reason)
 
     downside_vol = b.get("downside_volatility")
@@ -456,7 +513,7 @@ def _trading_metrics(
     elif downside_vol == 0.0:
         b.put("sortino", None, "no downside deviation (no period below the risk-free rate)")
     else:
-        b.put("sortino", float(excess.mean() * ppy / downside_vol))
+        b.put("sortino", float(ex_stats.mean * ppy / downside_vol))
 
     max_dd = b.get("max_drawdown")
     ann = b.get("annualized_return")
@@ -470,7 +527,7 @@ def _trading_metrics(
         b.put("calmar", ann / abs(max_dd))
 
     # -- distribution and probabilistic Sharpe
-    moments = _moments(r)
+    moments = stats.moments()
     if moments is None:
         reason = _NO_RETURNS if n == 0 else (_TOO_SHORT if n < 2 else _ZERO_VARIANCE)
         for name in ("skewness", "kurtosis", "probabilistic_sharpe"):
@@ -519,7 +576,9 @@ def _trading_metrics(
     cost_basis = traded_arr if traded_arr is not None else turnover_arr
     if cost_basis is not None:
         conventions["turnover_adj_basis"] = "traded" if traded_arr is not None else "turnover"
-        adj, reason = _sharpe(excess - penalty * cost_basis, ppy)
+        adjusted = np.multiply(cost_basis, -penalty, out=buf2)
+        adjusted += excess
+        adj, reason = _Centred(adjusted, buf).sharpe(ppy) if n else (None, _NO_RETURNS)
         b.put("turnover_adj_sharpe", adj, reason)
 
     # -- closed trades
@@ -565,8 +624,15 @@ def _trading_metrics(
     if initial_capital is not None:
         capital = _finite_float(initial_capital, "initial_capital", minimum=0.0, strict=True)
         conventions["initial_capital"] = capital
-        equity = np.cumprod(1.0 + r) if n else np.empty(0)
-        b.put("final_value", capital * float(equity[-1]) if n else capital)
-        b.put("peak_value", capital * max(1.0, float(equity.max())) if n else capital)
+        if not n:
+            b.put("final_value", capital)
+            b.put("peak_value", capital)
+        elif account is None:
+            assert equity is not None
+            b.put("final_value", capital * float(equity[-1]))
+            b.put("peak_value", capital * max(1.0, float(equity.max())))
+        else:
+            b.put("final_value", float(account[-1]))
+            b.put("peak_value", max(capital, float(account.max())))
 
     return b.build(conventions)

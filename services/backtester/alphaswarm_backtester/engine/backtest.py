@@ -282,6 +282,8 @@ def run_backtest(
         trade_returns=closed_ret,
         benchmark=bench,
         initial_capital=cfg.initial_capital,
+        drawdown=drawdown,
+        account_equity=equity,
     )
     _readonly(
         stamps,

@@ -114,11 +114,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 from scipy.stats import norm
 
-from alphaswarm_backtester.engine.accounting import Simulation, StopEvents, mark_to_market
-from alphaswarm_backtester.engine.backtest import BacktestOutput, run_backtest
+from alphaswarm_backtester.engine.backtest import run_backtest
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.rules import (
     RULE_STRATEGIES,
@@ -128,13 +126,12 @@ from alphaswarm_backtester.engine.rules import (
     rule_sides,
     validate_rule_params,
 )
-from alphaswarm_backtester.engine.trades import build_trades, closed_trade_stats
+from alphaswarm_backtester.engine.single import kernel_applies, kernel_backtest
 from alphaswarm_common.errors import AlphaSwarmError, DataError, InvalidArgument
 from alphaswarm_common.metrics import (
     MetricSet,
     deflated_sharpe_ratio,
     infer_periods_per_year,
-    trading_metrics,
 )
 
 __all__ = [
@@ -842,176 +839,6 @@ def kernel_returns(
     return _dense(plan, kern)[0]
 
 
-def kernel_backtest(
-    side: np.ndarray,
-    close: np.ndarray,
-    *,
-    dates: Any,
-    symbol: str,
-    config: EngineConfig,
-    size: float = 1.0,
-    open: np.ndarray | None = None,
-    high: np.ndarray | None = None,
-    low: np.ndarray | None = None,
-    benchmark: np.ndarray | None = None,
-) -> BacktestOutput | None:
-    """`run_backtest(size * side, close, ...)` of one symbol with the account rebuilt by the kernel.
-
-    The share counts, cash, traded notional and costs of every bar follow
-    from the kernel's returns and fill-cost fractions (`V = E / (1 - k)`,
-    `shares = w V / P`, `cash = E - shares P`, `traded = |w - h| V`), then
-    the ledger, the marking and the metrics are `run_backtest`'s own
-    functions, so the output is `run_backtest`'s to rounding (tested) without
-    its per-bar fill loop. Returns None when the kernel does not apply (see
-    `_kernel_applies`, missing or invalid prices, an uncertified sequence):
-    the caller then runs `run_backtest`, which also reports input errors.
-    """
-    if _kernel_applies(config, 1) is not None:
-        return None
-    px = np.asarray(close, dtype=np.float64).ravel()
-    n_bars = px.size
-    if n_bars < 2 or not np.isfinite(px).all() or (px <= 0).any():
-        return None
-    extra: dict[str, np.ndarray | None] = {}
-    for name, arr in (("open", open), ("high", high), ("low", low)):
-        if arr is None:
-            extra[name] = None
-            continue
-        quotes = np.asarray(arr, dtype=np.float64).reshape(n_bars, 1)
-        if not np.isfinite(quotes).all() or (quotes <= 0).any():
-            return None
-        extra[name] = quotes
-    try:
-        index = pd.DatetimeIndex(dates)
-    except (TypeError, ValueError):
-        return None
-    if index.tz is not None:
-        index = index.tz_convert("UTC").tz_localize(None)
-    stamps = index.to_numpy(dtype="datetime64[ns]").copy()
-    if stamps.size != n_bars or np.isnat(stamps).any() or not (np.diff(stamps.astype(np.int64)) > 0).all():
-        return None
-    bench = None
-    if benchmark is not None:
-        bench = np.asarray(benchmark, dtype=np.float64)
-        if bench.shape != (n_bars,) or not np.isfinite(bench).all():
-            return None
-    sides = np.asarray(side, dtype=np.int8).reshape(1, n_bars)
-    try:
-        kern = _Kernel(px, config, size)
-        plan = kern.plan(sides)
-    except _Unsupported:
-        return None
-    if not plan.empty and plan.bad_cols.size:
-        return None
-    dense_ret, dense_k = _dense(plan, kern)
-    ret: np.ndarray = dense_ret[0]
-    k: np.ndarray = dense_k[0]
-    lag, cfg = config.execution_lag, config
-    w = np.zeros(n_bars)
-    if n_bars > lag:
-        w[lag:] = size * sides[0, : n_bars - lag]
-    a = kern.a
-    with np.errstate(over="ignore", invalid="ignore"):
-        g_prev = np.ones(n_bars)
-        g_prev[1:] = (1.0 - w[:-1] - k[:-1]) + w[:-1] * a[1:]
-        drift = np.zeros(n_bars)
-        drift[1:] = w[:-1] * a[1:] / g_prev[1:]
-        equity_path = cfg.initial_capital * np.cumprod(1.0 + ret)
-        value = equity_path / (1.0 - k)
-        shares = w * value / px
-        cash = equity_path - shares * px
-        traded_notional = np.abs(w - drift) * value
-    traded_notional[:lag] = 0.0
-    cost = cfg.cost_rate * traded_notional
-    if not np.isfinite(equity_path).all():
-        return None
-    sim = Simulation(
-        positions=shares.reshape(n_bars, 1),
-        cash=cash,
-        weights_target=w.reshape(n_bars, 1),
-        traded_notional=traded_notional,
-        cost=cost,
-        fill_bars=np.arange(min(lag, n_bars), n_bars, dtype=np.int64),
-        last_mark=px[-1:].copy(),
-        stops=StopEvents.empty(),
-        fill_prices_clean=True,
-        close_clean=True,
-    )
-    px2 = px.reshape(n_bars, 1)
-    names = (str(symbol),)
-    trades = build_trades(
-        sim,
-        close=px2,
-        dates=stamps,
-        symbols=names,
-        config=cfg,
-        open=extra["open"],
-        high=extra["high"],
-        low=extra["low"],
-    )
-    equity, weights_held, turnover = mark_to_market(
-        sim.positions, sim.cash, px2, in_place=True, close_clean=True
-    )
-    equity_prev = np.empty(n_bars)
-    equity_prev[0] = cfg.initial_capital
-    equity_prev[1:] = equity[:-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = equity / equity_prev - 1.0
-        traded = traded_notional / equity_prev
-        costs = cost / equity_prev
-        peak = np.maximum.accumulate(np.maximum(equity, cfg.initial_capital))
-        drawdown = equity / peak - 1.0
-    if not np.isfinite(returns).all():
-        return None
-    ppy = cfg.periods_per_year if cfg.periods_per_year is not None else infer_periods_per_year(stamps)
-    closed_pnl, closed_ret = closed_trade_stats(trades)
-    metrics = trading_metrics(
-        returns,
-        periods_per_year=ppy,
-        rf=cfg.rf,
-        turnover=turnover,
-        traded=traded,
-        turnover_penalty=cfg.turnover_penalty,
-        trade_pnls=closed_pnl,
-        trade_returns=closed_ret,
-        benchmark=bench,
-        initial_capital=cfg.initial_capital,
-    )
-    for arr in (
-        stamps,
-        returns,
-        equity,
-        drawdown,
-        cash,
-        sim.weights_target,
-        weights_held,
-        traded,
-        costs,
-        turnover,
-    ):
-        arr.flags.writeable = False
-    sim.fill_bars.flags.writeable = False
-    return BacktestOutput(
-        dates=stamps,
-        symbols=names,
-        returns=returns,
-        equity=equity,
-        drawdown=drawdown,
-        cash=cash,
-        weights_target=sim.weights_target,
-        weights_held=weights_held,
-        traded=traded,
-        costs=costs,
-        turnover=turnover,
-        fill_bars=sim.fill_bars,
-        trades=trades,
-        stops=sim.stops,
-        metrics=metrics,
-        periods_per_year=float(ppy),
-        config=cfg,
-    )
-
-
 def _kernel_metrics(
     kern: _Kernel, sides: np.ndarray, ppy: float
 ) -> tuple[list[MetricSet | None], np.ndarray]:
@@ -1252,20 +1079,8 @@ def _metrics_from_sums(
 
 
 def _kernel_applies(config: EngineConfig, n_symbols: int) -> str | None:
-    """Why the batch kernel does not apply (None when it does)."""
-    if n_symbols != 1:
-        return "more than one symbol"
-    if config.fill_price != "close":
-        return "open fills"
-    if config.rebalance_every != 1:
-        return "rebalance_every > 1"
-    if config.rf != 0.0:
-        return "a non-zero risk-free rate"
-    if config.has_stops:
-        return "stops"
-    if config.min_fee > 0.0:
-        return "a minimum fee"
-    return None
+    """Why the batch kernel does not apply (None when it does): the conditions of the closed form."""
+    return kernel_applies(config, n_symbols)
 
 
 def evaluate_sides(

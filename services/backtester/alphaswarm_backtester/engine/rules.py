@@ -103,12 +103,14 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 from scipy.signal import lfilter
 
 from alphaswarm_backtester.engine.backtest import BacktestOutput, run_backtest
 from alphaswarm_backtester.engine.config import EngineConfig
+from alphaswarm_backtester.engine.single import kernel_backtest
 from alphaswarm_common.errors import DataError, InvalidArgument
 
 __all__ = [
@@ -299,33 +301,82 @@ def _ffill(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _blank_warmup(out: np.ndarray, first: np.ndarray, n: int) -> None:
+    """NaN on the rows of each column before `first + n - 1` (in place)."""
+    if out.shape[1] > 64:
+        out[_warmup_mask(first, out.shape[0], n)] = np.nan
+        return
+    for j, row in enumerate((first + n - 1).tolist()):
+        out[: max(0, row), j] = np.nan
+
+
 def _warmup_mask(first: np.ndarray, n_bars: int, n: int) -> np.ndarray:
     """True on rows before `first + n - 1` (fewer than n values since the column's first one)."""
     return np.arange(n_bars)[:, None] < (first + n - 1)[None, :]
 
 
-def _rolling_sum_centered(x: np.ndarray, n: int, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`(sum over the last n of (x - x0), x0)` per column, in extended precision, NaN in the warm-up.
+_SUM_BLOCK = 4096  # rows per block of the blocked running sum (see `_BlockedSums`)
 
-    Centering on the column's first value and summing in `np.longdouble`
-    keeps the window sums exact to ~1e-18 relative however long the series.
+
+class _BlockedSums:
+    """Running sums of a column-centred matrix, restarted every block of rows, for any window length.
+
+    `x - x0` (each column centred on its first value, missing values 0) is
+    summed cumulatively within blocks of `B = max(4096, n)` rows. A window of
+    n <= B rows spans at most two blocks, so its sum is `C[t] - C[t-n]`, plus
+    the previous block's total on the first n rows of a block. Restarting
+    keeps every partial sum within B rows' worth of deviations, so a window
+    sum is accurate to ~1e-14 relative however long the series (a running sum
+    over all rows would lose digits with the length), with one O(T) scan
+    shared by every window of at most 4096 rows.
     """
-    n_bars, n_cols = x.shape
-    cols = np.arange(n_cols)
-    x0 = np.where(first < n_bars, x[np.minimum(first, n_bars - 1), cols], 0.0)
-    centred = np.where(np.isnan(x), 0.0, x - x0).astype(np.longdouble)
-    csum = np.zeros((n_bars + 1, n_cols), dtype=np.longdouble)
-    np.cumsum(centred, axis=0, out=csum[1:])
-    out = np.full((n_bars, n_cols), np.nan)
-    if n <= n_bars:
-        out[n - 1 :] = (csum[n:] - csum[:-n]).astype(np.float64)
-    out[_warmup_mask(first, n_bars, n)] = np.nan
-    return out, x0
+
+    def __init__(self, x: np.ndarray, first: np.ndarray) -> None:
+        n_bars, n_cols = x.shape
+        cols = np.arange(n_cols)
+        self.x0 = np.where(first < n_bars, x[np.minimum(first, n_bars - 1), cols], 0.0)
+        centred = x - self.x0
+        if (first > 0).any():
+            centred[np.isnan(centred)] = 0.0
+        self.centred = centred
+        self.n_bars = n_bars
+        self._sums: dict[int, np.ndarray] = {}
+
+    def _running(self, block: int) -> np.ndarray:
+        out = self._sums.get(block)
+        if out is None:
+            c = self.centred
+            n_bars, n_cols = c.shape
+            out = np.empty_like(c)
+            full = n_bars - n_bars % block
+            if full:
+                np.cumsum(
+                    c[:full].reshape(-1, block, n_cols), axis=1, out=out[:full].reshape(-1, block, n_cols)
+                )
+            if full < n_bars:
+                np.cumsum(c[full:], axis=0, out=out[full:])
+            self._sums[block] = out
+        return out
+
+    def window(self, n: int) -> np.ndarray:
+        """`(T, N)` sums of the last n centred values (rows before the first count as 0)."""
+        block = max(_SUM_BLOCK, n)
+        run = self._running(block)
+        out = run.copy() if n >= self.n_bars else np.empty_like(run)
+        if n < self.n_bars:
+            out[:n] = run[:n]
+            np.subtract(run[n:], run[:-n], out=out[n:])
+            for b0 in range(block, self.n_bars, block):  # the first n rows of a block add the previous total
+                out[b0 : b0 + n] += run[b0 - 1]
+        return out
 
 
-def _sma(x: np.ndarray, n: int, first: np.ndarray) -> np.ndarray:
-    total, x0 = _rolling_sum_centered(x, n, first)
-    return total / n + x0
+def _sma(sums: _BlockedSums, n: int, first: np.ndarray) -> np.ndarray:
+    out = sums.window(n)
+    out /= n
+    out += sums.x0
+    _blank_warmup(out, first, n)
+    return out
 
 
 def _rolling_std(x: np.ndarray, n: int, first: np.ndarray) -> np.ndarray:
@@ -444,7 +495,9 @@ class RuleInputs:
         self.close = _ffill(self.close_raw)
         self.first = _first_valid(self.close_raw)
         self.bar_ok = ~np.isnan(self.close_raw)
+        self.all_bars_ok = bool(self.bar_ok.all())
         self._cache: dict[tuple[Any, ...], np.ndarray] = {}
+        self._sums: _BlockedSums | None = None
 
     def _memo(self, key: tuple[Any, ...], fn: Callable[[], np.ndarray]) -> np.ndarray:
         out = self._cache.get(key)
@@ -455,7 +508,12 @@ class RuleInputs:
         return out
 
     def sma(self, n: int) -> np.ndarray:
-        return self._memo(("sma", n), lambda: _sma(self.close, n, self.first))
+        return self._memo(("sma", n), lambda: _sma(self._blocked_sums(), n, self.first))
+
+    def _blocked_sums(self) -> _BlockedSums:
+        if self._sums is None:
+            self._sums = _BlockedSums(self.close, self.first)
+        return self._sums
 
     def ema(self, n: int) -> np.ndarray:
         return self._memo(("ema", n), lambda: _ema(self.close, n, self.first))
@@ -519,6 +577,38 @@ def _last_index(events: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return idx
 
 
+def _positions_one_column(
+    el: np.ndarray, xl: np.ndarray, short_entry: np.ndarray | None, short_exit: np.ndarray | None
+) -> np.ndarray:
+    """`positions_from_events` of one column, on the bars with an event only (then repeated forward)."""
+    el, xl = el.ravel(), xl.ravel()
+    n_bars = el.size
+    if short_entry is None and short_exit is None:
+        v_el = el & ~xl
+        rows = np.flatnonzero(v_el | xl)  # a conflicting bar (EL with XL) counts as nothing
+        rows = rows[~(el[rows] & xl[rows])]
+        state = v_el[rows].view(np.int8)
+    else:
+        es = np.zeros_like(el) if short_entry is None else np.asarray(short_entry, dtype=bool).ravel()
+        xs = np.zeros_like(el) if short_exit is None else np.asarray(short_exit, dtype=bool).ravel()
+        rows = np.flatnonzero(el | xl | es | xs)
+        e_l, x_l, e_s, x_s = el[rows], xl[rows], es[rows], xs[rows]
+        both = e_l & e_s
+        idx = np.arange(rows.size, dtype=np.int64)
+        last = [
+            np.maximum.accumulate(np.where(flags, idx, -1)) if rows.size else idx
+            for flags in (e_l & ~both & ~x_l, e_s & ~both & ~x_s, x_l & ~e_l, x_s & ~e_s)
+        ]
+        last_el, last_es, last_xl, last_xs = last
+        longs = (last_el > last_es) & (last_el > last_xl)
+        shorts = (last_es > last_el) & (last_es > last_xs)
+        state = longs.view(np.int8) - shorts.view(np.int8)
+    out = np.zeros((n_bars, 1), dtype=np.int8)
+    if rows.size:
+        out[rows[0] :, 0] = np.repeat(state, np.diff(rows, append=n_bars))
+    return out
+
+
 def positions_from_events(
     long_entry: np.ndarray,
     long_exit: np.ndarray,
@@ -534,6 +624,8 @@ def positions_from_events(
     """
     el = np.asarray(long_entry, dtype=bool)
     xl = np.asarray(long_exit, dtype=bool)
+    if el.ndim == 2 and el.shape[1] == 1:
+        return _positions_one_column(el, xl, short_entry, short_exit)
     rows = np.arange(el.shape[0], dtype=np.int32)[:, None]
     if short_entry is None and short_exit is None:
         last_el = _last_index(el & ~xl, rows)
@@ -568,9 +660,11 @@ def _machine(
     es: np.ndarray | None,
     xs: np.ndarray | None,
 ) -> np.ndarray:
-    ok = inp.bar_ok
     if not allow_short:
         es = xs = None
+    if inp.all_bars_ok:
+        return positions_from_events(el, xl, es, xs)
+    ok = inp.bar_ok
     return positions_from_events(
         el & ok,
         xl & ok,
@@ -792,21 +886,18 @@ def run_rule_backtest(
             volume=None if inputs.volume is None else inputs.volume[:stop],
         )
     sides = rule_sides(strategy_type, params, inputs)
-    weights = sides[start:stop].astype(np.float64) / sides.shape[1]
     rows = slice(start, stop)
 
     def cut(arr: np.ndarray | None) -> np.ndarray | None:
         return None if arr is None else arr[rows]
 
     if sides.shape[1] == 1:
-        # one symbol: the optimizer's kernel rebuilds run_backtest's account without its fill loop.
-        from alphaswarm_backtester.engine.optimize import kernel_backtest  # optimize imports this module
-
+        # one symbol: the closed form rebuilds run_backtest's account without its fill loop.
         cfg = config if config is not None else EngineConfig()
         fast = kernel_backtest(
             sides[rows, 0],
             inputs.close_raw[rows, 0],
-            dates=np.asarray(dates)[rows],
+            dates=dates[rows] if isinstance(dates, pd.DatetimeIndex) else np.asarray(dates)[rows],
             symbol=str(symbols[0]) if len(symbols) == 1 else "",
             config=cfg,
             size=1.0 if cfg.max_gross_leverage is None else min(1.0, cfg.max_gross_leverage),
@@ -818,7 +909,7 @@ def run_rule_backtest(
         if fast is not None and len(symbols) == 1:
             return fast
     return run_backtest(
-        weights,
+        sides[rows].astype(np.float64) / sides.shape[1],
         inputs.close_raw[rows],
         dates=np.asarray(dates)[rows],
         symbols=symbols,

@@ -66,7 +66,14 @@ import pandas as pd
 from alphaswarm_backtester.engine.accounting import REASON_STOP_LOSS, REASON_TAKE_PROFIT, Simulation
 from alphaswarm_backtester.engine.config import EngineConfig
 
-__all__ = ["EXIT_REASONS", "TRADE_COLUMNS", "build_trades", "closed_trade_stats", "closed_trades"]
+__all__ = [
+    "EXIT_REASONS",
+    "TRADE_COLUMNS",
+    "build_trades",
+    "closed_trade_stats",
+    "closed_trades",
+    "frame_trades",
+]
 
 EXIT_REASONS = ("signal", "rebalance", "stop_loss", "take_profit", "end_of_data")
 _SIGNAL, _REBALANCE, _STOP_LOSS, _TAKE_PROFIT, _END = range(5)
@@ -491,13 +498,15 @@ def build_trades(
         part = _block_trades(cells, config)
         part["col"] = part["col"] + j0
         parts.append(part)
-    return _frame(parts, dates, symbols)
+    return frame_trades(parts, dates, symbols)
 
 
 _INT_KEYS = ("col", "entry_bar", "exit_bar", "reason", "direction")
 
 
-def _frame(parts: list[dict[str, np.ndarray]], dates: np.ndarray, symbols: Sequence[str]) -> pd.DataFrame:
+def frame_trades(
+    parts: list[dict[str, np.ndarray]], dates: np.ndarray, symbols: Sequence[str]
+) -> pd.DataFrame:
     if parts:
         # one column at a time, releasing the blocks' arrays as they are copied (bounded peak memory).
         cols = {k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])}

@@ -1,0 +1,418 @@
+"""One symbol, close fills, rebalanced every bar: `run_backtest`'s output without its fill loop.
+
+`kernel_backtest(side, close, ...)` returns what `run_backtest(size * side,
+close, ...)` returns for one symbol (every array, the ledger and the
+metrics, equal to rounding: tested), in a fixed number of NumPy passes over
+the bars. `run_rule_backtest` takes this path for one symbol and the
+optimizer uses it to rebuild the chosen set; it applies when the fills are
+at the close, `rebalance_every == 1`, `rf == 0`, there are no stops and no
+minimum fee, and the prices are finite and positive (`kernel_applies`);
+otherwise the caller runs `run_backtest`.
+
+The account in closed form
+--------------------------
+With `w_s` the target in force at bar s (`size * side[s - lag]`, 0 before
+the first fill), `a_s = P_s / P_{s-1}`, `c = fees + slippage` and `d_s` the
+weight traded at s as a fraction of the pre-trade value `V_s` (the fill
+costs `c d_s V_s`, paid from cash, see `accounting`):
+
+    G_s = V_s / V_{s-1} = (1 - w_{s-1} - c d_{s-1}) + w_{s-1} a_s
+    d_s = |w_s - w_{s-1} a_s / G_s|                 (target minus the drifted weight)
+    E_s = V_s (1 - c d_s),  V_s = capital * prod_{u <= s} G_u
+    r_s = E_s / E_{s-1} - 1 = G_s (1 - c d_s) / (1 - c d_{s-1}) - 1
+
+`d_s` depends on `d_{s-1}` only through `c d_{s-1}`, with a derivative of
+at most `c |w| a_s / G_s^2` (about 0.002 at the default costs): the
+recursion is a strong contraction. It is solved by Jacobi sweeps: the first
+sweep takes `d_{s-1} = 0` everywhere (exact wherever nothing traded the bar
+before), each later sweep recomputes only the bars whose predecessor moved
+in the previous sweep, until no value moves by more than 2**-60 (the error
+left is below 1e-21; a sequential loop would compute the same numbers to
+rounding). A long position held at a constant target settles within a few
+bars (its drift correction shrinks by a factor c each bar), so for a
+long-only rule the later sweeps touch a few bars per trade; a short one
+keeps a small correction every bar, and its sweeps run over the whole
+array (about five, each a handful of vectorised operations).
+
+Everything else follows from `V`, `d` and `w`: shares `w V / P`, cash
+`V (1 - c d - w)`, traded notional `d V`, end-of-bar weight `w / (1 - c d)`.
+
+The ledger
+----------
+`trades.build_trades`' definitions for one symbol with close fills (see
+that module), computed per trade with `reduceat` over the bars: a trade
+opens on a bar whose target sign differs from the bar before and is not
+0, and closes on the next bar whose sign differs (a flip closes and opens
+on the same bar) or at the end of the data; its entry and exit sums take
+the opening and closing orders and every resize in between; its excursion
+window is the bars after its entry through its exit bar.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alphaswarm_backtester.engine.accounting import StopEvents
+from alphaswarm_backtester.engine.backtest import BacktestOutput
+from alphaswarm_backtester.engine.config import EngineConfig
+from alphaswarm_backtester.engine.trades import _END, _REBALANCE, _SIGNAL, frame_trades
+from alphaswarm_common.metrics import infer_periods_per_year, trading_metrics
+
+__all__ = ["kernel_applies", "kernel_backtest"]
+
+_TOL = 2.0**-60  # a change of d below this no longer moves any return (see the module docstring)
+_MAX_SWEEPS = 200  # a chain that long means the contraction is not strong: run_backtest instead
+_DENSE_SHARE = 4  # a sweep over more than 1/4 of the bars runs on whole arrays
+
+
+def kernel_applies(config: EngineConfig, n_symbols: int) -> str | None:
+    """Why the one-symbol closed form does not apply (None when it does)."""
+    if n_symbols != 1:
+        return "more than one symbol"
+    if config.fill_price != "close":
+        return "open fills"
+    if config.rebalance_every != 1:
+        return "rebalance_every > 1"
+    if config.rf != 0.0:
+        return "a non-zero risk-free rate"
+    if config.has_stops:
+        return "stops"
+    if config.min_fee > 0.0:
+        return "a minimum fee"
+    return None
+
+
+def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """`(d, G)` of the module docstring, or None when an account value reaches 0 or the sweeps do not settle."""
+    n = w.size
+    wa = np.empty(n)  # w_{s-1} a_s
+    wa[0] = 0.0
+    np.divide(px[1:], px[:-1], out=wa[1:])
+    wa[1:] *= w[:-1]
+    g = np.empty(n)
+    g[0] = 1.0
+    np.subtract(1.0, w[:-1], out=g[1:])
+    g += wa
+    d = np.empty(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(wa, g, out=d)
+        np.subtract(w, d, out=d)
+        np.abs(d, out=d)
+    if c != 0.0:
+        moved = np.flatnonzero(d[:-1]) + 1  # bars whose predecessor traded
+        for _ in range(_MAX_SWEEPS):
+            if moved.size == 0:
+                break
+            if moved.size * _DENSE_SHARE > n:
+                new = np.empty(n)
+                new[0] = d[0]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    np.multiply(d[:-1], -c, out=g[1:])
+                    g[1:] += 1.0
+                    g[1:] -= w[:-1]
+                    g[1:] += wa[1:]
+                    np.divide(wa[1:], g[1:], out=new[1:])
+                    np.subtract(w[1:], new[1:], out=new[1:])
+                    np.abs(new[1:], out=new[1:])
+                d, new = new, d
+                np.subtract(new, d, out=new)
+                moved = np.flatnonzero(np.abs(new[:-1]) > _TOL) + 1
+            else:
+                prev = moved - 1
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    gs = ((1.0 - w[prev]) - c * d[prev]) + wa[moved]
+                    upd = np.abs(w[moved] - wa[moved] / gs)
+                delta = np.abs(upd - d[moved])
+                d[moved] = upd
+                g[moved] = gs
+                nxt = moved[delta > _TOL] + 1
+                moved = nxt[nxt < n]
+        else:
+            return None
+    if not (np.isfinite(d).all() and (g > 0.0).all()):
+        return None
+    return d, g
+
+
+def _excursion(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, high: bool) -> np.ndarray:
+    """Max (`high`) or min of `values[lo_k:hi_k]` per trade; NaN for an empty window.
+
+    The windows are ordered and disjoint (`lo_k <= hi_k <= lo_{k+1}`), so one
+    `reduceat` over the interleaved bounds computes them all.
+    """
+    n = values.size
+    out = np.full(lo.size, np.nan)
+    ok = lo < hi
+    if not ok.any():
+        return out
+    lo_ok, hi_ok = lo[ok], hi[ok]
+    idx = np.empty(2 * lo_ok.size, dtype=np.int64)
+    idx[0::2] = lo_ok
+    idx[1::2] = hi_ok
+    if idx[-1] >= n:  # the last window runs to the end of the data: reduceat's last segment does
+        idx = idx[:-1]
+    ufunc = np.maximum if high else np.minimum
+    out[ok] = ufunc.reduceat(values, idx)[0::2]
+    return out
+
+
+def _ledger(
+    x: np.ndarray,
+    sgn: np.ndarray,
+    px: np.ndarray,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    cfg: EngineConfig,
+) -> dict[str, np.ndarray]:
+    """`trades._block_trades`' columns for one symbol with close fills (module docstring)."""
+    n = x.size
+    prev = np.empty(n, dtype=np.int8)
+    prev[0] = 0
+    prev[1:] = sgn[:-1]
+    change = np.flatnonzero(sgn != prev)
+    starts = change[sgn[change] != 0]
+    exit_bars = change[prev[change] != 0]
+    is_open = np.zeros(starts.size, dtype=bool)
+    if starts.size > exit_bars.size:  # the last trade is still open: it "exits" at the pad bar n
+        exit_bars = np.append(exit_bars, n)
+        is_open[-1] = True
+    direction = sgn[starts].astype(np.float64)
+
+    if starts.size:
+        # interior resizes: every bar strictly between a trade's entry and its exit (flat bars add 0)
+        inner = np.empty(n)
+        inner[0] = 0.0
+        np.subtract(x[1:], x[:-1], out=inner[1:])
+        inner[change] = 0.0
+        s_q = np.add.reduceat(inner * px, starts)
+        np.abs(inner, out=inner)
+        s_abs = np.add.reduceat(inner, starts)
+        inner *= px
+        s_aq = np.add.reduceat(inner, starts)
+        del inner
+    else:
+        s_abs = s_q = s_aq = np.empty(0)
+    # the opening order (the new position) and the closing order (the position held before the exit)
+    x_open = np.abs(x[starts])
+    p_open = px[starts]
+    x_close = np.abs(x[exit_bars - 1])
+    p_exit = np.where(is_open, px[-1], px[np.minimum(exit_bars, n - 1)])
+    s_abs = s_abs + x_open + x_close
+    s_q = s_q + direction * x_open * p_open - direction * x_close * p_exit
+    s_aq = s_aq + x_open * p_open + x_close * p_exit
+
+    size = 0.5 * s_abs
+    ent_value = 0.5 * (s_aq + direction * s_q)
+    ext_value = 0.5 * (s_aq - direction * s_q)
+    traded_value = s_aq - np.where(is_open, x_close * p_exit, 0.0)
+    fees = cfg.fees * traded_value
+    slippage = cfg.slippage * traded_value
+    pnl = direction * (ext_value - ent_value) - fees - slippage
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entry_price = ent_value / size
+        exit_price = ext_value / size
+        pnl_pct = pnl / ent_value
+
+    reason = np.full(starts.size, _SIGNAL, dtype=np.int8)
+    flips = np.zeros(starts.size, dtype=bool)
+    flips[:-1] = exit_bars[:-1] == starts[1:]
+    reason[flips] = _REBALANCE
+    reason[is_open] = _END
+
+    # excursions over the bars after the entry through the exit bar, plus the exit price
+    win_lo, win_hi = starts + 1, np.minimum(exit_bars, n - 1) + 1
+    w_hi = _excursion(hi, win_lo, win_hi, high=True)
+    w_lo = _excursion(lo, win_lo, win_hi, high=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r_exit = direction * (p_exit / entry_price - 1.0)
+        r_fav = np.where(direction > 0, w_hi / entry_price - 1.0, 1.0 - w_lo / entry_price)
+        r_adv = np.where(direction > 0, w_lo / entry_price - 1.0, 1.0 - w_hi / entry_price)
+    mae = np.fmin(np.fmin(r_adv, r_exit), 0.0)
+    mfe = np.fmax(np.fmax(r_fav, r_exit), 0.0)
+    return {
+        "col": np.zeros(starts.size, dtype=np.int64),
+        "direction": sgn[starts],
+        "entry_bar": starts,
+        "exit_bar": np.minimum(exit_bars, n - 1),
+        "entry_price": entry_price,
+        "exit_price": exit_price,
+        "shares": size,
+        "position_size": ent_value,
+        "pnl": pnl,
+        "pnl_percent": pnl_pct,
+        "mae": mae,
+        "mfe": mfe,
+        "reason": reason,
+        "fees_paid": fees,
+        "slippage_cost": slippage,
+        "is_open": is_open,
+    }
+
+
+def _quotes(arr: np.ndarray | None, n_bars: int) -> np.ndarray | bool | None:
+    """A validated 1-D high / low, None when absent, False when unusable here."""
+    if arr is None:
+        return None
+    quotes = np.asarray(arr, dtype=np.float64).ravel()
+    if quotes.size != n_bars or not np.isfinite(quotes).all() or (quotes <= 0).any():
+        return False
+    return quotes
+
+
+def kernel_backtest(
+    side: np.ndarray,
+    close: np.ndarray,
+    *,
+    dates: Any,
+    symbol: str,
+    config: EngineConfig,
+    size: float = 1.0,
+    open: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+    low: np.ndarray | None = None,
+    benchmark: np.ndarray | None = None,
+) -> BacktestOutput | None:
+    """`run_backtest(size * side, close, ...)` of one symbol, from the closed form (module docstring).
+
+    `side` holds the decisions in {-1, 0, +1} (before the execution lag).
+    `open` is accepted for symmetry with `run_backtest` and not needed (close
+    fills, no stops). Returns None when the closed form does not apply
+    (`kernel_applies`, missing or invalid prices or dates, an account value
+    reaching 0): the caller then runs `run_backtest`, which also reports
+    input errors.
+    """
+    if kernel_applies(config, 1) is not None or not np.isfinite(size) or size < 0.0:
+        return None
+    px = np.asarray(close, dtype=np.float64).ravel()
+    n_bars = px.size
+    if n_bars < 2 or not (px > 0.0).all() or not np.isfinite(px).all():
+        return None
+    hi_q, lo_q = _quotes(high, n_bars), _quotes(low, n_bars)
+    if hi_q is False or lo_q is False:
+        return None
+    try:
+        index = pd.DatetimeIndex(dates)
+    except (TypeError, ValueError):
+        return None
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    if index.size != n_bars or index.hasnans or not index.is_monotonic_increasing or not index.is_unique:
+        return None
+    stamps = index.to_numpy(dtype="datetime64[ns]").copy()
+    bench = None
+    if benchmark is not None:
+        bench = np.asarray(benchmark, dtype=np.float64)
+        if bench.shape != (n_bars,) or not np.isfinite(bench).all():
+            return None
+    sides = np.asarray(side).ravel()
+    if sides.size != n_bars:
+        return None
+    sides = sides.astype(np.int8, copy=False)
+
+    cfg, lag = config, config.execution_lag
+    sgn = np.zeros(n_bars, dtype=np.int8)
+    if n_bars > lag:
+        sgn[lag:] = sides[: n_bars - lag]
+    if size == 0.0:
+        sgn[:] = 0
+    w = sgn * size  # float64; the target in force (weights_target)
+    c = cfg.cost_rate
+    solved = _traded_fraction(w, px, c)
+    if solved is None:
+        return None
+    d, g = solved
+    capital = cfg.initial_capital
+    keep = np.multiply(d, -c)
+    keep += 1.0  # post-trade equity / pre-trade value
+    # E_s / E_{s-1} = G_s keep_s / keep_{s-1}: exactly 1 on a flat bar after an exit (G_s = keep_{s-1}),
+    # so a flat account's equity is exactly constant, as the share-and-cash loop's is.
+    returns = g  # becomes the growth factor, then the return
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        returns *= keep
+        returns[1:] /= keep[:-1]
+        equity = np.cumprod(returns)
+        equity *= capital
+    if not np.isfinite(equity).all() or not (equity > 0.0).all():
+        return None
+    returns -= 1.0
+    value = np.divide(equity, keep)  # pre-trade account value V
+    traded = np.multiply(d, value)  # notional, then / equity[s-1]
+    traded[0] /= capital
+    traded[1:] /= equity[:-1]
+    costs = np.multiply(traded, c)
+    held = np.divide(w, keep)  # end-of-bar weight
+    cash = np.multiply(w, value)
+    np.subtract(equity, cash, out=cash)
+    turnover = np.empty(n_bars)
+    turnover[0] = abs(held[0])
+    np.subtract(held[1:], held[:-1], out=turnover[1:])
+    np.abs(turnover, out=turnover)
+    drawdown = np.maximum.accumulate(equity)
+    np.maximum(drawdown, capital, out=drawdown)
+    np.divide(equity, drawdown, out=drawdown)
+    drawdown -= 1.0
+
+    shares = np.multiply(w, value, out=value)
+    shares /= px
+    hi = px if hi_q is None else hi_q
+    lo = px if lo_q is None else lo_q
+    part = _ledger(shares, sgn, px, hi, lo, cfg)
+    closed = ~part["is_open"]
+    closed_pnl, closed_ret = part["pnl"][closed], part["pnl_percent"][closed]
+    names = (str(symbol),)
+    trades = frame_trades([part] if part["col"].size else [], stamps, names)  # consumes `part`
+
+    ppy = cfg.periods_per_year if cfg.periods_per_year is not None else infer_periods_per_year(stamps)
+    metrics = trading_metrics(
+        returns,
+        periods_per_year=ppy,
+        rf=cfg.rf,
+        turnover=turnover,
+        traded=traded,
+        turnover_penalty=cfg.turnover_penalty,
+        trade_pnls=closed_pnl,
+        trade_returns=closed_ret,
+        benchmark=bench,
+        initial_capital=capital,
+        drawdown=drawdown,
+        account_equity=equity,
+    )
+    weights_target = w.reshape(n_bars, 1)
+    weights_held = held.reshape(n_bars, 1)
+    fill_bars = np.arange(min(lag, n_bars), n_bars, dtype=np.int64)
+    for arr in (
+        stamps,
+        returns,
+        equity,
+        drawdown,
+        cash,
+        weights_target,
+        weights_held,
+        traded,
+        costs,
+        turnover,
+    ):
+        arr.flags.writeable = False
+    fill_bars.flags.writeable = False
+    return BacktestOutput(
+        dates=stamps,
+        symbols=names,
+        returns=returns,
+        equity=equity,
+        drawdown=drawdown,
+        cash=cash,
+        weights_target=weights_target,
+        weights_held=weights_held,
+        traded=traded,
+        costs=costs,
+        turnover=turnover,
+        fill_bars=fill_bars,
+        trades=trades,
+        stops=StopEvents.empty(),
+        metrics=metrics,
+        periods_per_year=float(ppy),
+        config=cfg,
+    )
