@@ -462,10 +462,11 @@ def _trading_metrics(
         if dd.shape != (n,):
             raise InvalidArgument(f"has shape {dd.shape}, returns have {n} values", field="drawdown")
     elif n:
-        equity = np.cumprod(1.0 + r)
-        peak = np.maximum.accumulate(equity)
+        grown: Array = np.cumprod(np.add(r, 1.0), dtype=np.float64)
+        equity = grown
+        peak = np.maximum.accumulate(grown)
         np.maximum(peak, 1.0, out=peak)
-        dd = equity / peak
+        dd = grown / peak
         dd -= 1.0
 
     # -- return and risk

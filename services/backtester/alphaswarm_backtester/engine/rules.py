@@ -315,20 +315,16 @@ def _warmup_mask(first: np.ndarray, n_bars: int, n: int) -> np.ndarray:
     return np.arange(n_bars)[:, None] < (first + n - 1)[None, :]
 
 
-_SUM_BLOCK = 4096  # rows per block of the blocked running sum (see `_BlockedSums`)
-
-
-class _BlockedSums:
-    """Running sums of a column-centred matrix, restarted every block of rows, for any window length.
+class _WindowSums:
+    """Sums over the last n rows of a column-centred matrix, by doubling, for any window length.
 
     `x - x0` (each column centred on its first value, missing values 0) is
-    summed cumulatively within blocks of `B = max(4096, n)` rows. A window of
-    n <= B rows spans at most two blocks, so its sum is `C[t] - C[t-n]`, plus
-    the previous block's total on the first n rows of a block. Restarting
-    keeps every partial sum within B rows' worth of deviations, so a window
-    sum is accurate to ~1e-14 relative however long the series (a running sum
-    over all rows would lose digits with the length), with one O(T) scan
-    shared by every window of at most 4096 rows.
+    summed in power-of-two blocks, `P_{k+1}[t] = P_k[t] + P_k[t - 2^k]`, and
+    a window of n rows adds the blocks of n's binary digits: log2(n) +
+    popcount(n) vectorised additions, no running sum. Each window sum is a
+    balanced tree of additions over its own n values only, so its rounding
+    error is a few ulps of those values whatever the series' length or level
+    (a running sum would carry the rounding of everything before the window).
     """
 
     def __init__(self, x: np.ndarray, first: np.ndarray) -> None:
@@ -340,38 +336,36 @@ class _BlockedSums:
             centred[np.isnan(centred)] = 0.0
         self.centred = centred
         self.n_bars = n_bars
-        self._sums: dict[int, np.ndarray] = {}
-
-    def _running(self, block: int) -> np.ndarray:
-        out = self._sums.get(block)
-        if out is None:
-            c = self.centred
-            n_bars, n_cols = c.shape
-            out = np.empty_like(c)
-            full = n_bars - n_bars % block
-            if full:
-                np.cumsum(
-                    c[:full].reshape(-1, block, n_cols), axis=1, out=out[:full].reshape(-1, block, n_cols)
-                )
-            if full < n_bars:
-                np.cumsum(c[full:], axis=0, out=out[full:])
-            self._sums[block] = out
-        return out
 
     def window(self, n: int) -> np.ndarray:
         """`(T, N)` sums of the last n centred values (rows before the first count as 0)."""
-        block = max(_SUM_BLOCK, n)
-        run = self._running(block)
-        out = run.copy() if n >= self.n_bars else np.empty_like(run)
-        if n < self.n_bars:
-            out[:n] = run[:n]
-            np.subtract(run[n:], run[:-n], out=out[n:])
-            for b0 in range(block, self.n_bars, block):  # the first n rows of a block add the previous total
-                out[b0 : b0 + n] += run[b0 - 1]
+        n_bars = self.n_bars
+        block = self.centred  # P_k, sums of the last 2^k values
+        spare: np.ndarray | None = None
+        out: np.ndarray | None = None
+        width, covered, bits = 1, 0, n
+        while bits:
+            if bits & 1:
+                # out[t] += P_k[t - covered]: the next 2^k values before the ones already summed
+                if out is None:
+                    out = block.copy()
+                elif covered < n_bars:
+                    out[covered:] += block[: n_bars - covered]
+                covered += width
+            bits >>= 1
+            if bits:
+                nxt = np.empty_like(block) if spare is None else spare
+                nxt[:width] = block[:width]
+                if width < n_bars:
+                    np.add(block[width:], block[:-width], out=nxt[width:])
+                spare = block if block is not self.centred else None
+                block = nxt
+                width *= 2
+        assert out is not None
         return out
 
 
-def _sma(sums: _BlockedSums, n: int, first: np.ndarray) -> np.ndarray:
+def _sma(sums: _WindowSums, n: int, first: np.ndarray) -> np.ndarray:
     out = sums.window(n)
     out /= n
     out += sums.x0
@@ -497,7 +491,7 @@ class RuleInputs:
         self.bar_ok = ~np.isnan(self.close_raw)
         self.all_bars_ok = bool(self.bar_ok.all())
         self._cache: dict[tuple[Any, ...], np.ndarray] = {}
-        self._sums: _BlockedSums | None = None
+        self._sums: _WindowSums | None = None
 
     def _memo(self, key: tuple[Any, ...], fn: Callable[[], np.ndarray]) -> np.ndarray:
         out = self._cache.get(key)
@@ -508,11 +502,11 @@ class RuleInputs:
         return out
 
     def sma(self, n: int) -> np.ndarray:
-        return self._memo(("sma", n), lambda: _sma(self._blocked_sums(), n, self.first))
+        return self._memo(("sma", n), lambda: _sma(self._window_sums(), n, self.first))
 
-    def _blocked_sums(self) -> _BlockedSums:
+    def _window_sums(self) -> _WindowSums:
         if self._sums is None:
-            self._sums = _BlockedSums(self.close, self.first)
+            self._sums = _WindowSums(self.close, self.first)
         return self._sums
 
     def ema(self, n: int) -> np.ndarray:

@@ -301,7 +301,10 @@ def kernel_backtest(
         index = index.tz_convert("UTC").tz_localize(None)
     if index.size != n_bars or index.hasnans or not index.is_monotonic_increasing or not index.is_unique:
         return None
-    stamps = index.to_numpy(dtype="datetime64[ns]").copy()
+    stamps = index.to_numpy(dtype="datetime64[ns]")
+    if not (isinstance(dates, pd.DatetimeIndex) and dates.tz is None):
+        stamps = stamps.copy()  # a DatetimeIndex's values are immutable; an array the caller owns is not
+
     bench = None
     if benchmark is not None:
         bench = np.asarray(benchmark, dtype=np.float64)
@@ -357,8 +360,8 @@ def kernel_backtest(
 
     shares = np.multiply(w, value, out=value)
     shares /= px
-    hi = px if hi_q is None else hi_q
-    lo = px if lo_q is None else lo_q
+    hi = hi_q if isinstance(hi_q, np.ndarray) else px
+    lo = lo_q if isinstance(lo_q, np.ndarray) else px
     part = _ledger(shares, sgn, px, hi, lo, cfg)
     closed = ~part["is_open"]
     closed_pnl, closed_ret = part["pnl"][closed], part["pnl_percent"][closed]

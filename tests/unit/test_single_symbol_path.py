@@ -1,0 +1,130 @@
+"""The one-symbol fast path: its building blocks against independent references.
+
+- the window sums behind every SMA, against exact (long double) window sums on a long series,
+  windows from 1 to 5000 bars;
+- the one-column state machine, against the matrix path on random event streams;
+- `kernel_backtest` on long series (many Jacobi sweeps, both the sparse and the whole-array ones),
+  against `run_backtest`'s share-and-cash loop;
+- `trading_metrics` given a backtest's own drawdown and equity, against the same metrics compounded
+  from the returns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alphaswarm_backtester.engine import EngineConfig, run_backtest
+from alphaswarm_backtester.engine.rules import RuleInputs, positions_from_events
+from alphaswarm_backtester.engine.single import kernel_backtest
+from alphaswarm_common.metrics import trading_metrics
+
+pytestmark = pytest.mark.unit
+
+
+def _walk(seed: int, n_bars: int, n_cols: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 50.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, (n_bars, n_cols)), axis=0))
+
+
+@pytest.mark.parametrize("n", [1, 3, 10, 200, 4096, 5000])
+def test_sma_equals_exact_window_means_on_a_long_series(n):
+    close = _walk(1, 30_000, 3)
+    close[:700, 1] = np.nan  # a symbol listed later
+    sma = RuleInputs(close).sma(n)
+    for j in range(3):
+        x = close[:, j]
+        first = int(np.argmax(~np.isnan(x)))
+        v = x[first:].astype(np.longdouble)
+        csum = np.concatenate(([0], np.cumsum(v)))
+        exact = np.full(x.size, np.nan)
+        exact[first + n - 1 :] = ((csum[n:] - csum[:-n]) / n).astype(np.float64)
+        assert np.isnan(sma[: first + n - 1, j]).all()
+        np.testing.assert_allclose(sma[first + n - 1 :, j], exact[first + n - 1 :], rtol=1e-13, atol=0)
+
+
+def test_sma_of_a_constant_price_is_that_price_exactly():
+    close = np.full((10_000, 1), 17.25)
+    np.testing.assert_array_equal(RuleInputs(close).sma(20)[19:, 0], 17.25)
+
+
+@pytest.mark.parametrize("shorts", [False, True])
+def test_one_column_state_machine_equals_the_matrix_path(shorts):
+    rng = np.random.default_rng(7)
+    n_bars, n_cols = 3000, 4
+    streams = [rng.random((n_bars, n_cols)) < p for p in (0.02, 0.03, 0.02, 0.03)]
+    el, xl, es, xs = streams
+    # conflicts on purpose: the same bar entering and exiting, entering both sides
+    el[::97] = xl[::97] = True
+    es[::89] = el[::89] = True
+    args = (el, xl, es, xs) if shorts else (el, xl, None, None)
+    matrix = positions_from_events(*args)
+    for j in range(n_cols):
+        one = positions_from_events(*(None if a is None else a[:, j : j + 1] for a in args))
+        np.testing.assert_array_equal(one[:, 0], matrix[:, j], err_msg=f"column {j}")
+
+
+def _sides(seed: int, n_bars: int, choices: tuple[int, ...], p_change: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    change = rng.random(n_bars) < p_change
+    idx = np.where(change, np.arange(n_bars), 0)
+    np.maximum.accumulate(idx, out=idx)
+    return np.where(change.any(), rng.choice(choices, size=n_bars)[idx], 0).astype(np.int8)
+
+
+@pytest.mark.parametrize(
+    ("choices", "cfg_kwargs"),
+    [
+        ((0, 1), {}),
+        ((-1, 0, 1), {}),
+        ((-1, 1), {"fees": 0.004, "slippage": 0.002}),
+        ((-1, 0, 1), {"fees": 0.0, "slippage": 0.0}),
+        ((-1, 0, 1), {"max_gross_leverage": 0.6, "execution_lag": 2}),
+    ],
+)
+def test_kernel_backtest_equals_the_fill_loop_on_long_series(choices, cfg_kwargs):
+    n_bars = 20_000
+    close = _walk(3, n_bars)[:, 0]
+    dates = pd.date_range("2000-01-03", periods=n_bars, freq="min")
+    cfg = EngineConfig(periods_per_year=98_280, **cfg_kwargs)
+    size = min(1.0, cfg.max_gross_leverage or 1.0)
+    side = _sides(len(choices), n_bars, choices, 0.02)
+    got = kernel_backtest(side, close, dates=dates, symbol="X", config=cfg, size=size)
+    ref = run_backtest(size * side.astype(float), close, dates=dates, symbols=["X"], config=cfg)
+    assert got is not None
+    for name in ("returns", "drawdown", "weights_held", "traded", "costs", "turnover"):
+        np.testing.assert_allclose(
+            getattr(got, name), getattr(ref, name), rtol=1e-9, atol=1e-12, err_msg=name
+        )
+    np.testing.assert_allclose(got.equity, ref.equity, rtol=1e-9)
+    np.testing.assert_allclose(got.cash, ref.cash, rtol=1e-9, atol=1e-9 * cfg.initial_capital)
+    assert len(got.trades) == len(ref.trades) > 100
+    for col in ("entry_bar", "exit_bar", "direction", "exit_reason", "is_open"):
+        np.testing.assert_array_equal(got.trades[col].to_numpy(), ref.trades[col].to_numpy(), err_msg=col)
+    for col in ("entry_price", "exit_price", "shares", "pnl", "pnl_percent", "mae", "mfe", "fees_paid"):
+        np.testing.assert_allclose(
+            got.trades[col].to_numpy(), ref.trades[col].to_numpy(), rtol=1e-8, atol=1e-9, err_msg=col
+        )
+    for name, value in ref.metrics.values.items():
+        other = got.metrics.get(name)
+        if value is None or other is None:
+            assert value is other, name
+        else:
+            assert other == pytest.approx(value, rel=1e-8, abs=1e-12), name
+
+
+def test_metrics_from_the_account_curves_equal_the_compounded_ones():
+    rng = np.random.default_rng(11)
+    r = rng.normal(0.0004, 0.01, 5000)
+    capital = 25_000.0
+    equity = capital * np.cumprod(1.0 + r)
+    peak = np.maximum(np.maximum.accumulate(equity), capital)
+    dd = equity / peak - 1.0
+    traded = np.abs(rng.normal(0, 0.1, r.size))
+    common = {"periods_per_year": 252.0, "traded": traded, "initial_capital": capital, "rf": 0.01}
+    plain = trading_metrics(r, **common)
+    given = trading_metrics(r, drawdown=dd, account_equity=equity, **common)
+    assert plain.values.keys() == given.values.keys()
+    for name, value in plain.values.items():
+        assert given.get(name) == pytest.approx(value, rel=1e-10, abs=1e-14), name
