@@ -92,11 +92,11 @@ is proportional to the number of runs times `D` plus `T log T` per target
 value, not to `T * K`: 100 SMA pairs on 100,000 bars take ~0.27 s where
 vectorbt takes ~2.5 s (`benchmarks/bench_rules.py`).
 
-`kernel_backtest` turns the same closed form into a full `BacktestOutput`
-for one symbol (share counts, cash, traded notional and costs rebuilt from
-the returns and cost fractions, then `run_backtest`'s own ledger, marking
-and metrics): `run_rule_backtest` uses it for one symbol, 10x faster than
-the per-bar fill loop on long series.
+`kernel_backtest` (`alphaswarm_backtester.engine.single`) solves the same
+closed form for one target sequence directly (Jacobi sweeps instead of the
+stationary sequences) and returns a full `BacktestOutput`: every per-bar
+array, the ledger and the metrics, equal to `run_backtest`'s to rounding.
+`run_rule_backtest` uses it for one symbol.
 
 Each trial's `MetricSet` holds `TRIAL_METRICS` (the same names on both
 paths): returns, risk, drawdown, distribution, probabilistic Sharpe and

@@ -863,7 +863,7 @@ def run_rule_backtest(
     first decision (row `start`) fills at `start + execution_lag`.
     `benchmark` is a per-bar return series of the window. Returns
     `run_backtest`'s output for the window; for one symbol it is computed by
-    `optimize.kernel_backtest` when that applies (the same numbers to
+    `single.kernel_backtest` when that applies (the same numbers to
     rounding, without the per-bar fill loop).
     """
     inputs = RuleInputs(close, open=open, high=high, low=low, volume=volume)

@@ -85,8 +85,13 @@ def kernel_applies(config: EngineConfig, n_symbols: int) -> str | None:
     return None
 
 
-def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """`(d, G)` of the module docstring, or None when an account value reaches 0 or the sweeps do not settle."""
+def _traded_fraction(
+    w: np.ndarray, px: np.ndarray, c: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """`(d, G, scratch)` of the module docstring, or None when an account value reaches 0 or the sweeps do not settle.
+
+    `scratch` is a free `(T,)` buffer the caller may reuse.
+    """
     n = w.size
     wa = np.empty(n)  # w_{s-1} a_s
     wa[0] = 0.0
@@ -134,7 +139,7 @@ def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float) -> tuple[np.ndarra
             return None
     if not (np.isfinite(d).all() and (g > 0.0).all()):
         return None
-    return d, g
+    return d, g, wa
 
 
 def _excursion(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, high: bool) -> np.ndarray:
@@ -187,10 +192,10 @@ def _ledger(
         inner[0] = 0.0
         np.subtract(x[1:], x[:-1], out=inner[1:])
         inner[change] = 0.0
-        s_q = np.add.reduceat(inner * px, starts)
-        np.abs(inner, out=inner)
-        s_abs = np.add.reduceat(inner, starts)
+        s_abs = np.add.reduceat(np.abs(inner), starts)
         inner *= px
+        s_q = np.add.reduceat(inner, starts)
+        np.abs(inner, out=inner)
         s_aq = np.add.reduceat(inner, starts)
         del inner
     else:
@@ -326,7 +331,7 @@ def kernel_backtest(
     solved = _traded_fraction(w, px, c)
     if solved is None:
         return None
-    d, g = solved
+    d, g, scratch = solved
     capital = cfg.initial_capital
     keep = np.multiply(d, -c)
     keep += 1.0  # post-trade equity / pre-trade value
@@ -342,12 +347,13 @@ def kernel_backtest(
         return None
     returns -= 1.0
     value = np.divide(equity, keep)  # pre-trade account value V
-    traded = np.multiply(d, value)  # notional, then / equity[s-1]
+    held = np.divide(w, keep)  # end-of-bar weight
+    traded = d  # the traded weight's buffer becomes the traded notional, then / equity[s-1]
+    traded *= value
     traded[0] /= capital
     traded[1:] /= equity[:-1]
-    costs = np.multiply(traded, c)
-    held = np.divide(w, keep)  # end-of-bar weight
-    cash = np.multiply(w, value)
+    costs = np.multiply(traded, c, out=keep)
+    cash = np.multiply(w, value, out=scratch)
     np.subtract(equity, cash, out=cash)
     turnover = np.empty(n_bars)
     turnover[0] = abs(held[0])
