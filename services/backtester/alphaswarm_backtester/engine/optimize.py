@@ -1078,11 +1078,6 @@ def _metrics_from_sums(
 # ============================================================================= evaluation
 
 
-def _kernel_applies(config: EngineConfig, n_symbols: int) -> str | None:
-    """Why the batch kernel does not apply (None when it does): the conditions of the closed form."""
-    return kernel_applies(config, n_symbols)
-
-
 def evaluate_sides(
     sides: np.ndarray,
     close: np.ndarray,
@@ -1112,7 +1107,7 @@ def evaluate_sides(
     size = 1.0 / n_syms
     if config.max_gross_leverage is not None:
         size = min(size, config.max_gross_leverage)
-    why = _kernel_applies(config, n_syms)
+    why = kernel_applies(config, n_syms)
     pending = list(range(n_sets))
     if why is None and n_bars >= 2:
         try:
