@@ -3,8 +3,8 @@
 - the window sums behind every SMA, against exact (long double) window sums on a long series,
   windows from 1 to 5000 bars;
 - the one-column state machine, against the matrix path on random event streams;
-- `kernel_backtest` on long series (many Jacobi sweeps, both the sparse and the whole-array ones),
-  against `run_backtest`'s share-and-cash loop;
+- `kernel_backtest` on long series (many Jacobi sweeps, both the sparse and the whole-array ones,
+  in one block and in many), against `run_backtest`'s share-and-cash loop;
 - `trading_metrics` given a backtest's own drawdown and equity, against the same metrics compounded
   from the returns.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alphaswarm_backtester.engine import EngineConfig, run_backtest
+from alphaswarm_backtester.engine import EngineConfig, run_backtest, single
 from alphaswarm_backtester.engine.rules import RuleInputs, positions_from_events
 from alphaswarm_backtester.engine.single import kernel_backtest
 from alphaswarm_common.metrics import trading_metrics
@@ -83,7 +83,10 @@ def _sides(seed: int, n_bars: int, choices: tuple[int, ...], p_change: float) ->
         ((-1, 0, 1), {"max_gross_leverage": 0.6, "execution_lag": 2}),
     ],
 )
-def test_kernel_backtest_equals_the_fill_loop_on_long_series(choices, cfg_kwargs):
+@pytest.mark.parametrize("block", [None, 997])
+def test_kernel_backtest_equals_the_fill_loop_on_long_series(choices, cfg_kwargs, block, monkeypatch):
+    if block is not None:  # many blocks, a partial last one: every carry between blocks is exercised
+        monkeypatch.setattr(single, "_CHUNK", block)
     n_bars = 20_000
     close = _walk(3, n_bars)[:, 0]
     dates = pd.date_range("2000-01-03", periods=n_bars, freq="min")

@@ -50,7 +50,7 @@ window is the bars after its entry through its exit bar.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,11 @@ __all__ = ["kernel_applies", "kernel_backtest"]
 _TOL = 2.0**-60  # a change of d below this no longer moves any return (see the module docstring)
 _MAX_SWEEPS = 200  # a chain that long means the contraction is not strong: run_backtest instead
 _DENSE_SHARE = 4  # a sweep over more than 1/4 of the bars runs on whole arrays
+_CHUNK = 1 << 15  # bars per block of the per-bar passes: a block's temporaries stay in the CPU cache
+
+
+def _blocks(n: int, start: int = 0) -> range:
+    return range(start, n, _CHUNK)
 
 
 def kernel_applies(config: EngineConfig, n_symbols: int) -> str | None:
@@ -85,61 +90,193 @@ def kernel_applies(config: EngineConfig, n_symbols: int) -> str | None:
     return None
 
 
-def _traded_fraction(
-    w: np.ndarray, px: np.ndarray, c: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """`(d, G, scratch)` of the module docstring, or None when an account value reaches 0 or the sweeps do not settle.
+def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray) -> bool:
+    """Solve for `d` (written into `d`, `(T,)`) as in the module docstring; False when the sweeps do not settle.
 
-    `scratch` is a free `(T,)` buffer the caller may reuse.
+    Every pass runs block by block (`_CHUNK` bars), so its temporaries stay in
+    the cache; a bar's update reads only the bar before it.
     """
     n = w.size
-    wa = np.empty(n)  # w_{s-1} a_s
-    wa[0] = 0.0
-    np.divide(px[1:], px[:-1], out=wa[1:])
-    wa[1:] *= w[:-1]
-    g = np.empty(n)
-    g[0] = 1.0
-    np.subtract(1.0, w[:-1], out=g[1:])
-    g += wa
-    d = np.empty(n)
+    wa = np.empty(min(n, _CHUNK))
+    g = np.empty_like(wa)
+    d[0] = abs(w[0])  # no bar before the first: nothing has drifted
+    moved_parts = [np.flatnonzero(d[:1]) + 1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(wa, g, out=d)
-        np.subtract(w, d, out=d)
-        np.abs(d, out=d)
-    if c != 0.0:
-        moved = np.flatnonzero(d[:-1]) + 1  # bars whose predecessor traded
-        for _ in range(_MAX_SWEEPS):
-            if moved.size == 0:
-                break
-            if moved.size * _DENSE_SHARE > n:
-                new = np.empty(n)
-                new[0] = d[0]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    np.multiply(d[:-1], -c, out=g[1:])
-                    g[1:] += 1.0
-                    g[1:] -= w[:-1]
-                    g[1:] += wa[1:]
-                    np.divide(wa[1:], g[1:], out=new[1:])
-                    np.subtract(w[1:], new[1:], out=new[1:])
-                    np.abs(new[1:], out=new[1:])
-                d, new = new, d
-                np.subtract(new, d, out=new)
-                moved = np.flatnonzero(np.abs(new[:-1]) > _TOL) + 1
-            else:
-                prev = moved - 1
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    gs = ((1.0 - w[prev]) - c * d[prev]) + wa[moved]
-                    upd = np.abs(w[moved] - wa[moved] / gs)
-                delta = np.abs(upd - d[moved])
-                d[moved] = upd
-                g[moved] = gs
-                nxt = moved[delta > _TOL] + 1
-                moved = nxt[nxt < n]
+        for i0 in _blocks(n, 1):
+            i1 = min(i0 + _CHUNK, n)
+            m = i1 - i0
+            cur, prev = slice(i0, i1), slice(i0 - 1, i1 - 1)
+            a, gm, dm = wa[:m], g[:m], d[cur]
+            np.divide(px[cur], px[prev], out=a)
+            a *= w[prev]  # w_{s-1} a_s
+            np.subtract(1.0, w[prev], out=gm)
+            gm += a  # G_s with d_{s-1} = 0
+            np.divide(a, gm, out=a)
+            np.subtract(w[cur], a, out=dm)
+            np.abs(dm, out=dm)
+            if c != 0.0:
+                moved_parts.append(np.flatnonzero(dm) + (i0 + 1))  # bars whose predecessor traded
+    if c == 0.0:
+        return True
+    moved = np.concatenate(moved_parts)
+    moved = moved[moved < n]
+    for _ in range(_MAX_SWEEPS):
+        if moved.size == 0:
+            return True
+        if moved.size * _DENSE_SHARE > n:
+            moved = _dense_sweep(w, px, c, d, wa, g)
         else:
-            return None
-    if not (np.isfinite(d).all() and (g > 0.0).all()):
-        return None
-    return d, g, wa
+            moved = _sparse_sweep(w, px, c, d, moved)
+    return moved.size == 0
+
+
+def _sparse_sweep(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """Recompute `d` on the bars `moved` (their predecessor changed); the bars after those that moved."""
+    prev = moved - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wa = px[moved] / px[prev]
+        wa *= w[prev]
+        gs = ((1.0 - w[prev]) - c * d[prev]) + wa
+        upd = np.abs(w[moved] - wa / gs)
+    delta = np.abs(upd - d[moved])
+    d[moved] = upd
+    nxt = moved[delta > _TOL] + 1
+    return nxt[nxt < d.size]
+
+
+def _dense_sweep(
+    w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray, wa: np.ndarray, g: np.ndarray
+) -> np.ndarray:
+    """One Jacobi sweep over every bar (each reads its predecessor's previous value); the bars after those that moved."""
+    n = d.size
+    new = np.empty_like(wa)
+    before = float(d[0])  # the previous sweep's value of the bar before the block
+    moved_parts = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i0 in _blocks(n, 1):
+            i1 = min(i0 + _CHUNK, n)
+            m = i1 - i0
+            cur, prev = slice(i0, i1), slice(i0 - 1, i1 - 1)
+            a, gm, nm = wa[:m], g[:m], new[:m]
+            np.multiply(d[prev], -c, out=gm)
+            gm[0] = before * -c
+            gm += 1.0
+            gm -= w[prev]
+            np.divide(px[cur], px[prev], out=a)
+            a *= w[prev]
+            gm += a
+            np.divide(a, gm, out=nm)
+            np.subtract(w[cur], nm, out=nm)
+            np.abs(nm, out=nm)
+            before = float(d[i1 - 1])
+            np.subtract(nm, d[cur], out=a)
+            np.abs(a, out=a)
+            moved_parts.append(np.flatnonzero(a > _TOL) + (i0 + 1))
+            d[cur] = nm
+    moved = np.concatenate(moved_parts)
+    return moved[moved < n]
+
+
+class _Account(NamedTuple):
+    returns: np.ndarray
+    equity: np.ndarray
+    drawdown: np.ndarray
+    cash: np.ndarray
+    held: np.ndarray
+    traded: np.ndarray
+    costs: np.ndarray
+    turnover: np.ndarray
+    shares: np.ndarray
+
+
+def _account(w: np.ndarray, px: np.ndarray, d: np.ndarray, c: float, capital: float) -> _Account | None:
+    """Every per-bar array of the account from the solved `d` (module docstring), block by block.
+
+    `d` becomes `traded`. Returns None when an account value is not
+    positive and finite. The carries between blocks keep the arithmetic of
+    one pass over the whole series: the equity is the running product of the
+    growth factors in bar order, the drawdown's peak the running maximum.
+    """
+    n = w.size
+    returns, equity, drawdown, cash, held, costs, turnover, shares = (np.empty(n) for _ in range(8))
+    traded = d
+    size = min(n, _CHUNK)
+    keep, keep_prev, g, value = (np.empty(size) for _ in range(4))
+    # carries from the bar before the block
+    keep_before = 1.0  # post-trade equity / pre-trade value (1 before the first bar)
+    d_before = w_before = px_before = held_before = 0.0
+    growth_before, peak_before, equity_before = 1.0, capital, capital
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for i0 in _blocks(n):
+            i1 = min(i0 + _CHUNK, n)
+            m = i1 - i0
+            cur = slice(i0, i1)
+            km, kp, gm, vm = keep[:m], keep_prev[:m], g[:m], value[:m]
+            dm, wm, pm = d[cur], w[cur], px[cur]
+            # G_s = ((1 - w_{s-1}) - c d_{s-1}) + w_{s-1} a_s
+            kp[0] = d_before
+            kp[1:] = d[i0 : i1 - 1]
+            vm[0] = w_before
+            vm[1:] = w[i0 : i1 - 1]
+            np.subtract(1.0, vm, out=gm)
+            kp *= c
+            gm -= kp
+            if i0 == 0:
+                gm[0] = 1.0
+                np.divide(pm[1:], px[: i1 - 1], out=kp[1:])
+                kp[0] = 0.0
+            else:
+                kp[0] = pm[0] / px_before
+                np.divide(pm[1:], px[i0 : i1 - 1], out=kp[1:])
+            kp *= vm  # w_{s-1} a_s
+            gm += kp
+            if not gm.min() > 0.0 or not np.isfinite(dm.max()):
+                return None
+            np.multiply(dm, -c, out=km)
+            km += 1.0  # keep_s
+            kp[0] = keep_before
+            kp[1:] = km[:-1]
+            # E_s / E_{s-1} = G_s keep_s / keep_{s-1}: exactly 1 on a flat bar after an exit
+            # (G_s = keep_{s-1}), so a flat account's equity is exactly constant.
+            rm = returns[cur]
+            np.multiply(gm, km, out=rm)
+            rm /= kp
+            em = equity[cur]
+            em[:] = rm
+            em[0] *= growth_before  # the running product continues from the bar before the block
+            np.multiply.accumulate(em, out=em)
+            growth_before = float(em[-1])
+            em *= capital
+            if not (em.min() > 0.0 and np.isfinite(em.max())):
+                return None
+            rm -= 1.0
+            ddm = drawdown[cur]
+            ddm[:] = em
+            ddm[0] = max(ddm[0], peak_before)
+            np.maximum.accumulate(ddm, out=ddm)
+            peak_before = float(ddm[-1])
+            np.divide(em, ddm, out=ddm)
+            ddm -= 1.0
+            np.divide(em, km, out=vm)  # pre-trade account value V
+            hm = held[cur]
+            np.divide(wm, km, out=hm)  # end-of-bar weight
+            tm = turnover[cur]
+            tm[0] = hm[0] - held_before
+            np.subtract(hm[1:], hm[:-1], out=tm[1:])
+            np.abs(tm, out=tm)
+            keep_before, d_before, w_before = float(km[-1]), float(dm[-1]), float(wm[-1])
+            px_before, held_before = float(pm[-1]), float(hm[-1])
+            dm *= vm  # traded notional, then / equity[s-1]
+            kp[0] = equity_before
+            kp[1:] = em[:-1]
+            dm /= kp
+            equity_before = float(em[-1])
+            np.multiply(dm, c, out=costs[cur])
+            sm = shares[cur]
+            np.multiply(wm, vm, out=sm)
+            np.subtract(em, sm, out=cash[cur])
+            sm /= pm
+    return _Account(returns, equity, drawdown, cash, held, traded, costs, turnover, shares)
 
 
 def _excursion(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, high: bool) -> np.ndarray:
@@ -328,44 +465,14 @@ def kernel_backtest(
         sgn[:] = 0
     w = sgn * size  # float64; the target in force (weights_target)
     c = cfg.cost_rate
-    solved = _traded_fraction(w, px, c)
-    if solved is None:
-        return None
-    d, g, scratch = solved
     capital = cfg.initial_capital
-    keep = np.multiply(d, -c)
-    keep += 1.0  # post-trade equity / pre-trade value
-    # E_s / E_{s-1} = G_s keep_s / keep_{s-1}: exactly 1 on a flat bar after an exit (G_s = keep_{s-1}),
-    # so a flat account's equity is exactly constant, as the share-and-cash loop's is.
-    returns = g  # becomes the growth factor, then the return
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        returns *= keep
-        returns[1:] /= keep[:-1]
-        equity = np.cumprod(returns)
-        equity *= capital
-    if not np.isfinite(equity).all() or not (equity > 0.0).all():
+    d = np.empty(n_bars)
+    if not _traded_fraction(w, px, c, d):
         return None
-    returns -= 1.0
-    value = np.divide(equity, keep)  # pre-trade account value V
-    held = np.divide(w, keep)  # end-of-bar weight
-    traded = d  # the traded weight's buffer becomes the traded notional, then / equity[s-1]
-    traded *= value
-    traded[0] /= capital
-    traded[1:] /= equity[:-1]
-    costs = np.multiply(traded, c, out=keep)
-    cash = np.multiply(w, value, out=scratch)
-    np.subtract(equity, cash, out=cash)
-    turnover = np.empty(n_bars)
-    turnover[0] = abs(held[0])
-    np.subtract(held[1:], held[:-1], out=turnover[1:])
-    np.abs(turnover, out=turnover)
-    drawdown = np.maximum.accumulate(equity)
-    np.maximum(drawdown, capital, out=drawdown)
-    np.divide(equity, drawdown, out=drawdown)
-    drawdown -= 1.0
-
-    shares = np.multiply(w, value, out=value)
-    shares /= px
+    acct = _account(w, px, d, c, capital)
+    if acct is None:
+        return None
+    returns, equity, drawdown, cash, held, traded, costs, turnover, shares = acct
     hi = hi_q if isinstance(hi_q, np.ndarray) else px
     lo = lo_q if isinstance(lo_q, np.ndarray) else px
     part = _ledger(shares, sgn, px, hi, lo, cfg)
