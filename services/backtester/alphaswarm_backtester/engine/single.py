@@ -186,19 +186,21 @@ class _Account(NamedTuple):
     traded: np.ndarray
     costs: np.ndarray
     turnover: np.ndarray
-    shares: np.ndarray
 
 
-def _account(w: np.ndarray, px: np.ndarray, d: np.ndarray, c: float, capital: float) -> _Account | None:
+def _account(
+    w: np.ndarray, px: np.ndarray, d: np.ndarray, c: float, capital: float, orders: _Orders
+) -> _Account | None:
     """Every per-bar array of the account from the solved `d` (module docstring), block by block.
 
-    `d` becomes `traded`. Returns None when an account value is not
+    `d` becomes `traded`; the share path goes block by block into `orders`
+    (the ledger's sums) and is not kept. Returns None when an account value is not
     positive and finite. The carries between blocks keep the arithmetic of
     one pass over the whole series: the equity is the running product of the
     growth factors in bar order, the drawdown's peak the running maximum.
     """
     n = w.size
-    returns, equity, drawdown, cash, held, costs, turnover, shares = (np.empty(n) for _ in range(8))
+    returns, equity, drawdown, cash, held, costs, turnover = (np.empty(n) for _ in range(7))
     traded = d
     size = min(n, _CHUNK)
     keep, keep_prev, g, value = (np.empty(size) for _ in range(4))
@@ -272,11 +274,11 @@ def _account(w: np.ndarray, px: np.ndarray, d: np.ndarray, c: float, capital: fl
             dm /= kp
             equity_before = float(em[-1])
             np.multiply(dm, c, out=costs[cur])
-            sm = shares[cur]
-            np.multiply(wm, vm, out=sm)
-            np.subtract(em, sm, out=cash[cur])
-            sm /= pm
-    return _Account(returns, equity, drawdown, cash, held, traded, costs, turnover, shares)
+            np.multiply(wm, vm, out=vm)  # the position's value
+            np.subtract(em, vm, out=cash[cur])
+            vm /= pm  # signed shares
+            orders.add_block(i0, vm, pm, gm)
+    return _Account(returns, equity, drawdown, cash, held, traded, costs, turnover)
 
 
 def _excursion(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, high: bool) -> np.ndarray:
@@ -301,8 +303,83 @@ def _excursion(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, high: bool
     return out
 
 
+class _Bounds(NamedTuple):
+    """Where the trades of one symbol open and close (module docstring, "The ledger")."""
+
+    change: np.ndarray  # bars whose target sign differs from the bar before
+    starts: np.ndarray  # entry bar of each trade
+    exit_bars: np.ndarray  # exit bar of each trade (n, the pad bar, for a trade still open)
+    is_open: np.ndarray
+
+
+def _trade_bounds(sgn: np.ndarray) -> _Bounds:
+    n = sgn.size
+    change = np.flatnonzero(sgn[1:] != sgn[:-1]) + 1
+    if n and sgn[0] != 0:
+        change = np.concatenate(([0], change))
+    before = np.zeros(change.size, dtype=np.int8)
+    has_before = change > 0
+    before[has_before] = sgn[change[has_before] - 1]
+    starts = change[sgn[change] != 0]
+    exit_bars = change[before != 0]
+    is_open = np.zeros(starts.size, dtype=bool)
+    if starts.size > exit_bars.size:  # the last trade is still open: it "exits" at the pad bar n
+        exit_bars = np.append(exit_bars, n)
+        is_open[-1] = True
+    return _Bounds(change, starts, exit_bars, is_open)
+
+
+class _Orders:
+    """Per trade, the sums over its orders that `_ledger` needs, accumulated block by block.
+
+    Interior resizes (every bar strictly between a trade's entry and its exit;
+    flat bars add 0): `abs_shares` = sum |dx|, `notional` = sum dx P,
+    `abs_notional` = sum |dx| P, with x the signed shares. `x_open` and
+    `x_close` are |x| on the entry bar and on the bar before the exit.
+    """
+
+    def __init__(self, bounds: _Bounds) -> None:
+        k = bounds.starts.size
+        self.bounds = bounds
+        self.abs_shares, self.notional, self.abs_notional = np.zeros(k), np.zeros(k), np.zeros(k)
+        self.x_open, self.x_close = np.zeros(k), np.zeros(k)
+        self.closing = bounds.exit_bars - 1
+        self.x_before = 0.0
+
+    def add_block(self, i0: int, x: np.ndarray, px: np.ndarray, inner: np.ndarray) -> None:
+        """Add the bars `[i0, i0 + x.size)`: `x` their shares, `px` their closes, `inner` a free buffer."""
+        b = self.bounds
+        i1 = i0 + x.size
+        if b.starts.size == 0:
+            return
+        inner[0] = x[0] - self.x_before
+        np.subtract(x[1:], x[:-1], out=inner[1:])
+        self.x_before = float(x[-1])
+        lo, hi = np.searchsorted(b.change, (i0, i1))
+        inner[b.change[lo:hi] - i0] = 0.0
+        # segments of the block: the trade in progress at i0 (if any), then each trade starting in it
+        first, stop = np.searchsorted(b.starts, (i0, i1), side="right")[0], np.searchsorted(b.starts, i1)
+        cuts = b.starts[first:stop] - i0
+        if first > 0:
+            cuts = np.concatenate(([0], cuts))
+            rows = slice(first - 1, stop)
+        else:
+            rows = slice(first, stop)
+        if cuts.size:
+            abs_inner = np.abs(inner)
+            self.abs_shares[rows] += np.add.reduceat(abs_inner, cuts)
+            inner *= px
+            self.notional[rows] += np.add.reduceat(inner, cuts)
+            np.abs(inner, out=inner)
+            self.abs_notional[rows] += np.add.reduceat(inner, cuts)
+        lo, hi = np.searchsorted(b.starts, (i0, i1))
+        self.x_open[lo:hi] = np.abs(x[b.starts[lo:hi] - i0])
+        lo, hi = np.searchsorted(self.closing, (i0, i1))
+        self.x_close[lo:hi] = np.abs(x[self.closing[lo:hi] - i0])
+
+
 def _ledger(
-    x: np.ndarray,
+    orders: _Orders,
     sgn: np.ndarray,
     px: np.ndarray,
     hi: np.ndarray,
@@ -310,37 +387,13 @@ def _ledger(
     cfg: EngineConfig,
 ) -> dict[str, np.ndarray]:
     """`trades._block_trades`' columns for one symbol with close fills (module docstring)."""
-    n = x.size
-    prev = np.empty(n, dtype=np.int8)
-    prev[0] = 0
-    prev[1:] = sgn[:-1]
-    change = np.flatnonzero(sgn != prev)
-    starts = change[sgn[change] != 0]
-    exit_bars = change[prev[change] != 0]
-    is_open = np.zeros(starts.size, dtype=bool)
-    if starts.size > exit_bars.size:  # the last trade is still open: it "exits" at the pad bar n
-        exit_bars = np.append(exit_bars, n)
-        is_open[-1] = True
+    n = px.size
+    starts, exit_bars, is_open = orders.bounds.starts, orders.bounds.exit_bars, orders.bounds.is_open
     direction = sgn[starts].astype(np.float64)
-
-    if starts.size:
-        # interior resizes: every bar strictly between a trade's entry and its exit (flat bars add 0)
-        inner = np.empty(n)
-        inner[0] = 0.0
-        np.subtract(x[1:], x[:-1], out=inner[1:])
-        inner[change] = 0.0
-        s_abs = np.add.reduceat(np.abs(inner), starts)
-        inner *= px
-        s_q = np.add.reduceat(inner, starts)
-        np.abs(inner, out=inner)
-        s_aq = np.add.reduceat(inner, starts)
-        del inner
-    else:
-        s_abs = s_q = s_aq = np.empty(0)
+    s_abs, s_q, s_aq = orders.abs_shares, orders.notional, orders.abs_notional
+    x_open, x_close = orders.x_open, orders.x_close
     # the opening order (the new position) and the closing order (the position held before the exit)
-    x_open = np.abs(x[starts])
     p_open = px[starts]
-    x_close = np.abs(x[exit_bars - 1])
     p_exit = np.where(is_open, px[-1], px[np.minimum(exit_bars, n - 1)])
     s_abs = s_abs + x_open + x_close
     s_q = s_q + direction * x_open * p_open - direction * x_close * p_exit
@@ -469,13 +522,14 @@ def kernel_backtest(
     d = np.empty(n_bars)
     if not _traded_fraction(w, px, c, d):
         return None
-    acct = _account(w, px, d, c, capital)
+    orders = _Orders(_trade_bounds(sgn))
+    acct = _account(w, px, d, c, capital, orders)
     if acct is None:
         return None
-    returns, equity, drawdown, cash, held, traded, costs, turnover, shares = acct
+    returns, equity, drawdown, cash, held, traded, costs, turnover = acct
     hi = hi_q if isinstance(hi_q, np.ndarray) else px
     lo = lo_q if isinstance(lo_q, np.ndarray) else px
-    part = _ledger(shares, sgn, px, hi, lo, cfg)
+    part = _ledger(orders, sgn, px, hi, lo, cfg)
     closed = ~part["is_open"]
     closed_pnl, closed_ret = part["pnl"][closed], part["pnl_percent"][closed]
     names = (str(symbol),)
