@@ -315,6 +315,9 @@ def _warmup_mask(first: np.ndarray, n_bars: int, n: int) -> np.ndarray:
     return np.arange(n_bars)[:, None] < (first + n - 1)[None, :]
 
 
+_BLOCK_CELLS = 1 << 15  # cells per block of the window sums: a block's partial sums stay in the CPU cache
+
+
 class _WindowSums:
     """Sums over the last n rows of a column-centred matrix, by doubling, for any window length.
 
@@ -325,50 +328,71 @@ class _WindowSums:
     balanced tree of additions over its own n values only, so its rounding
     error is a few ulps of those values whatever the series' length or level
     (a running sum would carry the rounding of everything before the window).
+
+    The rows are processed in blocks (with the n - 1 rows before each block),
+    so the partial sums of a block stay in the cache; a window's tree only
+    reads its own n rows, so the blocks change no value.
     """
 
     def __init__(self, x: np.ndarray, first: np.ndarray) -> None:
         n_bars, n_cols = x.shape
         cols = np.arange(n_cols)
+        self.x = x
         self.x0 = np.where(first < n_bars, x[np.minimum(first, n_bars - 1), cols], 0.0)
-        centred = x - self.x0
-        if (first > 0).any():
-            centred[np.isnan(centred)] = 0.0
-        self.centred = centred
+        self.leading_gaps = bool((first > 0).any())
         self.n_bars = n_bars
 
-    def window(self, n: int) -> np.ndarray:
-        """`(T, N)` sums of the last n centred values (rows before the first count as 0)."""
-        n_bars = self.n_bars
-        block = self.centred  # P_k, sums of the last 2^k values
-        spare: np.ndarray | None = None
-        out: np.ndarray | None = None
-        width, covered, bits = 1, 0, n
-        while bits:
-            if bits & 1:
-                # out[t] += P_k[t - covered]: the next 2^k values before the ones already summed
-                if out is None:
-                    out = block.copy()
-                elif covered < n_bars:
-                    out[covered:] += block[: n_bars - covered]
-                covered += width
-            bits >>= 1
-            if bits:
-                nxt = np.empty_like(block) if spare is None else spare
-                nxt[:width] = block[:width]
-                if width < n_bars:
-                    np.add(block[width:], block[:-width], out=nxt[width:])
-                spare = block if block is not self.centred else None
-                block = nxt
-                width *= 2
-        assert out is not None
+    def _centred(self, r0: int, r1: int) -> np.ndarray:
+        centred = self.x[r0:r1] - self.x0
+        if self.leading_gaps:
+            centred[np.isnan(centred)] = 0.0
+        return centred
+
+    def mean(self, n: int) -> np.ndarray:
+        """`(T, N)` means of the last n values, `x0` added back (rows before the first count as `x0`)."""
+        n_bars, n_cols = self.x.shape
+        out = np.empty((n_bars, n_cols))
+        rows = max(_BLOCK_CELLS // max(n_cols, 1), 4 * (n - 1), 1)
+        for i0 in range(0, n_bars, rows):
+            i1 = min(i0 + rows, n_bars)
+            h0 = max(0, i0 - (n - 1))
+            sums = _doubling_sums(self._centred(h0, i1), n)
+            block = out[i0:i1]
+            np.divide(sums[i0 - h0 :], n, out=block)
+            block += self.x0
         return out
 
 
+def _doubling_sums(centred: np.ndarray, n: int) -> np.ndarray:
+    """Sums of the last n rows of `centred` (fewer at its first n - 1 rows); may overwrite `centred`."""
+    n_bars = centred.shape[0]
+    block = centred  # P_k, sums of the last 2^k values
+    spare: np.ndarray | None = None
+    out: np.ndarray | None = None
+    width, covered, bits = 1, 0, n
+    while bits:
+        if bits & 1:
+            # out[t] += P_k[t - covered]: the next 2^k values before the ones already summed
+            if out is None:
+                out = block.copy()
+            elif covered < n_bars:
+                out[covered:] += block[: n_bars - covered]
+            covered += width
+        bits >>= 1
+        if bits:
+            nxt = np.empty_like(block) if spare is None else spare
+            nxt[:width] = block[:width]
+            if width < n_bars:
+                np.add(block[width:], block[:-width], out=nxt[width:])
+            spare = block
+            block = nxt
+            width *= 2
+    assert out is not None
+    return out
+
+
 def _sma(sums: _WindowSums, n: int, first: np.ndarray) -> np.ndarray:
-    out = sums.window(n)
-    out /= n
-    out += sums.x0
+    out = sums.mean(n)
     _blank_warmup(out, first, n)
     return out
 
