@@ -33,8 +33,16 @@ from alphaswarm_common.metrics import (
     probabilistic_sharpe_ratio,
     trading_metrics,
 )
+from alphaswarm_common.metrics import trading as trading_module
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(params=[None, 37], ids=["one-block", "blocks-of-37"])
+def blocks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the per-bar passes in one block, and in many (a partial last one, carries across blocks)."""
+    if request.param is not None:
+        monkeypatch.setattr(trading_module, "_BLOCK", request.param)
 
 
 def _v(ms: MetricSet, name: str) -> float:
@@ -63,7 +71,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("seed", "rf", "ppy"), CASES)
-def test_agrees_with_empyrical(seed: int, rf: float, ppy: float) -> None:
+def test_agrees_with_empyrical(seed: int, rf: float, ppy: float, blocks: None) -> None:
     r = _returns(seed)
     rng = np.random.default_rng(100 + seed)
     bench = 0.6 * r + rng.normal(0.0002, 0.01, r.size)
@@ -89,7 +97,7 @@ def test_agrees_with_empyrical(seed: int, rf: float, ppy: float) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 3])
-def test_definitions_written_out(seed: int) -> None:
+def test_definitions_written_out(seed: int, blocks: None) -> None:
     """METRICS.md's table, term by term, with plain NumPy (the definitions empyrical shares)."""
     r = _returns(seed, n=333)
     ppy, rf = 252.0, 0.05
@@ -136,10 +144,18 @@ def _duration_reference(r: np.ndarray) -> int:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_max_drawdown_duration_matches_a_loop(seed: int) -> None:
+def test_max_drawdown_duration_matches_a_loop(seed: int, blocks: None) -> None:
     r = _returns(seed, n=500, drift=0.0002)
     assert max_drawdown_duration(r) == _duration_reference(r)
     assert trading_metrics(r)["max_drawdown_duration"] == _duration_reference(r)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7])
+def test_max_drawdown_duration_across_tiny_blocks(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trading_module, "_BLOCK", block)
+    for seed in range(20):
+        r = _returns(seed, n=60, drift=0.0)
+        assert trading_metrics(r)["max_drawdown_duration"] == _duration_reference(r), seed
 
 
 def test_max_drawdown_duration_small_cases() -> None:
@@ -161,7 +177,7 @@ def _psr_reference(r: np.ndarray, rf_p: float = 0.0, sr_star: float = 0.0) -> fl
 
 
 @pytest.mark.parametrize(("seed", "rf"), [(0, 0.0), (1, 0.03), (2, 0.0), (4, -0.02)])
-def test_probabilistic_sharpe_matches_scipy_formulation(seed: int, rf: float) -> None:
+def test_probabilistic_sharpe_matches_scipy_formulation(seed: int, rf: float, blocks: None) -> None:
     r = _returns(seed, n=300, drift=0.0006)
     ms = trading_metrics(r, rf=rf)
     assert ms["skewness"] == pytest.approx(stats.skew(r), rel=1e-10)
@@ -241,7 +257,7 @@ def test_deflated_sharpe_ratio_rejects_bad_inputs(kwargs: dict, field: str) -> N
 # ----------------------------------------------------------------------------- turnover, trades, account
 
 
-def test_turnover_and_turnover_adjusted_sharpe() -> None:
+def test_turnover_and_turnover_adjusted_sharpe(blocks: None) -> None:
     r = _returns(7, n=260)
     rng = np.random.default_rng(7)
     turnover = rng.uniform(0, 0.6, r.size)

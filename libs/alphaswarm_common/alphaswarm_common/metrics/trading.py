@@ -14,7 +14,8 @@ recorded in `MetricSet.conventions`):
   compounded). empyrical's `risk_free` / `required_return` arguments are that
   per-bar `rf_p`.
 - Compounding is geometric: equity = `cumprod(1 + r)` from 1.
-- `total_return` = `prod(1 + r) - 1`.
+- `total_return` = `prod(1 + r) - 1` (`account_equity[-1] / initial_capital - 1`
+  when a backtest passes its account, the same to rounding).
 - `annualized_return` = `(1 + total_return) ** (periods_per_year / n) - 1`
   (CAGR). Same as `empyrical.annual_return`, whose "number of years" is
   `n / periods_per_year`. A wiped-out account (`1 + total_return <= 0`)
@@ -96,15 +97,23 @@ _ZERO_VARIANCE = "zero variance"
 
 
 def _as_returns(data: ArrayLike | None, field: str, length: int | None = None) -> Array:
+    return _summed(data, field, length)[0]
+
+
+def _summed(data: ArrayLike | None, field: str, length: int | None = None) -> tuple[Array, float]:
+    """The validated 1-D finite series and its sum (the first pass of its mean)."""
     arr = np.asarray(data, dtype=np.float64)
     if arr.ndim != 1:
         raise InvalidArgument(f"expected a 1-D series, got shape {arr.shape}", field=field)
     if length is not None and arr.shape[0] != length:
         raise InvalidArgument(f"has {arr.shape[0]} values, returns have {length}", field=field)
-    if not np.isfinite(arr).all():
+    total = float(np.add.reduce(arr))
+    # a finite sum means every value is finite (a NaN or an infinity would show in it); only a sum
+    # that is not finite needs the per-value check (it may also be finite values overflowing)
+    if not math.isfinite(total) and not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise DataError(f"value at position {bad} is {arr[bad]!r}; every value must be finite", field=field)
-    return arr
+    return arr, total
 
 
 def _finite_float(value: float, field: str, *, minimum: float | None = None, strict: bool = False) -> float:
@@ -140,6 +149,24 @@ def _longest_true_run(flags: NDArray[np.bool_]) -> int:
     edges = np.flatnonzero(flags[1:] != flags[:-1]) + 1  # where a run ends and the next begins
     lengths = np.diff(np.concatenate(([0], edges, [flags.size])))
     return int((lengths[0::2] if flags[0] else lengths[1::2]).max())
+
+
+_BLOCK = 1 << 15  # values per block of a per-bar pass: a block's temporaries stay in the CPU cache
+
+
+def _underwater_run(drawdown: Array) -> int:
+    """`_longest_true_run(drawdown < 0)`, block by block (the run in progress carries over)."""
+    best = run = 0
+    flags = np.empty(min(drawdown.size, _BLOCK), dtype=bool)
+    for i0 in range(0, drawdown.size, _BLOCK):
+        f = np.less(drawdown[i0 : i0 + _BLOCK], 0.0, out=flags[: min(_BLOCK, drawdown.size - i0)])
+        dry = np.flatnonzero(~f)  # bars at a peak
+        if dry.size == 0:
+            run += f.size
+            continue
+        best = max(best, run + int(dry[0]), _longest_true_run(f[dry[0] : dry[-1] + 1]))
+        run = f.size - 1 - int(dry[-1])
+    return max(best, run)
 
 
 def max_drawdown_duration(returns: ArrayLike) -> int:
@@ -289,28 +316,67 @@ def deflated_sharpe_ratio(
     return probabilistic_sharpe_ratio(sharpe_selected_per_period, n_obs, skew, kurtosis, sr0)
 
 
-class _Centred:
-    """Centred moments of one series, computed once: mean, sum of squares, and the third and fourth sums.
+class _Series:
+    """`x - shift - k * y` (`y` optional), read block by block."""
 
-    The arithmetic is NumPy's own for `mean`, `std(ddof=1)` and the moments
-    (`x - mean`, squared, summed), so the values are identical to theirs;
-    the two scratch buffers are reused by every series of a metric set.
+    def __init__(self, x: Array, shift: float = 0.0, y: Array | None = None, k: float = 0.0) -> None:
+        self.x, self.shift, self.y, self.k = x, shift, y, k
+        self.n = int(x.size)
+
+    def block(self, i0: int, i1: int, out: Array) -> Array:
+        x = self.x[i0:i1]
+        if self.y is None and self.shift == 0.0:
+            return x
+        o = out[: i1 - i0]
+        if self.shift != 0.0:
+            np.subtract(x, self.shift, out=o)
+        else:
+            o[:] = x
+        if self.y is not None:
+            o -= np.multiply(self.y[i0:i1], self.k, out=out[i1 - i0 : 2 * (i1 - i0)])
+        return o
+
+
+class _Centred:
+    """Centred moments of one series, computed once: mean, sum of squares, the third and fourth sums.
+
+    The two-pass algorithm of `numpy.std`: `total` (the series' sum, the
+    first pass) gives the mean, then `x - mean` and its powers are summed
+    block by block (the temporaries of a block stay in the cache; the block
+    partial sums add the rounding of about one addition per block). With
+    `downside`, the pass also sums `min(x, 0) ** 2`.
     """
 
-    def __init__(self, x: Array, buf: Array, buf2: Array | None = None) -> None:
-        self.n = int(x.size)
-        self.constant = self.n < 2 or bool(x.max() == x.min())
-        self.mean = float(np.add.reduce(x)) / self.n if self.n else math.nan
-        c = np.subtract(x, self.mean, out=buf)
-        if buf2 is None:
-            np.multiply(c, c, out=c)
-            self.ss = float(np.add.reduce(c))
-            self.s3 = self.s4 = math.nan
+    def __init__(self, series: _Series, total: float, *, moments: bool, downside: bool = False) -> None:
+        n = self.n = series.n
+        size = min(n, _BLOCK)
+        values, c, c2 = np.empty(2 * size), np.empty(size), np.empty(size)
+        self.mean = total / n if n else math.nan
+        ss = s3 = s4 = ds = 0.0
+        for i0 in range(0, n, _BLOCK):
+            v = series.block(i0, min(i0 + _BLOCK, n), values)
+            cm, cm2 = c[: v.size], c2[: v.size]
+            if downside:
+                np.minimum(v, 0.0, out=cm)
+                ds += float(np.dot(cm, cm))
+            np.subtract(v, self.mean, out=cm)
+            np.multiply(cm, cm, out=cm2)
+            ss += float(np.add.reduce(cm2))
+            if moments:
+                s3 += float(np.dot(cm2, cm))
+                s4 += float(np.dot(cm2, cm2))
+        self.ss = ss
+        self.s3, self.s4 = (s3, s4) if moments else (math.nan, math.nan)
+        self.downside_ss = ds
+        # A constant series centres to a residue of at most the mean's rounding (n ulps of its
+        # level per value); only a sum of squares that small needs the exact test (max == min).
+        residue = 4.0 * n * _EPS * abs(self.mean)
+        if n < 2:
+            self.constant = True
+        elif ss > n * residue * residue:
+            self.constant = False
         else:
-            c2 = np.multiply(c, c, out=buf2)
-            self.ss = float(np.add.reduce(c2))
-            self.s3 = float(np.dot(c2, c))
-            self.s4 = float(np.dot(c2, c2))
+            self.constant = bool(_extreme(series, values, high=True) == _extreme(series, values, high=False))
 
     def std(self) -> float:
         return math.sqrt(self.ss / (self.n - 1))
@@ -332,6 +398,27 @@ class _Centred:
         if self.constant:  # exact: the residue of a centred constant is not dispersion
             return None, _ZERO_VARIANCE
         return float(self.mean / self.std() * math.sqrt(periods_per_year)), None
+
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _extreme(series: _Series, buf: Array, *, high: bool) -> float:
+    out = -math.inf if high else math.inf
+    for i0 in range(0, series.n, _BLOCK):
+        v = series.block(i0, min(i0 + _BLOCK, series.n), buf)
+        out = max(out, float(v.max())) if high else min(out, float(v.min()))
+    return out
+
+
+def _growth(r: Array) -> float:
+    """`prod(1 + r)`, block by block."""
+    out = 1.0
+    buf = np.empty(min(r.size, _BLOCK))
+    for i0 in range(0, r.size, _BLOCK):
+        block = r[i0 : i0 + _BLOCK]
+        out *= float(np.multiply.reduce(np.add(block, 1.0, out=buf[: block.size])))
+    return out
 
 
 # ----------------------------------------------------------------------------- the metric set
@@ -434,16 +521,16 @@ def _trading_metrics(
     drawdown: ArrayLike | None,
     account_equity: ArrayLike | None,
 ) -> MetricSet:
-    r = _as_returns(returns, "returns")
+    r, r_sum = _summed(returns, "returns")
     ppy = _finite_float(periods_per_year, "periods_per_year", minimum=0.0, strict=True)
     rf = _finite_float(rf, "rf")
     penalty = _finite_float(turnover_penalty, "turnover_penalty", minimum=0.0)
     n = int(r.size)
     rf_p = rf / ppy
-    excess = r - rf_p if rf_p != 0.0 else r
-    buf, buf2 = np.empty(n), np.empty(n)  # scratch for every per-bar temporary below
-    stats = _Centred(r, buf, buf2)
-    ex_stats = stats if excess is r else _Centred(excess, buf)
+    stats = _Centred(_Series(r), r_sum, moments=True, downside=rf_p == 0.0)
+    ex_stats = stats
+    if rf_p != 0.0:
+        ex_stats = _Centred(_Series(r, rf_p), r_sum - n * rf_p, moments=False, downside=True)
     b = _Builder()
     b.put("n_periods", n)
     equity: Array | None = None  # cumprod(1 + r), computed at most once
@@ -452,6 +539,7 @@ def _trading_metrics(
     if account_equity is not None:
         if initial_capital is None:
             raise InvalidArgument("needs initial_capital", field="account_equity")
+        capital = _finite_float(initial_capital, "initial_capital", minimum=0.0, strict=True)
         account = np.asarray(account_equity, dtype=np.float64)
         if account.shape != (n,):
             raise InvalidArgument(
@@ -481,7 +569,8 @@ def _trading_metrics(
         ):
             b.put(name, None, _NO_RETURNS)
     else:
-        growth = float(np.multiply.reduce(np.add(r, 1.0, out=buf)))
+        # prod(1 + r); a backtest's own account holds it already (equal to rounding)
+        growth = float(account[-1]) / capital if account is not None else _growth(r)
         b.put("total_return", growth - 1.0)
         if growth > 0.0:
             b.put("annualized_return", float(np.power(growth, ppy / n)) - 1.0)
@@ -493,13 +582,12 @@ def _trading_metrics(
             b.put("volatility", 0.0 if stats.constant else float(stats.std() * math.sqrt(ppy)))
         else:
             b.put("volatility", None, _TOO_SHORT)
-        downside = np.minimum(excess, 0.0, out=buf)
-        np.multiply(downside, downside, out=downside)
-        b.put("downside_volatility", float(math.sqrt(np.add.reduce(downside) / n) * math.sqrt(ppy)))
+        b.put("downside_volatility", float(math.sqrt(ex_stats.downside_ss / n) * math.sqrt(ppy)))
         assert dd is not None
-        b.put("max_drawdown", float(dd.min()))
-        if np.isfinite(dd).all():
-            b.put("max_drawdown_duration", _longest_true_run(dd < 0.0))
+        dd_low = float(dd.min())
+        b.put("max_drawdown", dd_low)
+        if math.isfinite(dd_low) and math.isfinite(float(dd.max())):
+            b.put("max_drawdown_duration", _underwater_run(dd))
         else:
             b.put("max_drawdown_duration", None, "not finite (numerical overflow)")
 
@@ -567,19 +655,21 @@ def _trading_metrics(
         "alpha_annualization": "compounded: (1 + mean excess) ** periods_per_year - 1",
         "turnover_penalty": penalty,
     }
-    turnover_arr = None if turnover is None else _as_returns(turnover, "turnover", n)
-    traded_arr = None if traded is None else _as_returns(traded, "traded", n)
+    turnover_arr, turnover_sum = (None, 0.0) if turnover is None else _summed(turnover, "turnover", n)
+    traded_arr, traded_sum = (None, 0.0) if traded is None else _summed(traded, "traded", n)
     if turnover_arr is not None:
         if n:
-            b.put("turnover", float(turnover_arr.mean()))
+            b.put("turnover", turnover_sum / n)
         else:
             b.put("turnover", None, _NO_RETURNS)
-    cost_basis = traded_arr if traded_arr is not None else turnover_arr
+    cost_basis, basis_sum = (
+        (traded_arr, traded_sum) if traded_arr is not None else (turnover_arr, turnover_sum)
+    )
     if cost_basis is not None:
         conventions["turnover_adj_basis"] = "traded" if traded_arr is not None else "turnover"
-        adjusted = np.multiply(cost_basis, -penalty, out=buf2)
-        adjusted += excess
-        adj, reason = _Centred(adjusted, buf).sharpe(ppy) if n else (None, _NO_RETURNS)
+        adjusted = _Series(r, rf_p, cost_basis, penalty)
+        adj_sum = r_sum - n * rf_p - penalty * basis_sum
+        adj, reason = _Centred(adjusted, adj_sum, moments=False).sharpe(ppy) if n else (None, _NO_RETURNS)
         b.put("turnover_adj_sharpe", adj, reason)
 
     # -- closed trades
@@ -615,7 +705,7 @@ def _trading_metrics(
             else:
                 beta = float(np.mean(centred * r)) / var_b
                 b.put("beta", beta)
-                mean_alpha = float(np.mean(excess - beta * (bench - rf_p)))
+                mean_alpha = float(np.mean((r - rf_p) - beta * (bench - rf_p)))
                 if 1.0 + mean_alpha > 0.0:
                     b.put("alpha", float(np.power(1.0 + mean_alpha, ppy)) - 1.0)
                 else:

@@ -99,6 +99,7 @@ def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray) -> 
     n = w.size
     wa = np.empty(min(n, _CHUNK))
     g = np.empty_like(wa)
+    nonzero = np.empty(wa.size, dtype=bool)
     d[0] = abs(w[0])  # no bar before the first: nothing has drifted
     moved_parts = [np.flatnonzero(d[:1]) + 1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -115,7 +116,8 @@ def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray) -> 
             np.subtract(w[cur], a, out=dm)
             np.abs(dm, out=dm)
             if c != 0.0:
-                moved_parts.append(np.flatnonzero(dm) + (i0 + 1))  # bars whose predecessor traded
+                np.not_equal(dm, 0.0, out=nonzero[:m])
+                moved_parts.append(np.flatnonzero(nonzero[:m]) + (i0 + 1))  # bars whose predecessor traded
     if c == 0.0:
         return True
     moved = np.concatenate(moved_parts)
@@ -126,22 +128,39 @@ def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray) -> 
         if moved.size * _DENSE_SHARE > n:
             moved = _dense_sweep(w, px, c, d, wa, g)
         else:
-            moved = _sparse_sweep(w, px, c, d, moved)
+            moved = _sparse_sweeps(w, px, c, d, moved)
     return moved.size == 0
 
 
-def _sparse_sweep(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray, moved: np.ndarray) -> np.ndarray:
-    """Recompute `d` on the bars `moved` (their predecessor changed); the bars after those that moved."""
+def _sparse_sweeps(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """Jacobi sweeps on the bars `moved` (their predecessor changed) while they are few.
+
+    Each sweep recomputes `d` on its bars; the next one takes the bars after
+    those that moved by more than `_TOL`, whose predecessor values (`w`, the
+    close, the new `d`) are already in hand, so a sweep gathers only its own
+    bars' values. Returns the bars still to recompute: none when settled, or
+    more than `1 / _DENSE_SHARE` of them (the caller sweeps whole arrays), or
+    whatever is left after `_MAX_SWEEPS`.
+    """
+    n = d.size
     prev = moved - 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        wa = px[moved] / px[prev]
-        wa *= w[prev]
-        gs = ((1.0 - w[prev]) - c * d[prev]) + wa
-        upd = np.abs(w[moved] - wa / gs)
-    delta = np.abs(upd - d[moved])
-    d[moved] = upd
-    nxt = moved[delta > _TOL] + 1
-    return nxt[nxt < d.size]
+    w_prev, px_prev, d_prev = w[prev], px[prev], d[prev]
+    for _ in range(_MAX_SWEEPS):
+        if moved.size == 0 or moved.size * _DENSE_SHARE > n:
+            break
+        w_cur, px_cur = w[moved], px[moved]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wa = px_cur / px_prev
+            wa *= w_prev
+            gs = ((1.0 - w_prev) - c * d_prev) + wa
+            upd = np.abs(w_cur - wa / gs)
+        delta = np.abs(upd - d[moved])
+        d[moved] = upd
+        go_on = delta > _TOL
+        go_on &= moved < n - 1
+        moved = moved[go_on] + 1
+        w_prev, px_prev, d_prev = w_cur[go_on], px_cur[go_on], upd[go_on]
+    return moved
 
 
 def _dense_sweep(
