@@ -29,7 +29,7 @@ from alphaswarm_backtester.engine.optimize import (
     rank_values,
 )
 from alphaswarm_backtester.engine.rules import RuleInputs, rule_sides, run_rule_backtest
-from alphaswarm_common.errors import InvalidArgument
+from alphaswarm_common.errors import DataError, InvalidArgument
 
 pytestmark = pytest.mark.unit
 
@@ -403,3 +403,9 @@ def test_kernel_backtest_declines_what_it_does_not_model():
     out = run_rule_backtest("buy_and_hold", {}, close=gappy, dates=dates, symbols=["X"])  # falls back
     ref = run_backtest(np.ones(50), gappy, dates=dates, symbols=["X"])
     np.testing.assert_array_equal(out.equity, ref.equity)
+    # dates a nanosecond clock cannot hold: declined, and the fallback names the field
+    far = pd.date_range("2300-01-01", periods=50, freq="D", unit="us")
+    assert kernel_backtest(side, close, dates=far, symbol="X", config=EngineConfig()) is None
+    with pytest.raises(DataError) as err:
+        run_rule_backtest("buy_and_hold", {}, close=close, dates=far, symbols=["X"])
+    assert err.value.field == "dates"

@@ -152,7 +152,12 @@ def _dates(dates: Any, n_bars: int) -> np.ndarray:
         raise DataError(f"cannot read as dates: {exc}", field="dates") from None
     if index.tz is not None:
         index = index.tz_convert("UTC").tz_localize(None)
-    out = index.to_numpy(dtype="datetime64[ns]")
+    try:
+        out = index.as_unit("ns").to_numpy()  # raises where to_numpy(dtype=...) would wrap around
+    except (OverflowError, ValueError):  # pandas' OutOfBoundsDatetime is a ValueError
+        raise DataError(
+            "a date is outside the nanosecond range (1677-09-21 to 2262-04-11)", field="dates"
+        ) from None
     if out.size != n_bars:
         raise DataError(f"has {out.size} dates, target_weights has {n_bars} rows", field="dates")
     if np.isnat(out).any():

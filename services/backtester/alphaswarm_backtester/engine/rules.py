@@ -111,6 +111,7 @@ from scipy.signal import lfilter
 from alphaswarm_backtester.engine.backtest import BacktestOutput, run_backtest
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.single import kernel_backtest
+from alphaswarm_common.buffers import empty
 from alphaswarm_common.errors import DataError, InvalidArgument
 
 __all__ = [
@@ -351,7 +352,7 @@ class _WindowSums:
     def mean(self, n: int) -> np.ndarray:
         """`(T, N)` means of the last n values, `x0` added back (rows before the first count as `x0`)."""
         n_bars, n_cols = self.x.shape
-        out = np.empty((n_bars, n_cols))
+        out = empty((n_bars, n_cols))
         rows = max(_BLOCK_CELLS // max(n_cols, 1), 4 * (n - 1), 1)
         for i0 in range(0, n_bars, rows):
             i1 = min(i0 + rows, n_bars)
@@ -527,6 +528,11 @@ class RuleInputs:
 
     def sma(self, n: int) -> np.ndarray:
         return self._memo(("sma", n), lambda: _sma(self._window_sums(), n, self.first))
+
+    def release_indicators(self) -> None:
+        """Drop the cached indicators (a backtest needs only the positions once they are computed)."""
+        self._cache.clear()
+        self._sums = None
 
     def _window_sums(self) -> _WindowSums:
         if self._sums is None:
@@ -904,6 +910,7 @@ def run_rule_backtest(
             volume=None if inputs.volume is None else inputs.volume[:stop],
         )
     sides = rule_sides(strategy_type, params, inputs)
+    inputs.release_indicators()  # their memory serves the account's arrays
     rows = slice(start, stop)
 
     def cut(arr: np.ndarray | None) -> np.ndarray | None:

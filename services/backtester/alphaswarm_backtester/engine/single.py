@@ -59,6 +59,7 @@ from alphaswarm_backtester.engine.accounting import StopEvents
 from alphaswarm_backtester.engine.backtest import BacktestOutput
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.trades import _END, _REBALANCE, _SIGNAL, frame_trades
+from alphaswarm_common.buffers import empty
 from alphaswarm_common.metrics import infer_periods_per_year, trading_metrics
 
 __all__ = ["kernel_applies", "kernel_backtest"]
@@ -219,7 +220,7 @@ def _account(
     growth factors in bar order, the drawdown's peak the running maximum.
     """
     n = w.size
-    returns, equity, drawdown, cash, held, costs, turnover = (np.empty(n) for _ in range(7))
+    returns, equity, drawdown, cash, held, costs, turnover = (empty(n) for _ in range(7))
     traded = d
     size = min(n, _CHUNK)
     keep, keep_prev, g, value = (np.empty(size) for _ in range(4))
@@ -515,9 +516,13 @@ def kernel_backtest(
         index = index.tz_convert("UTC").tz_localize(None)
     if index.size != n_bars or index.hasnans or not index.is_monotonic_increasing or not index.is_unique:
         return None
-    stamps = index.to_numpy(dtype="datetime64[ns]")
-    if not (isinstance(dates, pd.DatetimeIndex) and dates.tz is None):
-        stamps = stamps.copy()  # a DatetimeIndex's values are immutable; an array the caller owns is not
+    if index.unit != "ns":
+        try:
+            index[[0, -1]].as_unit("ns")  # sorted: the two ends bound every date
+        except (OverflowError, ValueError):  # pandas' OutOfBoundsDatetime is a ValueError
+            return None
+    stamps = empty(n_bars, "datetime64[ns]")
+    stamps[:] = index.to_numpy()  # a copy in nanoseconds: the caller's array stays the caller's
 
     bench = None
     if benchmark is not None:
@@ -535,10 +540,10 @@ def kernel_backtest(
         sgn[lag:] = sides[: n_bars - lag]
     if size == 0.0:
         sgn[:] = 0
-    w = sgn * size  # float64; the target in force (weights_target)
+    w = np.multiply(sgn, size, out=empty(n_bars))  # the target in force (weights_target)
     c = cfg.cost_rate
     capital = cfg.initial_capital
-    d = np.empty(n_bars)
+    d = empty(n_bars)
     if not _traded_fraction(w, px, c, d):
         return None
     orders = _Orders(_trade_bounds(sgn))
@@ -571,7 +576,10 @@ def kernel_backtest(
     )
     weights_target = w.reshape(n_bars, 1)
     weights_held = held.reshape(n_bars, 1)
-    fill_bars = np.arange(min(lag, n_bars), n_bars, dtype=np.int64)
+    fill_bars = empty(n_bars - min(lag, n_bars), np.int64)
+    for i0 in _blocks(fill_bars.size):  # arange in blocks: no second full-length array
+        i1 = min(i0 + _CHUNK, fill_bars.size)
+        fill_bars[i0:i1] = np.arange(i0 + min(lag, n_bars), i1 + min(lag, n_bars), dtype=np.int64)
     for arr in (
         stamps,
         returns,
