@@ -131,3 +131,25 @@ def test_metrics_from_the_account_curves_equal_the_compounded_ones():
     assert plain.values.keys() == given.values.keys()
     for name, value in plain.values.items():
         assert given.get(name) == pytest.approx(value, rel=1e-10, abs=1e-14), name
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_kernel_dates_are_nanoseconds_whatever_the_input_unit(unit):
+    n_bars = 500
+    close = _walk(5, n_bars)[:, 0]
+    dates = pd.date_range("1999-12-31 09:30", periods=n_bars, freq="min", unit=unit)
+    side = _sides(5, n_bars, (0, 1), 0.05)
+    got = kernel_backtest(side, close, dates=dates, symbol="X", config=EngineConfig())
+    ref = run_backtest(side.astype(float), close, dates=dates, symbols=["X"], config=EngineConfig())
+    assert got is not None
+    assert got.dates.dtype == np.dtype("datetime64[ns]") == ref.dates.dtype
+    np.testing.assert_array_equal(got.dates, ref.dates)
+    np.testing.assert_array_equal(got.dates, dates.as_unit("ns").to_numpy())
+    tz = kernel_backtest(
+        side, close, dates=dates.tz_localize("America/New_York"), symbol="X", config=EngineConfig()
+    )
+    assert tz is not None
+    np.testing.assert_array_equal(
+        tz.dates,
+        dates.tz_localize("America/New_York").tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy(),
+    )

@@ -67,6 +67,7 @@ __all__ = ["kernel_applies", "kernel_backtest"]
 _TOL = 2.0**-60  # a change of d below this no longer moves any return (see the module docstring)
 _MAX_SWEEPS = 200  # a chain that long means the contraction is not strong: run_backtest instead
 _DENSE_SHARE = 4  # a sweep over more than 1/4 of the bars runs on whole arrays
+_NANOSECONDS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _CHUNK = 1 << 15  # bars per block of the per-bar passes: a block's temporaries stay in the CPU cache
 
 
@@ -102,7 +103,7 @@ def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray) -> 
     g = np.empty_like(wa)
     nonzero = np.empty(wa.size, dtype=bool)
     d[0] = abs(w[0])  # no bar before the first: nothing has drifted
-    moved_parts = [np.flatnonzero(d[:1]) + 1]
+    moved_parts = [np.flatnonzero(d[:1]) + 1]  # d[0] = |w[0]|: nonzero only when w[0] is
     with np.errstate(divide="ignore", invalid="ignore"):
         for i0 in _blocks(n, 1):
             i1 = min(i0 + _CHUNK, n)
@@ -117,8 +118,11 @@ def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray) -> 
             np.subtract(w[cur], a, out=dm)
             np.abs(dm, out=dm)
             if c != 0.0:
+                # the bar after one that traded while holding a position (after a flat bar
+                # d_s = |w_s| whatever d_{s-1}: the first sweep's value is exact there)
                 np.not_equal(dm, 0.0, out=nonzero[:m])
-                moved_parts.append(np.flatnonzero(nonzero[:m]) + (i0 + 1))  # bars whose predecessor traded
+                nonzero[:m] &= w[cur] != 0.0
+                moved_parts.append(np.flatnonzero(nonzero[:m]) + (i0 + 1))
     if c == 0.0:
         return True
     moved = np.concatenate(moved_parts)
@@ -159,6 +163,7 @@ def _sparse_sweeps(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray, moved
         d[moved] = upd
         go_on = delta > _TOL
         go_on &= moved < n - 1
+        go_on &= w_cur != 0.0  # a flat bar's successor does not depend on its d
         moved = moved[go_on] + 1
         w_prev, px_prev, d_prev = w_cur[go_on], px_cur[go_on], upd[go_on]
     return moved
@@ -516,13 +521,17 @@ def kernel_backtest(
         index = index.tz_convert("UTC").tz_localize(None)
     if index.size != n_bars or index.hasnans or not index.is_monotonic_increasing or not index.is_unique:
         return None
-    if index.unit != "ns":
+    per_unit = _NANOSECONDS.get(str(index.unit))
+    if per_unit is None:
+        return None
+    if per_unit != 1:
         try:
             index[[0, -1]].as_unit("ns")  # sorted: the two ends bound every date
         except (OverflowError, ValueError):  # pandas' OutOfBoundsDatetime is a ValueError
             return None
+    # a copy in nanoseconds (the caller's array stays the caller's), scaled as integers
     stamps = empty(n_bars, "datetime64[ns]")
-    stamps[:] = index.to_numpy()  # a copy in nanoseconds: the caller's array stays the caller's
+    np.multiply(index.asi8, per_unit, out=stamps.view(np.int64))
 
     bench = None
     if benchmark is not None:
