@@ -403,6 +403,9 @@ def test_kernel_backtest_declines_what_it_does_not_model():
     out = run_rule_backtest("buy_and_hold", {}, close=gappy, dates=dates, symbols=["X"])  # falls back
     ref = run_backtest(np.ones(50), gappy, dates=dates, symbols=["X"])
     np.testing.assert_array_equal(out.equity, ref.equity)
+    # dates that are not strictly increasing, or missing: declined (run_backtest reports them)
+    for bad in (dates[::-1], dates.insert(5, dates[4])[:50], dates.insert(0, pd.NaT)[:50]):
+        assert kernel_backtest(side, close, dates=bad, symbol="X", config=EngineConfig()) is None
     # dates a nanosecond clock cannot hold: declined, and the fallback names the field
     far = pd.date_range("2300-01-01", periods=50, freq="D", unit="us")
     assert kernel_backtest(side, close, dates=far, symbol="X", config=EngineConfig()) is None

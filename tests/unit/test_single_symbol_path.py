@@ -153,3 +153,18 @@ def test_kernel_dates_are_nanoseconds_whatever_the_input_unit(unit):
         tz.dates,
         dates.tz_localize("America/New_York").tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy(),
     )
+
+
+def test_kernel_extras_are_derived_once_and_read_only():
+    n_bars = 300
+    close = _walk(9, n_bars)[:, 0]
+    dates = pd.date_range("2001-01-02", periods=n_bars, freq="D")
+    got = kernel_backtest(
+        _sides(9, n_bars, (0, 1), 0.1), close, dates=dates, symbol="X", config=EngineConfig()
+    )
+    assert got is not None
+    for name in ("cash", "weights_target", "costs", "fill_bars"):
+        first = getattr(got, name)
+        assert getattr(got, name) is first, name  # computed at most once
+        assert not first.flags.writeable, name
+    assert got.weights_target.shape == (n_bars, 1) and got.fill_bars.dtype == np.int64

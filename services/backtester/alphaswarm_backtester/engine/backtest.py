@@ -15,8 +15,9 @@ and every array of a `BacktestOutput` is read-only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,45 @@ from alphaswarm_backtester.engine.trades import build_trades, closed_trade_stats
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics import MetricSet, infer_periods_per_year, trading_metrics
 
-__all__ = ["BacktestOutput", "run_backtest"]
+__all__ = ["BacktestOutput", "Extras", "run_backtest"]
 
 _CHUNK_CELLS = 1 << 20
+
+
+class Extras:
+    """`cash`, `weights_target`, `costs` and `fill_bars` of a backtest: stored, or derived on first use.
+
+    The share-and-cash loop produces them as it goes and stores them; the
+    one-symbol closed form (`single`) derives them from the arrays it keeps
+    (they are not needed for the returns, the ledger or the metrics), so a
+    caller that never reads them never pays for them. Either way they are
+    read-only arrays, computed at most once.
+    """
+
+    NAMES = ("cash", "weights_target", "costs", "fill_bars")
+
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray] | None = None,
+        derive: Callable[[], dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        if (arrays is None) == (derive is None):
+            raise ValueError("give the arrays or a way to derive them, not both")
+        if arrays is not None:
+            _readonly(*arrays.values())
+        self._arrays = arrays
+        self._derive = derive
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> np.ndarray:
+        if self._arrays is None:
+            with self._lock:
+                if self._arrays is None:
+                    assert self._derive is not None
+                    arrays = self._derive()
+                    _readonly(*arrays.values())
+                    self._arrays, self._derive = arrays, None
+        return self._arrays[name]
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +91,9 @@ class BacktestOutput:
     `trades` is the ledger (`alphaswarm_backtester.engine.trades`),
     `metrics` the `MetricSet` of `trading_metrics`, `periods_per_year` the
     value used, `fill_bars` the bars with a rebalance fill, `stops` the stop
-    exits, `config` the conventions used.
+    exits, `config` the conventions used. `cash`, `weights_target`, `costs`
+    and `fill_bars` live in `extras` (see `Extras`) and read like the other
+    fields.
     """
 
     dates: np.ndarray
@@ -62,18 +101,31 @@ class BacktestOutput:
     returns: np.ndarray
     equity: np.ndarray
     drawdown: np.ndarray
-    cash: np.ndarray
-    weights_target: np.ndarray
     weights_held: np.ndarray
     traded: np.ndarray
-    costs: np.ndarray
     turnover: np.ndarray
-    fill_bars: np.ndarray
     trades: pd.DataFrame
     stops: StopEvents
     metrics: MetricSet
     periods_per_year: float
     config: EngineConfig
+    extras: Extras = field(repr=False)
+
+    @property
+    def cash(self) -> np.ndarray:
+        return self.extras.get("cash")
+
+    @property
+    def weights_target(self) -> np.ndarray:
+        return self.extras.get("weights_target")
+
+    @property
+    def costs(self) -> np.ndarray:
+        return self.extras.get("costs")
+
+    @property
+    def fill_bars(self) -> np.ndarray:
+        return self.extras.get("fill_bars")
 
     def shares(self, close: ArrayLike) -> np.ndarray:
         """Signed shares held at the end of each bar, `(T, N)`, from the `close` the backtest used.
@@ -290,35 +342,26 @@ def run_backtest(
         drawdown=drawdown,
         account_equity=equity,
     )
-    _readonly(
-        stamps,
-        returns,
-        equity,
-        drawdown,
-        sim.cash,
-        sim.weights_target,
-        weights_held,
-        traded,
-        costs,
-        turnover,
-        sim.fill_bars,
-    )
+    _readonly(stamps, returns, equity, drawdown, weights_held, traded, turnover)
+    extras = {
+        "cash": sim.cash,
+        "weights_target": sim.weights_target,
+        "costs": costs,
+        "fill_bars": sim.fill_bars,
+    }
     return BacktestOutput(
         dates=stamps,
         symbols=names,
         returns=returns,
         equity=equity,
         drawdown=drawdown,
-        cash=sim.cash,
-        weights_target=sim.weights_target,
         weights_held=weights_held,
         traded=traded,
-        costs=costs,
         turnover=turnover,
-        fill_bars=sim.fill_bars,
         trades=trades,
         stops=sim.stops,
         metrics=metrics,
         periods_per_year=float(ppy),
         config=cfg,
+        extras=Extras(extras),
     )

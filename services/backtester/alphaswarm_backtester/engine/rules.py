@@ -668,11 +668,26 @@ def positions_from_events(
 
 
 def _crosses(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    up = np.zeros(a.shape, dtype=bool)
-    down = np.zeros(a.shape, dtype=bool)
+    """`up[t]`: a > b at t and a <= b at t - 1; `down[t]`: a < b at t and a >= b at t - 1 (NaN never crosses).
+
+    By row blocks (each with the row before it), so the comparisons of a block
+    run on rows already in the cache.
+    """
+    n_bars = a.shape[0]
+    up = np.empty(a.shape, dtype=bool)
+    down = np.empty(a.shape, dtype=bool)
+    up[:1] = down[:1] = False
+    rows = max(_BLOCK_CELLS // max(int(np.prod(a.shape[1:])), 1), 2)
     with np.errstate(invalid="ignore"):
-        up[1:] = (a[1:] > b[1:]) & (a[:-1] <= b[:-1])
-        down[1:] = (a[1:] < b[1:]) & (a[:-1] >= b[:-1])
+        for i0 in range(1, n_bars, rows):
+            i1 = min(i0 + rows, n_bars)
+            ab, bb = a[i0 - 1 : i1], b[i0 - 1 : i1]
+            now, before = slice(1, None), slice(None, -1)
+            u, dn = up[i0:i1], down[i0:i1]
+            np.greater(ab[now], bb[now], out=u)
+            u &= np.less_equal(ab[before], bb[before])
+            np.less(ab[now], bb[now], out=dn)
+            dn &= np.greater_equal(ab[before], bb[before])
     return up, down
 
 

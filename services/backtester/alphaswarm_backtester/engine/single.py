@@ -50,13 +50,14 @@ window is the bars after its entry through its exit bar.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from alphaswarm_backtester.engine.accounting import StopEvents
-from alphaswarm_backtester.engine.backtest import BacktestOutput
+from alphaswarm_backtester.engine.backtest import BacktestOutput, Extras
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.trades import _END, _REBALANCE, _SIGNAL, frame_trades
 from alphaswarm_common.buffers import empty
@@ -67,6 +68,7 @@ __all__ = ["kernel_applies", "kernel_backtest"]
 _TOL = 2.0**-60  # a change of d below this no longer moves any return (see the module docstring)
 _MAX_SWEEPS = 200  # a chain that long means the contraction is not strong: run_backtest instead
 _DENSE_SHARE = 4  # a sweep over more than 1/4 of the bars runs on whole arrays
+_NAT = np.iinfo(np.int64).min
 _NANOSECONDS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _CHUNK = 1 << 15  # bars per block of the per-bar passes: a block's temporaries stay in the CPU cache
 
@@ -206,10 +208,8 @@ class _Account(NamedTuple):
     returns: np.ndarray
     equity: np.ndarray
     drawdown: np.ndarray
-    cash: np.ndarray
     held: np.ndarray
     traded: np.ndarray
-    costs: np.ndarray
     turnover: np.ndarray
 
 
@@ -225,7 +225,7 @@ def _account(
     growth factors in bar order, the drawdown's peak the running maximum.
     """
     n = w.size
-    returns, equity, drawdown, cash, held, costs, turnover = (empty(n) for _ in range(7))
+    returns, equity, drawdown, held, turnover = (empty(n) for _ in range(5))
     traded = d
     size = min(n, _CHUNK)
     keep, keep_prev, g, value = (np.empty(size) for _ in range(4))
@@ -298,12 +298,10 @@ def _account(
             kp[1:] = em[:-1]
             dm /= kp
             equity_before = float(em[-1])
-            np.multiply(dm, c, out=costs[cur])
             np.multiply(wm, vm, out=vm)  # the position's value
-            np.subtract(em, vm, out=cash[cur])
             vm /= pm  # signed shares
             orders.add_block(i0, vm, pm, gm)
-    return _Account(returns, equity, drawdown, cash, held, traded, costs, turnover)
+    return _Account(returns, equity, drawdown, held, traded, turnover)
 
 
 def _excursion(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, high: bool) -> np.ndarray:
@@ -477,9 +475,14 @@ def _quotes(arr: np.ndarray | None, n_bars: int) -> np.ndarray | bool | None:
     if arr is None:
         return None
     quotes = np.asarray(arr, dtype=np.float64).ravel()
-    if quotes.size != n_bars or not np.isfinite(quotes).all() or (quotes <= 0).any():
+    if quotes.size != n_bars or not _positive_finite(quotes):
         return False
     return quotes
+
+
+def _positive_finite(values: np.ndarray) -> bool:
+    """Every value > 0 and finite (a NaN makes the minimum NaN), in two reductions and no temporary."""
+    return bool(values.min() > 0.0) and bool(values.max() < np.inf)
 
 
 def kernel_backtest(
@@ -508,7 +511,7 @@ def kernel_backtest(
         return None
     px = np.asarray(close, dtype=np.float64).ravel()
     n_bars = px.size
-    if n_bars < 2 or not (px > 0.0).all() or not np.isfinite(px).all():
+    if n_bars < 2 or not _positive_finite(px):
         return None
     hi_q, lo_q = _quotes(high, n_bars), _quotes(low, n_bars)
     if hi_q is False or lo_q is False:
@@ -519,7 +522,8 @@ def kernel_backtest(
         return None
     if index.tz is not None:
         index = index.tz_convert("UTC").tz_localize(None)
-    if index.size != n_bars or index.hasnans or not index.is_monotonic_increasing or not index.is_unique:
+    ticks = index.asi8  # NaT is the smallest int64: in a strictly increasing index it could only come first
+    if ticks.size != n_bars or ticks[0] == _NAT or not (ticks[1:] > ticks[:-1]).all():
         return None
     per_unit = _NANOSECONDS.get(str(index.unit))
     if per_unit is None:
@@ -531,7 +535,7 @@ def kernel_backtest(
             return None
     # a copy in nanoseconds (the caller's array stays the caller's), scaled as integers
     stamps = empty(n_bars, "datetime64[ns]")
-    np.multiply(index.asi8, per_unit, out=stamps.view(np.int64))
+    np.multiply(ticks, per_unit, out=stamps.view(np.int64))
 
     bench = None
     if benchmark is not None:
@@ -559,7 +563,7 @@ def kernel_backtest(
     acct = _account(w, px, d, c, capital, orders)
     if acct is None:
         return None
-    returns, equity, drawdown, cash, held, traded, costs, turnover = acct
+    returns, equity, drawdown, held, traded, turnover = acct
     hi = hi_q if isinstance(hi_q, np.ndarray) else px
     lo = lo_q if isinstance(lo_q, np.ndarray) else px
     part = _ledger(orders, sgn, px, hi, lo, cfg)
@@ -583,42 +587,46 @@ def kernel_backtest(
         drawdown=drawdown,
         account_equity=equity,
     )
-    weights_target = w.reshape(n_bars, 1)
     weights_held = held.reshape(n_bars, 1)
-    fill_bars = empty(n_bars - min(lag, n_bars), np.int64)
-    for i0 in _blocks(fill_bars.size):  # arange in blocks: no second full-length array
-        i1 = min(i0 + _CHUNK, fill_bars.size)
-        fill_bars[i0:i1] = np.arange(i0 + min(lag, n_bars), i1 + min(lag, n_bars), dtype=np.int64)
-    for arr in (
-        stamps,
-        returns,
-        equity,
-        drawdown,
-        cash,
-        weights_target,
-        weights_held,
-        traded,
-        costs,
-        turnover,
-    ):
+    for arr in (stamps, returns, equity, drawdown, weights_held, traded, turnover):
         arr.flags.writeable = False
-    fill_bars.flags.writeable = False
     return BacktestOutput(
         dates=stamps,
         symbols=names,
         returns=returns,
         equity=equity,
         drawdown=drawdown,
-        cash=cash,
-        weights_target=weights_target,
         weights_held=weights_held,
         traded=traded,
-        costs=costs,
         turnover=turnover,
-        fill_bars=fill_bars,
         trades=trades,
         stops=StopEvents.empty(),
         metrics=metrics,
         periods_per_year=float(ppy),
         config=cfg,
+        extras=Extras(derive=partial(_extras, sgn, size, equity, held, traded, c, lag)),
     )
+
+
+def _extras(
+    sgn: np.ndarray,
+    size: float,
+    equity: np.ndarray,
+    held: np.ndarray,
+    traded: np.ndarray,
+    c: float,
+    lag: int,
+) -> dict[str, np.ndarray]:
+    """`cash`, `weights_target`, `costs` and `fill_bars` of a one-symbol backtest, from what it keeps.
+
+    Cash is the equity less the position (`equity * (1 - weights_held)`),
+    costs are proportional to the traded notional (no minimum fee here), every
+    bar from the first fill on is a fill (rebalanced every bar).
+    """
+    n = sgn.size
+    cash = np.subtract(1.0, held, out=empty(n))
+    cash *= equity
+    weights_target = np.multiply(sgn, size, out=empty(n)).reshape(n, 1)
+    costs = np.multiply(traded, c, out=empty(n))
+    fill_bars = np.arange(min(lag, n), n, dtype=np.int64)
+    return {"cash": cash, "weights_target": weights_target, "costs": costs, "fill_bars": fill_bars}
