@@ -94,17 +94,38 @@ def kernel_applies(config: EngineConfig, n_symbols: int) -> str | None:
     return None
 
 
-def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray) -> bool:
+class _Target:
+    """The target weight in force, `size * sgn`, read by blocks or at chosen bars (never stored whole)."""
+
+    def __init__(self, sgn: np.ndarray, size: float) -> None:
+        self.sgn, self.size, self.n = sgn, size, sgn.size
+        self.buf = np.empty(min(self.n, _CHUNK) + 1)
+
+    def window(self, i0: int, i1: int) -> np.ndarray:
+        """The weights of bars `i0 - 1 .. i1 - 1` (`i1 - i0 + 1` values; 0 before the first bar)."""
+        out = self.buf[: i1 - i0 + 1]
+        if i0 == 0:
+            out[0] = 0.0
+            np.multiply(self.sgn[:i1], self.size, out=out[1:])
+        else:
+            np.multiply(self.sgn[i0 - 1 : i1], self.size, out=out)
+        return out
+
+    def at(self, bars: np.ndarray) -> np.ndarray:
+        return np.multiply(self.sgn[bars], self.size)
+
+
+def _traded_fraction(w: _Target, px: np.ndarray, c: float, d: np.ndarray) -> bool:
     """Solve for `d` (written into `d`, `(T,)`) as in the module docstring; False when the sweeps do not settle.
 
     Every pass runs block by block (`_CHUNK` bars), so its temporaries stay in
     the cache; a bar's update reads only the bar before it.
     """
-    n = w.size
+    n = w.n
     wa = np.empty(min(n, _CHUNK))
     g = np.empty_like(wa)
     nonzero = np.empty(wa.size, dtype=bool)
-    d[0] = abs(w[0])  # no bar before the first: nothing has drifted
+    d[0] = abs(float(w.sgn[0]) * w.size)  # no bar before the first: nothing has drifted
     moved_parts = [np.flatnonzero(d[:1]) + 1]  # d[0] = |w[0]|: nonzero only when w[0] is
     with np.errstate(divide="ignore", invalid="ignore"):
         for i0 in _blocks(n, 1):
@@ -112,18 +133,20 @@ def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray) -> 
             m = i1 - i0
             cur, prev = slice(i0, i1), slice(i0 - 1, i1 - 1)
             a, gm, dm = wa[:m], g[:m], d[cur]
+            wb = w.window(i0, i1)
+            w_prev, w_cur = wb[:-1], wb[1:]
             np.divide(px[cur], px[prev], out=a)
-            a *= w[prev]  # w_{s-1} a_s
-            np.subtract(1.0, w[prev], out=gm)
+            a *= w_prev  # w_{s-1} a_s
+            np.subtract(1.0, w_prev, out=gm)
             gm += a  # G_s with d_{s-1} = 0
             np.divide(a, gm, out=a)
-            np.subtract(w[cur], a, out=dm)
+            np.subtract(w_cur, a, out=dm)
             np.abs(dm, out=dm)
             if c != 0.0:
                 # the bar after one that traded while holding a position (after a flat bar
                 # d_s = |w_s| whatever d_{s-1}: the first sweep's value is exact there)
                 np.not_equal(dm, 0.0, out=nonzero[:m])
-                nonzero[:m] &= w[cur] != 0.0
+                nonzero[:m] &= w_cur != 0.0
                 moved_parts.append(np.flatnonzero(nonzero[:m]) + (i0 + 1))
     if c == 0.0:
         return True
@@ -139,7 +162,7 @@ def _traded_fraction(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray) -> 
     return moved.size == 0
 
 
-def _sparse_sweeps(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray, moved: np.ndarray) -> np.ndarray:
+def _sparse_sweeps(w: _Target, px: np.ndarray, c: float, d: np.ndarray, moved: np.ndarray) -> np.ndarray:
     """Jacobi sweeps on the bars `moved` (their predecessor changed) while they are few.
 
     Each sweep recomputes `d` on its bars; the next one takes the bars after
@@ -151,11 +174,11 @@ def _sparse_sweeps(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray, moved
     """
     n = d.size
     prev = moved - 1
-    w_prev, px_prev, d_prev = w[prev], px[prev], d[prev]
+    w_prev, px_prev, d_prev = w.at(prev), px[prev], d[prev]
     for _ in range(_MAX_SWEEPS):
         if moved.size == 0 or moved.size * _DENSE_SHARE > n:
             break
-        w_cur, px_cur = w[moved], px[moved]
+        w_cur, px_cur = w.at(moved), px[moved]
         with np.errstate(divide="ignore", invalid="ignore"):
             wa = px_cur / px_prev
             wa *= w_prev
@@ -172,7 +195,7 @@ def _sparse_sweeps(w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray, moved
 
 
 def _dense_sweep(
-    w: np.ndarray, px: np.ndarray, c: float, d: np.ndarray, wa: np.ndarray, g: np.ndarray
+    w: _Target, px: np.ndarray, c: float, d: np.ndarray, wa: np.ndarray, g: np.ndarray
 ) -> np.ndarray:
     """One Jacobi sweep over every bar (each reads its predecessor's previous value); the bars after those that moved."""
     n = d.size
@@ -185,15 +208,17 @@ def _dense_sweep(
             m = i1 - i0
             cur, prev = slice(i0, i1), slice(i0 - 1, i1 - 1)
             a, gm, nm = wa[:m], g[:m], new[:m]
+            wb = w.window(i0, i1)
+            w_prev, w_cur = wb[:-1], wb[1:]
             np.multiply(d[prev], -c, out=gm)
             gm[0] = before * -c
             gm += 1.0
-            gm -= w[prev]
+            gm -= w_prev
             np.divide(px[cur], px[prev], out=a)
-            a *= w[prev]
+            a *= w_prev
             gm += a
             np.divide(a, gm, out=nm)
-            np.subtract(w[cur], nm, out=nm)
+            np.subtract(w_cur, nm, out=nm)
             np.abs(nm, out=nm)
             before = float(d[i1 - 1])
             np.subtract(nm, d[cur], out=a)
@@ -214,7 +239,7 @@ class _Account(NamedTuple):
 
 
 def _account(
-    w: np.ndarray, px: np.ndarray, d: np.ndarray, c: float, capital: float, orders: _Orders
+    w: _Target, px: np.ndarray, d: np.ndarray, c: float, capital: float, orders: _Orders
 ) -> _Account | None:
     """Every per-bar array of the account from the solved `d` (module docstring), block by block.
 
@@ -224,14 +249,14 @@ def _account(
     one pass over the whole series: the equity is the running product of the
     growth factors in bar order, the drawdown's peak the running maximum.
     """
-    n = w.size
+    n = w.n
     returns, equity, drawdown, held, turnover = (empty(n) for _ in range(5))
     traded = d
     size = min(n, _CHUNK)
     keep, keep_prev, g, value = (np.empty(size) for _ in range(4))
     # carries from the bar before the block
     keep_before = 1.0  # post-trade equity / pre-trade value (1 before the first bar)
-    d_before = w_before = px_before = held_before = 0.0
+    d_before = px_before = held_before = 0.0
     growth_before, peak_before, equity_before = 1.0, capital, capital
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for i0 in _blocks(n):
@@ -239,13 +264,13 @@ def _account(
             m = i1 - i0
             cur = slice(i0, i1)
             km, kp, gm, vm = keep[:m], keep_prev[:m], g[:m], value[:m]
-            dm, wm, pm = d[cur], w[cur], px[cur]
+            dm, pm = d[cur], px[cur]
+            wb = w.window(i0, i1)
+            w_prev, wm = wb[:-1], wb[1:]
             # G_s = ((1 - w_{s-1}) - c d_{s-1}) + w_{s-1} a_s
             kp[0] = d_before
             kp[1:] = d[i0 : i1 - 1]
-            vm[0] = w_before
-            vm[1:] = w[i0 : i1 - 1]
-            np.subtract(1.0, vm, out=gm)
+            np.subtract(1.0, w_prev, out=gm)
             kp *= c
             gm -= kp
             if i0 == 0:
@@ -255,7 +280,7 @@ def _account(
             else:
                 kp[0] = pm[0] / px_before
                 np.divide(pm[1:], px[i0 : i1 - 1], out=kp[1:])
-            kp *= vm  # w_{s-1} a_s
+            kp *= w_prev  # w_{s-1} a_s
             gm += kp
             if not gm.min() > 0.0 or not np.isfinite(dm.max()):
                 return None
@@ -291,7 +316,7 @@ def _account(
             tm[0] = hm[0] - held_before
             np.subtract(hm[1:], hm[:-1], out=tm[1:])
             np.abs(tm, out=tm)
-            keep_before, d_before, w_before = float(km[-1]), float(dm[-1]), float(wm[-1])
+            keep_before, d_before = float(km[-1]), float(dm[-1])
             px_before, held_before = float(pm[-1]), float(hm[-1])
             dm *= vm  # traded notional, then / equity[s-1]
             kp[0] = equity_before
@@ -553,7 +578,7 @@ def kernel_backtest(
         sgn[lag:] = sides[: n_bars - lag]
     if size == 0.0:
         sgn[:] = 0
-    w = np.multiply(sgn, size, out=empty(n_bars))  # the target in force (weights_target)
+    w = _Target(sgn, size)  # the target in force
     c = cfg.cost_rate
     capital = cfg.initial_capital
     d = empty(n_bars)
