@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alphaswarm_backtester.engine import EngineConfig, run_backtest, single
-from alphaswarm_backtester.engine.rules import RuleInputs, positions_from_events
+from alphaswarm_backtester.engine import EngineConfig, rules, run_backtest, single
+from alphaswarm_backtester.engine.rules import RuleInputs, positions_from_events, rule_sides
 from alphaswarm_backtester.engine.single import kernel_backtest
 from alphaswarm_common.metrics import trading_metrics
 
@@ -168,3 +168,18 @@ def test_kernel_extras_are_derived_once_and_read_only():
         assert getattr(got, name) is first, name  # computed at most once
         assert not first.flags.writeable, name
     assert got.weights_target.shape == (n_bars, 1) and got.fill_bars.dtype == np.int64
+
+
+@pytest.mark.parametrize("block_cells", [None, 64])
+@pytest.mark.parametrize(("fast", "slow", "shorts"), [(10, 20, False), (3, 50, True), (1, 2, True)])
+def test_sma_cross_without_kept_means_equals_the_kept_means(fast, slow, shorts, block_cells, monkeypatch):
+    if block_cells is not None:  # many row blocks, each window's history taken from the block before
+        monkeypatch.setattr(rules, "_BLOCK_CELLS", block_cells)
+    close = _walk(13, 5000, 3)
+    close[:300, 1] = np.nan  # listed later
+    close[2000:2010, 2] = np.nan  # a gap (forward filled for the means, no event on it)
+    params = {"fast_period": fast, "slow_period": slow, "allow_short": shorts}
+    kept = rule_sides("sma_cross", params, RuleInputs(close))
+    fused = rule_sides("sma_cross", params, RuleInputs(close, keep_indicators=False))
+    np.testing.assert_array_equal(fused, kept)
+    assert (kept != 0).any()

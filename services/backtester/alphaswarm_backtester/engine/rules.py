@@ -302,15 +302,6 @@ def _ffill(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _blank_warmup(out: np.ndarray, first: np.ndarray, n: int) -> None:
-    """NaN on the rows of each column before `first + n - 1` (in place)."""
-    if out.shape[1] > 64:
-        out[_warmup_mask(first, out.shape[0], n)] = np.nan
-        return
-    for j, row in enumerate((first + n - 1).tolist()):
-        out[: max(0, row), j] = np.nan
-
-
 def _warmup_mask(first: np.ndarray, n_bars: int, n: int) -> np.ndarray:
     """True on rows before `first + n - 1` (fewer than n values since the column's first one)."""
     return np.arange(n_bars)[:, None] < (first + n - 1)[None, :]
@@ -339,6 +330,7 @@ class _WindowSums:
         n_bars, n_cols = x.shape
         cols = np.arange(n_cols)
         self.x = x
+        self.first = first
         self.x0 = np.where(first < n_bars, x[np.minimum(first, n_bars - 1), cols], 0.0)
         self.leading_gaps = bool((first > 0).any())
         self.n_bars = n_bars
@@ -349,19 +341,45 @@ class _WindowSums:
             centred[np.isnan(centred)] = 0.0
         return centred
 
+    def block_rows(self, n: int) -> int:
+        """Rows per block for windows of n rows (enough for the window's history to be a small part)."""
+        return max(_BLOCK_CELLS // max(self.x.shape[1], 1), 4 * (n - 1), 1)
+
+    def mean_rows(self, n: int, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows `[r0, r1)` of the n-row means (`x0` added back; NaN before a column's n-th value)."""
+        h0 = max(0, r0 - (n - 1))
+        sums = _doubling_sums(self._centred(h0, r1), n)
+        block = sums[r0 - h0 :] if out is None else out
+        np.divide(sums[r0 - h0 :], n, out=block)
+        block += self.x0
+        limits = self.first + n - 1
+        if r0 < int(limits.max()):
+            block[np.arange(r0, r1)[:, None] < limits[None, :]] = np.nan
+        return block
+
     def mean(self, n: int) -> np.ndarray:
-        """`(T, N)` means of the last n values, `x0` added back (rows before the first count as `x0`)."""
+        """`(T, N)` means of the last n values, NaN before each column's n-th value."""
         n_bars, n_cols = self.x.shape
         out = empty((n_bars, n_cols))
-        rows = max(_BLOCK_CELLS // max(n_cols, 1), 4 * (n - 1), 1)
+        rows = self.block_rows(n)
         for i0 in range(0, n_bars, rows):
             i1 = min(i0 + rows, n_bars)
-            h0 = max(0, i0 - (n - 1))
-            sums = _doubling_sums(self._centred(h0, i1), n)
-            block = out[i0:i1]
-            np.divide(sums[i0 - h0 :], n, out=block)
-            block += self.x0
+            self.mean_rows(n, i0, i1, out[i0:i1])
         return out
+
+    def crosses(self, fast: int, slow: int) -> tuple[np.ndarray, np.ndarray]:
+        """`_crosses(mean(fast), mean(slow))` block by block, neither mean kept."""
+        n_bars = self.x.shape[0]
+        up = np.empty(self.x.shape, dtype=bool)
+        down = np.empty(self.x.shape, dtype=bool)
+        up[:1] = down[:1] = False
+        rows = self.block_rows(max(fast, slow))
+        for i0 in range(1, n_bars, rows):
+            i1 = min(i0 + rows, n_bars)
+            _cross_block(
+                self.mean_rows(fast, i0 - 1, i1), self.mean_rows(slow, i0 - 1, i1), up[i0:i1], down[i0:i1]
+            )
+        return up, down
 
 
 def _doubling_sums(centred: np.ndarray, n: int) -> np.ndarray:
@@ -392,10 +410,8 @@ def _doubling_sums(centred: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _sma(sums: _WindowSums, n: int, first: np.ndarray) -> np.ndarray:
-    out = sums.mean(n)
-    _blank_warmup(out, first, n)
-    return out
+def _sma(sums: _WindowSums, n: int) -> np.ndarray:
+    return sums.mean(n)
 
 
 def _rolling_std(x: np.ndarray, n: int, first: np.ndarray) -> np.ndarray:
@@ -492,7 +508,9 @@ class RuleInputs:
     One instance serves many parameter sets (an optimization): an SMA, EMA,
     RSI or channel of a given window is computed once. Arrays are `(T, N)`;
     `close_raw` keeps the NaN of missing bars (events never fire there),
-    `close` is forward filled for the indicators.
+    `close` is forward filled for the indicators. With `keep_indicators`
+    false (one parameter set) a rule may compute what it compares block by
+    block without keeping it (the SMA cross: its two means never exist whole).
     """
 
     def __init__(
@@ -503,7 +521,9 @@ class RuleInputs:
         high: Any = None,
         low: Any = None,
         volume: Any = None,
+        keep_indicators: bool = True,
     ) -> None:
+        self.keep_indicators = keep_indicators
         self.close_raw = _price_matrix(close, "close", None, positive=True)
         shape = self.close_raw.shape
         self.shape = shape
@@ -527,14 +547,14 @@ class RuleInputs:
         return out
 
     def sma(self, n: int) -> np.ndarray:
-        return self._memo(("sma", n), lambda: _sma(self._window_sums(), n, self.first))
+        return self._memo(("sma", n), lambda: _sma(self.window_sums(), n))
 
     def release_indicators(self) -> None:
         """Drop the cached indicators (a backtest needs only the positions once they are computed)."""
         self._cache.clear()
         self._sums = None
 
-    def _window_sums(self) -> _WindowSums:
+    def window_sums(self) -> _WindowSums:
         if self._sums is None:
             self._sums = _WindowSums(self.close, self.first)
         return self._sums
@@ -678,17 +698,20 @@ def _crosses(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     down = np.empty(a.shape, dtype=bool)
     up[:1] = down[:1] = False
     rows = max(_BLOCK_CELLS // max(int(np.prod(a.shape[1:])), 1), 2)
-    with np.errstate(invalid="ignore"):
-        for i0 in range(1, n_bars, rows):
-            i1 = min(i0 + rows, n_bars)
-            ab, bb = a[i0 - 1 : i1], b[i0 - 1 : i1]
-            now, before = slice(1, None), slice(None, -1)
-            u, dn = up[i0:i1], down[i0:i1]
-            np.greater(ab[now], bb[now], out=u)
-            u &= np.less_equal(ab[before], bb[before])
-            np.less(ab[now], bb[now], out=dn)
-            dn &= np.greater_equal(ab[before], bb[before])
+    for i0 in range(1, n_bars, rows):
+        i1 = min(i0 + rows, n_bars)
+        _cross_block(a[i0 - 1 : i1], b[i0 - 1 : i1], up[i0:i1], down[i0:i1])
     return up, down
+
+
+def _cross_block(a: np.ndarray, b: np.ndarray, up: np.ndarray, down: np.ndarray) -> None:
+    """The crosses of rows `1:` of `a`, `b` (row 0 is the row before) into `up`, `down`."""
+    now, before = slice(1, None), slice(None, -1)
+    with np.errstate(invalid="ignore"):
+        np.greater(a[now], b[now], out=up)
+        up &= np.less_equal(a[before], b[before])
+        np.less(a[now], b[now], out=down)
+        down &= np.greater_equal(a[before], b[before])
 
 
 def _machine(
@@ -718,7 +741,10 @@ def _cross_rule(inp: RuleInputs, fast: np.ndarray, slow: np.ndarray, allow_short
 
 
 def _sma_cross(inp: RuleInputs, p: SmaCrossParams) -> np.ndarray:
-    return _cross_rule(inp, inp.sma(p.fast_period), inp.sma(p.slow_period), p.allow_short)
+    if inp.keep_indicators:
+        return _cross_rule(inp, inp.sma(p.fast_period), inp.sma(p.slow_period), p.allow_short)
+    up, down = inp.window_sums().crosses(p.fast_period, p.slow_period)  # one backtest: no SMA kept
+    return _machine(inp, p.allow_short, up, down, down, up)
 
 
 def _ema_cross(inp: RuleInputs, p: EmaCrossParams) -> np.ndarray:
@@ -911,7 +937,8 @@ def run_rule_backtest(
     `single.kernel_backtest` when that applies (the same numbers to
     rounding, without the per-bar fill loop).
     """
-    inputs = RuleInputs(close, open=open, high=high, low=low, volume=volume)
+    # one parameter set: an indicator is used once, so none is kept
+    inputs = RuleInputs(close, open=open, high=high, low=low, volume=volume, keep_indicators=False)
     n_bars = inputs.shape[0]
     stop = n_bars if stop is None else stop
     if not 0 <= start < stop <= n_bars:
@@ -923,6 +950,7 @@ def run_rule_backtest(
             high=None if inputs.high is None else inputs.high[:stop],
             low=None if inputs.low is None else inputs.low[:stop],
             volume=None if inputs.volume is None else inputs.volume[:stop],
+            keep_indicators=False,
         )
     sides = rule_sides(strategy_type, params, inputs)
     inputs.release_indicators()  # their memory serves the account's arrays
