@@ -98,6 +98,7 @@ input (`close`, `volume`, ...).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -274,11 +275,14 @@ def _price_matrix(data: Any, field: str, shape: tuple[int, int] | None, *, posit
         raise DataError(f"must be a (dates, symbols) matrix, got {arr.ndim} dimensions", field=field)
     if shape is not None and arr.shape != shape:
         raise DataError(f"has shape {arr.shape}, expected {shape} (as close)", field=field)
-    if np.isinf(arr).any():
+    if arr.size:
+        # two reductions that skip NaN (a missing bar) and make no temporary
+        low, high = float(np.fmin.reduce(arr, axis=None)), float(np.fmax.reduce(arr, axis=None))
+    else:
+        low = high = math.nan
+    if math.isinf(low) or math.isinf(high):
         raise DataError("contains ±inf", field=field)
-    with np.errstate(invalid="ignore"):
-        bad = (arr <= 0) if positive else (arr < 0)
-    if bad.any():
+    if (low <= 0) if positive else (low < 0):
         what = "prices must be > 0" if positive else "volumes must be >= 0"
         raise DataError(f"{what} where present (NaN marks a missing bar)", field=field)
     return arr
@@ -531,12 +535,24 @@ class RuleInputs:
         self.high = None if high is None else _price_matrix(high, "high", shape, positive=True)
         self.low = None if low is None else _price_matrix(low, "low", shape, positive=True)
         self.volume = None if volume is None else _price_matrix(volume, "volume", shape, positive=False)
-        self.close = _ffill(self.close_raw)
-        self.first = _first_valid(self.close_raw)
-        self.bar_ok = ~np.isnan(self.close_raw)
-        self.all_bars_ok = bool(self.bar_ok.all())
+        # no value is infinite, so the sum is NaN exactly when a bar is missing
+        self.all_bars_ok = not math.isnan(float(np.add.reduce(self.close_raw, axis=None)))
+        if self.all_bars_ok:
+            self.close = self.close_raw
+            self.first = np.zeros(shape[1], dtype=np.int64)
+        else:
+            self.close = _ffill(self.close_raw)
+            self.first = _first_valid(self.close_raw)
+        self._bar_ok: np.ndarray | None = None
         self._cache: dict[tuple[Any, ...], np.ndarray] = {}
         self._sums: _WindowSums | None = None
+
+    @property
+    def bar_ok(self) -> np.ndarray:
+        """`(T, N)`: True where the close is present."""
+        if self._bar_ok is None:
+            self._bar_ok = ~np.isnan(self.close_raw)
+        return self._bar_ok
 
     def _memo(self, key: tuple[Any, ...], fn: Callable[[], np.ndarray]) -> np.ndarray:
         out = self._cache.get(key)

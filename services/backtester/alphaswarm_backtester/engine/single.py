@@ -115,11 +115,12 @@ class _Target:
         return np.multiply(self.sgn[bars], self.size)
 
 
-def _traded_fraction(w: _Target, px: np.ndarray, c: float, d: np.ndarray) -> bool:
+def _traded_fraction(w: _Target, px: np.ndarray, c: float, d: np.ndarray, entries: np.ndarray) -> bool:
     """Solve for `d` (written into `d`, `(T,)`) as in the module docstring; False when the sweeps do not settle.
 
     Every pass runs block by block (`_CHUNK` bars), so its temporaries stay in
-    the cache; a bar's update reads only the bar before it.
+    the cache; a bar's update reads only the bar before it. `entries` are the
+    bars where a position opens (`_Bounds.starts`).
     """
     n = w.n
     wa = np.empty(min(n, _CHUNK))
@@ -127,6 +128,12 @@ def _traded_fraction(w: _Target, px: np.ndarray, c: float, d: np.ndarray) -> boo
     nonzero = np.empty(wa.size, dtype=bool)
     d[0] = abs(float(w.sgn[0]) * w.size)  # no bar before the first: nothing has drifted
     moved_parts = [np.flatnonzero(d[:1]) + 1]  # d[0] = |w[0]|: nonzero only when w[0] is
+    # Long positions of weight 1 have G_s = a_s and d_s = 0 exactly on the first sweep once held
+    # (and a flat bar's successor does not depend on it), so the bars to revisit are the ones
+    # after an entry; otherwise they are found by scanning the first sweep's values.
+    scan = c != 0.0 and not (w.size == 1.0 and int(w.sgn.min(initial=0)) >= 0)
+    if c != 0.0 and not scan:
+        moved_parts = [entries + 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         for i0 in _blocks(n, 1):
             i1 = min(i0 + _CHUNK, n)
@@ -142,7 +149,7 @@ def _traded_fraction(w: _Target, px: np.ndarray, c: float, d: np.ndarray) -> boo
             np.divide(a, gm, out=a)
             np.subtract(w_cur, a, out=dm)
             np.abs(dm, out=dm)
-            if c != 0.0:
+            if scan:
                 # the bar after one that traded while holding a position (after a flat bar
                 # d_s = |w_s| whatever d_{s-1}: the first sweep's value is exact there)
                 np.not_equal(dm, 0.0, out=nonzero[:m])
@@ -582,9 +589,10 @@ def kernel_backtest(
     c = cfg.cost_rate
     capital = cfg.initial_capital
     d = empty(n_bars)
-    if not _traded_fraction(w, px, c, d):
+    bounds = _trade_bounds(sgn)
+    if not _traded_fraction(w, px, c, d, bounds.starts):
         return None
-    orders = _Orders(_trade_bounds(sgn))
+    orders = _Orders(bounds)
     acct = _account(w, px, d, c, capital, orders)
     if acct is None:
         return None
