@@ -298,8 +298,14 @@ def walk_forward(
             )
         )
         # the stitched account: this window's optimum on the rows it governs, from data up to te1 only.
+        cut_prices = {k: None if v is None else v[:te1] for k, v in prices.items()}
         window_inputs = RuleInputs(
-            inputs.close_raw[:te1], **{k: None if v is None else v[:te1] for k, v in prices.items()}
+            inputs.close_raw[:te1],
+            open=cut_prices.get("open"),
+            high=cut_prices.get("high"),
+            low=cut_prices.get("low"),
+            volume=cut_prices.get("volume"),
+            keep_indicators=False,  # one parameter set
         )
         sides = rule_sides(strategy_type, best.params, window_inputs)
         stitched[te0 - first : governs_to - first] = sides[te0:governs_to] / n_syms
