@@ -154,19 +154,23 @@ def _longest_true_run(flags: NDArray[np.bool_]) -> int:
 _BLOCK = 1 << 15  # values per block of a per-bar pass: a block's temporaries stay in the CPU cache
 
 
-def _underwater_run(drawdown: Array) -> int:
-    """`_longest_true_run(drawdown < 0)`, block by block (the run in progress carries over)."""
+def _underwater(drawdown: Array) -> tuple[float, float, int]:
+    """`(min, max, longest run of drawdown < 0)` in one pass, block by block (the run in progress carries over)."""
     best = run = 0
+    low, high = math.inf, -math.inf
     flags = np.empty(min(drawdown.size, _BLOCK), dtype=bool)
     for i0 in range(0, drawdown.size, _BLOCK):
-        f = np.less(drawdown[i0 : i0 + _BLOCK], 0.0, out=flags[: min(_BLOCK, drawdown.size - i0)])
+        block = drawdown[i0 : i0 + _BLOCK]
+        low = float(np.minimum(low, block.min()))  # NaN-propagating, as one min over the series
+        high = float(np.maximum(high, block.max()))
+        f = np.less(block, 0.0, out=flags[: block.size])
         dry = np.flatnonzero(~f)  # bars at a peak
         if dry.size == 0:
             run += f.size
             continue
         best = max(best, run + int(dry[0]), _longest_true_run(f[dry[0] : dry[-1] + 1]))
         run = f.size - 1 - int(dry[-1])
-    return max(best, run)
+    return low, high, max(best, run)
 
 
 def max_drawdown_duration(returns: ArrayLike) -> int:
@@ -341,42 +345,55 @@ class _Centred:
     """Centred moments of one series, computed once: mean, sum of squares, the third and fourth sums.
 
     The two-pass algorithm of `numpy.std`: `total` (the series' sum, the
-    first pass) gives the mean, then `x - mean` and its powers are summed
-    block by block (the temporaries of a block stay in the cache; the block
-    partial sums add the rounding of about one addition per block). With
-    `downside`, the pass also sums `min(x, 0) ** 2`.
+    first pass) gives the mean, then `_Centred.run` sums `x - mean` and its
+    powers block by block (the temporaries of a block stay in the cache; the
+    block partial sums add the rounding of about one addition per block),
+    several series in one pass. With `downside`, the pass also sums
+    `min(x, 0) ** 2`.
     """
 
     def __init__(self, series: _Series, total: float, *, moments: bool, downside: bool = False) -> None:
+        self.series, self.moments_wanted, self.downside_wanted = series, moments, downside
         n = self.n = series.n
-        size = min(n, _BLOCK)
-        values, c, c2 = np.empty(2 * size), np.empty(size), np.empty(size)
         self.mean = total / n if n else math.nan
-        ss = s3 = s4 = ds = 0.0
+        self.ss = self.s3 = self.s4 = self.downside_ss = 0.0
+        self.constant = True
+
+    @staticmethod
+    def run(*stats: _Centred) -> None:
+        """The centred pass of several series of the same length, together (each block read once)."""
+        n = stats[0].n
+        size = min(n, _BLOCK)
+        values = [np.empty(2 * size) for _ in stats]
+        c, c2 = np.empty(size), np.empty(size)
         for i0 in range(0, n, _BLOCK):
-            v = series.block(i0, min(i0 + _BLOCK, n), values)
-            cm, cm2 = c[: v.size], c2[: v.size]
-            if downside:
-                np.minimum(v, 0.0, out=cm)
-                ds += float(np.dot(cm, cm))
-            np.subtract(v, self.mean, out=cm)
-            np.multiply(cm, cm, out=cm2)
-            ss += float(np.add.reduce(cm2))
-            if moments:
-                s3 += float(np.dot(cm2, cm))
-                s4 += float(np.dot(cm2, cm2))
-        self.ss = ss
-        self.s3, self.s4 = (s3, s4) if moments else (math.nan, math.nan)
-        self.downside_ss = ds
-        # A constant series centres to a residue of at most the mean's rounding (n ulps of its
-        # level per value); only a sum of squares that small needs the exact test (max == min).
-        residue = 4.0 * n * _EPS * abs(self.mean)
-        if n < 2:
-            self.constant = True
-        elif ss > n * residue * residue:
-            self.constant = False
-        else:
-            self.constant = bool(_extreme(series, values, high=True) == _extreme(series, values, high=False))
+            i1 = min(i0 + _BLOCK, n)
+            for st, buf in zip(stats, values, strict=True):
+                v = st.series.block(i0, i1, buf)
+                cm, cm2 = c[: v.size], c2[: v.size]
+                if st.downside_wanted:
+                    np.minimum(v, 0.0, out=cm)
+                    st.downside_ss += float(np.dot(cm, cm))
+                np.subtract(v, st.mean, out=cm)
+                np.multiply(cm, cm, out=cm2)
+                st.ss += float(np.add.reduce(cm2))
+                if st.moments_wanted:
+                    st.s3 += float(np.dot(cm2, cm))
+                    st.s4 += float(np.dot(cm2, cm2))
+        for st, buf in zip(stats, values, strict=True):
+            if not st.moments_wanted:
+                st.s3 = st.s4 = math.nan
+            # A constant series centres to a residue of at most the mean's rounding (n ulps of its
+            # level per value); only a sum of squares that small needs the exact test (max == min).
+            residue = 4.0 * n * _EPS * abs(st.mean)
+            if n < 2:
+                st.constant = True
+            elif st.ss > n * residue * residue:
+                st.constant = False
+            else:
+                st.constant = bool(
+                    _extreme(st.series, buf, high=True) == _extreme(st.series, buf, high=False)
+                )
 
     def std(self) -> float:
         return math.sqrt(self.ss / (self.n - 1))
@@ -527,10 +544,23 @@ def _trading_metrics(
     penalty = _finite_float(turnover_penalty, "turnover_penalty", minimum=0.0)
     n = int(r.size)
     rf_p = rf / ppy
+    turnover_arr, turnover_sum = (None, 0.0) if turnover is None else _summed(turnover, "turnover", n)
+    traded_arr, traded_sum = (None, 0.0) if traded is None else _summed(traded, "traded", n)
+    cost_basis, basis_sum = (
+        (traded_arr, traded_sum) if traded_arr is not None else (turnover_arr, turnover_sum)
+    )
     stats = _Centred(_Series(r), r_sum, moments=True, downside=rf_p == 0.0)
+    passes = [stats]
     ex_stats = stats
     if rf_p != 0.0:
         ex_stats = _Centred(_Series(r, rf_p), r_sum - n * rf_p, moments=False, downside=True)
+        passes.append(ex_stats)
+    adj_stats = None
+    if cost_basis is not None:  # the Sharpe if each unit of traded notional cost `penalty` more
+        adj_sum = r_sum - n * rf_p - penalty * basis_sum
+        adj_stats = _Centred(_Series(r, rf_p, cost_basis, penalty), adj_sum, moments=False)
+        passes.append(adj_stats)
+    _Centred.run(*passes)
     b = _Builder()
     b.put("n_periods", n)
     equity: Array | None = None  # cumprod(1 + r), computed at most once
@@ -584,10 +614,10 @@ def _trading_metrics(
             b.put("volatility", None, _TOO_SHORT)
         b.put("downside_volatility", float(math.sqrt(ex_stats.downside_ss / n) * math.sqrt(ppy)))
         assert dd is not None
-        dd_low = float(dd.min())
+        dd_low, dd_high, dd_run = _underwater(dd)
         b.put("max_drawdown", dd_low)
-        if math.isfinite(dd_low) and math.isfinite(float(dd.max())):
-            b.put("max_drawdown_duration", _underwater_run(dd))
+        if math.isfinite(dd_low) and math.isfinite(dd_high):  # a NaN shows in both
+            b.put("max_drawdown_duration", dd_run)
         else:
             b.put("max_drawdown_duration", None, "not finite (numerical overflow)")
 
@@ -655,21 +685,14 @@ def _trading_metrics(
         "alpha_annualization": "compounded: (1 + mean excess) ** periods_per_year - 1",
         "turnover_penalty": penalty,
     }
-    turnover_arr, turnover_sum = (None, 0.0) if turnover is None else _summed(turnover, "turnover", n)
-    traded_arr, traded_sum = (None, 0.0) if traded is None else _summed(traded, "traded", n)
     if turnover_arr is not None:
         if n:
             b.put("turnover", turnover_sum / n)
         else:
             b.put("turnover", None, _NO_RETURNS)
-    cost_basis, basis_sum = (
-        (traded_arr, traded_sum) if traded_arr is not None else (turnover_arr, turnover_sum)
-    )
-    if cost_basis is not None:
+    if adj_stats is not None:
         conventions["turnover_adj_basis"] = "traded" if traded_arr is not None else "turnover"
-        adjusted = _Series(r, rf_p, cost_basis, penalty)
-        adj_sum = r_sum - n * rf_p - penalty * basis_sum
-        adj, reason = _Centred(adjusted, adj_sum, moments=False).sharpe(ppy) if n else (None, _NO_RETURNS)
+        adj, reason = adj_stats.sharpe(ppy) if n else (None, _NO_RETURNS)
         b.put("turnover_adj_sharpe", adj, reason)
 
     # -- closed trades
