@@ -183,3 +183,18 @@ def test_sma_cross_without_kept_means_equals_the_kept_means(fast, slow, shorts, 
     fused = rule_sides("sma_cross", params, RuleInputs(close, keep_indicators=False))
     np.testing.assert_array_equal(fused, kept)
     assert (kept != 0).any()
+
+
+@pytest.mark.parametrize("block", [None, 7])
+def test_kernel_declines_an_account_that_is_wiped_out(block, monkeypatch):
+    if block is not None:
+        monkeypatch.setattr(single, "_CHUNK", block)
+    n_bars = 40
+    close = np.full(n_bars, 10.0)
+    close[25:] = 25.0  # a short position loses 150% on one bar
+    side = np.full(n_bars, -1, dtype=np.int8)
+    dates = pd.date_range("2010-01-04", periods=n_bars, freq="D")
+    assert kernel_backtest(side, close, dates=dates, symbol="X", config=EngineConfig()) is None
+    # a loss short of wiping the account out stays on the closed form
+    close[25:] = 14.0
+    assert kernel_backtest(side, close, dates=dates, symbol="X", config=EngineConfig()) is not None

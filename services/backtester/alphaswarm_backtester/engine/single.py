@@ -37,10 +37,24 @@ array (about five, each a handful of vectorised operations).
 Everything else follows from `V`, `d` and `w`: shares `w V / P`, cash
 `V (1 - c d - w)`, traded notional `d V`, end-of-bar weight `w / (1 - c d)`.
 
+Memory and passes
+-----------------
+Every pass runs over blocks of `_CHUNK` bars, so a block's temporaries stay
+in the CPU cache; the values that link a block to the one before (the last
+bar's `d`, weight, close, running product and peak) are carried, and the
+equity's running product and the drawdown's running maximum continue from
+the carried value, so the blocks change no number. The weights are read
+from the int8 sides block by block and never stored whole, the share path
+goes straight into the ledger's per-trade sums, and `cash`,
+`weights_target`, `costs` and `fill_bars`, which neither the ledger nor
+the metrics need, are derived from the kept arrays when first read
+(`BacktestOutput.extras`). The per-bar arrays that are kept are allocated
+on huge-page boundaries (`alphaswarm_common.buffers`).
+
 The ledger
 ----------
 `trades.build_trades`' definitions for one symbol with close fills (see
-that module), computed per trade with `reduceat` over the bars: a trade
+that module), computed per trade with `reduceat` over each block: a trade
 opens on a bar whose target sign differs from the bar before and is not
 0, and closes on the next bar whose sign differs (a flip closes and opens
 on the same bar) or at the end of the data; its entry and exit sums take
@@ -289,7 +303,7 @@ def _account(
                 np.divide(pm[1:], px[i0 : i1 - 1], out=kp[1:])
             kp *= w_prev  # w_{s-1} a_s
             gm += kp
-            if not gm.min() > 0.0 or not np.isfinite(dm.max()):
+            if not gm.min() > 0.0:  # a non-finite d shows up in the equity below
                 return None
             np.multiply(dm, -c, out=km)
             km += 1.0  # keep_s
@@ -301,18 +315,21 @@ def _account(
             np.multiply(gm, km, out=rm)
             rm /= kp
             em = equity[cur]
-            em[:] = rm
-            em[0] *= growth_before  # the running product continues from the bar before the block
-            np.multiply.accumulate(em, out=em)
+            first = float(rm[0])
+            rm[0] = first * growth_before  # the running product continues from the bar before the block
+            np.multiply.accumulate(rm, out=em)
+            rm[0] = first
             growth_before = float(em[-1])
             em *= capital
-            if not (em.min() > 0.0 and np.isfinite(em.max())):
+            # a running product of positive factors: an overflow stays to the last bar
+            if not (em.min() > 0.0 and np.isfinite(em[-1])):
                 return None
             rm -= 1.0
             ddm = drawdown[cur]
-            ddm[:] = em
-            ddm[0] = max(ddm[0], peak_before)
-            np.maximum.accumulate(ddm, out=ddm)
+            first = float(em[0])
+            em[0] = max(first, peak_before)
+            np.maximum.accumulate(em, out=ddm)
+            em[0] = first
             peak_before = float(ddm[-1])
             np.divide(em, ddm, out=ddm)
             ddm -= 1.0
