@@ -129,25 +129,47 @@ class _Target:
         return np.multiply(self.sgn[bars], self.size)
 
 
-def _traded_fraction(w: _Target, px: np.ndarray, c: float, d: np.ndarray, entries: np.ndarray) -> bool:
+def _traded_fraction(w: _Target, px: np.ndarray, c: float, d: np.ndarray, bounds: _Bounds) -> bool:
     """Solve for `d` (written into `d`, `(T,)`) as in the module docstring; False when the sweeps do not settle.
 
     Every pass runs block by block (`_CHUNK` bars), so its temporaries stay in
-    the cache; a bar's update reads only the bar before it. `entries` are the
-    bars where a position opens (`_Bounds.starts`).
+    the cache; a bar's update reads only the bar before it.
     """
     n = w.n
     wa = np.empty(min(n, _CHUNK))
     g = np.empty_like(wa)
+    if w.size == 1.0 and int(w.sgn.min(initial=0)) >= 0:
+        # Long positions of weight 1: the first sweep is 1 where the target changes (an entry
+        # from flat, |1 - 0|; an exit, |0 - a / a|) and exactly 0 elsewhere (held: G_s = a_s,
+        # |1 - a_s / a_s|; flat: 0). The bars to revisit are the ones after an entry (after an
+        # exit the account is flat, and a flat bar's successor does not depend on its d).
+        d.fill(0.0)
+        d[bounds.change] = 1.0
+        moved_parts = [bounds.starts + 1]
+    else:
+        moved_parts = _first_sweep(w, px, c, d, wa, g)
+    if c == 0.0:
+        return True
+    moved = np.concatenate(moved_parts)
+    moved = moved[moved < n]
+    for _ in range(_MAX_SWEEPS):
+        if moved.size == 0:
+            return True
+        if moved.size * _DENSE_SHARE > n:
+            moved = _dense_sweep(w, px, c, d, wa, g)
+        else:
+            moved = _sparse_sweeps(w, px, c, d, moved)
+    return moved.size == 0
+
+
+def _first_sweep(
+    w: _Target, px: np.ndarray, c: float, d: np.ndarray, wa: np.ndarray, g: np.ndarray
+) -> list[np.ndarray]:
+    """`d` with `d_{s-1} = 0` everywhere; the bars whose predecessor's value may be off (when `c != 0`)."""
+    n = w.n
     nonzero = np.empty(wa.size, dtype=bool)
     d[0] = abs(float(w.sgn[0]) * w.size)  # no bar before the first: nothing has drifted
     moved_parts = [np.flatnonzero(d[:1]) + 1]  # d[0] = |w[0]|: nonzero only when w[0] is
-    # Long positions of weight 1 have G_s = a_s and d_s = 0 exactly on the first sweep once held
-    # (and a flat bar's successor does not depend on it), so the bars to revisit are the ones
-    # after an entry; otherwise they are found by scanning the first sweep's values.
-    scan = c != 0.0 and not (w.size == 1.0 and int(w.sgn.min(initial=0)) >= 0)
-    if c != 0.0 and not scan:
-        moved_parts = [entries + 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         for i0 in _blocks(n, 1):
             i1 = min(i0 + _CHUNK, n)
@@ -163,24 +185,13 @@ def _traded_fraction(w: _Target, px: np.ndarray, c: float, d: np.ndarray, entrie
             np.divide(a, gm, out=a)
             np.subtract(w_cur, a, out=dm)
             np.abs(dm, out=dm)
-            if scan:
+            if c != 0.0:
                 # the bar after one that traded while holding a position (after a flat bar
                 # d_s = |w_s| whatever d_{s-1}: the first sweep's value is exact there)
                 np.not_equal(dm, 0.0, out=nonzero[:m])
                 nonzero[:m] &= w_cur != 0.0
                 moved_parts.append(np.flatnonzero(nonzero[:m]) + (i0 + 1))
-    if c == 0.0:
-        return True
-    moved = np.concatenate(moved_parts)
-    moved = moved[moved < n]
-    for _ in range(_MAX_SWEEPS):
-        if moved.size == 0:
-            return True
-        if moved.size * _DENSE_SHARE > n:
-            moved = _dense_sweep(w, px, c, d, wa, g)
-        else:
-            moved = _sparse_sweeps(w, px, c, d, moved)
-    return moved.size == 0
+    return moved_parts
 
 
 def _sparse_sweeps(w: _Target, px: np.ndarray, c: float, d: np.ndarray, moved: np.ndarray) -> np.ndarray:
@@ -607,7 +618,7 @@ def kernel_backtest(
     capital = cfg.initial_capital
     d = empty(n_bars)
     bounds = _trade_bounds(sgn)
-    if not _traded_fraction(w, px, c, d, bounds.starts):
+    if not _traded_fraction(w, px, c, d, bounds):
         return None
     orders = _Orders(bounds)
     acct = _account(w, px, d, c, capital, orders)
