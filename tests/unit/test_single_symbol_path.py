@@ -198,3 +198,16 @@ def test_kernel_declines_an_account_that_is_wiped_out(block, monkeypatch):
     # a loss short of wiping the account out stays on the closed form
     close[25:] = 14.0
     assert kernel_backtest(side, close, dates=dates, symbol="X", config=EngineConfig()) is not None
+
+
+@pytest.mark.parametrize("drift", [-1e-3, 0.0, 2e-4, 1e-2])
+@pytest.mark.parametrize("size", [1, 255, 256, 257, 5000, 32768])
+def test_running_peak_equals_the_running_maximum(drift, size):
+    rng = np.random.default_rng(size)
+    values = 100.0 * np.exp(np.cumsum(rng.normal(drift, 1e-3, size)))
+    for before in (0.0, 100.0, float(values.max()) + 1.0):
+        out = np.empty(size)
+        kept = values.copy()
+        single._running_peak(values, before, out)
+        np.testing.assert_array_equal(out, np.maximum.accumulate(np.maximum(values, before)))
+        np.testing.assert_array_equal(values, kept)  # the input is left as it was
