@@ -7,7 +7,7 @@ reports an undefined value as None with the reason, never NaN or inf.
 
 - `ml_metrics`, `ic_series`: IC / RankIC / ICIR, MAE, RMSE, hit rate
   (`alphaswarm_common.metrics.ml`).
-- `trading_metrics` and helpers (`drawdown_series`, `max_drawdown_duration`,
+- `trading_metrics` and helpers (`BarStats`, `drawdown_series`, `max_drawdown_duration`,
   `infer_periods_per_year`, `probabilistic_sharpe_ratio`,
   `deflated_sharpe_ratio`, `expected_max_sharpe`)
   (`alphaswarm_common.metrics.trading`).
@@ -26,6 +26,7 @@ from alphaswarm_common.metrics.score import (
     combined_score,
 )
 from alphaswarm_common.metrics.trading import (
+    BarStats,
     deflated_sharpe_ratio,
     drawdown_series,
     expected_max_sharpe,
@@ -42,6 +43,7 @@ __all__ = [
     "HEADLINE_TRADING_METRICS",
     "SCORE_CENTERS",
     "SCORE_SOURCES",
+    "BarStats",
     "ICMethod",
     "MetricSet",
     "ScoreResult",

@@ -78,6 +78,7 @@ from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics._types import MetricSet, _Builder
 
 __all__ = [
+    "BarStats",
     "deflated_sharpe_ratio",
     "drawdown_series",
     "expected_max_sharpe",
@@ -97,23 +98,30 @@ _ZERO_VARIANCE = "zero variance"
 
 
 def _as_returns(data: ArrayLike | None, field: str, length: int | None = None) -> Array:
-    return _summed(data, field, length)[0]
+    arr = _as_series(data, field, length)
+    if not np.isfinite(arr).all():
+        _raise_not_finite(arr, field, 0)
+    return arr
 
 
-def _summed(data: ArrayLike | None, field: str, length: int | None = None) -> tuple[Array, float]:
-    """The validated 1-D finite series and its sum (the first pass of its mean)."""
+def _as_series(data: ArrayLike | None, field: str, length: int | None = None) -> Array:
+    """A 1-D float series of the expected length (finiteness is checked where it is read)."""
     arr = np.asarray(data, dtype=np.float64)
     if arr.ndim != 1:
         raise InvalidArgument(f"expected a 1-D series, got shape {arr.shape}", field=field)
     if length is not None and arr.shape[0] != length:
         raise InvalidArgument(f"has {arr.shape[0]} values, returns have {length}", field=field)
-    total = float(np.add.reduce(arr))
-    # a finite sum means every value is finite (a NaN or an infinity would show in it); only a sum
-    # that is not finite needs the per-value check (it may also be finite values overflowing)
-    if not math.isfinite(total) and not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise DataError(f"value at position {bad} is {arr[bad]!r}; every value must be finite", field=field)
-    return arr, total
+    return arr
+
+
+def _raise_not_finite(block: Array, field: str, offset: int) -> None:
+    """Raise the DataError naming the first non-finite value of `block` (bar `offset` onwards), if any."""
+    bad_at = np.flatnonzero(~np.isfinite(block))
+    if bad_at.size:
+        bad = int(bad_at[0])
+        raise DataError(
+            f"value at position {offset + bad} is {block[bad]!r}; every value must be finite", field=field
+        )
 
 
 def _finite_float(value: float, field: str, *, minimum: float | None = None, strict: bool = False) -> float:
@@ -152,25 +160,6 @@ def _longest_true_run(flags: NDArray[np.bool_]) -> int:
 
 
 _BLOCK = 1 << 15  # values per block of a per-bar pass: a block's temporaries stay in the CPU cache
-
-
-def _underwater(drawdown: Array) -> tuple[float, float, int]:
-    """`(min, max, longest run of drawdown < 0)` in one pass, block by block (the run in progress carries over)."""
-    best = run = 0
-    low, high = math.inf, -math.inf
-    flags = np.empty(min(drawdown.size, _BLOCK), dtype=bool)
-    for i0 in range(0, drawdown.size, _BLOCK):
-        block = drawdown[i0 : i0 + _BLOCK]
-        low = float(np.minimum(low, block.min()))  # NaN-propagating, as one min over the series
-        high = float(np.maximum(high, block.max()))
-        f = np.less(block, 0.0, out=flags[: block.size])
-        dry = np.flatnonzero(~f)  # bars at a peak
-        if dry.size == 0:
-            run += f.size
-            continue
-        best = max(best, run + int(dry[0]), _longest_true_run(f[dry[0] : dry[-1] + 1]))
-        run = f.size - 1 - int(dry[-1])
-    return low, high, max(best, run)
 
 
 def max_drawdown_duration(returns: ArrayLike) -> int:
@@ -320,125 +309,235 @@ def deflated_sharpe_ratio(
     return probabilistic_sharpe_ratio(sharpe_selected_per_period, n_obs, skew, kurtosis, sr0)
 
 
-class _Series:
-    """`x - shift - k * y` (`y` optional), read block by block."""
-
-    def __init__(self, x: Array, shift: float = 0.0, y: Array | None = None, k: float = 0.0) -> None:
-        self.x, self.shift, self.y, self.k = x, shift, y, k
-        self.n = int(x.size)
-
-    def block(self, i0: int, i1: int, out: Array) -> Array:
-        x = self.x[i0:i1]
-        if self.y is None and self.shift == 0.0:
-            return x
-        o = out[: i1 - i0]
-        if self.shift != 0.0:
-            np.subtract(x, self.shift, out=o)
-        else:
-            o[:] = x
-        if self.y is not None:
-            o -= np.multiply(self.y[i0:i1], self.k, out=out[i1 - i0 : 2 * (i1 - i0)])
-        return o
+_EPS = float(np.finfo(np.float64).eps)
 
 
-class _Centred:
-    """Centred moments of one series, computed once: mean, sum of squares, the third and fourth sums.
+class _Moments:
+    """Count, mean and centred power sums (`m2`, `m3`, `m4`) of a series, merged block by block.
 
-    The two-pass algorithm of `numpy.std`: `total` (the series' sum, the
-    first pass) gives the mean, then `_Centred.run` sums `x - mean` and its
-    powers block by block (the temporaries of a block stay in the cache; the
-    block partial sums add the rounding of about one addition per block),
-    several series in one pass. With `downside`, the pass also sums
-    `min(x, 0) ** 2`.
+    Each block is centred on its own mean (in the cache) and merged with the
+    pairwise update of Chan, Golub & LeVeque (1979) and Pébay (2008), as
+    stable as the two-pass algorithm of `numpy.std`. `constant` is exact:
+    a block whose dispersion is at rounding level (a constant block centres to
+    a residue of its mean's rounding) is tested with max == min.
     """
 
-    def __init__(self, series: _Series, total: float, *, moments: bool, downside: bool = False) -> None:
-        self.series, self.moments_wanted, self.downside_wanted = series, moments, downside
-        n = self.n = series.n
-        self.mean = total / n if n else math.nan
-        self.ss = self.s3 = self.s4 = self.downside_ss = 0.0
-        self.constant = True
+    __slots__ = ("constant", "m2", "m3", "m4", "mean", "n", "powers", "value")
 
-    @staticmethod
-    def run(*stats: _Centred) -> None:
-        """The centred pass of several series of the same length, together (each block read once)."""
-        n = stats[0].n
-        size = min(n, _BLOCK)
-        values = [np.empty(2 * size) for _ in stats]
-        c, c2 = np.empty(size), np.empty(size)
-        for i0 in range(0, n, _BLOCK):
-            i1 = min(i0 + _BLOCK, n)
-            for st, buf in zip(stats, values, strict=True):
-                v = st.series.block(i0, i1, buf)
-                cm, cm2 = c[: v.size], c2[: v.size]
-                if st.downside_wanted:
-                    np.minimum(v, 0.0, out=cm)
-                    st.downside_ss += float(np.dot(cm, cm))
-                np.subtract(v, st.mean, out=cm)
-                np.multiply(cm, cm, out=cm2)
-                st.ss += float(np.add.reduce(cm2))
-                if st.moments_wanted:
-                    st.s3 += float(np.dot(cm2, cm))
-                    st.s4 += float(np.dot(cm2, cm2))
-        for st, buf in zip(stats, values, strict=True):
-            if not st.moments_wanted:
-                st.s3 = st.s4 = math.nan
-            # A constant series centres to a residue of at most the mean's rounding (n ulps of its
-            # level per value); only a sum of squares that small needs the exact test (max == min).
-            residue = 4.0 * n * _EPS * abs(st.mean)
-            if n < 2:
-                st.constant = True
-            elif st.ss > n * residue * residue:
-                st.constant = False
+    def __init__(self, *, powers: bool) -> None:
+        self.powers = powers
+        self.n, self.mean, self.m2, self.m3, self.m4 = 0, 0.0, 0.0, 0.0, 0.0
+        self.constant, self.value = True, math.nan
+
+    def add(self, v: Array, c: Array, c2: Array) -> float:
+        """Merge the block `v` (`c`, `c2`: scratch of its size); returns the block's sum."""
+        nb = v.size
+        total = float(np.add.reduce(v))
+        mean_b = total / nb
+        np.subtract(v, mean_b, out=c)
+        m3b = m4b = 0.0
+        if self.powers:
+            np.multiply(c, c, out=c2)
+            m2b = float(np.add.reduce(c2))
+            m3b = float(np.dot(c2, c))
+            m4b = float(np.dot(c2, c2))
+        else:
+            m2b = float(np.dot(c, c))
+        if self.constant:
+            residue = 4.0 * nb * _EPS * abs(mean_b)
+            if not m2b <= nb * residue * residue:
+                self.constant = False
             else:
-                st.constant = bool(
-                    _extreme(st.series, buf, high=True) == _extreme(st.series, buf, high=False)
-                )
+                high, low = float(v.max()), float(v.min())
+                self.constant = high == low and (self.n == 0 or high == self.value)
+                self.value = high
+        na = self.n
+        n = na + nb
+        delta = mean_b - self.mean
+        if self.powers:
+            self.m4 += (
+                m4b
+                + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+                + 6.0 * delta * delta * (na * na * m2b + nb * nb * self.m2) / (n * n)
+                + 4.0 * delta * (na * m3b - nb * self.m3) / n
+            )
+            self.m3 += (
+                m3b + delta**3 * na * nb * (na - nb) / (n * n) + 3.0 * delta * (na * m2b - nb * self.m2) / n
+            )
+        self.m2 += m2b + delta * delta * na * nb / n
+        self.mean += delta * nb / n
+        self.n = n
+        return total
 
     def std(self) -> float:
-        return math.sqrt(self.ss / (self.n - 1))
+        return math.sqrt(self.m2 / (self.n - 1))
 
     def moments(self) -> tuple[float, float] | None:
         """Population skewness and non-excess kurtosis (scipy's biased estimators); None if constant."""
-        if self.constant:
+        if self.constant or self.n < 2:
             return None
-        m2 = self.ss / self.n
+        m2 = self.m2 / self.n
         if m2 <= 0.0:
             return None
-        return self.s3 / self.n / m2**1.5, self.s4 / self.n / (m2 * m2)
+        return self.m3 / self.n / m2**1.5, self.m4 / self.n / (m2 * m2)
 
-    def sharpe(self, periods_per_year: float) -> tuple[float | None, str | None]:
+    def sharpe(self, periods_per_year: float, shift: float = 0.0) -> tuple[float | None, str | None]:
+        """Sharpe of the series less `shift` per bar (the dispersion does not move)."""
         if self.n == 0:
             return None, _NO_RETURNS
         if self.n < 2:
             return None, _TOO_SHORT
         if self.constant:  # exact: the residue of a centred constant is not dispersion
             return None, _ZERO_VARIANCE
-        return float(self.mean / self.std() * math.sqrt(periods_per_year)), None
+        return float((self.mean - shift) / self.std() * math.sqrt(periods_per_year)), None
 
 
-_EPS = float(np.finfo(np.float64).eps)
+class BarStats:
+    """The per-bar statistics behind `trading_metrics`, accumulated block by block in bar order.
 
+    `trading_metrics` feeds the series it is given to one of these in
+    cache-sized blocks, reading each series once. A backtest that produces
+    its account block by block can feed each block while it is still in the
+    cache and pass the result as `trading_metrics(..., bar_stats=...)`; the
+    numbers are the same. `add` takes aligned blocks of the returns and of the
+    optional series declared at construction (`turnover`, `traded`,
+    `drawdown`, `account_equity`), and raises DataError naming the series
+    and bar of a non-finite value (returns, turnover, traded).
+    """
 
-def _extreme(series: _Series, buf: Array, *, high: bool) -> float:
-    out = -math.inf if high else math.inf
-    for i0 in range(0, series.n, _BLOCK):
-        v = series.block(i0, min(i0 + _BLOCK, series.n), buf)
-        out = max(out, float(v.max())) if high else min(out, float(v.min()))
-    return out
+    def __init__(
+        self,
+        *,
+        periods_per_year: float = 252.0,
+        rf: float = 0.0,
+        turnover_penalty: float = 0.001,
+        turnover: bool = False,
+        traded: bool = False,
+        drawdown: bool = False,
+        account_equity: bool = False,
+    ) -> None:
+        self.periods_per_year = _finite_float(periods_per_year, "periods_per_year", minimum=0.0, strict=True)
+        self.rf = _finite_float(rf, "rf")
+        self.rf_per_period = self.rf / self.periods_per_year
+        self.penalty = _finite_float(turnover_penalty, "turnover_penalty", minimum=0.0)
+        self.has = {
+            "turnover": turnover,
+            "traded": traded,
+            "drawdown": drawdown,
+            "account_equity": account_equity,
+        }
+        self.returns = _Moments(powers=True)
+        self.downside_ss = 0.0  # sum of min(r - rf_p, 0) ** 2
+        self.adjusted = _Moments(powers=False) if (traded or turnover) else None
+        self.turnover_sum = 0.0
+        self.growth = 1.0  # prod(1 + r)
+        self.dd_low, self.dd_high = math.inf, -math.inf
+        self.dd_best = self.dd_run = 0  # longest run under water so far, run in progress
+        self.dd_last = 0.0
+        self.account_high, self.account_last = -math.inf, math.nan
+        self._c = self._c2 = self._v = np.empty(0)  # block scratch, grown to the largest block seen
+        self._flags = np.empty(0, dtype=bool)
 
+    @property
+    def n(self) -> int:
+        return self.returns.n
 
-def _growth(r: Array) -> float:
-    """`prod(1 + r)`, block by block."""
-    out = 1.0
-    buf = np.empty(min(r.size, _BLOCK))
-    for i0 in range(0, r.size, _BLOCK):
-        block = r[i0 : i0 + _BLOCK]
-        out *= float(np.multiply.reduce(np.add(block, 1.0, out=buf[: block.size])))
-    return out
+    def add(
+        self,
+        returns: Array,
+        *,
+        turnover: Array | None = None,
+        traded: Array | None = None,
+        drawdown: Array | None = None,
+        account_equity: Array | None = None,
+    ) -> None:
+        """Add the next bars (any count; long blocks are split into cache-sized ones)."""
+        given = {
+            "turnover": turnover,
+            "traded": traded,
+            "drawdown": drawdown,
+            "account_equity": account_equity,
+        }
+        for name, arr in given.items():
+            if (arr is not None) != self.has[name]:
+                raise InvalidArgument(
+                    "declared at construction" if arr is None else "not declared at construction", field=name
+                )
+            if arr is not None and arr.shape != returns.shape:
+                raise InvalidArgument(
+                    f"has {arr.shape[0]} values, returns have {returns.shape[0]}", field=name
+                )
+        for i0 in range(0, returns.size, _BLOCK):
+            i1 = min(i0 + _BLOCK, returns.size)
+            self._add_block(
+                returns[i0:i1],
+                None if turnover is None else turnover[i0:i1],
+                None if traded is None else traded[i0:i1],
+                None if drawdown is None else drawdown[i0:i1],
+                None if account_equity is None else account_equity[i0:i1],
+            )
 
+    def _add_block(
+        self,
+        r: Array,
+        turnover: Array | None,
+        traded: Array | None,
+        drawdown: Array | None,
+        account: Array | None,
+    ) -> None:
+        m, offset = r.size, self.n
+        if m == 0:
+            return
+        if self._c.size < m:
+            self._c, self._c2, self._v = np.empty(m), np.empty(m), np.empty(m)
+            self._flags = np.empty(m, dtype=bool)
+        c, c2, v = self._c[:m], self._c2[:m], self._v[:m]
+        if not math.isfinite(self.returns.add(r, c, c2)):
+            _raise_not_finite(r, "returns", offset)
+        rf_p = self.rf_per_period
+        if rf_p != 0.0:
+            np.subtract(r, rf_p, out=c)
+            np.minimum(c, 0.0, out=c)
+        else:
+            np.minimum(r, 0.0, out=c)
+        self.downside_ss += float(np.dot(c, c))
+        if account is None:
+            self.growth *= float(np.multiply.reduce(np.add(r, 1.0, out=c)))
+        basis = None
+        if turnover is not None:
+            total = float(np.add.reduce(turnover))
+            if not math.isfinite(total):
+                _raise_not_finite(turnover, "turnover", offset)
+            self.turnover_sum += total
+            basis = turnover
+        if traded is not None:
+            if not math.isfinite(float(np.add.reduce(traded))):
+                _raise_not_finite(traded, "traded", offset)
+            basis = traded
+        if basis is not None and self.adjusted is not None:
+            # the returns if each unit of traded notional cost `penalty` more (rf_p is a shift)
+            np.multiply(basis, -self.penalty, out=v)
+            v += r
+            self.adjusted.add(v, c, c2)
+        if drawdown is not None:
+            self.dd_low = float(np.minimum(self.dd_low, drawdown.min()))  # NaN-propagating
+            self.dd_high = float(np.maximum(self.dd_high, drawdown.max()))
+            self.dd_last = float(drawdown[-1])
+            flags = np.less(drawdown, 0.0, out=self._flags[:m])
+            dry = np.flatnonzero(~flags)  # bars at a peak
+            if dry.size == 0:
+                self.dd_run += m
+            else:
+                inside = _longest_true_run(flags[dry[0] : dry[-1] + 1])
+                self.dd_best = max(self.dd_best, self.dd_run + int(dry[0]), inside)
+                self.dd_run = m - 1 - int(dry[-1])
+        if account is not None:
+            self.account_high = float(np.maximum(self.account_high, account.max()))
+            self.account_last = float(account[-1])
 
-# ----------------------------------------------------------------------------- the metric set
+    @property
+    def underwater(self) -> int:
+        return max(self.dd_best, self.dd_run)
 
 
 def _trade_stats(b: _Builder, trades: Array) -> None:
@@ -492,6 +591,7 @@ def trading_metrics(
     initial_capital: float | None = None,
     drawdown: ArrayLike | None = None,
     account_equity: ArrayLike | None = None,
+    bar_stats: BarStats | None = None,
 ) -> MetricSet:
     """Return, risk, drawdown, turnover, trade and benchmark metrics of per-bar `returns`.
 
@@ -500,9 +600,12 @@ def trading_metrics(
     closed trade; `benchmark` is a per-bar return series aligned with
     `returns`. A backtest that already has its account's curves passes them:
     `drawdown` (the `drawdown_series` of these returns, to rounding) and
-    `account_equity` (currency, from `initial_capital`: `final_value` and
-    `peak_value` are read from it); otherwise they are compounded from the
-    returns. See the module docstring for every definition.
+    `account_equity` (currency, from `initial_capital`: `final_value`,
+    `peak_value` and `total_return` are read from it); otherwise they are
+    compounded from the returns. `bar_stats`, when given, holds these same
+    series already accumulated (`BarStats`, built with the same
+    `periods_per_year`, `rf` and `turnover_penalty`), and they are not read
+    again. See the module docstring for every definition.
     """
     # Overflow (absurd returns compounding past 1e308) must not warn: the
     # builder reports any non-finite result as None "not finite".
@@ -520,6 +623,7 @@ def trading_metrics(
             initial_capital=initial_capital,
             drawdown=drawdown,
             account_equity=account_equity,
+            bar_stats=bar_stats,
         )
 
 
@@ -537,55 +641,65 @@ def _trading_metrics(
     initial_capital: float | None,
     drawdown: ArrayLike | None,
     account_equity: ArrayLike | None,
+    bar_stats: BarStats | None,
 ) -> MetricSet:
-    r, r_sum = _summed(returns, "returns")
-    ppy = _finite_float(periods_per_year, "periods_per_year", minimum=0.0, strict=True)
-    rf = _finite_float(rf, "rf")
-    penalty = _finite_float(turnover_penalty, "turnover_penalty", minimum=0.0)
+    r = _as_series(returns, "returns")
     n = int(r.size)
-    rf_p = rf / ppy
-    turnover_arr, turnover_sum = (None, 0.0) if turnover is None else _summed(turnover, "turnover", n)
-    traded_arr, traded_sum = (None, 0.0) if traded is None else _summed(traded, "traded", n)
-    cost_basis, basis_sum = (
-        (traded_arr, traded_sum) if traded_arr is not None else (turnover_arr, turnover_sum)
-    )
-    stats = _Centred(_Series(r), r_sum, moments=True, downside=rf_p == 0.0)
-    passes = [stats]
-    ex_stats = stats
-    if rf_p != 0.0:
-        ex_stats = _Centred(_Series(r, rf_p), r_sum - n * rf_p, moments=False, downside=True)
-        passes.append(ex_stats)
-    adj_stats = None
-    if cost_basis is not None:  # the Sharpe if each unit of traded notional cost `penalty` more
-        adj_sum = r_sum - n * rf_p - penalty * basis_sum
-        adj_stats = _Centred(_Series(r, rf_p, cost_basis, penalty), adj_sum, moments=False)
-        passes.append(adj_stats)
-    _Centred.run(*passes)
-    b = _Builder()
-    b.put("n_periods", n)
-    equity: Array | None = None  # cumprod(1 + r), computed at most once
-    dd: Array | None = None
-    account: Array | None = None
-    if account_equity is not None:
+    turnover_arr = None if turnover is None else _as_series(turnover, "turnover", n)
+    traded_arr = None if traded is None else _as_series(traded, "traded", n)
+    dd = None if drawdown is None else _as_series(drawdown, "drawdown", n)
+    account = None if account_equity is None else _as_series(account_equity, "account_equity", n)
+    capital = math.nan
+    peak_growth = math.nan  # the compounded growth's peak, when compounded here
+    if account is not None:
         if initial_capital is None:
             raise InvalidArgument("needs initial_capital", field="account_equity")
         capital = _finite_float(initial_capital, "initial_capital", minimum=0.0, strict=True)
-        account = np.asarray(account_equity, dtype=np.float64)
-        if account.shape != (n,):
-            raise InvalidArgument(
-                f"has shape {account.shape}, returns have {n} values", field="account_equity"
+    if bar_stats is None:
+        stats = BarStats(
+            periods_per_year=periods_per_year,
+            rf=rf,
+            turnover_penalty=turnover_penalty,
+            turnover=turnover_arr is not None,
+            traded=traded_arr is not None,
+            drawdown=True,
+            account_equity=account is not None,
+        )
+        if dd is None and n:
+            if not np.isfinite(r).all():
+                _raise_not_finite(r, "returns", 0)
+            grown: Array = np.cumprod(np.add(r, 1.0), dtype=np.float64)
+            peak = np.maximum.accumulate(grown)
+            np.maximum(peak, 1.0, out=peak)
+            peak_growth = float(peak[-1])
+            dd = grown / peak
+            dd -= 1.0
+        stats.add(
+            r,
+            turnover=turnover_arr,
+            traded=traded_arr,
+            drawdown=dd if dd is not None else np.empty(0),
+            account_equity=account,
+        )
+    else:
+        stats = bar_stats
+        if stats.n != n:
+            raise InvalidArgument(f"holds {stats.n} bars, returns have {n}", field="bar_stats")
+        mismatch = [
+            name
+            for name, value, want in (
+                ("periods_per_year", stats.periods_per_year, float(periods_per_year)),
+                ("rf", stats.rf, float(rf)),
+                ("turnover_penalty", stats.penalty, float(turnover_penalty)),
             )
-    if drawdown is not None:
-        dd = np.asarray(drawdown, dtype=np.float64)
-        if dd.shape != (n,):
-            raise InvalidArgument(f"has shape {dd.shape}, returns have {n} values", field="drawdown")
-    elif n:
-        grown: Array = np.cumprod(np.add(r, 1.0), dtype=np.float64)
-        equity = grown
-        peak = np.maximum.accumulate(grown)
-        np.maximum(peak, 1.0, out=peak)
-        dd = grown / peak
-        dd -= 1.0
+            if value != want
+        ]
+        if mismatch:
+            raise InvalidArgument(f"built with another {', '.join(mismatch)}", field="bar_stats")
+    ppy, rf, penalty, rf_p = stats.periods_per_year, stats.rf, stats.penalty, stats.rf_per_period
+    ret = stats.returns
+    b = _Builder()
+    b.put("n_periods", n)
 
     # -- return and risk
     if n == 0:
@@ -600,7 +714,7 @@ def _trading_metrics(
             b.put(name, None, _NO_RETURNS)
     else:
         # prod(1 + r); a backtest's own account holds it already (equal to rounding)
-        growth = float(account[-1]) / capital if account is not None else _growth(r)
+        growth = stats.account_last / capital if stats.has["account_equity"] else stats.growth
         b.put("total_return", growth - 1.0)
         if growth > 0.0:
             b.put("annualized_return", float(np.power(growth, ppy / n)) - 1.0)
@@ -609,19 +723,17 @@ def _trading_metrics(
         else:
             b.put("annualized_return", None, "equity went negative (1 + total_return < 0)")
         if n >= 2:
-            b.put("volatility", 0.0 if stats.constant else float(stats.std() * math.sqrt(ppy)))
+            b.put("volatility", 0.0 if ret.constant else float(ret.std() * math.sqrt(ppy)))
         else:
             b.put("volatility", None, _TOO_SHORT)
-        b.put("downside_volatility", float(math.sqrt(ex_stats.downside_ss / n) * math.sqrt(ppy)))
-        assert dd is not None
-        dd_low, dd_high, dd_run = _underwater(dd)
-        b.put("max_drawdown", dd_low)
-        if math.isfinite(dd_low) and math.isfinite(dd_high):  # a NaN shows in both
-            b.put("max_drawdown_duration", dd_run)
+        b.put("downside_volatility", float(math.sqrt(stats.downside_ss / n) * math.sqrt(ppy)))
+        b.put("max_drawdown", stats.dd_low)
+        if math.isfinite(stats.dd_low) and math.isfinite(stats.dd_high):  # a NaN shows in both
+            b.put("max_drawdown_duration", stats.underwater)
         else:
             b.put("max_drawdown_duration", None, "not finite (numerical overflow)")
 
-    sharpe, reason = ex_stats.sharpe(ppy)
+    sharpe, reason = ret.sharpe(ppy, rf_p)
     b.put("sharpe", sharpe, reason)
 
     downside_vol = b.get("downside_volatility")
@@ -632,7 +744,7 @@ def _trading_metrics(
     elif downside_vol == 0.0:
         b.put("sortino", None, "no downside deviation (no period below the risk-free rate)")
     else:
-        b.put("sortino", float(ex_stats.mean * ppy / downside_vol))
+        b.put("sortino", float((ret.mean - rf_p) * ppy / downside_vol))
 
     max_dd = b.get("max_drawdown")
     ann = b.get("annualized_return")
@@ -646,7 +758,7 @@ def _trading_metrics(
         b.put("calmar", ann / abs(max_dd))
 
     # -- distribution and probabilistic Sharpe
-    moments = stats.moments()
+    moments = ret.moments()
     if moments is None:
         reason = _NO_RETURNS if n == 0 else (_TOO_SHORT if n < 2 else _ZERO_VARIANCE)
         for name in ("skewness", "kurtosis", "probabilistic_sharpe"):
@@ -685,14 +797,14 @@ def _trading_metrics(
         "alpha_annualization": "compounded: (1 + mean excess) ** periods_per_year - 1",
         "turnover_penalty": penalty,
     }
-    if turnover_arr is not None:
+    if stats.has["turnover"]:
         if n:
-            b.put("turnover", turnover_sum / n)
+            b.put("turnover", stats.turnover_sum / n)
         else:
             b.put("turnover", None, _NO_RETURNS)
-    if adj_stats is not None:
-        conventions["turnover_adj_basis"] = "traded" if traded_arr is not None else "turnover"
-        adj, reason = adj_stats.sharpe(ppy) if n else (None, _NO_RETURNS)
+    if stats.adjusted is not None:
+        conventions["turnover_adj_basis"] = "traded" if stats.has["traded"] else "turnover"
+        adj, reason = stats.adjusted.sharpe(ppy, rf_p) if n else (None, _NO_RETURNS)
         b.put("turnover_adj_sharpe", adj, reason)
 
     # -- closed trades
@@ -741,12 +853,13 @@ def _trading_metrics(
         if not n:
             b.put("final_value", capital)
             b.put("peak_value", capital)
-        elif account is None:
-            assert equity is not None
-            b.put("final_value", capital * float(equity[-1]))
-            b.put("peak_value", capital * max(1.0, float(equity.max())))
+        elif stats.has["account_equity"]:
+            b.put("final_value", stats.account_last)
+            b.put("peak_value", max(capital, stats.account_high))
         else:
-            b.put("final_value", float(account[-1]))
-            b.put("peak_value", max(capital, float(account.max())))
+            b.put("final_value", capital * stats.growth)
+            if math.isnan(peak_growth):  # from a given drawdown: the running peak at the last bar
+                peak_growth = stats.growth / (1.0 + stats.dd_last)
+            b.put("peak_value", capital * peak_growth)
 
     return b.build(conventions)

@@ -75,7 +75,7 @@ from alphaswarm_backtester.engine.backtest import BacktestOutput, Extras
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.trades import _END, _REBALANCE, _SIGNAL, frame_trades
 from alphaswarm_common.buffers import empty
-from alphaswarm_common.metrics import infer_periods_per_year, trading_metrics
+from alphaswarm_common.metrics import BarStats, infer_periods_per_year, trading_metrics
 
 __all__ = ["kernel_applies", "kernel_backtest"]
 
@@ -315,12 +315,13 @@ class _Account(NamedTuple):
 
 
 def _account(
-    w: _Target, px: np.ndarray, d: np.ndarray, c: float, capital: float, orders: _Orders
+    w: _Target, px: np.ndarray, d: np.ndarray, c: float, capital: float, orders: _Orders, stats: BarStats
 ) -> _Account | None:
     """Every per-bar array of the account from the solved `d` (module docstring), block by block.
 
     `d` becomes `traded`; the share path goes block by block into `orders`
-    (the ledger's sums) and is not kept. Returns None when an account value is not
+    (the ledger's sums) and is not kept, and each block of the kept series
+    goes into `stats` (the metrics' per-bar statistics) while in the cache. Returns None when an account value is not
     positive and finite. The carries between blocks keep the arithmetic of
     one pass over the whole series: the equity is the running product of the
     growth factors in bar order, the drawdown's peak the running maximum.
@@ -402,6 +403,7 @@ def _account(
             np.multiply(wm, vm, out=vm)  # the position's value
             vm /= pm  # signed shares
             orders.add_block(i0, vm, pm, gm)
+            stats.add(rm, turnover=tm, traded=dm, drawdown=ddm, account_equity=em)
     return _Account(returns, equity, drawdown, held, traded, turnover)
 
 
@@ -662,7 +664,17 @@ def kernel_backtest(
     if not _traded_fraction(w, px, c, d, bounds):
         return None
     orders = _Orders(bounds)
-    acct = _account(w, px, d, c, capital, orders)
+    ppy = cfg.periods_per_year if cfg.periods_per_year is not None else infer_periods_per_year(stamps)
+    stats = BarStats(
+        periods_per_year=ppy,
+        rf=cfg.rf,
+        turnover_penalty=cfg.turnover_penalty,
+        turnover=True,
+        traded=True,
+        drawdown=True,
+        account_equity=True,
+    )
+    acct = _account(w, px, d, c, capital, orders, stats)
     if acct is None:
         return None
     returns, equity, drawdown, held, traded, turnover = acct
@@ -674,7 +686,6 @@ def kernel_backtest(
     names = (str(symbol),)
     trades = frame_trades([part] if part["col"].size else [], stamps, names)  # consumes `part`
 
-    ppy = cfg.periods_per_year if cfg.periods_per_year is not None else infer_periods_per_year(stamps)
     metrics = trading_metrics(
         returns,
         periods_per_year=ppy,
@@ -688,6 +699,7 @@ def kernel_backtest(
         initial_capital=capital,
         drawdown=drawdown,
         account_equity=equity,
+        bar_stats=stats,
     )
     weights_held = held.reshape(n_bars, 1)
     for arr in (stamps, returns, equity, drawdown, weights_held, traded, turnover):
