@@ -24,6 +24,7 @@ from scipy import integrate, stats
 
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics import (
+    BarStats,
     MetricSet,
     deflated_sharpe_ratio,
     drawdown_series,
@@ -452,3 +453,53 @@ def test_infer_periods_per_year_intraday_and_panels() -> None:
     with pytest.raises(InvalidArgument) as err:
         infer_periods_per_year(np.array(["2020-01-01"], dtype="datetime64[ns]"))
     assert err.value.field == "dates"
+
+
+# ----------------------------------------------------------------------------- streamed per-bar statistics
+
+
+def test_bar_stats_fed_in_uneven_blocks_give_the_same_metrics() -> None:
+    r = _returns(21, n=5000)
+    rng = np.random.default_rng(21)
+    traded = rng.uniform(0, 0.3, r.size)
+    turnover = rng.uniform(0, 0.4, r.size)
+    capital = 1e5
+    equity = capital * np.cumprod(1 + r)
+    dd = equity / np.maximum(np.maximum.accumulate(equity), capital) - 1.0
+    common = {"periods_per_year": 252.0, "rf": 0.02, "turnover_penalty": 0.002}
+    arrays = {"turnover": turnover, "traded": traded, "drawdown": dd, "account_equity": equity}
+    whole = trading_metrics(r, initial_capital=capital, **arrays, **common)
+    stats = BarStats(**common, turnover=True, traded=True, drawdown=True, account_equity=True)
+    cuts = [0, 1, 2, 700, 701, 3333, 5000]
+    for lo, hi in itertools.pairwise(cuts):
+        stats.add(r[lo:hi], **{k: v[lo:hi] for k, v in arrays.items()})
+    streamed = trading_metrics(r, initial_capital=capital, **arrays, **common, bar_stats=stats)
+    assert whole.values.keys() == streamed.values.keys()
+    for name, value in whole.values.items():
+        assert streamed.get(name) == pytest.approx(value, rel=1e-12, abs=1e-15), name
+    assert streamed["sharpe"] == pytest.approx(ep.sharpe_ratio(r, risk_free=0.02 / 252), rel=1e-10)
+    assert streamed["kurtosis"] == pytest.approx(stats_kurtosis(r), rel=1e-10)
+
+
+def stats_kurtosis(r: np.ndarray) -> float:
+    return float(stats.kurtosis(r, fisher=False))
+
+
+def test_bar_stats_must_match_the_call() -> None:
+    r = _returns(22, n=100)
+    built = BarStats(periods_per_year=252.0)
+    built.add(r)
+    with pytest.raises(InvalidArgument) as err:
+        trading_metrics(r, periods_per_year=12.0, bar_stats=built)
+    assert err.value.field == "bar_stats"
+    with pytest.raises(InvalidArgument) as err:
+        trading_metrics(r[:50], bar_stats=built)
+    assert err.value.field == "bar_stats"
+    with pytest.raises(InvalidArgument) as err:
+        built.add(r, traded=r)  # not declared at construction
+    assert err.value.field == "traded"
+    bad = r.copy()
+    bad[7] = np.nan
+    with pytest.raises(DataError) as derr:
+        BarStats().add(bad)
+    assert derr.value.field == "returns" and "position 7" in str(derr.value)
