@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import sys
 import time
@@ -137,6 +138,7 @@ def bench_single(n_bars: int, seed: int, repeats: int) -> None:
 
 
 def bench_backtesting_py(close: pd.Series, t_ours: float, repeats: int) -> None:
+    os.environ.setdefault("TQDM_DISABLE", "1")  # its progress bar would be timed too
     try:
         from backtesting import Backtest, Strategy  # type: ignore[import-not-found]
         from backtesting.lib import crossover  # type: ignore[import-not-found]

@@ -351,15 +351,23 @@ class _WindowSums:
 
     def mean_rows(self, n: int, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Rows `[r0, r1)` of the n-row means (`x0` added back; NaN before a column's n-th value)."""
-        h0 = max(0, r0 - (n - 1))
-        sums = _doubling_sums(self._centred(h0, r1), n)
-        block = sums[r0 - h0 :] if out is None else out
-        np.divide(sums[r0 - h0 :], n, out=block)
-        block += self.x0
-        limits = self.first + n - 1
-        if r0 < int(limits.max()):
-            block[np.arange(r0, r1)[:, None] < limits[None, :]] = np.nan
-        return block
+        return self.means_rows((n,), r0, r1, out)[0]
+
+    def means_rows(
+        self, windows: tuple[int, ...], r0: int, r1: int, out: np.ndarray | None = None
+    ) -> list[np.ndarray]:
+        """`mean_rows` of several windows, their doubling blocks shared (`out` for a single window)."""
+        h0 = max(0, r0 - (max(windows) - 1))
+        blocks = []
+        for n, sums in zip(windows, _doubling_sums(self._centred(h0, r1), *windows), strict=True):
+            block = sums[r0 - h0 :] if out is None else out
+            np.divide(sums[r0 - h0 :], n, out=block)
+            block += self.x0
+            limits = self.first + n - 1
+            if r0 < int(limits.max()):
+                block[np.arange(r0, r1)[:, None] < limits[None, :]] = np.nan
+            blocks.append(block)
+        return blocks
 
     def mean(self, n: int) -> np.ndarray:
         """`(T, N)` means of the last n values, NaN before each column's n-th value."""
@@ -380,38 +388,44 @@ class _WindowSums:
         rows = self.block_rows(max(fast, slow))
         for i0 in range(1, n_bars, rows):
             i1 = min(i0 + rows, n_bars)
-            _cross_block(
-                self.mean_rows(fast, i0 - 1, i1), self.mean_rows(slow, i0 - 1, i1), up[i0:i1], down[i0:i1]
-            )
+            fast_mean, slow_mean = self.means_rows((fast, slow), i0 - 1, i1)
+            _cross_block(fast_mean, slow_mean, up[i0:i1], down[i0:i1])
         return up, down
 
 
-def _doubling_sums(centred: np.ndarray, n: int) -> np.ndarray:
-    """Sums of the last n rows of `centred` (fewer at its first n - 1 rows); may overwrite `centred`."""
+def _doubling_sums(centred: np.ndarray, *windows: int) -> list[np.ndarray]:
+    """Sums of the last n rows of `centred` for each n of `windows` (fewer at its first n - 1 rows).
+
+    The power-of-two blocks are built once for all the windows; each window
+    adds the blocks of its binary digits in the same order as alone, so its
+    sums do not depend on the other windows. May overwrite `centred`.
+    """
     n_bars = centred.shape[0]
     block = centred  # P_k, sums of the last 2^k values
     spare: np.ndarray | None = None
-    out: np.ndarray | None = None
-    width, covered, bits = 1, 0, n
-    while bits:
-        if bits & 1:
-            # out[t] += P_k[t - covered]: the next 2^k values before the ones already summed
-            if out is None:
-                out = block.copy()
-            elif covered < n_bars:
-                out[covered:] += block[: n_bars - covered]
-            covered += width
-        bits >>= 1
-        if bits:
+    outs: list[np.ndarray | None] = [None] * len(windows)
+    covered = [0] * len(windows)
+    width, top = 1, max(windows)
+    while width <= top:
+        for i, n in enumerate(windows):
+            if n & width:
+                # out[t] += P_k[t - covered]: the next 2^k values before the ones already summed
+                out = outs[i]
+                if out is None:
+                    outs[i] = block.copy()
+                elif covered[i] < n_bars:
+                    out[covered[i] :] += block[: n_bars - covered[i]]
+                covered[i] += width
+        if width * 2 <= top:
             nxt = np.empty_like(block) if spare is None else spare
             nxt[:width] = block[:width]
             if width < n_bars:
                 np.add(block[width:], block[:-width], out=nxt[width:])
-            spare = block
+            spare = block if block is not centred else None
             block = nxt
-            width *= 2
-    assert out is not None
-    return out
+        width *= 2
+    assert all(out is not None for out in outs)
+    return [out for out in outs if out is not None]
 
 
 def _sma(sums: _WindowSums, n: int) -> np.ndarray:
