@@ -50,6 +50,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+# backtesting.py's progress bar would be timed with it (tqdm reads this when first imported)
+os.environ.setdefault("TQDM_DISABLE", "1")
+
 import numpy as np
 import pandas as pd
 
@@ -138,7 +141,6 @@ def bench_single(n_bars: int, seed: int, repeats: int) -> None:
 
 
 def bench_backtesting_py(close: pd.Series, t_ours: float, repeats: int) -> None:
-    os.environ.setdefault("TQDM_DISABLE", "1")  # its progress bar would be timed too
     try:
         from backtesting import Backtest, Strategy  # type: ignore[import-not-found]
         from backtesting.lib import crossover  # type: ignore[import-not-found]
