@@ -495,6 +495,14 @@ def test_bar_stats_must_match_the_call() -> None:
     with pytest.raises(InvalidArgument) as err:
         trading_metrics(r[:50], bar_stats=built)
     assert err.value.field == "bar_stats"
+    with pytest.raises(InvalidArgument) as err:  # no drawdown accumulated
+        trading_metrics(r, bar_stats=built)
+    assert err.value.field == "bar_stats" and "drawdown" in str(err.value)
+    with_dd = BarStats(drawdown=True)
+    with_dd.add(r, drawdown=np.minimum(r, 0.0))
+    with pytest.raises(InvalidArgument) as err:  # traded given, not accumulated
+        trading_metrics(r, traded=np.abs(r), drawdown=np.minimum(r, 0.0), bar_stats=with_dd)
+    assert err.value.field == "bar_stats" and "traded" in str(err.value)
     with pytest.raises(InvalidArgument) as err:
         built.add(r, traded=r)  # not declared at construction
     assert err.value.field == "traded"

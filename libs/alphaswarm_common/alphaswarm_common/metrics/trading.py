@@ -59,6 +59,11 @@ recorded in `MetricSet.conventions`):
   and `kurtosis` are reported too, so a caller can deflate the Sharpe later
   (`deflated_sharpe_ratio`).
 
+Computation: the per-bar series are read once, in cache-sized blocks, by
+`BarStats` (block means and centred power sums merged pairwise, the
+drawdown's extremes and longest run carried across blocks); a backtest that
+builds its account block by block feeds it directly (`bar_stats=`).
+
 A value that is undefined (no returns, fewer than 2 bars, zero variance, no
 downside, no drawdown, no losing trade...) is None with the reason; values
 that are only computed from an optional input (`turnover*`, trade stats,
@@ -461,7 +466,10 @@ class BarStats:
         for name, arr in given.items():
             if (arr is not None) != self.has[name]:
                 raise InvalidArgument(
-                    "declared at construction" if arr is None else "not declared at construction", field=name
+                    "declared at construction but not given"
+                    if arr is None
+                    else "not declared at construction",
+                    field=name,
                 )
             if arr is not None and arr.shape != returns.shape:
                 raise InvalidArgument(
@@ -694,6 +702,10 @@ def _trading_metrics(
             )
             if value != want
         ]
+        given = {"turnover": turnover_arr, "traded": traded_arr, "account_equity": account}
+        mismatch += [name for name, arr in given.items() if (arr is not None) != stats.has[name]]
+        if not stats.has["drawdown"]:
+            mismatch.append("drawdown")
         if mismatch:
             raise InvalidArgument(f"built with another {', '.join(mismatch)}", field="bar_stats")
     ppy, rf, penalty, rf_p = stats.periods_per_year, stats.rf, stats.penalty, stats.rf_per_period
