@@ -253,12 +253,15 @@ def test_optimize_ranks_every_set_and_stores_them(
         objective="sortino",
         start=start,
     )
-    evaluated = [t for t in response.trials if t.HasField("rank") or t.metrics.values]
-    skipped = [t for t in response.trials if not t.metrics.values]
+    evaluated = [t for t in response.trials if not t.HasField("skipped")]
+    skipped = [t for t in response.trials if t.HasField("skipped")]
     assert len(evaluated) == len(expected.trials) == 11  # fast 40 >= slow 30 is skipped
-    assert [json.loads(t.metrics.conventions_json)["field"] for t in skipped] == [
-        "strategy_cfg.params.slow_period"
-    ]
+    assert all(t.metrics.values for t in evaluated)
+    assert [t.skipped.field for t in skipped] == ["strategy_cfg.params.slow_period"]
+    assert skipped[0].skipped.reason and not skipped[0].metrics.values and not skipped[0].HasField("rank")
+    assert (
+        struct_to_dict(skipped[0].params)["fast_period"] >= struct_to_dict(skipped[0].params)["slow_period"]
+    )
     assert [t.parameter_set for t in evaluated] == [t.parameter_set for t in expected.ranked]
     ranks = [t.rank for t in evaluated]
     assert ranks == list(range(1, len(evaluated) + 1))

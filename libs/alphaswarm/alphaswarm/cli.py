@@ -291,10 +291,13 @@ def cmd_job(args: argparse.Namespace) -> int:
         for col in ("rank", "params", "objective"):
             trials.add_column(col)
         for t in list(response.trials)[:10]:
+            skipped = t.HasField("skipped")
             trials.add_row(
-                str(t.rank) if t.HasField("rank") else "-",
+                "skipped" if skipped else (str(t.rank) if t.HasField("rank") else "-"),
                 json.dumps(_integral(json_format.MessageToDict(t.params))),
-                _fmt(t.objective_value if t.HasField("objective_value") else None),
+                t.skipped.reason
+                if skipped
+                else _fmt(t.objective_value if t.HasField("objective_value") else None),
             )
         console.print(trials)
     return 0

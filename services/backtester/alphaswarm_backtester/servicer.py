@@ -305,12 +305,11 @@ def _trial_proto(trial: Trial, metrics: MetricSet | None = None) -> pb.Optimizat
 
 
 def _skipped_proto(skipped: SkippedSet) -> pb.OptimizationTrial:
-    """A set that was not evaluated: no metrics, no objective, no rank; why, in the conventions."""
-    conventions = {"skipped": True, "field": skipped.field, "reason": skipped.message}
+    """A set that was not evaluated: no metrics, no objective, no rank; why, in `skipped`."""
     return pb.OptimizationTrial(
         parameter_set=skipped.index,
         params=struct_from_dict(skipped.params),
-        metrics=metricset_to_proto({}, {}, conventions),
+        skipped=pb.SkippedSet(field=skipped.field or "", reason=skipped.message),
     )
 
 

@@ -37,18 +37,28 @@ class RunStrategyBacktestRequest(_message.Message):
     def __init__(self, source: _Optional[_Union[PriceSource, _Mapping]] = ..., strategy_cfg: _Optional[_Union[_config_pb2.StrategyConfig, _Mapping]] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., persist: _Optional[bool] = ..., request_id: _Optional[str] = ..., experiment_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
 
 class OptimizationTrial(_message.Message):
-    __slots__ = ("parameter_set", "params", "metrics", "objective_value", "rank")
+    __slots__ = ("parameter_set", "params", "metrics", "objective_value", "rank", "skipped")
     PARAMETER_SET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     parameter_set: int
     params: _struct_pb2.Struct
     metrics: _arrays_pb2.MetricSet
     objective_value: float
     rank: int
-    def __init__(self, parameter_set: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metrics: _Optional[_Union[_arrays_pb2.MetricSet, _Mapping]] = ..., objective_value: _Optional[float] = ..., rank: _Optional[int] = ...) -> None: ...
+    skipped: SkippedSet
+    def __init__(self, parameter_set: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metrics: _Optional[_Union[_arrays_pb2.MetricSet, _Mapping]] = ..., objective_value: _Optional[float] = ..., rank: _Optional[int] = ..., skipped: _Optional[_Union[SkippedSet, _Mapping]] = ...) -> None: ...
+
+class SkippedSet(_message.Message):
+    __slots__ = ("field", "reason")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    reason: str
+    def __init__(self, field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class OptimizeRequest(_message.Message):
     __slots__ = ("source", "strategy_type", "grid", "space", "method", "n_samples", "seed", "objective", "backtest_cfg", "persist", "request_id", "task_id")
