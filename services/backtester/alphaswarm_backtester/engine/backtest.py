@@ -45,8 +45,6 @@ class Extras:
     read-only arrays, computed at most once.
     """
 
-    NAMES = ("cash", "weights_target", "costs", "fill_bars")
-
     def __init__(
         self,
         arrays: dict[str, np.ndarray] | None = None,

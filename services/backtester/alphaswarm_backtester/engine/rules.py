@@ -306,9 +306,12 @@ def _ffill(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _warmup_mask(first: np.ndarray, n_bars: int, n: int) -> np.ndarray:
-    """True on rows before `first + n - 1` (fewer than n values since the column's first one)."""
-    return np.arange(n_bars)[:, None] < (first + n - 1)[None, :]
+def _warmup_mask(first: np.ndarray, n_bars: int, n: int, start: int = 0) -> np.ndarray:
+    """True on rows before `first + n - 1` (fewer than n values since the column's first one).
+
+    The rows are `start .. start + n_bars - 1` of the series.
+    """
+    return np.arange(start, start + n_bars)[:, None] < (first + n - 1)[None, :]
 
 
 _BLOCK_CELLS = 1 << 15  # cells per block of the window sums: a block's partial sums stay in the CPU cache
@@ -337,7 +340,6 @@ class _WindowSums:
         self.first = first
         self.x0 = np.where(first < n_bars, x[np.minimum(first, n_bars - 1), cols], 0.0)
         self.leading_gaps = bool((first > 0).any())
-        self.n_bars = n_bars
 
     def _centred(self, r0: int, r1: int) -> np.ndarray:
         centred = self.x[r0:r1] - self.x0
@@ -363,9 +365,8 @@ class _WindowSums:
             block = sums[r0 - h0 :] if out is None else out
             np.divide(sums[r0 - h0 :], n, out=block)
             block += self.x0
-            limits = self.first + n - 1
-            if r0 < int(limits.max()):
-                block[np.arange(r0, r1)[:, None] < limits[None, :]] = np.nan
+            if r0 < int(self.first.max()) + n - 1:
+                block[_warmup_mask(self.first, r1 - r0, n, start=r0)] = np.nan
             blocks.append(block)
         return blocks
 
@@ -426,10 +427,6 @@ def _doubling_sums(centred: np.ndarray, *windows: int) -> list[np.ndarray]:
         width *= 2
     assert all(out is not None for out in outs)
     return [out for out in outs if out is not None]
-
-
-def _sma(sums: _WindowSums, n: int) -> np.ndarray:
-    return sums.mean(n)
 
 
 def _rolling_std(x: np.ndarray, n: int, first: np.ndarray) -> np.ndarray:
@@ -527,8 +524,9 @@ class RuleInputs:
     RSI or channel of a given window is computed once. Arrays are `(T, N)`;
     `close_raw` keeps the NaN of missing bars (events never fire there),
     `close` is forward filled for the indicators. With `keep_indicators`
-    false (one parameter set) a rule may compute what it compares block by
-    block without keeping it (the SMA cross: its two means never exist whole).
+    false (one parameter set) no indicator outlives the rule that used it,
+    and a rule may compute what it compares block by block (the SMA cross:
+    its two means never exist whole).
     """
 
     def __init__(
@@ -569,20 +567,17 @@ class RuleInputs:
         return self._bar_ok
 
     def _memo(self, key: tuple[Any, ...], fn: Callable[[], np.ndarray]) -> np.ndarray:
+        """The indicator `key`: kept for the next parameter set with `keep_indicators`, else not kept."""
         out = self._cache.get(key)
         if out is None:
             out = fn()
             out.flags.writeable = False
-            self._cache[key] = out
+            if self.keep_indicators:
+                self._cache[key] = out
         return out
 
     def sma(self, n: int) -> np.ndarray:
-        return self._memo(("sma", n), lambda: _sma(self.window_sums(), n))
-
-    def release_indicators(self) -> None:
-        """Drop the cached indicators (a backtest needs only the positions once they are computed)."""
-        self._cache.clear()
-        self._sums = None
+        return self._memo(("sma", n), lambda: self.window_sums().mean(n))
 
     def window_sums(self) -> _WindowSums:
         if self._sums is None:
@@ -983,7 +978,6 @@ def run_rule_backtest(
             keep_indicators=False,
         )
     sides = rule_sides(strategy_type, params, inputs)
-    inputs.release_indicators()  # their memory serves the account's arrays
     rows = slice(start, stop)
 
     def cut(arr: np.ndarray | None) -> np.ndarray | None:
