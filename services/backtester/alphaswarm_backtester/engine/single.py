@@ -162,6 +162,24 @@ def _traded_fraction(w: _Target, px: np.ndarray, c: float, d: np.ndarray, bounds
     return moved.size == 0
 
 
+def _target_gap(
+    px_cur: np.ndarray,
+    px_prev: np.ndarray,
+    w_prev: np.ndarray,
+    w_cur: np.ndarray,
+    a: np.ndarray,
+    gm: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """`out = |w_s - w_{s-1} a_s / G_s|` for a block; `gm` holds `G_s - w_{s-1} a_s`, `a` is scratch."""
+    np.divide(px_cur, px_prev, out=a)
+    a *= w_prev  # w_{s-1} a_s
+    gm += a  # G_s
+    np.divide(a, gm, out=out)
+    np.subtract(w_cur, out, out=out)
+    np.abs(out, out=out)
+
+
 def _first_sweep(
     w: _Target, px: np.ndarray, c: float, d: np.ndarray, wa: np.ndarray, g: np.ndarray
 ) -> list[np.ndarray]:
@@ -178,13 +196,8 @@ def _first_sweep(
             a, gm, dm = wa[:m], g[:m], d[cur]
             wb = w.window(i0, i1)
             w_prev, w_cur = wb[:-1], wb[1:]
-            np.divide(px[cur], px[prev], out=a)
-            a *= w_prev  # w_{s-1} a_s
-            np.subtract(1.0, w_prev, out=gm)
-            gm += a  # G_s with d_{s-1} = 0
-            np.divide(a, gm, out=a)
-            np.subtract(w_cur, a, out=dm)
-            np.abs(dm, out=dm)
+            np.subtract(1.0, w_prev, out=gm)  # G_s less w_{s-1} a_s, with d_{s-1} = 0
+            _target_gap(px[cur], px[prev], w_prev, w_cur, a, gm, dm)
             if c != 0.0:
                 # the bar after one that traded while holding a position (after a flat bar
                 # d_s = |w_s| whatever d_{s-1}: the first sweep's value is exact there)
@@ -245,13 +258,8 @@ def _dense_sweep(
             np.multiply(d[prev], -c, out=gm)
             gm[0] = before * -c
             gm += 1.0
-            gm -= w_prev
-            np.divide(px[cur], px[prev], out=a)
-            a *= w_prev
-            gm += a
-            np.divide(a, gm, out=nm)
-            np.subtract(w_cur, nm, out=nm)
-            np.abs(nm, out=nm)
+            gm -= w_prev  # G_s less w_{s-1} a_s
+            _target_gap(px[cur], px[prev], w_prev, w_cur, a, gm, nm)
             before = float(d[i1 - 1])
             np.subtract(nm, d[cur], out=a)
             np.abs(a, out=a)
@@ -259,6 +267,18 @@ def _dense_sweep(
             d[cur] = nm
     moved = np.concatenate(moved_parts)
     return moved[moved < n]
+
+
+def _accumulate_from(ufunc: np.ufunc, values: np.ndarray, before: float, out: np.ndarray) -> None:
+    """`out = ufunc.accumulate(values)` continued from `before` (the value carried from the bar before).
+
+    The first value is combined with `before` in place and restored, so the
+    numbers are those of one accumulation over the whole series.
+    """
+    first = float(values[0])
+    values[0] = ufunc(first, before)
+    ufunc.accumulate(values, out=out)
+    values[0] = first
 
 
 _PEAK_ROW = 256  # bars per row of `_running_peak`
@@ -293,16 +313,9 @@ def _running_peak(values: np.ndarray, before: float, out: np.ndarray) -> None:
             if done == values.size:
                 return
             before = max(float(entering[-1]), float(row_max[-1]))
-            tail, tail_out = values[done:], out[done:]
-            first = float(tail[0])
-            tail[0] = max(first, before)
-            np.maximum.accumulate(tail, out=tail_out)
-            tail[0] = first
+            _accumulate_from(np.maximum, values[done:], before, out[done:])
             return
-    first = float(values[0])
-    values[0] = max(first, before)
-    np.maximum.accumulate(values, out=out)
-    values[0] = first
+    _accumulate_from(np.maximum, values, before, out)
 
 
 class _Account(NamedTuple):
@@ -371,10 +384,7 @@ def _account(
             np.multiply(gm, km, out=rm)
             rm /= kp
             em = equity[cur]
-            first = float(rm[0])
-            rm[0] = first * growth_before  # the running product continues from the bar before the block
-            np.multiply.accumulate(rm, out=em)
-            rm[0] = first
+            _accumulate_from(np.multiply, rm, growth_before, em)  # the running product of the growth
             growth_before = float(em[-1])
             em *= capital
             # a running product of positive factors: an overflow stays to the last bar
@@ -484,7 +494,8 @@ class _Orders:
         lo, hi = np.searchsorted(b.change, (i0, i1))
         inner[b.change[lo:hi] - i0] = 0.0
         # segments of the block: the trade in progress at i0 (if any), then each trade starting in it
-        first, stop = np.searchsorted(b.starts, (i0, i1), side="right")[0], np.searchsorted(b.starts, i1)
+        lo, stop = np.searchsorted(b.starts, (i0, i1))  # entries in [i0, i1)
+        first = lo + int(lo < b.starts.size and b.starts[lo] == i0)  # entries at or before i0
         cuts = b.starts[first:stop] - i0
         if first > 0:
             cuts = np.concatenate(([0], cuts))
@@ -498,8 +509,7 @@ class _Orders:
             self.notional[rows] += np.add.reduceat(inner, cuts)
             np.abs(inner, out=inner)
             self.abs_notional[rows] += np.add.reduceat(inner, cuts)
-        lo, hi = np.searchsorted(b.starts, (i0, i1))
-        self.x_open[lo:hi] = np.abs(x[b.starts[lo:hi] - i0])
+        self.x_open[lo:stop] = np.abs(x[b.starts[lo:stop] - i0])
         lo, hi = np.searchsorted(self.closing, (i0, i1))
         self.x_close[lo:hi] = np.abs(x[self.closing[lo:hi] - i0])
 
