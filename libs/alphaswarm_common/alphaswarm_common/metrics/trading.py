@@ -673,9 +673,9 @@ def _trading_metrics(
             drawdown=True,
             account_equity=account is not None,
         )
-        if dd is None and n:
-            if not np.isfinite(r).all():
-                _raise_not_finite(r, "returns", 0)
+        if (
+            dd is None and n
+        ):  # a non-finite return is reported by `stats.add` below, before the drawdown is read
             grown: Array = np.cumprod(np.add(r, 1.0), dtype=np.float64)
             peak = np.maximum.accumulate(grown)
             np.maximum(peak, 1.0, out=peak)
