@@ -5,19 +5,26 @@ BIN     := $(VENV)/bin
 UV      := $(BIN)/uv
 CONFIG  ?= configs/ml/alpha_backtest/ridge_alpha_backtest.yaml
 
-.PHONY: install install-dev run serve test test-unit test-integration check lint format typecheck protos protos-check bench up down config migrate clean
+.PHONY: lock install install-dev run serve test test-unit test-integration check lint format typecheck protos protos-check bench up down config migrate clean
+
+UV_VERSION := 0.13.9
+# Installs resolve from uv.lock (`make lock` refreshes it): a fresh clone gets the versions the tests ran with.
+SYNC    := $(UV) sync --locked --inexact --compile-bytecode --python $(BIN)/python
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip uv
+	$(BIN)/pip install --quiet --upgrade pip uv==$(UV_VERSION)
 
 install: $(BIN)/python            ## runtime dependencies + the alphaswarm command
-	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e .
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(SYNC) --quiet
 	$(BIN)/python -m compileall -q libs services
 
 install-dev: $(BIN)/python        ## runtime + test/lint dependencies
-	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(SYNC) --quiet --extra dev
 	$(BIN)/python -m compileall -q libs services
+
+lock: $(BIN)/python               ## re-resolve uv.lock after a dependency change
+	$(UV) lock
 
 run: install                       ## the main job on the embedded default (no servers needed)
 	$(BIN)/alphaswarm run $(CONFIG)

@@ -9,6 +9,24 @@ status=0
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# A fresh machine may lack the servers: install them from Debian's packages when we can.
+apt_install() {
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing $* (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >/dev/null 2>&1 || true
+  fi
+}
+if ! port_open "$pg_host" 5432 && ! [ -d /etc/postgresql ]; then
+  apt_install postgresql
+  # trust auth on loopback, as the tests expect of a throwaway server
+  for hba in /etc/postgresql/*/main/pg_hba.conf; do
+    [ -f "$hba" ] && sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/; s/^(local\s+all\s+postgres\s+)\S+/\1trust/' "$hba"
+  done
+fi
+if ! port_open 127.0.0.1 "$nats_port" && ! command -v nats-server >/dev/null 2>&1 && ! [ -x /usr/sbin/nats-server ]; then
+  apt_install nats-server
+fi
+
 if ! port_open "$pg_host" 5432; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
     for v in $(ls /etc/postgresql); do
