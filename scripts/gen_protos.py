@@ -88,9 +88,7 @@ def main() -> int:
             stale = sorted(
                 name
                 for name in fresh.keys() | committed.keys()
-                if name not in fresh
-                or name not in committed
-                or not same_stub(fresh[name], committed[name])
+                if name not in fresh or name not in committed or not same_stub(fresh[name], committed[name])
             )
         if stale:
             print("stale generated stubs (run `make protos`):", *stale, sep="\n  ")

@@ -33,9 +33,13 @@ def _gen_protos_module():  # type: ignore[no-untyped-def]
 def test_freshness_ignores_generator_stamps_only() -> None:
     gen = _gen_protos_module()
     stub = (ROOT / "libs/alphaswarm_common/alphaswarm/common/v1/arrays_pb2.py").read_text()
-    grpc_stub = (ROOT / "libs/alphaswarm_common/alphaswarm/trainer/v1/trainer_service_pb2_grpc.py").read_text()
+    grpc_stub = (
+        ROOT / "libs/alphaswarm_common/alphaswarm/trainer/v1/trainer_service_pb2_grpc.py"
+    ).read_text()
     restamped = stub.replace("Protobuf Python Version: ", "Protobuf Python Version: 99.")
-    restamped = restamped.replace("_runtime_version.Domain.PUBLIC,\n    ", "_runtime_version.Domain.PUBLIC,\n    9")
+    restamped = restamped.replace(
+        "_runtime_version.Domain.PUBLIC,\n    ", "_runtime_version.Domain.PUBLIC,\n    9"
+    )
     assert restamped != stub
     assert gen.without_stamps(restamped) == gen.without_stamps(stub)
     regrpc = grpc_stub.replace("GRPC_GENERATED_VERSION = '", "GRPC_GENERATED_VERSION = '9")

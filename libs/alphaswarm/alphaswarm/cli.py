@@ -262,9 +262,7 @@ def cmd_job(args: argparse.Namespace) -> int:
 
         address = embedded_stack(settings).settings.backtester_addr
     spec = JOB_MODELS[kind]
-    stub = bpb_grpc.BacktesterServiceStub(
-        channel(address or "", max_message_bytes=settings.grpc_max_message_bytes)
-    )
+    stub = bpb_grpc.BacktesterServiceStub(channel(address or "", tuning=settings.grpc_tuning()))
     request = spec.build(job, "")
     request.persist = not args.no_persist
     response = call(

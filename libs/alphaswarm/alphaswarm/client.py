@@ -116,11 +116,24 @@ def result_from_run(run: resources_pb2.AlphaBacktestRun, events: list[ProgressEv
     )
 
 
+def _event_from_proto(e: Any) -> ProgressEvent:
+    return ProgressEvent(
+        task_id=e.task_id,
+        seq=e.seq,
+        ts=timestamp_to_datetime(e.ts) or dt.datetime.now(dt.UTC),
+        stage=e.stage,
+        status=e.status,
+        pct=e.pct,
+        message=e.message,
+        data=struct_to_dict(e.data),
+    )
+
+
 class GatewayClient:
     def __init__(self, address: str, *, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.address = address
-        self._channel = channel(address, max_message_bytes=self.settings.grpc_max_message_bytes)
+        self._channel = channel(address, tuning=self.settings.grpc_tuning())
         self.stub = pb_grpc.AlphaBacktestServiceStub(self._channel)
 
     def start(self, cfg: AlphaBacktestConfig, *, request_id: str = "") -> pb.StartAlphaBacktestRunResponse:
@@ -148,6 +161,14 @@ class GatewayClient:
         )
 
     def watch(self, task_id: str, *, timeout: float | None = None) -> Iterator[ProgressEvent]:
+        """The run's events until its terminal one.
+
+        A stream the network drops (UNAVAILABLE: a gateway restarting, a connection reset) is
+        opened again after the last event received, so no event is lost or repeated; the
+        overall `timeout` bounds the whole watch.
+        """
+        import time
+
         import grpc
 
         total = timeout or (
@@ -155,23 +176,26 @@ class GatewayClient:
             + self.settings.deadline_predict_seconds
             + self.settings.deadline_backtest_seconds
         )
-        try:
-            for msg in self.stub.WatchAlphaBacktestRun(
-                pb.WatchAlphaBacktestRunRequest(task_id=task_id), timeout=total
-            ):
-                e = msg.event
-                yield ProgressEvent(
-                    task_id=e.task_id,
-                    seq=e.seq,
-                    ts=timestamp_to_datetime(e.ts) or dt.datetime.now(dt.UTC),
-                    stage=e.stage,
-                    status=e.status,
-                    pct=e.pct,
-                    message=e.message,
-                    data=struct_to_dict(e.data),
-                )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, target="gateway") from None
+        deadline = time.monotonic() + total
+        last_seq = 0
+        backoff = 0.5
+        while True:
+            try:
+                for msg in self.stub.WatchAlphaBacktestRun(
+                    pb.WatchAlphaBacktestRunRequest(task_id=task_id, after_seq=last_seq),
+                    timeout=max(deadline - time.monotonic(), 0.001),
+                ):
+                    event = _event_from_proto(msg.event)
+                    last_seq = max(last_seq, event.seq)
+                    backoff = 0.5
+                    yield event
+                return
+            except grpc.RpcError as exc:
+                remaining = deadline - time.monotonic()
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or remaining <= backoff:
+                    raise error_from_rpc(exc, target="gateway") from None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 8.0)
 
     def run(
         self,

@@ -33,7 +33,7 @@ def _serve(settings: Settings, registrations: list[ServiceRegistration]) -> tupl
         host="127.0.0.1",
         port=0,
         max_workers=settings.grpc_max_workers,
-        max_message_bytes=settings.grpc_max_message_bytes,
+        tuning=settings.grpc_tuning(),
     )
     return server, f"127.0.0.1:{port}"
 
@@ -104,7 +104,7 @@ class EmbeddedStack:
                 ],
                 host="127.0.0.1",
                 port=0,
-                max_message_bytes=settings.grpc_max_message_bytes,
+                tuning=settings.grpc_tuning(),
             )
             started.set_result(f"127.0.0.1:{port}")
 

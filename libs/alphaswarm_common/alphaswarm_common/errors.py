@@ -110,6 +110,14 @@ class DependencyUnavailable(AlphaSwarmError):
     default_reason = "DEPENDENCY_UNAVAILABLE"
 
 
+class RequestTooLarge(AlphaSwarmError):
+    """A request over its size limit (a REST body, or a gRPC message over its method's limit)."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 413
+    default_reason = "REQUEST_TOO_LARGE"
+
+
 class Timeout(AlphaSwarmError):
     grpc_code = "DEADLINE_EXCEEDED"
     http_status = 504
@@ -125,6 +133,7 @@ _BY_CODE: dict[str, type[AlphaSwarmError]] = {
         FailedPrecondition,
         Unauthenticated,
         DependencyUnavailable,
+        RequestTooLarge,
         Timeout,
     )
 }

@@ -17,19 +17,20 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, Timeout, error_from_code
-from alphaswarm_common.grpc_server import channel_options
+from alphaswarm_common.grpc_tuning import GrpcTuning, client_options
 
 __all__ = ["aio_call", "aio_channel", "call", "channel", "error_from_rpc"]
 
 R = TypeVar("R")
 
 
-def channel(address: str, *, max_message_bytes: int = 512 * 1024 * 1024) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+def channel(address: str, *, tuning: GrpcTuning | None = None) -> grpc.Channel:
+    """A client channel whose keepalive, per-method limits and retries agree with our servers."""
+    return grpc.insecure_channel(address, options=client_options(tuning or GrpcTuning()))
 
 
-def aio_channel(address: str, *, max_message_bytes: int = 512 * 1024 * 1024) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+def aio_channel(address: str, *, tuning: GrpcTuning | None = None) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=client_options(tuning or GrpcTuning()))
 
 
 def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, *, target: str = "") -> AlphaSwarmError:

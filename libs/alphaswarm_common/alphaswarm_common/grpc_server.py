@@ -1,8 +1,9 @@
 """gRPC server bootstrap, written once for every service.
 
 `serve()` starts a threaded server and `serve_aio()` an asyncio one; both
-register `grpc.health.v1` (SERVING for every service) and reflection, raise
-the message limits, install the error interceptor, bind the requested port
+register `grpc.health.v1` (SERVING for every service) and reflection, size
+the message limits to the methods served and accept the clients' keepalive
+pings (`grpc_tuning`), install the error interceptor, bind the requested port
 (0 picks a free one) and return `(server, port)` without blocking.
 `run_until_signal()` is the process entry's loop: on SIGTERM/SIGINT health
 turns NOT_SERVING and the server stops with a grace period.
@@ -29,9 +30,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from alphaswarm_common.errors import AlphaSwarmError
+from alphaswarm_common.errors import AlphaSwarmError, RequestTooLarge
+from alphaswarm_common.grpc_tuning import GrpcTuning, method_limits, server_options
 
-__all__ = ["ServiceRegistration", "channel_options", "run_until_signal", "serve", "serve_aio", "status_for"]
+__all__ = ["ServiceRegistration", "run_until_signal", "serve", "serve_aio", "status_for"]
 
 log = logging.getLogger(__name__)
 ERROR_DOMAIN = "alphaswarm.dev"
@@ -46,15 +48,20 @@ class ServiceRegistration:
     name: str
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.so_reuseport", 0),
-    ]
+def _request_limits(services: Sequence[ServiceRegistration], tuning: GrpcTuning) -> dict[str, int]:
+    """Methods whose channel limit is larger than their own: `/pkg.Svc/Method` -> request limit."""
+    limits = method_limits(tuning, [s.name for s in services])
+    ceiling = max((lim.request for lim in limits.values()), default=0)
+    return {path: lim.request for path, lim in limits.items() if lim.request < ceiling}
+
+
+def _check_size(method: str, request: Any, limits: dict[str, int]) -> None:
+    limit = limits.get(method)
+    if limit is not None and hasattr(request, "ByteSize") and request.ByteSize() > limit:
+        raise RequestTooLarge(
+            f"the request ({request.ByteSize()} bytes) is larger than {method}'s limit of {limit} bytes",
+            field="request",
+        )
 
 
 def status_for(exc: BaseException) -> status_pb2.Status:
@@ -101,15 +108,20 @@ def _log_unexpected(method: str, exc: BaseException) -> None:
 
 
 class _ErrorInterceptor(grpc.ServerInterceptor):
+    def __init__(self, request_limits: dict[str, int] | None = None) -> None:
+        self._limits = request_limits or {}
+
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        limits = self._limits
 
         def unary(behavior):  # type: ignore[no-untyped-def]
             def wrapper(request, context):  # type: ignore[no-untyped-def]
                 try:
+                    _check_size(method, request, limits)
                     return behavior(request, context)
                 except Exception as exc:
                     if isinstance(exc, grpc.RpcError) and context.code() is not None:
@@ -122,6 +134,7 @@ class _ErrorInterceptor(grpc.ServerInterceptor):
         def streaming(behavior):  # type: ignore[no-untyped-def]
             def wrapper(request, context):  # type: ignore[no-untyped-def]
                 try:
+                    _check_size(method, request, limits)
                     yield from behavior(request, context)
                 except Exception as exc:
                     _log_unexpected(method, exc)
@@ -141,15 +154,20 @@ class _ErrorInterceptor(grpc.ServerInterceptor):
 
 
 class _AioErrorInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, request_limits: dict[str, int] | None = None) -> None:
+        self._limits = request_limits or {}
+
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        limits = self._limits
 
         def unary(behavior):  # type: ignore[no-untyped-def]
             async def wrapper(request, context):  # type: ignore[no-untyped-def]
                 try:
+                    _check_size(method, request, limits)
                     return await behavior(request, context)
                 except Exception as exc:
                     if isinstance(exc, grpc.aio.AbortError):
@@ -162,6 +180,7 @@ class _AioErrorInterceptor(grpc.aio.ServerInterceptor):
         def streaming(behavior):  # type: ignore[no-untyped-def]
             async def wrapper(request, context):  # type: ignore[no-untyped-def]
                 try:
+                    _check_size(method, request, limits)
                     async for item in behavior(request, context):
                         yield item
                 except Exception as exc:
@@ -204,13 +223,15 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     max_workers: int = 8,
-    max_message_bytes: int = 512 * 1024 * 1024,
+    tuning: GrpcTuning | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start a threaded gRPC server with health and reflection; return (server, bound port)."""
+    tuning = tuning or GrpcTuning()
+    names = [s.name for s in services]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[_ErrorInterceptor()],
-        options=channel_options(max_message_bytes),
+        interceptors=[_ErrorInterceptor(_request_limits(services, tuning))],
+        options=server_options(tuning, names),
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     _register(server, services, health_servicer)
@@ -227,13 +248,15 @@ async def serve_aio(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    max_message_bytes: int = 512 * 1024 * 1024,
+    tuning: GrpcTuning | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start an asyncio gRPC server with health and reflection; return (server, bound port)."""
     from grpc_health.v1 import _async as health_async
 
+    tuning = tuning or GrpcTuning()
     server = grpc.aio.server(
-        interceptors=[_AioErrorInterceptor()], options=channel_options(max_message_bytes)
+        interceptors=[_AioErrorInterceptor(_request_limits(services, tuning))],
+        options=server_options(tuning, [s.name for s in services]),
     )
     health_servicer = health_async.HealthServicer()
     _register(server, services, health_servicer)

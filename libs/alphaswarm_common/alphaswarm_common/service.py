@@ -43,7 +43,7 @@ def run_service(
         host=settings.grpc_host,
         port=settings.grpc_port,
         max_workers=settings.grpc_max_workers,
-        max_message_bytes=settings.grpc_max_message_bytes,
+        tuning=settings.grpc_tuning(),
     )
     logging.getLogger(f"alphaswarm.{name}").info("%s listening on %s:%d", name, settings.grpc_host, port)
     print(f"{name} listening on {settings.grpc_host}:{port}", flush=True)

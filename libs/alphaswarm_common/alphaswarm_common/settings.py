@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from alphaswarm_common.grpc_tuning import GrpcTuning
 
 __all__ = ["Settings"]
 
@@ -57,7 +59,18 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=0, le=65535)
 
     # gRPC behaviour.
-    grpc_max_message_mb: int = Field(default=512, ge=4)
+    grpc_max_message_mb: int = Field(
+        default=512, ge=4, description="Limit of the RPCs that carry packed arrays (predictions, prices)."
+    )
+    grpc_control_message_mb: int = Field(default=32, ge=1, description="Limit of every other RPC.")
+    grpc_keepalive_seconds: float = Field(
+        default=30.0, gt=0, description="Clients ping an idle connection this often (long calls stay up)."
+    )
+    grpc_keepalive_timeout_seconds: float = Field(default=20.0, gt=0)
+    grpc_min_ping_seconds: float = Field(
+        default=10.0, gt=0, description="Servers accept pings this often; at most grpc_keepalive_seconds."
+    )
+    grpc_retry_attempts: int = Field(default=4, ge=2, le=5, description="Attempts of a call on UNAVAILABLE.")
     grpc_max_workers: int = Field(default=8, ge=1)
     grpc_shutdown_grace_seconds: float = Field(default=5.0, ge=0)
 
@@ -69,6 +82,11 @@ class Settings(BaseSettings):
 
     # Gateway workers running sagas concurrently in this process.
     gateway_workers: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _grpc_ends_agree(self) -> Settings:
+        self.grpc_tuning()  # raises ValueError naming the setting when the two ends would disagree
+        return self
 
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
@@ -93,3 +111,7 @@ class Settings(BaseSettings):
     @property
     def grpc_max_message_bytes(self) -> int:
         return self.grpc_max_message_mb * 1024 * 1024
+
+    def grpc_tuning(self) -> GrpcTuning:
+        """Keepalive, message limits and retries, the same on both ends of every call."""
+        return GrpcTuning.from_settings(self)

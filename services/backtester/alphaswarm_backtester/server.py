@@ -18,7 +18,7 @@ def build(settings: Settings, *, tracker: Tracker | None = None) -> list[Service
         raise InvalidArgument("ALPHASWARM_PERSISTENCE_ADDR is required", field="persistence_addr")
     tracker = tracker or Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
     persistence = ppb_grpc.PersistenceServiceStub(
-        channel(settings.persistence_addr, max_message_bytes=settings.grpc_max_message_bytes)
+        channel(settings.persistence_addr, tuning=settings.grpc_tuning())
     )
     servicer = BacktesterServicer(tracker, persistence, deadline=settings.deadline_default_seconds)
     return [ServiceRegistration(pb_grpc.add_BacktesterServiceServicer_to_server, servicer, SERVICE_NAME)]

@@ -88,9 +88,7 @@ def _check_addresses(settings: Settings) -> None:
 def _connect(settings: Settings) -> Clients:
     _check_addresses(settings)
     addrs = _addresses(settings)
-    channels = {
-        k: aio_channel(v, max_message_bytes=settings.grpc_max_message_bytes) for k, v in addrs.items() if v
-    }
+    channels = {k: aio_channel(v, tuning=settings.grpc_tuning()) for k, v in addrs.items() if v}
     return Clients(
         trainer=tpb_grpc.TrainerServiceStub(channels["trainer"]),
         registry=rpb_grpc.RegistryServiceStub(channels["registry"]),

@@ -186,7 +186,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
                 ],
                 host=settings.grpc_host,
                 port=settings.grpc_port,
-                max_message_bytes=settings.grpc_max_message_bytes,
+                tuning=settings.grpc_tuning(),
             )
             app.state.grpc_port = port
             log.info("gateway gRPC listening on %s:%d", settings.grpc_host, port)
