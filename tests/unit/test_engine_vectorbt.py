@@ -46,6 +46,11 @@ def _vbt(close, w, *, fees, lag, every, open_=None):
     decisions, fills = decision_schedule(n_bars, lag, every)
     size = np.full(close.shape, np.nan)
     size[fills] = np.nan_to_num(w[decisions])
+    return _vbt_orders(close, size, fees=fees, open_=open_)
+
+
+def _vbt_orders(close, size, *, fees, open_=None):
+    """Target-percent orders `size` (NaN = no order) with shared cash, filled at the close or `open_`."""
     kwargs = {}
     if open_ is not None:
         # our convention for an untradable holding at an open fill: its last close (vectorbt's
@@ -178,26 +183,7 @@ def test_order_mask_matches_vectorbt_orders_on_chosen_cells(seed, fill, nan_pric
     masked_w = np.where(mask, np.nan_to_num(w), np.nan)
     size = np.full(close.shape, np.nan)
     size[1:] = masked_w[:-1]
-    kwargs = {}
-    if px_open is not None:
-        last_close = pd.DataFrame(close).ffill().shift(1).to_numpy()
-        kwargs = {
-            "price": pd.DataFrame(px_open),
-            "val_price": pd.DataFrame(np.where(np.isfinite(px_open), px_open, last_close)),
-        }
-    pf = vbt.Portfolio.from_orders(
-        pd.DataFrame(close),
-        size=pd.DataFrame(size),
-        size_type="targetpercent",
-        cash_sharing=True,
-        group_by=True,
-        call_seq="auto",
-        fees=0.002,
-        init_cash=INIT_CASH,
-        direction="both",
-        freq="1D",
-        **kwargs,
-    )
+    pf = _vbt_orders(close, size, fees=0.002, open_=px_open)
     np.testing.assert_allclose(out.equity / 1e4, pf.value().to_numpy() / INIT_CASH, rtol=1e-9)
     their_w = pf.asset_value(group_by=False).to_numpy() / pf.value().to_numpy()[:, None]
     np.testing.assert_allclose(out.weights_held, their_w, rtol=0, atol=1e-9)

@@ -40,6 +40,11 @@ def momentum(cfg: StrategyConfig, bars: Mapping[str, np.ndarray]) -> np.ndarray:
     return out
 
 
+def by_type(cfg: StrategyConfig, bars: Mapping[str, np.ndarray]) -> np.ndarray:
+    """`momentum` legs run `momentum`, every other leg is bought and held."""
+    return momentum(cfg, bars) if cfg.type == "momentum" else buy_and_hold(cfg, bars)
+
+
 def _market(seed: int, n_bars: int, n_syms: int, *, nan_tail: bool = False) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     close = 50.0 * np.exp(np.cumsum(rng.normal(0.0003, 0.015, (n_bars, n_syms)), axis=0))
@@ -48,6 +53,12 @@ def _market(seed: int, n_bars: int, n_syms: int, *, nan_tail: bool = False) -> d
         close[-10:, 2] = np.nan
     dates = pd.bdate_range("2020-01-01", periods=n_bars)
     return {"close": close, "dates": dates, "symbols": [f"S{j}" for j in range(n_syms)]}
+
+
+def _run(legs: list[PortfolioLeg], m: dict[str, Any], config: EngineConfig, **kwargs: Any) -> Any:
+    return run_portfolio_backtest(
+        legs, m["close"], dates=m["dates"], symbols=m["symbols"], config=config, leg_weights=by_type, **kwargs
+    )
 
 
 def _month_fills(dates: pd.DatetimeIndex, lag: int, freq: str) -> np.ndarray:
@@ -94,15 +105,7 @@ def _share_and_cash_loop(
 def test_buy_and_hold_pays_fees_on_entry_and_rebalance_fills_only(freq: str, nan_tail: bool) -> None:
     m = _market(31, 300, 3, nan_tail=nan_tail)
     cfg = EngineConfig(initial_capital=100_000.0, min_fee=1.0)  # fees + slippage 0.2%, lag 1
-    out = run_portfolio_backtest(
-        [PortfolioLeg(s, BH) for s in m["symbols"]],
-        m["close"],
-        dates=m["dates"],
-        symbols=m["symbols"],
-        rebalance_frequency=freq,
-        config=cfg,
-        leg_weights=buy_and_hold,
-    )
+    out = _run([PortfolioLeg(s, BH) for s in m["symbols"]], m, cfg, rebalance_frequency=freq)
     fills = _month_fills(m["dates"], 1, freq)
     hand = _share_and_cash_loop(
         m["close"], np.full(3, 1 / 3), fills, capital=100_000.0, rate=cfg.cost_rate, min_fee=1.0
@@ -139,18 +142,7 @@ def test_monthly_rebalancing_orders_on_month_boundaries_and_signal_changes_only(
         PortfolioLeg("S2", StrategyConfig(type="momentum", params={"lookback": 15})),
     ]
 
-    def weights(cfg: StrategyConfig, bars: Mapping[str, np.ndarray]) -> np.ndarray:
-        return momentum(cfg, bars) if cfg.type == "momentum" else buy_and_hold(cfg, bars)
-
-    out = run_portfolio_backtest(
-        legs,
-        m["close"],
-        dates=m["dates"],
-        symbols=m["symbols"],
-        rebalance_frequency="monthly",
-        config=EngineConfig(initial_capital=100_000.0, min_fee=1.0),
-        leg_weights=weights,
-    )
+    out = _run(legs, m, EngineConfig(initial_capital=100_000.0, min_fee=1.0), rebalance_frequency="monthly")
     fills = _month_fills(m["dates"], 1, "monthly")
     signal = momentum(legs[2].strategy_cfg, {"close": m["close"][:, 2]})
     flips = np.flatnonzero(np.diff(signal)) + 1 + 1  # a change decided at t fills at t + 1
@@ -185,20 +177,9 @@ def test_portfolio_matches_vectorbt_given_the_same_orders(with_signal: bool, nan
     strategies = [BH, BH, StrategyConfig(type="momentum" if with_signal else "buy_and_hold")]
     legs = [PortfolioLeg(s, strategies[j], 0.3) for j, s in enumerate(m["symbols"])]
 
-    def weights(cfg: StrategyConfig, bars: Mapping[str, np.ndarray]) -> np.ndarray:
-        return momentum(cfg, bars) if cfg.type == "momentum" else buy_and_hold(cfg, bars)
-
     cfg = EngineConfig(initial_capital=100_000.0, fees=0.001, slippage=0.0005)
-    out = run_portfolio_backtest(
-        legs,
-        m["close"],
-        dates=m["dates"],
-        symbols=m["symbols"],
-        rebalance_frequency="monthly",
-        position_sizing_method="fixed",  # 0.9 invested, so vectorbt never runs out of cash
-        config=cfg,
-        leg_weights=weights,
-    )
+    # fixed weights: 0.9 invested, so vectorbt never runs out of cash
+    out = _run(legs, m, cfg, rebalance_frequency="monthly", position_sizing_method="fixed")
     # the orders: every symbol on a rebalance fill, the signal leg's symbol when its position changes
     size = np.full(m["close"].shape, np.nan)
     fills = _month_fills(m["dates"], 1, "monthly")

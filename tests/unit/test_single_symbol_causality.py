@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alphaswarm_backtester.engine import EngineConfig, run_backtest, single
+from alphaswarm_backtester.engine import EngineConfig, single
 from alphaswarm_backtester.engine.rules import run_rule_backtest
 
 pytestmark = pytest.mark.unit
@@ -85,52 +85,6 @@ def test_missing_future_closes_leave_the_past_bitwise_unchanged(
         holed = run_rule_backtest(strategy, params, close=c, high=h, low=lo, **kwargs)
         _assert_same_past(clean, holed, t, closes=strategy != "buy_and_hold")
         assert not np.array_equal(clean.equity, holed.equity)
-
-
-def test_missing_closes_are_held_through_as_the_fill_loop_holds_them() -> None:
-    # the closed form with missing closes against run_backtest's share-and-cash loop
-    n_bars = 2500
-    close, high, low, dates = _series(42, n_bars)
-    close = _holes(close, 400, 3)
-    close[:30] = np.nan  # listed late
-    high = np.where(np.isnan(close), np.nan, high)
-    low = np.where(np.isnan(close), np.nan, low)
-    cfg = EngineConfig(fees=0.002, slippage=0.001, execution_lag=2)
-    for strategy, params in STRATEGIES[:2]:
-        got = run_rule_backtest(
-            strategy, params, close=close, high=high, low=low, dates=dates, symbols=["X"], config=cfg
-        )
-        side = got.weights_target[:, 0]  # the targets in force, already lagged
-        decisions = np.concatenate((side[2:], np.zeros(2)))
-        ref = run_backtest(decisions, close, dates=dates, symbols=["X"], config=cfg, high=high, low=low)
-        for name in ("returns", "drawdown", "weights_held", "traded", "costs", "turnover"):
-            np.testing.assert_allclose(
-                getattr(got, name), getattr(ref, name), rtol=1e-9, atol=1e-12, err_msg=name
-            )
-        np.testing.assert_allclose(got.equity, ref.equity, rtol=1e-9)
-        np.testing.assert_allclose(got.cash, ref.cash, rtol=1e-9, atol=1e-6)
-        assert len(got.trades) == len(ref.trades) > 20
-        for col in (
-            "entry_bar",
-            "exit_bar",
-            "entry_date",
-            "exit_date",
-            "direction",
-            "exit_reason",
-            "is_open",
-            "duration_bars",
-        ):
-            np.testing.assert_array_equal(got.trades[col].to_numpy(), ref.trades[col].to_numpy(), err_msg=col)
-        for col in ("entry_price", "exit_price", "shares", "pnl", "pnl_percent", "mae", "mfe", "fees_paid"):
-            np.testing.assert_allclose(
-                got.trades[col].to_numpy(), ref.trades[col].to_numpy(), rtol=1e-8, atol=1e-9, err_msg=col
-            )
-        for name, value in ref.metrics.values.items():
-            other = got.metrics.get(name)
-            if value is None or other is None:
-                assert value is other, name
-            else:
-                assert other == pytest.approx(value, rel=1e-8, abs=1e-12), name
 
 
 @pytest.mark.parametrize(("strategy", "params"), [STRATEGIES[0], STRATEGIES[1]])
