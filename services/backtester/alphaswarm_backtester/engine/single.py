@@ -261,21 +261,26 @@ def _dense_sweep(
 ) -> np.ndarray:
     """`_sparse_sweeps`' next sweep on whole arrays (each bar reads its predecessor's previous value).
 
-    Only the bars `moved` are updated, with the sparse sweep's arithmetic, so
-    the numbers do not depend on which of the two ran: a bar's value depends
-    on the bars before it only. Returns the bars after those that moved.
+    Only the bars `moved` (sorted) are updated, with the sparse sweep's
+    arithmetic, so the numbers do not depend on which of the two ran: a
+    bar's value depends on the bars before it only. Returns the bars after
+    those that moved. (A bar after a flat one may be listed: recomputing it
+    gives its value again, `|w_s|`.)
     """
     n = d.size
     new = np.empty_like(wa)
     cd = np.empty_like(wa)
-    due = np.zeros(n, dtype=bool)
-    due[moved] = True
+    due = np.empty(wa.size, dtype=bool)
     before = float(d[0])  # the previous sweep's value of the bar before the block
     moved_parts = []
     with np.errstate(divide="ignore", invalid="ignore"):
         for i0 in _blocks(n, 1):
             i1 = min(i0 + _CHUNK, n)
             m = i1 - i0
+            lo, hi = np.searchsorted(moved, (i0, i1))
+            if lo == hi:
+                before = float(d[i1 - 1])
+                continue
             cur, prev = slice(i0, i1), slice(i0 - 1, i1 - 1)
             a, gm, nm, cm = wa[:m], g[:m], new[:m], cd[:m]
             wb = w.window(i0, i1)
@@ -286,13 +291,18 @@ def _dense_sweep(
             gm -= cm  # G_s less w_{s-1} a_s: ((1 - w_{s-1}) - c d_{s-1})
             _target_gap(px[cur], px[prev], w_prev, w_cur, a, gm, nm)
             before = float(d[i1 - 1])
-            upd = due[cur]
             np.subtract(nm, d[cur], out=a)
             np.abs(a, out=a)
-            go_on = upd & (a > _TOL)
-            go_on &= w_cur != 0.0  # a flat bar's successor does not depend on its d
+            go_on = a > _TOL
+            if hi - lo == m:  # every bar of the block is due
+                d[cur] = nm
+            else:
+                upd = due[:m]
+                upd.fill(False)
+                upd[moved[lo:hi] - i0] = True
+                go_on &= upd
+                np.copyto(d[cur], nm, where=upd)
             moved_parts.append(np.flatnonzero(go_on) + (i0 + 1))
-            np.copyto(d[cur], nm, where=upd)
     moved = np.concatenate(moved_parts) if moved_parts else np.empty(0, dtype=np.int64)
     return moved[moved < n]
 
