@@ -26,6 +26,8 @@ STRATEGIES: list[tuple[str, dict[str, Any]]] = [
     ("rsi", {"period": 14}),
     ("momentum", {"lookback": 20}),
     ("buy_and_hold", {}),
+    ("macd", {}),
+    ("bollinger", {"allow_short": True}),
 ]
 
 
