@@ -354,3 +354,31 @@ def test_order_mask_keeps_the_shares_of_symbols_without_an_order() -> None:
     with pytest.raises(DataError) as err:
         _run(w, close, order_mask=mask[:, :2])
     assert err.value.field == "order_mask"
+
+
+@pytest.mark.parametrize("fill", ["close", "open"])
+def test_order_mask_fill_loop_equals_the_every_bar_loop(fill: str) -> None:
+    # the fill-bar loop of an order mask against the every-bar loop (taken when stops are set; a
+    # take-profit that never fires changes nothing else), with rf, a minimum fee and missing prices
+    close = _prices(41, 120, 4)
+    close[:10, 1] = np.nan
+    close[50:60, 2] = np.nan
+    open_ = close * 1.001
+    w = _weights(41, close.shape, gross=0.9)
+    mask = np.random.default_rng(41).random(close.shape) < 0.25
+    common = {
+        "execution_lag": 1,
+        "fill_price": fill,
+        "rf": 0.04,
+        "min_fee": 0.5,
+        "order_mask": mask,
+        "open": open_,
+    }
+    fast = _run(w, close, **dict(common))
+    slow = _run(w, close, take_profit=1e6, **dict(common))
+    for name in ("equity", "cash", "weights_held", "traded", "costs", "weights_target"):
+        np.testing.assert_allclose(
+            getattr(fast, name), getattr(slow, name), rtol=1e-12, atol=1e-12, err_msg=name
+        )
+    np.testing.assert_array_equal(fast.fill_bars, slow.fill_bars)
+    assert len(fast.trades) == len(slow.trades) > 10

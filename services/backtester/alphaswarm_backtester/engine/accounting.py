@@ -333,6 +333,11 @@ def _rows_all_finite(arr: np.ndarray) -> np.ndarray:
     return out
 
 
+def _outputs(n_bars: int, n_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The simulation's `(positions, cash, traded, cost)` buffers (traded and cost zeroed)."""
+    return np.empty((n_bars, n_cols)), np.empty(n_bars), np.zeros(n_bars), np.zeros(n_bars)
+
+
 def _simulate_fills(
     wt: np.ndarray,
     close: np.ndarray,
@@ -353,10 +358,7 @@ def _simulate_fills(
     when `min_fee > 0`, take the general `_rebalance`.
     """
     n_bars, n_cols = close.shape
-    positions = np.empty((n_bars, n_cols))
-    cash_end = np.empty(n_bars)
-    traded = np.zeros(n_bars)
-    costs = np.zeros(n_bars)
+    positions, cash_end, traded, costs = _outputs(n_bars, n_cols)
     growth = 1.0 + rf_p
     rate = cfg.cost_rate
     by_open = cfg.fill_price == "open"
@@ -433,6 +435,51 @@ def _simulate_fills(
     return positions, cash_end, traded, costs, clean
 
 
+def _simulate_ordered_fills(
+    wt: np.ndarray,
+    close: np.ndarray,
+    fill_px: np.ndarray,
+    fills: np.ndarray,
+    orders: np.ndarray,
+    cfg: EngineConfig,
+    rf_p: float,
+    close_has_nan: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Loop over the fill bars of an order mask (no stops). Returns `(positions, cash, traded, cost)`.
+
+    `orders` (`(len(fills), N)` bool) are the symbols each fill orders; the
+    fill bars are any increasing bars. Bars between fills keep the shares of
+    the fill before; cash earns rf on every bar.
+    """
+    n_bars, n_cols = close.shape
+    positions, cash_end, traded, costs = _outputs(n_bars, n_cols)
+    growth = 1.0 + rf_p
+    by_open = cfg.fill_price == "open"
+    shares = np.zeros(n_cols)
+    cash = cfg.initial_capital
+    mark = np.full(n_cols, np.nan)
+    marked_to = -1  # `mark` holds the last known close through this bar
+    done = 0  # bars [0, done) are written
+    for j, f in enumerate(fills.tolist()):
+        if f > done:  # the bars before the fill hold the shares
+            positions[done:f] = shares
+            cash_end[done:f] = cash * growth ** np.arange(1, f - done + 1)
+            cash = float(cash_end[f - 1])
+        cash *= growth
+        upto = f if not by_open else f - 1
+        mark = _advance_marks(mark, close[marked_to + 1 : upto + 1]) if close_has_nan else close[upto]
+        marked_to = upto
+        row = positions[f]
+        cash, traded[f], costs[f] = _rebalance(shares, cash, wt[f], fill_px[f], mark, cfg, row, orders[j])
+        cash_end[f] = cash
+        shares = row
+        done = f + 1
+    if done < n_bars:
+        positions[done:] = shares
+        cash_end[done:] = cash * growth ** np.arange(1, n_bars - done + 1)
+    return positions, cash_end, traded, costs
+
+
 def _update_entry(
     ent_size: np.ndarray, ent_value: np.ndarray, before: np.ndarray, after: np.ndarray, price: np.ndarray
 ) -> None:
@@ -456,15 +503,12 @@ def _simulate_bars(
     rf_p: float,
     orders: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, StopEvents]:
-    """Loop over every bar (stops, or order masks). Returns `(positions, cash, traded, cost, stops)`.
+    """Loop over every bar (stops enabled). Returns `(positions, cash, traded, cost, stops)`.
 
     `orders` (`(len(fills), N)` bool) are the symbols each fill orders (None: all).
     """
     n_bars, n_cols = close.shape
-    positions = np.empty((n_bars, n_cols))
-    cash_end = np.empty(n_bars)
-    traded = np.zeros(n_bars)
-    costs = np.zeros(n_bars)
+    positions, cash_end, traded, costs = _outputs(n_bars, n_cols)
     is_fill = np.zeros(n_bars, dtype=bool)
     is_fill[fills] = True
     fill_row = np.zeros(n_bars, dtype=np.int64)
@@ -674,10 +718,16 @@ def simulate(
     fill_px = close if config.fill_price == "close" else open
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
-    if config.has_stops or orders is not None:
+    if config.has_stops:
         positions, cash, traded, cost, stops = _simulate_bars(
             wt, close, open, high, low, fills, config, rf_p, orders
         )
+        clean = bool(_rows_all_finite(fill_px).all())
+    elif orders is not None:
+        positions, cash, traded, cost = _simulate_ordered_fills(
+            wt, close, fill_px, fills, orders, config, rf_p, close_has_nan
+        )
+        stops = StopEvents.empty()
         clean = bool(_rows_all_finite(fill_px).all())
     else:
         positions, cash, traded, cost, clean = _simulate_fills(
