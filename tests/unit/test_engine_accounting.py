@@ -37,7 +37,7 @@ def _weights(seed: int, shape: tuple[int, int], gross: float = 1.2) -> np.ndarra
 
 def _run(w, close, **cfg):
     n_bars, n_syms = np.asarray(close).reshape(len(close), -1).shape
-    extra = {k: cfg.pop(k) for k in ("open", "high", "low", "benchmark", "dates") if k in cfg}
+    extra = {k: cfg.pop(k) for k in ("open", "high", "low", "benchmark", "dates", "order_mask") if k in cfg}
     dates = extra.pop("dates", pd.bdate_range("2022-01-03", periods=n_bars))
     return run_backtest(
         w, close, dates=dates, symbols=[f"x{i}" for i in range(n_syms)], config=EngineConfig(**cfg), **extra
@@ -327,3 +327,58 @@ def test_input_validation_names_the_field():
     assert field_of(w, close, benchmark=np.zeros(3)) == "benchmark"
     with pytest.raises(DataError):
         run_backtest(w, close, **ok, high=close[:5])
+
+
+def test_order_mask_keeps_the_shares_of_symbols_without_an_order() -> None:
+    close = _prices(40, 30, 3)
+    w = np.tile([0.3, 0.3, 0.3], (30, 1))
+    mask = np.zeros(close.shape, dtype=bool)
+    mask[0] = True  # the entry
+    mask[10, 1] = True  # symbol 1 alone is rebalanced at the fill of decision 10
+    every_bar = _run(w, close, execution_lag=1, min_fee=1.0)
+    out = _run(w, close, execution_lag=1, min_fee=1.0, order_mask=mask)
+    assert np.flatnonzero(every_bar.traded).tolist() == list(range(1, 30))  # min_fee dust every bar
+    assert out.fill_bars.tolist() == [1, 11]
+    assert np.flatnonzero(out.traded).tolist() == [1, 11]
+    shares = out.shares(close)
+    np.testing.assert_allclose(shares[1:11], np.broadcast_to(shares[1], (10, 3)), rtol=1e-12)
+    np.testing.assert_allclose(shares[11:, [0, 2]], np.broadcast_to(shares[1, [0, 2]], (19, 2)), rtol=1e-12)
+    cash_before = out.cash[10]
+    value = cash_before + shares[10] @ close[11]  # the pre-trade value at the fill
+    assert shares[11, 1] * close[11, 1] == pytest.approx(0.3 * value, rel=1e-12)
+    paid = out.costs[11] * out.equity[10]
+    assert paid == pytest.approx(
+        max(1.0, 0.002 * abs(shares[11, 1] - shares[10, 1]) * close[11, 1]), rel=1e-12
+    )
+    np.testing.assert_array_equal(out.weights_target[11:], np.broadcast_to([0.3, 0.3, 0.3], (19, 3)))
+    with pytest.raises(DataError) as err:
+        _run(w, close, order_mask=mask[:, :2])
+    assert err.value.field == "order_mask"
+
+
+@pytest.mark.parametrize("fill", ["close", "open"])
+def test_order_mask_fill_loop_equals_the_every_bar_loop(fill: str) -> None:
+    # the fill-bar loop of an order mask against the every-bar loop (taken when stops are set; a
+    # take-profit that never fires changes nothing else), with rf, a minimum fee and missing prices
+    close = _prices(41, 120, 4)
+    close[:10, 1] = np.nan
+    close[50:60, 2] = np.nan
+    open_ = close * 1.001
+    w = _weights(41, close.shape, gross=0.9)
+    mask = np.random.default_rng(41).random(close.shape) < 0.25
+    common = {
+        "execution_lag": 1,
+        "fill_price": fill,
+        "rf": 0.04,
+        "min_fee": 0.5,
+        "order_mask": mask,
+        "open": open_,
+    }
+    fast = _run(w, close, **dict(common))
+    slow = _run(w, close, take_profit=1e6, **dict(common))
+    for name in ("equity", "cash", "weights_held", "traded", "costs", "weights_target"):
+        np.testing.assert_allclose(
+            getattr(fast, name), getattr(slow, name), rtol=1e-12, atol=1e-12, err_msg=name
+        )
+    np.testing.assert_array_equal(fast.fill_bars, slow.fill_bars)
+    assert len(fast.trades) == len(slow.trades) > 10

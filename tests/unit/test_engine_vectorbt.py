@@ -46,6 +46,11 @@ def _vbt(close, w, *, fees, lag, every, open_=None):
     decisions, fills = decision_schedule(n_bars, lag, every)
     size = np.full(close.shape, np.nan)
     size[fills] = np.nan_to_num(w[decisions])
+    return _vbt_orders(close, size, fees=fees, open_=open_)
+
+
+def _vbt_orders(close, size, *, fees, open_=None):
+    """Target-percent orders `size` (NaN = no order) with shared cash, filled at the close or `open_`."""
     kwargs = {}
     if open_ is not None:
         # our convention for an untradable holding at an open fill: its last close (vectorbt's
@@ -150,3 +155,40 @@ def test_ledger_matches_vectorbt_positions(seed, fees, slippage, lag, every, fil
     their_costs = (rec["entry_fees"] + rec["exit_fees"]).to_numpy() * scale
     ours_costs = (tr["fees_paid"] + tr["slippage_cost"]).to_numpy()
     assert (np.abs(ours_costs - their_costs) / notional).max() < 1e-9
+
+
+@pytest.mark.parametrize(
+    ("seed", "fill", "nan_prices"), [(21, "close", False), (22, "close", True), (23, "open", True)]
+)
+def test_order_mask_matches_vectorbt_orders_on_chosen_cells(seed, fill, nan_prices):
+    # an order mask is vectorbt's NaN size: that symbol places no order on that row
+    close, open_, w = _panel(seed, nan_prices=nan_prices)
+    # long-only and at most 0.12 a symbol: the symbols not ordered keep their drifted weights, so the
+    # book stays well below 1 and vectorbt never caps a purchase by its cash
+    w = np.abs(w) * 0.12 / np.nanmax(np.abs(w))
+    rng = np.random.default_rng(seed + 100)
+    mask = rng.random(close.shape) < 0.3
+    mask[rng.random(close.shape[0]) < 0.2] = False  # rows without any order are no fill
+    px_open = open_ if fill == "open" else None
+    cfg = EngineConfig(fees=0.001, slippage=0.001, execution_lag=1, fill_price=fill)
+    out = run_backtest(
+        w,
+        close,
+        dates=pd.bdate_range("2021-01-04", periods=close.shape[0]),
+        symbols=[f"s{i}" for i in range(close.shape[1])],
+        config=cfg,
+        open=px_open,
+        order_mask=mask,
+    )
+    masked_w = np.where(mask, np.nan_to_num(w), np.nan)
+    size = np.full(close.shape, np.nan)
+    size[1:] = masked_w[:-1]
+    pf = _vbt_orders(close, size, fees=0.002, open_=px_open)
+    np.testing.assert_allclose(out.equity / 1e4, pf.value().to_numpy() / INIT_CASH, rtol=1e-9)
+    their_w = pf.asset_value(group_by=False).to_numpy() / pf.value().to_numpy()[:, None]
+    np.testing.assert_allclose(out.weights_held, their_w, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(out.fill_bars, np.flatnonzero(mask[:-1].any(axis=1)) + 1)
+    rec = pd.DataFrame(pf.positions.values).sort_values(["col", "entry_idx"], kind="stable")
+    assert len(out.trades) == len(rec) > 10
+    np.testing.assert_array_equal(out.trades["entry_bar"].to_numpy(), rec["entry_idx"].to_numpy())
+    np.testing.assert_array_equal(out.trades["exit_bar"].to_numpy(), rec["exit_idx"].to_numpy())

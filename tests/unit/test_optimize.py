@@ -397,12 +397,19 @@ def test_kernel_backtest_declines_what_it_does_not_model():
     close, dates = _prices(1, 50)
     side = np.ones(50, dtype=np.int8)
     assert kernel_backtest(side, close, dates=dates, symbol="X", config=EngineConfig(rf=0.02)) is None
+    # a missing close is modelled (a bar where nothing trades), an invalid price is not
     gappy = close.copy()
     gappy[10] = np.nan
-    assert kernel_backtest(side, gappy, dates=dates, symbol="X", config=EngineConfig()) is None
-    out = run_rule_backtest("buy_and_hold", {}, close=gappy, dates=dates, symbols=["X"])  # falls back
+    got = kernel_backtest(side, gappy, dates=dates, symbol="X", config=EngineConfig())
     ref = run_backtest(np.ones(50), gappy, dates=dates, symbols=["X"])
-    np.testing.assert_array_equal(out.equity, ref.equity)
+    assert got is not None
+    np.testing.assert_allclose(got.equity, ref.equity, rtol=1e-12)
+    assert got.returns[10] == ref.returns[10] == 0.0
+    gappy[20] = -1.0
+    assert kernel_backtest(side, gappy, dates=dates, symbol="X", config=EngineConfig()) is None
+    with pytest.raises(DataError) as err:
+        run_rule_backtest("buy_and_hold", {}, close=gappy, dates=dates, symbols=["X"])
+    assert err.value.field == "close"
     # dates that are not strictly increasing, or missing: declined (run_backtest reports them)
     for bad in (dates[::-1], dates.insert(5, dates[4])[:50], dates.insert(0, pd.NaT)[:50]):
         assert kernel_backtest(side, close, dates=bad, symbol="X", config=EngineConfig()) is None

@@ -173,7 +173,7 @@ def test_buy_and_hold_with_a_lag_trades_once(lag: int, fill: str) -> None:
     assert out.config.execution_lag == lag
 
 
-def test_costs_leave_only_dust_between_rebalances() -> None:
+def test_costs_are_paid_from_cash_and_never_traded_back() -> None:
     m = _market(19, 250, 3)
     out = run_portfolio_backtest(
         _legs(["S0", "S1", "S2"]),
@@ -186,9 +186,10 @@ def test_costs_leave_only_dust_between_rebalances() -> None:
     traded = out.backtest.traded
     assert out.backtest.config.initial_capital == 100_000.0  # the portfolio default
     assert traded[1] == pytest.approx(1.0, rel=1e-12)  # the purchase, at the default lag 1
-    assert traded[2] == pytest.approx(0.002, rel=0.05)  # the account holds 1 / (1 - 0.002) x the sleeves
-    assert traded[3:].sum() < 1e-5
-    assert out.backtest.costs.sum() == pytest.approx(0.002 * (1.0 + 0.002), rel=0.01)
+    assert np.flatnonzero(traded).tolist() == [1]  # nothing trades after it
+    assert out.backtest.costs.sum() == pytest.approx(0.002, rel=1e-12)
+    assert out.backtest.cash[1] == pytest.approx(-0.002 * 100_000.0, rel=1e-12)  # the costs, borrowed
+    np.testing.assert_array_equal(out.backtest.cash[2:] == out.backtest.cash[1], True)
 
 
 def test_legs_on_one_symbol_add_up() -> None:

@@ -96,14 +96,19 @@ def test_kernel_backtest_equals_the_fill_loop_on_long_series(choices, cfg_kwargs
     got = kernel_backtest(side, close, dates=dates, symbol="X", config=cfg, size=size)
     ref = run_backtest(size * side.astype(float), close, dates=dates, symbols=["X"], config=cfg)
     assert got is not None
+    _assert_same_account(got, ref, min_trades=100)
+
+
+def _assert_same_account(got, ref, *, min_trades: int) -> None:
+    """The closed form's output equals the share-and-cash loop's to rounding: arrays, ledger, metrics."""
     for name in ("returns", "drawdown", "weights_held", "traded", "costs", "turnover"):
         np.testing.assert_allclose(
             getattr(got, name), getattr(ref, name), rtol=1e-9, atol=1e-12, err_msg=name
         )
     np.testing.assert_allclose(got.equity, ref.equity, rtol=1e-9)
-    np.testing.assert_allclose(got.cash, ref.cash, rtol=1e-9, atol=1e-9 * cfg.initial_capital)
-    assert len(got.trades) == len(ref.trades) > 100
-    for col in ("entry_bar", "exit_bar", "direction", "exit_reason", "is_open"):
+    np.testing.assert_allclose(got.cash, ref.cash, rtol=1e-9, atol=1e-9 * ref.config.initial_capital)
+    assert len(got.trades) == len(ref.trades) > min_trades
+    for col in ("entry_bar", "exit_bar", "entry_date", "exit_date", "direction", "exit_reason", "is_open"):
         np.testing.assert_array_equal(got.trades[col].to_numpy(), ref.trades[col].to_numpy(), err_msg=col)
     for col in ("entry_price", "exit_price", "shares", "pnl", "pnl_percent", "mae", "mfe", "fees_paid"):
         np.testing.assert_allclose(
@@ -115,6 +120,44 @@ def test_kernel_backtest_equals_the_fill_loop_on_long_series(choices, cfg_kwargs
             assert value is other, name
         else:
             assert other == pytest.approx(value, rel=1e-8, abs=1e-12), name
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params"),
+    [("sma_cross", {"fast_period": 10, "slow_period": 30}), ("rsi", {"period": 14, "allow_short": True})],
+)
+def test_missing_closes_are_held_through_as_the_fill_loop_holds_them(strategy, params):
+    # a bar without a close is a bar where nothing trades and the position keeps its last close
+    n_bars = 2500
+    rng = np.random.default_rng(42)
+    close = _walk(42, n_bars)[:, 0]
+    close[rng.random(n_bars) < 0.04] = np.nan  # scattered missing bars
+    close[:30] = np.nan  # listed late
+    close[700:740] = np.nan  # a suspension
+    close[-20:] = np.nan  # delisted before the end
+    high = close * (1.0 + rng.uniform(0.0, 0.01, n_bars))
+    low = close * (1.0 - rng.uniform(0.0, 0.01, n_bars))
+    dates = pd.bdate_range("2001-01-02", periods=n_bars)
+    cfg = EngineConfig(fees=0.002, slippage=0.001, execution_lag=2)
+
+    def run():
+        return rules.run_rule_backtest(
+            strategy, params, close=close, high=high, low=low, dates=dates, symbols=["X"], config=cfg
+        )
+
+    # a high without a close inside the longest trade: the share-and-cash loop's ledger reads it
+    longest = run().trades.sort_values("duration_bars").iloc[-1]
+    spike = int(longest["entry_bar"]) + 2
+    close[spike] = np.nan
+    high[spike] = np.nanmax(close) * 2.0
+    low[spike] = np.nanmin(close) / 2.0
+    got = run()
+    holding = got.trades[(got.trades["entry_bar"] < spike) & (got.trades["exit_bar"] >= spike)]
+    assert len(holding) == 1
+    assert holding["mfe"].iloc[0] > 0.4  # its best price is the spike's, a bar without a close
+    decisions = np.concatenate((got.weights_target[2:, 0], np.zeros(2)))  # the targets before the lag
+    ref = run_backtest(decisions, close, dates=dates, symbols=["X"], config=cfg, high=high, low=low)
+    _assert_same_account(got, ref, min_trades=10)
 
 
 def test_metrics_from_the_account_curves_equal_the_compounded_ones():

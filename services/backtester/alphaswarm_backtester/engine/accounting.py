@@ -43,6 +43,18 @@ does not trade on that bar (vectorbt rejects such orders too).
 
 Between fills share counts stay fixed and the weights drift with prices.
 
+Order masks
+-----------
+`order_mask[t, i]` False means decision row t places no order for symbol i:
+at its fill the symbol keeps its share count (valued at the fill price, or
+its last close when that is missing), exactly as if its fill price were
+missing, and the other symbols are sized against the same pre-trade value
+V. A decision row without any order is no fill at all (no bar in
+`fill_bars`). The target in force of a symbol is that of its last order. A
+schedule that trades on chosen bars only (a portfolio's rebalance dates and
+signal changes) is a mask over the decision rows; the costs of a fill are
+then paid from cash and nothing trades them back before the next order.
+
 Marking, returns, costs
 -----------------------
 - `equity[s] = cash[s] + sum_i shares[s, i] * mark[s, i]`, marked at the
@@ -217,15 +229,30 @@ def _row_chunk(n_cols: int) -> int:
 
 
 def _targets_in_force(
-    target_weights: np.ndarray, decisions: np.ndarray, fills: np.ndarray, max_gross: float | None
+    target_weights: np.ndarray,
+    decisions: np.ndarray,
+    fills: np.ndarray,
+    max_gross: float | None,
+    orders: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`(T, N)` target in force at each bar: the last filled decision row, NaN -> 0, leverage-capped."""
+    """`(T, N)` target in force at each bar: the last filled decision row, NaN -> 0, leverage-capped.
+
+    With `orders` (`(len(fills), N)` bool, the symbols each fill orders), a
+    symbol's target in force is that of its last order.
+    """
     n_bars, n_cols = target_weights.shape
-    src = np.full(n_bars, -1, dtype=np.int64)
-    src[fills] = decisions
-    np.maximum.accumulate(src, out=src)
-    out = np.take(target_weights, np.maximum(src, 0), axis=0)
-    out[src < 0] = 0.0
+    if orders is None:
+        src = np.full(n_bars, -1, dtype=np.int64)
+        src[fills] = decisions
+        np.maximum.accumulate(src, out=src)
+        out = np.take(target_weights, np.maximum(src, 0), axis=0)
+        out[src < 0] = 0.0
+    else:
+        cells = np.full((n_bars, n_cols), -1, dtype=np.int64)
+        cells[fills] = np.where(orders, decisions[:, None], -1)
+        np.maximum.accumulate(cells, axis=0, out=cells)
+        out = np.take_along_axis(target_weights, np.maximum(cells, 0), axis=0)
+        out[cells < 0] = 0.0
     step = _row_chunk(n_cols)
     for r0 in range(0, n_bars, step):
         blk = out[r0 : r0 + step]
@@ -256,16 +283,19 @@ def _rebalance(
     mark: np.ndarray,
     cfg: EngineConfig,
     out: np.ndarray,
+    ordered: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
-    """General fill of one row: NaN prices, min_fee. Writes new shares into `out`.
+    """General fill of one row: NaN prices, min_fee, order masks. Writes new shares into `out`.
 
     `price` is the fill price row (NaN = untradable), `mark` the valuation
-    price of untradable holdings (NaN only where nothing is held). Returns
-    `(cash, traded notional, cost)`.
+    price of untradable holdings (NaN only where nothing is held), `ordered`
+    the symbols this fill orders (None: all; the others keep their shares and
+    are valued at the fill price). Returns `(cash, traded notional, cost)`.
     """
-    tradable = np.isfinite(price)
+    priced = np.isfinite(price)
+    tradable = priced if ordered is None else priced & ordered
     price0 = np.where(tradable, price, 0.0)
-    held_val = np.where(tradable, price, np.nan_to_num(mark))
+    held_val = np.where(priced, price, np.nan_to_num(mark))
     value = cash + float(shares @ held_val)
     out[:] = shares
     if value <= 0.0:
@@ -303,6 +333,11 @@ def _rows_all_finite(arr: np.ndarray) -> np.ndarray:
     return out
 
 
+def _outputs(n_bars: int, n_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The simulation's `(positions, cash, traded, cost)` buffers (traded and cost zeroed)."""
+    return np.empty((n_bars, n_cols)), np.empty(n_bars), np.zeros(n_bars), np.zeros(n_bars)
+
+
 def _simulate_fills(
     wt: np.ndarray,
     close: np.ndarray,
@@ -323,10 +358,7 @@ def _simulate_fills(
     when `min_fee > 0`, take the general `_rebalance`.
     """
     n_bars, n_cols = close.shape
-    positions = np.empty((n_bars, n_cols))
-    cash_end = np.empty(n_bars)
-    traded = np.zeros(n_bars)
-    costs = np.zeros(n_bars)
+    positions, cash_end, traded, costs = _outputs(n_bars, n_cols)
     growth = 1.0 + rf_p
     rate = cfg.cost_rate
     by_open = cfg.fill_price == "open"
@@ -403,6 +435,51 @@ def _simulate_fills(
     return positions, cash_end, traded, costs, clean
 
 
+def _simulate_ordered_fills(
+    wt: np.ndarray,
+    close: np.ndarray,
+    fill_px: np.ndarray,
+    fills: np.ndarray,
+    orders: np.ndarray,
+    cfg: EngineConfig,
+    rf_p: float,
+    close_has_nan: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Loop over the fill bars of an order mask (no stops). Returns `(positions, cash, traded, cost)`.
+
+    `orders` (`(len(fills), N)` bool) are the symbols each fill orders; the
+    fill bars are any increasing bars. Bars between fills keep the shares of
+    the fill before; cash earns rf on every bar.
+    """
+    n_bars, n_cols = close.shape
+    positions, cash_end, traded, costs = _outputs(n_bars, n_cols)
+    growth = 1.0 + rf_p
+    by_open = cfg.fill_price == "open"
+    shares = np.zeros(n_cols)
+    cash = cfg.initial_capital
+    mark = np.full(n_cols, np.nan)
+    marked_to = -1  # `mark` holds the last known close through this bar
+    done = 0  # bars [0, done) are written
+    for j, f in enumerate(fills.tolist()):
+        if f > done:  # the bars before the fill hold the shares
+            positions[done:f] = shares
+            cash_end[done:f] = cash * growth ** np.arange(1, f - done + 1)
+            cash = float(cash_end[f - 1])
+        cash *= growth
+        upto = f if not by_open else f - 1
+        mark = _advance_marks(mark, close[marked_to + 1 : upto + 1]) if close_has_nan else close[upto]
+        marked_to = upto
+        row = positions[f]
+        cash, traded[f], costs[f] = _rebalance(shares, cash, wt[f], fill_px[f], mark, cfg, row, orders[j])
+        cash_end[f] = cash
+        shares = row
+        done = f + 1
+    if done < n_bars:
+        positions[done:] = shares
+        cash_end[done:] = cash * growth ** np.arange(1, n_bars - done + 1)
+    return positions, cash_end, traded, costs
+
+
 def _update_entry(
     ent_size: np.ndarray, ent_value: np.ndarray, before: np.ndarray, after: np.ndarray, price: np.ndarray
 ) -> None:
@@ -424,15 +501,18 @@ def _simulate_bars(
     fills: np.ndarray,
     cfg: EngineConfig,
     rf_p: float,
+    orders: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, StopEvents]:
-    """Loop over every bar (stops enabled). Returns `(positions, cash, traded, cost, stops)`."""
+    """Loop over every bar (stops enabled). Returns `(positions, cash, traded, cost, stops)`.
+
+    `orders` (`(len(fills), N)` bool) are the symbols each fill orders (None: all).
+    """
     n_bars, n_cols = close.shape
-    positions = np.empty((n_bars, n_cols))
-    cash_end = np.empty(n_bars)
-    traded = np.zeros(n_bars)
-    costs = np.zeros(n_bars)
+    positions, cash_end, traded, costs = _outputs(n_bars, n_cols)
     is_fill = np.zeros(n_bars, dtype=bool)
     is_fill[fills] = True
+    fill_row = np.zeros(n_bars, dtype=np.int64)
+    fill_row[fills] = np.arange(fills.size)
     growth = 1.0 + rf_p
     by_open = cfg.fill_price == "open"
     sl, tp = cfg.stop_loss, cfg.take_profit
@@ -453,13 +533,16 @@ def _simulate_bars(
     def fill(s: int, price: np.ndarray) -> None:
         nonlocal shares, cash
         target = wt[s].copy()
+        ordered = None if orders is None else orders[fill_row[s]]
         tsign = np.sign(target)
         active = blocked != 0
+        if ordered is not None:
+            active &= ordered  # a symbol without an order keeps its stop block
         keep_out = active & (tsign == blocked)
         target[keep_out] = 0.0
         blocked[active & ~keep_out] = 0.0
         new = np.empty(n_cols)
-        cash, t_not, t_cost = _rebalance(shares, cash, target, price, mark, cfg, new)
+        cash, t_not, t_cost = _rebalance(shares, cash, target, price, mark, cfg, new, ordered)
         traded[s] += t_not
         costs[s] += t_cost
         _update_entry(ent_size, ent_value, shares, new, price)
@@ -470,7 +553,7 @@ def _simulate_bars(
         if by_open and is_fill[s]:
             fill(s, open_[s])  # type: ignore[index]
         held = shares != 0
-        if held.any():
+        if cfg.has_stops and held.any():
             c = close[s]
             op = open_[s] if open_ is not None else None
             # the bar's observed range: high / low, else the open and the close
@@ -613,23 +696,38 @@ def simulate(
     open: np.ndarray | None = None,
     high: np.ndarray | None = None,
     low: np.ndarray | None = None,
+    order_mask: np.ndarray | None = None,
 ) -> Simulation:
     """Run the accounting on validated `(T, N)` float64 arrays (see the module docstring).
 
     `target_weights[t]` is the decision formed at the close of t (before the
     execution lag); `periods_per_year` converts the annual `rf` to a per-bar rate.
-    Inputs are not modified.
+    `order_mask` (`(T, N)` bool, or None for all True) says which symbols
+    decision row t orders (see "Order masks"). Inputs are not modified.
     """
     n_bars = close.shape[0]
     decisions, fills = decision_schedule(n_bars, config.execution_lag, config.rebalance_every)
-    wt = _targets_in_force(target_weights, decisions, fills, config.max_gross_leverage)
+    orders = None
+    if order_mask is not None:
+        orders = order_mask[decisions]
+        placed = orders.any(axis=1)
+        decisions, fills, orders = decisions[placed], fills[placed], orders[placed]
+    wt = _targets_in_force(target_weights, decisions, fills, config.max_gross_leverage, orders)
     rf_p = config.rf / periods_per_year
     close_has_nan = _close_has_nan(close)
     fill_px = close if config.fill_price == "close" else open
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
     if config.has_stops:
-        positions, cash, traded, cost, stops = _simulate_bars(wt, close, open, high, low, fills, config, rf_p)
+        positions, cash, traded, cost, stops = _simulate_bars(
+            wt, close, open, high, low, fills, config, rf_p, orders
+        )
+        clean = bool(_rows_all_finite(fill_px).all())
+    elif orders is not None:
+        positions, cash, traded, cost = _simulate_ordered_fills(
+            wt, close, fill_px, fills, orders, config, rf_p, close_has_nan
+        )
+        stops = StopEvents.empty()
         clean = bool(_rows_all_finite(fill_px).all())
     else:
         positions, cash, traded, cost, clean = _simulate_fills(

@@ -242,6 +242,7 @@ def run_backtest(
     high: ArrayLike | None = None,
     low: ArrayLike | None = None,
     benchmark: ArrayLike | None = None,
+    order_mask: ArrayLike | None = None,
 ) -> BacktestOutput:
     """Backtest `(T, N)` target weights on `(T, N)` prices (see the accounting module for conventions).
 
@@ -250,8 +251,10 @@ def run_backtest(
     (`t % rebalance_every == 0`); NaN = no opinion = weight 0. Prices are
     NaN where a symbol has no bar. `open` is required with
     `fill_price="open"`; `high`/`low` refine stops and MAE/MFE. `benchmark`
-    is a `(T,)` per-bar return series for `beta`/`alpha`. A 1-D weight or
-    price array is one symbol.
+    is a `(T,)` per-bar return series for `beta`/`alpha`. `order_mask`
+    (`(T, N)` bool) restricts the orders of decision row t to the symbols
+    where it is True (the others keep their shares; see the accounting
+    module, "Order masks"). A 1-D weight or price array is one symbol.
     """
     cfg = config if config is not None else EngineConfig()
     if not isinstance(cfg, EngineConfig):
@@ -289,11 +292,29 @@ def run_backtest(
         if bench.shape != (n_bars,) or not np.isfinite(bench).all():
             raise DataError(f"must be {n_bars} finite per-bar returns", field="benchmark")
 
+    mask = None
+    if order_mask is not None:
+        mask = np.asarray(order_mask)
+        if mask.ndim == 1:
+            mask = mask[:, None]
+        if mask.shape != w.shape or mask.dtype != np.bool_:
+            raise DataError(
+                f"must be a boolean matrix of shape {w.shape} (as target_weights), got {mask.dtype} "
+                f"{mask.shape}",
+                field="order_mask",
+            )
     ppy = cfg.periods_per_year
     if ppy is None:
         ppy = infer_periods_per_year(stamps)
     sim = simulate(
-        w, px_close, config=cfg, periods_per_year=ppy, open=px_open, high=extra["high"], low=extra["low"]
+        w,
+        px_close,
+        config=cfg,
+        periods_per_year=ppy,
+        open=px_open,
+        high=extra["high"],
+        low=extra["low"],
+        order_mask=mask,
     )
     trades = build_trades(
         sim,

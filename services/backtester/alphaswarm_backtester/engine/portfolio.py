@@ -56,34 +56,37 @@ Pipeline
    all its capital stays at 0 until the next rebalance. Its share of the
    portfolio at the fill of bar f is `s_i[f] = V_i[f] / (sum_j V_j[f] +
    V_cash[f])`, with `V_i = a_i` on the bar a rebalance is executed.
-6. **Targets.** `w[f, j] = sum_{i on symbol j} s_i[f] * q_i[f]` is the target
-   to hold after the fill of bar f; legs on the same symbol add up. The
-   engine receives it already aligned to the fill (with `execution_lag` 0 for
-   close fills, 1 for open fills, and `rebalance_every` 1).
+6. **Targets and orders.** `w[f, j] = sum_{i on symbol j} s_i[f] * q_i[f]`
+   is the target of symbol j at the fill of bar f; legs on the same symbol
+   add up. The account orders only (a) every symbol on the bars a rebalance
+   is executed (`s_i = a_i` there) and (b) a leg's symbol on the bars its
+   executed position changes (`q_i[f] != q_i[f-1]`, a signal change, while
+   its allocation is not 0). On every other bar, and for every other symbol
+   of a (b) bar, the share counts stay as they are (METRICS.md: fixed between
+   rebalance dates) and the weights drift with the prices. The engine
+   receives the targets and this order mask aligned to the fill (with
+   `execution_lag` 0 for close fills, 1 for open fills, `rebalance_every` 1,
+   and `order_mask`: see `alphaswarm_backtester.engine.accounting`, "Order
+   masks").
 
-Why the engine gets fill-aligned targets: the engine's only order is "trade
-to these target weights", and a portfolio that lets its weights drift must
-*not* trade between rebalances. `s_i[f] * q_i[f]` is exactly the weight the
-account already holds at the fill price of f when no decision changed since
-the last execution, so the engine trades nothing then (up to rounding and
-the cost dust below): `none` is a true buy-and-hold and `monthly` trades once
-a month plus on signal changes, for every `execution_lag`. Handing the engine
-targets formed at t with its own lag would instead re-trade, at every fill,
-the drift of the lag's bars (the turnover of a daily rebalance). The
-decision content of row f is from data through `f - execution_lag`; only the
-drift uses the fill price of f itself, which is what holding shares means.
-The fill-aligned targets (`target_weights`, `leg_targets`, `leg_shares`) are
-therefore indexed by the bar they are held at, and are causal as such.
-
-The sleeves do not see costs: after a trade that paid `c` (a fraction of
-equity), the account holds `1 / (1 - c)` times the sleeve weights, so the
-next bar sells that excess (about `c * gross exposure`, costing `c` times the
-cost rate: 4e-6 of equity after a 0.2% purchase, then geometrically less).
-With `min_fee > 0` every such order pays the minimum fee, as every daily
-rebalance of the engine does. Stop exits are the engine's (the stopped
-sleeve keeps its paper value, so the other symbols are then re-traded
-towards their sleeve shares); `backtest_cfg.rebalance_every` must be 1 (the
+The sleeves are the decision model only: the account is the engine's share
+and cash book. Costs are paid from cash when an order fills (cash goes
+below the sleeves' cash by the costs paid, a small loan when the legs are
+fully invested) and are never traded back: `none` is a true buy-and-hold
+that orders once per symbol, `monthly` orders once a month plus on signal
+changes, whatever the costs or `min_fee`. An order of a signal change is
+sized from the sleeve share `s_i`, which does not see the costs paid since
+the last rebalance, so between rebalances the account holds slightly more
+than the sleeves (by the costs paid, a fraction of equity) and the next
+rebalance resets it. Stop exits are the engine's (the stopped symbol stays
+flat until an order for it targets 0 or the other side; the other symbols
+are not re-traded); `backtest_cfg.rebalance_every` must be 1 (the
 calendar `rebalance_frequency` is the portfolio's rebalance schedule).
+
+The fill-aligned arrays (`leg_targets`, `leg_shares`, `target_weights`)
+are indexed by the bar they are held at; the decision content of row f is
+from data through `f - execution_lag`, only the drift uses the fill price
+of f itself, which is what holding shares means, so they are causal as such.
 
 Portfolio metrics (added to the engine's `MetricSet`)
 -----------------------------------------------------
@@ -220,8 +223,8 @@ class PortfolioBacktest:
     - `volatility`: `(len(rebalance_bars), L)` trailing sigma per leg on the
       rebalance dates (NaN where undefined; all NaN unless
       `inverse_volatility`).
-    - `target_weights`: `(n, N)`, the target held after the fill of each bar
-      (the engine's `weights_target`).
+    - `target_weights`: `(n, N)`, the target of each symbol's last order at
+      or before the bar (the engine's `weights_target`, 0 before its first).
     """
 
     backtest: BacktestOutput
@@ -544,6 +547,25 @@ def _sleeve_shares(
     return np.divide(value, total[:, None], out=np.zeros_like(value), where=total[:, None] > 0.0)
 
 
+def _order_mask(
+    n: int, executions: np.ndarray, held: np.ndarray, alloc_held: np.ndarray, leg_col: np.ndarray, n_cols: int
+) -> np.ndarray:
+    """`(n, n_cols)` bool: the symbols the account orders at each fill (module docstring, step 6).
+
+    Every symbol on the bars a rebalance is executed (`executions`, bars of
+    the window or beyond it); a leg's symbol on the bars its executed
+    position changes while its allocation is not 0. Nothing else trades.
+    """
+    out = np.zeros((n, n_cols), dtype=bool)
+    out[executions[executions < n]] = True
+    changed = np.zeros(held.shape, dtype=bool)
+    changed[1:] = held[1:] != held[:-1]
+    changed &= alloc_held != 0.0
+    rows, legs = np.nonzero(changed)
+    out[rows, leg_col[legs]] = True
+    return out
+
+
 def _readonly(*arrays: np.ndarray) -> None:
     for arr in arrays:
         arr.flags.writeable = False
@@ -690,12 +712,14 @@ def run_portfolio_backtest(
     incidence = np.zeros((n_legs, len(traded)))
     incidence[np.arange(n_legs), leg_col] = 1.0
     targets = leg_targets @ incidence
+    orders = _order_mask(n, reb_local + lag, held, alloc_held, leg_col, len(traded))
     if cfg.fill_price == "open":  # the engine fills a row at the next bar's open
         engine_cfg = dataclasses.replace(cfg, execution_lag=1, rebalance_every=1)
         engine_targets = np.concatenate((targets[1:], targets[-1:]), axis=0)
+        engine_orders = np.concatenate((orders[1:], np.zeros_like(orders[:1])), axis=0)
     else:
         engine_cfg = dataclasses.replace(cfg, execution_lag=0, rebalance_every=1)
-        engine_targets = targets
+        engine_targets, engine_orders = targets, orders
 
     bench = None
     if benchmark is not None:
@@ -715,6 +739,7 @@ def run_portfolio_backtest(
         high=window_fields.get("high"),
         low=window_fields.get("low"),
         benchmark=bench,
+        order_mask=engine_orders,
     )
 
     # -- portfolio metrics
@@ -754,6 +779,8 @@ def run_portfolio_backtest(
         "execution_lag": cfg.execution_lag,
         "fill_price": cfg.fill_price,
         "drift": "sleeves earn q[u-1] * R[u] + (1 - q[u-1]) * rf_p between executed rebalances",
+        "orders": "every symbol on rebalance fills, a leg's symbol when its executed position changes; "
+        "share counts fixed otherwise, costs paid from cash",
         "window_start": str(np.datetime_as_string(stamps[lo], unit="D")),
         "window_end": str(np.datetime_as_string(stamps[hi - 1], unit="D")),
         "diversification_ratio": "sum |w_bar| sigma / sqrt(w_bar' Sigma w_bar), w_bar = mean weights_held",
@@ -763,7 +790,7 @@ def run_portfolio_backtest(
     metrics = MetricSet(values=values, reasons=reasons, conventions=conventions)
 
     volatility = np.ascontiguousarray(volatility)
-    _readonly(positions, alloc_decided, held, shares, leg_targets, targets, reb_local, volatility)
+    _readonly(positions, alloc_decided, held, shares, leg_targets, reb_local, volatility)
     return PortfolioBacktest(
         backtest=out,
         metrics=metrics,
@@ -778,5 +805,5 @@ def run_portfolio_backtest(
         leg_shares=shares,
         leg_targets=leg_targets,
         volatility=volatility,
-        target_weights=targets,
+        target_weights=out.weights_target,
     )

@@ -6,8 +6,24 @@ metrics, equal to rounding: tested), in a fixed number of NumPy passes over
 the bars. `run_rule_backtest` takes this path for one symbol and the
 optimizer uses it to rebuild the chosen set; it applies when the fills are
 at the close, `rebalance_every == 1`, `rf == 0`, there are no stops and no
-minimum fee, and the prices are finite and positive (`kernel_applies`);
-otherwise the caller runs `run_backtest`.
+minimum fee (`kernel_applies`: the configuration only, never the data), and
+the prices present are finite and positive; otherwise the caller runs
+`run_backtest` (which reports invalid prices).
+
+Missing closes and causality
+----------------------------
+A bar without a close is a no-op of `run_backtest`'s account for one
+symbol: nothing can be ordered, cash earns nothing (`rf == 0`) and the
+position is valued at its last close. So the closed form runs on the bars
+that have a close, and the result is spread back over all bars (return,
+traded and turnover 0 on a bar without a close; equity, drawdown and held
+weight those of the bar before). The path taken therefore never depends on
+the data, and every pass below computes a bar from the bars before it only
+(blocks at fixed offsets, running products and maxima, Jacobi sweeps that
+update a bar only when its predecessor moved, per-trade sums over the
+trade's own bars): the numbers for bars `[0, t]`, and the ledger rows of
+the trades closed by t, are bitwise the same whatever the bars after t
+hold (missing closes included).
 
 The account in closed form
 --------------------------
@@ -26,7 +42,8 @@ at most `c |w| a_s / G_s^2` (about 0.002 at the default costs): the
 recursion is a strong contraction. It is solved by Jacobi sweeps: the first
 sweep takes `d_{s-1} = 0` everywhere (exact wherever nothing traded the bar
 before), each later sweep recomputes only the bars whose predecessor moved
-in the previous sweep, until no value moves by more than 2**-60 (the error
+in the previous sweep (with the same arithmetic whether it gathers those
+bars or runs over whole arrays), until no value moves by more than 2**-60 (the error
 left is below 1e-21; a sequential loop would compute the same numbers to
 rounding). A long position held at a constant target settles within a few
 bars (its drift correction shrinks by a factor c each bar), so for a
@@ -156,7 +173,7 @@ def _traded_fraction(w: _Target, px: np.ndarray, c: float, d: np.ndarray, bounds
         if moved.size == 0:
             return True
         if moved.size * _DENSE_SHARE > n:
-            moved = _dense_sweep(w, px, c, d, wa, g)
+            moved = _dense_sweep(w, px, c, d, moved, wa, g)
         else:
             moved = _sparse_sweeps(w, px, c, d, moved)
     return moved.size == 0
@@ -240,32 +257,53 @@ def _sparse_sweeps(w: _Target, px: np.ndarray, c: float, d: np.ndarray, moved: n
 
 
 def _dense_sweep(
-    w: _Target, px: np.ndarray, c: float, d: np.ndarray, wa: np.ndarray, g: np.ndarray
+    w: _Target, px: np.ndarray, c: float, d: np.ndarray, moved: np.ndarray, wa: np.ndarray, g: np.ndarray
 ) -> np.ndarray:
-    """One Jacobi sweep over every bar (each reads its predecessor's previous value); the bars after those that moved."""
+    """`_sparse_sweeps`' next sweep on whole arrays (each bar reads its predecessor's previous value).
+
+    Only the bars `moved` (sorted) are updated, with the sparse sweep's
+    arithmetic, so the numbers do not depend on which of the two ran: a
+    bar's value depends on the bars before it only. Returns the bars after
+    those that moved. (A bar after a flat one may be listed: recomputing it
+    gives its value again, `|w_s|`.)
+    """
     n = d.size
     new = np.empty_like(wa)
+    cd = np.empty_like(wa)
+    due = np.empty(wa.size, dtype=bool)
     before = float(d[0])  # the previous sweep's value of the bar before the block
     moved_parts = []
     with np.errstate(divide="ignore", invalid="ignore"):
         for i0 in _blocks(n, 1):
             i1 = min(i0 + _CHUNK, n)
             m = i1 - i0
+            lo, hi = np.searchsorted(moved, (i0, i1))
+            if lo == hi:
+                before = float(d[i1 - 1])
+                continue
             cur, prev = slice(i0, i1), slice(i0 - 1, i1 - 1)
-            a, gm, nm = wa[:m], g[:m], new[:m]
+            a, gm, nm, cm = wa[:m], g[:m], new[:m], cd[:m]
             wb = w.window(i0, i1)
             w_prev, w_cur = wb[:-1], wb[1:]
-            np.multiply(d[prev], -c, out=gm)
-            gm[0] = before * -c
-            gm += 1.0
-            gm -= w_prev  # G_s less w_{s-1} a_s
+            np.multiply(d[prev], c, out=cm)
+            cm[0] = c * before
+            np.subtract(1.0, w_prev, out=gm)
+            gm -= cm  # G_s less w_{s-1} a_s: ((1 - w_{s-1}) - c d_{s-1})
             _target_gap(px[cur], px[prev], w_prev, w_cur, a, gm, nm)
             before = float(d[i1 - 1])
             np.subtract(nm, d[cur], out=a)
             np.abs(a, out=a)
-            moved_parts.append(np.flatnonzero(a > _TOL) + (i0 + 1))
-            d[cur] = nm
-    moved = np.concatenate(moved_parts)
+            go_on = a > _TOL
+            if hi - lo == m:  # every bar of the block is due
+                d[cur] = nm
+            else:
+                upd = due[:m]
+                upd.fill(False)
+                upd[moved[lo:hi] - i0] = True
+                go_on &= upd
+                np.copyto(d[cur], nm, where=upd)
+            moved_parts.append(np.flatnonzero(go_on) + (i0 + 1))
+    moved = np.concatenate(moved_parts) if moved_parts else np.empty(0, dtype=np.int64)
     return moved[moved < n]
 
 
@@ -328,7 +366,13 @@ class _Account(NamedTuple):
 
 
 def _account(
-    w: _Target, px: np.ndarray, d: np.ndarray, c: float, capital: float, orders: _Orders, stats: BarStats
+    w: _Target,
+    px: np.ndarray,
+    d: np.ndarray,
+    c: float,
+    capital: float,
+    orders: _Orders,
+    stats: BarStats | None,
 ) -> _Account | None:
     """Every per-bar array of the account from the solved `d` (module docstring), block by block.
 
@@ -413,12 +457,53 @@ def _account(
             np.multiply(wm, vm, out=vm)  # the position's value
             vm /= pm  # signed shares
             orders.add_block(i0, vm, pm, gm)
-            stats.add(rm, turnover=tm, traded=dm, drawdown=ddm, account_equity=em)
+            if stats is not None:
+                stats.add(rm, turnover=tm, traded=dm, drawdown=ddm, account_equity=em)
     return _Account(returns, equity, drawdown, held, traded, turnover)
 
 
-def _excursion(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, high: bool) -> np.ndarray:
+def _spread(acct: _Account, bars: np.ndarray, n_bars: int, capital: float) -> _Account:
+    """The account of the bars with a close (`bars`) over all `n_bars`.
+
+    A bar without a close changes nothing: return, traded and turnover 0;
+    equity, drawdown and held weight those of the last bar with a close (the
+    initial capital, 0 and 0 before the first), exactly what the
+    share-and-cash loop computes there.
+    """
+    last = np.zeros(n_bars, dtype=np.int64)
+    last[bars] = 1
+    np.cumsum(last, out=last)
+    last -= 1  # the last bar with a close at or before each bar, -1 before the first
+    before = last < 0
+    np.maximum(last, 0, out=last)
+
+    def held_over(values: np.ndarray, initial: float) -> np.ndarray:
+        out = np.take(values, last, out=empty(n_bars))
+        out[before] = initial
+        return out
+
+    def on_bars(values: np.ndarray) -> np.ndarray:
+        out = empty(n_bars)
+        out.fill(0.0)
+        out[bars] = values
+        return out
+
+    return _Account(
+        returns=on_bars(acct.returns),
+        equity=held_over(acct.equity, capital),
+        drawdown=held_over(acct.drawdown, 0.0),
+        held=held_over(acct.held, 0.0),
+        traded=on_bars(acct.traded),
+        turnover=on_bars(acct.turnover),
+    )
+
+
+def _excursion(
+    values: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, high: bool, skip_nan: bool = False
+) -> np.ndarray:
     """Max (`high`) or min of `values[lo_k:hi_k]` per trade; NaN for an empty window.
+
+    `skip_nan`: NaN values (bars without a price) are left out (NaN when a window has no other).
 
     The windows are ordered and disjoint (`lo_k <= hi_k <= lo_{k+1}`), so one
     `reduceat` over the interleaved bounds computes them all.
@@ -434,7 +519,7 @@ def _excursion(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, high: bool
     idx[1::2] = hi_ok
     if idx[-1] >= n:  # the last window runs to the end of the data: reduceat's last segment does
         idx = idx[:-1]
-    ufunc = np.maximum if high else np.minimum
+    ufunc = (np.fmax if high else np.fmin) if skip_nan else (np.maximum if high else np.minimum)
     out[ok] = ufunc.reduceat(values, idx)[0::2]
     return out
 
@@ -493,22 +578,24 @@ class _Orders:
         self.x_before = float(x[-1])
         lo, hi = np.searchsorted(b.change, (i0, i1))
         inner[b.change[lo:hi] - i0] = 0.0
-        # segments of the block: the trade in progress at i0 (if any), then each trade starting in it
+        # segments of the block: each trade's own bars `[entry, exit)` inside it (the entry's and
+        # the exit's orders are zeroed above), so a trade's sums read its own bars only
+        first = int(np.searchsorted(b.exit_bars, i0, side="right"))  # trades exiting after i0
         lo, stop = np.searchsorted(b.starts, (i0, i1))  # entries in [i0, i1)
-        first = lo + int(lo < b.starts.size and b.starts[lo] == i0)  # entries at or before i0
-        cuts = b.starts[first:stop] - i0
-        if first > 0:
-            cuts = np.concatenate(([0], cuts))
-            rows = slice(first - 1, stop)
-        else:
+        if stop > first:
             rows = slice(first, stop)
-        if cuts.size:
+            cuts = np.empty(2 * (stop - first), dtype=np.int64)
+            np.maximum(b.starts[rows], i0, out=cuts[0::2])
+            np.minimum(b.exit_bars[rows], i1, out=cuts[1::2])
+            cuts -= i0
+            if cuts[-1] >= x.size:  # the last segment runs to the end of the block
+                cuts = cuts[:-1]
             abs_inner = np.abs(inner)
-            self.abs_shares[rows] += np.add.reduceat(abs_inner, cuts)
+            self.abs_shares[rows] += np.add.reduceat(abs_inner, cuts)[0::2]
             inner *= px
-            self.notional[rows] += np.add.reduceat(inner, cuts)
+            self.notional[rows] += np.add.reduceat(inner, cuts)[0::2]
             np.abs(inner, out=inner)
-            self.abs_notional[rows] += np.add.reduceat(inner, cuts)
+            self.abs_notional[rows] += np.add.reduceat(inner, cuts)[0::2]
         self.x_open[lo:stop] = np.abs(x[b.starts[lo:stop] - i0])
         lo, hi = np.searchsorted(self.closing, (i0, i1))
         self.x_close[lo:hi] = np.abs(x[self.closing[lo:hi] - i0])
@@ -521,9 +608,15 @@ def _ledger(
     hi: np.ndarray,
     lo: np.ndarray,
     cfg: EngineConfig,
+    bars: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """`trades._block_trades`' columns for one symbol with close fills (module docstring)."""
+    """`trades._block_trades`' columns for one symbol with close fills (module docstring).
+
+    `bars`: the bars of the series (`hi`, `lo` run over all of them) that the
+    account's bars (`sgn`, `px`, the orders) are, when some closes are missing.
+    """
     n = px.size
+    n_all = n if bars is None else hi.size
     starts, exit_bars, is_open = orders.bounds.starts, orders.bounds.exit_bars, orders.bounds.is_open
     direction = sgn[starts].astype(np.float64)
     s_abs, s_q, s_aq = orders.abs_shares, orders.notional, orders.abs_notional
@@ -554,9 +647,13 @@ def _ledger(
     reason[is_open] = _END
 
     # excursions over the bars after the entry through the exit bar, plus the exit price
-    win_lo, win_hi = starts + 1, np.minimum(exit_bars, n - 1) + 1
-    w_hi = _excursion(hi, win_lo, win_hi, high=True)
-    w_lo = _excursion(lo, win_lo, win_hi, high=False)
+    entry_bar, exit_bar = starts, np.minimum(exit_bars, n - 1)
+    if bars is not None:
+        entry_bar, exit_bar = bars[entry_bar], bars[exit_bar]
+    exit_bar[is_open] = n_all - 1  # an open trade "exits" on the last bar
+    win_lo, win_hi = entry_bar + 1, exit_bar + 1
+    w_hi = _excursion(hi, win_lo, win_hi, high=True, skip_nan=bars is not None)
+    w_lo = _excursion(lo, win_lo, win_hi, high=False, skip_nan=bars is not None)
     with np.errstate(divide="ignore", invalid="ignore"):
         r_exit = direction * (p_exit / entry_price - 1.0)
         r_fav = np.where(direction > 0, w_hi / entry_price - 1.0, 1.0 - w_lo / entry_price)
@@ -566,8 +663,8 @@ def _ledger(
     return {
         "col": np.zeros(starts.size, dtype=np.int64),
         "direction": sgn[starts],
-        "entry_bar": starts,
-        "exit_bar": np.minimum(exit_bars, n - 1),
+        "entry_bar": entry_bar,
+        "exit_bar": exit_bar,
         "entry_price": entry_price,
         "exit_price": exit_price,
         "shares": size,
@@ -583,14 +680,19 @@ def _ledger(
     }
 
 
-def _quotes(arr: np.ndarray | None, n_bars: int) -> np.ndarray | bool | None:
-    """A validated 1-D high / low, None when absent, False when unusable here."""
+def _quotes(arr: np.ndarray | None, px: np.ndarray) -> np.ndarray | bool | None:
+    """A validated 1-D high / low, the close where it is missing; None when absent, False when invalid."""
     if arr is None:
         return None
     quotes = np.asarray(arr, dtype=np.float64).ravel()
-    if quotes.size != n_bars or not _positive_finite(quotes):
+    if quotes.size != px.size:
         return False
-    return quotes
+    if _positive_finite(quotes):
+        return quotes
+    present = ~np.isnan(quotes)
+    if present.any() and not _positive_finite(quotes[present]):
+        return False  # run_backtest reports it
+    return np.where(present, quotes, px)  # NaN where the close is missing too
 
 
 def _positive_finite(values: np.ndarray) -> bool:
@@ -615,18 +717,27 @@ def kernel_backtest(
 
     `side` holds the decisions in {-1, 0, +1} (before the execution lag).
     `open` is accepted for symmetry with `run_backtest` and not needed (close
-    fills, no stops). Returns None when the closed form does not apply
-    (`kernel_applies`, missing or invalid prices or dates, an account value
-    reaching 0): the caller then runs `run_backtest`, which also reports
-    input errors.
+    fills, no stops). Missing closes (NaN) are bars where nothing trades
+    (module docstring). Returns None when the closed form does not apply
+    (`kernel_applies`, invalid prices or dates, no close at all, an account
+    value reaching 0): the caller then runs `run_backtest`, which also
+    reports input errors.
     """
     if kernel_applies(config, 1) is not None or not np.isfinite(size) or size < 0.0:
         return None
     px = np.asarray(close, dtype=np.float64).ravel()
     n_bars = px.size
-    if n_bars < 2 or not _positive_finite(px):
+    if n_bars < 2:
         return None
-    hi_q, lo_q = _quotes(high, n_bars), _quotes(low, n_bars)
+    bars = None  # the bars with a close, when some are missing
+    if not _positive_finite(px):
+        present = ~np.isnan(px)
+        if not present.any() or not _positive_finite(px[present]):
+            return None  # run_backtest reports invalid prices
+        if open is not None and (np.isfinite(np.asarray(open, dtype=np.float64).ravel()) & ~present).any():
+            return None  # run_backtest reports an open without a close
+        bars = np.flatnonzero(present)
+    hi_q, lo_q = _quotes(high, px), _quotes(low, px)
     if hi_q is False or lo_q is False:
         return None
     try:
@@ -666,12 +777,16 @@ def kernel_backtest(
         sgn[lag:] = sides[: n_bars - lag]
     if size == 0.0:
         sgn[:] = 0
-    w = _Target(sgn, size)  # the target in force
+    # Bars without a close are no-ops of the account (no order, rf = 0, the position valued at
+    # its last close): the account runs on the bars with a close and is spread back (_spread).
+    sgn_k, px_k = (sgn, px) if bars is None else (sgn[bars], px[bars])
+    n_k = px_k.size
+    w = _Target(sgn_k, size)  # the target in force
     c = cfg.cost_rate
     capital = cfg.initial_capital
-    d = empty(n_bars)
-    bounds = _trade_bounds(sgn)
-    if not _traded_fraction(w, px, c, d, bounds):
+    d = empty(n_k)
+    bounds = _trade_bounds(sgn_k)
+    if not _traded_fraction(w, px_k, c, d, bounds):
         return None
     orders = _Orders(bounds)
     ppy = cfg.periods_per_year if cfg.periods_per_year is not None else infer_periods_per_year(stamps)
@@ -684,13 +799,22 @@ def kernel_backtest(
         drawdown=True,
         account_equity=True,
     )
-    acct = _account(w, px, d, c, capital, orders, stats)
+    acct = _account(w, px_k, d, c, capital, orders, stats if bars is None else None)
     if acct is None:
         return None
+    if bars is not None:
+        acct = _spread(acct, bars, n_bars, capital)
+        stats.add(
+            acct.returns,
+            turnover=acct.turnover,
+            traded=acct.traded,
+            drawdown=acct.drawdown,
+            account_equity=acct.equity,
+        )
     returns, equity, drawdown, held, traded, turnover = acct
     hi = hi_q if isinstance(hi_q, np.ndarray) else px
     lo = lo_q if isinstance(lo_q, np.ndarray) else px
-    part = _ledger(orders, sgn, px, hi, lo, cfg)
+    part = _ledger(orders, sgn_k, px_k, hi, lo, cfg, bars)
     closed = ~part["is_open"]
     closed_pnl, closed_ret = part["pnl"][closed], part["pnl_percent"][closed]
     names = (str(symbol),)
