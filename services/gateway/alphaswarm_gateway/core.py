@@ -157,18 +157,24 @@ class Gateway:
             self._clients = None
 
     async def readiness(self) -> dict[str, Any]:
-        """Health of every upstream service and of the event bus."""
+        """Health of every upstream service, of the catalog database (persistence's `database`
+        probe) and of the event bus."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        async def check(ch: grpc.aio.Channel, service: str) -> str:
+            try:
+                resp = await health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=2
+                )
+            except grpc.aio.AioRpcError as exc:
+                return str(exc.code().name)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
         checks: dict[str, Any] = {}
         for name, ch in self.clients.channels.items():
-            try:
-                resp = await health_pb2_grpc.HealthStub(ch).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=2
-                )
-                checks[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
-            except grpc.aio.AioRpcError as exc:
-                checks[name] = exc.code().name
+            checks[name] = await check(ch, "")
+        if "persistence" in self.clients.channels:
+            checks["database"] = await check(self.clients.channels["persistence"], "database")
         checks["event_bus"] = "SERVING" if await self.bus.ready() else "NOT_CONNECTED"
         checks["ready"] = all(v == "SERVING" for v in checks.values())
         return checks
