@@ -93,7 +93,10 @@ def _post(stack: Stack, path: str, doc: dict[str, Any], key: str) -> Any:
 
 def test_idempotency_key_replays_the_task_and_refuses_another_body(stack: Stack) -> None:
     key = f"it-{uuid.uuid4()}"
-    doc = {"source": SOURCE, "strategy_cfg": {"type": "sma_cross", "params": {"fast_period": 10, "slow_period": 30}}}
+    doc = {
+        "source": SOURCE,
+        "strategy_cfg": {"type": "sma_cross", "params": {"fast_period": 10, "slow_period": 30}},
+    }
     first = _post(stack, "/backtests", doc, key)
     assert first.status_code == 202, first.text
     again = _post(stack, "/backtests", doc, key)

@@ -94,7 +94,9 @@ def test_unexpected_errors_carry_no_database_text(
     monkeypatch.setattr(servicer.repository, "list_backtest_results", failing)
     with caplog.at_level(logging.ERROR, logger="alphaswarm_persistence.sanitize"):
         with pytest.raises(grpc.RpcError) as raised:
-            pb_grpc.PersistenceServiceStub(ch).ListBacktestResults(pb.ListBacktestResultsRequest(), timeout=10)
+            pb_grpc.PersistenceServiceStub(ch).ListBacktestResults(
+                pb.ListBacktestResultsRequest(), timeout=10
+            )
     assert raised.value.code() == grpc.StatusCode.INTERNAL
     details = raised.value.details()
     match = re.fullmatch(r"internal error \(error id ([0-9a-f]{12})\)", details)
