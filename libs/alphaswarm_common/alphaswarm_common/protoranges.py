@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 
 from alphaswarm_common.errors import InvalidArgument
 
@@ -42,7 +42,7 @@ _RANGES: dict[int, tuple[int, int]] = {
 _FREE_FORM = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
 
 
-def int_range(field: FieldDescriptor) -> tuple[int, int] | None:
+def int_range(field: Any) -> tuple[int, int] | None:
     """The (min, max) an integer field holds, or None for a field that is not an integer."""
     return _RANGES.get(field.type)
 
@@ -57,7 +57,7 @@ def _out_of_range(path: str, lo: int, hi: int) -> InvalidArgument:
     return err
 
 
-def _check_scalar(value: Any, field: FieldDescriptor, path: str) -> None:
+def _check_scalar(value: Any, field: Any, path: str) -> None:
     bounds = int_range(field)
     if bounds is not None and isinstance(value, int) and not isinstance(value, bool):
         lo, hi = bounds
@@ -67,7 +67,7 @@ def _check_scalar(value: Any, field: FieldDescriptor, path: str) -> None:
         _check_str(value, path)
 
 
-def _check_value(value: Any, field: FieldDescriptor, path: str) -> None:
+def _check_value(value: Any, field: Any, path: str) -> None:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         if field.message_type.full_name in _FREE_FORM:
             check_text(value, path)
@@ -77,8 +77,8 @@ def _check_value(value: Any, field: FieldDescriptor, path: str) -> None:
         _check_scalar(value, field, path)
 
 
-def check_message_doc(doc: Mapping[str, Any], descriptor: Descriptor, *, prefix: str = "") -> None:
-    """Raise InvalidArgument (naming the field) for a value the message's field cannot hold."""
+def check_message_doc(doc: Mapping[str, Any], descriptor: Any, *, prefix: str = "") -> None:
+    """`descriptor` is a message Descriptor. Raise InvalidArgument (naming the field) for a value the message's field cannot hold."""
     for key, value in doc.items():
         field = descriptor.fields_by_name.get(key) or _by_json_name(descriptor, key)
         if field is None or value is None:
@@ -97,13 +97,13 @@ def check_message_doc(doc: Mapping[str, Any], descriptor: Descriptor, *, prefix:
             _check_value(value, field, path)
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
+def _is_repeated(field: Any) -> bool:
     if hasattr(field, "is_repeated"):
         return bool(field.is_repeated)
-    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+    return bool(getattr(field, "label", None) == FieldDescriptor.LABEL_REPEATED)
 
 
-def _by_json_name(descriptor: Descriptor, key: str) -> FieldDescriptor | None:
+def _by_json_name(descriptor: Any, key: str) -> Any:
     for field in descriptor.fields:
         if field.json_name == key:
             return field
