@@ -282,6 +282,17 @@ def test_a_lone_surrogate_is_4xx_never_500(client: TestClient) -> None:
     assert _error(resp)["details"]["field"] == "metrics.0"
 
 
+def test_a_yaml_alias_bomb_is_400_before_it_is_walked(client: TestClient) -> None:
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")  # 9**9 values in all
+    resp = client.post("/backtests", content="\n".join(levels).encode())
+    assert resp.status_code == 400
+    err = _error(resp)
+    assert err["reason"] == "DOCUMENT_TOO_COMPLEX"
+    assert err["details"]["field"] == "body"
+
+
 @pytest.mark.parametrize(
     ("url", "field"),
     [

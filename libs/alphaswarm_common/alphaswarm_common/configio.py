@@ -57,7 +57,7 @@ def parse_config_document(raw: bytes | str, *, field: str = "body") -> dict[str,
         )
     try:
         doc = yaml.load(text, Loader=_SAFE_LOADER)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise InvalidArgument(
@@ -71,7 +71,8 @@ def parse_config_document(raw: bytes | str, *, field: str = "body") -> dict[str,
             field=field,
             reason="INVALID_BODY",
         )
-    check_text(doc)
+    # Without aliases a document has fewer values than characters: more means aliases expanded it.
+    check_text(doc, field, max_nodes=len(text) + 1)
     return doc
 
 

@@ -123,16 +123,32 @@ def _check_str(value: str, path: str) -> None:
         raise err from None
 
 
-def check_text(doc: Any, prefix: str = "") -> None:
-    """Raise InvalidArgument naming the first string (or key) of a document that is not valid Unicode."""
-    if isinstance(doc, str):
-        _check_str(doc, prefix)
-    elif isinstance(doc, Mapping):
-        for key, value in doc.items():
-            path = _join(prefix, str(key))
-            if isinstance(key, str):
-                _check_str(key, path)
-            check_text(value, path)
-    elif isinstance(doc, list | tuple):
-        for i, item in enumerate(doc):
-            check_text(item, f"{prefix}[{i}]")
+def check_text(doc: Any, prefix: str = "", *, max_nodes: int | None = None) -> None:
+    """Raise InvalidArgument naming the first string (or key) of a document that is not valid Unicode.
+
+    With `max_nodes`, a document of more values than that (YAML aliases repeat a value without
+    repeating its text: a few hundred bytes can stand for billions of values) is InvalidArgument
+    on `prefix` before the walk goes further.
+    """
+    seen = 0
+    stack: list[tuple[Any, str]] = [(doc, prefix)]
+    while stack:
+        node, path = stack.pop()
+        seen += 1
+        if max_nodes is not None and seen > max_nodes:
+            raise InvalidArgument(
+                f"expands to more than {max_nodes} values (YAML aliases repeating values); "
+                "write the values out instead",
+                field=prefix or None,
+                reason="DOCUMENT_TOO_COMPLEX",
+            )
+        if isinstance(node, str):
+            _check_str(node, path)
+        elif isinstance(node, Mapping):
+            for key, value in reversed(list(node.items())):
+                child = _join(path, str(key))
+                if isinstance(key, str):
+                    _check_str(key, child)
+                stack.append((value, child))
+        elif isinstance(node, list | tuple):
+            stack.extend((item, f"{path}[{i}]") for i, item in reversed(list(enumerate(node))))
