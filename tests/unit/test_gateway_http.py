@@ -16,7 +16,6 @@ import logging
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
@@ -24,13 +23,13 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from alphaswarm_common.settings import Settings
 from alphaswarm_gateway import rest
 from alphaswarm_gateway.errors import RETRY_AFTER_SECONDS
 from alphaswarm_gateway.rest import create_app
+from tests.uvicorn_server import serve_in_thread
 
 pytestmark = pytest.mark.unit
 
@@ -119,29 +118,14 @@ def client(gateway: FakeGateway) -> Iterator[TestClient]:
         yield c
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
     """The app under uvicorn on a real socket (chunked bodies, concurrent requests), default limit."""
     settings = Settings(grpc_port=0)
     assert settings.max_body_bytes == 16 * 1024 * 1024
     app = create_app(settings, gateway=FakeGateway(settings), serve_grpc=False)  # type: ignore[arg-type]
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 def _error(resp: httpx.Response) -> dict[str, Any]:
