@@ -202,26 +202,28 @@ class Gateway:
         stored = created.run
         if not created.created:
             return stored  # the same request again: one run, already queued
-        await self.bus.publish(
-            ProgressEvent(
-                task_id=stored.task_id,
-                seq=1,
-                stage="accepted",
-                status="accepted",
-                pct=0.0,
-                message=f"run {stored.run_id} accepted",
-                data={"run_id": stored.run_id, "run_name": cfg.run_name, "train_first": cfg.train_first},
-            )
-        )
+        dependency = "event bus"
         try:
+            await self.bus.publish(
+                ProgressEvent(
+                    task_id=stored.task_id,
+                    seq=1,
+                    stage="accepted",
+                    status="accepted",
+                    pct=0.0,
+                    message=f"run {stored.run_id} accepted",
+                    data={"run_id": stored.run_id, "run_name": cfg.run_name, "train_first": cfg.train_first},
+                )
+            )
+            dependency = "job queue"
             await self.queue.enqueue(JOB_KIND, {"run_id": stored.run_id, "task_id": stored.task_id})
-        except Exception as exc:  # the queue is down: fail the run rather than leave it pending forever
+        except Exception as exc:  # the bus or queue is down: fail the run rather than leave it pending
             from alphaswarm_gateway.saga import fail_unstarted
 
-            await fail_unstarted(
-                self, stored, "accepted", DependencyUnavailable(f"job queue unavailable: {exc}")
-            )
-            raise DependencyUnavailable(f"job queue unavailable: {exc}") from exc
+            error = DependencyUnavailable(f"{dependency} unavailable: {exc}")
+            with contextlib.suppress(Exception):  # best effort: the answer is 503 either way
+                await fail_unstarted(self, stored, "accepted", error)
+            raise error from exc
         return stored
 
     async def preflight(self, cfg: AlphaBacktestConfig) -> None:

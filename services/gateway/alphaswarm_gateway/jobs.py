@@ -345,15 +345,21 @@ async def accept_job(gw: Any, kind: str, job: _Doc, *, request_id: str | None = 
     )
     stored = created.task
     if created.created:
-        await gw.bus.publish(
-            ProgressEvent(
-                task_id=stored.task_id, seq=1, stage="accepted", status="accepted", message=f"{kind} accepted"
-            )
-        )
+        dependency = "event bus"
         try:
+            await gw.bus.publish(
+                ProgressEvent(
+                    task_id=stored.task_id,
+                    seq=1,
+                    stage="accepted",
+                    status="accepted",
+                    message=f"{kind} accepted",
+                )
+            )
+            dependency = "job queue"
             await gw.queue.enqueue(kind, {"task_id": stored.task_id})
-        except Exception as exc:  # the queue is down: fail the task rather than leave it pending forever
-            error = DependencyUnavailable(f"job queue unavailable: {exc}")
+        except Exception as exc:  # the bus or queue is down: fail the task rather than leave it pending
+            error = DependencyUnavailable(f"{dependency} unavailable: {exc}")
             await _update_task(
                 gw,
                 resources_pb2.Task(
