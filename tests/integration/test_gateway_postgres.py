@@ -133,6 +133,7 @@ def test_a_database_outage_is_503_and_readyz_names_the_database(stack: Stack) ->
         assert int(resp.headers["retry-after"]) > 0
         error = resp.json()["error"]
         assert error["code"] == "UNAVAILABLE"
+        assert error["reason"] == "DATABASE_UNAVAILABLE"
         assert error["details"]["request_id"] == "outage-1"
         assert error["details"]["dependency"] == "database"
         for leaked in ("SELECT", "127.0.0.1", "5432", stack.database, "psycopg"):
