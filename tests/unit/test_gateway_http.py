@@ -385,6 +385,9 @@ def test_every_ref_of_the_openapi_document_resolves(client: TestClient) -> None:
     for ref in refs:
         _resolve(doc, ref)
     assert "Segments" in doc["components"]["schemas"]
+    backtests = doc["paths"]["/backtests"]["post"]["responses"]
+    assert {"413", "500", "503"} <= set(backtests)
+    assert "Retry-After" in backtests["503"]["headers"]
 
 
 class _Links(HTMLParser):

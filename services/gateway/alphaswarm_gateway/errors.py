@@ -34,6 +34,7 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "RETRY_AFTER_SECONDS",
     "RequestIdMiddleware",
+    "document_error_responses",
     "error_body",
     "install_error_handlers",
     "request_id_of",
@@ -229,3 +230,48 @@ def _unexpected_response(request: Request, exc: Exception) -> JSONResponse:
         )
     log.error("request %s failed: unhandled %s", request_id, type(exc).__name__, exc_info=exc)
     return domain_error_response(request, AlphaSwarmError("unhandled error"), 500)
+
+
+def document_error_responses(schema: dict[str, Any]) -> None:
+    """Add the answers every operation may give (413 for a body, 500, 503 with Retry-After) to an
+    OpenAPI document, with the error body's schema."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    content = (
+        {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        if "ErrorBody" in components
+        else {}
+    )
+    request_id = {"description": "The request's correlation id.", "schema": {"type": "string"}}
+    retry_after = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            if "requestBody" in operation:
+                responses.setdefault(
+                    "413",
+                    {
+                        "description": "The body is larger than ALPHASWARM_MAX_BODY_BYTES (BODY_TOO_LARGE).",
+                        "content": content,
+                        "headers": {REQUEST_ID_HEADER: request_id},
+                    },
+                )
+            if path != "/healthz":
+                responses.setdefault(
+                    "503",
+                    {
+                        "description": "A service, the catalog database or the event bus is unavailable; "
+                        "`details.dependency` names it.",
+                        "content": content,
+                        "headers": {"Retry-After": retry_after, REQUEST_ID_HEADER: request_id},
+                    },
+                )
+            responses.setdefault(
+                "500",
+                {
+                    "description": "An unexpected failure; the log has it under `details.request_id`.",
+                    "content": content,
+                    "headers": {REQUEST_ID_HEADER: request_id},
+                },
+            )

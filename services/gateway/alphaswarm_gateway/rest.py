@@ -33,7 +33,11 @@ from alphaswarm_gateway import catalog_api, jobs_api
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.deps import GatewayDep, PageSize
 from alphaswarm_gateway.docs import install_docs
-from alphaswarm_gateway.errors import RequestIdMiddleware, install_error_handlers
+from alphaswarm_gateway.errors import (
+    RequestIdMiddleware,
+    document_error_responses,
+    install_error_handlers,
+)
 from alphaswarm_gateway.limits import BodyLimitMiddleware, parse_off_loop
 from alphaswarm_gateway.views import audit_row_view, run_view, task_accepted
 
@@ -231,6 +235,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
         components["AlphaBacktestConfig"] = json.loads(json.dumps(_CONFIG_SCHEMA))
         components.update(_CONFIG_DEFS)
         components.update(jobs_api.JOB_SCHEMA_DEFS)
+        document_error_responses(schema)
         app.openapi_schema = schema
         return schema
 
