@@ -4,9 +4,6 @@ catalog and an MLflow SQLite store in a temporary folder, the in-process bus."""
 from __future__ import annotations
 
 import copy
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +11,7 @@ import pytest
 
 from alphaswarm.embedded import EmbeddedStack
 from alphaswarm_common.settings import Settings
+from tests.uvicorn_server import serve_in_thread
 
 SMALL_RUN: dict[str, Any] = {
     "dataset_cfg": {
@@ -96,32 +94,13 @@ def sse_events(
     return events
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def rest_url(stack: EmbeddedStack) -> Iterator[str]:
     """The REST gateway (uvicorn on a real socket) over the session's services."""
-    import uvicorn
-
     from alphaswarm_gateway.core import bootstrap
     from alphaswarm_gateway.rest import create_app
 
     settings = stack.settings.model_copy(update={"grpc_port": 0})
     app = create_app(settings, gateway=bootstrap(settings, tracker=stack.tracker))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve_in_thread(app, lifespan="on") as url:
+        yield url

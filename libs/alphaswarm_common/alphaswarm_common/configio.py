@@ -17,14 +17,34 @@ from pydantic import ValidationError
 
 from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.errors import InvalidArgument
-from alphaswarm_common.protoconv import validation_error
+from alphaswarm_common.protoconv import check_config_ranges, validation_error
+from alphaswarm_common.protoranges import check_text
 
 __all__ = ["parse_config", "parse_config_document", "read_config_file"]
 
 
+# libyaml's parser when PyYAML was built with it (several times faster on large documents).
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _decode(raw: bytes, field: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(
+            f"is not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} ({exc.reason})",
+            field=field,
+            reason="INVALID_ENCODING",
+        ) from None
+
+
 def parse_config_document(raw: bytes | str, *, field: str = "body") -> dict[str, Any]:
-    """The mapping in a YAML/JSON document."""
-    text = raw.decode() if isinstance(raw, bytes) else raw
+    """The mapping in a YAML/JSON document.
+
+    Bytes that are not UTF-8, a document that does not parse and text that is not valid Unicode
+    (a lone surrogate such as "\\ud800") are InvalidArgument naming `field` (or the offending key).
+    """
+    text = _decode(raw, field) if isinstance(raw, bytes) else raw
     if not text.strip():
         raise InvalidArgument(
             "the document is empty; send the run config as JSON or YAML", field=field, reason="EMPTY_BODY"
@@ -36,8 +56,8 @@ def parse_config_document(raw: bytes | str, *, field: str = "body") -> dict[str,
             " YAML; send it with `--data-binary @file`, or write the file in flow style)"
         )
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        doc = yaml.load(text, Loader=_SAFE_LOADER)
+    except (yaml.YAMLError, UnicodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise InvalidArgument(
@@ -51,17 +71,21 @@ def parse_config_document(raw: bytes | str, *, field: str = "body") -> dict[str,
             field=field,
             reason="INVALID_BODY",
         )
+    # Without aliases a document has fewer values than characters: more means aliases expanded it.
+    check_text(doc, field, max_nodes=len(text) + 1)
     return doc
 
 
 def parse_config(doc: Mapping[str, Any]) -> AlphaBacktestConfig:
     """Validate a mapping; errors name the field (`details["status"]` is 422 for REST)."""
     try:
-        return AlphaBacktestConfig.model_validate(dict(doc))
+        cfg = AlphaBacktestConfig.model_validate(dict(doc))
     except ValidationError as exc:
         err = validation_error(exc)
         err.details["status"] = 422
         raise err from exc
+    check_config_ranges(cfg)
+    return cfg
 
 
 def read_config_file(path: str | Path) -> AlphaBacktestConfig:

@@ -58,7 +58,9 @@ def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, *, target: str = "
             details["violations"] = violations
     name = code.name if code is not None else "UNKNOWN"
     if name == "UNAVAILABLE":
-        return DependencyUnavailable(f"{target or 'service'} unavailable: {message}", details=details)
+        return DependencyUnavailable(
+            f"{target or 'service'} unavailable: {message}", reason=reason, details=details
+        )
     if name == "DEADLINE_EXCEEDED":
         return Timeout(f"{target or 'call'} exceeded its deadline: {message}", details=details)
     err = error_from_code(name, message or name, field=None, reason=reason, details=details)

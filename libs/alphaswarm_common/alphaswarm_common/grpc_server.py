@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -41,11 +41,49 @@ ERROR_DOMAIN = "alphaswarm.dev"
 
 @dataclass(frozen=True)
 class ServiceRegistration:
-    """A servicer and how to add it: `add(servicer, server)` and its full service name."""
+    """A servicer and how to add it: `add(servicer, server)` and its full service name.
+
+    `probes` are readiness checks by name (`{"database": db.ping}`): the threaded server's health
+    answers NOT_SERVING for "" and for the service while one fails, and each probe is a health
+    service of its own name (`Check(service="database")`).
+    """
 
     add: Callable[[Any, Any], None]
     servicer: Any
     name: str
+    probes: Mapping[str, Callable[[], bool]] = field(default_factory=dict)
+
+
+class _ProbingHealthServicer(health.HealthServicer):
+    """grpc.health.v1 whose answers for "" and the probed services run their probes."""
+
+    def __init__(self, services: Sequence[ServiceRegistration]) -> None:
+        super().__init__(experimental_non_blocking=True)
+        self._by_service = {s.name: dict(s.probes) for s in services if s.probes}
+        self._by_probe = {name: probe for s in services for name, probe in s.probes.items()}
+
+    def Check(self, request, context):  # type: ignore[no-untyped-def]
+        serving = health_pb2.HealthCheckResponse.SERVING
+        probe = self._by_probe.get(request.service)
+        if probe is not None:
+            ok = _run_probe(request.service, probe)
+            return health_pb2.HealthCheckResponse(
+                status=serving if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+        response = super().Check(request, context)
+        if response.status == serving:
+            probes = self._by_service.get(request.service, {}) if request.service else self._by_probe
+            if not all(_run_probe(name, p) for name, p in probes.items()):
+                return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+        return response
+
+
+def _run_probe(name: str, probe: Callable[[], bool]) -> bool:
+    try:
+        return bool(probe())
+    except Exception:
+        log.exception("health probe %s failed", name)
+        return False
 
 
 def _request_limits(services: Sequence[ServiceRegistration], tuning: GrpcTuning) -> dict[str, int]:
@@ -233,7 +271,7 @@ def serve(
         interceptors=[_ErrorInterceptor(_request_limits(services, tuning))],
         options=server_options(tuning, names),
     )
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = _ProbingHealthServicer(services)
     _register(server, services, health_servicer)
     bound = _bind(server, host, port)
     server.start()

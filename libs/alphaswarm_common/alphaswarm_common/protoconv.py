@@ -23,12 +23,14 @@ from pydantic import BaseModel, ValidationError
 from alphaswarm.common.v1 import arrays_pb2, config_pb2, resources_pb2
 from alphaswarm_common import config as cfg
 from alphaswarm_common.errors import InvalidArgument
+from alphaswarm_common.protoranges import check_message_doc
 
 __all__ = [
     "RUN_STATE_NAMES",
     "TERMINAL_RUN_STATES",
     "array_from_proto",
     "array_to_proto",
+    "check_config_ranges",
     "config_from_proto",
     "config_to_proto",
     "dates_from_strings",
@@ -198,11 +200,37 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-def config_to_proto(model: BaseModel) -> Any:
-    """Convert a config model to its message (fields left at None stay unset)."""
+def config_to_proto(model: BaseModel, *, prefix: str = "") -> Any:
+    """Convert a config model to its message (fields left at None stay unset).
+
+    An integer or a string the message cannot hold is InvalidArgument naming the field.
+    """
     message_type = _CONFIG_MESSAGES[type(model)]
     doc = _drop_none(model.model_dump(mode="json"))
+    check_message_doc(doc, message_type.DESCRIPTOR, prefix=prefix)
     return json_format.ParseDict(doc, message_type(), ignore_unknown_fields=False)
+
+
+def check_config_ranges(value: Any, prefix: str = "") -> None:
+    """Every config model inside `value` (a model, list or dict of them) fits its message.
+
+    Raises InvalidArgument naming the field (dotted from `prefix`) of the first integer out of the
+    range of its proto type or string that is not valid Unicode.
+    """
+    if isinstance(value, BaseModel):
+        message_type = _CONFIG_MESSAGES.get(type(value))
+        if message_type is not None:
+            doc = _drop_none(value.model_dump(mode="json"))
+            check_message_doc(doc, message_type.DESCRIPTOR, prefix=prefix)
+            return
+        for name in type(value).model_fields:
+            check_config_ranges(getattr(value, name), f"{prefix}.{name}" if prefix else name)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_config_ranges(item, f"{prefix}[{i}]")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_config_ranges(item, f"{prefix}.{key}" if prefix else str(key))
 
 
 def validation_error(exc: ValidationError, *, prefix: str = "") -> InvalidArgument:

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     deadline_predict_seconds: float = Field(default=600.0, gt=0)
     deadline_backtest_seconds: float = Field(default=900.0, gt=0)
 
+    # The REST gateway refuses larger request bodies with 413 before reading them.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Request body limit (bytes).")
+
     # Gateway workers running sagas concurrently in this process.
     gateway_workers: int = Field(default=2, ge=1)
 

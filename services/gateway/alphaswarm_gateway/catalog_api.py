@@ -51,8 +51,9 @@ from alphaswarm_common.protoconv import (
     struct_to_dict,
     timestamp_to_datetime,
 )
+from alphaswarm_common.protoranges import INT32_MAX
 from alphaswarm_gateway.core import Gateway
-from alphaswarm_gateway.deps import GatewayDep, PageSize
+from alphaswarm_gateway.deps import GatewayDep, PageSize, ProtoText
 
 __all__ = [
     "ROUTERS",
@@ -190,7 +191,7 @@ class CompareBody(_View):
     """What to compare."""
 
     backtest_ids: list[uuid.UUID] = Field(min_length=2, max_length=50, description="2 to 50 backtest ids.")
-    metrics: list[str] = Field(
+    metrics: list[ProtoText] = Field(
         default_factory=list,
         max_length=64,
         description="Metric columns to compare (e.g. sharpe_ratio, max_drawdown); a default set when empty.",
@@ -672,7 +673,9 @@ async def get_best_backtest(
             "volatility win.",
         ),
     ],
-    min_trades: Annotated[int, Query(ge=0, description="Only backtests with at least this many trades.")] = 0,
+    min_trades: Annotated[
+        int, Query(ge=0, le=INT32_MAX, description="Only backtests with at least this many trades.")
+    ] = 0,
     symbol: Annotated[str, Query(max_length=10, description="Only backtests of this symbol.")] = "",
     strategy_type: Annotated[
         str, Query(max_length=50, description="Only backtests of this strategy type.")

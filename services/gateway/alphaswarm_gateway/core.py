@@ -157,18 +157,24 @@ class Gateway:
             self._clients = None
 
     async def readiness(self) -> dict[str, Any]:
-        """Health of every upstream service and of the event bus."""
+        """Health of every upstream service, of the catalog database (persistence's `database`
+        probe) and of the event bus."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        async def check(ch: grpc.aio.Channel, service: str) -> str:
+            try:
+                resp = await health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=2
+                )
+            except grpc.aio.AioRpcError as exc:
+                return str(exc.code().name)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
         checks: dict[str, Any] = {}
         for name, ch in self.clients.channels.items():
-            try:
-                resp = await health_pb2_grpc.HealthStub(ch).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=2
-                )
-                checks[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
-            except grpc.aio.AioRpcError as exc:
-                checks[name] = exc.code().name
+            checks[name] = await check(ch, "")
+        if "persistence" in self.clients.channels:
+            checks["database"] = await check(self.clients.channels["persistence"], "database")
         checks["event_bus"] = "SERVING" if await self.bus.ready() else "NOT_CONNECTED"
         checks["ready"] = all(v == "SERVING" for v in checks.values())
         return checks
@@ -196,26 +202,28 @@ class Gateway:
         stored = created.run
         if not created.created:
             return stored  # the same request again: one run, already queued
-        await self.bus.publish(
-            ProgressEvent(
-                task_id=stored.task_id,
-                seq=1,
-                stage="accepted",
-                status="accepted",
-                pct=0.0,
-                message=f"run {stored.run_id} accepted",
-                data={"run_id": stored.run_id, "run_name": cfg.run_name, "train_first": cfg.train_first},
-            )
-        )
+        dependency = "event bus"
         try:
+            await self.bus.publish(
+                ProgressEvent(
+                    task_id=stored.task_id,
+                    seq=1,
+                    stage="accepted",
+                    status="accepted",
+                    pct=0.0,
+                    message=f"run {stored.run_id} accepted",
+                    data={"run_id": stored.run_id, "run_name": cfg.run_name, "train_first": cfg.train_first},
+                )
+            )
+            dependency = "job queue"
             await self.queue.enqueue(JOB_KIND, {"run_id": stored.run_id, "task_id": stored.task_id})
-        except Exception as exc:  # the queue is down: fail the run rather than leave it pending forever
+        except Exception as exc:  # the bus or queue is down: fail the run rather than leave it pending
             from alphaswarm_gateway.saga import fail_unstarted
 
-            await fail_unstarted(
-                self, stored, "accepted", DependencyUnavailable(f"job queue unavailable: {exc}")
-            )
-            raise DependencyUnavailable(f"job queue unavailable: {exc}") from exc
+            error = DependencyUnavailable(f"{dependency} unavailable: {exc}")
+            with contextlib.suppress(Exception):  # best effort: the answer is 503 either way
+                await fail_unstarted(self, stored, "accepted", error)
+            raise error from exc
         return stored
 
     async def preflight(self, cfg: AlphaBacktestConfig) -> None:

@@ -31,12 +31,14 @@ from alphaswarm_common.grpc_client import aio_call, remote_field
 from alphaswarm_common.protoconv import (
     TERMINAL_RUN_STATES,
     array_to_proto,
+    check_config_ranges,
     config_to_proto,
     metricset_from_proto,
     struct_from_dict,
     struct_to_dict,
     validation_error,
 )
+from alphaswarm_common.protoranges import INT32_MAX, INT32_MIN
 from alphaswarm_gateway.progress import Progress, error_detail
 
 __all__ = ["JOB_MODELS", "accept_job", "run_job"]
@@ -77,7 +79,7 @@ class OptimizationJob(_Doc):
     space: dict[str, Any] | None = None
     method: Literal["grid", "random"] = "grid"
     n_samples: int = Field(default=50, ge=1, le=100_000)
-    seed: int = 0
+    seed: int = Field(default=0, ge=INT32_MIN, le=INT32_MAX)
     objective: Objective = "sharpe"
     backtest_cfg: BacktestConfig = Field(default_factory=BacktestConfig)
 
@@ -97,9 +99,9 @@ class WalkForwardJob(_Doc):
     strategy_type: str
     grid: dict[str, list[Any]]
     objective: Objective = "sharpe"
-    in_sample_bars: int = Field(default=504, ge=20)
-    out_of_sample_bars: int = Field(default=126, ge=5)
-    step_bars: int | None = Field(default=None, ge=1)
+    in_sample_bars: int = Field(default=504, ge=20, le=INT32_MAX)
+    out_of_sample_bars: int = Field(default=126, ge=5, le=INT32_MAX)
+    step_bars: int | None = Field(default=None, ge=1, le=INT32_MAX)
     anchored: bool = False
     backtest_cfg: BacktestConfig = Field(default_factory=BacktestConfig)
 
@@ -116,7 +118,7 @@ class PortfolioJob(_Doc):
     dataset_cfg: DatasetConfig
     legs: list[PortfolioLegDoc] = Field(min_length=1)
     rebalance_frequency: Literal["daily", "weekly", "monthly", "quarterly", "none"] = "monthly"
-    max_positions: int | None = Field(default=None, ge=1)
+    max_positions: int | None = Field(default=None, ge=1, le=INT32_MAX)
     position_sizing_method: Literal["equal", "fixed", "inverse_volatility"] = "equal"
     backtest_cfg: BacktestConfig = Field(default_factory=lambda: BacktestConfig(initial_capital=100_000.0))
     portfolio_name: str = Field(min_length=1, max_length=100)
@@ -129,8 +131,8 @@ class MonteCarloJob(_Doc):
     backtest_id: str | None = None
     returns: list[float] | None = None
     n_simulations: int = Field(default=1000, ge=1, le=200_000)
-    block_length: int = Field(default=21, ge=1)
-    seed: int = 0
+    block_length: int = Field(default=21, ge=1, le=INT32_MAX)
+    seed: int = Field(default=0, ge=INT32_MIN, le=INT32_MAX)
     percentiles: list[float] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 75.0, 95.0])
     periods_per_year: float | None = Field(
         default=None, gt=0, description="Bars per year; a stored backtest's own value (else 252) when absent."
@@ -282,11 +284,13 @@ JOB_MODELS: dict[str, JobKind] = {
 
 def parse_job(kind: str, doc: dict[str, Any]) -> _Doc:
     try:
-        return JOB_MODELS[kind].model.model_validate(doc)
+        job = JOB_MODELS[kind].model.model_validate(doc)
     except ValidationError as exc:
         err = validation_error(exc)
         err.details["status"] = 422
         raise err from exc
+    check_config_ranges(job)  # the configs inside fit their messages (int32 fields, valid text)
+    return job
 
 
 def _strategy_field(kind: str, index: int, field: str | None) -> str:
@@ -341,15 +345,21 @@ async def accept_job(gw: Any, kind: str, job: _Doc, *, request_id: str | None = 
     )
     stored = created.task
     if created.created:
-        await gw.bus.publish(
-            ProgressEvent(
-                task_id=stored.task_id, seq=1, stage="accepted", status="accepted", message=f"{kind} accepted"
-            )
-        )
+        dependency = "event bus"
         try:
+            await gw.bus.publish(
+                ProgressEvent(
+                    task_id=stored.task_id,
+                    seq=1,
+                    stage="accepted",
+                    status="accepted",
+                    message=f"{kind} accepted",
+                )
+            )
+            dependency = "job queue"
             await gw.queue.enqueue(kind, {"task_id": stored.task_id})
-        except Exception as exc:  # the queue is down: fail the task rather than leave it pending forever
-            error = DependencyUnavailable(f"job queue unavailable: {exc}")
+        except Exception as exc:  # the bus or queue is down: fail the task rather than leave it pending
+            error = DependencyUnavailable(f"{dependency} unavailable: {exc}")
             await _update_task(
                 gw,
                 resources_pb2.Task(

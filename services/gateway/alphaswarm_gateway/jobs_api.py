@@ -12,9 +12,14 @@ from alphaswarm_common.configio import parse_config_document
 from alphaswarm_common.grpc_client import aio_call
 from alphaswarm_gateway.deps import GatewayDep
 from alphaswarm_gateway.jobs import JOB_MODELS, accept_job, parse_job, task_view
+from alphaswarm_gateway.limits import parse_off_loop
 from alphaswarm_gateway.views import STATE_NAMES, stream_url
 
 router = APIRouter(tags=["jobs"])
+
+JOB_SCHEMA_DEFS: dict[str, Any] = {}
+"""The schemas the job bodies refer to, for the OpenAPI document's `components.schemas`."""
+_REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 def _accepted(task: Any) -> dict[str, Any]:
@@ -28,9 +33,14 @@ def _accepted(task: Any) -> dict[str, Any]:
 
 def _route(path: str, kind: str, summary: str) -> None:
     model = JOB_MODELS[kind].model
+    schema = model.model_json_schema(ref_template=_REF_TEMPLATE)
+    JOB_SCHEMA_DEFS.update(schema.pop("$defs", {}))
+
+    def parse(raw: bytes) -> Any:
+        return parse_job(kind, parse_config_document(raw, field="body"))
 
     async def submit(request: Request, gw: GatewayDep) -> dict[str, Any]:
-        job = parse_job(kind, parse_config_document(await request.body(), field="body"))
+        job = await parse_off_loop(parse, await request.body())
         task = await accept_job(gw, kind, job, request_id=request.headers.get("idempotency-key"))
         return _accepted(task)
 
@@ -45,7 +55,10 @@ def _route(path: str, kind: str, summary: str) -> None:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": model.model_json_schema()}},
+                "content": {
+                    "application/json": {"schema": schema},
+                    "application/x-yaml": {"schema": schema},
+                },
             }
         },
     )

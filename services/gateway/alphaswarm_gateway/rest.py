@@ -7,7 +7,10 @@ same event loop.
 
 Errors have one shape, `{"error": {"code", "reason", "message", "details"}}`,
 with the status of docs/architecture.md's table: an invalid config is 422 and
-names the field; a body that is not YAML/JSON is 400; an unknown id is 404.
+names the field; a body that is not YAML/JSON is 400; an unknown id is 404; a
+body above `ALPHASWARM_MAX_BODY_BYTES` is 413; a dependency that is down is 503
+with `Retry-After`; every body carries the request's `X-Request-ID`
+(`errors.py`, `limits.py`).
 """
 
 from __future__ import annotations
@@ -19,27 +22,28 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.configio import parse_config, parse_config_document
-from alphaswarm_common.errors import AlphaSwarmError, InvalidArgument
 from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
 from alphaswarm_gateway import catalog_api, jobs_api
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.deps import GatewayDep, PageSize
+from alphaswarm_gateway.docs import install_docs
+from alphaswarm_gateway.errors import (
+    RequestIdMiddleware,
+    document_error_responses,
+    install_error_handlers,
+)
+from alphaswarm_gateway.limits import BodyLimitMiddleware, parse_off_loop
 from alphaswarm_gateway.views import audit_row_view, run_view, task_accepted
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-
-def _error_response(exc: AlphaSwarmError, status: int | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status or exc.http_status, content={"error": exc.to_dict()})
 
 
 def parse_config_body(raw: bytes) -> AlphaBacktestConfig:
@@ -70,7 +74,7 @@ runs = APIRouter(prefix="/ml/alpha-backtest-runs", tags=["alpha-backtest-runs"])
 )
 async def start_run(request: Request, gw: GatewayDep) -> dict[str, Any]:
     """Accept a run config (JSON or YAML) and answer with the TaskAccepted envelope."""
-    cfg = parse_config_body(await request.body())
+    cfg = await parse_off_loop(parse_config_body, await request.body())
     run = await gw.start_run(cfg, request_id=request.headers.get("idempotency-key") or None)
     return task_accepted(run)
 
@@ -202,35 +206,15 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
         version="0.1.0",
         summary="Train a model, deploy it as an alpha, backtest the trades it drives.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
-
-    @app.exception_handler(AlphaSwarmError)
-    async def _domain_error(_: Request, exc: AlphaSwarmError) -> JSONResponse:
-        return _error_response(exc, exc.details.pop("status", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        err = AlphaSwarmError(f"{type(exc).__name__}: {exc}")
-        return _error_response(err, 500)
-
-    @app.exception_handler(RequestValidationError)
-    async def _request_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header"))
-        err = InvalidArgument(
-            str(first.get("msg")),
-            field=field or None,
-            details={
-                "violations": [
-                    {"field": ".".join(str(p) for p in e.get("loc", ())), "description": str(e.get("msg"))}
-                    for e in errors
-                ]
-            },
-        )
-        return _error_response(err, 422)
+    install_error_handlers(app)
+    # The last added runs first: the request id exists before the body limit may answer 413.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    install_docs(app, title=app.title)
 
     app.include_router(runs)
     app.include_router(stream)
@@ -250,6 +234,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["AlphaBacktestConfig"] = json.loads(json.dumps(_CONFIG_SCHEMA))
         components.update(_CONFIG_DEFS)
+        components.update(jobs_api.JOB_SCHEMA_DEFS)
+        document_error_responses(schema)
         app.openapi_schema = schema
         return schema
 

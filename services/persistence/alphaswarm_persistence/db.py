@@ -20,10 +20,19 @@ import time. URLs:
   writers queue on the busy timeout instead of failing with "database is
   locked" when a read lock cannot be upgraded; read sessions use a deferred
   `BEGIN`.
+
+A database that cannot be reached (refused or dropped connections, a server
+shutting down: SQLAlchemy's OperationalError / InterfaceError) surfaces from
+`session()` as `DependencyUnavailable` (gRPC UNAVAILABLE, HTTP 503) with a
+message that names no host, query or parameter; the original goes to the log
+under an error id that the message quotes. `ping()` runs `SELECT 1` for the
+service's health check.
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,11 +40,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["Database", "create_engine", "normalize_url", "write_engine"]
+from alphaswarm_common.errors import DependencyUnavailable
+
+__all__ = ["Database", "create_engine", "database_unavailable", "normalize_url", "write_engine"]
+
+log = logging.getLogger(__name__)
+_PG_CONNECT_TIMEOUT_S = 10
 
 _SQLITE_BUSY_TIMEOUT_S = 30.0
 _SQLITE_CACHE_KIB = 64 * 1024
@@ -78,7 +93,11 @@ def create_engine(
             pool_pre_ping=True,
             pool_size=pool_size,
             max_overflow=max_overflow,
-            connect_args={"options": "-c timezone=UTC", "application_name": "alphaswarm-persistence"},
+            connect_args={
+                "options": "-c timezone=UTC",
+                "application_name": "alphaswarm-persistence",
+                "connect_timeout": _PG_CONNECT_TIMEOUT_S,
+            },
         )
     return sa.create_engine(parsed, echo=echo)
 
@@ -145,8 +164,21 @@ class Database:
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
         factory = self._write if write else self._read
-        with factory() as session, session.begin():
-            yield session
+        try:
+            with factory() as session, session.begin():
+                yield session
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            raise database_unavailable(exc) from None
+
+    def ping(self) -> bool:
+        """Whether the database answers `SELECT 1` now (the persistence service's health)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa_exc.SQLAlchemyError as exc:
+            log.warning("catalog database health check failed: %s", type(exc).__name__)
+            return False
+        return True
 
     def dispose(self) -> None:
         """Close every pooled connection."""
@@ -154,3 +186,14 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
+
+
+def database_unavailable(exc: BaseException) -> DependencyUnavailable:
+    """The domain error of a database that cannot be reached; the details go to the log only."""
+    error_id = uuid.uuid4().hex[:12]
+    log.warning("catalog database unavailable (error id %s): %s", error_id, exc)
+    return DependencyUnavailable(
+        f"catalog database unavailable (error id {error_id})",
+        reason="DATABASE_UNAVAILABLE",
+        details={"dependency": "database", "error_id": error_id},
+    )

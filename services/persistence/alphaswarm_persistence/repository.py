@@ -121,6 +121,7 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+import logging
 import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -184,6 +185,8 @@ __all__ = [
     "parse_date",
     "parse_uuid",
 ]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -776,6 +779,22 @@ _VOLATILE_FIELDS = frozenset(
 )
 
 
+def _log_conflict(kind: str, exc: BaseException | None) -> str:
+    """Log a constraint violation (its text names tables, columns and values) under a new error id."""
+    error_id = uuid.uuid4().hex[:12]
+    log.info("%s conflicts with a stored row (error id %s): %s", kind, error_id, exc)
+    return error_id
+
+
+def _conflict(kind: str, exc: IntegrityError) -> AlreadyExists:
+    """AlreadyExists for a violated constraint, without the database's text."""
+    error_id = _log_conflict(kind, exc)
+    return AlreadyExists(
+        f"the {kind.replace('_', ' ')} conflicts with a stored row (error id {error_id})",
+        details={"error_id": error_id},
+    )
+
+
 def _fingerprint(*parts: Any) -> str:
     def canon(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -1106,7 +1125,7 @@ class CatalogRepository:
                 with self.db.session(write=True) as s:
                     return create(s, eid)
             except IntegrityError as exc:
-                raise AlreadyExists(f"conflicts with a stored row: {exc.orig}") from exc
+                raise _conflict(kind, exc) from None
         _check_str(request_id, RequestKeyRow.request_id, "request_id")
         last_error: IntegrityError | None = None
         for _attempt in range(5):
@@ -1137,7 +1156,8 @@ class CatalogRepository:
                 # Another transaction stored the key (or the entity) first: read it on the next attempt.
                 last_error = exc
                 continue
-        raise AlreadyExists(f"request_id {request_id!r} kept conflicting: {last_error}", field="request_id")
+        _log_conflict(kind, last_error)
+        raise AlreadyExists(f"request_id {request_id!r} kept conflicting", field="request_id")
 
     # ------------------------------------------------------------------ runs
 

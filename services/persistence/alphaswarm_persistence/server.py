@@ -3,7 +3,9 @@
 The only process that opens the catalog database (`ALPHASWARM_DATABASE_URL`,
 SQLite under `ALPHASWARM_HOME` by default). It upgrades the schema at start
 unless `ALPHASWARM_MIGRATE_ON_START=false` (the compose topology migrates once
-in its own container).
+in its own container). Its health check runs `SELECT 1` on the catalog (the
+health service `database`, and "" with it), and no error it answers carries
+database text (`sanitize.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from alphaswarm_common.settings import Settings
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
 from alphaswarm_persistence.repository import CatalogRepository
+from alphaswarm_persistence.sanitize import sanitize_errors
 from alphaswarm_persistence.servicer import PersistenceServicer
 from alphaswarm_persistence.tasks import TaskServicerMixin
 
@@ -34,8 +37,16 @@ def build(settings: Settings) -> list[ServiceRegistration]:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if settings.migrate_on_start:
         upgrade(url)
-    servicer = Servicer(CatalogRepository(Database(url)))
-    return [ServiceRegistration(pb_grpc.add_PersistenceServiceServicer_to_server, servicer, SERVICE_NAME)]
+    db = Database(url)
+    servicer = sanitize_errors(Servicer(CatalogRepository(db)))
+    return [
+        ServiceRegistration(
+            pb_grpc.add_PersistenceServiceServicer_to_server,
+            servicer,
+            SERVICE_NAME,
+            probes={"database": db.ping},
+        )
+    ]
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from alphaswarm_common.protoconv import (
     timestamp_from_datetime,
 )
 from alphaswarm_persistence.models import TaskRow
-from alphaswarm_persistence.repository import CatalogRepository, parse_uuid
+from alphaswarm_persistence.repository import CatalogRepository, _fingerprint, parse_uuid
 
 __all__ = ["TaskServicerMixin", "TaskStore"]
 
@@ -100,7 +100,8 @@ class TaskStore:
             row = s.get(TaskRow, eid)
             return task_to_proto(row) if row is not None else None
 
-        fingerprint = json_format.MessageToJson(task, sort_keys=True)
+        # The SHA-256 of the canonical request (the key table holds 64 hex characters).
+        fingerprint = _fingerprint("task", json_format.MessageToDict(task, preserving_proto_field_name=True))
         return self.repository._idempotent("task", request_id, fingerprint, task_id, create, load)
 
     def update(self, task: resources_pb2.Task, paths: list[str]) -> resources_pb2.Task:
