@@ -25,10 +25,11 @@ from sse_starlette.sse import EventSourceResponse
 
 from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.configio import parse_config, parse_config_document
-from alphaswarm_common.errors import AlphaSwarmError, InvalidArgument
+from alphaswarm_common.errors import AlphaSwarmError, InvalidArgument, ResourceExhausted, Unauthenticated
 from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
-from alphaswarm_gateway import catalog_api, jobs_api
+from alphaswarm_common.tls import server_credentials
+from alphaswarm_gateway import auth, catalog_api, jobs_api
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.deps import GatewayDep, PageSize
 from alphaswarm_gateway.views import audit_row_view, run_view, task_accepted
@@ -39,7 +40,14 @@ log = logging.getLogger(__name__)
 
 
 def _error_response(exc: AlphaSwarmError, status: int | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status or exc.http_status, content={"error": exc.to_dict()})
+    headers = {}
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{exc.reason}"'
+    if isinstance(exc, ResourceExhausted):
+        headers["Retry-After"] = str(exc.details.get("retry_after", 1))
+    return JSONResponse(
+        status_code=status or exc.http_status, content={"error": exc.to_dict()}, headers=headers
+    )
 
 
 def parse_config_body(raw: bytes) -> AlphaBacktestConfig:
@@ -71,7 +79,9 @@ runs = APIRouter(prefix="/ml/alpha-backtest-runs", tags=["alpha-backtest-runs"])
 async def start_run(request: Request, gw: GatewayDep) -> dict[str, Any]:
     """Accept a run config (JSON or YAML) and answer with the TaskAccepted envelope."""
     cfg = parse_config_body(await request.body())
+    who = await auth.admit(gw)
     run = await gw.start_run(cfg, request_id=request.headers.get("idempotency-key") or None)
+    await auth.record_submission(gw, who, "alpha_backtest_run", run.task_id, run_id=run.run_id)
     return task_accepted(run)
 
 
@@ -187,6 +197,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
                 host=settings.grpc_host,
                 port=settings.grpc_port,
                 tuning=settings.grpc_tuning(),
+                auth=app.state.auth,
+                credentials=grpc_credentials,
             )
             app.state.grpc_port = port
             log.info("gateway gRPC listening on %s:%d", settings.grpc_host, port)
@@ -202,6 +214,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
         version="0.1.0",
         summary="Train a model, deploy it as an alpha, backtest the trades it drives.",
         lifespan=lifespan,
+        dependencies=[auth.GUARD],
     )
     app.state.settings = settings
 
@@ -241,6 +254,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     app.include_router(catalog_api.portfolio_backtests)
     app.include_router(jobs_api.router)
 
+    auth.secure_app(app, settings)
+    grpc_credentials = server_credentials(settings, require_client_auth=False)
     original_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
