@@ -3,6 +3,7 @@ catalog and an MLflow SQLite store in a temporary folder, the in-process bus."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import socket
 import threading
@@ -102,16 +103,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def rest_url(stack: EmbeddedStack) -> Iterator[str]:
-    """The REST gateway (uvicorn on a real socket) over the session's services."""
+@contextlib.contextmanager
+def serving(
+    settings: Settings, stack: EmbeddedStack, *, serve_grpc: bool = False
+) -> Iterator[tuple[Any, str]]:
+    """A REST gateway app for `settings` over the stack's services, served by uvicorn on a real
+    socket: (app, base URL)."""
     import uvicorn
 
     from alphaswarm_gateway.core import bootstrap
     from alphaswarm_gateway.rest import create_app
 
-    settings = stack.settings.model_copy(update={"grpc_port": 0})
-    app = create_app(settings, gateway=bootstrap(settings, tracker=stack.tracker))
+    app = create_app(settings, gateway=bootstrap(settings, tracker=stack.tracker), serve_grpc=serve_grpc)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -122,6 +125,15 @@ def rest_url(stack: EmbeddedStack) -> Iterator[str]:
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
+    try:
+        yield app, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def rest_url(stack: EmbeddedStack) -> Iterator[str]:
+    """The REST gateway (uvicorn on a real socket) over the session's services."""
+    with serving(stack.settings.model_copy(update={"grpc_port": 0}), stack, serve_grpc=False) as (_, url):
+        yield url

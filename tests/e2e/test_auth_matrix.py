@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from alphaswarm_common.grpc_client import channel
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import client_credentials
 from tests.auth_helpers import Issuer, expected, service_methods
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -43,32 +42,6 @@ JOB = {
     },
     "strategy_cfg": {"type": "sma_cross", "params": {"fast_period": 5, "slow_period": 20}},
 }
-
-
-def _serve_app(settings: Settings, stack: EmbeddedStack, *, serve_grpc: bool = False) -> tuple[Any, Any, str]:
-    import uvicorn
-
-    from alphaswarm_gateway.core import bootstrap
-    from alphaswarm_gateway.rest import create_app
-
-    app = create_app(settings, gateway=bootstrap(settings, tracker=stack.tracker), serve_grpc=serve_grpc)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    return app, (server, thread), f"http://127.0.0.1:{port}"
-
-
-def _stop(handle: Any) -> None:
-    server, thread = handle
-    server.should_exit = True
-    thread.join(timeout=15)
 
 
 class Secured:
@@ -132,16 +105,14 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 
 @pytest.fixture(scope="module")
 def token_rest(secured: Secured) -> Iterator[tuple[Any, str]]:
-    app, handle, url = _serve_app(secured.stack.settings.model_copy(update={"grpc_port": 0}), secured.stack)
-    yield app, url
-    _stop(handle)
+    with serving(secured.stack.settings.model_copy(update={"grpc_port": 0}), secured.stack) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def jwt_rest(secured: Secured) -> Iterator[tuple[Any, str]]:
-    app, handle, url = _serve_app(secured.jwt_settings(), secured.stack, serve_grpc=True)
-    yield app, url
-    _stop(handle)
+    with serving(secured.jwt_settings(), secured.stack, serve_grpc=True) as served:
+        yield served
 
 
 def _outcome_http(resp: httpx.Response) -> str:
@@ -286,12 +257,7 @@ def test_submissions_and_deletions_are_recorded_with_the_token_name(
     _, url = token_rest
     researcher = secured.tokens["researcher"]
     name = secured.names[researcher]
-    resp = httpx.post(
-        url + "/backtests",
-        content=yaml.safe_dump(JOB).encode(),
-        headers={"authorization": f"Bearer {researcher}"},
-        timeout=60,
-    )
+    resp = _submit(url, yaml.safe_dump(JOB).encode(), researcher)
     assert resp.status_code == 202, resp.text
     task_id = resp.json()["task_id"]
     (entry,) = _audit(secured, target_id=task_id)
@@ -322,63 +288,47 @@ def test_submissions_and_deletions_are_recorded_with_the_token_name(
     assert [e.action for e in _audit(secured, subject=secured.names[secured.tokens["revoked"]])] == []
 
 
-def test_rate_limit_and_concurrency_cap_answer_429_with_retry_after(secured: Secured) -> None:
+def test_rate_limit_answers_429_with_retry_after_per_token(secured: Secured) -> None:
     limited = secured.stack.settings.model_copy(
         update={"grpc_port": 0, "submit_burst": 1, "submit_rate_per_minute": 1.0}
     )
-    _, handle, url = _serve_app(limited, secured.stack)
-    try:
-        token = secured.create("researcher")
-        headers = {"authorization": f"Bearer {token}"}
-        body = yaml.safe_dump(JOB).encode()
-        assert httpx.post(url + "/backtests", content=body, headers=headers, timeout=60).status_code == 202
-        second = httpx.post(url + "/backtests", content=body, headers=headers, timeout=60)
+    body = yaml.safe_dump(JOB).encode()
+    with serving(limited, secured.stack) as (_, url):
+        token, other = secured.create("researcher"), secured.create("researcher")
+        assert _submit(url, body, token).status_code == 202
+        second = _submit(url, body, token)
         assert second.status_code == 429
         assert int(second.headers["retry-after"]) >= 1
         assert second.json()["error"]["code"] == "RESOURCE_EXHAUSTED"
-        # Another token has its own bucket.
-        other = secured.create("researcher")
-        assert (
-            httpx.post(
-                url + "/backtests", content=body, headers={"authorization": f"Bearer {other}"}, timeout=60
-            ).status_code
-            == 202
-        )
-    finally:
-        _stop(handle)
+        assert _submit(url, body, other).status_code == 202  # another token, another bucket
 
+
+def test_concurrency_cap_answers_429_while_the_tokens_tasks_run(secured: Secured) -> None:
     capped = secured.stack.settings.model_copy(update={"grpc_port": 0, "max_concurrent_runs_per_token": 1})
-    _, handle, url = _serve_app(capped, secured.stack)
-    try:
+    with serving(capped, secured.stack) as (_, url):
         token = secured.create("researcher")
-        name = secured.names[token]
         # A pending task of this token that no worker will pick up.
         task = secured.persistence.CreateTask(
             ppb.CreateTaskRequest(task=resources_pb2.Task(kind="backtest")), timeout=10
         ).task
-        secured.persistence.AppendAuditLog(
-            ppb.AppendAuditLogRequest(
-                entry=ppb.AuditEntry(
-                    subject=name,
-                    role="researcher",
-                    action="submit",
-                    target_id=task.task_id,
-                    task_id=task.task_id,
-                )
-            ),
-            timeout=10,
+        entry = ppb.AuditEntry(
+            subject=secured.names[token],
+            role="researcher",
+            action="submit",
+            target_id=task.task_id,
+            task_id=task.task_id,
         )
-        resp = httpx.post(
-            url + "/backtests",
-            content=yaml.safe_dump(JOB).encode(),
-            headers={"authorization": f"Bearer {token}"},
-            timeout=60,
-        )
+        secured.persistence.AppendAuditLog(ppb.AppendAuditLogRequest(entry=entry), timeout=10)
+        resp = _submit(url, yaml.safe_dump(JOB).encode(), token)
         assert resp.status_code == 429, resp.text
         assert resp.json()["error"]["reason"] == "TOO_MANY_ACTIVE_RUNS"
         assert resp.headers["retry-after"]
-    finally:
-        _stop(handle)
+
+
+def _submit(url: str, body: bytes, token: str) -> httpx.Response:
+    return httpx.post(
+        url + "/backtests", content=body, headers={"authorization": f"Bearer {token}"}, timeout=60
+    )
 
 
 def test_tokens_never_reach_logs_or_error_bodies(

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import grpc
 
 from alphaswarm_common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from alphaswarm_common.grpc_handlers import rewrap
 
 __all__ = [
     "ADMIN",
@@ -459,15 +460,7 @@ def _wrap_sync(handler: Any, check: Callable[[Any, Any], Principal]) -> Any:
 
         return wrapper
 
-    if handler.unary_unary:
-        return handler._replace(unary_unary=unary(handler.unary_unary))
-    if handler.unary_stream:
-        return handler._replace(unary_stream=streaming(handler.unary_stream))
-    if handler.stream_unary:
-        return handler._replace(stream_unary=unary(handler.stream_unary))
-    if handler.stream_stream:
-        return handler._replace(stream_stream=streaming(handler.stream_stream))
-    return handler
+    return rewrap(handler, unary, streaming)
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
@@ -529,15 +522,7 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapper
 
-        if handler.unary_unary:
-            return handler._replace(unary_unary=unary(handler.unary_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=streaming(handler.unary_stream))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=unary(handler.stream_unary))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=streaming(handler.stream_stream))
-        return handler
+        return rewrap(handler, unary, streaming)
 
 
 # -- client side --------------------------------------------------------------------------------

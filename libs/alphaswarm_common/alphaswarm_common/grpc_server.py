@@ -37,6 +37,7 @@ from grpc_status import rpc_status
 
 from alphaswarm_common.auth import AioAuthInterceptor, AuthInterceptor, ServerAuth
 from alphaswarm_common.errors import AlphaSwarmError, RequestTooLarge
+from alphaswarm_common.grpc_handlers import rewrap
 from alphaswarm_common.grpc_tuning import GrpcTuning, method_limits, server_options
 
 __all__ = ["ServiceRegistration", "run_until_signal", "serve", "serve_aio", "status_for"]
@@ -148,15 +149,7 @@ class _ErrorInterceptor(grpc.ServerInterceptor):
 
             return wrapper
 
-        if handler.unary_unary:
-            return handler._replace(unary_unary=unary(handler.unary_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=streaming(handler.unary_stream))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=unary(handler.stream_unary))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=streaming(handler.stream_stream))
-        return handler
+        return rewrap(handler, unary, streaming)
 
 
 class _AioErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -197,15 +190,7 @@ class _AioErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapper
 
-        if handler.unary_unary:
-            return handler._replace(unary_unary=unary(handler.unary_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=streaming(handler.unary_stream))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=unary(handler.stream_unary))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=streaming(handler.stream_stream))
-        return handler
+        return rewrap(handler, unary, streaming)
 
 
 def _register(server: Any, services: Sequence[ServiceRegistration], health_servicer: Any) -> None:
