@@ -149,7 +149,6 @@ _BY_CODE: dict[str, type[AlphaSwarmError]] = {
         FailedPrecondition,
         Unauthenticated,
         PermissionDenied,
-        ResourceExhausted,
         DependencyUnavailable,
         RequestTooLarge,
         Timeout,
@@ -160,4 +159,6 @@ _BY_CODE["ABORTED"] = AlreadyExists
 
 def error_from_code(code: str, message: str, **kwargs: Any) -> AlphaSwarmError:
     """The domain error for a gRPC status code name (`INVALID_ARGUMENT`, ...)."""
+    if code == "RESOURCE_EXHAUSTED" and kwargs.get("reason") in ("RATE_LIMITED", "TOO_MANY_ACTIVE_RUNS"):
+        return ResourceExhausted(message, **kwargs)
     return _BY_CODE.get(code, AlphaSwarmError)(message, **kwargs)
