@@ -270,7 +270,8 @@ def cmd_job(args: argparse.Namespace) -> int:
     if not address:
         from alphaswarm.client import embedded_stack
 
-        address = embedded_stack(settings).settings.backtester_addr
+        settings = embedded_stack(settings).settings  # with the stack's service secret when auth is on
+        address = settings.backtester_addr
     spec = JOB_MODELS[kind]
     stub = bpb_grpc.BacktesterServiceStub(
         channel(address or "", tuning=settings.grpc_tuning(), credentials=client_credentials(settings))
