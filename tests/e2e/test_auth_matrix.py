@@ -372,3 +372,29 @@ def test_secured_stack_stores_only_hashes(secured: Secured) -> None:
     for token in secured.tokens.values():
         assert token not in stored
     assert hash_token(secured.tokens["viewer"]) in stored
+
+
+def test_only_the_submitter_or_an_admin_may_act_on_a_task(secured: Secured) -> None:
+    import asyncio
+
+    from alphaswarm_common.auth import Principal
+    from alphaswarm_common.errors import PermissionDenied
+    from alphaswarm_gateway.auth import ensure_owner, record_submission
+    from alphaswarm_gateway.core import bootstrap
+
+    async def scenario() -> None:
+        gw = bootstrap(secured.stack.settings, tracker=secured.stack.tracker)
+        await gw.start(workers=False)
+        try:
+            task_id = str(uuid.uuid4())
+            owner = Principal("owner-" + task_id[:8], "researcher", "token")
+            await record_submission(gw, owner, "backtest", task_id)
+            assert await ensure_owner(gw, task_id, owner) is owner
+            with pytest.raises(PermissionDenied):
+                await ensure_owner(gw, task_id, Principal("someone-else", "researcher", "token"))
+            admin = Principal("ops", "admin", "token")
+            assert await ensure_owner(gw, task_id, admin) is admin
+        finally:
+            await gw.close()
+
+    asyncio.run(scenario())

@@ -282,3 +282,18 @@ def test_the_deployment_requires_tokens_and_certificates(topology: Topology, com
     task_id = completed["accepted"]["task_id"]
     entries = stub.ListAuditLog(ppb.ListAuditLogRequest(target_id=task_id), timeout=10).entries
     assert [(e.subject, e.role, e.action) for e in entries] == [("bootstrap-admin", "admin", "submit")]
+
+
+def test_tokens_made_with_the_cli_inside_the_gateway_container(topology: Topology) -> None:
+    made = topology.cli("auth", "create-token", "--role", "viewer", "--name", "dashboards")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    headers = {"authorization": f"Bearer {token}"}
+    assert httpx.get(f"{topology.rest_url}/backtests", headers=headers, timeout=30).status_code == 200
+    denied = httpx.post(
+        f"{topology.rest_url}/ml/alpha-backtest-runs", content=b"{}", headers=headers, timeout=30
+    )
+    assert denied.status_code == 403
+    listed = topology.cli("auth", "list")
+    assert '"name": "dashboards"' in listed.stdout and '"created_by": "gateway"' in listed.stdout
+    assert token not in listed.stdout

@@ -109,6 +109,13 @@ class Topology:
             Settings(tls_ca=self.workdir / "secrets" / "certs" / "ca.pem"), bearer=self.admin_token
         )
 
+    def cli(self, *args: str, service: str = "gateway") -> subprocess.CompletedProcess[str]:
+        """`alphaswarm ARGS` inside a service's environment (`docker-compose run SERVICE alphaswarm ...`)."""
+        compose = yaml.safe_load(COMPOSE.read_text())
+        env = self._env(service, compose["services"][service])
+        exe = Path(sys.executable).parent / "alphaswarm"
+        return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=120)
+
     def catalog_url(self) -> str:
         return self._pg_url(self.databases["alphaswarm"])
 

@@ -271,3 +271,32 @@ def test_database_password_comes_from_a_file_and_is_hidden(tmp_path: Path) -> No
     from sqlalchemy.engine import make_url
 
     assert make_url(url).password == "p@ss/word"
+
+
+def test_jwks_from_a_url(issuer: Issuer) -> None:
+    import http.server
+    import threading
+
+    body = issuer.jwks_file.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
+        auth = JwtAuthenticator(issuer=issuer.issuer, audience="alphaswarm", jwks_url=url)
+        assert auth.authenticate(issuer.token(role="admin", sub="carol")).subject == "carol"
+        with pytest.raises(Unauthenticated):
+            auth.authenticate(issuer.token(iss="https://evil.test"))
+    finally:
+        server.shutdown()
