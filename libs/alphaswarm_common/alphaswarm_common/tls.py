@@ -143,26 +143,32 @@ def make_certs(
 
 def make_secrets(directory: Path, *, db_user: str = "alphaswarm", db_host: str = "postgres") -> list[Path]:
     """The secrets of the compose deployment: a database password (raw and as a libpq `pgpass`
-    line), a first admin API token, and `certs/` from `make_certs`. Existing files are kept."""
+    line), a first admin API token, and `certs/` from `make_certs`. Existing files are kept.
+
+    The AlphaSwarm image runs as uid 1000: make the secrets as that user (or `chown` them to it).
+    """
     import secrets
 
     from alphaswarm_common.auth import new_token
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the folder keeps other host users out; compose mounts the files
     written: list[Path] = []
 
-    def put(name: str, text: str) -> str:
+    def put(name: str, text: str, mode: int = 0o600) -> str:
         path = directory / name
         if path.exists():
             return path.read_text().strip()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "w") as fh:
             fh.write(text + "\n")
         written.append(path)
         return text
 
-    password = put("postgres_password", secrets.token_urlsafe(24))
+    # PostgreSQL reads its password as its own user (uid 70 in the image): readable by all, inside
+    # the 0700 folder. The rest is read by the image's user (uid 1000), libpq insists on 0600.
+    password = put("postgres_password", secrets.token_urlsafe(24), 0o644)
     put("pgpass", f"{db_host}:5432:*:{db_user}:{password}")
     put("admin_token", new_token())
     if not (directory / "certs" / "ca.pem").exists():
