@@ -282,6 +282,11 @@ def test_the_deployment_requires_tokens_and_certificates(topology: Topology, com
     task_id = completed["accepted"]["task_id"]
     entries = stub.ListAuditLog(ppb.ListAuditLogRequest(target_id=task_id), timeout=10).entries
     assert [(e.subject, e.role, e.action) for e in entries] == [("bootstrap-admin", "admin", "submit")]
+    password = topology.secret_files["postgres_password"].read_text().strip()
+    for name in ("migrate", "persistence", "trainer", "registry", "backtester", "gateway", "mlflow"):
+        log = topology.log(name)
+        assert log, name
+        assert password not in log and topology.admin_token not in log, f"a secret in the {name} log"
 
 
 def test_tokens_made_with_the_cli_inside_the_gateway_container(topology: Topology) -> None:
