@@ -67,8 +67,11 @@ bench: install-dev                 ## benchmarks (figures go to stdout with the 
 	$(BIN)/python benchmarks/bench_e2e.py
 	$(BIN)/python benchmarks/bench_engine.py
 
-up:                                ## the distributed topology in containers
+up: deploy/secrets/admin_token     ## the distributed topology in containers
 	docker-compose -f deploy/docker-compose.yml up --build -d
+
+deploy/secrets/admin_token: | $(BIN)/python  ## DB password, first admin token, mTLS certificates (kept once made)
+	$(BIN)/alphaswarm auth make-secrets deploy/secrets
 
 down:
 	docker-compose -f deploy/docker-compose.yml down

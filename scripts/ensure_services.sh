@@ -26,6 +26,10 @@ fi
 if ! port_open 127.0.0.1 "$nats_port" && ! command -v nats-server >/dev/null 2>&1 && ! [ -x /usr/sbin/nats-server ]; then
   apt_install nats-server
 fi
+# tests/integration/test_compose_security.py validates deploy/docker-compose.yml with it.
+if ! command -v docker-compose >/dev/null 2>&1; then
+  apt_install docker-compose
+fi
 
 if ! port_open "$pg_host" 5432; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then

@@ -3,6 +3,7 @@ catalog and an MLflow SQLite store in a temporary folder, the in-process bus."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 from typing import Any
@@ -94,13 +95,22 @@ def sse_events(
     return events
 
 
-@pytest.fixture(scope="session")
-def rest_url(stack: EmbeddedStack) -> Iterator[str]:
-    """The REST gateway (uvicorn on a real socket) over the session's services."""
+@contextlib.contextmanager
+def serving(
+    settings: Settings, stack: EmbeddedStack, *, serve_grpc: bool = False
+) -> Iterator[tuple[Any, str]]:
+    """A REST gateway app for `settings` over the stack's services, served by uvicorn on a real
+    socket: (app, base URL)."""
     from alphaswarm_gateway.core import bootstrap
     from alphaswarm_gateway.rest import create_app
 
-    settings = stack.settings.model_copy(update={"grpc_port": 0})
-    app = create_app(settings, gateway=bootstrap(settings, tracker=stack.tracker))
+    app = create_app(settings, gateway=bootstrap(settings, tracker=stack.tracker), serve_grpc=serve_grpc)
     with serve_in_thread(app, lifespan="on") as url:
+        yield app, url
+
+
+@pytest.fixture(scope="session")
+def rest_url(stack: EmbeddedStack) -> Iterator[str]:
+    """The REST gateway (uvicorn on a real socket) over the session's services."""
+    with serving(stack.settings.model_copy(update={"grpc_port": 0}), stack, serve_grpc=False) as (_, url):
         yield url

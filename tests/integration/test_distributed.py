@@ -101,12 +101,12 @@ def completed(topology: Topology) -> dict:
         resp = httpx.post(
             f"{topology.rest_url}/ml/alpha-backtest-runs",
             content=body,
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", **topology.auth_headers},
             timeout=60,
         )
         assert resp.status_code == 202, resp.text
         accepted = resp.json()
-        events = sse_events(topology.rest_url + accepted["stream_url"])
+        events = sse_events(topology.rest_url + accepted["stream_url"], headers=topology.auth_headers)
         # The SSE stream and the raw subscription are separate deliveries: wait for the raw
         # subscriber's copy of the terminal event before closing it.
         subject = f"alphaswarm.progress.{accepted['task_id']}"
@@ -115,7 +115,11 @@ def completed(topology: Topology) -> dict:
             m["subject"] == subject and m["stage"] in ("completed", "failed") for m in raw.messages
         ):
             time.sleep(0.05)
-    run = httpx.get(f"{topology.rest_url}/ml/alpha-backtest-runs/{accepted['run_id']}", timeout=30).json()
+    run = httpx.get(
+        f"{topology.rest_url}/ml/alpha-backtest-runs/{accepted['run_id']}",
+        headers=topology.auth_headers,
+        timeout=30,
+    ).json()
     return {"accepted": accepted, "events": events, "run": run, "raw": raw.messages}
 
 
@@ -152,7 +156,7 @@ def test_raw_nats_subscriber_sees_every_event(completed: dict) -> None:
 
 
 def test_late_stream_replays_from_jetstream(topology: Topology, completed: dict) -> None:
-    again = sse_events(topology.rest_url + completed["accepted"]["stream_url"])
+    again = sse_events(topology.rest_url + completed["accepted"]["stream_url"], headers=topology.auth_headers)
     assert [e["seq"] for e in again] == [e["seq"] for e in completed["events"]]
 
 
@@ -199,7 +203,7 @@ def test_catalog_rows_are_in_postgresql(topology: Topology, completed: dict) -> 
 def test_gateway_grpc_api_and_every_service_health_and_reflection(
     topology: Topology, completed: dict
 ) -> None:
-    gw = channel(topology.grpc_addr("gateway"))
+    gw = channel(topology.grpc_addr("gateway"), credentials=topology.user_credentials())
     stub = gpb_grpc.AlphaBacktestServiceStub(gw)
     got = stub.GetAlphaBacktestRun(
         gpb.GetAlphaBacktestRunRequest(run_id=completed["run"]["run_id"]), timeout=10
@@ -215,7 +219,9 @@ def test_gateway_grpc_api_and_every_service_health_and_reflection(
     listed = stub.ListAlphaBacktestRuns(gpb.ListAlphaBacktestRunsRequest(page_size=10), timeout=10)
     assert completed["run"]["run_id"] in {r.run_id for r in listed.runs}
     for name in ("persistence", "trainer", "registry", "backtester", "gateway"):
-        ch = channel(topology.grpc_addr(name))
+        # The gateway's public port takes tokens (TLS without client certificates); the others mTLS.
+        creds = topology.user_credentials() if name == "gateway" else topology.service_credentials()
+        ch = channel(topology.grpc_addr(name), credentials=creds)
         status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING, name
         refl = reflection_pb2_grpc.ServerReflectionStub(ch)
@@ -232,12 +238,14 @@ def test_bad_input_and_unknown_deployment(topology: Topology) -> None:
     bad = httpx.post(
         f"{topology.rest_url}/ml/alpha-backtest-runs",
         content=yaml.safe_dump(small_run(model_cfg={"type": "nope"})).encode(),
+        headers=topology.auth_headers,
         timeout=60,
     )
     assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "model_cfg.type"
     missing = httpx.post(
         f"{topology.rest_url}/ml/alpha-backtest-runs",
         json=small_run(train_first=False, deployment_id="00000000-0000-0000-0000-000000000000"),
+        headers=topology.auth_headers,
         timeout=60,
     )
     assert missing.status_code == 404
@@ -256,3 +264,41 @@ def test_compose_file_is_the_topology_under_test() -> None:
         "backtester",
         "gateway",
     } <= set(compose["services"])
+
+
+def test_the_deployment_requires_tokens_and_certificates(topology: Topology, completed: dict) -> None:
+    from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+    from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
+    from alphaswarm_common.healthcheck import check
+
+    anonymous = httpx.get(f"{topology.rest_url}/ml/alpha-backtest-runs", timeout=30)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    for name in ("persistence", "trainer", "registry", "backtester"):
+        assert not check(topology.grpc_addr(name)), f"{name} answers without a client certificate"
+    stub = ppb_grpc.PersistenceServiceStub(
+        channel(topology.grpc_addr("persistence"), credentials=topology.service_credentials())
+    )
+    task_id = completed["accepted"]["task_id"]
+    entries = stub.ListAuditLog(ppb.ListAuditLogRequest(target_id=task_id), timeout=10).entries
+    assert [(e.subject, e.role, e.action) for e in entries] == [("bootstrap-admin", "admin", "submit")]
+    password = topology.secret_files["postgres_password"].read_text().strip()
+    for name in ("migrate", "persistence", "trainer", "registry", "backtester", "gateway", "mlflow"):
+        log = topology.log(name)
+        assert log, name
+        assert password not in log and topology.admin_token not in log, f"a secret in the {name} log"
+
+
+def test_tokens_made_with_the_cli_inside_the_gateway_container(topology: Topology) -> None:
+    made = topology.cli("auth", "create-token", "--role", "viewer", "--name", "dashboards")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    headers = {"authorization": f"Bearer {token}"}
+    assert httpx.get(f"{topology.rest_url}/backtests", headers=headers, timeout=30).status_code == 200
+    denied = httpx.post(
+        f"{topology.rest_url}/ml/alpha-backtest-runs", content=b"{}", headers=headers, timeout=30
+    )
+    assert denied.status_code == 403
+    listed = topology.cli("auth", "list")
+    assert '"name": "dashboards"' in listed.stdout and '"created_by": "gateway"' in listed.stdout
+    assert token not in listed.stdout

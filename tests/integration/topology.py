@@ -1,9 +1,11 @@
 """Start the docker-compose topology (deploy/docker-compose.yml) as local processes.
 
 No container engine is needed: the compose file is read (commands, environment,
-`depends_on` order, one-shot jobs), container hostnames and ports are rewritten
-to loopback and free ports, PostgreSQL databases are created per test session on
-the local server, and every service runs as its own OS process from this
+`depends_on` order, one-shot jobs, secrets), container hostnames and ports are
+rewritten to loopback and free ports, PostgreSQL databases are created per test
+session on the local server, the secrets (database password, admin token, mTLS
+certificates) are made by `alphaswarm auth make-secrets` and each `/run/secrets/X`
+is pointed at its file, and every service runs as its own OS process from this
 virtualenv. What is tested is the compose topology itself, not a copy of it.
 """
 
@@ -64,6 +66,7 @@ class Topology:
     http_port: int = 0
     mlflow_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    secret_files: dict[str, Path] = field(default_factory=dict)
 
     # -- urls -----------------------------------------------------------------------------------
     @property
@@ -76,6 +79,42 @@ class Topology:
 
     def grpc_addr(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
+
+    @property
+    def admin_token(self) -> str:
+        return self.secret_files["admin_token"].read_text().strip()
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_token}"}
+
+    def service_credentials(self, service: str = "gateway") -> Any:
+        """mTLS as `service` (role service on every internal method)."""
+        from alphaswarm_common.settings import Settings
+        from alphaswarm_common.tls import client_credentials
+
+        certs = self.workdir / "secrets" / "certs"
+        return client_credentials(
+            Settings(
+                tls_ca=certs / "ca.pem", tls_cert=certs / f"{service}.pem", tls_key=certs / f"{service}.key"
+            )
+        )
+
+    def user_credentials(self) -> Any:
+        """A user of the gateway's gRPC API: verifies the server with the CA, sends the admin token."""
+        from alphaswarm_common.settings import Settings
+        from alphaswarm_common.tls import client_credentials
+
+        return client_credentials(
+            Settings(tls_ca=self.workdir / "secrets" / "certs" / "ca.pem"), bearer=self.admin_token
+        )
+
+    def cli(self, *args: str, service: str = "gateway") -> subprocess.CompletedProcess[str]:
+        """`alphaswarm ARGS` inside a service's environment (`docker-compose run SERVICE alphaswarm ...`)."""
+        compose = yaml.safe_load(COMPOSE.read_text())
+        env = self._env(service, compose["services"][service])
+        exe = Path(sys.executable).parent / "alphaswarm"
+        return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=120)
 
     def catalog_url(self) -> str:
         return self._pg_url(self.databases["alphaswarm"])
@@ -102,8 +141,14 @@ class Topology:
             for k, v in os.environ.items()
             if not k.startswith("ALPHASWARM_") and k != "MLFLOW_TRACKING_URI"
         }
+        declared = {s if isinstance(s, str) else s["source"] for s in spec.get("secrets") or []}
         for key, raw in (spec.get("environment") or {}).items():
-            env[key] = self._rewrite(str(raw))
+            value = self._rewrite(str(raw))
+            if value.startswith("/run/secrets/"):
+                secret = value.removeprefix("/run/secrets/")
+                assert secret in declared, f"{name} reads secret {secret} without declaring it"
+                value = str(self.secret_files[secret])
+            env[key] = value
         if "ALPHASWARM_GRPC_HOST" in env:
             env["ALPHASWARM_GRPC_HOST"] = "127.0.0.1"
         if "ALPHASWARM_GRPC_PORT" in env:
@@ -138,8 +183,16 @@ class Topology:
     def start(self, timeout: float = 180.0) -> None:
         import psycopg
 
+        from alphaswarm_common.tls import make_secrets
+
         compose = yaml.safe_load(COMPOSE.read_text())
         services: dict[str, Any] = compose["services"]
+        secrets_dir = self.workdir / "secrets"
+        make_secrets(secrets_dir)
+        self.secret_files = {
+            name: Path(re.sub(r"\$\{ALPHASWARM_SECRETS_DIR:-[^}]*\}", str(secrets_dir), spec["file"]))
+            for name, spec in (compose.get("secrets") or {}).items()
+        }
         suffix = uuid.uuid4().hex[:8]
         self.databases = {"alphaswarm": f"as_it_{suffix}", "mlflow": f"as_it_mlflow_{suffix}"}
         admin = self.pg_admin_url.replace("postgresql+psycopg://", "postgresql://")
@@ -196,7 +249,7 @@ class Topology:
             elif name == "gateway":
                 ok = _http_ok(f"{self.rest_url}/readyz")
             else:
-                ok = check(self.grpc_addr(name))
+                ok = check(self.grpc_addr(name), credentials=self.service_credentials("trainer"))
             if ok:
                 return
             time.sleep(0.3)

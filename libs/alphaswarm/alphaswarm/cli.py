@@ -7,6 +7,10 @@
     alphaswarm backtest [JOB.yaml] [--strategy sma_cross --param fast=10 ...]   a rule-strategy backtest
     alphaswarm optimize [JOB.yaml] [--strategy sma_cross --grid fast=5,10 ...]  a parameter search
     alphaswarm migrate [--url URL]                     upgrade the catalog to the latest schema
+    alphaswarm auth create-token --role ROLE [--name NAME]   print a new API token (once)
+    alphaswarm auth revoke NAME | auth list            revoke / list API tokens
+    alphaswarm auth make-certs DIR                     a CA and one mTLS certificate per service
+    alphaswarm auth make-secrets DIR                   every secret of deploy/docker-compose.yml
 
 Exit status: 0 on success, 1 when the run failed, 2 for invalid input.
 """
@@ -145,6 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from alphaswarm.embedded import start_services
+    from alphaswarm_common.auth import check_exposure
     from alphaswarm_common.service import configure_logging
     from alphaswarm_gateway.rest import create_app
 
@@ -154,9 +159,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         update={
             "http_host": args.host or base.http_host,
             "http_port": args.port if args.port is not None else base.http_port,
+            "grpc_host": args.host or base.grpc_host,
             "grpc_port": args.grpc_port if args.grpc_port is not None else (base.grpc_port or 50051),
+            "insecure": base.insecure or args.insecure,
         }
     )
+    # Refuse before anything starts: auth=none on a non-loopback address needs --insecure.
+    print(check_exposure(settings, [settings.http_host, settings.grpc_host]), file=sys.stderr, flush=True)
     settings, servers, tracker = start_services(settings)
     from alphaswarm_gateway.core import bootstrap
 
@@ -251,6 +260,7 @@ def cmd_job(args: argparse.Namespace) -> int:
 
     from alphaswarm.backtester.v1 import backtester_service_pb2_grpc as bpb_grpc
     from alphaswarm_common.grpc_client import call, channel
+    from alphaswarm_common.tls import client_credentials
     from alphaswarm_gateway.jobs import JOB_MODELS, parse_job
 
     kind = args.kind
@@ -260,9 +270,12 @@ def cmd_job(args: argparse.Namespace) -> int:
     if not address:
         from alphaswarm.client import embedded_stack
 
-        address = embedded_stack(settings).settings.backtester_addr
+        settings = embedded_stack(settings).settings  # with the stack's service secret when auth is on
+        address = settings.backtester_addr
     spec = JOB_MODELS[kind]
-    stub = bpb_grpc.BacktesterServiceStub(channel(address or "", tuning=settings.grpc_tuning()))
+    stub = bpb_grpc.BacktesterServiceStub(
+        channel(address or "", tuning=settings.grpc_tuning(), credentials=client_credentials(settings))
+    )
     request = spec.build(job, "")
     request.persist = not args.no_persist
     response = call(
@@ -309,7 +322,126 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     upgrade(url)
-    print(f"catalog at {url} is at the latest revision")
+    from sqlalchemy.engine import make_url
+
+    print(f"catalog at {make_url(url).render_as_string(hide_password=True)} is at the latest revision")
+    return 0
+
+
+def _token_client(settings: Any) -> Any:
+    """PersistenceService over gRPC when ALPHASWARM_PERSISTENCE_ADDR is set (mTLS service identity or an
+    admin token), else the catalog itself (the embedded SQLite store or ALPHASWARM_DATABASE_URL)."""
+    from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
+    from alphaswarm_common.grpc_client import call, channel
+    from alphaswarm_common.tls import client_credentials
+
+    if settings.persistence_addr:
+        stub = ppb_grpc.PersistenceServiceStub(
+            channel(
+                settings.persistence_addr,
+                tuning=settings.grpc_tuning(),
+                credentials=client_credentials(settings),
+            )
+        )
+
+        def rpc(name: str, request: Any) -> Any:
+            return call(
+                getattr(stub, name), request, timeout=settings.deadline_default_seconds, target="persistence"
+            )
+
+        return rpc
+
+    import getpass
+
+    from alphaswarm_common.auth import SERVICE, Principal
+    from alphaswarm_persistence.db import Database
+    from alphaswarm_persistence.migrations import upgrade
+    from alphaswarm_persistence.repo_tokens import AccessStore
+    from alphaswarm_persistence.repository import CatalogRepository
+
+    url = settings.catalog_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    store = AccessStore(CatalogRepository(Database(url)))
+    actor = Principal(f"cli:{getpass.getuser()}", SERVICE, "local")
+
+    def local(name: str, request: Any) -> Any:
+        from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+
+        if name == "CreateApiToken":
+            return ppb.CreateApiTokenResponse(token=store.create_token(request, actor))
+        if name == "RevokeApiToken":
+            return ppb.RevokeApiTokenResponse(token=store.revoke_token(request.name, actor))
+        return ppb.ListApiTokensResponse(tokens=store.list_tokens(request.include_revoked))
+
+    return local
+
+
+def cmd_auth(args: argparse.Namespace) -> int:
+    from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+
+    if args.action == "make-secrets":
+        from alphaswarm_common.tls import make_secrets
+
+        for path in make_secrets(Path(args.dir)):
+            print(path)
+        print(f"secrets in {args.dir} (existing files kept); keep the folder private", file=sys.stderr)
+        return 0
+    if args.action == "make-certs":
+        from alphaswarm_common.tls import make_certs
+
+        written = make_certs(
+            Path(args.dir), namespace=args.namespace or None, days=args.days, extra_names=args.dns or ()
+        )
+        for path in written:
+            print(path)
+        print(
+            f"CA and {len(written) // 2 - 1} service certificates in {args.dir}; keep the *.key files secret",
+            file=sys.stderr,
+        )
+        return 0
+    settings = _settings(args)
+    rpc = _token_client(settings)
+    if args.action == "create-token":
+        import secrets
+
+        from alphaswarm_common.auth import hash_token, new_token
+
+        token = new_token()
+        name = args.name or f"{args.role}-{secrets.token_hex(4)}"
+        stored = rpc(
+            "CreateApiToken",
+            ppb.CreateApiTokenRequest(
+                name=name,
+                role=args.role,
+                token_hash=hash_token(token),
+                expires_in_seconds=int(args.expires_days * 86400) if args.expires_days else 0,
+            ),
+        ).token
+        print(f"token {stored.name} ({stored.role}); it is shown once, store it now:", file=sys.stderr)
+        print(token)
+        return 0
+    if args.action == "revoke":
+        if not args.name:
+            print("alphaswarm auth revoke: NAME is required", file=sys.stderr)
+            return 2
+        stored = rpc("RevokeApiToken", ppb.RevokeApiTokenRequest(name=args.name)).token
+        print(f"revoked {stored.name}")
+        return 0
+    tokens = rpc("ListApiTokens", ppb.ListApiTokensRequest(include_revoked=args.all)).tokens
+    doc = [
+        {
+            "name": t.name,
+            "role": t.role,
+            "created_by": t.created_by or None,
+            "created_at": t.created_at.ToJsonString() if t.HasField("created_at") else None,
+            "revoked_at": t.revoked_at.ToJsonString() if t.HasField("revoked_at") else None,
+            "expires_at": t.expires_at.ToJsonString() if t.HasField("expires_at") else None,
+        }
+        for t in tokens
+    ]
+    print(json.dumps(doc, indent=2))
     return 0
 
 
@@ -331,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc-port", type=int, help="gateway gRPC port (default ALPHASWARM_GRPC_PORT, else 50051)"
     )
     serve.add_argument("--home", help="folder of the embedded stores (default ./.alphaswarm)")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without authentication (anyone who can connect has full access)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     runs = sub.add_parser("runs", help="read alpha-backtest runs")
@@ -376,6 +513,29 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--url", help="SQLAlchemy URL (default: the configured catalog)")
     migrate.add_argument("--home")
     migrate.set_defaults(func=cmd_migrate)
+
+    auth = sub.add_parser("auth", help="API tokens and service certificates (docs/security.md)")
+    auth_sub = auth.add_subparsers(dest="action", required=True)
+    create = auth_sub.add_parser("create-token", help="create an API token and print it once")
+    create.add_argument("--role", required=True, choices=["viewer", "researcher", "admin"])
+    create.add_argument("--name", help="unique name (recorded as the subject of what the token does)")
+    create.add_argument("--expires-days", type=float, help="lifetime in days (default: no expiry)")
+    revoke = auth_sub.add_parser("revoke", help="revoke an API token by name")
+    revoke.add_argument("name", nargs="?")
+    listing = auth_sub.add_parser("list", help="list API tokens (never the tokens themselves)")
+    listing.add_argument("--all", action="store_true", help="include revoked tokens")
+    for p in (create, revoke, listing):
+        p.add_argument("--home")
+    certs = auth_sub.add_parser("make-certs", help="write a CA and one certificate+key per service")
+    certs.add_argument("dir", help="output folder")
+    certs.add_argument("--namespace", default="alphaswarm", help="Kubernetes namespace for the SANs")
+    certs.add_argument("--dns", action="append", help="an extra DNS name on every certificate")
+    certs.add_argument("--days", type=int, default=825)
+    made = auth_sub.add_parser(
+        "make-secrets", help="database password, pgpass, first admin token and certificates for compose"
+    )
+    made.add_argument("dir", help="output folder (deploy/secrets for docker-compose)")
+    auth.set_defaults(func=cmd_auth)
     return parser
 
 

@@ -29,6 +29,7 @@ from alphaswarm_common.protoconv import (
     timestamp_to_datetime,
 )
 from alphaswarm_common.settings import Settings
+from alphaswarm_common.tls import client_credentials
 
 __all__ = ["AlphaBacktestResult", "GatewayClient", "RunFailed", "gateway_client"]
 
@@ -133,7 +134,9 @@ class GatewayClient:
     def __init__(self, address: str, *, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.address = address
-        self._channel = channel(address, tuning=self.settings.grpc_tuning())
+        self._channel = channel(
+            address, tuning=self.settings.grpc_tuning(), credentials=client_credentials(self.settings)
+        )
         self.stub = pb_grpc.AlphaBacktestServiceStub(self._channel)
 
     def start(self, cfg: AlphaBacktestConfig, *, request_id: str = "") -> pb.StartAlphaBacktestRunResponse:

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 from concurrent.futures import Future
 from typing import Any
 
+from pydantic import SecretStr
+
+from alphaswarm_common.auth import check_exposure, load_service_secret
 from alphaswarm_common.grpc_server import ServiceRegistration, serve, serve_aio
+from alphaswarm_common.service import server_security
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tracking import Tracker
 
@@ -28,18 +33,30 @@ log = logging.getLogger(__name__)
 
 
 def _serve(settings: Settings, registrations: list[ServiceRegistration]) -> tuple[Any, str]:
+    auth, credentials = server_security(settings, registrations)
     server, port = serve(
         registrations,
         host="127.0.0.1",
         port=0,
         max_workers=settings.grpc_max_workers,
         tuning=settings.grpc_tuning(),
+        auth=auth,
+        credentials=credentials,
     )
     return server, f"127.0.0.1:{port}"
 
 
+def with_service_secret(settings: Settings) -> Settings:
+    """With authentication on, the in-process services share a fresh secret (role service)."""
+    if settings.auth == "none" or load_service_secret(settings) is not None or settings.tls_enabled():
+        return settings
+    return settings.model_copy(update={"service_token": SecretStr(secrets.token_urlsafe(32))})
+
+
 def start_services(settings: Settings, tracker: Tracker | None = None) -> tuple[Settings, list[Any], Tracker]:
     """Start persistence, trainer, registry and backtester; return settings with their addresses."""
+    settings = with_service_secret(settings)
+    log.info("embedded stack on loopback; %s", check_exposure(settings, ["127.0.0.1"]))
     from alphaswarm_backtester import server as backtester_server
     from alphaswarm_persistence import server as persistence_server
     from alphaswarm_registry import server as registry_server
@@ -94,6 +111,7 @@ class EmbeddedStack:
 
             self._gateway = bootstrap(settings, tracker=tracker)
             await self._gateway.start()
+            auth, credentials = server_security(settings, require_client_auth=False)
             self._grpc, port = await serve_aio(
                 [
                     ServiceRegistration(
@@ -105,6 +123,8 @@ class EmbeddedStack:
                 host="127.0.0.1",
                 port=0,
                 tuning=settings.grpc_tuning(),
+                auth=auth,
+                credentials=credentials,
             )
             started.set_result(f"127.0.0.1:{port}")
 

@@ -22,6 +22,8 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
     "Timeout",
     "Unauthenticated",
     "error_from_code",
@@ -104,6 +106,20 @@ class Unauthenticated(AlphaSwarmError):
     default_reason = "UNAUTHENTICATED"
 
 
+class PermissionDenied(AlphaSwarmError):
+    grpc_code = "PERMISSION_DENIED"
+    http_status = 403
+    default_reason = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(AlphaSwarmError):
+    """A limit was reached; `details["retry_after"]` says when to try again, in seconds."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 429
+    default_reason = "RATE_LIMITED"
+
+
 class DependencyUnavailable(AlphaSwarmError):
     grpc_code = "UNAVAILABLE"
     http_status = 503
@@ -132,6 +148,7 @@ _BY_CODE: dict[str, type[AlphaSwarmError]] = {
         AlreadyExists,
         FailedPrecondition,
         Unauthenticated,
+        PermissionDenied,
         DependencyUnavailable,
         RequestTooLarge,
         Timeout,
@@ -142,4 +159,6 @@ _BY_CODE["ABORTED"] = AlreadyExists
 
 def error_from_code(code: str, message: str, **kwargs: Any) -> AlphaSwarmError:
     """The domain error for a gRPC status code name (`INVALID_ARGUMENT`, ...)."""
+    if code == "RESOURCE_EXHAUSTED" and kwargs.get("reason") in ("RATE_LIMITED", "TOO_MANY_ACTIVE_RUNS"):
+        return ResourceExhausted(message, **kwargs)
     return _BY_CODE.get(code, AlphaSwarmError)(message, **kwargs)

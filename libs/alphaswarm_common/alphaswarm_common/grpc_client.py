@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from alphaswarm_common.auth import ClientCredentials, aio_bearer_interceptors, bearer_interceptor
 from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, Timeout, error_from_code
 from alphaswarm_common.grpc_tuning import GrpcTuning, client_options
 
@@ -24,13 +25,38 @@ __all__ = ["aio_call", "aio_channel", "call", "channel", "error_from_rpc"]
 R = TypeVar("R")
 
 
-def channel(address: str, *, tuning: GrpcTuning | None = None) -> grpc.Channel:
-    """A client channel whose keepalive, per-method limits and retries agree with our servers."""
-    return grpc.insecure_channel(address, options=client_options(tuning or GrpcTuning()))
+def _options(tuning: GrpcTuning | None, credentials: ClientCredentials | None) -> list[tuple[str, Any]]:
+    options = client_options(tuning or GrpcTuning())
+    if credentials is not None and credentials.tls is not None and credentials.server_name:
+        options.append(("grpc.ssl_target_name_override", credentials.server_name))
+    return options
 
 
-def aio_channel(address: str, *, tuning: GrpcTuning | None = None) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=client_options(tuning or GrpcTuning()))
+def channel(
+    address: str, *, tuning: GrpcTuning | None = None, credentials: ClientCredentials | None = None
+) -> grpc.Channel:
+    """A client channel whose keepalive, per-method limits and retries agree with our servers;
+    TLS with this process's certificate and a bearer token when `credentials` say so."""
+    options = _options(tuning, credentials)
+    if credentials is not None and credentials.tls is not None:
+        ch = grpc.secure_channel(address, credentials.tls, options=options)
+    else:
+        ch = grpc.insecure_channel(address, options=options)
+    if credentials is not None and credentials.bearer:
+        return grpc.intercept_channel(ch, bearer_interceptor(credentials))
+    return ch
+
+
+def aio_channel(
+    address: str, *, tuning: GrpcTuning | None = None, credentials: ClientCredentials | None = None
+) -> grpc.aio.Channel:
+    options = _options(tuning, credentials)
+    interceptors = (
+        aio_bearer_interceptors(credentials) if credentials is not None and credentials.bearer else None
+    )
+    if credentials is not None and credentials.tls is not None:
+        return grpc.aio.secure_channel(address, credentials.tls, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 
 def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, *, target: str = "") -> AlphaSwarmError:

@@ -11,6 +11,11 @@ turns NOT_SERVING and the server stops with a grace period.
 The error interceptor turns `AlphaSwarmError` into its status code with
 `google.rpc` details (`ErrorInfo{reason, domain}` and `BadRequest` naming the
 field); anything else becomes INTERNAL with the exception's message.
+
+`auth` (alphaswarm_common.auth.ServerAuth) adds the authorization
+interceptor (every method checked against its role); `credentials`
+(alphaswarm_common.tls.server_credentials) makes the port TLS, with client
+certificates required for the internal services.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from alphaswarm_common.auth import AioAuthInterceptor, AuthInterceptor, ServerAuth
 from alphaswarm_common.errors import AlphaSwarmError, RequestTooLarge
+from alphaswarm_common.grpc_handlers import rewrap
 from alphaswarm_common.grpc_tuning import GrpcTuning, method_limits, server_options
 
 __all__ = ["ServiceRegistration", "run_until_signal", "serve", "serve_aio", "status_for"]
@@ -180,15 +187,7 @@ class _ErrorInterceptor(grpc.ServerInterceptor):
 
             return wrapper
 
-        if handler.unary_unary:
-            return handler._replace(unary_unary=unary(handler.unary_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=streaming(handler.unary_stream))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=unary(handler.stream_unary))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=streaming(handler.stream_stream))
-        return handler
+        return rewrap(handler, unary, streaming)
 
 
 class _AioErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -229,15 +228,7 @@ class _AioErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapper
 
-        if handler.unary_unary:
-            return handler._replace(unary_unary=unary(handler.unary_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=streaming(handler.unary_stream))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=unary(handler.stream_unary))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=streaming(handler.stream_stream))
-        return handler
+        return rewrap(handler, unary, streaming)
 
 
 def _register(server: Any, services: Sequence[ServiceRegistration], health_servicer: Any) -> None:
@@ -248,8 +239,13 @@ def _register(server: Any, services: Sequence[ServiceRegistration], health_servi
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
 
-def _bind(server: Any, host: str, port: int) -> int:
-    bound = server.add_insecure_port(f"{host}:{port}")
+def _bind(server: Any, host: str, port: int, credentials: grpc.ServerCredentials | None = None) -> int:
+    address = f"{host}:{port}"
+    bound = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
+    )
     if bound == 0:
         raise OSError(f"could not bind gRPC server to {host}:{port}")
     return bound
@@ -262,18 +258,23 @@ def serve(
     port: int = 0,
     max_workers: int = 8,
     tuning: GrpcTuning | None = None,
+    auth: ServerAuth | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start a threaded gRPC server with health and reflection; return (server, bound port)."""
     tuning = tuning or GrpcTuning()
     names = [s.name for s in services]
+    interceptors: list[grpc.ServerInterceptor] = [_ErrorInterceptor(_request_limits(services, tuning))]
+    if auth is not None:
+        interceptors.append(AuthInterceptor(auth))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[_ErrorInterceptor(_request_limits(services, tuning))],
+        interceptors=interceptors,
         options=server_options(tuning, names),
     )
     health_servicer = _ProbingHealthServicer(services)
     _register(server, services, health_servicer)
-    bound = _bind(server, host, port)
+    bound = _bind(server, host, port, credentials)
     server.start()
     _set_health(health_servicer, services, health_pb2.HealthCheckResponse.SERVING)
     server.health_servicer = health_servicer  # type: ignore[attr-defined]
@@ -287,18 +288,22 @@ async def serve_aio(
     host: str = "127.0.0.1",
     port: int = 0,
     tuning: GrpcTuning | None = None,
+    auth: ServerAuth | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start an asyncio gRPC server with health and reflection; return (server, bound port)."""
     from grpc_health.v1 import _async as health_async
 
     tuning = tuning or GrpcTuning()
+    interceptors: list[grpc.aio.ServerInterceptor] = [_AioErrorInterceptor(_request_limits(services, tuning))]
+    if auth is not None:
+        interceptors.append(AioAuthInterceptor(auth))
     server = grpc.aio.server(
-        interceptors=[_AioErrorInterceptor(_request_limits(services, tuning))],
-        options=server_options(tuning, [s.name for s in services]),
+        interceptors=interceptors, options=server_options(tuning, [s.name for s in services])
     )
     health_servicer = health_async.HealthServicer()
     _register(server, services, health_servicer)
-    bound = _bind(server, host, port)
+    bound = _bind(server, host, port, credentials)
     await server.start()
     for name in ["", *(s.name for s in services)]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -13,13 +13,14 @@ and give each service the addresses of the others.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from alphaswarm_common.grpc_tuning import GrpcTuning
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "safe_url"]
 
 
 class Settings(BaseSettings):
@@ -28,6 +29,9 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".alphaswarm"), description="Folder of the embedded stores.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the catalog; SQLite under home when unset."
+    )
+    database_password_file: Path | None = Field(
+        default=None, description="File holding the catalog database password (kept out of the URL)."
     )
     mlflow_tracking_uri: str | None = Field(
         default=None,
@@ -91,12 +95,67 @@ class Settings(BaseSettings):
         self.grpc_tuning()  # raises ValueError naming the setting when the two ends would disagree
         return self
 
+    # Authentication and authorization (docs/security.md).
+    auth: Literal["none", "tokens", "jwt"] = Field(
+        default="none",
+        description="How callers prove who they are: none (loopback only), tokens (catalog api_tokens), jwt.",
+    )
+    insecure: bool = Field(
+        default=False, description="Allow auth=none on a non-loopback address (explicit opt-out)."
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Bearer token this process sends as a client (CLI, SDK)."
+    )
+    service_token_file: Path | None = Field(
+        default=None, description="File holding the shared secret internal callers present as role service."
+    )
+    service_token: SecretStr | None = Field(
+        default=None, description="The shared service secret itself (the embedded launcher sets it)."
+    )
+    bootstrap_admin_token_file: Path | None = Field(
+        default=None,
+        description="File holding an admin token the persistence service registers (as bootstrap-admin) at start.",
+    )
+    jwt_issuer: str | None = Field(default=None, description="Expected `iss` of JWT bearer tokens.")
+    jwt_audience: str | None = Field(default=None, description="Expected `aud` of JWT bearer tokens.")
+    jwt_jwks_file: Path | None = Field(default=None, description="JWKS document (JSON) on disk.")
+    jwt_jwks_url: str | None = Field(default=None, description="JWKS URL of the issuer.")
+    jwt_role_claim: str = Field(default="role", description="Claim holding viewer/researcher/admin.")
+    jwt_subject_claim: str = Field(default="sub", description="Claim naming the caller.")
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+    tls_ca: Path | None = Field(default=None, description="CA certificate (PEM) of the service identities.")
+    tls_cert: Path | None = Field(default=None, description="This process's certificate (PEM).")
+    tls_key: Path | None = Field(default=None, description="This process's private key (PEM).")
+    tls_server_name: str | None = Field(
+        default=None, description="Name expected in the peers' certificates instead of the dialled host."
+    )
+    token_cache_seconds: float = Field(
+        default=10.0, ge=0, le=300, description="How long a verified token is trusted before re-checking."
+    )
+    # Abuse limits (per token subject).
+    submit_rate_per_minute: float = Field(
+        default=60.0, gt=0, description="Sustained submissions per minute and token (token bucket)."
+    )
+    submit_burst: int = Field(default=20, ge=1, description="Submissions a token may make at once.")
+    max_concurrent_runs_per_token: int = Field(
+        default=8, ge=1, description="Runs and jobs a token may have pending or running at once."
+    )
+
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_ca and self.tls_cert and self.tls_key)
+
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
 
     def catalog_url(self) -> str:
+        """The catalog URL, with the password of `database_password_file` when one is given.
+
+        Never log it: `safe_url()` renders it with the password hidden.
+        """
         if self.database_url:
-            return self.database_url
+            if self.database_password_file is None:
+                return self.database_url
+            return _with_password(self.database_url, self.database_password_file.read_text().strip())
         return f"sqlite:///{self.resolved_home() / 'catalog.db'}"
 
     def tracking_uri(self) -> str:
@@ -118,3 +177,27 @@ class Settings(BaseSettings):
     def grpc_tuning(self) -> GrpcTuning:
         """Keepalive, message limits and retries, the same on both ends of every call."""
         return GrpcTuning.from_settings(self)
+
+
+def _with_password(url: str, password: str) -> str:
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    user = (parts.username or "") if "@" in parts.netloc else ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def safe_url(url: str) -> str:
+    """`url` with any password replaced by ***, for logs and messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

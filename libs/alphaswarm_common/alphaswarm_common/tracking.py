@@ -80,6 +80,7 @@ from alphaswarm_common.errors import (
     InvalidArgument,
     NotFound,
 )
+from alphaswarm_common.settings import safe_url
 
 __all__ = [
     "DATASET_FINGERPRINT_TAG",
@@ -328,7 +329,9 @@ class Tracker:
                     try:
                         self._client = mlflow.MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
                     except Exception as exc:  # pragma: no cover - depends on the server
-                        raise DependencyUnavailable(f"MLflow at {self.tracking_uri}: {exc}") from exc
+                        raise DependencyUnavailable(
+                            f"MLflow at {safe_url(self.tracking_uri)}: {type(exc).__name__}"
+                        ) from exc
         return self._client
 
     def warm_up(self) -> None:

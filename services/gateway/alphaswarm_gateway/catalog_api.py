@@ -52,6 +52,7 @@ from alphaswarm_common.protoconv import (
     timestamp_to_datetime,
 )
 from alphaswarm_common.protoranges import INT32_MAX
+from alphaswarm_gateway import auth
 from alphaswarm_gateway.core import Gateway
 from alphaswarm_gateway.deps import GatewayDep, PageSize, ProtoText
 
@@ -800,6 +801,7 @@ async def delete_backtest(backtest_id: _BacktestId, gw: GatewayDep) -> Response:
     )
     if not reply.deleted:
         raise NotFound(f"backtest result {backtest_id} does not exist", field="backtest_id")
+    await auth.record(gw, "delete", "backtest", str(backtest_id))
     return Response(status_code=204)
 
 

@@ -46,6 +46,7 @@ from alphaswarm_common.grpc_client import aio_call, aio_channel
 from alphaswarm_common.metrics import combined_score
 from alphaswarm_common.protoconv import TERMINAL_RUN_STATES, config_from_proto, config_to_proto
 from alphaswarm_common.settings import Settings
+from alphaswarm_common.tls import client_credentials
 from alphaswarm_common.tracking import Tracker
 
 __all__ = ["Clients", "Gateway", "bootstrap"]
@@ -88,7 +89,12 @@ def _check_addresses(settings: Settings) -> None:
 def _connect(settings: Settings) -> Clients:
     _check_addresses(settings)
     addrs = _addresses(settings)
-    channels = {k: aio_channel(v, tuning=settings.grpc_tuning()) for k, v in addrs.items() if v}
+    credentials = client_credentials(settings)
+    channels = {
+        k: aio_channel(v, tuning=settings.grpc_tuning(), credentials=credentials)
+        for k, v in addrs.items()
+        if v
+    }
     return Clients(
         trainer=tpb_grpc.TrainerServiceStub(channels["trainer"]),
         registry=rpb_grpc.RegistryServiceStub(channels["registry"]),

@@ -28,7 +28,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, InvalidArgument
+from alphaswarm_common.errors import (
+    AlphaSwarmError,
+    DependencyUnavailable,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+)
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -131,9 +137,17 @@ def domain_error_response(request: Request, exc: AlphaSwarmError, status: int | 
     status = int(status or exc.http_status)
     if status < 500:
         body = exc.to_dict()
+        client_headers: dict[str, str] = {}
+        if isinstance(exc, Unauthenticated):
+            client_headers["WWW-Authenticate"] = (
+                f'Bearer error="invalid_token", error_description="{exc.reason}"'
+            )
+        if isinstance(exc, ResourceExhausted):
+            client_headers["Retry-After"] = str(exc.details.get("retry_after", 1))
         return JSONResponse(
             status_code=status,
             content=error_body(body["code"], body["reason"], body["message"], body["details"], request_id),
+            headers=client_headers or None,
         )
     dependency = _dependency(exc) if status in (503, 504) else None
     level = logging.WARNING if status in (503, 504) else logging.ERROR

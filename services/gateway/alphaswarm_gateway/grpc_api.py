@@ -10,6 +10,7 @@ from alphaswarm.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.errors import InvalidArgument
 from alphaswarm_common.protoconv import config_from_proto
+from alphaswarm_gateway import auth
 from alphaswarm_gateway.core import Gateway
 from alphaswarm_gateway.views import event_to_proto, stream_url
 
@@ -26,7 +27,9 @@ class AlphaBacktestServicer(pb_grpc.AlphaBacktestServiceServicer):
         if not request.HasField("config"):
             raise InvalidArgument("config is required", field="config")
         cfg = config_from_proto(request.config, AlphaBacktestConfig, prefix="config")
+        who = await auth.admit(self.gw)
         run = await self.gw.start_run(cfg, request_id=request.request_id or None)
+        await auth.record_submission(self.gw, who, "alpha_backtest_run", run.task_id, run_id=run.run_id)
         return pb.StartAlphaBacktestRunResponse(
             task_id=run.task_id, run_id=run.run_id, state=run.state, stream_url=stream_url(run.task_id)
         )

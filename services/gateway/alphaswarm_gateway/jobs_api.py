@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm_common.configio import parse_config_document
 from alphaswarm_common.grpc_client import aio_call
+from alphaswarm_gateway import auth
 from alphaswarm_gateway.deps import GatewayDep
 from alphaswarm_gateway.jobs import JOB_MODELS, accept_job, parse_job, task_view
 from alphaswarm_gateway.limits import parse_off_loop
@@ -41,7 +42,9 @@ def _route(path: str, kind: str, summary: str) -> None:
 
     async def submit(request: Request, gw: GatewayDep) -> dict[str, Any]:
         job = await parse_off_loop(parse, await request.body())
+        who = await auth.admit(gw)
         task = await accept_job(gw, kind, job, request_id=request.headers.get("idempotency-key"))
+        await auth.record_submission(gw, who, kind, task.task_id)
         return _accepted(task)
 
     submit.__doc__ = f"{summary} (JSON or YAML body); answers 202 with a TaskAccepted envelope."

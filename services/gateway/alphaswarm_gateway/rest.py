@@ -29,7 +29,8 @@ from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.configio import parse_config, parse_config_document
 from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
-from alphaswarm_gateway import catalog_api, jobs_api
+from alphaswarm_common.tls import server_credentials
+from alphaswarm_gateway import auth, catalog_api, jobs_api
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.deps import GatewayDep, PageSize
 from alphaswarm_gateway.docs import install_docs
@@ -75,7 +76,9 @@ runs = APIRouter(prefix="/ml/alpha-backtest-runs", tags=["alpha-backtest-runs"])
 async def start_run(request: Request, gw: GatewayDep) -> dict[str, Any]:
     """Accept a run config (JSON or YAML) and answer with the TaskAccepted envelope."""
     cfg = await parse_off_loop(parse_config_body, await request.body())
+    who = await auth.admit(gw)
     run = await gw.start_run(cfg, request_id=request.headers.get("idempotency-key") or None)
+    await auth.record_submission(gw, who, "alpha_backtest_run", run.task_id, run_id=run.run_id)
     return task_accepted(run)
 
 
@@ -191,6 +194,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
                 host=settings.grpc_host,
                 port=settings.grpc_port,
                 tuning=settings.grpc_tuning(),
+                auth=app.state.auth,
+                credentials=grpc_credentials,
             )
             app.state.grpc_port = port
             log.info("gateway gRPC listening on %s:%d", settings.grpc_host, port)
@@ -208,6 +213,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        dependencies=[auth.GUARD],
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -225,6 +231,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     app.include_router(catalog_api.portfolio_backtests)
     app.include_router(jobs_api.router)
 
+    auth.secure_app(app, settings)
+    grpc_credentials = server_credentials(settings, require_client_auth=False)
     original_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

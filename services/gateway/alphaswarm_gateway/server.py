@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
+from alphaswarm_common.errors import InvalidArgument
 from alphaswarm_common.service import configure_logging
 from alphaswarm_common.settings import Settings
 from alphaswarm_gateway.rest import create_app
@@ -17,7 +20,11 @@ from alphaswarm_gateway.rest import create_app
 def main() -> None:
     configure_logging()
     settings = Settings()
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except InvalidArgument as exc:  # e.g. a public address without authentication
+        print(f"gateway: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     uvicorn.run(
         app,
         host=settings.http_host,

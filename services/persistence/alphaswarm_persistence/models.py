@@ -59,6 +59,8 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "AUDIT_VALUE_FIELDS",
     "AlphaBacktestRunRow",
+    "ApiTokenRow",
+    "AuditLogRow",
     "BacktestPortfolioRow",
     "BacktestResultRow",
     "BacktestTradeRow",
@@ -529,4 +531,49 @@ class PortfolioDetailRow(Base):
         sa.ForeignKeyConstraint(
             ["portfolio_backtest_id"], ["mcp_backtest_portfolios.portfolio_backtest_id"], ondelete="CASCADE"
         ),
+    )
+
+
+# --------------------------------------------------------------------------- access (0007)
+
+
+class ApiTokenRow(Base):
+    """`api_tokens`: bearer tokens by sha256 hash (the token itself is never stored)."""
+
+    __tablename__ = "api_tokens"
+
+    token_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid(), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.String(length=100), nullable=False)
+    role: Mapped[str] = mapped_column(sa.String(length=20), nullable=False)
+    token_hash: Mapped[str] = mapped_column(sa.String(length=64), nullable=False)
+    created_by: Mapped[str | None] = mapped_column(sa.String(length=200))
+    created_at: Mapped[dt.datetime] = _created()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.Index("api_tokens_name_idx", "name", unique=True),
+        sa.Index("api_tokens_hash_idx", "token_hash", unique=True),
+    )
+
+
+class AuditLogRow(Base):
+    """`audit_log`: who (token name, JWT subject, service) did what to which resource."""
+
+    __tablename__ = "audit_log"
+
+    audit_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid(), primary_key=True, default=uuid.uuid4)
+    at: Mapped[dt.datetime] = _created()
+    subject: Mapped[str] = mapped_column(sa.String(length=200), nullable=False)
+    role: Mapped[str] = mapped_column(sa.String(length=20), nullable=False)
+    action: Mapped[str] = mapped_column(sa.String(length=50), nullable=False)
+    target_kind: Mapped[str | None] = mapped_column(sa.String(length=50))
+    target_id: Mapped[str | None] = mapped_column(sa.String(length=100))
+    task_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid())
+    detail: Mapped[Any | None] = mapped_column(JSONVariant)
+
+    __table_args__ = (
+        sa.Index("audit_log_subject_idx", "subject", "at"),
+        sa.Index("audit_log_target_idx", "target_id"),
+        sa.Index("audit_log_task_idx", "task_id"),
     )

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as pb_grpc
+from alphaswarm_common.errors import InvalidArgument
 from alphaswarm_common.grpc_server import ServiceRegistration
 from alphaswarm_common.service import run_service
 from alphaswarm_common.settings import Settings
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
+from alphaswarm_persistence.repo_tokens import AccessServicerMixin, AccessStore
 from alphaswarm_persistence.repository import CatalogRepository
 from alphaswarm_persistence.sanitize import sanitize_errors
 from alphaswarm_persistence.servicer import PersistenceServicer
@@ -27,8 +29,8 @@ from alphaswarm_persistence.tasks import TaskServicerMixin
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersistenceService"].full_name
 
 
-class Servicer(TaskServicerMixin, PersistenceServicer):
-    """The catalog's RPCs plus the task RPCs."""
+class Servicer(AccessServicerMixin, TaskServicerMixin, PersistenceServicer):
+    """The catalog's RPCs plus the task, token and audit RPCs."""
 
 
 def build(settings: Settings) -> list[ServiceRegistration]:
@@ -38,11 +40,18 @@ def build(settings: Settings) -> list[ServiceRegistration]:
     if settings.migrate_on_start:
         upgrade(url)
     db = Database(url)
-    servicer = sanitize_errors(Servicer(CatalogRepository(db)))
+    servicer = Servicer(CatalogRepository(db))
+    if settings.bootstrap_admin_token_file is not None:
+        token = settings.bootstrap_admin_token_file.read_text().strip()
+        if not token:
+            raise InvalidArgument(
+                "the bootstrap admin token file is empty", field="bootstrap_admin_token_file"
+            )
+        AccessStore(servicer.repository).ensure_token("bootstrap-admin", "admin", token)
     return [
         ServiceRegistration(
             pb_grpc.add_PersistenceServiceServicer_to_server,
-            servicer,
+            sanitize_errors(servicer),
             SERVICE_NAME,
             probes={"database": db.ping},
         )

@@ -9,6 +9,7 @@ from alphaswarm_common.grpc_client import channel
 from alphaswarm_common.grpc_server import ServiceRegistration
 from alphaswarm_common.service import run_service
 from alphaswarm_common.settings import Settings
+from alphaswarm_common.tls import client_credentials
 from alphaswarm_common.tracking import Tracker
 from alphaswarm_registry.servicer import SERVICE_NAME, RegistryServicer
 
@@ -18,7 +19,9 @@ def build(settings: Settings, *, tracker: Tracker | None = None) -> list[Service
         raise InvalidArgument("ALPHASWARM_PERSISTENCE_ADDR is required", field="persistence_addr")
     tracker = tracker or Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
     persistence = ppb_grpc.PersistenceServiceStub(
-        channel(settings.persistence_addr, tuning=settings.grpc_tuning())
+        channel(
+            settings.persistence_addr, tuning=settings.grpc_tuning(), credentials=client_credentials(settings)
+        )
     )
     servicer = RegistryServicer(tracker, persistence, deadline=settings.deadline_default_seconds)
     return [ServiceRegistration(pb_grpc.add_RegistryServiceServicer_to_server, servicer, SERVICE_NAME)]

@@ -175,6 +175,41 @@ class PersistenceServiceStub:
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskResponse.FromString,
                 _registered_method=True)
+        self.CreateApiToken = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/CreateApiToken',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateApiTokenRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateApiTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiToken = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/RevokeApiToken',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RevokeApiTokenRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RevokeApiTokenResponse.FromString,
+                _registered_method=True)
+        self.ListApiTokens = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/ListApiTokens',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListApiTokensRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListApiTokensResponse.FromString,
+                _registered_method=True)
+        self.AuthenticateApiToken = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/AuthenticateApiToken',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AuthenticateApiTokenRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AuthenticateApiTokenResponse.FromString,
+                _registered_method=True)
+        self.AppendAuditLog = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/AppendAuditLog',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AppendAuditLogRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AppendAuditLogResponse.FromString,
+                _registered_method=True)
+        self.ListAuditLog = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/ListAuditLog',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListAuditLogRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListAuditLogResponse.FromString,
+                _registered_method=True)
+        self.CountActiveTasks = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/CountActiveTasks',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksResponse.FromString,
+                _registered_method=True)
 
 
 class PersistenceServiceServicer:
@@ -377,6 +412,55 @@ class PersistenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiToken(self, request, context):
+        """Stores a new API token by its sha256 hash (the token itself never reaches the catalog).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiToken(self, request, context):
+        """Revokes an API token by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiTokens(self, request, context):
+        """Lists the API tokens (names, roles, dates; never hashes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthenticateApiToken(self, request, context):
+        """Looks a token up by its hash (the services' token check).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendAuditLog(self, request, context):
+        """Records who did what.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditLog(self, request, context):
+        """Lists audit entries, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountActiveTasks(self, request, context):
+        """Counts the pending or running tasks a subject submitted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersistenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -519,6 +603,41 @@ def add_PersistenceServiceServicer_to_server(servicer, server):
                     servicer.GetTask,
                     request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskRequest.FromString,
                     response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskResponse.SerializeToString,
+            ),
+            'CreateApiToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiToken,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateApiTokenRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateApiTokenResponse.SerializeToString,
+            ),
+            'RevokeApiToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiToken,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RevokeApiTokenRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RevokeApiTokenResponse.SerializeToString,
+            ),
+            'ListApiTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiTokens,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListApiTokensRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListApiTokensResponse.SerializeToString,
+            ),
+            'AuthenticateApiToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthenticateApiToken,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AuthenticateApiTokenRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AuthenticateApiTokenResponse.SerializeToString,
+            ),
+            'AppendAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendAuditLog,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AppendAuditLogRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AppendAuditLogResponse.SerializeToString,
+            ),
+            'ListAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditLog,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListAuditLogRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListAuditLogResponse.SerializeToString,
+            ),
+            'CountActiveTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountActiveTasks,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1278,6 +1397,195 @@ class PersistenceService:
             '/alphaswarm.persistence.v1.PersistenceService/GetTask',
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskRequest.SerializeToString,
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/CreateApiToken',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateApiTokenRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CreateApiTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/RevokeApiToken',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RevokeApiTokenRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RevokeApiTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/ListApiTokens',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListApiTokensRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListApiTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthenticateApiToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/AuthenticateApiToken',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AuthenticateApiTokenRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AuthenticateApiTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/AppendAuditLog',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AppendAuditLogRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.AppendAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/ListAuditLog',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListAuditLogRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountActiveTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/CountActiveTasks',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,
