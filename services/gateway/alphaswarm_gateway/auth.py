@@ -106,9 +106,11 @@ PUBLIC_PATHS: frozenset[str] = frozenset(
 
 
 def _rule(route: BaseRoute) -> str | None:
+    if getattr(route, "path", None) in PUBLIC_PATHS:
+        return PUBLIC
     if isinstance(route, APIRoute):
         return ROUTE_ROLES.get(route.operation_id or route.name)
-    return PUBLIC if getattr(route, "path", None) in PUBLIC_PATHS else None
+    return None
 
 
 def flat_routes(app: FastAPI) -> list[tuple[BaseRoute, str, list[str], Any]]:
