@@ -63,6 +63,24 @@ def _unreadable(exc: ValueError) -> str:
     return text.split(";", 1)[0]
 
 
+def _may_hold_bad_text_or_aliases(text: str) -> bool:
+    """Whether parsing `text` can have produced a lone surrogate or repeated values through aliases.
+
+    Text decoded from UTF-8 holds no surrogate, so one can only come from an escape (`\\u`,
+    `\\U`); a value is repeated only through an alias (`*name`). Without either, the walk of
+    `check_text` (seconds for a document of millions of values) is skipped.
+    """
+    return "\\u" in text or "\\U" in text or "*" in text or _has_surrogate(text)
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_config_document(raw: bytes | str, *, field: str = "body") -> dict[str, Any]:
     """The mapping in a YAML/JSON document.
 
@@ -102,8 +120,9 @@ def parse_config_document(raw: bytes | str, *, field: str = "body") -> dict[str,
             field=field,
             reason="INVALID_BODY",
         )
-    # Without aliases a document has fewer values than characters: more means aliases expanded it.
-    check_text(doc, max_nodes=len(text) + 1, document=field)
+    if _may_hold_bad_text_or_aliases(text):
+        # Without aliases a document has fewer values than characters: more means aliases expanded it.
+        check_text(doc, max_nodes=len(text) + 1, document=field)
     return doc
 
 
