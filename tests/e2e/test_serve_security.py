@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import free_port
+from tests.uvicorn_server import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
