@@ -255,6 +255,12 @@ def test_a_lone_surrogate_is_4xx_never_500(client: TestClient) -> None:
     doc = b'{"source": {"dataset_cfg": {"source": "sp500"}}, "strategy_cfg": {"type": "\\ud800"}}'
     resp = client.post("/backtests", content=doc, headers={"content-type": "application/json"})
     assert resp.status_code == 400
+    err = _error(resp)
+    assert err["reason"] == "INVALID_TEXT"
+    assert err["details"]["field"] == "strategy_cfg.type"
+    yaml_doc = b'strategy_cfg: {type: "\\ud800"}'
+    resp = client.post("/backtests", content=yaml_doc, headers={"content-type": "application/x-yaml"})
+    assert resp.status_code == 400
     assert _error(resp)["details"]["field"] == "body"
     resp = client.post(
         "/backtests/compare",
@@ -264,6 +270,17 @@ def test_a_lone_surrogate_is_4xx_never_500(client: TestClient) -> None:
     )
     assert resp.status_code == 422
     assert _error(resp)["details"]["field"] == "metrics.0"
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"n_simulations": ' + b"1" * 5000 + b"}", b"n_simulations: " + b"1" * 5000]
+)
+def test_an_integer_of_thousands_of_digits_is_400(client: TestClient, body: bytes) -> None:
+    resp = client.post("/monte-carlo", content=body)
+    assert resp.status_code == 400
+    err = _error(resp)
+    assert err["details"]["field"] == "body"
+    assert "more than 4300 digits" in err["message"]
 
 
 def test_a_yaml_alias_bomb_is_400_before_it_is_walked(client: TestClient) -> None:

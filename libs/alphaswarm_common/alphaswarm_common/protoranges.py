@@ -123,12 +123,14 @@ def _check_str(value: str, path: str) -> None:
         raise err from None
 
 
-def check_text(doc: Any, prefix: str = "", *, max_nodes: int | None = None) -> None:
+def check_text(
+    doc: Any, prefix: str = "", *, max_nodes: int | None = None, document: str | None = None
+) -> None:
     """Raise InvalidArgument naming the first string (or key) of a document that is not valid Unicode.
 
     With `max_nodes`, a document of more values than that (YAML aliases repeat a value without
     repeating its text: a few hundred bytes can stand for billions of values) is InvalidArgument
-    on `prefix` before the walk goes further.
+    on `document` (else `prefix`) before the walk goes further.
     """
     seen = 0
     stack: list[tuple[Any, str]] = [(doc, prefix)]
@@ -139,7 +141,7 @@ def check_text(doc: Any, prefix: str = "", *, max_nodes: int | None = None) -> N
             raise InvalidArgument(
                 f"expands to more than {max_nodes} values (YAML aliases repeating values); "
                 "write the values out instead",
-                field=prefix or None,
+                field=document or prefix or None,
                 reason="DOCUMENT_TOO_COMPLEX",
             )
         if isinstance(node, str):
