@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 UV      := $(BIN)/uv
 CONFIG  ?= configs/ml/alpha_backtest/ridge_alpha_backtest.yaml
 
-.PHONY: lock install install-dev run serve test test-unit test-integration check lint format typecheck protos protos-check bench up down config migrate clean
+.PHONY: lock install install-dev run serve test test-unit test-integration check static lint format typecheck protos protos-check bench up down config migrate clean
 
 UV_VERSION := 0.13.9
 # Installs resolve from uv.lock (`make lock` refreshes it): a fresh clone gets the versions the tests ran with.
@@ -32,7 +32,8 @@ run: install                       ## the main job on the embedded default (no s
 serve: install                     ## REST + SSE on :8000 and gRPC on :50051, embedded stack
 	$(BIN)/alphaswarm serve --port 8000
 
-test: install-dev                  ## every test; starts PostgreSQL and NATS when they are not running
+test: install-dev                  ## static checks, then every test; starts PostgreSQL and NATS when they are not running
+	$(MAKE) --no-print-directory static
 	scripts/ensure_services.sh
 	$(BIN)/python -m pytest -q
 
@@ -43,7 +44,9 @@ test-integration: install-dev
 	scripts/ensure_services.sh
 	$(BIN)/python -m pytest -q -m "integration or e2e"
 
-check: install-dev lint typecheck protos-check  ## lint, types, architecture contract, fresh stubs
+check: install-dev static          ## lint, types, architecture contract, fresh stubs
+
+static: lint typecheck protos-check  ## what `make test` (and so CI) checks before the tests
 	$(BIN)/lint-imports
 
 lint:
