@@ -7,6 +7,7 @@ and converts the result; domain errors propagate and the shared interceptor
 `ErrorInfo.reason` and the offending field. Trust, history and serving rules
 are documented in `core`, `deployments` and `serving`.
 
+Model trust (signed records, verification before any load) is `trust`.
 Error reasons (all FAILED_PRECONDITION): `MODEL_NOT_TRUSTED`, `MODEL_TAMPERED`,
 `MODEL_ARTIFACT_MISSING`, `MODEL_LOAD_FAILED`, `MODEL_VERSION_NOT_REGISTERED`,
 `MODEL_ALIAS_NOT_FOUND`, `RUN_NOT_SUCCESSFUL`, `DEPLOYMENT_RETIRED`,
@@ -29,6 +30,7 @@ from alphaswarm_common.protoconv import dates_from_strings, matrix_to_proto
 from alphaswarm_common.tracking import ModelVersionInfo, RegisteredModelInfo, Tracker
 from alphaswarm_registry.core import PersistenceDeploymentStore, Registry
 from alphaswarm_registry.deployments import DEFAULT_ALIAS
+from alphaswarm_registry.trust import ModelTrust, PersistenceTrustStore
 
 __all__ = ["DEFAULT_ALIAS", "SERVICE_NAME", "RegistryServicer", "model_to_proto", "version_to_proto"]
 
@@ -60,6 +62,20 @@ def version_to_proto(v: ModelVersionInfo) -> pb.ModelVersion:
     )
 
 
+def caller_of(context: Any) -> str:
+    """Who is calling, as far as the transport tells: the peer certificate's name under mTLS, else the peer."""
+    if context is None:
+        return ""
+    try:
+        auth = context.auth_context() or {}
+        names = auth.get("x509_common_name") or auth.get("x509_subject_alternative_name") or []
+        if names:
+            return names[0].decode(errors="replace")
+        return str(context.peer() or "")
+    except Exception:  # a context without transport details (in-process calls)
+        return ""
+
+
 def _date(value: str, field: str) -> Any:
     return dates_from_strings([value], field=field)[0].item() if value else None
 
@@ -70,6 +86,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         tracker: Tracker,
         persistence: ppb_grpc.PersistenceServiceStub,
         *,
+        signing_key: bytes,
         deadline: float = 30.0,
         registry: Registry | None = None,
     ) -> None:
@@ -77,7 +94,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self.persistence = persistence
         self.deadline = deadline
         self.registry = registry or Registry(
-            tracker, PersistenceDeploymentStore(persistence, deadline=deadline)
+            tracker,
+            PersistenceDeploymentStore(persistence, deadline=deadline),
+            ModelTrust(tracker, PersistenceTrustStore(persistence, deadline=deadline), signing_key),
         )
 
     # -- models ---------------------------------------------------------------------------------
@@ -86,8 +105,10 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             model_uri=request.model_uri,
             name=request.name,
             run_id=request.run_id,
+            model_sha256=request.model_sha256,
             alias=request.alias,
             tags=dict(request.tags),
+            registered_by=caller_of(context),
         )
         return pb.RegisterModelResponse(name=name, version=version, alias=alias)
 
