@@ -18,3 +18,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for layer in ("unit", "integration", "e2e"):
             if f"/tests/{layer}/" in path and not item.get_closest_marker(layer):
                 item.add_marker(getattr(pytest.mark, layer))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_roots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests write their data files under pytest's temporary folder: make it a data root
+    (beside the default `./data`), as a deployment would with ALPHASWARM_DATA_ROOTS."""
+    from pathlib import Path
+
+    from alphaswarm_common.data import configure_data_roots
+
+    configure_data_roots([Path("data"), tmp_path_factory.getbasetemp()])

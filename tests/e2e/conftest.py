@@ -68,6 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         mlflow_tracking_uri=None,
         nats_url=None,
         gateway_addr=None,
+        data_roots=[tmp_path_factory.getbasetemp()],
     )
     with EmbeddedStack(settings) as s:
         yield s

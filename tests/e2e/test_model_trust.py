@@ -164,7 +164,7 @@ def forged(stack: EmbeddedStack, marker: Path) -> dict[str, str]:
 def test_the_payload_runs_code_when_unpickled(tmp_path: Path) -> None:
     """Control: the forged artifact is a real attack, so the refusals below are not vacuous."""
     control = tmp_path / "control"
-    pickle.loads(malicious_pickle(control))  # noqa: S301 - the point of the control
+    pickle.loads(malicious_pickle(control))
     assert control.read_text() == "code ran"
 
 
