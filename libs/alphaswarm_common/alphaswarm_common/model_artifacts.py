@@ -11,8 +11,9 @@ neural networks and LightGBM). The list an artifact's `MLmodel` file
 declares is ignored: a crafted model could list anything there.
 
 `read_model_format` reads an artifact folder's `MLmodel` with `yaml.safe_load`
-(no object construction); `load_skops_model` refuses any format but
-`skops` and any type outside `TRUSTED_TYPES` before building the model.
+(no object construction); `check_loadable` refuses any format but `skops`
+and any type outside `TRUSTED_TYPES` (from the file's schema, nothing is
+built); `load_skops_model` runs it before building the model.
 The registry calls it only on a private copy of artifact bytes it has
 verified against its signed record (`alphaswarm_registry.trust`).
 """
@@ -29,10 +30,9 @@ __all__ = [
     "SERIALIZATION_FORMAT",
     "TRUSTED_TYPES",
     "ArtifactFormat",
-    "check_safe_format",
+    "check_loadable",
     "load_skops_model",
     "read_model_format",
-    "untrusted_types",
 ]
 
 SERIALIZATION_FORMAT = "skops"
@@ -85,45 +85,49 @@ def read_model_format(folder: str | Path, *, label: str) -> ArtifactFormat:
     return ArtifactFormat(fmt, name)
 
 
-def check_safe_format(fmt: ArtifactFormat, *, label: str) -> None:
-    """`MODEL_NOT_TRUSTED` unless the artifact is serialised with skops."""
+def check_loadable(folder: str | Path, *, label: str, field: str | None = None) -> ArtifactFormat:
+    """The artifact's format, after checking it is a skops file of `TRUSTED_TYPES` only (nothing is built).
+
+    `MODEL_NOT_TRUSTED` (naming `field`) for another format, an unreadable
+    skops file or a type outside `TRUSTED_TYPES`.
+    """
+    import skops.io
+
+    fmt = read_model_format(folder, label=label)
     if fmt.serialization_format != SERIALIZATION_FORMAT:
         raise FailedPrecondition(
             f"{label} is serialised as {fmt.serialization_format!r}; only {SERIALIZATION_FORMAT!r} models "
             "(which cannot run code when loaded) are registered and served",
+            field=field,
             reason="MODEL_NOT_TRUSTED",
         )
-
-
-def untrusted_types(folder: str | Path, fmt: ArtifactFormat) -> list[str]:
-    """The types of the skops file beyond skops' defaults and `TRUSTED_TYPES` (reads the schema only)."""
-    import skops.io
-
-    found = skops.io.get_untrusted_types(file=str(Path(folder) / fmt.model_file))
-    return sorted(set(found) - set(TRUSTED_TYPES))
+    try:
+        found = skops.io.get_untrusted_types(file=str(Path(folder) / fmt.model_file))
+    except Exception as exc:
+        raise FailedPrecondition(
+            f"{label} is not a readable skops model ({type(exc).__name__})",
+            field=field,
+            reason="MODEL_NOT_TRUSTED",
+        ) from exc
+    extra = sorted(set(found) - set(TRUSTED_TYPES))
+    if extra:
+        raise FailedPrecondition(
+            f"{label} contains types the registry does not load: {', '.join(extra[:5])}",
+            field=field,
+            reason="MODEL_NOT_TRUSTED",
+        )
+    return fmt
 
 
 def load_skops_model(folder: str | Path, *, label: str) -> Any:
     """The model of a verified artifact folder, built by skops from `TRUSTED_TYPES` only.
 
-    `MODEL_NOT_TRUSTED` for another format or an unknown type,
-    `MODEL_LOAD_FAILED` when the file cannot be read as a skops model.
+    `MODEL_NOT_TRUSTED` as `check_loadable`, `MODEL_LOAD_FAILED` when skops
+    cannot build the model.
     """
     import skops.io
 
-    fmt = read_model_format(folder, label=label)
-    check_safe_format(fmt, label=label)
-    try:
-        extra = untrusted_types(folder, fmt)
-    except Exception as exc:
-        raise FailedPrecondition(
-            f"{label} cannot be read as a skops model: {type(exc).__name__}", reason="MODEL_LOAD_FAILED"
-        ) from exc
-    if extra:
-        raise FailedPrecondition(
-            f"{label} contains types the registry does not load: {', '.join(extra[:5])}",
-            reason="MODEL_NOT_TRUSTED",
-        )
+    fmt = check_loadable(folder, label=label)
     try:
         return skops.io.load(str(Path(folder) / fmt.model_file), trusted=list(TRUSTED_TYPES))
     except Exception as exc:

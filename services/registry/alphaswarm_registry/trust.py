@@ -56,13 +56,7 @@ from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
 from alphaswarm_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from alphaswarm_common.grpc_client import call
-from alphaswarm_common.model_artifacts import (
-    SERIALIZATION_FORMAT,
-    check_safe_format,
-    load_skops_model,
-    read_model_format,
-    untrusted_types,
-)
+from alphaswarm_common.model_artifacts import SERIALIZATION_FORMAT, check_loadable, load_skops_model
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tracking import ModelVersionInfo, Tracker, artifact_sha256
 
@@ -217,22 +211,7 @@ class ModelTrust:
                     field="model_sha256",
                     reason="MODEL_TAMPERED",
                 )
-            fmt = read_model_format(local, label=label)
-            check_safe_format(fmt, label=label)
-            try:
-                extra = untrusted_types(local, fmt)
-            except Exception as exc:
-                raise FailedPrecondition(
-                    f"{label} is not a readable skops model ({type(exc).__name__})",
-                    field="model_uri",
-                    reason="MODEL_NOT_TRUSTED",
-                ) from exc
-            if extra:
-                raise FailedPrecondition(
-                    f"{label} contains types the registry does not load: {', '.join(extra[:5])}",
-                    field="model_uri",
-                    reason="MODEL_NOT_TRUSTED",
-                )
+            check_loadable(local, label=label, field="model_uri")
 
     def record(
         self, *, model_name: str, version: str, model_uri: str, sha256: str, registered_by: str
