@@ -33,6 +33,7 @@ from alphaswarm_common.data import load_panel
 from alphaswarm_common.errors import (
     AlphaSwarmError,
     AlreadyExists,
+    DependencyUnavailable,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -82,6 +83,7 @@ class FakePersistence:
         self.rows: dict[str, resources_pb2.Deployment] = {}
         self.keys: dict[str, str] = {}
         self.trust: dict[tuple[str, str], ppb.ModelArtifactTrust] = {}
+        self.trust_down = False
         self.saves = 0
 
     def SaveDeployment(self, request: ppb.SaveDeploymentRequest, timeout: float | None = None) -> Any:
@@ -121,6 +123,8 @@ class FakePersistence:
         self, request: ppb.RecordModelArtifactTrustRequest, timeout: float | None = None
     ) -> Any:
         assert timeout is not None, "every call carries a deadline"
+        if self.trust_down:
+            raise DependencyUnavailable("persistence is down")
         key = (request.record.model_name, request.record.version)
         if key in self.trust and self.trust[key] != request.record:
             raise AlreadyExists(f"{key} already has a trust record", field="record.version")
@@ -828,6 +832,25 @@ def test_trust_is_the_signed_catalog_record_not_the_mlflow_tags(env: Env) -> Non
     with pytest.raises(FailedPrecondition) as err:
         other_key.Predict(pb.PredictRequest(deployment_id=did, latest=True), None)
     assert err.value.reason == "MODEL_NOT_TRUSTED"
+
+
+def test_a_registration_whose_record_cannot_be_written_leaves_nothing(env: Env) -> None:
+    name = _name()
+    env.register(name)
+    env.persistence.trust_down = True
+    try:
+        with pytest.raises(DependencyUnavailable):
+            env.register(name, alpha=3.0)
+    finally:
+        env.persistence.trust_down = False
+    versions = env.tracker.client.search_model_versions(filter_string=f"name = '{name}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert env.tracker.get_registered_model(name).aliases == {"champion": "1"}
+    retried = env.register(
+        name, alpha=3.0
+    ).version  # a retry registers and signs it (MLflow does not reuse "2")
+    assert env.tracker.get_registered_model(name).aliases == {"champion": retried}
+    assert (name, retried) in env.persistence.trust and (name, "2") not in env.persistence.trust
 
 
 def test_a_pickled_model_is_never_registered(env: Env) -> None:

@@ -451,13 +451,20 @@ class Tracker:
 
     # -- registry: writes -----------------------------------------------------------------------
     def register_model(
-        self, model_uri: str, name: str, *, alias: str, tags: Mapping[str, str], run_id: str | None = None
+        self,
+        model_uri: str,
+        name: str,
+        *,
+        alias: str | None,
+        tags: Mapping[str, str],
+        run_id: str | None = None,
     ) -> str:
-        """Create a registered-model version and point `alias` at it; return the version."""
+        """Create a registered-model version and point `alias` at it (None: no alias); return the version."""
         from mlflow.exceptions import MlflowException
 
         validate_model_name(name)
-        validate_alias(alias)
+        if alias is not None:
+            validate_alias(alias)
         client = self.client
         try:
             client.create_registered_model(name)
@@ -468,8 +475,13 @@ class Tracker:
         mv = client.create_model_version(
             name=name, source=model_uri, run_id=run_id, tags=dict(tags), model_id=model_id
         )
-        client.set_registered_model_alias(name, alias, mv.version)
+        if alias is not None:
+            client.set_registered_model_alias(name, alias, mv.version)
         return str(mv.version)
+
+    def delete_model_version(self, name: str, version: str) -> None:
+        """Remove a registered version (a registration that could not be completed)."""
+        self.client.delete_model_version(name, version)
 
     def set_model_alias(self, name: str, alias: str, version: str) -> ModelVersionInfo:
         """Point `alias` at `version` (moving it if it pointed elsewhere); the version after the change.

@@ -241,14 +241,21 @@ class Registry:
             {headline_metric_tag(m): repr(run.metrics[m]) for m in HEADLINE_METRICS if m in run.metrics}
         )
         version_tags[MODEL_SHA_TAG] = model_sha256
-        version = self.tracker.register_model(model_uri, name, alias=alias, tags=version_tags, run_id=run_id)
-        self.trust.record(
-            model_name=name,
-            version=version,
-            model_uri=model_uri,
-            sha256=model_sha256,
-            registered_by=registered_by,
-        )
+        # The alias moves only once the version is signed: a registration that fails half-way leaves
+        # no version behind and every alias where it was.
+        version = self.tracker.register_model(model_uri, name, alias=None, tags=version_tags, run_id=run_id)
+        try:
+            self.trust.record(
+                model_name=name,
+                version=version,
+                model_uri=model_uri,
+                sha256=model_sha256,
+                registered_by=registered_by,
+            )
+        except BaseException:
+            self.tracker.delete_model_version(name, version)
+            raise
+        self.tracker.set_model_alias(name, alias, version)
         return name, version, alias
 
     def list_models(self, page_size: int, page_token: str) -> tuple[list[RegisteredModelInfo], str]:
