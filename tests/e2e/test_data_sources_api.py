@@ -22,7 +22,7 @@ from alphaswarm.backtester.v1 import backtester_service_pb2_grpc as bpb_grpc
 from alphaswarm.embedded import EmbeddedStack
 from alphaswarm_common.config import DatasetConfig, StrategyConfig
 from alphaswarm_common.errors import InvalidArgument
-from alphaswarm_common.grpc_client import call, channel, remote_field
+from alphaswarm_common.grpc_client import call, remote_field
 from alphaswarm_common.protoconv import config_to_proto
 from tests.e2e.conftest import small_run, sse_events
 
@@ -104,22 +104,18 @@ def test_an_alpha_run_on_a_source_outside_the_roots_is_400(rest_url: str, files:
     assert len(after["items"]) == len(before["items"])  # nothing written
 
 
-def test_the_backtester_refuses_it_too(stack: EmbeddedStack, files: dict[str, Path]) -> None:
-    assert stack.settings.backtester_addr
-    ch = channel(stack.settings.backtester_addr)
-    try:
-        stub = bpb_grpc.BacktesterServiceStub(ch)
-        for source in (str(files["secret"]), "../../etc/x.csv", str(files["link"])):
-            request = bpb.RunStrategyBacktestRequest(
-                source=bpb.PriceSource(dataset_cfg=config_to_proto(DatasetConfig(source=source))),
-                strategy_cfg=config_to_proto(StrategyConfig.model_validate(RULE)),
-            )
-            with pytest.raises(InvalidArgument) as err:
-                call(stub.RunStrategyBacktest, request, timeout=60, target="backtester")
-            assert remote_field(err.value).endswith("dataset_cfg.source")
-            assert str(files["outside"]) not in str(err.value) and "secret" not in str(err.value)
-    finally:
-        ch.close()
+def test_the_backtester_refuses_it_too(
+    backtester: bpb_grpc.BacktesterServiceStub, files: dict[str, Path]
+) -> None:
+    for source in (str(files["secret"]), "../../etc/x.csv", str(files["link"])):
+        request = bpb.RunStrategyBacktestRequest(
+            source=bpb.PriceSource(dataset_cfg=config_to_proto(DatasetConfig(source=source))),
+            strategy_cfg=config_to_proto(StrategyConfig.model_validate(RULE)),
+        )
+        with pytest.raises(InvalidArgument) as err:
+            call(backtester.RunStrategyBacktest, request, timeout=60, target="backtester")
+        assert remote_field(err.value).endswith("dataset_cfg.source")
+        assert str(files["outside"]) not in str(err.value) and "secret" not in str(err.value)
 
 
 def test_a_csv_under_a_root_is_backtested(rest_url: str, files: dict[str, Path]) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from alphaswarm.registry.v1 import registry_service_pb2 as pb
 from alphaswarm.registry.v1 import registry_service_pb2_grpc as pb_grpc
 from alphaswarm_common.config import DatasetConfig, StrategyConfig
 from alphaswarm_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from alphaswarm_common.grpc_client import call, channel, remote_field
+from alphaswarm_common.grpc_client import call, remote_field
 from alphaswarm_common.protoconv import config_to_proto
 from alphaswarm_common.tracking import (
     FEATURES_TAG,
@@ -83,22 +82,6 @@ def _swap_in_pickle(folder: Path, payload: bytes) -> None:
 
 def rpc(method: Any, request: Any) -> Any:
     return call(method, request, timeout=60, target="registry")
-
-
-@pytest.fixture(scope="module")
-def registry(stack: EmbeddedStack) -> Iterator[pb_grpc.RegistryServiceStub]:
-    assert stack.settings.registry_addr
-    ch = channel(stack.settings.registry_addr)
-    yield pb_grpc.RegistryServiceStub(ch)
-    ch.close()
-
-
-@pytest.fixture(scope="module")
-def persistence(stack: EmbeddedStack) -> Iterator[ppb_grpc.PersistenceServiceStub]:
-    assert stack.settings.persistence_addr
-    ch = channel(stack.settings.persistence_addr)
-    yield ppb_grpc.PersistenceServiceStub(ch)
-    ch.close()
 
 
 @pytest.fixture(scope="module")

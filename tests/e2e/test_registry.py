@@ -6,7 +6,6 @@ pandas from the raw CSV, and the refusal of tampered and untrusted models."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,6 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "e2e-registry-ridge"
 OUTSIDE = "e2e-registry-outside"
-
-
-@pytest.fixture(scope="module")
-def registry(stack: EmbeddedStack) -> Iterator[pb_grpc.RegistryServiceStub]:
-    assert stack.settings.registry_addr
-    ch = channel(stack.settings.registry_addr)
-    yield pb_grpc.RegistryServiceStub(ch)
-    ch.close()
 
 
 def rpc(method: Any, request: Any) -> Any:
