@@ -1,7 +1,7 @@
 """Model artifact trust: the registry's sha256 and HMAC of every version it registered.
 
 Revision ID: 0008
-Revises: 0004_task_documents
+Revises: 0007_api_tokens_audit_log
 Create Date: 2026-12-06 00:00:00
 
 The registry records, when it registers a model version, the sha256 of the
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0004_task_documents"
+down_revision: str | Sequence[str] | None = "0007_api_tokens_audit_log"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

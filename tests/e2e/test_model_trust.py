@@ -247,7 +247,7 @@ def test_a_legitimate_version_is_signed_in_the_catalog(
     ).record
     assert record.artifact_uri == mv.source and record.serialization_format == "skops"
     assert record.sha256 == artifact_sha256(_artifact_folder(stack, mv.source))
-    assert len(record.hmac) == 64 and record.registered_at.seconds > 0
+    assert len(record.hmac) == 64 and record.registered_at.seconds > 0 and record.registered_by
     # Written once: the same version cannot be given another record through the API.
     forged = ppb.ModelArtifactTrust()
     forged.CopyFrom(record)

@@ -26,6 +26,7 @@ from typing import Any
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
 from alphaswarm.registry.v1 import registry_service_pb2 as pb
 from alphaswarm.registry.v1 import registry_service_pb2_grpc as pb_grpc
+from alphaswarm_common.auth import current_principal
 from alphaswarm_common.protoconv import dates_from_strings, matrix_to_proto
 from alphaswarm_common.tracking import ModelVersionInfo, RegisteredModelInfo, Tracker
 from alphaswarm_registry.core import PersistenceDeploymentStore, Registry
@@ -63,15 +64,12 @@ def version_to_proto(v: ModelVersionInfo) -> pb.ModelVersion:
 
 
 def caller_of(context: Any) -> str:
-    """Who is calling, as far as the transport tells: the peer certificate's name under mTLS, else the peer."""
-    if context is None:
-        return ""
+    """Who is calling: the authenticated principal (`subject (role via ...)`), else the transport peer."""
+    principal = current_principal()
+    if principal is not None:
+        return f"{principal.subject} ({principal.role} via {principal.via})"
     try:
-        auth = context.auth_context() or {}
-        names = auth.get("x509_common_name") or auth.get("x509_subject_alternative_name") or []
-        if names:
-            return names[0].decode(errors="replace")
-        return str(context.peer() or "")
+        return str(context.peer() or "") if context is not None else ""
     except Exception:  # a context without transport details (in-process calls)
         return ""
 
