@@ -18,3 +18,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for layer in ("unit", "integration", "e2e"):
             if f"/tests/{layer}/" in path and not item.get_closest_marker(layer):
                 item.add_marker(getattr(pytest.mark, layer))
+
+
+def _test_data_roots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from pathlib import Path
+
+    from alphaswarm_common.data import configure_data_roots
+
+    configure_data_roots([Path("data"), tmp_path_factory.getbasetemp()])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_data_roots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests write their data files under pytest's temporary folder: make it a data root (beside the
+    default `./data`), as a deployment would with ALPHASWARM_DATA_ROOTS. A stack a test starts
+    installs its own settings' roots for the whole process, so this runs before each module's
+    fixtures and (below) before each test."""
+    _test_data_roots(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _data_roots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _test_data_roots(tmp_path_factory)

@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
+from alphaswarm.backtester.v1 import backtester_service_pb2_grpc as bpb_grpc
 from alphaswarm.embedded import EmbeddedStack
+from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
+from alphaswarm.registry.v1 import registry_service_pb2_grpc as rpb_grpc
+from alphaswarm_common.grpc_client import channel
 from alphaswarm_common.settings import Settings
 from tests.uvicorn_server import serve_in_thread
 
@@ -68,9 +72,35 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         mlflow_tracking_uri=None,
         nats_url=None,
         gateway_addr=None,
+        data_roots=[tmp_path_factory.getbasetemp()],
     )
     with EmbeddedStack(settings) as s:
         yield s
+
+
+def _stub(addr: str | None, stub: Any) -> Iterator[Any]:
+    assert addr
+    ch = channel(addr)
+    yield stub(ch)
+    ch.close()
+
+
+@pytest.fixture(scope="session")
+def backtester(stack: EmbeddedStack) -> Iterator[bpb_grpc.BacktesterServiceStub]:
+    """A client of the session's backtester over its real socket."""
+    yield from _stub(stack.settings.backtester_addr, bpb_grpc.BacktesterServiceStub)
+
+
+@pytest.fixture(scope="session")
+def persistence(stack: EmbeddedStack) -> Iterator[ppb_grpc.PersistenceServiceStub]:
+    """A client of the session's persistence service over its real socket."""
+    yield from _stub(stack.settings.persistence_addr, ppb_grpc.PersistenceServiceStub)
+
+
+@pytest.fixture(scope="session")
+def registry(stack: EmbeddedStack) -> Iterator[rpb_grpc.RegistryServiceStub]:
+    """A client of the session's registry over its real socket."""
+    yield from _stub(stack.settings.registry_addr, rpb_grpc.RegistryServiceStub)
 
 
 def sse_events(

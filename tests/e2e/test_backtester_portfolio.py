@@ -8,7 +8,6 @@ panel, and against what the catalog returns for the saved rows.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -18,7 +17,6 @@ import pytest
 from alphaswarm.backtester.v1 import backtester_service_pb2 as pb
 from alphaswarm.backtester.v1 import backtester_service_pb2_grpc as pb_grpc
 from alphaswarm.common.v1 import arrays_pb2, config_pb2
-from alphaswarm.embedded import EmbeddedStack
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
 from alphaswarm_backtester.engine import EngineConfig
@@ -27,7 +25,7 @@ from alphaswarm_backtester.engine.portfolio import PortfolioLeg, run_portfolio_b
 from alphaswarm_common.config import DatasetConfig, StrategyConfig
 from alphaswarm_common.data import Panel, load_panel
 from alphaswarm_common.errors import InvalidArgument
-from alphaswarm_common.grpc_client import call, channel, remote_field
+from alphaswarm_common.grpc_client import call, remote_field
 from alphaswarm_common.protoconv import (
     array_from_proto,
     array_to_proto,
@@ -43,22 +41,6 @@ pytestmark = pytest.mark.e2e
 
 TIMEOUT = 120.0
 WINDOW = ("2017-01-03", "2018-12-31")
-
-
-@pytest.fixture(scope="module")
-def backtester(stack: EmbeddedStack) -> Iterator[pb_grpc.BacktesterServiceStub]:
-    assert stack.settings.backtester_addr
-    ch = channel(stack.settings.backtester_addr)
-    yield pb_grpc.BacktesterServiceStub(ch)
-    ch.close()
-
-
-@pytest.fixture(scope="module")
-def persistence(stack: EmbeddedStack) -> Iterator[ppb_grpc.PersistenceServiceStub]:
-    assert stack.settings.persistence_addr
-    ch = channel(stack.settings.persistence_addr)
-    yield ppb_grpc.PersistenceServiceStub(ch)
-    ch.close()
 
 
 def _panel(symbols: list[str], start: str = "2016-01-04", end: str = WINDOW[1]) -> Panel:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ from alphaswarm_backtester.engine.walkforward import walk_forward
 from alphaswarm_common.config import DatasetConfig
 from alphaswarm_common.data import Panel, load_panel
 from alphaswarm_common.errors import InvalidArgument
-from alphaswarm_common.grpc_client import call, channel, remote_field
+from alphaswarm_common.grpc_client import call, remote_field
 from alphaswarm_common.protoconv import (
     array_from_proto,
     matrix_from_proto,
@@ -45,22 +44,6 @@ pytestmark = pytest.mark.e2e
 TIMEOUT = 180.0
 HISTORY_START, WINDOW = "2015-01-02", ("2017-01-03", "2019-06-28")
 GRID = {"fast_period": [5, 10, 20, 40], "slow_period": [30, 60, 120]}
-
-
-@pytest.fixture(scope="module")
-def backtester(stack: EmbeddedStack) -> Iterator[pb_grpc.BacktesterServiceStub]:
-    assert stack.settings.backtester_addr
-    ch = channel(stack.settings.backtester_addr)
-    yield pb_grpc.BacktesterServiceStub(ch)
-    ch.close()
-
-
-@pytest.fixture(scope="module")
-def persistence(stack: EmbeddedStack) -> Iterator[ppb_grpc.PersistenceServiceStub]:
-    assert stack.settings.persistence_addr
-    ch = channel(stack.settings.persistence_addr)
-    yield ppb_grpc.PersistenceServiceStub(ch)
-    ch.close()
 
 
 def _source(*symbols: str) -> pb.PriceSource:

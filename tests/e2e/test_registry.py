@@ -6,7 +6,6 @@ pandas from the raw CSV, and the refusal of tampered and untrusted models."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from alphaswarm.registry.v1 import registry_service_pb2_grpc as pb_grpc
 from alphaswarm_common.config import DatasetConfig, StrategyConfig
 from alphaswarm_common.errors import AlphaSwarmError, FailedPrecondition, NotFound
 from alphaswarm_common.grpc_client import call, channel, remote_field
+from alphaswarm_common.model_artifacts import load_skops_model
 from alphaswarm_common.protoconv import config_to_proto, matrix_from_proto
 from alphaswarm_common.tracking import FEATURES_TAG, MODEL_SHA_TAG, PRODUCER, PRODUCER_TAG
 from tests.e2e.conftest import small_run
@@ -35,14 +35,6 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "e2e-registry-ridge"
 OUTSIDE = "e2e-registry-outside"
-
-
-@pytest.fixture(scope="module")
-def registry(stack: EmbeddedStack) -> Iterator[pb_grpc.RegistryServiceStub]:
-    assert stack.settings.registry_addr
-    ch = channel(stack.settings.registry_addr)
-    yield pb_grpc.RegistryServiceStub(ch)
-    ch.close()
 
 
 def rpc(method: Any, request: Any) -> Any:
@@ -209,7 +201,7 @@ def _reference_features(names: list[str], end: str) -> pd.DataFrame:
 def test_latest_prediction_is_the_model_on_data_through_the_last_date(
     stack: EmbeddedStack, registry: pb_grpc.RegistryServiceStub, runs: list[Any]
 ) -> None:
-    import mlflow.sklearn
+    import mlflow.artifacts
 
     r = runs[1]
     latest = rpc(registry.Predict, pb.PredictRequest(deployment_id=r.deployment_id, latest=True))
@@ -227,7 +219,10 @@ def test_latest_prediction_is_the_model_on_data_through_the_last_date(
     client = MlflowClient(stack.settings.tracking_uri())
     names = json.loads(client.get_model_version(MODEL, r.model_version).tags[FEATURES_TAG])
     feats = _reference_features(names, "2019-06-28").loc[symbols]
-    model = mlflow.sklearn.load_model(client.get_model_version_download_uri(MODEL, r.model_version))
+    folder = mlflow.artifacts.download_artifacts(
+        artifact_uri=client.get_model_version_download_uri(MODEL, r.model_version)
+    )
+    model = load_skops_model(folder, label="the registered model")
     np.testing.assert_allclose(values[0], model.predict(feats.to_numpy(np.float64)), rtol=1e-5, atol=1e-9)
 
     # A deployment whose data ends at t serves at t exactly what the full window predicted for t.
@@ -263,7 +258,7 @@ def test_a_tampered_artifact_fails_predict(
         mlflow.artifacts.download_artifacts(artifact_uri=location)
     )  # a local store: the folder itself
     assert stack.settings.resolved_home() in folder.parents  # the file artifact store of this test's home
-    pkl = folder / "model.pkl"
+    pkl = folder / "model.skops"
     original = pkl.read_bytes()
     changed = bytearray(original)
     changed[len(changed) // 2] ^= 0x01

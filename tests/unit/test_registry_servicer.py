@@ -30,7 +30,14 @@ from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm.registry.v1 import registry_service_pb2 as pb
 from alphaswarm_common.config import DatasetConfig, StrategyConfig
 from alphaswarm_common.data import load_panel
-from alphaswarm_common.errors import AlphaSwarmError, FailedPrecondition, InvalidArgument, NotFound
+from alphaswarm_common.errors import (
+    AlphaSwarmError,
+    AlreadyExists,
+    DependencyUnavailable,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from alphaswarm_common.features import compute_features
 from alphaswarm_common.protoconv import config_to_proto, matrix_from_proto
 from alphaswarm_common.tracking import (
@@ -56,6 +63,7 @@ SEGMENTS = {
     "test": ["2020-07-10", "2020-08-31"],
 }
 _names = itertools.count()
+KEY = b"k" * 32
 
 
 # --------------------------------------------------------------------------- fakes
@@ -74,6 +82,8 @@ class FakePersistence:
     def __init__(self) -> None:
         self.rows: dict[str, resources_pb2.Deployment] = {}
         self.keys: dict[str, str] = {}
+        self.trust: dict[tuple[str, str], ppb.ModelArtifactTrust] = {}
+        self.trust_down = False
         self.saves = 0
 
     def SaveDeployment(self, request: ppb.SaveDeploymentRequest, timeout: float | None = None) -> Any:
@@ -108,6 +118,27 @@ class FakePersistence:
         if request.deployment_id not in self.rows:
             raise NotFound(f"deployment {request.deployment_id} does not exist", field="deployment_id")
         return ppb.GetDeploymentResponse(deployment=self.rows[request.deployment_id])
+
+    def RecordModelArtifactTrust(
+        self, request: ppb.RecordModelArtifactTrustRequest, timeout: float | None = None
+    ) -> Any:
+        assert timeout is not None, "every call carries a deadline"
+        if self.trust_down:
+            raise DependencyUnavailable("persistence is down")
+        key = (request.record.model_name, request.record.version)
+        if key in self.trust and self.trust[key] != request.record:
+            raise AlreadyExists(f"{key} already has a trust record", field="record.version")
+        self.trust.setdefault(key, request.record)
+        return ppb.RecordModelArtifactTrustResponse(record=self.trust[key])
+
+    def GetModelArtifactTrust(
+        self, request: ppb.GetModelArtifactTrustRequest, timeout: float | None = None
+    ) -> Any:
+        assert timeout is not None, "every call carries a deadline"
+        key = (request.model_name, request.version)
+        if key not in self.trust:
+            raise NotFound(f"{key} has no trust record", field="version")
+        return ppb.GetModelArtifactTrustResponse(record=self.trust[key])
 
     def ListDeployments(self, request: ppb.ListDeploymentsRequest, timeout: float | None = None) -> Any:
         rows = sorted(self.rows.values(), key=lambda d: d.created_at.ToNanoseconds(), reverse=True)
@@ -148,7 +179,7 @@ class Env:
         self.folder = folder
         self.tracker = Tracker(f"sqlite:///{folder}/mlflow.db", artifact_root=str(folder / "artifacts"))
         self.persistence = FakePersistence()
-        self.servicer = RegistryServicer(self.tracker, self.persistence, deadline=5.0)  # type: ignore[arg-type]
+        self.servicer = RegistryServicer(self.tracker, self.persistence, signing_key=KEY, deadline=5.0)  # type: ignore[arg-type]
         self.close = _closes()
         long = self.close.stack().rename("close").reset_index()
         long.columns = ["date", "symbol", "close"]
@@ -160,6 +191,7 @@ class Env:
         )
         self.experiment = self.tracker.ensure_experiment("unit-registry")
         self.models: dict[str, Any] = {}  # model_uri -> fitted estimator
+        self.shas: dict[str, str] = {}  # model_uri -> the sha256 the trainer returns
         self.metrics: dict[str, dict[str, float]] = {}  # run_id -> metrics logged
         self._fits: dict[float, tuple[Any, list[str], str, np.ndarray, dict[str, float]]] = {}
 
@@ -183,6 +215,7 @@ class Env:
         )
         self.tracker.end_run(run_id)
         self.models[uri] = model
+        self.shas[uri] = sha
         self.metrics[run_id] = metrics
         return run_id, uri
 
@@ -219,7 +252,9 @@ class Env:
         self, name: str, alpha: float = 1.0, alias: str = "", **tags: str
     ) -> pb.RegisterModelResponse:
         run_id, uri = self.train(alpha)
-        req = pb.RegisterModelRequest(model_uri=uri, name=name, run_id=run_id, alias=alias, tags=tags)
+        req = pb.RegisterModelRequest(
+            model_uri=uri, name=name, run_id=run_id, alias=alias, tags=tags, model_sha256=self.shas[uri]
+        )
         return self.servicer.RegisterModel(req, None)
 
     def deploy(self, name: str, version: str, deployment_id: str = "", **kw: Any) -> pb.DeployResponse:
@@ -299,6 +334,7 @@ def test_register_copies_provenance_and_headline_metrics_from_the_run(env: Env) 
             model_uri=uri,
             name=name,
             run_id=run_id,
+            model_sha256=env.shas[uri],
             tags={"alphaswarm.valid_ic_spearman": "0.99", MODEL_SHA_TAG: "forged", "team": "quant"},
         ),
         None,
@@ -356,9 +392,11 @@ def test_register_refuses_an_artifact_changed_after_logging(env: Env) -> None:
     run_id, uri = env.train()
     folder = Path(env.tracker.client.get_logged_model(uri.removeprefix("models:/")).artifact_location)
     (folder / "requirements.txt").write_text("numpy\n")
+    req = pb.RegisterModelRequest(model_uri=uri, name=_name(), run_id=run_id, model_sha256=env.shas[uri])
     with pytest.raises(FailedPrecondition) as err:
-        env.servicer.RegisterModel(pb.RegisterModelRequest(model_uri=uri, name=_name(), run_id=run_id), None)
-    assert err.value.reason == "MODEL_TAMPERED"
+        env.servicer.RegisterModel(req, None)
+    assert (err.value.reason, err.value.field) == ("MODEL_TAMPERED", "model_sha256")
+    assert not env.tracker.client.search_registered_models(filter_string=f"name = '{req.name}'")
 
 
 def test_register_refuses_a_failed_run(env: Env) -> None:
@@ -379,13 +417,22 @@ def test_register_refuses_a_failed_run(env: Env) -> None:
         ({"alias": "v2"}, InvalidArgument, "alias"),
         ({"alias": "has space"}, InvalidArgument, "alias"),
         ({"run_id": "0" * 32}, NotFound, "run_id"),
+        ({"model_sha256": ""}, InvalidArgument, "model_sha256"),
+        ({"model_sha256": "ABC"}, InvalidArgument, "model_sha256"),
+        ({"model_sha256": "0" * 64}, FailedPrecondition, "model_sha256"),
     ],
 )
 def test_register_input_errors_name_the_field(
     env: Env, one_run: tuple[str, str], patch: dict[str, str], exc_type: type[AlphaSwarmError], field: str
 ) -> None:
     run_id, uri = one_run
-    req: dict[str, Any] = {"model_uri": uri, "name": _name(), "run_id": run_id, **patch}
+    req: dict[str, Any] = {
+        "model_uri": uri,
+        "name": _name(),
+        "run_id": run_id,
+        "model_sha256": env.shas[uri],
+        **patch,
+    }
     with pytest.raises(exc_type) as err:
         env.servicer.RegisterModel(pb.RegisterModelRequest(**req), None)
     assert err.value.field == field
@@ -717,8 +764,9 @@ def test_tampering_after_the_first_load_is_caught_on_the_next_predict(env: Env) 
     env.register(name)
     did = env.deploy(name, "1").deployment.deployment_id
     before, _, _ = _predict(env, did, latest=True)  # loads and caches the model
-    assert env.tracker.load_verified(name, "1").cached
-    pkl = env.artifact_dir(name, "1") / "model.pkl"
+    trust = env.servicer.registry.trust
+    assert trust.load(env.tracker.describe_model_version(name, "1")).cached
+    pkl = env.artifact_dir(name, "1") / "model.skops"
     original = pkl.read_bytes()
     tampered = bytearray(original)
     tampered[len(tampered) // 2] ^= 0x01
@@ -760,15 +808,81 @@ def test_a_deployment_of_a_version_not_from_our_trainer_cannot_predict(env: Env)
     assert err.value.reason == "MODEL_NOT_TRUSTED" and row.deployment_id in str(err.value)
 
 
-def test_stripping_the_trust_tags_after_deployment_stops_serving(env: Env) -> None:
+def test_trust_is_the_signed_catalog_record_not_the_mlflow_tags(env: Env) -> None:
     name = _name()
     env.register(name)
     did = env.deploy(name, "1").deployment.deployment_id
-    _predict(env, did, latest=True)
+    # MLflow tags are lineage: anyone with MLflow access can write them, so they do not decide.
     env.tracker.client.delete_model_version_tag(name, "1", PRODUCER_TAG)
+    env.tracker.client.set_model_version_tag(name, "1", MODEL_SHA_TAG, "0" * 64)
+    _predict(env, did, latest=True)
+    record = env.persistence.trust[(name, "1")]
+    assert record.sha256 == env.shas[record.artifact_uri] and record.serialization_format == "skops"
+    forged = ppb.ModelArtifactTrust()
+    forged.CopyFrom(record)
+    forged.hmac = "0" * 64
+    env.persistence.trust[(name, "1")] = forged
+    try:
+        with pytest.raises(FailedPrecondition) as err:
+            _predict(env, did, latest=True)
+        assert err.value.reason == "MODEL_NOT_TRUSTED" and "did not sign" in str(err.value)
+    finally:
+        env.persistence.trust[(name, "1")] = record
+    other_key = RegistryServicer(env.tracker, env.persistence, signing_key=b"x" * 32, deadline=5.0)  # type: ignore[arg-type]
     with pytest.raises(FailedPrecondition) as err:
-        _predict(env, did, latest=True)
+        other_key.Predict(pb.PredictRequest(deployment_id=did, latest=True), None)
     assert err.value.reason == "MODEL_NOT_TRUSTED"
+
+
+def test_a_registration_whose_record_cannot_be_written_leaves_nothing(env: Env) -> None:
+    name = _name()
+    env.register(name)
+    env.persistence.trust_down = True
+    try:
+        with pytest.raises(DependencyUnavailable):
+            env.register(name, alpha=3.0)
+    finally:
+        env.persistence.trust_down = False
+    versions = env.tracker.client.search_model_versions(filter_string=f"name = '{name}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert env.tracker.get_registered_model(name).aliases == {"champion": "1"}
+    retried = env.register(
+        name, alpha=3.0
+    ).version  # a retry registers and signs it (MLflow does not reuse "2")
+    assert env.tracker.get_registered_model(name).aliases == {"champion": retried}
+    assert (name, retried) in env.persistence.trust and (name, "2") not in env.persistence.trust
+
+
+def test_a_pickled_model_is_never_registered(env: Env) -> None:
+    """A run tagged exactly like the trainer's, with the right sha256, but a cloudpickle artifact."""
+    import mlflow
+    import mlflow.sklearn
+
+    name = _name()
+    run_id = env.tracker.create_run(env.experiment, "train")
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.sklearn.log_model(
+            Ridge().fit(np.eye(3), np.arange(3.0)),
+            name="model",
+            pip_requirements=["scikit-learn"],
+            serialization_format="cloudpickle",
+        )
+    sha = env.tracker.hash_artifact(info.model_uri)
+    env.tracker.set_tags(
+        run_id,
+        {
+            MODEL_SHA_TAG: sha,
+            PRODUCER_TAG: PRODUCER,
+            MODEL_URI_TAG: info.model_uri,
+            FEATURES_TAG: json.dumps(NAMES),
+        },
+    )
+    req = pb.RegisterModelRequest(model_uri=info.model_uri, name=name, run_id=run_id, model_sha256=sha)
+    with pytest.raises(FailedPrecondition) as err:
+        env.servicer.RegisterModel(req, None)
+    assert err.value.reason == "MODEL_NOT_TRUSTED" and "cloudpickle" in str(err.value)
+    assert not any(n == name for n, _ in env.persistence.trust)
+    assert not env.tracker.client.search_registered_models(filter_string=f"name = '{name}'")
 
 
 def test_a_version_without_feature_names_cannot_serve(env: Env) -> None:

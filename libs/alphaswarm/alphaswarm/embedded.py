@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from alphaswarm_common.auth import check_exposure, load_service_secret
+from alphaswarm_common.data import configure_data_roots
 from alphaswarm_common.grpc_server import ServiceRegistration, serve, serve_aio
 from alphaswarm_common.service import server_security
 from alphaswarm_common.settings import Settings
@@ -63,6 +64,7 @@ def start_services(settings: Settings, tracker: Tracker | None = None) -> tuple[
     from alphaswarm_trainer import server as trainer_server
 
     settings.resolved_home().mkdir(parents=True, exist_ok=True)
+    configure_data_roots(settings.resolved_data_roots())
     tracker = tracker or Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
     servers = []
     server, addr = _serve(settings, persistence_server.build(settings))  # migrates the catalog

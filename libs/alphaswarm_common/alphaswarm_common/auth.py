@@ -172,6 +172,9 @@ METHOD_ROLES: dict[str, str] = {
             "AuthenticateApiToken": SERVICE,
             "AppendAuditLog": SERVICE,
             "CountActiveTasks": SERVICE,
+            # The registry's signed model records: written and read by the registry only.
+            "RecordModelArtifactTrust": SERVICE,
+            "GetModelArtifactTrust": SERVICE,
             # Reads.
             "GetAlphaBacktestRun": VIEWER,
             "ListAlphaBacktestRuns": VIEWER,

@@ -102,6 +102,9 @@ def run_service(
     except InvalidArgument as exc:
         print(f"{name}: {exc.message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    from alphaswarm_common.data import configure_data_roots
+
+    configure_data_roots(settings.resolved_data_roots())
     registrations = build(settings)
     auth, credentials = server_security(settings, registrations)
     server, port = serve(

@@ -12,11 +12,13 @@ and give each service the addresses of the others.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alphaswarm_common.grpc_tuning import GrpcTuning
 
@@ -47,6 +49,20 @@ class Settings(BaseSettings):
     )
     migrate_on_start: bool = Field(
         default=True, description="The persistence service upgrades the catalog schema when it starts."
+    )
+
+    # Trust (docs/security.md): the registry's signing key and the folders data files may come from.
+    registry_signing_key: SecretStr | None = Field(
+        default=None, description="HMAC key (at least 32 characters) the registry signs model artifacts with."
+    )
+    registry_signing_key_file: Path | None = Field(
+        default=None,
+        description="File holding the registry's HMAC key; <home>/registry/signing.key (made, mode 0600) when unset.",
+    )
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders a dataset_cfg.source path may point into (JSON list or os.pathsep-separated); "
+        "./data of the working directory when empty.",
     )
 
     # Addresses of the services (host:port). Unset in embedded mode, where the launcher fills them in.
@@ -143,6 +159,23 @@ class Settings(BaseSettings):
 
     def tls_enabled(self) -> bool:
         return bool(self.tls_ca and self.tls_cert and self.tls_key)
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [p for p in text.split(os.pathsep) if p.strip()]
+        return value
+
+    def resolved_data_roots(self) -> list[Path]:
+        """The data roots, absolute and with symlinks resolved (`./data` when none is configured)."""
+        return [p.expanduser().resolve() for p in (self.data_roots or [Path("data")])]
+
+    def signing_key_file(self) -> Path:
+        return self.registry_signing_key_file or self.resolved_home() / "registry" / "signing.key"
 
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

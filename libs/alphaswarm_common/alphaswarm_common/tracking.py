@@ -12,48 +12,27 @@ Conventions:
   `mlflow.parentRunId`);
 * metrics are logged in one `log_batch` call; params are strings;
 * models are logged with `name=`, explicit `pip_requirements` (requirement
-  inference costs seconds), cloudpickle serialization, a signature inferred
+  inference costs seconds), skops serialization (`model_artifacts`: data, not
+  a pickle), a signature inferred
   from a few feature rows and those rows as the input example;
 * registered versions are addressed by aliases (`champion`, `challenger`),
   never stages.
 
 Trust (why a registered version may be loaded)
 ----------------------------------------------
-The trainer records, on its run, the sha256 of the logged artifact folder
-(`alphaswarm.model_sha256`), `alphaswarm.producer = alphaswarm-trainer`, the
-model URI and the feature names; the registry copies them onto the version.
-`load_verified_model` then refuses, with `FailedPrecondition`:
-
-* `MODEL_NOT_TRUSTED`: the version lacks the producer / sha tags, or its
-  training run does not carry the same producer, sha and model URI (a model
-  logged with plain MLflow and registered into the same store, or a version
-  whose tags were copied from another one);
-* `MODEL_TAMPERED`: the artifact's sha256 differs from the registered one;
-* `MODEL_ARTIFACT_MISSING` / `MODEL_LOAD_FAILED`: nothing to load.
-
-Verification runs on every load, cached or not: the version's tags are
-re-read every time (the cross-check of its training run, which does not
-change, is done once per (version, sha256, run, source) and remembered). The
-deserialised model is cached per process under (name, version, sha256) (at
-most 32 models, least recently used out); a load re-hashes the stored
-artifact (in place for a local store, a freshly downloaded copy for a remote
-one) and serves the cached object only when the hash still equals the
-registered one. Re-hashing costs well under a millisecond for a linear model
-and about as much as reading the file for a large one, and it catches a byte
-changed after the first load; only the unpickling is saved. A first load
-copies the artifact to a private temporary folder, hashes that copy and
-unpickles that same copy, so the bytes checked are the bytes loaded.
+The trainer records on its run the sha256 of the logged artifact folder
+(`alphaswarm.model_sha256`), `alphaswarm.producer`, the model URI and the
+feature names, and returns the sha256 to its caller. These tags are lineage,
+not trust: anyone who can write to the MLflow store can write them. Trust is
+the registry's signed record in the catalog (`alphaswarm_registry.trust`);
+this module only resolves, copies and hashes artifact folders for it and
+never deserialises a model.
 
 `artifact_sha256` ignores `__pycache__` and MLflow's `registered_model_meta`:
 MLflow writes that file into the artifact folder of a local store whenever any
 client downloads a `models:/` URI, so it is client-side bookkeeping, not the
 model. For the same reason this module never resolves artifacts through
 `models:/` URIs: it asks the store for the underlying location.
-
-Limit: tags are not a signature; whoever can write to the MLflow store can
-forge both the run and the version. The checks catch accidents, edits of the
-artifact files and models registered by other tools, not a store-level
-attacker (that needs a key the registry holds, e.g. an HMAC of the sha).
 """
 
 from __future__ import annotations
@@ -67,9 +46,8 @@ import tempfile
 import threading
 import urllib.parse
 import urllib.request
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +72,6 @@ __all__ = [
     "RegisteredModelInfo",
     "RunInfo",
     "Tracker",
-    "VerifiedModel",
     "artifact_sha256",
     "headline_metric_tag",
     "validate_alias",
@@ -119,7 +96,6 @@ HEADLINE_METRICS: tuple[str, ...] = tuple(
 _UNHASHED_FILES = frozenset({"registered_model_meta"})
 _ALIAS_RE = re.compile(r"^[\w\-]+$")
 _VERSION_ALIAS_RE = re.compile(r"^[vV]\d+$")
-_MODEL_CACHE_SIZE = 32
 
 
 def headline_metric_tag(metric: str) -> str:
@@ -236,21 +212,11 @@ class RegisteredModelInfo:
     updated_at_ms: int
 
 
-@dataclass(frozen=True)
-class VerifiedModel:
-    """A loaded model whose artifact matched its registered sha256 at load time."""
-
-    model: Any
-    version: ModelVersionInfo
-    sha256: str
-    cached: bool = field(default=False)
-
-
 def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     reqs = []
-    for dist in ("scikit-learn", "numpy", "cloudpickle"):
+    for dist in ("scikit-learn", "numpy", "skops"):
         try:
             reqs.append(f"{dist}=={version(dist)}")
         except Exception:  # pragma: no cover - optional dists
@@ -308,8 +274,6 @@ class Tracker:
         self.artifact_root = artifact_root
         self._client: Any = None
         self._experiments: dict[str, str] = {}
-        self._models: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
-        self._vouched: dict[tuple[str, str, str, str, str], str] = {}
         self._lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -459,6 +423,8 @@ class Tracker:
         import mlflow.sklearn
         import numpy as np
 
+        from alphaswarm_common.model_artifacts import SERIALIZATION_FORMAT, TRUSTED_TYPES
+
         _ = self.client  # sets the tracking URI
         signature = None
         example = None
@@ -473,24 +439,32 @@ class Tracker:
                 model,
                 name=name,
                 pip_requirements=_pip_requirements(),
-                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+                serialization_format=SERIALIZATION_FORMAT,
+                skops_trusted_types=list(TRUSTED_TYPES),
                 signature=signature,
                 input_example=example,
                 metadata=metadata,
             )
         # `start_run(run_id=...)` resumed the run; leave it RUNNING for the caller to end.
         self.client.update_run(run_id, status="RUNNING")
-        return info.model_uri, self._hash_location(self._artifact_location(info.model_uri))
+        return info.model_uri, self.hash_artifact(info.model_uri)
 
     # -- registry: writes -----------------------------------------------------------------------
     def register_model(
-        self, model_uri: str, name: str, *, alias: str, tags: Mapping[str, str], run_id: str | None = None
+        self,
+        model_uri: str,
+        name: str,
+        *,
+        alias: str | None,
+        tags: Mapping[str, str],
+        run_id: str | None = None,
     ) -> str:
-        """Create a registered-model version and point `alias` at it; return the version."""
+        """Create a registered-model version and point `alias` at it (None: no alias); return the version."""
         from mlflow.exceptions import MlflowException
 
         validate_model_name(name)
-        validate_alias(alias)
+        if alias is not None:
+            validate_alias(alias)
         client = self.client
         try:
             client.create_registered_model(name)
@@ -501,8 +475,13 @@ class Tracker:
         mv = client.create_model_version(
             name=name, source=model_uri, run_id=run_id, tags=dict(tags), model_id=model_id
         )
-        client.set_registered_model_alias(name, alias, mv.version)
+        if alias is not None:
+            client.set_registered_model_alias(name, alias, mv.version)
         return str(mv.version)
+
+    def delete_model_version(self, name: str, version: str) -> None:
+        """Remove a registered version (a registration that could not be completed)."""
+        self.client.delete_model_version(name, version)
 
     def set_model_alias(self, name: str, alias: str, version: str) -> ModelVersionInfo:
         """Point `alias` at `version` (moving it if it pointed elsewhere); the version after the change.
@@ -640,132 +619,14 @@ class Tracker:
             updated_at_ms=int(rm.last_updated_timestamp or 0),
         )
 
-    # -- verification and loading ---------------------------------------------------------------
-    def verify_logged_model(self, model_uri: str, expected_sha256: str) -> None:
-        """Check a logged (not yet registered) model's artifact against `expected_sha256`.
+    # -- artifacts (copied and hashed, never deserialised here) ---------------------------------
+    def hash_artifact(self, model_uri: str) -> str:
+        """sha256 of the stored artifact folder of `model_uri` (in place when local, else downloaded)."""
+        return self._hash_location(self._artifact_location(model_uri))
 
-        `MODEL_TAMPERED` when it differs, `MODEL_ARTIFACT_MISSING` when there is nothing to hash.
-        """
-        actual = self._hash_location(self._artifact_location(model_uri))
-        if actual != expected_sha256:
-            raise FailedPrecondition(
-                f"the artifact of {model_uri} has sha256 {actual[:12]}…, its training run recorded "
-                f"{expected_sha256[:12]}…; the artifact was modified after it was logged",
-                field="model_uri",
-                reason="MODEL_TAMPERED",
-            )
-
-    def check_trust(self, version: ModelVersionInfo) -> str:
-        """The registered sha256 of a version that our trainer produced; `MODEL_NOT_TRUSTED` otherwise.
-
-        A trusted version carries `alphaswarm.producer` and `alphaswarm.model_sha256`,
-        and its training run carries the same producer and sha256 and logged the
-        version's source (`alphaswarm.model_uri`).
-        """
-        label = f"model {version.name!r} version {version.version}"
-        expected = self._check_tags(version)
-        if not version.run_id:
-            raise FailedPrecondition(
-                f"{label} names no training run; refusing to load it", reason="MODEL_NOT_TRUSTED"
-            )
-        try:
-            run = self.run_info(version.run_id)
-        except NotFound as exc:
-            raise FailedPrecondition(
-                f"{label}: its training run {version.run_id} does not exist; refusing to load it",
-                reason="MODEL_NOT_TRUSTED",
-            ) from exc
-        logged_uri = run.tags.get(MODEL_URI_TAG)
-        if (
-            run.tags.get(PRODUCER_TAG) != PRODUCER
-            or run.tags.get(MODEL_SHA_TAG) != expected
-            or (logged_uri is not None and logged_uri != version.source)
-        ):
-            raise FailedPrecondition(
-                f"{label}: its training run {version.run_id} does not vouch for this artifact (producer, "
-                "sha256 or model URI differ); refusing to load it",
-                reason="MODEL_NOT_TRUSTED",
-            )
-        return expected
-
-    @staticmethod
-    def _check_tags(version: ModelVersionInfo) -> str:
-        label = f"model {version.name!r} version {version.version}"
-        expected = version.tags.get(MODEL_SHA_TAG)
-        if not expected or version.tags.get(PRODUCER_TAG) != PRODUCER:
-            raise FailedPrecondition(
-                f"{label} was not logged by the AlphaSwarm trainer (no {PRODUCER_TAG}={PRODUCER} and "
-                f"{MODEL_SHA_TAG} tags); refusing to load it",
-                reason="MODEL_NOT_TRUSTED",
-            )
-        if version.status and version.status != "READY":
-            raise FailedPrecondition(f"{label} is {version.status}, not READY", reason="MODEL_NOT_READY")
-        return expected
-
-    def load_verified(self, name: str, version: str) -> VerifiedModel:
-        """Load a registered version after checking its provenance and its artifact's sha256.
-
-        Runs every check on every call (see the module docstring); raises
-        `NotFound` (field `model_version`) for an unregistered version and
-        `FailedPrecondition` with reason `MODEL_NOT_TRUSTED`, `MODEL_TAMPERED`,
-        `MODEL_ARTIFACT_MISSING` or `MODEL_LOAD_FAILED`.
-        """
-        info = self.describe_model_version(name, version)
-        # The version's tags are re-read on every call; the cross-check of its training run and
-        # the artifact location are resolved once per (version, sha256, run, source).
-        vouched = (name, info.version, info.tags.get(MODEL_SHA_TAG, ""), info.run_id, info.source)
-        with self._lock:
-            location = self._vouched.get(vouched)
-        if location is None:
-            self.check_trust(info)
-            location = str(self.client.get_model_version_download_uri(name, info.version))
-            with self._lock:
-                self._vouched[vouched] = location
-        else:
-            self._check_tags(info)
-        expected = info.tags[MODEL_SHA_TAG]
-        key = (name, info.version, expected)
-        with self._lock:
-            cached = self._models.get(key)
-            if cached is not None:
-                self._models.move_to_end(key)
-        if cached is not None:
-            self._check_sha(info, self._hash_location(location), expected)
-            return VerifiedModel(cached, info, expected, cached=True)
-        with tempfile.TemporaryDirectory(prefix="alphaswarm-model-") as tmp:
-            local = self._fetch(location, tmp)
-            self._check_sha(info, artifact_sha256(local), expected)
-            import mlflow.sklearn
-
-            try:
-                model = mlflow.sklearn.load_model(local)
-            except Exception as exc:
-                raise FailedPrecondition(
-                    f"model {name!r} version {info.version} cannot be loaded: {exc}",
-                    reason="MODEL_LOAD_FAILED",
-                ) from exc
-        if not callable(getattr(model, "predict", None)):
-            raise FailedPrecondition(
-                f"model {name!r} version {info.version} has no predict method", reason="MODEL_LOAD_FAILED"
-            )
-        with self._lock:
-            self._models[key] = model
-            while len(self._models) > _MODEL_CACHE_SIZE:
-                self._models.popitem(last=False)
-        return VerifiedModel(model, info, expected)
-
-    def load_verified_model(self, name: str, version: str) -> Any:
-        """The model of `load_verified` (every check runs on every call)."""
-        return self.load_verified(name, version).model
-
-    @staticmethod
-    def _check_sha(info: ModelVersionInfo, actual: str, expected: str) -> None:
-        if actual != expected:
-            raise FailedPrecondition(
-                f"model {info.name!r} version {info.version}: artifact sha256 {actual[:12]}… does not match "
-                f"the registered {expected[:12]}…; the artifact was modified after registration",
-                reason="MODEL_TAMPERED",
-            )
+    def fetch_artifact(self, model_uri: str, dst: str) -> str:
+        """Copy (local store) or download (remote store) the artifact folder of `model_uri` into `dst`."""
+        return self._fetch(self._artifact_location(model_uri), dst)
 
     def _artifact_location(self, model_uri: str) -> str:
         """The storage location behind a model URI, resolved without MLflow's `models:/` download path."""
@@ -833,6 +694,5 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # We log cloudpickle deliberately and verify each artifact's sha256 before loading it.
     logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)

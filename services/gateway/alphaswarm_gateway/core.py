@@ -32,6 +32,7 @@ from alphaswarm.registry.v1 import registry_service_pb2_grpc as rpb_grpc
 from alphaswarm.trainer.v1 import trainer_service_pb2 as tpb
 from alphaswarm.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
 from alphaswarm_common.config import AlphaBacktestConfig, StrategyConfig
+from alphaswarm_common.data import check_dataset_source
 from alphaswarm_common.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from alphaswarm_common.events import (
     EventBus,
@@ -237,6 +238,7 @@ class Gateway:
         (trainer), an unknown deployment (registry, 404) and the strategy (backtester)."""
         timeout = self.settings.deadline_default_seconds
         n_symbols = 0
+        check_dataset_source(cfg.dataset_cfg)  # before any service is asked (data roots, docs/security.md)
         if cfg.train_first:
             checked = await aio_call(
                 self.clients.trainer.ValidateTraining,

@@ -25,6 +25,7 @@ from alphaswarm.backtester.v1 import backtester_service_pb2 as bpb
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConfig
+from alphaswarm_common.data import check_dataset_source
 from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, InvalidArgument
 from alphaswarm_common.events import ProgressEvent
 from alphaswarm_common.grpc_client import aio_call, remote_field
@@ -307,9 +308,20 @@ def _strategy_field(kind: str, index: int, field: str | None) -> str:
     return field
 
 
+def _check_sources(job: _Doc) -> None:
+    """A job's data must be a shipped dataset or a file under the data roots (400 naming the field)."""
+    source = getattr(job, "source", None)
+    if isinstance(source, PriceSourceDoc):
+        check_dataset_source(source.dataset_cfg, field="source.dataset_cfg.source")
+    dataset_cfg = getattr(job, "dataset_cfg", None)
+    if isinstance(dataset_cfg, DatasetConfig):
+        check_dataset_source(dataset_cfg, field="dataset_cfg.source")
+
+
 async def accept_job(gw: Any, kind: str, job: _Doc, *, request_id: str | None = None) -> resources_pb2.Task:
     """Validate, store the task, publish `accepted`, enqueue. Returns the stored task."""
     spec = JOB_MODELS[kind]
+    _check_sources(job)
     backtest_cfg = getattr(job, "backtest_cfg", None)
     for i, strategy in enumerate(spec.strategies(job)):
         try:

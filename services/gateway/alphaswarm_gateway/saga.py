@@ -380,6 +380,7 @@ class AlphaBacktestSaga:
                 name=cfg.model_cfg.registered_name,
                 alias="champion",
                 run_id=trained.run_id,
+                model_sha256=trained.model_sha256,
                 tags={
                     "alphaswarm.run_id": run.run_id,
                     "alphaswarm.valid_ic_spearman": str(valid.get("ic_spearman")),

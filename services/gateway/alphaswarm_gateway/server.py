@@ -11,6 +11,7 @@ import sys
 
 import uvicorn
 
+from alphaswarm_common.data import configure_data_roots
 from alphaswarm_common.errors import InvalidArgument
 from alphaswarm_common.service import configure_logging
 from alphaswarm_common.settings import Settings
@@ -20,6 +21,7 @@ from alphaswarm_gateway.rest import create_app
 def main() -> None:
     configure_logging()
     settings = Settings()
+    configure_data_roots(settings.resolved_data_roots())
     try:
         app = create_app(settings)
     except InvalidArgument as exc:  # e.g. a public address without authentication

@@ -67,6 +67,7 @@ __all__ = [
     "Base",
     "DeploymentRow",
     "JSONVariant",
+    "ModelArtifactTrustRow",
     "OptimizationResultRow",
     "PortfolioDetailRow",
     "PredictionAuditRow",
@@ -577,3 +578,21 @@ class AuditLogRow(Base):
         sa.Index("audit_log_target_idx", "target_id"),
         sa.Index("audit_log_task_idx", "task_id"),
     )
+
+
+# --------------------------------------------------------------------------- model artifact trust (0008)
+
+
+class ModelArtifactTrustRow(Base):
+    """`model_artifact_trust`: the registry's record of a registered model version (sha256 + HMAC)."""
+
+    __tablename__ = "model_artifact_trust"
+
+    model_name: Mapped[str] = mapped_column(sa.String(length=255), primary_key=True)
+    version: Mapped[str] = mapped_column(sa.String(length=50), primary_key=True)
+    artifact_uri: Mapped[str] = mapped_column(sa.String(length=1000), nullable=False)
+    sha256: Mapped[str] = mapped_column(sa.String(length=64), nullable=False)
+    hmac: Mapped[str] = mapped_column(sa.String(length=64), nullable=False)
+    serialization_format: Mapped[str] = mapped_column(sa.String(length=20), nullable=False)
+    registered_at: Mapped[dt.datetime] = _created()
+    registered_by: Mapped[str | None] = mapped_column(sa.String(length=200))

@@ -5,18 +5,21 @@ The gRPC servicer parses requests, calls one method here and converts the
 result; everything that decides lives here or in the pure modules
 `deployments` (history, states) and `serving` (features -> predictions).
 
-Trust: a version is registered only from a finished-or-running training run
-of our trainer (`alphaswarm.producer`), for the model URI that run logged,
-after re-hashing the artifact against the sha256 the run recorded. The
-version's provenance tags (sha256, producer, model URI, feature names,
-dataset fingerprint) and headline metrics (`valid_` / `test_` `ic_spearman`,
-`ic_pearson`, `icir`, read from the run's metrics) are copied from the run;
-caller tags under those keys are ignored, other caller tags are kept.
-Deploy, promote and rollback load and verify the version before changing
-anything (`Tracker.load_verified`), and check that the deployment's feature
-spec yields exactly the features the version was trained on; Predict
-verifies again on every call, so a model tampered with after deployment is
-refused (`MODEL_TAMPERED`), as is a version not produced by our trainer
+Trust (`alphaswarm_registry.trust`): a version is registered only from a
+finished-or-running training run of our trainer, for the model URI that run
+logged, and only after the artifact's bytes hash to the sha256 the caller
+passes (`model_sha256`, from the trainer's `Train` response) and hold a
+skops model of trusted types; the registry then signs the version (sha256 +
+HMAC with its own key) in the catalog. The version's lineage tags (sha256,
+producer, model URI, feature names, dataset fingerprint) and headline
+metrics (`valid_` / `test_` `ic_spearman`, `ic_pearson`, `icir`, read from
+the run's metrics) are copied from the run; caller tags under those keys are
+ignored, other caller tags are kept. Deploy, promote and rollback load the
+version through `ModelTrust.load` (signed record, then bytes, then skops)
+before changing anything, and check that the deployment's feature spec
+yields exactly the features the version was trained on; Predict verifies
+again on every call, so a model tampered with after deployment is refused
+(`MODEL_TAMPERED`), as is a version the registry did not sign
 (`MODEL_NOT_TRUSTED`). There is no fallback signal (`serving`).
 
 Concurrency: changes of one deployment (deploy onto it, promote, rollback,
@@ -56,7 +59,6 @@ from alphaswarm_common.tracking import (
     ModelVersionInfo,
     RegisteredModelInfo,
     Tracker,
-    VerifiedModel,
     headline_metric_tag,
     validate_alias,
     validate_model_name,
@@ -70,6 +72,7 @@ from alphaswarm_registry.deployments import (
     switched,
 )
 from alphaswarm_registry.serving import check_features, predict_deployment
+from alphaswarm_registry.trust import ModelTrust, VerifiedModel
 
 __all__ = [
     "COPIED_RUN_TAGS",
@@ -173,9 +176,12 @@ def _with_context(exc: AlphaSwarmError, prefix: str, **details: Any) -> AlphaSwa
 class Registry:
     """Registered models, deployments and serving (see the module docstring)."""
 
-    def __init__(self, tracker: Tracker, store: DeploymentStore, *, lock_stripes: int = 64) -> None:
+    def __init__(
+        self, tracker: Tracker, store: DeploymentStore, trust: ModelTrust, *, lock_stripes: int = 64
+    ) -> None:
         self.tracker = tracker
         self.store = store
+        self.trust = trust
         self._locks = [threading.Lock() for _ in range(lock_stripes)]
 
     def _lock(self, deployment_id: str) -> threading.Lock:
@@ -188,10 +194,16 @@ class Registry:
         model_uri: str,
         name: str,
         run_id: str,
+        model_sha256: str = "",
         alias: str = "",
         tags: Mapping[str, str] | None = None,
+        registered_by: str = "",
     ) -> tuple[str, str, str]:
-        """Register the model a trainer run logged as a new version of `name`; (name, version, alias)."""
+        """Register and sign the model a trainer run logged as a new version of `name`; (name, version, alias).
+
+        `model_sha256` is the artifact's sha256 as the trainer returned it; the
+        artifact must still hash to it (see `trust`).
+        """
         if not model_uri:
             raise InvalidArgument("model_uri is required", field="model_uri")
         validate_model_name(name, field="name")
@@ -221,14 +233,29 @@ class Registry:
                 field="model_uri",
                 reason="MODEL_NOT_TRUSTED",
             )
-        self.tracker.verify_logged_model(model_uri, rt[MODEL_SHA_TAG])
+        self.trust.check_logged(model_uri, model_sha256)
         version_tags = {k: v for k, v in (tags or {}).items() if k not in _RESERVED_TAGS}
         version_tags.update({k: rt[k] for k in COPIED_RUN_TAGS if k in rt})
         version_tags.setdefault(MODEL_URI_TAG, model_uri)
         version_tags.update(
             {headline_metric_tag(m): repr(run.metrics[m]) for m in HEADLINE_METRICS if m in run.metrics}
         )
-        version = self.tracker.register_model(model_uri, name, alias=alias, tags=version_tags, run_id=run_id)
+        version_tags[MODEL_SHA_TAG] = model_sha256
+        # The alias moves only once the version is signed: a registration that fails half-way leaves
+        # no version behind and every alias where it was.
+        version = self.tracker.register_model(model_uri, name, alias=None, tags=version_tags, run_id=run_id)
+        try:
+            self.trust.record(
+                model_name=name,
+                version=version,
+                model_uri=model_uri,
+                sha256=model_sha256,
+                registered_by=registered_by,
+            )
+        except BaseException:
+            self.tracker.delete_model_version(name, version)
+            raise
+        self.tracker.set_model_alias(name, alias, version)
         return name, version, alias
 
     def list_models(self, page_size: int, page_token: str) -> tuple[list[RegisteredModelInfo], str]:
@@ -243,13 +270,14 @@ class Registry:
     # -- deployments ----------------------------------------------------------------------------
     def _verified(self, name: str, version: str, *, field: str) -> VerifiedModel:
         try:
-            return self.tracker.load_verified(name, version)
+            info = self.tracker.describe_model_version(name, version)
         except NotFound as exc:
             raise FailedPrecondition(
                 f"model {name!r} version {version} is not registered; register it first",
                 field=field,
                 reason="MODEL_VERSION_NOT_REGISTERED",
             ) from exc
+        return self.trust.load(info)
 
     def _alias(self, name: str, version: str, preferred: str = "") -> str:
         return alias_for(

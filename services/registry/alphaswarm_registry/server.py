@@ -12,6 +12,7 @@ from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import client_credentials
 from alphaswarm_common.tracking import Tracker
 from alphaswarm_registry.servicer import SERVICE_NAME, RegistryServicer
+from alphaswarm_registry.trust import load_signing_key
 
 
 def build(settings: Settings, *, tracker: Tracker | None = None) -> list[ServiceRegistration]:
@@ -23,7 +24,12 @@ def build(settings: Settings, *, tracker: Tracker | None = None) -> list[Service
             settings.persistence_addr, tuning=settings.grpc_tuning(), credentials=client_credentials(settings)
         )
     )
-    servicer = RegistryServicer(tracker, persistence, deadline=settings.deadline_default_seconds)
+    servicer = RegistryServicer(
+        tracker,
+        persistence,
+        signing_key=load_signing_key(settings),
+        deadline=settings.deadline_default_seconds,
+    )
     return [ServiceRegistration(pb_grpc.add_RegistryServiceServicer_to_server, servicer, SERVICE_NAME)]
 
 

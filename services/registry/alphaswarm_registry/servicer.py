@@ -7,6 +7,7 @@ and converts the result; domain errors propagate and the shared interceptor
 `ErrorInfo.reason` and the offending field. Trust, history and serving rules
 are documented in `core`, `deployments` and `serving`.
 
+Model trust (signed records, verification before any load) is `trust`.
 Error reasons (all FAILED_PRECONDITION): `MODEL_NOT_TRUSTED`, `MODEL_TAMPERED`,
 `MODEL_ARTIFACT_MISSING`, `MODEL_LOAD_FAILED`, `MODEL_VERSION_NOT_REGISTERED`,
 `MODEL_ALIAS_NOT_FOUND`, `RUN_NOT_SUCCESSFUL`, `DEPLOYMENT_RETIRED`,
@@ -25,10 +26,12 @@ from typing import Any
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
 from alphaswarm.registry.v1 import registry_service_pb2 as pb
 from alphaswarm.registry.v1 import registry_service_pb2_grpc as pb_grpc
+from alphaswarm_common.auth import current_principal
 from alphaswarm_common.protoconv import dates_from_strings, matrix_to_proto
 from alphaswarm_common.tracking import ModelVersionInfo, RegisteredModelInfo, Tracker
 from alphaswarm_registry.core import PersistenceDeploymentStore, Registry
 from alphaswarm_registry.deployments import DEFAULT_ALIAS
+from alphaswarm_registry.trust import ModelTrust, PersistenceTrustStore
 
 __all__ = ["DEFAULT_ALIAS", "SERVICE_NAME", "RegistryServicer", "model_to_proto", "version_to_proto"]
 
@@ -60,6 +63,17 @@ def version_to_proto(v: ModelVersionInfo) -> pb.ModelVersion:
     )
 
 
+def caller_of(context: Any) -> str:
+    """Who is calling: the authenticated principal (`subject (role via ...)`), else the transport peer."""
+    principal = current_principal()
+    if principal is not None:
+        return f"{principal.subject} ({principal.role} via {principal.via})"
+    try:
+        return str(context.peer() or "") if context is not None else ""
+    except Exception:  # a context without transport details (in-process calls)
+        return ""
+
+
 def _date(value: str, field: str) -> Any:
     return dates_from_strings([value], field=field)[0].item() if value else None
 
@@ -70,6 +84,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         tracker: Tracker,
         persistence: ppb_grpc.PersistenceServiceStub,
         *,
+        signing_key: bytes,
         deadline: float = 30.0,
         registry: Registry | None = None,
     ) -> None:
@@ -77,7 +92,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self.persistence = persistence
         self.deadline = deadline
         self.registry = registry or Registry(
-            tracker, PersistenceDeploymentStore(persistence, deadline=deadline)
+            tracker,
+            PersistenceDeploymentStore(persistence, deadline=deadline),
+            ModelTrust(tracker, PersistenceTrustStore(persistence, deadline=deadline), signing_key),
         )
 
     # -- models ---------------------------------------------------------------------------------
@@ -86,8 +103,10 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             model_uri=request.model_uri,
             name=request.name,
             run_id=request.run_id,
+            model_sha256=request.model_sha256,
             alias=request.alias,
             tags=dict(request.tags),
+            registered_by=caller_of(context),
         )
         return pb.RegisterModelResponse(name=name, version=version, alias=alias)
 

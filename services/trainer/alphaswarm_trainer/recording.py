@@ -13,7 +13,12 @@ On the run:
   logged (the response carries them as nulls with reasons);
 - artifacts: `features.json`, `evaluation.json` (the evaluation summary and
   the metric sets with their conventions), `feature_importance.json`,
-  `plots/*.png`, `rolling.json` (the refit blocks) and the model (`model/`).
+  `plots/*.png`, `rolling.json` (the refit blocks) and the model (`model/`,
+  serialised with skops, `alphaswarm_common.model_artifacts`).
+
+The model's sha256 is returned to the caller (`TrainResponse.model_sha256`),
+which passes it to the registry; the registry checks the artifact against it
+before signing the version. The run's tags carry it too, as lineage only.
 
 The tracker (`alphaswarm_common.tracking.Tracker`) has no bytes-artifact
 call, so PNGs are written to a temporary folder and uploaded with the MLflow

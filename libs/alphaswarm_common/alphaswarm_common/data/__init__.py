@@ -2,7 +2,7 @@
 
 `load_panel(cfg)` is the entry point: it reads `DatasetConfig.source` (a
 shipped dataset name such as `sp500`, `synthetic` for a generated panel with
-a planted alpha, or a CSV / Parquet path), validates it, applies `symbols`,
+a planted alpha, or a CSV / Parquet path inside a data root, see `sources`), validates it, applies `symbols`,
 `start_date`, `end_date` and the missing-data policy `missing`, and returns
 an immutable `Panel`. `validate_segments(panel, cfg)` checks the train /
 valid / test ranges against it; `synthetic_truth(cfg)` gives the planted
@@ -20,6 +20,7 @@ from alphaswarm_common.data.loaders import (
     SHIPPED_DATASETS,
     SYNTHETIC_SOURCE,
     ShippedDataset,
+    check_dataset_source,
     clear_cache,
     load_panel,
     panel_from_frame,
@@ -28,6 +29,7 @@ from alphaswarm_common.data.loaders import (
     validate_segments,
 )
 from alphaswarm_common.data.panel import FIELDS, PRICE_FIELDS, Panel
+from alphaswarm_common.data.sources import configure_data_roots, data_roots
 from alphaswarm_common.data.synthetic import SyntheticTruth, generate_synthetic
 
 __all__ = [
@@ -39,7 +41,10 @@ __all__ = [
     "Panel",
     "ShippedDataset",
     "SyntheticTruth",
+    "check_dataset_source",
     "clear_cache",
+    "configure_data_roots",
+    "data_roots",
     "generate_synthetic",
     "load_panel",
     "panel_from_frame",

@@ -4,9 +4,13 @@ Sources (`DatasetConfig.source`)
 --------------------------------
 - A shipped dataset name (`SHIPPED_DATASETS`, e.g. `sp500`). A shipped name
   wins over a file of the same name in the working directory.
-- Otherwise a path (`~` expanded; relative paths against `base_dir`, default
-  the working directory) to a `.csv` (optionally compressed: `.csv.gz`,
-  `.csv.bz2`, `.csv.xz`, `.csv.zst`, `.csv.zip`) or `.parquet` / `.pq` file.
+- Otherwise a path to a `.csv` (optionally compressed: `.csv.gz`, `.csv.bz2`,
+  `.csv.xz`, `.csv.zst`, `.csv.zip`) or `.parquet` / `.pq` file **inside a
+  configured data root** (`alphaswarm_common.data.sources`: `~` expanded,
+  relative paths against `base_dir` (default the working directory) then
+  each root, symlinks resolved before the check). Anything else is
+  `InvalidArgument` naming `dataset_cfg.source`, and messages name a file
+  only relative to its root.
 
 Layouts (`DatasetConfig.format`, `auto` detects)
 ------------------------------------------------
@@ -95,6 +99,7 @@ import pandas as pd
 
 from alphaswarm_common.config import DatasetConfig, MissingDataConfig, SyntheticConfig
 from alphaswarm_common.data.panel import FIELDS, Panel
+from alphaswarm_common.data.sources import resolve_data_file
 from alphaswarm_common.data.synthetic import SyntheticTruth, generate_synthetic
 from alphaswarm_common.errors import DataError, InvalidArgument
 
@@ -102,6 +107,7 @@ __all__ = [
     "DEFAULT_MIN_SEGMENT_DATES",
     "SHIPPED_DATASETS",
     "ShippedDataset",
+    "check_dataset_source",
     "clear_cache",
     "load_panel",
     "panel_from_frame",
@@ -204,7 +210,7 @@ def load_panel(cfg: DatasetConfig, *, base_dir: str | Path | None = None) -> Pan
         raise DataError(
             f"end_date ({cfg.end_date}) is before start_date ({cfg.start_date})", field="dataset_cfg.end_date"
         )
-    file_key, path, fmt = _resolve_cfg(cfg, base_dir)
+    file_key, path, fmt, shown = _resolve_cfg(cfg, base_dir)
     key = (
         *file_key,
         None if cfg.symbols is None else tuple(cfg.symbols),
@@ -219,9 +225,20 @@ def load_panel(cfg: DatasetConfig, *, base_dir: str | Path | None = None) -> Pan
         return cached
     full = _FILES.get(file_key)
     if full is None:
-        full = _FILES.put(file_key, _read_source(cfg, path, fmt))
+        full = _FILES.put(file_key, _read_source(cfg, path, fmt, shown))
     panel = _filter(full, cfg.symbols, cfg.start_date, cfg.end_date, cfg.missing)
     return _RESULTS.put(key, panel)
+
+
+def check_dataset_source(cfg: DatasetConfig, *, field: str = _SOURCE) -> None:
+    """Refuse (`DataError` naming `field`) a source that is neither shipped, synthetic nor a file in a root.
+
+    What `load_panel` checks first, without reading the data: for request
+    handlers that accept work to run later.
+    """
+    name = cfg.source.strip().lower()
+    if name != SYNTHETIC_SOURCE and name not in SHIPPED_DATASETS:
+        resolve_data_file(cfg.source, shipped=[*SHIPPED_DATASETS, SYNTHETIC_SOURCE], field=field)
 
 
 def synthetic_truth(cfg: DatasetConfig) -> SyntheticTruth:
@@ -254,12 +271,18 @@ def synthetic_truth(cfg: DatasetConfig) -> SyntheticTruth:
     )
 
 
-def read_panel(path: str | Path, *, format: Literal["auto", "long", "wide"] = "auto") -> Panel:
-    """Parse and validate one CSV or Parquet file into a `Panel` (no filtering, no cache)."""
+def read_panel(
+    path: str | Path, *, format: Literal["auto", "long", "wide"] = "auto", name: str | None = None
+) -> Panel:
+    """Parse and validate one CSV or Parquet file into a `Panel` (no filtering, no cache).
+
+    `name` is how messages name the file (default: the path as given).
+    """
     path = Path(path)
-    frame = _read_frame(path)
+    shown = name if name is not None else str(path)
+    frame = _read_frame(path, shown)
     header = _csv_header(path) if _is_csv(path) else None
-    return panel_from_frame(frame, format=format, header=header, source=str(path))
+    return panel_from_frame(frame, format=format, header=header, source=shown)
 
 
 def panel_from_frame(
@@ -376,9 +399,12 @@ def _synthetic_key(cfg: DatasetConfig) -> tuple[Any, ...]:
     )
 
 
-def _resolve_cfg(cfg: DatasetConfig, base_dir: str | Path | None) -> tuple[tuple[Any, ...], Path | None, Any]:
+def _resolve_cfg(
+    cfg: DatasetConfig, base_dir: str | Path | None
+) -> tuple[tuple[Any, ...], Path | None, Any, str]:
+    """(cache key, file or None for synthetic data, format, how messages name the data)."""
     if cfg.source.strip().lower() == SYNTHETIC_SOURCE:
-        return _synthetic_key(cfg), None, SYNTHETIC_SOURCE
+        return _synthetic_key(cfg), None, SYNTHETIC_SOURCE, SYNTHETIC_SOURCE
     if cfg.synthetic is not None:
         raise InvalidArgument(
             f"dataset_cfg.synthetic is only used with source {SYNTHETIC_SOURCE!r}, not {cfg.source!r}",
@@ -387,45 +413,33 @@ def _resolve_cfg(cfg: DatasetConfig, base_dir: str | Path | None) -> tuple[tuple
     return _resolve(cfg.source, cfg.format, base_dir)
 
 
-def _read_source(cfg: DatasetConfig, path: Path | None, fmt: Any) -> Panel:
+def _read_source(cfg: DatasetConfig, path: Path | None, fmt: Any, display: str) -> Panel:
     if path is None:
         panel, _ = generate_synthetic(
             _synthetic_cfg(cfg), execution_lag=cfg.label.execution_lag, horizon=cfg.label.horizon
         )
         return panel  # the truth is regenerated (and then memoised) only when asked for
-    return read_panel(path, format=fmt)
+    return read_panel(path, format=fmt, name=display)
 
 
-def _resolve(source: str, fmt: str, base_dir: str | Path | None) -> tuple[tuple[Any, ...], Path, Any]:
+def _resolve(source: str, fmt: str, base_dir: str | Path | None) -> tuple[tuple[Any, ...], Path, Any, str]:
     shipped = SHIPPED_DATASETS.get(source.strip().lower())
     if shipped is not None:
         ref = resources.files("alphaswarm_common.data").joinpath(shipped.filename)
         path = Path(str(ref))
         if not path.is_file():
-            raise DataError(
-                f"shipped dataset {source!r} is missing from the installation ({path})", field=_SOURCE
-            )
+            raise DataError(f"shipped dataset {source!r} is missing from the installation", field=_SOURCE)
         use = shipped.format if fmt == "auto" else fmt
-        return ("shipped", source.strip().lower(), use), path, use
-    path = Path(source).expanduser()
-    if not path.is_absolute():
-        path = Path(base_dir or Path.cwd()) / path
-    path = path.resolve()
-    if not path.exists():
-        raise DataError(
-            f"data file not found: {path} (source is neither a path nor a shipped dataset: "
-            f"{', '.join(SHIPPED_DATASETS)})",
-            field=_SOURCE,
-        )
-    if not path.is_file():
-        raise DataError(f"{path} is not a file", field=_SOURCE)
+        return ("shipped", source.strip().lower(), use), path, use, source.strip().lower()
+    found = resolve_data_file(source, shipped=[*SHIPPED_DATASETS, SYNTHETIC_SOURCE], base_dir=base_dir)
+    path = found.path
     if not (_is_csv(path) or _is_parquet(path)):
         raise DataError(
             f"unsupported file type {path.name!r}; use {', '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)}",
             field=_SOURCE,
         )
     stat = path.stat()
-    return ("file", str(path), stat.st_mtime_ns, stat.st_size, fmt), path, fmt
+    return ("file", str(path), stat.st_mtime_ns, stat.st_size, fmt), path, fmt, found.display
 
 
 def _is_csv(path: Path) -> bool:
@@ -436,18 +450,20 @@ def _is_parquet(path: Path) -> bool:
     return path.name.lower().endswith(_PARQUET_SUFFIXES)
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
+def _read_frame(path: Path, shown: str) -> pd.DataFrame:
     try:
         if _is_parquet(path):
             return pd.read_parquet(path)
         if _is_csv(path):
             return pd.read_csv(path, skipinitialspace=True)
     except FileNotFoundError as exc:
-        raise DataError(f"data file not found: {path}", field=_SOURCE) from exc
+        raise DataError(f"data file not found: {shown}", field=_SOURCE) from exc
     except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path} is empty", field=_SOURCE) from exc
-    except Exception as exc:  # the readers raise many types for corrupt input
-        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}", field=_SOURCE) from exc
+        raise DataError(f"{shown} is empty", field=_SOURCE) from exc
+    except Exception as exc:  # the readers raise many types for corrupt input; their text may hold the path
+        raise DataError(
+            f"cannot read {shown}: {type(exc).__name__}: {str(exc).replace(str(path), shown)}", field=_SOURCE
+        ) from exc
     raise DataError(f"unsupported file type {path.name!r}", field=_SOURCE)
 
 

@@ -161,6 +161,52 @@ class ListDeploymentsResponse(_message.Message):
     next_page_token: str
     def __init__(self, deployments: _Optional[_Iterable[_Union[_resources_pb2.Deployment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class ModelArtifactTrust(_message.Message):
+    __slots__ = ("model_name", "version", "artifact_uri", "sha256", "hmac", "serialization_format", "registered_at", "registered_by")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_URI_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    HMAC_FIELD_NUMBER: _ClassVar[int]
+    SERIALIZATION_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_BY_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    version: str
+    artifact_uri: str
+    sha256: str
+    hmac: str
+    serialization_format: str
+    registered_at: _timestamp_pb2.Timestamp
+    registered_by: str
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., artifact_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., hmac: _Optional[str] = ..., serialization_format: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., registered_by: _Optional[str] = ...) -> None: ...
+
+class RecordModelArtifactTrustRequest(_message.Message):
+    __slots__ = ("record",)
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    record: ModelArtifactTrust
+    def __init__(self, record: _Optional[_Union[ModelArtifactTrust, _Mapping]] = ...) -> None: ...
+
+class RecordModelArtifactTrustResponse(_message.Message):
+    __slots__ = ("record",)
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    record: ModelArtifactTrust
+    def __init__(self, record: _Optional[_Union[ModelArtifactTrust, _Mapping]] = ...) -> None: ...
+
+class GetModelArtifactTrustRequest(_message.Message):
+    __slots__ = ("model_name", "version")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    version: str
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class GetModelArtifactTrustResponse(_message.Message):
+    __slots__ = ("record",)
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    record: ModelArtifactTrust
+    def __init__(self, record: _Optional[_Union[ModelArtifactTrust, _Mapping]] = ...) -> None: ...
+
 class SavePredictionAuditRequest(_message.Message):
     __slots__ = ("run_id", "batch")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

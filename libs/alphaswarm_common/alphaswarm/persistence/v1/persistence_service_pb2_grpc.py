@@ -70,6 +70,16 @@ class PersistenceServiceStub:
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDeploymentsRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDeploymentsResponse.FromString,
                 _registered_method=True)
+        self.RecordModelArtifactTrust = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/RecordModelArtifactTrust',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordModelArtifactTrustRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordModelArtifactTrustResponse.FromString,
+                _registered_method=True)
+        self.GetModelArtifactTrust = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/GetModelArtifactTrust',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetModelArtifactTrustRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetModelArtifactTrustResponse.FromString,
+                _registered_method=True)
         self.SavePredictionAudit = channel.unary_unary(
                 '/alphaswarm.persistence.v1.PersistenceService/SavePredictionAudit',
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SavePredictionAuditRequest.SerializeToString,
@@ -260,6 +270,20 @@ class PersistenceServiceServicer:
 
     def ListDeployments(self, request, context):
         """Lists deployments, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordModelArtifactTrust(self, request, context):
+        """Records the trust record of a registered model version (written once; the registry is the only writer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelArtifactTrust(self, request, context):
+        """Returns the trust record of a registered model version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -498,6 +522,16 @@ def add_PersistenceServiceServicer_to_server(servicer, server):
                     servicer.ListDeployments,
                     request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDeploymentsRequest.FromString,
                     response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDeploymentsResponse.SerializeToString,
+            ),
+            'RecordModelArtifactTrust': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordModelArtifactTrust,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordModelArtifactTrustRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordModelArtifactTrustResponse.SerializeToString,
+            ),
+            'GetModelArtifactTrust': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelArtifactTrust,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetModelArtifactTrustRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetModelArtifactTrustResponse.SerializeToString,
             ),
             'SavePredictionAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.SavePredictionAudit,
@@ -830,6 +864,60 @@ class PersistenceService:
             '/alphaswarm.persistence.v1.PersistenceService/ListDeployments',
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDeploymentsRequest.SerializeToString,
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordModelArtifactTrust(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/RecordModelArtifactTrust',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordModelArtifactTrustRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordModelArtifactTrustResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelArtifactTrust(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/GetModelArtifactTrust',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetModelArtifactTrustRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.GetModelArtifactTrustResponse.FromString,
             options,
             channel_credentials,
             insecure,

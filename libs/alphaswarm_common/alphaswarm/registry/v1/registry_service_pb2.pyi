@@ -163,7 +163,7 @@ class RetireDeploymentResponse(_message.Message):
     def __init__(self, deployment: _Optional[_Union[_resources_pb2.Deployment, _Mapping]] = ...) -> None: ...
 
 class RegisterModelRequest(_message.Message):
-    __slots__ = ("model_uri", "name", "alias", "tags", "run_id")
+    __slots__ = ("model_uri", "name", "alias", "tags", "run_id", "model_sha256")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -176,12 +176,14 @@ class RegisterModelRequest(_message.Message):
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     model_uri: str
     name: str
     alias: str
     tags: _containers.ScalarMap[str, str]
     run_id: str
-    def __init__(self, model_uri: _Optional[str] = ..., name: _Optional[str] = ..., alias: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., run_id: _Optional[str] = ...) -> None: ...
+    model_sha256: str
+    def __init__(self, model_uri: _Optional[str] = ..., name: _Optional[str] = ..., alias: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., run_id: _Optional[str] = ..., model_sha256: _Optional[str] = ...) -> None: ...
 
 class RegisterModelResponse(_message.Message):
     __slots__ = ("name", "version", "alias")

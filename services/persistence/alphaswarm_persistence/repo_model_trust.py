@@ -1,0 +1,141 @@
+"""The trust records of registered model versions (`model_artifact_trust`) and their RPCs.
+
+The registry writes one record when it registers a version (the artifact's
+sha256 and its HMAC-SHA256 over the record, made with a key only the registry
+holds) and reads it before every load. This store only keeps the record: it
+holds no key and cannot tell a forged HMAC from a real one; the registry
+does. A record is written once: recording the same record again returns the
+stored one (a retried registration), a different record for a version that
+has one is ALREADY_EXISTS, so a version's trust cannot be replaced through
+this API.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
+from alphaswarm_common.errors import AlreadyExists, InvalidArgument, NotFound
+from alphaswarm_common.protoconv import timestamp_from_datetime
+from alphaswarm_persistence.models import ModelArtifactTrustRow
+from alphaswarm_persistence.repository import CatalogRepository
+
+__all__ = ["ModelTrustServicerMixin", "ModelTrustStore"]
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_VERSION = re.compile(r"^[1-9][0-9]{0,49}$")
+_COMPARED = ("artifact_uri", "sha256", "hmac", "serialization_format")
+
+
+def _text(value: str, field: str, limit: int, *, required: bool = True) -> str | None:
+    if not value:
+        if required:
+            raise InvalidArgument(f"{field} is required", field=field)
+        return None
+    if len(value) > limit:
+        raise InvalidArgument(f"{field} is {len(value)} characters long; at most {limit}", field=field)
+    return value
+
+
+def _key(model_name: str, version: str, prefix: str) -> tuple[str, str]:
+    name = _text(model_name, f"{prefix}model_name", 255)
+    if not _VERSION.match(version or ""):
+        raise InvalidArgument(f"version {version!r} is not a positive integer", field=f"{prefix}version")
+    assert name is not None
+    return name, version
+
+
+def _to_proto(row: ModelArtifactTrustRow) -> pb.ModelArtifactTrust:
+    msg = pb.ModelArtifactTrust(
+        model_name=row.model_name,
+        version=row.version,
+        artifact_uri=row.artifact_uri,
+        sha256=row.sha256,
+        hmac=row.hmac,
+        serialization_format=row.serialization_format,
+        registered_by=row.registered_by or "",
+    )
+    msg.registered_at.CopyFrom(timestamp_from_datetime(row.registered_at))
+    return msg
+
+
+class ModelTrustStore:
+    """Write-once trust records over the catalog's `Database`."""
+
+    def __init__(self, repository: CatalogRepository) -> None:
+        self.db = repository.db
+
+    def record(self, msg: pb.ModelArtifactTrust) -> pb.ModelArtifactTrust:
+        """Store `msg` (see the module docstring); the stored record."""
+        name, version = _key(msg.model_name, msg.version, "record.")
+        for field in ("sha256", "hmac"):
+            if not _HEX64.match(getattr(msg, field)):
+                raise InvalidArgument(
+                    f"record.{field} must be 64 lowercase hexadecimal digits", field=f"record.{field}"
+                )
+        row = ModelArtifactTrustRow(
+            model_name=name,
+            version=version,
+            artifact_uri=_text(msg.artifact_uri, "record.artifact_uri", 1000),
+            sha256=msg.sha256,
+            hmac=msg.hmac,
+            serialization_format=_text(msg.serialization_format, "record.serialization_format", 20),
+            registered_by=_text(msg.registered_by, "record.registered_by", 200, required=False),
+        )
+        existing = self._get(name, version)
+        if existing is None:
+            try:
+                with self.db.session(write=True) as s:
+                    s.add(row)
+            except IntegrityError:  # written concurrently: compare with what won
+                existing = self._get(name, version)
+                if existing is None:  # pragma: no cover - the conflicting row vanished
+                    raise
+            else:
+                stored = self._get(name, version)
+                assert stored is not None
+                return _to_proto(stored)
+        if any(getattr(existing, f) != getattr(row, f) for f in _COMPARED):
+            raise AlreadyExists(
+                f"model {name!r} version {version} already has a trust record; it is written once",
+                field="record.version",
+            )
+        return _to_proto(existing)
+
+    def get(self, model_name: str, version: str) -> pb.ModelArtifactTrust:
+        """The record of (model_name, version); `NotFound` naming `version` when there is none."""
+        name, version = _key(model_name, version, "")
+        row = self._get(name, version)
+        if row is None:
+            raise NotFound(f"model {name!r} version {version} has no trust record", field="version")
+        return _to_proto(row)
+
+    def _get(self, name: str, version: str) -> ModelArtifactTrustRow | None:
+        with self.db.session() as s:
+            row = s.get(ModelArtifactTrustRow, (name, version))
+            if row is not None:
+                s.expunge(row)
+            return row
+
+
+class ModelTrustServicerMixin:
+    """The trust-record RPCs for a servicer holding `self.repository`."""
+
+    repository: CatalogRepository
+
+    def RecordModelArtifactTrust(
+        self, request: pb.RecordModelArtifactTrustRequest, context: Any
+    ) -> pb.RecordModelArtifactTrustResponse:
+        return pb.RecordModelArtifactTrustResponse(
+            record=ModelTrustStore(self.repository).record(request.record)
+        )
+
+    def GetModelArtifactTrust(
+        self, request: pb.GetModelArtifactTrustRequest, context: Any
+    ) -> pb.GetModelArtifactTrustResponse:
+        return pb.GetModelArtifactTrustResponse(
+            record=ModelTrustStore(self.repository).get(request.model_name, request.version)
+        )
