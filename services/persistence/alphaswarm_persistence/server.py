@@ -21,6 +21,7 @@ from alphaswarm_common.settings import Settings
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
 from alphaswarm_persistence.repo_tokens import AccessServicerMixin, AccessStore
+from alphaswarm_persistence.repo_leases import LeaseServicerMixin
 from alphaswarm_persistence.repository import CatalogRepository
 from alphaswarm_persistence.sanitize import sanitize_errors
 from alphaswarm_persistence.servicer import PersistenceServicer
@@ -29,8 +30,8 @@ from alphaswarm_persistence.tasks import TaskServicerMixin
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersistenceService"].full_name
 
 
-class Servicer(AccessServicerMixin, TaskServicerMixin, PersistenceServicer):
-    """The catalog's RPCs plus the task, token and audit RPCs."""
+class Servicer(AccessServicerMixin, LeaseServicerMixin, TaskServicerMixin, PersistenceServicer):
+    """The catalog's RPCs plus the task, lease, token and audit RPCs."""
 
 
 def build(settings: Settings) -> list[ServiceRegistration]:
