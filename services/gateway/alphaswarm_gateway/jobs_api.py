@@ -85,3 +85,12 @@ async def get_task(task_id: str, gw: GatewayDep) -> dict[str, Any]:
         )
     ).task
     return task_view(task)
+
+
+@router.post(
+    "/tasks/{task_id}:cancel",
+    operation_id="cancel_task",
+    summary="Cancel an unfinished task (409 when it already ended)",
+)
+async def cancel_task(task_id: str, gw: GatewayDep) -> dict[str, Any]:
+    return task_view(await gw.cancel_task(task_id))
