@@ -420,6 +420,11 @@ class Tracker:
             ended.append(child.info.run_id)
         return ended
 
+    def drop_alias_of(self, name: str, alias: str, version: str) -> None:
+        """Delete `alias` of model `name` when it points at `version` (a transient alias)."""
+        if str(self.client.get_registered_model(name).aliases.get(alias)) == str(version):
+            self.client.delete_registered_model_alias(name, alias)
+
     def set_model_version_tags(self, name: str, version: str, tags: Mapping[str, Any]) -> None:
         """Set tags on a registered model version."""
         for key, value in tags.items():

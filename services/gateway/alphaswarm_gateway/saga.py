@@ -611,9 +611,12 @@ async def _move_champion(ctx: RunContext) -> None:
         "registry",
     )
     ctx.champion_moved = True
-    await asyncio.to_thread(
-        ctx.gw.tracker.set_model_version_tags, name, version, {RUN_STATE_TAG: "SUCCEEDED"}
-    )
+
+    def settle() -> None:
+        ctx.gw.tracker.set_model_version_tags(name, version, {RUN_STATE_TAG: "SUCCEEDED"})
+        ctx.gw.tracker.drop_alias_of(name, CANDIDATE_ALIAS, version)
+
+    await asyncio.to_thread(settle)
 
 
 STAGES: tuple[Stage[RunContext], ...] = (
@@ -690,10 +693,12 @@ async def compensate(
     if reg.get("model_version"):
         name, version = reg["model_name"], reg["model_version"]
         state = "CANCELLED" if detail.code == "CANCELLED" else "FAILED"
-        await step(
-            "tag the model version",
-            lambda: asyncio.to_thread(tracker.set_model_version_tags, name, version, {RUN_STATE_TAG: state}),
-        )
+
+        def settle() -> None:
+            tracker.set_model_version_tags(name, version, {RUN_STATE_TAG: state})
+            tracker.drop_alias_of(name, CANDIDATE_ALIAS, version)
+
+        await step("tag the model version", lambda: asyncio.to_thread(settle))
         if champion_moved and previous_champion:
             await step(
                 "move champion back",
