@@ -394,7 +394,6 @@ async def handle_dead_letter(
 ) -> None:
     """End the dead-lettered job's task FAILED (unless it ended, or a live worker holds it)."""
     task_id = str((letter.payload or {}).get("task_id") or "")
-    run_id = str((letter.payload or {}).get("run_id") or "")
     if not task_id:
         log.error(
             "dead letter of %s names no task (%s); nothing to fail: %r",
@@ -420,10 +419,10 @@ async def handle_dead_letter(
         DependencyUnavailable(f"the job was dead-lettered: {letter.reason}"),
     )
     detail.code = "ABORTED"
-    if not run_id and attempt.task is not None and attempt.task.kind == "alpha_backtest":
-        run = await gw.get_run(task_id=task_id)
-        run_id = run.run_id
     try:
+        run_id = ""
+        if attempt.task is not None and attempt.task.kind == "alpha_backtest":  # the task's own run,
+            run_id = (await gw.get_run(task_id=task_id)).run_id  # not whatever the letter names
         await compensate(run_id, attempt, detail)
         await fail_task(gw, attempt, detail, run_id=run_id, extra={"dead_letter": True})
     except LeaseLost:
