@@ -793,7 +793,9 @@ class AlphaBacktestSaga:
             await self._cancelled(ctx)
             raise
         except Exception as exc:
-            await self._fail(ctx, progress.stage, exc)
+            current = machine.current
+            stage = current.label if current is not None and current.name != "start" else progress.stage
+            await self._fail(ctx, stage, exc)
 
     async def _cancelled(self, ctx: RunContext) -> None:
         """The work was cancelled: compensate if the run was cancelled (not if a newer attempt took it)."""
