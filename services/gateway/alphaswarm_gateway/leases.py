@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -228,7 +228,7 @@ async def _heartbeat(gw: Any, attempt: Attempt, work: asyncio.Task[Any], lost: l
             log.warning("task %s: lease not renewed: %s", attempt.task_id, exc)
 
 
-Body = Callable[[Attempt], Awaitable[None]]
+Body = Callable[[Attempt], Coroutine[Any, Any, None]]
 Exhausted = Callable[[Attempt], Awaitable[None]]
 
 
@@ -252,7 +252,7 @@ async def execute_leased(gw: Any, task_id: str, body: Body, exhausted: Exhausted
         lost: list[str] = []
         work = asyncio.current_task()
         assert work is not None
-        job = asyncio.create_task(body(attempt), name=f"task-{task_id}")
+        job: asyncio.Task[None] = asyncio.create_task(body(attempt), name=f"task-{task_id}")
         gw.inflight[task_id] = job
         beat = asyncio.create_task(_heartbeat(gw, attempt, job, lost))
         try:

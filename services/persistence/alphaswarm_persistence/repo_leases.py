@@ -109,13 +109,14 @@ class LeaseStore:
 
     def claim(
         self, task_id: str, owner: str, lease_seconds: float, max_attempts: int
-    ) -> tuple[int, pb.TaskLease, resources_pb2.Task]:
+    ) -> tuple[Any, pb.TaskLease, resources_pb2.Task]:
         if not owner:
             raise InvalidArgument("owner is required", field="owner")
         lease = _seconds(lease_seconds, "lease_seconds")
         with self.db.session(write=True) as s:
             row = self._task(s, task_id)
             now = utcnow()
+            outcome: Any
             if row.state in TERMINAL_RUN_STATES:
                 outcome = pb.CLAIM_OUTCOME_TERMINAL
             elif row.lease_owner and row.lease_expires_at is not None and row.lease_expires_at > now:
