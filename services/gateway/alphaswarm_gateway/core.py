@@ -48,7 +48,13 @@ from alphaswarm_common.protoconv import TERMINAL_RUN_STATES, config_from_proto, 
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import client_credentials
 from alphaswarm_common.tracking import Tracker
-from alphaswarm_gateway.leases import handle_dead_letter, publish_terminal, reaper_loop, worker_id
+from alphaswarm_gateway.leases import (
+    handle_dead_letter,
+    publish_terminal,
+    reaper_loop,
+    terminal_event,
+    worker_id,
+)
 
 __all__ = ["Clients", "Gateway", "bootstrap"]
 
@@ -265,14 +271,11 @@ class Gateway:
         if work is not None:
             work.cancel()
         error = resp.task.error
-        event = ProgressEvent(
-            task_id=task_id,
-            seq=1,
-            stage="cancelled",
-            status="cancelled",
-            pct=100.0,
-            message=f"cancelled at {error.stage}",
-            data={
+        event = terminal_event(
+            task_id,
+            "cancelled",
+            f"cancelled at {error.stage}",
+            {
                 "stage": error.stage,
                 "code": error.code,
                 "message": error.message,

@@ -47,6 +47,7 @@ from alphaswarm_gateway.leases import (
     exhausted_detail,
     fail_task,
     publish_terminal,
+    terminal_event,
 )
 from alphaswarm_gateway.progress import Progress, error_detail
 
@@ -462,18 +463,7 @@ async def _run_attempt(gw: Any, kind: str, attempt: Attempt) -> None:
             "pct",
             "result",
         )
-        await publish_terminal(
-            gw,
-            ProgressEvent(
-                task_id=task.task_id,
-                seq=progress.seq + 1,
-                stage="completed",
-                status="completed",
-                pct=100.0,
-                message=f"{kind} completed",
-                data=result,
-            ),
-        )
+        await publish_terminal(gw, terminal_event(task.task_id, "completed", f"{kind} completed", result))
         return {}
 
     machine: StageMachine[Any] = StageMachine(

@@ -56,6 +56,7 @@ __all__ = [
     "handle_dead_letter",
     "publish_terminal",
     "reap_once",
+    "terminal_event",
     "worker_id",
 ]
 
@@ -182,6 +183,23 @@ async def _persistence(gw: Any, method: str, request: Any) -> Any:
     )
 
 
+async def _release(gw: Any, attempt: Attempt) -> None:
+    """Give the lease up (best effort: it lapses anyway); a stale token releases nothing."""
+    with contextlib.suppress(Exception):
+        await _persistence(
+            gw,
+            "ReleaseTaskLease",
+            ppb.ReleaseTaskLeaseRequest(task_id=attempt.task_id, fencing_token=attempt.token),
+        )
+
+
+def terminal_event(task_id: str, stage: str, message: str, data: dict[str, Any]) -> ProgressEvent:
+    """A terminal event (`completed`, `failed`, `cancelled`); `publish_terminal` numbers it."""
+    return ProgressEvent(
+        task_id=task_id, seq=1, stage=stage, status=stage, pct=100.0, message=message, data=data
+    )
+
+
 async def claim(gw: Any, task_id: str, owner: str) -> tuple[int, Attempt]:
     s = gw.settings
     try:
@@ -271,12 +289,7 @@ async def execute_leased(gw: Any, task_id: str, body: Body, exhausted: Exhausted
                 with contextlib.suppress(BaseException):
                     await job
     finally:
-        with contextlib.suppress(Exception):
-            await _persistence(
-                gw,
-                "ReleaseTaskLease",
-                ppb.ReleaseTaskLeaseRequest(task_id=task_id, fencing_token=attempt.token),
-            )
+        await _release(gw, attempt)
 
 
 async def fail_task(
@@ -305,14 +318,11 @@ async def fail_task(
         )
     await publish_terminal(
         gw,
-        ProgressEvent(
-            task_id=attempt.task_id,
-            seq=1,
-            stage="failed",
-            status="failed",
-            pct=100.0,
-            message=f"{detail.stage}: {detail.message}",
-            data=detail_data(detail, **({"run_id": run_id} if run_id else {}), **(extra or {})),
+        terminal_event(
+            attempt.task_id,
+            "failed",
+            f"{detail.stage}: {detail.message}",
+            detail_data(detail, **({"run_id": run_id} if run_id else {}), **(extra or {})),
         ),
     )
 
@@ -428,9 +438,4 @@ async def handle_dead_letter(
     except LeaseLost:
         return
     finally:
-        with contextlib.suppress(Exception):
-            await _persistence(
-                gw,
-                "ReleaseTaskLease",
-                ppb.ReleaseTaskLeaseRequest(task_id=task_id, fencing_token=attempt.token),
-            )
+        await _release(gw, attempt)

@@ -78,6 +78,7 @@ from alphaswarm_gateway.leases import (
     exhausted_detail,
     fail_task,
     publish_terminal,
+    terminal_event,
 )
 from alphaswarm_gateway.progress import Progress, error_detail
 from alphaswarm_gateway.stages import Stage, StageMachine
@@ -575,8 +576,8 @@ async def _finish(ctx: RunContext) -> dict[str, Any]:
     await ctx.attempt.update_run(done, *paths)
     await publish_terminal(
         ctx.gw,
-        _event(
-            ctx,
+        terminal_event(
+            ctx.run.task_id,
             "completed",
             f"score {_fmt(combined['score'])}",
             {
@@ -630,20 +631,6 @@ STAGES: tuple[Stage[RunContext], ...] = (
     Stage("persist", "persisting", _persist, _restore_persist),
     Stage("finish", "persisting", _finish, record=False),
 )
-
-
-def _event(ctx: RunContext, stage: str, message: str, data: dict[str, Any]) -> Any:
-    from alphaswarm_common.events import ProgressEvent
-
-    return ProgressEvent(
-        task_id=ctx.run.task_id,
-        seq=ctx.progress.seq + 1,
-        stage=stage,
-        status=stage,
-        pct=100.0,
-        message=message,
-        data=data,
-    )
 
 
 # ---------------------------------------------------------------------------------------------- compensation
@@ -828,26 +815,8 @@ class AlphaBacktestSaga:
             previous_champion=ctx.previous_champion,
             champion_moved=ctx.champion_moved,
         )
-        failed = resources_pb2.AlphaBacktestRun(
-            run_id=ctx.run_id, state=resources_pb2.RUN_STATE_FAILED, stage="failed", error=detail
-        )
-        failed.finished_at.CopyFrom(timestamp_from_datetime(_now()))
-        await ctx.attempt.update_run(failed, "state", "stage", "error", "finished_at")
-        await publish_terminal(
-            self.gw,
-            _event(
-                ctx,
-                "failed",
-                f"{detail.stage}: {detail.message}",
-                {
-                    "stage": detail.stage,
-                    "code": detail.code,
-                    "message": detail.message,
-                    "field": detail.field,
-                    "run_id": ctx.run_id,
-                    "mlflow_parent_run_id": ctx.parent_run_id,
-                },
-            ),
+        await fail_task(
+            self.gw, ctx.attempt, detail, run_id=ctx.run_id, extra={"mlflow_parent_run_id": ctx.parent_run_id}
         )
 
 
