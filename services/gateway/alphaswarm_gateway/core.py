@@ -6,9 +6,12 @@ queue. Both entrypoints (REST in `rest.py`, gRPC in `grpc_api.py`) call its
 methods and nothing else.
 
 Accepting a run creates the task and run rows in one transaction (idempotent
-by `request_id`), publishes the `accepted` event and enqueues the job; a
-worker (this process or a replica on the JetStream work queue) takes it and
-runs the saga (`saga.py`).
+by `request_id`), publishes the `accepted` event and enqueues the job, or
+withdraws the rows and answers UNAVAILABLE when the bus or the queue refuses;
+a worker (this process or a replica on the JetStream work queue) claims the
+run's task and runs the saga (`saga.py`). Every gateway also runs the reaper
+and the dead-letter handler (`leases.py`); `cancel_task` ends a task
+CANCELLED and stops its work.
 """
 
 from __future__ import annotations
