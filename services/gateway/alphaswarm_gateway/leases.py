@@ -108,13 +108,19 @@ def _bus_error(exc: BaseException) -> bool:
 
 
 async def publish_terminal(gw: Any, event: ProgressEvent) -> None:
-    """Publish a terminal event after the task's latest, retried until the bus takes it."""
+    """Publish a terminal event after the task's latest, retried while the bus is down.
+
+    It follows the terminal row write, which is the record: when the bus stays down past
+    the outbox time the event is given up (logged), and watchers end from the row."""
 
     async def publish() -> None:
         event.seq = max(event.seq, await gw.bus.last_seq(event.task_id) + 1)
         await gw.bus.publish(event)
 
-    await durable(gw, f"terminal event of {event.task_id}", publish)
+    try:
+        await durable(gw, f"terminal event of {event.task_id}", publish)
+    except Exception as exc:
+        log.error("terminal event of %s not published: %s", event.task_id, exc)
 
 
 def detail_data(detail: resources_pb2.ErrorDetail, **extra: Any) -> dict[str, Any]:
@@ -257,7 +263,8 @@ async def execute_leased(gw: Any, task_id: str, body: Body, exhausted: Exhausted
     `exhausted(attempt)` (which holds the lease and must fail it). The work is
     registered in `gw.inflight` so a cancel in this process stops it at once.
     """
-    outcome, attempt = await claim(gw, task_id, gw.owner)
+    # A catalog outage at the claim keeps the job in progress (retried) instead of spending deliveries.
+    outcome, attempt = await durable(gw, f"claim of task {task_id}", lambda: claim(gw, task_id, gw.owner))
     if outcome == ppb.CLAIM_OUTCOME_TERMINAL:
         return
     if outcome == ppb.CLAIM_OUTCOME_HELD:

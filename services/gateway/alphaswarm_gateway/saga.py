@@ -74,6 +74,7 @@ from alphaswarm_common.protoconv import (
 from alphaswarm_gateway.leases import (
     Attempt,
     LeaseLost,
+    durable,
     execute_leased,
     exhausted_detail,
     fail_task,
@@ -733,7 +734,11 @@ class AlphaBacktestSaga:
         if not task_id and not run_id:
             raise PoisonJob("the job names neither a task_id nor a run_id")
         try:
-            run = await self.gw.get_run(run_id=run_id, task_id=task_id if not run_id else "")
+            run = await durable(
+                self.gw,
+                "read of the job's run",
+                lambda: self.gw.get_run(run_id=run_id, task_id=task_id if not run_id else ""),
+            )
         except AlphaSwarmError as exc:
             if exc.grpc_code in ("NOT_FOUND", "INVALID_ARGUMENT"):
                 raise PoisonJob(f"no run for the job: {exc}") from exc
