@@ -498,3 +498,64 @@ def test_nats_down_at_submission_answers_503_and_leaves_nothing_pending(
         stub.GetAlphaBacktestRun, ppb.GetAlphaBacktestRunRequest(run_id=accepted.json()["run_id"]), timeout=30
     )
     assert run.run.state == resources_pb2.RUN_STATE_PENDING
+
+
+def _orphan(services: Services, name: str, *, claims: int) -> resources_pb2.AlphaBacktestRun:
+    """A run whose job is gone and whose task `claims` workers took and then died (kill -9)."""
+    stub = services.persistence()
+    run = call(
+        stub.CreateAlphaBacktestRun,
+        ppb.CreateAlphaBacktestRunRequest(
+            run=resources_pb2.AlphaBacktestRun(config=config_to_proto(_config(name)), stage="accepted")
+        ),
+        timeout=30,
+    ).run
+    for n in range(claims):
+        call(
+            stub.ClaimTask,
+            ppb.ClaimTaskRequest(task_id=run.task_id, owner=f"dead-{n}", lease_seconds=0.2, max_attempts=3),
+            timeout=30,
+        )
+        time.sleep(0.3)  # the worker never renews: its lease expires
+    return run
+
+
+def test_the_reaper_resumes_a_run_whose_worker_died(services: Services) -> None:
+    tag = uuid.uuid4().hex[:10]
+    run = _orphan(services, f"orphan-{tag}", claims=1)
+
+    async def main() -> tuple[resources_pb2.AlphaBacktestRun, list[ProgressEvent]]:
+        try:
+            async with gateway(services, tag=tag) as gw:
+                events = await _events(gw, run.task_id)
+                return await gw.get_run(run_id=run.run_id), events
+        finally:
+            await _drop_streams(tag)
+
+    done, events = asyncio.run(main())
+    assert done.state == resources_pb2.RUN_STATE_SUCCEEDED, done.error
+    assert events[-1].stage == "completed"
+    lease = call(
+        services.persistence().ClaimTask,
+        ppb.ClaimTaskRequest(task_id=run.task_id, owner="probe", lease_seconds=1, max_attempts=3),
+        timeout=30,
+    )
+    assert lease.outcome == ppb.CLAIM_OUTCOME_TERMINAL and lease.lease.attempts == 2
+
+
+def test_the_reaper_fails_a_run_whose_attempts_are_used_up(services: Services) -> None:
+    tag = uuid.uuid4().hex[:10]
+    run = _orphan(services, f"exhausted-{tag}", claims=3)
+
+    async def main() -> tuple[resources_pb2.AlphaBacktestRun, list[ProgressEvent]]:
+        try:
+            async with gateway(services, tag=tag) as gw:
+                events = await _events(gw, run.task_id, timeout=60)
+                return await gw.get_run(run_id=run.run_id), events
+        finally:
+            await _drop_streams(tag)
+
+    done, events = asyncio.run(main())
+    assert done.state == resources_pb2.RUN_STATE_FAILED
+    assert done.error.code == "ABORTED" and "3 attempts" in done.error.message
+    assert events[-1].stage == "failed" and events[-1].data["code"] == "ABORTED"
