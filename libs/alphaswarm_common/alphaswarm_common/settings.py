@@ -120,6 +120,15 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> Settings:
+        if self.gateway_heartbeat_seconds >= self.gateway_lease_seconds:
+            raise ValueError(
+                "gateway_heartbeat_seconds must be shorter than gateway_lease_seconds "
+                "(a lease must be renewed before it expires)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _grpc_ends_agree(self) -> Settings:
         self.grpc_tuning()  # raises ValueError naming the setting when the two ends would disagree
         return self
