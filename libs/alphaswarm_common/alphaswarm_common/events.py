@@ -381,7 +381,9 @@ class InProcessJobQueue(JobQueue):
         q = self._d()
         while True:
             letter = await q.get()
-            for attempt in range(1, 1_000_000):
+            attempt = 0
+            while True:
+                attempt += 1
                 try:
                     await handler(letter)
                     break

@@ -440,6 +440,7 @@ class Gateway:
                     yield _terminal_event_from_row(task, seq=last + 1)
                     return
                 if event is None:
+                    await pumping  # the subscription's own error, if it ended with one
                     return
                 last = max(last, event.seq)
                 yield event
