@@ -554,6 +554,8 @@ async def _finish(ctx: RunContext) -> dict[str, Any]:
     }
 
     def log_parent() -> None:
+        # A child run an earlier attempt left RUNNING (its service died mid-call) ends FAILED.
+        tracker.end_unfinished_children(ctx.parent_run_id)
         tracker.log_metrics(ctx.parent_run_id, metrics)
         tracker.set_tags(ctx.parent_run_id, {k: v for k, v in tags.items() if v})
 
