@@ -405,6 +405,14 @@ class Tracker:
     def end_run(self, run_id: str, *, failed: bool = False) -> None:
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
+    def find_run(self, experiment_id: str, tags: Mapping[str, str]) -> str | None:
+        """The newest run of the experiment carrying every tag of `tags`, or None."""
+        clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        found = self.client.search_runs(
+            [experiment_id], filter_string=clauses, max_results=1, order_by=["attributes.start_time DESC"]
+        )
+        return found[0].info.run_id if found else None
+
     def end_unfinished_children(self, parent_run_id: str) -> list[str]:
         """End FAILED every child run of `parent_run_id` still RUNNING (its worker died or was
         cancelled mid-stage); the ids ended."""

@@ -187,15 +187,15 @@ def _transient(exc: BaseException) -> bool:
 async def _start(ctx: RunContext) -> dict[str, Any]:
     tracker = ctx.gw.tracker
     ctx.experiment_id = await asyncio.to_thread(tracker.ensure_experiment, ctx.cfg.experiment_name)
-    ctx.parent_run_id = await asyncio.to_thread(
-        tracker.create_run,
-        ctx.experiment_id,
-        ctx.cfg.run_name,
-        tags={
-            "alphaswarm.run_id": ctx.run_id,
-            "alphaswarm.task_id": ctx.run.task_id,
-            "alphaswarm.kind": "alpha_backtest",
-        },
+    tags = {
+        "alphaswarm.run_id": ctx.run_id,
+        "alphaswarm.task_id": ctx.run.task_id,
+        "alphaswarm.kind": "alpha_backtest",
+    }
+    # An earlier attempt may have opened the parent run and died before recording it.
+    found = await asyncio.to_thread(tracker.find_run, ctx.experiment_id, tags)
+    ctx.parent_run_id = found or await asyncio.to_thread(
+        tracker.create_run, ctx.experiment_id, ctx.cfg.run_name, tags=tags
     )
     started = _now()
     ctx.started_at = started.isoformat()
