@@ -135,9 +135,10 @@ class LeaseStore:
         lease = _seconds(lease_seconds, "lease_seconds")
         with self.db.session(write=True) as s:
             row = self._task(s, task_id)
-            if row.fencing_token != token or row.state in TERMINAL_RUN_STATES:
+            if row.fencing_token != token:
                 raise _lease_lost(row.task_id, token)
-            row.lease_expires_at = utcnow() + lease
+            if row.state not in TERMINAL_RUN_STATES:  # the attempt that ended it may still be finishing up
+                row.lease_expires_at = utcnow() + lease
             s.flush()
             return lease_to_proto(row)
 
