@@ -781,10 +781,8 @@ class AlphaBacktestSaga:
             )
         try:
             await machine.run(ctx, attempt.outputs)
-        except LeaseLost:
-            raise
-        except asyncio.CancelledError:
-            await self._cancelled(ctx)
+        except (LeaseLost, asyncio.CancelledError):
+            await self._cancelled(ctx)  # compensates when the run was cancelled, not taken over
             raise
         except Exception as exc:
             current = machine.current
@@ -792,7 +790,8 @@ class AlphaBacktestSaga:
             await self._fail(ctx, stage, exc)
 
     async def _cancelled(self, ctx: RunContext) -> None:
-        """The work was cancelled: compensate if the run was cancelled (not if a newer attempt took it)."""
+        """The work was stopped (cancelled, or a write found the lease lost): compensate if the run
+        was cancelled; a newer attempt that took the run over carries on with what it made."""
         try:
             row = await self.gw.get_run(run_id=ctx.run_id)
         except Exception as exc:
