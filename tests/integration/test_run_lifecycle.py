@@ -138,10 +138,12 @@ async def gateway(
     *,
     workers: bool = True,
     tag: str | None = None,
+    keep_streams: bool = False,
     nats_url: str = NATS_URL,
     **overrides: Any,
 ) -> AsyncIterator[Gateway]:
-    """A gateway on its own job and dead-letter streams (`tag` shares them between gateways)."""
+    """A gateway on its own job and dead-letter streams (`tag` shares them between gateways;
+    they are deleted when it closes unless `keep_streams`)."""
     tag = tag or uuid.uuid4().hex[:10]
     settings = services.settings.model_copy(update={"nats_url": nats_url, **overrides})
     queue = NatsJobQueue(
@@ -161,12 +163,14 @@ async def gateway(
         yield gw
     finally:
         await gw.close()
+        if not keep_streams:
+            await _drop_streams(tag, nats_url)
 
 
-async def _drop_streams(tag: str) -> None:
+async def _drop_streams(tag: str, url: str) -> None:
     import nats
 
-    nc = await nats.connect(NATS_URL)
+    nc = await nats.connect(url)
     js = nc.jetstream()
     for name in (f"AS_LIFECYCLE_JOBS_{tag}", f"AS_LIFECYCLE_DLQ_{tag}"):
         with contextlib.suppress(Exception):
@@ -223,22 +227,19 @@ def test_a_redelivered_job_resumes_after_the_last_completed_stage(
     killed = tuple(Stage("metrics", s.label, die) if s.name == "metrics" else s for s in saga_module.STAGES)
 
     async def main() -> tuple[resources_pb2.AlphaBacktestRun, list[ProgressEvent]]:
-        try:
-            async with gateway(services, workers=False, tag=tag) as gw:
-                run = await gw.start_run(_config(name))  # queued; no worker consumes it yet
-                monkeypatch.setattr(saga_module, "STAGES", killed)
-                with pytest.raises(Killed):
-                    await AlphaBacktestSaga(gw).handle_job(
-                        JOB_KIND, {"run_id": run.run_id, "task_id": run.task_id}
-                    )
-                monkeypatch.undo()
-                half = await gw.get_run(run_id=run.run_id)
-                assert half.state == resources_pb2.RUN_STATE_RUNNING and half.backtest_id
-            async with gateway(services, tag=tag) as gw:  # the queued job is delivered to a new worker
-                events = await _events(gw, run.task_id, until="completed")
-                return await gw.get_run(run_id=run.run_id), events
-        finally:
-            await _drop_streams(tag)
+        async with gateway(services, workers=False, tag=tag, keep_streams=True) as gw:
+            run = await gw.start_run(_config(name))  # queued; no worker consumes it yet
+            monkeypatch.setattr(saga_module, "STAGES", killed)
+            with pytest.raises(Killed):
+                await AlphaBacktestSaga(gw).handle_job(
+                    JOB_KIND, {"run_id": run.run_id, "task_id": run.task_id}
+                )
+            monkeypatch.undo()
+            half = await gw.get_run(run_id=run.run_id)
+            assert half.state == resources_pb2.RUN_STATE_RUNNING and half.backtest_id
+        async with gateway(services, tag=tag) as gw:  # the queued job is delivered to a new worker
+            events = await _events(gw, run.task_id, until="completed")
+            return await gw.get_run(run_id=run.run_id), events
 
     run, events = asyncio.run(main())
     assert run.state == resources_pb2.RUN_STATE_SUCCEEDED, run.error
@@ -310,16 +311,13 @@ def test_a_poison_job_is_dead_lettered_and_its_run_ends_failed(services: Service
             ),
             timeout=30,
         ).run
-        try:
-            async with gateway(services, tag=tag) as gw:
-                assert isinstance(gw.queue, NatsJobQueue)
-                await gw.queue.enqueue(JOB_KIND, {"task_id": run.task_id, "run_id": "not-a-run-id"})
-                await gw.queue._js.publish(f"{gw.queue.prefix}.{JOB_KIND}", b"{not json")
-                events = await _events(gw, run.task_id, timeout=60)
-                info = await gw.queue._js.stream_info(gw.queue.dlq_stream)
-                return await gw.get_run(run_id=run.run_id), events, int(info.state.messages)
-        finally:
-            await _drop_streams(tag)
+        async with gateway(services, tag=tag) as gw:
+            assert isinstance(gw.queue, NatsJobQueue)
+            await gw.queue.enqueue(JOB_KIND, {"task_id": run.task_id, "run_id": "not-a-run-id"})
+            await gw.queue._js.publish(f"{gw.queue.prefix}.{JOB_KIND}", b"{not json")
+            events = await _events(gw, run.task_id, timeout=60)
+            info = await gw.queue._js.stream_info(gw.queue.dlq_stream)
+            return await gw.get_run(run_id=run.run_id), events, int(info.state.messages)
 
     run, events, letters = asyncio.run(main())
     assert letters == 2  # the job naming no run, and the message that is not JSON
@@ -333,29 +331,26 @@ def test_cancel_mid_stage_ends_the_run_cancelled(services: Services) -> None:
     name = f"cancel-{tag}"
 
     async def main() -> tuple[resources_pb2.AlphaBacktestRun, list[ProgressEvent], httpx.Response]:
-        try:
-            async with gateway(services, tag=tag) as gw:
-                run = await gw.start_run(_config(name))
-                before = await _events(gw, run.task_id, until="training")
-                cancelled = await gw.cancel_run(run_id=run.run_id)
-                assert cancelled.state == resources_pb2.RUN_STATE_CANCELLED
-                events = await _events(gw, run.task_id)
-                from alphaswarm_gateway.rest import create_app
+        async with gateway(services, tag=tag) as gw:
+            run = await gw.start_run(_config(name))
+            before = await _events(gw, run.task_id, until="training")
+            cancelled = await gw.cancel_run(run_id=run.run_id)
+            assert cancelled.state == resources_pb2.RUN_STATE_CANCELLED
+            events = await _events(gw, run.task_id)
+            from alphaswarm_gateway.rest import create_app
 
-                app = create_app(gw.settings, gateway=gw, serve_grpc=False)
-                app.state.gateway = gw
-                async with httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="http://gw"
-                ) as http:
-                    again = await http.post(f"/ml/alpha-backtest-runs/{run.run_id}:cancel")
-                for _ in range(100):  # the worker compensates after its work is cancelled
-                    if not gw.inflight:
-                        break
-                    await asyncio.sleep(0.1)
-                assert before[-1].stage == "training"
-                return await gw.get_run(run_id=run.run_id), events, again
-        finally:
-            await _drop_streams(tag)
+            app = create_app(gw.settings, gateway=gw, serve_grpc=False)
+            app.state.gateway = gw
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gw"
+            ) as http:
+                again = await http.post(f"/ml/alpha-backtest-runs/{run.run_id}:cancel")
+            for _ in range(100):  # the worker compensates after its work is cancelled
+                if not gw.inflight:
+                    break
+                await asyncio.sleep(0.1)
+            assert before[-1].stage == "training"
+            return await gw.get_run(run_id=run.run_id), events, again
 
     run, events, again = asyncio.run(main())
     assert run.state == resources_pb2.RUN_STATE_CANCELLED
@@ -392,13 +387,10 @@ def test_a_failure_while_the_catalog_is_down_reaches_the_row_once_it_is_back(
     monkeypatch.setattr(saga_module, "STAGES", patched)
 
     async def main() -> tuple[resources_pb2.AlphaBacktestRun, list[ProgressEvent]]:
-        try:
-            async with gateway(services, tag=tag, gateway_lease_seconds=30.0) as gw:
-                run = await gw.start_run(_config(f"outage-{tag}", train_first=True))
-                events = await _events(gw, run.task_id)
-                return await gw.get_run(run_id=run.run_id), events
-        finally:
-            await _drop_streams(tag)
+        async with gateway(services, tag=tag, gateway_lease_seconds=30.0) as gw:
+            run = await gw.start_run(_config(f"outage-{tag}", train_first=True))
+            events = await _events(gw, run.task_id)
+            return await gw.get_run(run_id=run.run_id), events
 
     run, events = asyncio.run(main())
     assert outage, "the stage ran"
@@ -520,19 +512,22 @@ def _orphan(services: Services, name: str, *, claims: int) -> resources_pb2.Alph
     return run
 
 
-def test_the_reaper_resumes_a_run_whose_worker_died(services: Services) -> None:
-    tag = uuid.uuid4().hex[:10]
-    run = _orphan(services, f"orphan-{tag}", claims=1)
+def _until_terminal(
+    services: Services, run: resources_pb2.AlphaBacktestRun
+) -> tuple[resources_pb2.AlphaBacktestRun, list[ProgressEvent]]:
+    """Start a gateway (its reaper finds the orphan) and follow the run to its terminal event."""
 
     async def main() -> tuple[resources_pb2.AlphaBacktestRun, list[ProgressEvent]]:
-        try:
-            async with gateway(services, tag=tag) as gw:
-                events = await _events(gw, run.task_id)
-                return await gw.get_run(run_id=run.run_id), events
-        finally:
-            await _drop_streams(tag)
+        async with gateway(services) as gw:
+            events = await _events(gw, run.task_id)
+            return await gw.get_run(run_id=run.run_id), events
 
-    done, events = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_the_reaper_resumes_a_run_whose_worker_died(services: Services) -> None:
+    run = _orphan(services, f"orphan-{uuid.uuid4().hex[:10]}", claims=1)
+    done, events = _until_terminal(services, run)
     assert done.state == resources_pb2.RUN_STATE_SUCCEEDED, done.error
     assert events[-1].stage == "completed"
     lease = call(
@@ -544,18 +539,8 @@ def test_the_reaper_resumes_a_run_whose_worker_died(services: Services) -> None:
 
 
 def test_the_reaper_fails_a_run_whose_attempts_are_used_up(services: Services) -> None:
-    tag = uuid.uuid4().hex[:10]
-    run = _orphan(services, f"exhausted-{tag}", claims=3)
-
-    async def main() -> tuple[resources_pb2.AlphaBacktestRun, list[ProgressEvent]]:
-        try:
-            async with gateway(services, tag=tag) as gw:
-                events = await _events(gw, run.task_id, timeout=60)
-                return await gw.get_run(run_id=run.run_id), events
-        finally:
-            await _drop_streams(tag)
-
-    done, events = asyncio.run(main())
+    run = _orphan(services, f"exhausted-{uuid.uuid4().hex[:10]}", claims=3)
+    done, events = _until_terminal(services, run)
     assert done.state == resources_pb2.RUN_STATE_FAILED
     assert done.error.code == "ABORTED" and "3 attempts" in done.error.message
     assert events[-1].stage == "failed" and events[-1].data["code"] == "ABORTED"
