@@ -376,13 +376,16 @@ async def enqueue_accepted(
 ) -> None:
     """Publish `accepted` and enqueue the job; when either fails, withdraw the task (delete it
     and its idempotency key) and raise UNAVAILABLE (503 with Retry-After)."""
+    dependency = "event bus"
     try:
         await gw.bus.publish(accepted)
+        dependency = "job queue"
         await gw.queue.enqueue(kind, payload)
     except Exception as exc:
+        log.warning("task %s refused: the %s is unavailable: %s", task_id, dependency, exc)
         error = DependencyUnavailable(
-            f"the job queue is unavailable ({type(exc).__name__}: {exc}); nothing was queued, retry later",
-            details={"retry_after": 5},
+            f"{dependency} unavailable; nothing was queued, retry later",
+            details={"dependency": dependency},
         )
         try:
             await aio_call(
