@@ -1,7 +1,7 @@
 """Task leases: one worker at a time per task, fenced writes, resumable stages.
 
 Revision ID: 0006_task_leases
-Revises: 0004_task_documents
+Revises: 0007_api_tokens_audit_log
 Create Date: 2026-12-06 00:00:00
 
 Every task (an alpha-backtest run's task or a backtester job) gets the lease
@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 from alembic import op
 
 revision: str = "0006_task_leases"
-down_revision: str | Sequence[str] | None = "0004_task_documents"
+down_revision: str | Sequence[str] | None = "0007_api_tokens_audit_log"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -121,6 +121,7 @@ METHOD_ROLES: dict[str, str] = {
             "GetAlphaBacktestRun": VIEWER,
             "ListAlphaBacktestRuns": VIEWER,
             "WatchAlphaBacktestRun": VIEWER,
+            "Cancel": RESEARCHER,
         },
     ),
     **_table(
@@ -172,6 +173,14 @@ METHOD_ROLES: dict[str, str] = {
             "AuthenticateApiToken": SERVICE,
             "AppendAuditLog": SERVICE,
             "CountActiveTasks": SERVICE,
+            # Leases of the tasks the gateways run.
+            "ClaimTask": SERVICE,
+            "RenewTaskLease": SERVICE,
+            "ReleaseTaskLease": SERVICE,
+            "RecordStageOutput": SERVICE,
+            "ReapTasks": SERVICE,
+            "CancelTask": SERVICE,
+            "DeleteUnclaimedTask": SERVICE,
             # Reads.
             "GetAlphaBacktestRun": VIEWER,
             "ListAlphaBacktestRuns": VIEWER,

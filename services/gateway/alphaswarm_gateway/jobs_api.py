@@ -93,4 +93,6 @@ async def get_task(task_id: str, gw: GatewayDep) -> dict[str, Any]:
     summary="Cancel an unfinished task (409 when it already ended)",
 )
 async def cancel_task(task_id: str, gw: GatewayDep) -> dict[str, Any]:
-    return task_view(await gw.cancel_task(task_id))
+    task = await gw.cancel_task(task_id)
+    await auth.record(gw, "cancel", task.kind, task.task_id, task_id=task.task_id)
+    return task_view(task)

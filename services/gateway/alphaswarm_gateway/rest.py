@@ -101,7 +101,9 @@ async def get_run(run_id: str, gw: GatewayDep) -> dict[str, Any]:
     summary="Cancel an unfinished run (409 when it already ended)",
 )
 async def cancel_run(run_id: str, gw: GatewayDep) -> dict[str, Any]:
-    return run_view(await gw.cancel_run(run_id=run_id))
+    run = await gw.cancel_run(run_id=run_id)
+    await auth.record(gw, "cancel", "alpha_backtest_run", run.run_id, task_id=run.task_id)
+    return run_view(run)
 
 
 @runs.get(

@@ -20,8 +20,8 @@ from alphaswarm_common.service import run_service
 from alphaswarm_common.settings import Settings
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
-from alphaswarm_persistence.repo_tokens import AccessServicerMixin, AccessStore
 from alphaswarm_persistence.repo_leases import LeaseServicerMixin
+from alphaswarm_persistence.repo_tokens import AccessServicerMixin, AccessStore
 from alphaswarm_persistence.repository import CatalogRepository
 from alphaswarm_persistence.sanitize import sanitize_errors
 from alphaswarm_persistence.servicer import PersistenceServicer
