@@ -192,6 +192,22 @@ def test_bad_job_documents_are_4xx_naming_the_field(
 
 def test_unknown_task_is_404(rest_url: str) -> None:
     assert httpx.get(f"{rest_url}/tasks/00000000-0000-0000-0000-000000000000", timeout=30).status_code == 404
+    cancel = httpx.post(f"{rest_url}/tasks/00000000-0000-0000-0000-000000000000:cancel", timeout=30)
+    assert cancel.status_code == 404
+
+
+def test_cancelling_a_finished_task_is_409_and_changes_nothing(rest_url: str) -> None:
+    task = _submit(
+        rest_url,
+        "/backtests",
+        {"source": SOURCE, "strategy_cfg": {"type": "buy_and_hold"}},
+    )
+    resp = httpx.post(f"{rest_url}/tasks/{task['task_id']}:cancel", timeout=30)
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["error"]["code"] == "FAILED_PRECONDITION"
+    assert resp.json()["error"]["details"]["field"] == "task_id"
+    after = httpx.get(f"{rest_url}/tasks/{task['task_id']}", timeout=30).json()
+    assert after["status"] == "succeeded" and after["result"] == task["result"]
 
 
 def test_cli_backtest_and_optimize(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ server of this test's own (started here so that it can be stopped), the gateway 
 NATS bus and job queue.
 
 * NATS stopped: `/readyz` is 503 with `event_bus: NOT_CONNECTED`; a job submission is 503
-  naming the event bus, and the task it had created is failed, not left pending;
+  naming the event bus, and the task it had created is withdrawn, not left pending;
 * a gRPC service stopped: requests that need it are 503 naming it, `/readyz` shows its status.
 """
 
@@ -101,7 +101,7 @@ def outages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outages]:
 MONTE_CARLO = {"returns": [0.01, -0.02, 0.015, 0.003] * 30, "n_simulations": 50, "seed": 3}
 
 
-def test_nats_down_is_503_and_the_task_is_failed(outages: Outages) -> None:
+def test_nats_down_is_503_and_the_task_is_withdrawn(outages: Outages) -> None:
     ready = outages.client.get("/readyz")
     assert ready.status_code == 200, ready.json()
     assert outages.client.post("/monte-carlo", json=MONTE_CARLO).status_code == 202
@@ -123,14 +123,13 @@ def test_nats_down_is_503_and_the_task_is_failed(outages: Outages) -> None:
     assert error["details"]["dependency"] == "event bus"
     assert "nats://" not in resp.text and "127.0.0.1" not in resp.text
 
-    # The same request again finds the task it created, failed instead of pending forever.
+    # The refused submission left nothing behind (no task pending forever): the same request
+    # again is a new submission, refused again while NATS is down.
     again = outages.client.post(
         "/monte-carlo", json={**MONTE_CARLO, "seed": 4}, headers={"Idempotency-Key": key}
     )
-    assert again.status_code == 202, again.text
-    task = outages.client.get(f"/tasks/{again.json()['task_id']}").json()
-    assert task["status"] == "failed"
-    assert task["error"]["code"] == "UNAVAILABLE"
+    assert again.status_code == 503, again.text
+    assert again.json()["error"]["details"]["dependency"] == "event bus"
 
 
 def test_a_stopped_grpc_service_is_503_naming_it(outages: Outages) -> None:

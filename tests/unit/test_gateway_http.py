@@ -490,24 +490,21 @@ def test_the_event_bus_down_is_503(client: TestClient, gateway: FakeGateway) -> 
 
         return bpb.ValidateStrategyResponse(kind="rule")
 
-    updates: list[Any] = []
+    withdrawn: list[Any] = []
 
-    async def update_task(request: Any, timeout: float) -> Any:
-        updates.append(request)
-        return ppb.UpdateTaskResponse(task=request.task)
+    async def delete_unclaimed(request: Any, timeout: float) -> Any:
+        withdrawn.append(request.task_id)
+        return ppb.DeleteUnclaimedTaskResponse(deleted=True)
 
     gateway.clients.persistence.CreateTask = create_task  # type: ignore[attr-defined]
-    gateway.clients.persistence.UpdateTask = update_task  # type: ignore[attr-defined]
+    gateway.clients.persistence.DeleteUnclaimedTask = delete_unclaimed  # type: ignore[attr-defined]
     gateway.clients.backtester.ValidateStrategy = validate  # type: ignore[attr-defined]
     resp = client.post("/monte-carlo", json={"returns": [0.01, -0.02, 0.03]})
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
     assert _error(resp)["details"]["dependency"] == "event bus"
-    # The accepted task is not left pending: it is failed with the reason.
-    from alphaswarm.common.v1 import resources_pb2
-
-    assert [u.task.state for u in updates] == [resources_pb2.RUN_STATE_FAILED]
-    assert updates[0].task.error.code == "UNAVAILABLE"
+    # The accepted task is not left pending: it is withdrawn in the same request.
+    assert len(withdrawn) == 1
 
 
 def test_unknown_routes_and_methods_use_the_error_body(client: TestClient) -> None:

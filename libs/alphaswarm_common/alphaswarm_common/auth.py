@@ -121,6 +121,7 @@ METHOD_ROLES: dict[str, str] = {
             "GetAlphaBacktestRun": VIEWER,
             "ListAlphaBacktestRuns": VIEWER,
             "WatchAlphaBacktestRun": VIEWER,
+            "Cancel": RESEARCHER,
         },
     ),
     **_table(
@@ -175,6 +176,14 @@ METHOD_ROLES: dict[str, str] = {
             # The registry's signed model records: written and read by the registry only.
             "RecordModelArtifactTrust": SERVICE,
             "GetModelArtifactTrust": SERVICE,
+            # Leases of the tasks the gateways run.
+            "ClaimTask": SERVICE,
+            "RenewTaskLease": SERVICE,
+            "ReleaseTaskLease": SERVICE,
+            "RecordStageOutput": SERVICE,
+            "ReapTasks": SERVICE,
+            "CancelTask": SERVICE,
+            "DeleteUnclaimedTask": SERVICE,
             # Reads.
             "GetAlphaBacktestRun": VIEWER,
             "ListAlphaBacktestRuns": VIEWER,

@@ -33,17 +33,22 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "DLQ_PREFIX",
+    "DLQ_STREAM",
     "JOBS_STREAM",
     "PROGRESS_STREAM",
     "TERMINAL_STAGES",
+    "DeadLetter",
     "EventBus",
     "InProcessEventBus",
     "InProcessJobQueue",
     "JobQueue",
     "NatsEventBus",
     "NatsJobQueue",
+    "PoisonJob",
     "ProgressEvent",
     "progress_subject",
+    "retry_delay",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,7 +57,9 @@ PROGRESS_STREAM = "ALPHASWARM_PROGRESS"
 JOBS_STREAM = "ALPHASWARM_JOBS"
 PROGRESS_PREFIX = "alphaswarm.progress"
 JOBS_PREFIX = "alphaswarm.jobs"
-TERMINAL_STAGES = frozenset({"completed", "failed"})
+DLQ_STREAM = "ALPHASWARM_DLQ"
+DLQ_PREFIX = "alphaswarm.dlq"
+TERMINAL_STAGES = frozenset({"completed", "failed", "cancelled"})
 
 JobHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -238,8 +245,49 @@ async def _ensure_stream(js: Any, config: Any) -> None:
         await js.update_stream(config)
 
 
+class PoisonJob(Exception):
+    """A job that can never succeed (unparseable, names nothing that exists): dead-letter it at once."""
+
+
+class DeadLetter(BaseModel):
+    """A job that left the work queue unfinished: `alphaswarm.dlq.<kind>` carries it with the reason."""
+
+    kind: str
+    payload: dict[str, Any] | None = None
+    raw: str = ""
+    reason: str
+    deliveries: int = 0
+    ts: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+DeadLetterHandler = Callable[[DeadLetter], Awaitable[None]]
+
+
+def retry_delay(deliveries: int, *, base: float = 1.0, cap: float = 30.0) -> float:
+    """Backoff before the next delivery of a job delivered `deliveries` times: 1, 2, 4, ... <= cap seconds."""
+    return float(min(cap, base * 2 ** max(0, deliveries - 1)))
+
+
+def _parse_job(raw: bytes | str) -> dict[str, Any]:
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PoisonJob(f"the job is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise PoisonJob(f"the job is not a JSON object but {type(payload).__name__}")
+    return payload
+
+
 class JobQueue(ABC):
-    """Accepted jobs waiting for a worker."""
+    """Accepted jobs waiting for a worker.
+
+    A handler that returns finishes the job. One that raises `PoisonJob` sends it
+    to the dead-letter subject at once; any other exception hands it back for a
+    later delivery (with backoff), until `max_deliver` deliveries have failed, when
+    it too goes to the dead-letter subject with the last error as its reason.
+    """
+
+    max_deliver: int = 5
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect and declare streams."""
@@ -254,32 +302,94 @@ class JobQueue(ABC):
     async def consume(self, handler: JobHandler, *, concurrency: int = 1) -> None:
         """Run `handler(kind, payload)` for every job until cancelled."""
 
+    @abstractmethod
+    async def consume_dead_letters(self, handler: DeadLetterHandler) -> None:
+        """Run `handler(letter)` for every dead letter until cancelled; a failing handler is retried."""
+
 
 class InProcessJobQueue(JobQueue):
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
+    def __init__(self, *, max_deliver: int = 5, retry_base: float = 1.0) -> None:
+        self.max_deliver = max_deliver
+        self.retry_base = retry_base
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any], int]] | None = None
+        self._dlq: asyncio.Queue[DeadLetter] | None = None
+        self.dead_letters: list[DeadLetter] = []
+        self._timers: set[asyncio.Task[None]] = set()
 
-    def _q(self) -> asyncio.Queue[tuple[str, dict[str, Any]]]:
+    def _q(self) -> asyncio.Queue[tuple[str, dict[str, Any], int]]:
         if self._queue is None:
             self._queue = asyncio.Queue()
         return self._queue
 
+    def _d(self) -> asyncio.Queue[DeadLetter]:
+        if self._dlq is None:
+            self._dlq = asyncio.Queue()
+        return self._dlq
+
     async def enqueue(self, kind: str, payload: dict[str, Any]) -> None:
-        await self._q().put((kind, payload))
+        await self._q().put((kind, dict(payload), 0))
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        log.warning("job %s dead-lettered: %s", letter.kind, letter.reason)
+        self.dead_letters.append(letter)
+        await self._d().put(letter)
+
+    def _later(self, delay: float, item: tuple[str, dict[str, Any], int]) -> None:
+        async def put() -> None:
+            await asyncio.sleep(delay)
+            await self._q().put(item)
+
+        task = asyncio.create_task(put())
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
 
     async def consume(self, handler: JobHandler, *, concurrency: int = 1) -> None:
         async def worker() -> None:
             q = self._q()
             while True:
-                kind, payload = await q.get()
+                kind, payload, delivered = await q.get()
+                delivered += 1
                 try:
                     await handler(kind, payload)
-                except Exception:
-                    log.exception("job %s failed", kind)
+                except PoisonJob as exc:
+                    await self.dead_letter(
+                        DeadLetter(kind=kind, payload=payload, reason=str(exc), deliveries=delivered)
+                    )
+                except Exception as exc:
+                    log.exception("job %s failed (delivery %d)", kind, delivered)
+                    if delivered >= self.max_deliver:
+                        await self.dead_letter(
+                            DeadLetter(
+                                kind=kind,
+                                payload=payload,
+                                reason=f"{delivered} deliveries failed; last: {type(exc).__name__}: {exc}",
+                                deliveries=delivered,
+                            )
+                        )
+                    else:
+                        self._later(retry_delay(delivered, base=self.retry_base), (kind, payload, delivered))
                 finally:
                     q.task_done()
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        finally:
+            for task in list(self._timers):
+                task.cancel()
+
+    async def consume_dead_letters(self, handler: DeadLetterHandler) -> None:
+        q = self._d()
+        while True:
+            letter = await q.get()
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    await handler(letter)
+                    break
+                except Exception:
+                    log.exception("dead letter of %s not handled yet", letter.kind)
+                    await asyncio.sleep(retry_delay(attempt, base=self.retry_base))
 
 
 class NatsJobQueue(JobQueue):
@@ -287,7 +397,9 @@ class NatsJobQueue(JobQueue):
 
     A work-queue stream admits one consumer per subject, so every gateway replica
     binds the same durable; `stream` and `prefix` exist for isolated deployments
-    (and tests) sharing one NATS server.
+    (and tests) sharing one NATS server. Dead letters go to `ALPHASWARM_DLQ`
+    (subjects `alphaswarm.dlq.<kind>`, kept `dlq_max_age`), read by one durable
+    consumer shared by every gateway.
     """
 
     def __init__(
@@ -296,14 +408,24 @@ class NatsJobQueue(JobQueue):
         *,
         durable: str = "alphaswarm-gateway-workers",
         ack_wait: float = 60.0,
+        max_deliver: int = 5,
         stream: str = JOBS_STREAM,
         prefix: str = JOBS_PREFIX,
+        dlq_stream: str = DLQ_STREAM,
+        dlq_prefix: str = DLQ_PREFIX,
+        dlq_max_age: dt.timedelta = dt.timedelta(days=30),
+        retry_base: float = 1.0,
     ) -> None:
         self.url = url
         self.durable = durable
         self.stream = stream
         self.prefix = prefix
+        self.dlq_stream = dlq_stream
+        self.dlq_prefix = dlq_prefix
+        self.dlq_max_age = dlq_max_age
         self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.retry_base = retry_base
         self._nc: Any = None
         self._js: Any = None
 
@@ -313,13 +435,25 @@ class NatsJobQueue(JobQueue):
 
         self._nc = await nats.connect(self.url, name="alphaswarm-jobs", max_reconnect_attempts=-1)
         self._js = self._nc.jetstream()
-        config = StreamConfig(
-            name=self.stream,
-            subjects=[f"{self.prefix}.>"],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
+        await _ensure_stream(
+            self._js,
+            StreamConfig(
+                name=self.stream,
+                subjects=[f"{self.prefix}.>"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+            ),
         )
-        await _ensure_stream(self._js, config)
+        await _ensure_stream(
+            self._js,
+            StreamConfig(
+                name=self.dlq_stream,
+                subjects=[f"{self.dlq_prefix}.>"],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=self.dlq_max_age.total_seconds(),
+            ),
+        )
 
     async def close(self) -> None:
         await _close(self._nc)
@@ -327,6 +461,12 @@ class NatsJobQueue(JobQueue):
 
     async def enqueue(self, kind: str, payload: dict[str, Any]) -> None:
         await self._js.publish(f"{self.prefix}.{kind}", json.dumps(payload).encode())
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        log.warning("job %s dead-lettered: %s", letter.kind, letter.reason)
+        await self._js.publish(
+            f"{self.dlq_prefix}.{letter.kind or 'unknown'}", letter.model_dump_json().encode()
+        )
 
     async def consume(self, handler: JobHandler, *, concurrency: int = 1) -> None:
         from nats.errors import TimeoutError as NatsTimeout
@@ -336,7 +476,9 @@ class NatsJobQueue(JobQueue):
             f"{self.prefix}.>",
             durable=self.durable,
             stream=self.stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_deliver=5),
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_deliver=self.max_deliver
+            ),
         )
         slots = asyncio.Semaphore(concurrency)
         running: set[asyncio.Task[None]] = set()
@@ -344,19 +486,34 @@ class NatsJobQueue(JobQueue):
         async def run(msg: Any) -> None:
             kind = msg.subject.removeprefix(f"{self.prefix}.")
             heartbeat = asyncio.create_task(self._heartbeat(msg))
+            delivered = int(getattr(msg.metadata, "num_delivered", 1) or 1)
+            payload: dict[str, Any] | None = None
+            letter: DeadLetter | None = None
             ok = False
             try:
-                await handler(kind, json.loads(msg.data))
+                payload = _parse_job(msg.data)
+                await handler(kind, payload)
                 ok = True
-            except Exception:
-                # The handler could not even record a failure (say, the catalog is down):
-                # hand the job back for a later delivery instead of dropping it.
-                log.exception("job %s failed; it will be delivered again", kind)
+            except PoisonJob as exc:
+                letter = DeadLetter(
+                    kind=kind, payload=payload, raw=_text(msg.data), reason=str(exc), deliveries=delivered
+                )
+            except Exception as exc:
+                log.exception("job %s failed (delivery %d of %d)", kind, delivered, self.max_deliver)
+                if delivered >= self.max_deliver:
+                    letter = DeadLetter(
+                        kind=kind,
+                        payload=payload,
+                        raw=_text(msg.data),
+                        reason=f"{delivered} deliveries failed; last: {type(exc).__name__}: {exc}",
+                        deliveries=delivered,
+                    )
             finally:
                 heartbeat.cancel()
-                with contextlib.suppress(Exception):
-                    await (msg.ack() if ok else msg.nak(delay=5))
-                slots.release()
+                try:
+                    await self._settle(msg, ok, letter, delivered)
+                finally:
+                    slots.release()
 
         try:
             while True:
@@ -380,8 +537,72 @@ class NatsJobQueue(JobQueue):
             for task in running:
                 task.cancel()
 
+    async def _settle(self, msg: Any, ok: bool, letter: DeadLetter | None, delivered: int) -> None:
+        """Ack a finished job; dead-letter (then terminate) a poisoned or exhausted one; nak the rest."""
+        with contextlib.suppress(Exception):
+            if ok:
+                await msg.ack()
+                return
+            if letter is not None:
+                try:
+                    await self.dead_letter(letter)
+                except Exception:
+                    log.exception("could not dead-letter job %s; it stays queued", letter.kind)
+                    await msg.nak(delay=retry_delay(delivered, base=self.retry_base))
+                    return
+                await msg.term()
+                return
+            await msg.nak(delay=retry_delay(delivered, base=self.retry_base))
+
+    async def consume_dead_letters(self, handler: DeadLetterHandler) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        sub = await self._js.pull_subscribe(
+            f"{self.dlq_prefix}.>",
+            durable=f"{self.durable}-dlq",
+            stream=self.dlq_stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_deliver=-1),
+        )
+        while True:
+            try:
+                msgs = await sub.fetch(1, timeout=5)
+            except NatsTimeout:
+                continue
+            except Exception:
+                if self._nc is None or self._nc.is_closed:
+                    return
+                await asyncio.sleep(1)
+                continue
+            for msg in msgs:
+                delivered = int(getattr(msg.metadata, "num_delivered", 1) or 1)
+                heartbeat = asyncio.create_task(self._heartbeat(msg))
+                try:
+                    letter = DeadLetter.model_validate_json(msg.data)
+                except ValueError:
+                    log.error("unreadable dead letter on %s dropped", msg.subject)
+                    heartbeat.cancel()
+                    with contextlib.suppress(Exception):
+                        await msg.term()
+                    continue
+                try:
+                    await handler(letter)
+                except Exception:
+                    log.exception("dead letter of %s not handled yet", letter.kind)
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=retry_delay(delivered, base=self.retry_base))
+                else:
+                    with contextlib.suppress(Exception):
+                        await msg.ack()
+                finally:
+                    heartbeat.cancel()
+
     async def _heartbeat(self, msg: Any) -> None:
         while True:
             await asyncio.sleep(self.ack_wait / 3)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+
+
+def _text(raw: bytes | str) -> str:
+    return (raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw)[:10_000]

@@ -109,6 +109,18 @@ def _check_size(method: str, request: Any, limits: dict[str, int]) -> None:
         )
 
 
+def ensure_caller_waiting(context: Any, what: str) -> None:
+    """Refuse to save `what` when the caller is gone (it cancelled, or its deadline passed):
+    nobody would read the result, and a retry of the caller must not find it half-saved."""
+    if context is None or not hasattr(context, "is_active"):
+        return
+    remaining = context.time_remaining() if hasattr(context, "time_remaining") else None
+    if not context.is_active() or (remaining is not None and remaining <= 0):
+        from alphaswarm_common.errors import Timeout
+
+        raise Timeout(f"the caller is gone (cancelled or past its deadline); {what} not saved")
+
+
 def status_for(exc: BaseException) -> status_pb2.Status:
     """The google.rpc.Status of an exception (domain errors keep their code and field)."""
     if isinstance(exc, AlphaSwarmError):

@@ -106,6 +106,44 @@ class Settings(BaseSettings):
     # Gateway workers running sagas concurrently in this process.
     gateway_workers: int = Field(default=2, ge=1)
 
+    # Leases, heartbeats and the reaper (docs/architecture.md, "Run lifecycle").
+    run_deadline_seconds: float = Field(
+        default=7200.0, gt=0, description="Overall deadline of an alpha-backtest run from its first start."
+    )
+    gateway_lease_seconds: float = Field(
+        default=30.0, gt=0, description="A worker's lease on the task it runs; renewed by heartbeats."
+    )
+    gateway_heartbeat_seconds: float = Field(
+        default=10.0, gt=0, description="How often a worker renews its lease (less than the lease)."
+    )
+    gateway_reaper_seconds: float = Field(
+        default=15.0, gt=0, description="How often each gateway looks for tasks whose lease expired."
+    )
+    gateway_pending_grace_seconds: float = Field(
+        default=300.0, gt=0, description="An accepted task no worker claimed is queued again after this."
+    )
+    gateway_max_attempts: int = Field(
+        default=3, ge=1, description="Attempts (claims) of a task before it is failed."
+    )
+    gateway_outbox_seconds: float = Field(
+        default=600.0, gt=0, description="How long a state change is retried while the catalog is down."
+    )
+    gateway_ack_wait_seconds: float = Field(
+        default=60.0, gt=0, description="JetStream ack wait of a job (extended by in-progress heartbeats)."
+    )
+    gateway_max_deliver: int = Field(
+        default=5, ge=1, description="Deliveries of a job before it goes to the dead-letter subject."
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> Settings:
+        if self.gateway_heartbeat_seconds >= self.gateway_lease_seconds:
+            raise ValueError(
+                "gateway_heartbeat_seconds must be shorter than gateway_lease_seconds "
+                "(a lease must be renewed before it expires)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _grpc_ends_agree(self) -> Settings:
         self.grpc_tuning()  # raises ValueError naming the setting when the two ends would disagree

@@ -369,6 +369,39 @@ class Tracker:
     def end_run(self, run_id: str, *, failed: bool = False) -> None:
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
+    def find_run(self, experiment_id: str, tags: Mapping[str, str]) -> str | None:
+        """The newest run of the experiment carrying every tag of `tags`, or None."""
+        clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        found = self.client.search_runs(
+            [experiment_id], filter_string=clauses, max_results=1, order_by=["attributes.start_time DESC"]
+        )
+        return found[0].info.run_id if found else None
+
+    def end_unfinished_children(self, parent_run_id: str) -> list[str]:
+        """End FAILED every child run of `parent_run_id` still RUNNING (its worker died or was
+        cancelled mid-stage); the ids ended."""
+        parent = self.client.get_run(parent_run_id)
+        found = self.client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        ended = []
+        for child in found:
+            self.client.set_terminated(child.info.run_id, status="FAILED")
+            ended.append(child.info.run_id)
+        return ended
+
+    def drop_alias_of(self, name: str, alias: str, version: str) -> None:
+        """Delete `alias` of model `name` when it points at `version` (a transient alias)."""
+        if str(self.client.get_registered_model(name).aliases.get(alias)) == str(version):
+            self.client.delete_registered_model_alias(name, alias)
+
+    def set_model_version_tags(self, name: str, version: str, tags: Mapping[str, Any]) -> None:
+        """Set tags on a registered model version."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, str(key), str(value))
+
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 

@@ -61,6 +61,7 @@ from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConf
 from alphaswarm_common.data import Panel, load_panel
 from alphaswarm_common.errors import AlphaSwarmError, AlreadyExists, DataError, InvalidArgument, NotFound
 from alphaswarm_common.grpc_client import call
+from alphaswarm_common.grpc_server import ensure_caller_waiting
 from alphaswarm_common.metrics import MetricSet
 from alphaswarm_common.protoconv import (
     array_from_proto,
@@ -380,6 +381,8 @@ class BacktesterServicer(PortfolioRiskMixin):
         )
         elapsed = time.perf_counter() - started
         trades = trades_to_proto(out)
+        if request.parent_run_id or request.persist:
+            ensure_caller_waiting(context, "the backtest")
 
         run_id = ""
         if request.parent_run_id:
@@ -439,6 +442,8 @@ class BacktesterServicer(PortfolioRiskMixin):
         )
         elapsed = time.perf_counter() - started
         trades = trades_to_proto(out)
+        if request.experiment_id or request.persist:
+            ensure_caller_waiting(context, "the backtest")
         run_id = ""
         if request.experiment_id:
             run_id = self._log_run(
@@ -501,6 +506,7 @@ class BacktesterServicer(PortfolioRiskMixin):
         elapsed = time.perf_counter() - started
         backtest_id, optimization_ids = "", list[str]()
         if request.persist:
+            ensure_caller_waiting(context, "the optimization")
             backtest_id, optimization_ids = self._save_optimization(
                 request, result, chosen, best_out, backtest_cfg, prices, elapsed
             )
@@ -542,6 +548,7 @@ class BacktesterServicer(PortfolioRiskMixin):
         elapsed = time.perf_counter() - started
         parent_id, window_ids = "", list[str]()
         if request.persist:
+            ensure_caller_waiting(context, "the walk-forward test")
             parent_id, window_ids = self._save_walk_forward(
                 request, result, backtest_cfg, prices, grid, elapsed
             )

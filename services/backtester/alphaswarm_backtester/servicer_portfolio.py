@@ -66,6 +66,7 @@ from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConf
 from alphaswarm_common.data import Panel, load_panel
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.grpc_client import call
+from alphaswarm_common.grpc_server import ensure_caller_waiting
 from alphaswarm_common.protoconv import (
     array_from_proto,
     array_to_proto,
@@ -271,6 +272,7 @@ class PortfolioRiskMixin(pb_grpc.BacktesterServiceServicer):
 
         portfolio_id = ""
         if request.persist:
+            ensure_caller_waiting(context, "the portfolio backtest")
             portfolio_id = self._save_portfolio(request, result, engine_cfg, frequency, sizing, max_positions)
         return pb.RunPortfolioBacktestResponse(
             portfolio_backtest_id=portfolio_id,

@@ -70,9 +70,11 @@ ROUTE_ROLES: dict[str, str] = {
     "list_alpha_backtest_runs": VIEWER,
     "get_alpha_backtest_run": VIEWER,
     "list_alpha_backtest_run_predictions": VIEWER,
+    "cancel_alpha_backtest_run": RESEARCHER,
     # Progress and tasks.
     "stream_task_progress": VIEWER,
     "get_task": VIEWER,
+    "cancel_task": RESEARCHER,
     # Backtester jobs.
     "submit_backtest": RESEARCHER,
     "submit_optimization": RESEARCHER,

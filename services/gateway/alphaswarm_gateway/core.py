@@ -6,9 +6,12 @@ queue. Both entrypoints (REST in `rest.py`, gRPC in `grpc_api.py`) call its
 methods and nothing else.
 
 Accepting a run creates the task and run rows in one transaction (idempotent
-by `request_id`), publishes the `accepted` event and enqueues the job; a
-worker (this process or a replica on the JetStream work queue) takes it and
-runs the saga (`saga.py`).
+by `request_id`), publishes the `accepted` event and enqueues the job, or
+withdraws the rows and answers UNAVAILABLE when the bus or the queue refuses;
+a worker (this process or a replica on the JetStream work queue) claims the
+run's task and runs the saga (`saga.py`). Every gateway also runs the reaper
+and the dead-letter handler (`leases.py`); `cancel_task` ends a task
+CANCELLED and stops its work.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from alphaswarm.trainer.v1 import trainer_service_pb2 as tpb
 from alphaswarm.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
 from alphaswarm_common.config import AlphaBacktestConfig, StrategyConfig
 from alphaswarm_common.data import check_dataset_source
-from alphaswarm_common.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
+from alphaswarm_common.errors import FailedPrecondition, InvalidArgument
 from alphaswarm_common.events import (
     EventBus,
     InProcessEventBus,
@@ -49,6 +52,13 @@ from alphaswarm_common.protoconv import TERMINAL_RUN_STATES, config_from_proto, 
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import client_credentials
 from alphaswarm_common.tracking import Tracker
+from alphaswarm_gateway.leases import (
+    handle_dead_letter,
+    publish_terminal,
+    reaper_loop,
+    terminal_event,
+    worker_id,
+)
 
 __all__ = ["Clients", "Gateway", "bootstrap"]
 
@@ -117,6 +127,10 @@ class Gateway:
         self.bus = bus
         self.queue = queue
         self._workers: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        # This process as a lease owner, and the work it runs by task id (a cancel stops it here).
+        self.owner = worker_id()
+        self.inflight: dict[str, asyncio.Task[None]] = {}
 
     @property
     def clients(self) -> Clients:
@@ -139,6 +153,22 @@ class Gateway:
                 self.queue.consume(self._dispatch(saga), concurrency=self.settings.gateway_workers),
                 name="saga-workers",
             )
+            self._background = [
+                asyncio.create_task(reaper_loop(self, self._compensate), name="reaper"),
+                asyncio.create_task(
+                    self.queue.consume_dead_letters(
+                        lambda letter: handle_dead_letter(self, letter, self._compensate)
+                    ),
+                    name="dead-letters",
+                ),
+            ]
+
+    async def _compensate(self, run_id: str, attempt: Any, detail: resources_pb2.ErrorDetail) -> None:
+        """What the reaper and the dead-letter handler undo before failing a run."""
+        if run_id:
+            from alphaswarm_gateway.saga import compensate
+
+            await compensate(self, run_id, attempt.outputs, detail)
 
     def _dispatch(self, saga: Any) -> Any:
         """Route a job to its worker: the alpha-backtest saga or a backtester job."""
@@ -153,10 +183,11 @@ class Gateway:
         return handle
 
     async def close(self) -> None:
-        if self._workers is not None:
-            self._workers.cancel()
+        for task in [*self._background, *([self._workers] if self._workers is not None else [])]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._workers
+                await task
+        self._background = []
         await self.queue.close()
         await self.bus.close()
         if self._clients is not None:
@@ -209,29 +240,64 @@ class Gateway:
         stored = created.run
         if not created.created:
             return stored  # the same request again: one run, already queued
-        dependency = "event bus"
-        try:
-            await self.bus.publish(
-                ProgressEvent(
-                    task_id=stored.task_id,
-                    seq=1,
-                    stage="accepted",
-                    status="accepted",
-                    pct=0.0,
-                    message=f"run {stored.run_id} accepted",
-                    data={"run_id": stored.run_id, "run_name": cfg.run_name, "train_first": cfg.train_first},
-                )
-            )
-            dependency = "job queue"
-            await self.queue.enqueue(JOB_KIND, {"run_id": stored.run_id, "task_id": stored.task_id})
-        except Exception as exc:  # the bus or queue is down: fail the run rather than leave it pending
-            from alphaswarm_gateway.saga import fail_unstarted
+        from alphaswarm_gateway.jobs import enqueue_accepted
 
-            error = DependencyUnavailable(f"{dependency} unavailable: {exc}")
-            with contextlib.suppress(Exception):  # best effort: the answer is 503 either way
-                await fail_unstarted(self, stored, "accepted", error)
-            raise error from exc
+        await enqueue_accepted(
+            self,
+            stored.task_id,
+            JOB_KIND,
+            {"run_id": stored.run_id, "task_id": stored.task_id},
+            ProgressEvent(
+                task_id=stored.task_id,
+                seq=1,
+                stage="accepted",
+                status="accepted",
+                pct=0.0,
+                message=f"run {stored.run_id} accepted",
+                data={"run_id": stored.run_id, "run_name": cfg.run_name, "train_first": cfg.train_first},
+            ),
+        )
         return stored
+
+    async def cancel_task(self, task_id: str) -> resources_pb2.Task:
+        """End an unfinished task (and its run) CANCELLED, stop its work and publish `cancelled`.
+
+        The work stops at once when it runs in this process; a worker elsewhere loses its lease
+        (the fencing token changed) and stops at its next heartbeat. FAILED_PRECONDITION (409)
+        when the task already ended."""
+        resp = await aio_call(
+            self.clients.persistence.CancelTask,
+            ppb.CancelTaskRequest(task_id=task_id, message="cancelled by request"),
+            timeout=self.settings.deadline_default_seconds,
+            target="persistence",
+        )
+        work = self.inflight.get(task_id)
+        if work is not None:
+            work.cancel()
+        error = resp.task.error
+        event = terminal_event(
+            task_id,
+            "cancelled",
+            f"cancelled at {error.stage}",
+            {
+                "stage": error.stage,
+                "code": error.code,
+                "message": error.message,
+                **({"run_id": resp.run_id} if resp.run_id else {}),
+            },
+        )
+        try:
+            await asyncio.wait_for(
+                publish_terminal(self, event), timeout=self.settings.deadline_default_seconds
+            )
+        except Exception as exc:  # watchers end from the task row (see `watch`)
+            log.warning("cancelled event of %s not published: %s", task_id, exc)
+        return resp.task
+
+    async def cancel_run(self, *, run_id: str = "", task_id: str = "") -> resources_pb2.AlphaBacktestRun:
+        run = await self.get_run(run_id=run_id, task_id=task_id)
+        await self.cancel_task(run.task_id)
+        return await self.get_run(run_id=run.run_id)
 
     async def preflight(self, cfg: AlphaBacktestConfig) -> None:
         """Reject what the saga would reject, before anything is written: the model and data
@@ -335,7 +401,8 @@ class Gateway:
         """Progress events of a task from the first (replayed), ending after the terminal event.
 
         A finished run whose events are no longer kept (an embedded process restarted, or the
-        stream's retention dropped them) ends with one terminal event built from the run row,
+        stream's retention dropped them), or whose terminal event never reached the bus (it
+        was down when the run ended), ends with one terminal event built from the task row,
         instead of a stream that never ends.
         """
         task = await self.get_task(task_id)  # NotFound for an unknown task
@@ -346,16 +413,56 @@ class Gateway:
             ):  # a client resuming after it has already seen the rebuilt event gets nothing more
                 yield _terminal_event_from_row(task)
             return
-        async for event in self.bus.subscribe(task_id, after_seq=after_seq):
-            yield event
+        events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for event in self.bus.subscribe(task_id, after_seq=after_seq):
+                    await events.put(event)
+            finally:
+                await events.put(None)
+
+        pumping = asyncio.create_task(pump())
+        last = after_seq
+        ended_at_check = 0
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(
+                        events.get(), timeout=self.settings.gateway_heartbeat_seconds
+                    )
+                except TimeoutError:
+                    with contextlib.suppress(Exception):
+                        task = await self.get_task(task_id)
+                    if task.state not in TERMINAL_RUN_STATES:
+                        continue
+                    ended_at_check += 1
+                    if ended_at_check < 2:  # the terminal event may still be on its way
+                        continue
+                    yield _terminal_event_from_row(task, seq=last + 1)
+                    return
+                if event is None:
+                    await pumping  # the subscription's own error, if it ended with one
+                    return
+                last = max(last, event.seq)
+                yield event
+                if event.terminal:
+                    return
+        finally:
+            pumping.cancel()
+            with contextlib.suppress(BaseException):
+                await pumping
 
 
-def _terminal_event_from_row(task: resources_pb2.Task) -> ProgressEvent:
+def _terminal_event_from_row(task: resources_pb2.Task, *, seq: int = 1) -> ProgressEvent:
     from alphaswarm_common.protoconv import timestamp_to_datetime
 
-    failed = task.state != resources_pb2.RUN_STATE_SUCCEEDED
+    stage = {
+        resources_pb2.RUN_STATE_SUCCEEDED: "completed",
+        resources_pb2.RUN_STATE_CANCELLED: "cancelled",
+    }.get(task.state, "failed")
     data: dict[str, Any] = {"replayed_from": "task row"}
-    if failed and task.HasField("error"):
+    if stage != "completed" and task.HasField("error"):
         data.update(
             {
                 "stage": task.error.stage,
@@ -366,10 +473,10 @@ def _terminal_event_from_row(task: resources_pb2.Task) -> ProgressEvent:
         )
     return ProgressEvent(
         task_id=task.task_id,
-        seq=1,
+        seq=max(1, seq),
         ts=timestamp_to_datetime(task.updated_at) or timestamp_to_datetime(task.created_at) or _utcnow(),
-        stage="failed" if failed else "completed",
-        status="failed" if failed else "completed",
+        stage=stage,
+        status=stage,
         pct=100.0,
         message="the task finished; its progress events are no longer kept",
         data=data,
@@ -394,7 +501,15 @@ def bootstrap(
     if bus is None:
         bus = NatsEventBus(settings.nats_url) if settings.nats_url else InProcessEventBus()
     if queue is None:
-        queue = NatsJobQueue(settings.nats_url) if settings.nats_url else InProcessJobQueue()
+        queue = (
+            NatsJobQueue(
+                settings.nats_url,
+                ack_wait=settings.gateway_ack_wait_seconds,
+                max_deliver=settings.gateway_max_deliver,
+            )
+            if settings.nats_url
+            else InProcessJobQueue(max_deliver=settings.gateway_max_deliver)
+        )
     tracker = tracker or Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
     if clients is None:
         _check_addresses(settings)

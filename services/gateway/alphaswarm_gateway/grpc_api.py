@@ -56,3 +56,10 @@ class AlphaBacktestServicer(pb_grpc.AlphaBacktestServiceServicer):
             raise InvalidArgument("task_id is required", field="task_id")
         async for event in self.gw.watch(request.task_id, after_seq=request.after_seq):
             yield pb.WatchAlphaBacktestRunResponse(event=event_to_proto(event))
+
+    async def Cancel(self, request: pb.CancelRequest, context: Any) -> pb.CancelResponse:
+        if not request.run_id and not request.task_id:
+            raise InvalidArgument("run_id or task_id is required", field="run_id")
+        run = await self.gw.cancel_run(run_id=request.run_id, task_id=request.task_id)
+        await auth.record(self.gw, "cancel", "alpha_backtest_run", run.run_id, task_id=run.task_id)
+        return pb.CancelResponse(run=run)

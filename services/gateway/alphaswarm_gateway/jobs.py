@@ -11,14 +11,16 @@ the same queue as alpha-backtest runs.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from google.protobuf import field_mask_pb2, json_format
+from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alphaswarm.backtester.v1 import backtester_service_pb2 as bpb
@@ -26,11 +28,10 @@ from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConfig
 from alphaswarm_common.data import check_dataset_source
-from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, InvalidArgument
-from alphaswarm_common.events import ProgressEvent
+from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, InvalidArgument, Timeout
+from alphaswarm_common.events import PoisonJob, ProgressEvent
 from alphaswarm_common.grpc_client import aio_call, remote_field
 from alphaswarm_common.protoconv import (
-    TERMINAL_RUN_STATES,
     array_to_proto,
     check_config_ranges,
     config_to_proto,
@@ -40,6 +41,15 @@ from alphaswarm_common.protoconv import (
     validation_error,
 )
 from alphaswarm_common.protoranges import INT32_MAX, INT32_MIN
+from alphaswarm_gateway.leases import (
+    Attempt,
+    LeaseLost,
+    execute_leased,
+    exhausted_detail,
+    fail_task,
+    publish_terminal,
+    terminal_event,
+)
 from alphaswarm_gateway.progress import Progress, error_detail
 
 __all__ = ["JOB_MODELS", "accept_job", "run_job"]
@@ -319,7 +329,11 @@ def _check_sources(job: _Doc) -> None:
 
 
 async def accept_job(gw: Any, kind: str, job: _Doc, *, request_id: str | None = None) -> resources_pb2.Task:
-    """Validate, store the task, publish `accepted`, enqueue. Returns the stored task."""
+    """Validate, store the task, publish `accepted`, enqueue. Returns the stored task.
+
+    Acceptance is atomic: when the bus or the queue refuses the job, the task is withdrawn
+    (deleted with its idempotency key) and the call fails UNAVAILABLE, so nothing is left
+    PENDING and the same request id can be accepted anew."""
     spec = JOB_MODELS[kind]
     _check_sources(job)
     backtest_cfg = getattr(job, "backtest_cfg", None)
@@ -357,84 +371,103 @@ async def accept_job(gw: Any, kind: str, job: _Doc, *, request_id: str | None = 
     )
     stored = created.task
     if created.created:
-        dependency = "event bus"
-        try:
-            await gw.bus.publish(
-                ProgressEvent(
-                    task_id=stored.task_id,
-                    seq=1,
-                    stage="accepted",
-                    status="accepted",
-                    message=f"{kind} accepted",
-                )
-            )
-            dependency = "job queue"
-            await gw.queue.enqueue(kind, {"task_id": stored.task_id})
-        except Exception as exc:  # the bus or queue is down: fail the task rather than leave it pending
-            error = DependencyUnavailable(f"{dependency} unavailable: {exc}")
-            await _update_task(
-                gw,
-                resources_pb2.Task(
-                    task_id=stored.task_id,
-                    state=resources_pb2.RUN_STATE_FAILED,
-                    stage="failed",
-                    error=error_detail("accepted", error),
-                ),
-                "state",
-                "stage",
-                "error",
-            )
-            raise error from exc
+        await enqueue_accepted(
+            gw,
+            stored.task_id,
+            kind,
+            {"task_id": stored.task_id},
+            ProgressEvent(
+                task_id=stored.task_id, seq=1, stage="accepted", status="accepted", message=f"{kind} accepted"
+            ),
+        )
     return stored
 
 
-async def _update_task(gw: Any, task: resources_pb2.Task, *paths: str) -> None:
-    await aio_call(
-        gw.clients.persistence.UpdateTask,
-        ppb.UpdateTaskRequest(task=task, update_mask=field_mask_pb2.FieldMask(paths=list(paths))),
-        timeout=gw.settings.deadline_default_seconds,
-        target="persistence",
-    )
+async def enqueue_accepted(
+    gw: Any, task_id: str, kind: str, payload: dict[str, Any], accepted: ProgressEvent
+) -> None:
+    """Publish `accepted` and enqueue the job; when either fails, withdraw the task (delete it
+    and its idempotency key) and raise UNAVAILABLE (503 with Retry-After)."""
+    dependency = "event bus"
+    try:
+        await gw.bus.publish(accepted)
+        dependency = "job queue"
+        await gw.queue.enqueue(kind, payload)
+    except Exception as exc:
+        log.warning("task %s refused: the %s is unavailable: %s", task_id, dependency, exc)
+        error = DependencyUnavailable(
+            f"{dependency} unavailable; nothing was queued, retry later",
+            details={"dependency": dependency},
+        )
+        try:
+            await aio_call(
+                gw.clients.persistence.DeleteUnclaimedTask,
+                ppb.DeleteUnclaimedTaskRequest(task_id=task_id),
+                timeout=gw.settings.deadline_default_seconds,
+                target="persistence",
+            )
+        except Exception:
+            # The row stays PENDING without a job: the reaper queues it after the pending grace.
+            log.exception("could not withdraw task %s; the reaper will queue it", task_id)
+        raise error from exc
 
 
 async def run_job(gw: Any, kind: str, payload: dict[str, Any]) -> None:
-    """The worker side of a job: call the backtester, record the outcome, publish the terminal event."""
-    task = (
-        await aio_call(
-            gw.clients.persistence.GetTask,
-            ppb.GetTaskRequest(task_id=payload["task_id"]),
-            timeout=gw.settings.deadline_default_seconds,
-            target="persistence",
-        )
-    ).task
-    if task.state in TERMINAL_RUN_STATES:
-        return
-    spec = JOB_MODELS[kind]
-    # Job failures must not be swallowed on their way to the stream: publishing is not best effort here.
-    progress = Progress(gw, task.task_id, seq=max(1, await gw.bus.last_seq(task.task_id)), best_effort=False)
+    """The worker side of a job: claim its task, call the backtester (once per task: the call's
+    request id is derived from the task), record the outcome, publish the terminal event."""
+    task_id = str(payload.get("task_id") or "")
+    if not task_id:
+        raise PoisonJob(f"a {kind} job without a task_id")
+    if kind not in JOB_MODELS:
+        raise PoisonJob(f"unknown job kind {kind!r}")
 
-    try:
+    async def body(attempt: Attempt) -> None:
+        await _run_attempt(gw, kind, attempt)
+
+    async def exhausted(attempt: Attempt) -> None:
+        await fail_task(gw, attempt, exhausted_detail(attempt.task, attempt.attempts))
+
+    await execute_leased(gw, task_id, body, exhausted)
+
+
+async def _run_attempt(gw: Any, kind: str, attempt: Attempt) -> None:
+    from alphaswarm_gateway.stages import Stage, StageMachine
+
+    task = attempt.task
+    assert task is not None
+    spec = JOB_MODELS[kind]
+    progress = Progress(gw, task.task_id, seq=max(1, await gw.bus.last_seq(task.task_id)))
+    result: dict[str, Any] = {}
+    deadline = task.created_at.ToDatetime(tzinfo=dt.UTC).timestamp() + gw.settings.run_deadline_seconds
+
+    async def call(_: Any) -> dict[str, Any]:
         job = spec.model.model_validate(json_format.MessageToDict(task.request))
-        await _update_task(
-            gw,
-            resources_pb2.Task(task_id=task.task_id, state=resources_pb2.RUN_STATE_RUNNING, stage=kind),
-            "state",
-            "stage",
+        await attempt.update_task(
+            resources_pb2.Task(state=resources_pb2.RUN_STATE_RUNNING, stage=kind), "state", "stage"
         )
         await progress.emit(kind, "started", f"{kind} started", pct=5.0)
-        # A task id names one attempt's catalog rows; a redelivered job reuses them idempotently.
-        request = spec.build(job, f"{task.task_id}:{kind}")
+        left = deadline - time.time()
+        if left <= 0:
+            raise Timeout(
+                f"the task passed its overall deadline of {gw.settings.run_deadline_seconds:g}s",
+                field="run_deadline_seconds",
+            )
+        # The request id is the task's: a call repeated by a later attempt saves nothing twice.
         response = await aio_call(
             getattr(gw.clients.backtester, spec.rpc),
-            request,
-            timeout=gw.settings.deadline_backtest_seconds,
+            spec.build(job, f"{task.task_id}:{kind}"),
+            timeout=min(gw.settings.deadline_backtest_seconds, left),
             target="backtester",
         )
-        result = spec.summarize(response)
-        await _update_task(
-            gw,
+        result.update(spec.summarize(response))
+        return dict(result)
+
+    def restore(_: Any, out: dict[str, Any]) -> None:
+        result.update(out)
+
+    async def finish(_: Any) -> dict[str, Any]:
+        await attempt.update_task(
             resources_pb2.Task(
-                task_id=task.task_id,
                 state=resources_pb2.RUN_STATE_SUCCEEDED,
                 stage="completed",
                 pct=100.0,
@@ -445,34 +478,25 @@ async def run_job(gw: Any, kind: str, payload: dict[str, Any]) -> None:
             "pct",
             "result",
         )
-        await progress.emit("completed", "completed", f"{kind} completed", pct=100.0, data=result)
+        await publish_terminal(gw, terminal_event(task.task_id, "completed", f"{kind} completed", result))
+        return {}
+
+    machine: StageMachine[Any] = StageMachine(
+        [Stage("run", kind, call, restore), Stage("finish", "completed", finish, record=False)],
+        record=attempt.record,
+        transient=lambda exc: isinstance(exc, DependencyUnavailable),
+        retry_seconds=gw.settings.gateway_outbox_seconds / 10,
+    )
+    try:
+        await machine.run(None, attempt.outputs)
+    except (LeaseLost, asyncio.CancelledError):
+        raise
     except Exception as exc:
-        if not isinstance(exc, AlphaSwarmError):
+        if isinstance(exc, ValidationError):
+            exc = validation_error(exc)
+        elif not isinstance(exc, AlphaSwarmError):
             log.exception("%s task %s failed", kind, task.task_id)
-        detail = error_detail(kind, exc)
-        try:
-            await _update_task(
-                gw,
-                resources_pb2.Task(
-                    task_id=task.task_id, state=resources_pb2.RUN_STATE_FAILED, stage="failed", error=detail
-                ),
-                "state",
-                "stage",
-                "error",
-            )
-        finally:
-            await progress.emit(
-                "failed",
-                "failed",
-                f"{kind}: {detail.message}",
-                pct=100.0,
-                data={
-                    "stage": detail.stage,
-                    "code": detail.code,
-                    "message": detail.message,
-                    "field": detail.field,
-                },
-            )
+        await fail_task(gw, attempt, error_detail(kind, exc))
 
 
 def task_view(task: resources_pb2.Task) -> dict[str, Any]:

@@ -85,3 +85,14 @@ async def get_task(task_id: str, gw: GatewayDep) -> dict[str, Any]:
         )
     ).task
     return task_view(task)
+
+
+@router.post(
+    "/tasks/{task_id}:cancel",
+    operation_id="cancel_task",
+    summary="Cancel an unfinished task (409 when it already ended)",
+)
+async def cancel_task(task_id: str, gw: GatewayDep) -> dict[str, Any]:
+    task = await gw.cancel_task(task_id)
+    await auth.record(gw, "cancel", task.kind, task.task_id, task_id=task.task_id)
+    return task_view(task)

@@ -95,6 +95,17 @@ async def get_run(run_id: str, gw: GatewayDep) -> dict[str, Any]:
     return run_view(await gw.get_run(run_id=run_id))
 
 
+@runs.post(
+    "/{run_id}:cancel",
+    operation_id="cancel_alpha_backtest_run",
+    summary="Cancel an unfinished run (409 when it already ended)",
+)
+async def cancel_run(run_id: str, gw: GatewayDep) -> dict[str, Any]:
+    run = await gw.cancel_run(run_id=run_id)
+    await auth.record(gw, "cancel", "alpha_backtest_run", run.run_id, task_id=run.task_id)
+    return run_view(run)
+
+
 @runs.get(
     "/{run_id}/predictions",
     operation_id="list_alpha_backtest_run_predictions",

@@ -369,10 +369,18 @@ class TaskRow(Base):
     result: Mapped[Any | None] = mapped_column(JSONVariant)
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
+    # The lease of the worker executing the task (`repo_leases`): owner, expiry, the fencing
+    # token every claim increments, the attempts claimed and the outputs of completed stages.
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(length=200))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    fencing_token: Mapped[int] = mapped_column(sa.BigInteger(), nullable=False, server_default="0", default=0)
+    attempts: Mapped[int] = mapped_column(sa.Integer(), nullable=False, server_default="0", default=0)
+    stage_outputs: Mapped[Any | None] = mapped_column(JSONVariant)
 
     __table_args__ = (
         sa.Index("tasks_state_idx", "state"),
         sa.Index("tasks_created_idx", "created_at"),
+        sa.Index("tasks_lease_idx", "state", "lease_expires_at"),
     )
 
 

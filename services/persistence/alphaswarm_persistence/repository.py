@@ -1291,9 +1291,16 @@ class CatalogRepository:
         return number
 
     def update_alpha_backtest_run(
-        self, run_id: uuid.UUID | str, changes: Mapping[str, Any]
+        self,
+        run_id: uuid.UUID | str,
+        changes: Mapping[str, Any],
+        *,
+        guard: Callable[[Session, uuid.UUID], None] | None = None,
     ) -> AlphaBacktestRunRecord:
-        """Apply `changes` ({AlphaBacktestRun field name: value}) to a run and mirror state/stage/error to its task."""
+        """Apply `changes` ({AlphaBacktestRun field name: value}) to a run and mirror state/stage/error to its task.
+
+        `guard(session, task_id)` runs in the same transaction once the run row is locked (the
+        fencing check of `repo_leases`); it refuses the update by raising."""
         rid = _required_uuid(run_id, "run.run_id")
         if not changes:
             raise InvalidArgument("names no field to update", field="update_mask")
@@ -1331,6 +1338,8 @@ class CatalogRepository:
             row = s.get(AlphaBacktestRunRow, rid, with_for_update=True)
             if row is None:
                 raise NotFound(f"run {rid} does not exist", field="run.run_id")
+            if guard is not None:
+                guard(s, row.task_id)
             if "deployment_id" in values:
                 self._check_link(s, DeploymentRow, values["deployment_id"], "run.deployment_id", "deployment")
             if "backtest_id" in values:

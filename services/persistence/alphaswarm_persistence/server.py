@@ -20,6 +20,7 @@ from alphaswarm_common.service import run_service
 from alphaswarm_common.settings import Settings
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
+from alphaswarm_persistence.repo_leases import LeaseServicerMixin
 from alphaswarm_persistence.repo_model_trust import ModelTrustServicerMixin
 from alphaswarm_persistence.repo_tokens import AccessServicerMixin, AccessStore
 from alphaswarm_persistence.repository import CatalogRepository
@@ -30,8 +31,10 @@ from alphaswarm_persistence.tasks import TaskServicerMixin
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersistenceService"].full_name
 
 
-class Servicer(ModelTrustServicerMixin, AccessServicerMixin, TaskServicerMixin, PersistenceServicer):
-    """The catalog's RPCs plus the task, token, audit and model-trust RPCs."""
+class Servicer(
+    ModelTrustServicerMixin, AccessServicerMixin, LeaseServicerMixin, TaskServicerMixin, PersistenceServicer
+):
+    """The catalog's RPCs plus the task, lease, token, audit and model-trust RPCs."""
 
 
 def build(settings: Settings) -> list[ServiceRegistration]:

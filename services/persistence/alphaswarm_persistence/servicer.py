@@ -630,8 +630,11 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
     def UpdateAlphaBacktestRun(
         self, request: pb.UpdateAlphaBacktestRunRequest, context: Any
     ) -> pb.UpdateAlphaBacktestRunResponse:
+        from alphaswarm_persistence.repo_leases import fence
+
         changes = run_changes_from_proto(request.run, list(request.update_mask.paths))
-        run = self.repository.update_alpha_backtest_run(request.run.run_id, changes)
+        guard = fence(request.fencing_token) if request.HasField("fencing_token") else None
+        run = self.repository.update_alpha_backtest_run(request.run.run_id, changes, guard=guard)
         return pb.UpdateAlphaBacktestRunResponse(run=run_to_proto(run))
 
     def GetAlphaBacktestRun(

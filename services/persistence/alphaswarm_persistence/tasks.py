@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -104,7 +105,13 @@ class TaskStore:
         fingerprint = _fingerprint("task", json_format.MessageToDict(task, preserving_proto_field_name=True))
         return self.repository._idempotent("task", request_id, fingerprint, task_id, create, load)
 
-    def update(self, task: resources_pb2.Task, paths: list[str]) -> resources_pb2.Task:
+    def update(
+        self,
+        task: resources_pb2.Task,
+        paths: list[str],
+        *,
+        guard: Callable[[Session, uuid.UUID], None] | None = None,
+    ) -> resources_pb2.Task:
         tid = parse_uuid(task.task_id, "task.task_id")
         if tid is None:
             raise InvalidArgument("task_id is required", field="task.task_id")
@@ -118,6 +125,8 @@ class TaskStore:
             row = s.get(TaskRow, tid)
             if row is None:
                 raise NotFound(f"task {tid} does not exist", field="task.task_id")
+            if guard is not None:
+                guard(s, tid)
             if "state" in paths and row.state in TERMINAL and STATES.get(task.state) != row.state:
                 raise FailedPrecondition(f"task {tid} already ended {row.state}", field="task.state")
             if "state" in paths:
@@ -160,8 +169,11 @@ class TaskServicerMixin:
         return pb.CreateTaskResponse(task=task, created=created)
 
     def UpdateTask(self, request: pb.UpdateTaskRequest, context: Any) -> pb.UpdateTaskResponse:
+        from alphaswarm_persistence.repo_leases import fence
+
+        guard = fence(request.fencing_token) if request.HasField("fencing_token") else None
         return pb.UpdateTaskResponse(
-            task=TaskStore(self.repository).update(request.task, list(request.update_mask.paths))
+            task=TaskStore(self.repository).update(request.task, list(request.update_mask.paths), guard=guard)
         )
 
     def GetTask(self, request: pb.GetTaskRequest, context: Any) -> pb.GetTaskResponse:

@@ -7,6 +7,7 @@ from typing import Any
 from alphaswarm.trainer.v1 import trainer_service_pb2 as pb
 from alphaswarm.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from alphaswarm_common.config import DatasetConfig, ModelConfig
+from alphaswarm_common.grpc_server import ensure_caller_waiting
 from alphaswarm_common.protoconv import config_from_proto, metricset_to_proto
 from alphaswarm_common.tracking import Tracker
 from alphaswarm_trainer.recording import log_training
@@ -33,6 +34,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         dataset_cfg = config_from_proto(request.dataset_cfg, DatasetConfig, prefix="dataset_cfg")
         model_cfg = config_from_proto(request.model_cfg, ModelConfig, prefix="model_cfg")
         result = train(dataset_cfg, model_cfg)  # every input error surfaces before a run exists
+        ensure_caller_waiting(context, "the trained model")
 
         experiment_id = request.experiment_id or self.tracker.ensure_experiment("alphaswarm")
         run_id = self.tracker.create_run(

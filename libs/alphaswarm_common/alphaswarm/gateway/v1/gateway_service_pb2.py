@@ -26,29 +26,33 @@ from alphaswarm.common.v1 import config_pb2 as alphaswarm_dot_common_dot_v1_dot_
 from alphaswarm.common.v1 import resources_pb2 as alphaswarm_dot_common_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+alphaswarm/gateway/v1/gateway_service.proto\x12\x15\x61lphaswarm.gateway.v1\x1a!alphaswarm/common/v1/config.proto\x1a$alphaswarm/common/v1/resources.proto\"m\n\x1cStartAlphaBacktestRunRequest\x12\x39\n\x06\x63onfig\x18\x01 \x01(\x0b\x32).alphaswarm.common.v1.AlphaBacktestConfig\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x83\x01\n\x1dStartAlphaBacktestRunResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.alphaswarm.common.v1.RunState\x12\x12\n\nstream_url\x18\x04 \x01(\t\"=\n\x1aGetAlphaBacktestRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"R\n\x1bGetAlphaBacktestRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.alphaswarm.common.v1.AlphaBacktestRun\"E\n\x1cListAlphaBacktestRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"n\n\x1dListAlphaBacktestRunsResponse\x12\x34\n\x04runs\x18\x01 \x03(\x0b\x32&.alphaswarm.common.v1.AlphaBacktestRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x1cWatchAlphaBacktestRunRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"S\n\x1dWatchAlphaBacktestRunResponse\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32#.alphaswarm.common.v1.ProgressEvent2\xa5\x04\n\x14\x41lphaBacktestService\x12\x82\x01\n\x15StartAlphaBacktestRun\x12\x33.alphaswarm.gateway.v1.StartAlphaBacktestRunRequest\x1a\x34.alphaswarm.gateway.v1.StartAlphaBacktestRunResponse\x12|\n\x13GetAlphaBacktestRun\x12\x31.alphaswarm.gateway.v1.GetAlphaBacktestRunRequest\x1a\x32.alphaswarm.gateway.v1.GetAlphaBacktestRunResponse\x12\x82\x01\n\x15ListAlphaBacktestRuns\x12\x33.alphaswarm.gateway.v1.ListAlphaBacktestRunsRequest\x1a\x34.alphaswarm.gateway.v1.ListAlphaBacktestRunsResponse\x12\x84\x01\n\x15WatchAlphaBacktestRun\x12\x33.alphaswarm.gateway.v1.WatchAlphaBacktestRunRequest\x1a\x34.alphaswarm.gateway.v1.WatchAlphaBacktestRunResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+alphaswarm/gateway/v1/gateway_service.proto\x12\x15\x61lphaswarm.gateway.v1\x1a!alphaswarm/common/v1/config.proto\x1a$alphaswarm/common/v1/resources.proto\"0\n\rCancelRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"E\n\x0e\x43\x61ncelResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.alphaswarm.common.v1.AlphaBacktestRun\"m\n\x1cStartAlphaBacktestRunRequest\x12\x39\n\x06\x63onfig\x18\x01 \x01(\x0b\x32).alphaswarm.common.v1.AlphaBacktestConfig\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x83\x01\n\x1dStartAlphaBacktestRunResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.alphaswarm.common.v1.RunState\x12\x12\n\nstream_url\x18\x04 \x01(\t\"=\n\x1aGetAlphaBacktestRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"R\n\x1bGetAlphaBacktestRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.alphaswarm.common.v1.AlphaBacktestRun\"E\n\x1cListAlphaBacktestRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"n\n\x1dListAlphaBacktestRunsResponse\x12\x34\n\x04runs\x18\x01 \x03(\x0b\x32&.alphaswarm.common.v1.AlphaBacktestRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x1cWatchAlphaBacktestRunRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"S\n\x1dWatchAlphaBacktestRunResponse\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32#.alphaswarm.common.v1.ProgressEvent2\xfc\x04\n\x14\x41lphaBacktestService\x12\x82\x01\n\x15StartAlphaBacktestRun\x12\x33.alphaswarm.gateway.v1.StartAlphaBacktestRunRequest\x1a\x34.alphaswarm.gateway.v1.StartAlphaBacktestRunResponse\x12|\n\x13GetAlphaBacktestRun\x12\x31.alphaswarm.gateway.v1.GetAlphaBacktestRunRequest\x1a\x32.alphaswarm.gateway.v1.GetAlphaBacktestRunResponse\x12\x82\x01\n\x15ListAlphaBacktestRuns\x12\x33.alphaswarm.gateway.v1.ListAlphaBacktestRunsRequest\x1a\x34.alphaswarm.gateway.v1.ListAlphaBacktestRunsResponse\x12\x84\x01\n\x15WatchAlphaBacktestRun\x12\x33.alphaswarm.gateway.v1.WatchAlphaBacktestRunRequest\x1a\x34.alphaswarm.gateway.v1.WatchAlphaBacktestRunResponse0\x01\x12U\n\x06\x43\x61ncel\x12$.alphaswarm.gateway.v1.CancelRequest\x1a%.alphaswarm.gateway.v1.CancelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'alphaswarm.gateway.v1.gateway_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STARTALPHABACKTESTRUNREQUEST']._serialized_start=143
-  _globals['_STARTALPHABACKTESTRUNREQUEST']._serialized_end=252
-  _globals['_STARTALPHABACKTESTRUNRESPONSE']._serialized_start=255
-  _globals['_STARTALPHABACKTESTRUNRESPONSE']._serialized_end=386
-  _globals['_GETALPHABACKTESTRUNREQUEST']._serialized_start=388
-  _globals['_GETALPHABACKTESTRUNREQUEST']._serialized_end=449
-  _globals['_GETALPHABACKTESTRUNRESPONSE']._serialized_start=451
-  _globals['_GETALPHABACKTESTRUNRESPONSE']._serialized_end=533
-  _globals['_LISTALPHABACKTESTRUNSREQUEST']._serialized_start=535
-  _globals['_LISTALPHABACKTESTRUNSREQUEST']._serialized_end=604
-  _globals['_LISTALPHABACKTESTRUNSRESPONSE']._serialized_start=606
-  _globals['_LISTALPHABACKTESTRUNSRESPONSE']._serialized_end=716
-  _globals['_WATCHALPHABACKTESTRUNREQUEST']._serialized_start=718
-  _globals['_WATCHALPHABACKTESTRUNREQUEST']._serialized_end=784
-  _globals['_WATCHALPHABACKTESTRUNRESPONSE']._serialized_start=786
-  _globals['_WATCHALPHABACKTESTRUNRESPONSE']._serialized_end=869
-  _globals['_ALPHABACKTESTSERVICE']._serialized_start=872
-  _globals['_ALPHABACKTESTSERVICE']._serialized_end=1421
+  _globals['_CANCELREQUEST']._serialized_start=143
+  _globals['_CANCELREQUEST']._serialized_end=191
+  _globals['_CANCELRESPONSE']._serialized_start=193
+  _globals['_CANCELRESPONSE']._serialized_end=262
+  _globals['_STARTALPHABACKTESTRUNREQUEST']._serialized_start=264
+  _globals['_STARTALPHABACKTESTRUNREQUEST']._serialized_end=373
+  _globals['_STARTALPHABACKTESTRUNRESPONSE']._serialized_start=376
+  _globals['_STARTALPHABACKTESTRUNRESPONSE']._serialized_end=507
+  _globals['_GETALPHABACKTESTRUNREQUEST']._serialized_start=509
+  _globals['_GETALPHABACKTESTRUNREQUEST']._serialized_end=570
+  _globals['_GETALPHABACKTESTRUNRESPONSE']._serialized_start=572
+  _globals['_GETALPHABACKTESTRUNRESPONSE']._serialized_end=654
+  _globals['_LISTALPHABACKTESTRUNSREQUEST']._serialized_start=656
+  _globals['_LISTALPHABACKTESTRUNSREQUEST']._serialized_end=725
+  _globals['_LISTALPHABACKTESTRUNSRESPONSE']._serialized_start=727
+  _globals['_LISTALPHABACKTESTRUNSRESPONSE']._serialized_end=837
+  _globals['_WATCHALPHABACKTESTRUNREQUEST']._serialized_start=839
+  _globals['_WATCHALPHABACKTESTRUNREQUEST']._serialized_end=905
+  _globals['_WATCHALPHABACKTESTRUNRESPONSE']._serialized_start=907
+  _globals['_WATCHALPHABACKTESTRUNRESPONSE']._serialized_end=990
+  _globals['_ALPHABACKTESTSERVICE']._serialized_start=993
+  _globals['_ALPHABACKTESTSERVICE']._serialized_end=1629
 # @@protoc_insertion_point(module_scope)

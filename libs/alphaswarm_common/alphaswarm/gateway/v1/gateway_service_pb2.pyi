@@ -8,6 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CancelRequest(_message.Message):
+    __slots__ = ("run_id", "task_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    task_id: str
+    def __init__(self, run_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class CancelResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: _resources_pb2.AlphaBacktestRun
+    def __init__(self, run: _Optional[_Union[_resources_pb2.AlphaBacktestRun, _Mapping]] = ...) -> None: ...
+
 class StartAlphaBacktestRunRequest(_message.Message):
     __slots__ = ("config", "request_id")
     CONFIG_FIELD_NUMBER: _ClassVar[int]

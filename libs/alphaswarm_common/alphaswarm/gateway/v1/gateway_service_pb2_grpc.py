@@ -55,6 +55,11 @@ class AlphaBacktestServiceStub:
                 request_serializer=alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.WatchAlphaBacktestRunRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.WatchAlphaBacktestRunResponse.FromString,
                 _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/alphaswarm.gateway.v1.AlphaBacktestService/Cancel',
+                request_serializer=alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.CancelRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.CancelResponse.FromString,
+                _registered_method=True)
 
 
 class AlphaBacktestServiceServicer:
@@ -89,6 +94,14 @@ class AlphaBacktestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cancel(self, request, context):
+        """Cancels an unfinished run: its work stops and it ends CANCELLED; FAILED_PRECONDITION when it
+        already ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AlphaBacktestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_AlphaBacktestServiceServicer_to_server(servicer, server):
                     servicer.WatchAlphaBacktestRun,
                     request_deserializer=alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.WatchAlphaBacktestRunRequest.FromString,
                     response_serializer=alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.WatchAlphaBacktestRunResponse.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.CancelRequest.FromString,
+                    response_serializer=alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.CancelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +240,33 @@ class AlphaBacktestService:
             '/alphaswarm.gateway.v1.AlphaBacktestService/WatchAlphaBacktestRun',
             alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.WatchAlphaBacktestRunRequest.SerializeToString,
             alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.WatchAlphaBacktestRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.gateway.v1.AlphaBacktestService/Cancel',
+            alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.CancelRequest.SerializeToString,
+            alphaswarm_dot_gateway_dot_v1_dot_gateway__service__pb2.CancelResponse.FromString,
             options,
             channel_credentials,
             insecure,

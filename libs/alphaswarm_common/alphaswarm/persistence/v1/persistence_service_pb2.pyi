@@ -6,12 +6,183 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ClaimOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLAIM_OUTCOME_UNSPECIFIED: _ClassVar[ClaimOutcome]
+    CLAIM_OUTCOME_CLAIMED: _ClassVar[ClaimOutcome]
+    CLAIM_OUTCOME_TERMINAL: _ClassVar[ClaimOutcome]
+    CLAIM_OUTCOME_HELD: _ClassVar[ClaimOutcome]
+    CLAIM_OUTCOME_EXHAUSTED: _ClassVar[ClaimOutcome]
+
+class ReapAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REAP_ACTION_UNSPECIFIED: _ClassVar[ReapAction]
+    REAP_ACTION_REQUEUE: _ClassVar[ReapAction]
+    REAP_ACTION_EXHAUSTED: _ClassVar[ReapAction]
+CLAIM_OUTCOME_UNSPECIFIED: ClaimOutcome
+CLAIM_OUTCOME_CLAIMED: ClaimOutcome
+CLAIM_OUTCOME_TERMINAL: ClaimOutcome
+CLAIM_OUTCOME_HELD: ClaimOutcome
+CLAIM_OUTCOME_EXHAUSTED: ClaimOutcome
+REAP_ACTION_UNSPECIFIED: ReapAction
+REAP_ACTION_REQUEUE: ReapAction
+REAP_ACTION_EXHAUSTED: ReapAction
+
+class TaskLease(_message.Message):
+    __slots__ = ("task_id", "owner", "fencing_token", "attempts", "expires_at", "stage_outputs")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    STAGE_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    owner: str
+    fencing_token: int
+    attempts: int
+    expires_at: _timestamp_pb2.Timestamp
+    stage_outputs: _struct_pb2.Struct
+    def __init__(self, task_id: _Optional[str] = ..., owner: _Optional[str] = ..., fencing_token: _Optional[int] = ..., attempts: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage_outputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class ClaimTaskRequest(_message.Message):
+    __slots__ = ("task_id", "owner", "lease_seconds", "max_attempts")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    owner: str
+    lease_seconds: float
+    max_attempts: int
+    def __init__(self, task_id: _Optional[str] = ..., owner: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+
+class ClaimTaskResponse(_message.Message):
+    __slots__ = ("outcome", "lease", "task")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    outcome: ClaimOutcome
+    lease: TaskLease
+    task: _resources_pb2.Task
+    def __init__(self, outcome: _Optional[_Union[ClaimOutcome, str]] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ..., task: _Optional[_Union[_resources_pb2.Task, _Mapping]] = ...) -> None: ...
+
+class RenewTaskLeaseRequest(_message.Message):
+    __slots__ = ("task_id", "fencing_token", "lease_seconds")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    fencing_token: int
+    lease_seconds: float
+    def __init__(self, task_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+
+class RenewTaskLeaseResponse(_message.Message):
+    __slots__ = ("lease",)
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    lease: TaskLease
+    def __init__(self, lease: _Optional[_Union[TaskLease, _Mapping]] = ...) -> None: ...
+
+class ReleaseTaskLeaseRequest(_message.Message):
+    __slots__ = ("task_id", "fencing_token")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    fencing_token: int
+    def __init__(self, task_id: _Optional[str] = ..., fencing_token: _Optional[int] = ...) -> None: ...
+
+class ReleaseTaskLeaseResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    def __init__(self, released: _Optional[bool] = ...) -> None: ...
+
+class RecordStageOutputRequest(_message.Message):
+    __slots__ = ("task_id", "fencing_token", "stage", "output")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    fencing_token: int
+    stage: str
+    output: _struct_pb2.Struct
+    def __init__(self, task_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., stage: _Optional[str] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class RecordStageOutputResponse(_message.Message):
+    __slots__ = ("lease",)
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    lease: TaskLease
+    def __init__(self, lease: _Optional[_Union[TaskLease, _Mapping]] = ...) -> None: ...
+
+class ReapTasksRequest(_message.Message):
+    __slots__ = ("owner", "hold_seconds", "pending_grace_seconds", "max_attempts", "limit")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    HOLD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    hold_seconds: float
+    pending_grace_seconds: float
+    max_attempts: int
+    limit: int
+    def __init__(self, owner: _Optional[str] = ..., hold_seconds: _Optional[float] = ..., pending_grace_seconds: _Optional[float] = ..., max_attempts: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ReapedTask(_message.Message):
+    __slots__ = ("task", "run_id", "action", "lease")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    task: _resources_pb2.Task
+    run_id: str
+    action: ReapAction
+    lease: TaskLease
+    def __init__(self, task: _Optional[_Union[_resources_pb2.Task, _Mapping]] = ..., run_id: _Optional[str] = ..., action: _Optional[_Union[ReapAction, str]] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ...) -> None: ...
+
+class ReapTasksResponse(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[ReapedTask]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[ReapedTask, _Mapping]]] = ...) -> None: ...
+
+class CancelTaskRequest(_message.Message):
+    __slots__ = ("task_id", "message")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    message: str
+    def __init__(self, task_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class CancelTaskResponse(_message.Message):
+    __slots__ = ("task", "previous_owner", "run_id")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_OWNER_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    task: _resources_pb2.Task
+    previous_owner: str
+    run_id: str
+    def __init__(self, task: _Optional[_Union[_resources_pb2.Task, _Mapping]] = ..., previous_owner: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+
+class DeleteUnclaimedTaskRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class DeleteUnclaimedTaskResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
     __slots__ = ("task", "request_id")
@@ -30,12 +201,14 @@ class CreateTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[_resources_pb2.Task, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class UpdateTaskRequest(_message.Message):
-    __slots__ = ("task", "update_mask")
+    __slots__ = ("task", "update_mask", "fencing_token")
     TASK_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     task: _resources_pb2.Task
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, task: _Optional[_Union[_resources_pb2.Task, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    fencing_token: int
+    def __init__(self, task: _Optional[_Union[_resources_pb2.Task, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class UpdateTaskResponse(_message.Message):
     __slots__ = ("task",)
@@ -72,12 +245,14 @@ class CreateAlphaBacktestRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[_resources_pb2.AlphaBacktestRun, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class UpdateAlphaBacktestRunRequest(_message.Message):
-    __slots__ = ("run", "update_mask")
+    __slots__ = ("run", "update_mask", "fencing_token")
     RUN_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     run: _resources_pb2.AlphaBacktestRun
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, run: _Optional[_Union[_resources_pb2.AlphaBacktestRun, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    fencing_token: int
+    def __init__(self, run: _Optional[_Union[_resources_pb2.AlphaBacktestRun, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class UpdateAlphaBacktestRunResponse(_message.Message):
     __slots__ = ("run",)

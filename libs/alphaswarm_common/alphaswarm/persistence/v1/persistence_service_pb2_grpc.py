@@ -220,6 +220,41 @@ class PersistenceServiceStub:
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksResponse.FromString,
                 _registered_method=True)
+        self.ClaimTask = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/ClaimTask',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ClaimTaskRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ClaimTaskResponse.FromString,
+                _registered_method=True)
+        self.RenewTaskLease = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/RenewTaskLease',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RenewTaskLeaseRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RenewTaskLeaseResponse.FromString,
+                _registered_method=True)
+        self.ReleaseTaskLease = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/ReleaseTaskLease',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReleaseTaskLeaseRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReleaseTaskLeaseResponse.FromString,
+                _registered_method=True)
+        self.RecordStageOutput = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/RecordStageOutput',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordStageOutputRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordStageOutputResponse.FromString,
+                _registered_method=True)
+        self.ReapTasks = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/ReapTasks',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReapTasksRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReapTasksResponse.FromString,
+                _registered_method=True)
+        self.CancelTask = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/CancelTask',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CancelTaskRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CancelTaskResponse.FromString,
+                _registered_method=True)
+        self.DeleteUnclaimedTask = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/DeleteUnclaimedTask',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteUnclaimedTaskRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteUnclaimedTaskResponse.FromString,
+                _registered_method=True)
 
 
 class PersistenceServiceServicer:
@@ -485,6 +520,60 @@ class PersistenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimTask(self, request, context):
+        """Leases (one worker at a time per task; writes fenced by the lease's token).
+        Claims a task for a worker: a new attempt with a new fencing token, unless it is terminal or
+        held by another worker whose lease has not expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewTaskLease(self, request, context):
+        """Extends the lease of the attempt holding fencing_token; FAILED_PRECONDITION (LEASE_LOST) otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseTaskLease(self, request, context):
+        """Gives the lease up (the task is terminal, or the worker stops) so another attempt need not wait.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordStageOutput(self, request, context):
+        """Records the output of a completed stage of the attempt holding fencing_token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReapTasks(self, request, context):
+        """Finds unfinished tasks whose lease expired (or that never reached a worker) and either hands
+        them back for a new attempt or, after max_attempts, to the caller to fail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTask(self, request, context):
+        """Ends an unfinished task (and its run) CANCELLED and invalidates its lease; FAILED_PRECONDITION
+        when it already ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUnclaimedTask(self, request, context):
+        """Deletes a task (and its run) that no worker ever claimed: an acceptance refused after the rows
+        were written. The idempotency key goes with it, so the same key can be accepted anew.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersistenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -672,6 +761,41 @@ def add_PersistenceServiceServicer_to_server(servicer, server):
                     servicer.CountActiveTasks,
                     request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksRequest.FromString,
                     response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksResponse.SerializeToString,
+            ),
+            'ClaimTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimTask,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ClaimTaskRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ClaimTaskResponse.SerializeToString,
+            ),
+            'RenewTaskLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewTaskLease,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RenewTaskLeaseRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RenewTaskLeaseResponse.SerializeToString,
+            ),
+            'ReleaseTaskLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseTaskLease,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReleaseTaskLeaseRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReleaseTaskLeaseResponse.SerializeToString,
+            ),
+            'RecordStageOutput': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordStageOutput,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordStageOutputRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordStageOutputResponse.SerializeToString,
+            ),
+            'ReapTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReapTasks,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReapTasksRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReapTasksResponse.SerializeToString,
+            ),
+            'CancelTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTask,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CancelTaskRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CancelTaskResponse.SerializeToString,
+            ),
+            'DeleteUnclaimedTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUnclaimedTask,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteUnclaimedTaskRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteUnclaimedTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1674,6 +1798,195 @@ class PersistenceService:
             '/alphaswarm.persistence.v1.PersistenceService/CountActiveTasks',
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksRequest.SerializeToString,
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CountActiveTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/ClaimTask',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ClaimTaskRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ClaimTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewTaskLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/RenewTaskLease',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RenewTaskLeaseRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RenewTaskLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseTaskLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/ReleaseTaskLease',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReleaseTaskLeaseRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReleaseTaskLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordStageOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/RecordStageOutput',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordStageOutputRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.RecordStageOutputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReapTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/ReapTasks',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReapTasksRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ReapTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/CancelTask',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CancelTaskRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.CancelTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUnclaimedTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/DeleteUnclaimedTask',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteUnclaimedTaskRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteUnclaimedTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
