@@ -72,12 +72,18 @@ def test_domain_errors_keep_code_and_field(server, method, request_, exc_type, c
     assert remote_field(err.value) == field
 
 
-def test_unexpected_error_is_internal(server) -> None:  # type: ignore[no-untyped-def]
+def test_unexpected_error_is_internal_and_names_only_an_error_id(server, caplog) -> None:  # type: ignore[no-untyped-def]
     _, ch = server
-    with pytest.raises(grpc.RpcError) as raw:
-        pb_grpc.RegistryServiceStub(ch).ListDeployments(pb.ListDeploymentsRequest(), timeout=5)
+    with caplog.at_level("ERROR", logger="alphaswarm_common.grpc_server"):
+        with pytest.raises(grpc.RpcError) as raw:
+            pb_grpc.RegistryServiceStub(ch).ListDeployments(pb.ListDeploymentsRequest(), timeout=5)
     assert raw.value.code() == grpc.StatusCode.INTERNAL
-    assert "boom" in raw.value.details()
+    details = raw.value.details() or ""
+    assert "boom" not in details and "RuntimeError" not in details
+    error_id = details.split("error id ")[1].rstrip(")")
+    # The text stays in the service's log, under the id the caller was given.
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert logged and "boom" in str(logged[0].exc_info[1])
 
 
 def test_health_and_reflection(server) -> None:  # type: ignore[no-untyped-def]

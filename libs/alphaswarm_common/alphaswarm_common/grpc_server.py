@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -157,11 +158,16 @@ def status_for(exc: BaseException) -> status_pb2.Status:
     return status_pb2.Status(code=code, message=message, details=packed)
 
 
-def _log_unexpected(method: str, exc: BaseException) -> None:
+def _answerable(method: str, exc: BaseException) -> AlphaSwarmError:
+    """The error a caller may read: a domain error as it is (logged at info); anything else is
+    logged in full under a new error id and answered INTERNAL naming only that id (an unexpected
+    exception's text can carry SQL, parameters, paths or hosts)."""
     if isinstance(exc, AlphaSwarmError):
         log.info("%s -> %s: %s", method, exc.grpc_code, exc)
-    else:
-        log.exception("%s failed", method, exc_info=exc)
+        return exc
+    error_id = uuid.uuid4().hex[:12]
+    log.error("%s failed (error id %s)", method, error_id, exc_info=exc)
+    return AlphaSwarmError(f"internal error (error id {error_id})", details={"error_id": error_id})
 
 
 class _ErrorInterceptor(grpc.ServerInterceptor):
@@ -183,8 +189,7 @@ class _ErrorInterceptor(grpc.ServerInterceptor):
                 except Exception as exc:
                     if isinstance(exc, grpc.RpcError) and context.code() is not None:
                         raise
-                    _log_unexpected(method, exc)
-                    context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                    context.abort_with_status(rpc_status.to_status(status_for(_answerable(method, exc))))
 
             return wrapper
 
@@ -194,8 +199,7 @@ class _ErrorInterceptor(grpc.ServerInterceptor):
                     _check_size(method, request, limits)
                     yield from behavior(request, context)
                 except Exception as exc:
-                    _log_unexpected(method, exc)
-                    context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                    context.abort_with_status(rpc_status.to_status(status_for(_answerable(method, exc))))
 
             return wrapper
 
@@ -221,8 +225,9 @@ class _AioErrorInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
-                    _log_unexpected(method, exc)
-                    await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                    await context.abort_with_status(
+                        rpc_status.to_status(status_for(_answerable(method, exc)))
+                    )
 
             return wrapper
 
@@ -235,8 +240,9 @@ class _AioErrorInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
-                    _log_unexpected(method, exc)
-                    await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                    await context.abort_with_status(
+                        rpc_status.to_status(status_for(_answerable(method, exc)))
+                    )
 
             return wrapper
 
