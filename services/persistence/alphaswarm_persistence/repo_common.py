@@ -602,6 +602,51 @@ class RepositoryBase:
             token = _encode_token(kind, [_token_value(getattr(last, c.key)) for c, _, _ in keys], filters)
         return Page(items, token)
 
+    def _children_page(
+        self,
+        parent_column: Any,
+        parent_id: uuid.UUID | str | None,
+        *,
+        of_parent: Sequence[_SortKey],
+        of_all: Sequence[_SortKey],
+        kind: str,
+        page_size: int,
+        page_token: str,
+        limits: tuple[int, int],
+        record: Callable[[Any], T],
+    ) -> Page[T]:
+        """A keyset page of the rows that belong to a backtest result (`parent_column`).
+
+        With a parent id: its rows in the order `of_parent` (NotFound naming the
+        parent's field when the backtest does not exist); without: all rows in
+        the order `of_all`. The parent's field is the column's name.
+        """
+        field_name = parent_column.key
+        pid = parse_uuid(parent_id, field_name)
+        stmt = sa.select(parent_column.class_)
+        keys: Sequence[_SortKey]
+        if pid is not None:
+            stmt = stmt.where(parent_column == pid)
+            keys = of_parent
+        else:
+            keys = of_all
+
+        def check(s: Session) -> None:
+            if pid is not None and s.get(BacktestResultRow, pid) is None:
+                raise NotFound(f"backtest result {pid} does not exist", field=field_name)
+
+        return self._keyset_page(
+            stmt,
+            keys,
+            kind=kind,
+            filters={field_name: str(pid) if pid else None},
+            page_size=page_size,
+            page_token=page_token,
+            limits=limits,
+            records=lambda _s, rows: [record(r) for r in rows],
+            check=check,
+        )
+
     @staticmethod
     def _check_parents(
         session: Session, column: Any, refs: Sequence[tuple[str, uuid.UUID]], what: str

@@ -7,12 +7,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
-
 from alphaswarm_common.errors import InvalidArgument, NotFound
 from alphaswarm_persistence.models import (
-    BacktestResultRow,
     OptimizationResultRow,
     utcnow,
 )
@@ -26,7 +22,6 @@ from alphaswarm_persistence.repo_common import (
     _fit_fields,
     _float,
     _required_uuid,
-    _SortKey,
     _split_reserved,
     _with_reserved,
     parse_uuid,
@@ -144,37 +139,24 @@ class OptimizationsMixin(RepositoryBase):
         `optimization_id`. Of all backtests: newest `optimization_date` first,
         then `parameter_set`, `optimization_id`.
         """
-        bid = parse_uuid(backtest_id, "backtest_id")
         model = OptimizationResultRow
-        stmt = sa.select(model)
-        keys: list[_SortKey]
-        if bid is not None:
-            stmt = stmt.where(model.backtest_id == bid)
-            keys = [
+        return self._children_page(
+            model.backtest_id,
+            backtest_id,
+            of_parent=[
                 (model.rank, False, True),
                 (model.optimization_date, True, False),
                 (model.parameter_set, False, False),
                 (model.optimization_id, False, False),
-            ]
-        else:
-            keys = [
+            ],
+            of_all=[
                 (model.optimization_date, True, False),
                 (model.parameter_set, False, False),
                 (model.optimization_id, False, False),
-            ]
-
-        def check(s: Session) -> None:
-            if bid is not None and s.get(BacktestResultRow, bid) is None:
-                raise NotFound(f"backtest result {bid} does not exist", field="backtest_id")
-
-        return self._keyset_page(
-            stmt,
-            keys,
+            ],
             kind="optimizations",
-            filters={"backtest_id": str(bid) if bid else None},
             page_size=page_size,
             page_token=page_token,
             limits=_OPTIMIZATION_PAGE,
-            records=lambda _s, rows: [self._optimization_record(r) for r in rows],
-            check=check,
+            record=self._optimization_record,
         )

@@ -7,12 +7,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
-
 from alphaswarm_common.errors import InvalidArgument, NotFound
 from alphaswarm_persistence.models import (
-    BacktestResultRow,
     WalkForwardTestRow,
     utcnow,
 )
@@ -25,7 +21,6 @@ from alphaswarm_persistence.repo_common import (
     _fit_fields,
     _float,
     _required_uuid,
-    _SortKey,
     _split_reserved,
     _with_reserved,
     parse_date,
@@ -163,36 +158,23 @@ class WalkForwardMixin(RepositoryBase):
         Of all parents: newest `test_date` first, then `test_period_start`,
         `walk_forward_id`.
         """
-        pid = parse_uuid(parent_backtest_id, "parent_backtest_id")
         model = WalkForwardTestRow
-        stmt = sa.select(model)
-        keys: list[_SortKey]
-        if pid is not None:
-            stmt = stmt.where(model.parent_backtest_id == pid)
-            keys = [
+        return self._children_page(
+            model.parent_backtest_id,
+            parent_backtest_id,
+            of_parent=[
                 (model.test_period_start, False, False),
                 (model.test_date, True, False),
                 (model.walk_forward_id, False, False),
-            ]
-        else:
-            keys = [
+            ],
+            of_all=[
                 (model.test_date, True, False),
                 (model.test_period_start, False, False),
                 (model.walk_forward_id, False, False),
-            ]
-
-        def check(s: Session) -> None:
-            if pid is not None and s.get(BacktestResultRow, pid) is None:
-                raise NotFound(f"backtest result {pid} does not exist", field="parent_backtest_id")
-
-        return self._keyset_page(
-            stmt,
-            keys,
+            ],
             kind="walk_forward",
-            filters={"parent_backtest_id": str(pid) if pid else None},
             page_size=page_size,
             page_token=page_token,
             limits=_WALK_FORWARD_PAGE,
-            records=lambda _s, rows: [self._walk_forward_record(r) for r in rows],
-            check=check,
+            record=self._walk_forward_record,
         )
