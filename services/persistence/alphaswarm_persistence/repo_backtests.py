@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -29,19 +30,14 @@ from alphaswarm_persistence.repo_common import (
     _check_str,
     _decode_token,
     _encode_token,
-    _exact_mean,
-    _exact_mean_parts,
     _fingerprint,
     _fit_column,
     _json_safe,
-    _known_metric,
-    _metric_column,
     _page_size,
     _parse_token_uuid,
     _required_uuid,
     _series_from_json,
     _series_json,
-    metric_higher_is_better,
     parse_uuid,
 )
 from alphaswarm_persistence.repo_records import (
@@ -54,6 +50,7 @@ from alphaswarm_persistence.repo_records import (
     _RESERVED_PARAMETERS_KEY,
     _SUMMARY_DEFAULT_DAYS,
     COMPARE_DEFAULT_METRICS,
+    LOWER_IS_BETTER_METRICS,
     METRIC_COLUMNS,
     BacktestComparison,
     BacktestResultRecord,
@@ -63,6 +60,53 @@ from alphaswarm_persistence.repo_records import (
     PerformanceSummary,
     TradeRecord,
 )
+
+
+def _metric_column(name: str) -> str | None:
+    if name in METRIC_COLUMNS:
+        return METRIC_COLUMNS[name]
+    if name in _COLUMN_METRIC:
+        return name
+    return None
+
+
+def metric_higher_is_better(column: str) -> bool:
+    """Whether a larger value of a `mcp_backtest_results` metric column is better (see LOWER_IS_BETTER_METRICS)."""
+    return column not in LOWER_IS_BETTER_METRICS
+
+
+def _known_metric(name: str, field_name: str) -> str:
+    """The `mcp_backtest_results` column of a metric (MetricSet or column name); InvalidArgument otherwise."""
+    text = (name or "").strip()
+    if not text:
+        raise InvalidArgument("is required (a metric column such as sharpe_ratio)", field=field_name)
+    column = _metric_column(text)
+    if column is None:
+        raise InvalidArgument(
+            f"{text!r} is not a metric column; use one of {', '.join(METRIC_COLUMNS.values())}",
+            field=field_name,
+        )
+    return column
+
+
+def _exact_mean_parts(column: Any) -> tuple[Any, Any]:
+    """SQL (sum of the value in units of the column's scale, as an exact integer; count of non-NULL values).
+
+    A Numeric(p, s) value times 10^s is an integer, so summing those integers
+    is exact on both databases (PostgreSQL's numeric and SQLite's REAL, which
+    holds the rounded value to within far less than half a unit), and the mean
+    computed from them is the same float on both.
+    """
+    scale = int(column.type.scale or 0)
+    units = sa.cast(sa.func.round(column * (10**scale)), sa.BigInteger)
+    return sa.func.sum(units), sa.func.count(column)
+
+
+def _exact_mean(units_sum: Any, count: Any, scale: int) -> float | None:
+    n = int(count or 0)
+    if n == 0 or units_sum is None:
+        return None
+    return float(decimal.Decimal(int(units_sum)) / (decimal.Decimal(10) ** scale * n))
 
 
 class BacktestsMixin(RepositoryBase):

@@ -31,12 +31,9 @@ from alphaswarm_persistence.models import (
     utcnow,
 )
 from alphaswarm_persistence.repo_records import (
-    _COLUMN_METRIC,
     _IN_CHUNK,
     _INT4_MAX,
     _RESERVED_PARAMETERS_KEY,
-    LOWER_IS_BETTER_METRICS,
-    METRIC_COLUMNS,
     Page,
     T,
 )
@@ -276,14 +273,6 @@ def _fit_column(value: Any, column: Any) -> tuple[float | int | None, str | None
     return number, None
 
 
-def _metric_column(name: str) -> str | None:
-    if name in METRIC_COLUMNS:
-        return METRIC_COLUMNS[name]
-    if name in _COLUMN_METRIC:
-        return name
-    return None
-
-
 def _series_json(dates: list[str], values: np.ndarray | None, field_name: str) -> dict[str, Any] | None:
     if values is None:
         return None
@@ -304,25 +293,6 @@ def _series_from_json(doc: Any) -> tuple[list[dt.date], np.ndarray] | None:
     values = np.asarray([np.nan if v is None else v for v in doc["values"]], dtype=np.float64)
     dates = [dt.date.fromisoformat(str(d)) for d in doc.get("dates") or []]
     return dates, values
-
-
-def metric_higher_is_better(column: str) -> bool:
-    """Whether a larger value of a `mcp_backtest_results` metric column is better (see LOWER_IS_BETTER_METRICS)."""
-    return column not in LOWER_IS_BETTER_METRICS
-
-
-def _known_metric(name: str, field_name: str) -> str:
-    """The `mcp_backtest_results` column of a metric (MetricSet or column name); InvalidArgument otherwise."""
-    text = (name or "").strip()
-    if not text:
-        raise InvalidArgument("is required (a metric column such as sharpe_ratio)", field=field_name)
-    column = _metric_column(text)
-    if column is None:
-        raise InvalidArgument(
-            f"{text!r} is not a metric column; use one of {', '.join(METRIC_COLUMNS.values())}",
-            field=field_name,
-        )
-    return column
 
 
 _SortKey = tuple[Any, bool, bool]
@@ -357,14 +327,6 @@ def _check_int(value: Any, field_name: str, *, minimum: int, required: bool = Tr
     if not minimum <= number <= _INT4_MAX:
         raise InvalidArgument(f"must be between {minimum} and {_INT4_MAX}, got {number}", field=field_name)
     return number
-
-
-def _check_choice(value: str | None, choices: Sequence[str], field_name: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if value not in choices:
-        raise InvalidArgument(f"{value!r} is not one of {', '.join(choices)}", field=field_name)
-    return value
 
 
 def _fit_fields(source: Any, model: Any, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -404,61 +366,9 @@ def _split_reserved(doc: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
     return params, dict(reserved.get("null_reasons") or {})
 
 
-def _matrix_json(
-    dates: list[str], symbols: list[str], values: np.ndarray | None, field_name: str
-) -> dict[str, Any] | None:
-    """A (dates x symbols) matrix as JSON `{"dates", "symbols", "values": [[...], ...]}`, NaN as null."""
-    if values is None:
-        return None
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0 and not dates:
-        return None
-    if arr.ndim == 1 and len(symbols) == 1:
-        arr = arr[:, None]
-    expected = (len(dates), len(symbols))
-    if arr.shape != expected:
-        raise InvalidArgument(
-            f"has shape {arr.shape}, expected {expected} (dates x symbols)", field=field_name
-        )
-    cells = arr.astype(object)
-    cells[~np.isfinite(arr)] = None
-    return {"dates": dates, "symbols": symbols, "values": cells.tolist()}
-
-
-def _matrix_from_json(doc: Any) -> tuple[list[dt.date], list[str], np.ndarray] | None:
-    if not isinstance(doc, Mapping) or "values" not in doc:
-        return None
-    symbols = [str(s) for s in doc.get("symbols") or []]
-    dates = [dt.date.fromisoformat(str(d)) for d in doc.get("dates") or []]
-    values = np.array(doc["values"], dtype=np.float64)  # None -> NaN
-    if values.size == 0:
-        values = values.reshape(len(dates), len(symbols))
-    return dates, symbols, values
-
-
 def _chunks(values: Sequence[T], size: int = _IN_CHUNK) -> Iterable[Sequence[T]]:
     for lo in range(0, len(values), size):
         yield values[lo : lo + size]
-
-
-def _exact_mean_parts(column: Any) -> tuple[Any, Any]:
-    """SQL (sum of the value in units of the column's scale, as an exact integer; count of non-NULL values).
-
-    A Numeric(p, s) value times 10^s is an integer, so summing those integers
-    is exact on both databases (PostgreSQL's numeric and SQLite's REAL, which
-    holds the rounded value to within far less than half a unit), and the mean
-    computed from them is the same float on both.
-    """
-    scale = int(column.type.scale or 0)
-    units = sa.cast(sa.func.round(column * (10**scale)), sa.BigInteger)
-    return sa.func.sum(units), sa.func.count(column)
-
-
-def _exact_mean(units_sum: Any, count: Any, scale: int) -> float | None:
-    n = int(count or 0)
-    if n == 0 or units_sum is None:
-        return None
-    return float(decimal.Decimal(int(units_sum)) / (decimal.Decimal(10) ** scale * n))
 
 
 def _float(value: Any) -> float | None:

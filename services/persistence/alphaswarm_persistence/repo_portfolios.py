@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,6 @@ from alphaswarm_persistence.models import (
 from alphaswarm_persistence.repo_common import (
     RepositoryBase,
     _check_aware,
-    _check_choice,
     _check_int,
     _check_str,
     _chunks,
@@ -28,8 +28,6 @@ from alphaswarm_persistence.repo_common import (
     _fit_column,
     _float,
     _json_safe,
-    _matrix_from_json,
-    _matrix_json,
     _required_uuid,
     _series_from_json,
     _series_json,
@@ -48,6 +46,46 @@ from alphaswarm_persistence.repo_records import (
     Page,
     PortfolioBacktestRecord,
 )
+
+
+def _check_choice(value: str | None, choices: Sequence[str], field_name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in choices:
+        raise InvalidArgument(f"{value!r} is not one of {', '.join(choices)}", field=field_name)
+    return value
+
+
+def _matrix_json(
+    dates: list[str], symbols: list[str], values: np.ndarray | None, field_name: str
+) -> dict[str, Any] | None:
+    """A (dates x symbols) matrix as JSON `{"dates", "symbols", "values": [[...], ...]}`, NaN as null."""
+    if values is None:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0 and not dates:
+        return None
+    if arr.ndim == 1 and len(symbols) == 1:
+        arr = arr[:, None]
+    expected = (len(dates), len(symbols))
+    if arr.shape != expected:
+        raise InvalidArgument(
+            f"has shape {arr.shape}, expected {expected} (dates x symbols)", field=field_name
+        )
+    cells = arr.astype(object)
+    cells[~np.isfinite(arr)] = None
+    return {"dates": dates, "symbols": symbols, "values": cells.tolist()}
+
+
+def _matrix_from_json(doc: Any) -> tuple[list[dt.date], list[str], np.ndarray] | None:
+    if not isinstance(doc, Mapping) or "values" not in doc:
+        return None
+    symbols = [str(s) for s in doc.get("symbols") or []]
+    dates = [dt.date.fromisoformat(str(d)) for d in doc.get("dates") or []]
+    values = np.array(doc["values"], dtype=np.float64)  # None -> NaN
+    if values.size == 0:
+        values = values.reshape(len(dates), len(symbols))
+    return dates, symbols, values
 
 
 class PortfoliosMixin(RepositoryBase):

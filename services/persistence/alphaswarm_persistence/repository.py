@@ -124,12 +124,8 @@ and `repo_portfolios`.
 from __future__ import annotations
 
 from alphaswarm_persistence import repo_common
-from alphaswarm_persistence.repo_backtests import BacktestsMixin
-from alphaswarm_persistence.repo_common import (
-    metric_higher_is_better,
-    parse_date,
-    parse_uuid,
-)
+from alphaswarm_persistence.repo_backtests import BacktestsMixin, metric_higher_is_better
+from alphaswarm_persistence.repo_common import parse_date, parse_uuid
 from alphaswarm_persistence.repo_optimizations import OptimizationsMixin
 from alphaswarm_persistence.repo_portfolios import PortfoliosMixin
 from alphaswarm_persistence.repo_records import (
