@@ -83,7 +83,7 @@ FAST_BACKTEST_JOB: dict[str, Any] = {
         "dataset_cfg": {"source": "sp500", "start_date": "2015-01-01", "end_date": "2018-12-31"},
         "symbols": ["AAPL"],
     },
-    "strategy_cfg": {"type": "sma_cross", "params": {"fast": 10, "slow": 50}},
+    "strategy_cfg": {"type": "sma_cross", "params": {"fast_period": 10, "slow_period": 50}},
 }
 
 
@@ -566,6 +566,10 @@ class CatalogProbe:
             row = conn.execute(sql, params).fetchone()
             return row[0] if row else None
 
+    def execute(self, sql: str, *params: Any) -> None:
+        with _pg(self.url) as conn:
+            conn.execute(sql, params)
+
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with _pg(self.url) as conn:
             return list(conn.execute(sql, params).fetchall())
@@ -677,3 +681,88 @@ class MlflowProbe:
             if status != want and not (run["status"] == "cancelled" and status == "FAILED"):
                 out.append(f"MLflow parent run {parent} is {status} for a {run['status']} run")
         return out
+
+
+# ---------------------------------------------------------------------------------------------- NATS
+
+
+class NatsTap:
+    """A plain nats-py subscriber to `subject` on its own thread, and a publisher."""
+
+    def __init__(self, url: str, subject: str) -> None:
+        import asyncio
+
+        self.url = url
+        self.subject = subject
+        self.messages: list[tuple[str, bytes]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: Any = None
+        self._nc: Any = None
+        self._thread = threading.Thread(target=lambda: self._loop.run_until_complete(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        import asyncio
+
+        import nats
+
+        self._nc = await nats.connect(self.url)
+        self._stop = asyncio.Event()
+
+        async def on_msg(msg: Any) -> None:
+            self.messages.append((msg.subject, bytes(msg.data)))
+
+        await self._nc.subscribe(self.subject, cb=on_msg)
+        await self._nc.flush()
+        self._ready.set()
+        await self._stop.wait()
+        await self._nc.close()
+
+    def publish(self, subject: str, data: bytes) -> None:
+        """Publish on JetStream (the work queue's stream takes it) and wait for the ack."""
+        import asyncio
+
+        async def pub() -> None:
+            await self._nc.jetstream().publish(subject, data)
+
+        asyncio.run_coroutine_threadsafe(pub(), self._loop).result(timeout=10)
+
+    def wait(self, predicate: Callable[[str, bytes], bool], timeout: float) -> tuple[str, bytes] | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for subject, data in list(self.messages):
+                if predicate(subject, data):
+                    return subject, data
+            time.sleep(0.2)
+        return None
+
+    def __enter__(self) -> NatsTap:
+        self._thread.start()
+        assert self._ready.wait(10), "could not subscribe to NATS"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its reaped children (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / ticks
+
+
+def wait_idle(cluster: Cluster, name: str, *, timeout: float = 120.0, quiet: float = 2.0) -> None:
+    """Wait until a service has used no CPU for `quiet` seconds (what it was computing is done)."""
+    pid = cluster.topo.processes[name].pid
+    deadline = time.monotonic() + timeout
+    last, since = cpu_seconds(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - last > 0.05:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+    raise TimeoutError(f"{name} still busy after {timeout:.0f}s")
