@@ -21,9 +21,14 @@ from tests.faults.cluster import Cluster, postgres_bin
 
 # Settings of every service in the suite (names of alphaswarm_common.settings.Settings).
 FAULT_ENV: dict[str, str] = {
-    "ALPHASWARM_LEASE_SECONDS": "4",  # a saga's lease on its run; another worker may take over after it
-    "ALPHASWARM_HEARTBEAT_SECONDS": "1",  # how often a worker renews its lease
-    "ALPHASWARM_REAPER_SECONDS": "1",  # how often expired leases are looked for
+    "ALPHASWARM_GATEWAY_LEASE_SECONDS": "4",  # a worker's lease on its task; another may take over after it
+    "ALPHASWARM_GATEWAY_HEARTBEAT_SECONDS": "1",  # how often a worker renews its lease
+    "ALPHASWARM_GATEWAY_REAPER_SECONDS": "1",  # how often expired leases are looked for
+    "ALPHASWARM_GATEWAY_PENDING_GRACE_SECONDS": "10",  # an accepted task no worker claimed is queued again
+    # The same intervals under the names the task of resumable sagas was first written against.
+    "ALPHASWARM_LEASE_SECONDS": "4",
+    "ALPHASWARM_HEARTBEAT_SECONDS": "1",
+    "ALPHASWARM_REAPER_SECONDS": "1",
     "ALPHASWARM_MAX_BODY_BYTES": str(8 * 1024 * 1024),
     "ALPHASWARM_GATEWAY_WORKERS": "4",
     "ALPHASWARM_DEADLINE_DEFAULT_SECONDS": "10",

@@ -1,0 +1,144 @@
+"""Long gRPC calls between separate processes are not cut by keepalive.
+
+The gateway reaches the trainer through `H2Tap`, a TCP proxy that reads the HTTP/2 frames:
+it shows the keepalive PINGs the gateway sends while a Train call is running and any GOAWAY
+the trainer answers with (`too_many_pings` when the server's minimum ping interval is longer
+than the client's keepalive time).
+
+* With the keepalive shortened through the environment (`ALPHASWARM_GRPC_KEEPALIVE_SECONDS`,
+  `ALPHASWARM_GRPC_MIN_PING_SECONDS`), a Train call lasting several keepalive periods runs in
+  seconds: pings flow during the call and the trainer never sends GOAWAY.
+* With the product's defaults, a real `training` stage longer than five minutes (marked
+  `slow`) completes: the same check at production scale.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import sse_events
+from tests.faults.cluster import fast_run
+from tests.integration.h2tap import H2Tap
+from tests.integration.topology import Topology
+
+pytestmark = [pytest.mark.integration]
+NATS_URL = os.environ.get("ALPHASWARM_TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+KEEPALIVE = {"ALPHASWARM_GRPC_KEEPALIVE_SECONDS": "1", "ALPHASWARM_GRPC_MIN_PING_SECONDS": "0.5"}
+# A training stage of several seconds on the small dataset.
+SECONDS_MODEL = {"type": "random_forest", "params": {"n_estimators": 150, "min_samples_leaf": 1, "n_jobs": 1}}
+
+
+@pytest.fixture(scope="module")
+def tapped(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Topology, H2Tap]]:
+    host, port = NATS_URL.removeprefix("nats://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"NATS is required in CI and is not reachable at {NATS_URL}")
+        pytest.skip(f"NATS not reachable at {NATS_URL}")
+    topo = Topology(pg_admin_url=pg_admin_url, nats_url=NATS_URL, workdir=tmp_path_factory.mktemp("long-calls"))
+    tap = H2Tap(lambda: ("127.0.0.1", topo.ports["trainer"]))
+    topo.service_env["gateway"] = {"ALPHASWARM_TRAINER_ADDR": tap.address}
+    try:
+        topo.start()
+        yield topo, tap
+    finally:
+        topo.stop()
+        tap.close()
+
+
+def _run(topo: Topology, doc: dict[str, Any], timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    resp = httpx.post(f"{topo.rest_url}/ml/alpha-backtest-runs", json=doc, timeout=60)
+    assert resp.status_code == 202, resp.text
+    accepted = resp.json()
+    events = sse_events(topo.rest_url + accepted["stream_url"], timeout=timeout)
+    run = httpx.get(f"{topo.rest_url}/ml/alpha-backtest-runs/{accepted['run_id']}", timeout=30).json()
+    return run, events
+
+
+def _training_window(events: list[dict[str, Any]]) -> tuple[float, float]:
+    """Epoch seconds of the start and end of the training stage, from its events."""
+    ts = {
+        (e["stage"], e["status"]): dt.datetime.fromisoformat(e["ts"]).timestamp()
+        for e in events
+        if e["stage"] == "training"
+    }
+    return ts[("training", "started")], ts[("training", "done")]
+
+
+def test_call_over_several_keepalive_periods_is_not_cut(tapped: tuple[Topology, H2Tap]) -> None:
+    topo, tap = tapped
+    for name in ("trainer", "gateway"):
+        topo.restart(name, env={**topo.service_env.get(name, {}), **KEEPALIVE})
+    try:
+        pings_before, goaways_before = len(tap.client.pings), len(tap.server.goaways)
+        run, events = _run(topo, fast_run(run_name="keepalive", model_cfg=SECONDS_MODEL), timeout=300)
+        assert run["status"] == "succeeded", (run["error"], topo.log("gateway")[-3000:])
+        start, end = _training_window(events)
+        during = [p for p in tap.client.pings[pings_before:] if start <= p <= end]
+        periods = (end - start) / float(KEEPALIVE["ALPHASWARM_GRPC_KEEPALIVE_SECONDS"])
+        assert periods >= 3, f"the training call lasted {end - start:.1f}s: too short to test keepalive"
+        assert len(during) >= 2, (
+            f"{len(during)} keepalive pings during a {end - start:.1f}s call with a 1s keepalive time: "
+            "the keepalive settings are not applied"
+        )
+        assert tap.server.goaways[goaways_before:] == [], tap.server.goaways
+    finally:
+        for name in ("trainer", "gateway"):
+            env = {k: v for k, v in topo.service_env.get(name, {}).items() if k not in KEEPALIVE}
+            topo.restart(name, env=env)
+
+
+def _seconds_per_iteration(doc: dict[str, Any]) -> float:
+    """Time of one boosting iteration of `hist_gradient_boosting` on the run's dataset, measured
+    here (the slope between two short fits, so the fixed cost of features is left out)."""
+    from alphaswarm_common.config import DatasetConfig, ModelConfig
+    from alphaswarm_trainer.training import train
+
+    dataset = DatasetConfig.model_validate(doc["dataset_cfg"])
+
+    def fit(n: int) -> float:
+        model = ModelConfig.model_validate(
+            {"type": "hist_gradient_boosting", "name": "calibration", "params": _hgb(n)}
+        )
+        t0 = time.perf_counter()
+        train(dataset, model)
+        return time.perf_counter() - t0
+
+    fit(5)  # warm the caches
+    return max((fit(60) - fit(20)) / 40, 1e-3)
+
+
+def _hgb(max_iter: int) -> dict[str, Any]:
+    return {"max_iter": max_iter, "learning_rate": 0.01, "early_stopping": False, "max_leaf_nodes": 31}
+
+
+STAGE_SECONDS = 330  # aimed at; the test needs the stage to last more than 300 s
+
+
+@pytest.mark.slow
+def test_training_stage_longer_than_five_minutes(tapped: tuple[Topology, H2Tap]) -> None:
+    topo, tap = tapped
+    doc = fast_run(run_name="five-minutes")
+    iterations = min(100_000, math.ceil(STAGE_SECONDS / _seconds_per_iteration(doc)))
+    doc["model_cfg"] = {"type": "hist_gradient_boosting", "name": "five-minutes", "params": _hgb(iterations)}
+    goaways_before = len(tap.server.goaways)
+    run, events = _run(topo, doc, timeout=1500)
+    assert run["status"] == "succeeded", (run["error"], topo.log("gateway")[-3000:])
+    start, end = _training_window(events)
+    assert end - start > 300, (
+        f"the training stage lasted {end - start:.0f}s ({iterations} iterations): "
+        "the calibration undershot, the test did not cover a five-minute call"
+    )
+    assert tap.server.goaways[goaways_before:] == [], tap.server.goaways
