@@ -641,13 +641,27 @@ class MlflowProbe:
 
         self.client = MlflowClient(tracking_uri=url, registry_uri=url)
 
-    def running(self) -> list[str]:
-        """Every MLflow run left RUNNING, in any experiment."""
+    def running(self, task_id: str | None = None) -> list[str]:
+        """MLflow runs left RUNNING: those of one task (its parent runs, one per attempt, and
+        their children) or, without `task_id`, any in every experiment."""
         ids = [e.experiment_id for e in self.client.search_experiments()]
         if not ids:
             return []
-        runs = self.client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000)
-        return [f"{r.info.run_id} ({r.info.run_name})" for r in runs]
+        found = "attributes.status = 'RUNNING'"
+        if task_id is None:
+            runs = self.client.search_runs(ids, filter_string=found, max_results=1000)
+        else:
+            mine = self.client.search_runs(
+                ids, filter_string=f"tags.`alphaswarm.task_id` = '{task_id}'", max_results=1000
+            )
+            runs = [r for r in mine if r.info.status == "RUNNING"]
+            for parent in mine:
+                runs += self.client.search_runs(
+                    ids,
+                    filter_string=f"{found} and tags.mlflow.parentRunId = '{parent.info.run_id}'",
+                    max_results=1000,
+                )
+        return sorted({f"{r.info.run_id} ({r.info.run_name})" for r in runs})
 
     def versions_of(self, run_id: str, model_name: str) -> list[str]:
         versions = self.client.search_model_versions(f"name = '{model_name}'")
@@ -663,7 +677,7 @@ class MlflowProbe:
 
     def problems(self, run: dict[str, Any], model_name: str = FAST_RUN["model_cfg"]["name"]) -> list[str]:
         out: list[str] = []
-        running = self.running()
+        running = self.running(run["task_id"])
         if running:
             out.append(f"MLflow runs left RUNNING: {running}")
         links = run.get("links") or {}

@@ -129,7 +129,7 @@ def test_call_past_its_deadline_fails_and_saves_nothing_afterwards(
         "the trainer saved a finished train run after its caller's deadline"
     )
     assert not mlflow.versions_of(run["run_id"], SLOW_MODEL.get("name") or "faults-ridge")
-    assert not mlflow.running()
+    assert not mlflow.running(run["task_id"])
 
 
 def test_cancel_a_run_during_training(healthy: Cluster, record: Callable[..., None]) -> None:
