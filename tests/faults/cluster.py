@@ -152,7 +152,9 @@ class PgCluster:
         )
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        )
         subprocess.run(
             _as_postgres(
                 [
@@ -205,8 +207,18 @@ class NatsServer:
         assert exe, "nats-server is not on PATH"
         with open(self.root / "nats.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [exe, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port)]
-                + ["-sd", str(self.root / "store")],
+                [
+                    exe,
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-m",
+                    str(self.monitor_port),
+                    "-sd",
+                    str(self.root / "store"),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -246,9 +258,10 @@ def read_stream(rest_url: str, stream_url: str, *, timeout: float = 60.0) -> lis
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     data: list[str] = []
-    with contextlib.suppress(httpx.HTTPError), httpx.stream(
-        "GET", rest_url + stream_url, timeout=httpx.Timeout(10.0, read=5.0)
-    ) as resp:
+    with (
+        contextlib.suppress(httpx.HTTPError),
+        httpx.stream("GET", rest_url + stream_url, timeout=httpx.Timeout(10.0, read=5.0)) as resp,
+    ):
         if resp.status_code != 200:
             return events
         for line in resp.iter_lines():
@@ -437,7 +450,9 @@ class Cluster:
             return None
         return dict(resp.json()) if resp.status_code == 200 else None
 
-    def wait_run(self, run_id: str, *, timeout: float, since: float | None = None) -> tuple[dict[str, Any], float]:
+    def wait_run(
+        self, run_id: str, *, timeout: float, since: float | None = None
+    ) -> tuple[dict[str, Any], float]:
         """The run once terminal and the seconds it took from `since` (default: now)."""
         start = since if since is not None else time.monotonic()
         deadline = time.monotonic() + timeout
@@ -455,7 +470,9 @@ class Cluster:
             f"gateway log:\n{self.log('gateway')}"
         )
 
-    def wait_task(self, task_id: str, *, timeout: float, since: float | None = None) -> tuple[dict[str, Any], float]:
+    def wait_task(
+        self, task_id: str, *, timeout: float, since: float | None = None
+    ) -> tuple[dict[str, Any], float]:
         start = since if since is not None else time.monotonic()
         deadline = time.monotonic() + timeout
         last: dict[str, Any] | None = None
@@ -494,15 +511,21 @@ class Cluster:
             window = (run.get("combined_metrics") or {}).get("window")
             if window and run.get("predictions_captured"):
                 want = window["n_dates"] * len(window["symbols"])
-                got = catalog.scalar("SELECT count(*) FROM ml_prediction_audit WHERE run_id = %s", run["run_id"])
+                got = catalog.scalar(
+                    "SELECT count(*) FROM ml_prediction_audit WHERE run_id = %s", run["run_id"]
+                )
                 lost += max(0, want - got)
                 extra += max(0, got - want)
         else:
             extra += len(backtests)
-            extra += catalog.scalar("SELECT count(*) FROM ml_prediction_audit WHERE run_id = %s", run["run_id"])
+            extra += catalog.scalar(
+                "SELECT count(*) FROM ml_prediction_audit WHERE run_id = %s", run["run_id"]
+            )
         links = run.get("links") or {}
         with contextlib.suppress(Exception):
-            versions = self.mlflow().versions_of(run["run_id"], links.get("model_name") or FAST_RUN["model_cfg"]["name"])
+            versions = self.mlflow().versions_of(
+                run["run_id"], links.get("model_name") or FAST_RUN["model_cfg"]["name"]
+            )
             extra += max(0, len(versions) - 1)
         return lost, extra
 
@@ -579,7 +602,8 @@ class CatalogProbe:
         return [
             str(r[0])
             for r in self.rows(
-                "SELECT backtest_id FROM mcp_backtest_results WHERE notes LIKE %s", f"alpha-backtest run {run_id}:%"
+                "SELECT backtest_id FROM mcp_backtest_results WHERE notes LIKE %s",
+                f"alpha-backtest run {run_id}:%",
             )
         ]
 
@@ -648,8 +672,9 @@ class MlflowProbe:
         if not ids:
             return []
         found = "attributes.status = 'RUNNING'"
+        runs: list[Any] = []
         if task_id is None:
-            runs = self.client.search_runs(ids, filter_string=found, max_results=1000)
+            runs += self.client.search_runs(ids, filter_string=found, max_results=1000)
         else:
             mine = self.client.search_runs(
                 ids, filter_string=f"tags.`alphaswarm.task_id` = '{task_id}'", max_results=1000
@@ -713,7 +738,9 @@ class NatsTap:
         self._ready = threading.Event()
         self._stop: Any = None
         self._nc: Any = None
-        self._thread = threading.Thread(target=lambda: self._loop.run_until_complete(self._main()), daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: self._loop.run_until_complete(self._main()), daemon=True
+        )
 
     async def _main(self) -> None:
         import asyncio

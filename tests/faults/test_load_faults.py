@@ -73,7 +73,9 @@ def test_oversized_bodies_during_a_run(healthy: Cluster, record: Callable[..., N
     with HealthProbe(f"{healthy.rest_url}/healthz") as probe:
         t0 = time.monotonic()
         as_json = httpx.post(url, content=big_json, headers={"content-type": "application/json"}, timeout=60)
-        as_yaml = httpx.post(url, content=big_yaml, headers={"content-type": "application/x-yaml"}, timeout=60)
+        as_yaml = httpx.post(
+            url, content=big_yaml, headers={"content-type": "application/x-yaml"}, timeout=60
+        )
         time.sleep(0.5)
     seconds = time.monotonic() - t0
     bad_health = [a for a in probe.answers if a != 200]
@@ -151,7 +153,8 @@ def test_twenty_concurrent_runs_with_faults(healthy: Cluster, record: Callable[.
     counts = {s: sum(r["status"] == s for r in runs) for s in ("succeeded", "failed", "cancelled")}
     record(
         fault,
-        ", ".join(f"{n} {s}" for s, n in counts.items() if n) + (f"; {len(problems)} problems" if problems else ""),
+        ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        + (f"; {len(problems)} problems" if problems else ""),
         seconds,
         lost,
         dup,

@@ -55,7 +55,9 @@ def test_unreadable_message_goes_to_the_dead_letter_subject(
         "on alphaswarm.dlq.alpha_backtest" if got else f"not on the DLQ after {BOUND:.0f}s",
         seconds if got else None,
     )
-    assert got is not None, f"the poison message never reached alphaswarm.dlq.alpha_backtest\n{healthy.log('gateway')}"
+    assert got is not None, (
+        f"the poison message never reached alphaswarm.dlq.alpha_backtest\n{healthy.log('gateway')}"
+    )
     # The queue is not blocked behind it.
     accepted = healthy.start_run(fast_run(run_name="after-poison"))
     healthy.conclude(
@@ -68,7 +70,9 @@ def test_unreadable_message_goes_to_the_dead_letter_subject(
     )
 
 
-def test_message_naming_an_unreadable_run_fails_that_run(healthy: Cluster, record: Callable[..., None]) -> None:
+def test_message_naming_an_unreadable_run_fails_that_run(
+    healthy: Cluster, record: Callable[..., None]
+) -> None:
     catalog = healthy.catalog()
     run_id, task_id = str(uuid.uuid4()), str(uuid.uuid4())
     # A run row whose stored config this version cannot read.
@@ -87,7 +91,9 @@ def test_message_naming_an_unreadable_run_fails_that_run(healthy: Cluster, recor
     )
     with NatsTap(healthy.nats.url, "alphaswarm.dlq.>") as tap:
         t0 = time.monotonic()
-        tap.publish("alphaswarm.jobs.alpha_backtest", json.dumps({"run_id": run_id, "task_id": task_id}).encode())
+        tap.publish(
+            "alphaswarm.jobs.alpha_backtest", json.dumps({"run_id": run_id, "task_id": task_id}).encode()
+        )
         deadline = time.monotonic() + BOUND
         state = "pending"
         while time.monotonic() < deadline:
@@ -128,7 +134,7 @@ def test_call_past_its_deadline_fails_and_saves_nothing_afterwards(
     assert not [c.info.run_id for c in children if c.info.status == "FINISHED"], (
         "the trainer saved a finished train run after its caller's deadline"
     )
-    assert not mlflow.versions_of(run["run_id"], SLOW_MODEL.get("name") or "faults-ridge")
+    assert not mlflow.versions_of(run["run_id"], "faults-ridge")
     assert not mlflow.running(run["task_id"])
 
 
@@ -138,7 +144,9 @@ def test_cancel_a_run_during_training(healthy: Cluster, record: Callable[..., No
     try:
         watcher.wait_for("training", "started")
         t0 = time.monotonic()
-        resp = httpx.post(f"{healthy.rest_url}/ml/alpha-backtest-runs/{accepted['run_id']}:cancel", timeout=30)
+        resp = httpx.post(
+            f"{healthy.rest_url}/ml/alpha-backtest-runs/{accepted['run_id']}:cancel", timeout=30
+        )
     finally:
         watcher.close()
     if resp.status_code not in (200, 202):

@@ -111,7 +111,9 @@ def _submit_job(cluster: Cluster, doc: dict) -> dict:
     return dict(resp.json())
 
 
-def test_kill_backtester_during_a_job_and_restart_completes_it(healthy: Cluster, record: Callable[..., None]) -> None:
+def test_kill_backtester_during_a_job_and_restart_completes_it(
+    healthy: Cluster, record: Callable[..., None]
+) -> None:
     task = _submit_job(healthy, FAST_BACKTEST_JOB)
     healthy.topo.freeze("backtester")  # accepted: the job's RunStrategyBacktest will wait on it
     watcher = healthy.watch(task)

@@ -80,8 +80,12 @@ class H2Tap:
             except OSError:
                 conn.close()
                 continue
-            threading.Thread(target=self._pipe, args=(conn, up, _Parser(self.client, preface=True)), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, conn, _Parser(self.server, preface=False)), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(conn, up, _Parser(self.client, preface=True)), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pipe, args=(up, conn, _Parser(self.server, preface=False)), daemon=True
+            ).start()
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket, parser: _Parser) -> None:
