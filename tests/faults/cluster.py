@@ -68,6 +68,13 @@ FAST_RUN: dict[str, Any] = {
 }
 
 
+# A model whose training lasts seconds on FAST_RUN's data (a stage long enough to act during).
+SECONDS_MODEL: dict[str, Any] = {
+    "type": "random_forest",
+    "params": {"n_estimators": 60, "min_samples_leaf": 1, "n_jobs": 1},
+}
+
+
 def fast_run(**overrides: Any) -> dict[str, Any]:
     doc = copy.deepcopy(FAST_RUN)
     for key, value in overrides.items():

@@ -23,12 +23,11 @@ import httpx
 import pytest
 import yaml
 
-from tests.faults.cluster import Cluster, assert_stream_complete, fast_run
+from tests.faults.cluster import SECONDS_MODEL, Cluster, assert_stream_complete, fast_run
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 BOUND = 120.0
-SLOW_MODEL = {"type": "random_forest", "params": {"n_estimators": 100, "min_samples_leaf": 1, "n_jobs": 1}}
 
 
 class HealthProbe:
@@ -58,7 +57,7 @@ class HealthProbe:
 
 
 def test_oversized_bodies_during_a_run(healthy: Cluster, record: Callable[..., None]) -> None:
-    accepted = healthy.start_run(fast_run(run_name="in-flight", model_cfg=SLOW_MODEL))
+    accepted = healthy.start_run(fast_run(run_name="in-flight", model_cfg=SECONDS_MODEL))
     watcher = healthy.watch(accepted)
     try:
         watcher.wait_for("training", "started")

@@ -26,6 +26,7 @@ import pytest
 
 from tests.faults.cluster import (
     FAST_BACKTEST_JOB,
+    SECONDS_MODEL,
     Cluster,
     NatsTap,
     assert_stream_complete,
@@ -36,8 +37,6 @@ from tests.faults.cluster import (
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 BOUND = 120.0
-# Training that lasts several seconds on the suite's small dataset.
-SLOW_MODEL = {"type": "random_forest", "params": {"n_estimators": 150, "min_samples_leaf": 1, "n_jobs": 1}}
 
 
 def test_unreadable_message_goes_to_the_dead_letter_subject(
@@ -116,7 +115,7 @@ def test_call_past_its_deadline_fails_and_saves_nothing_afterwards(
     healthy: Cluster, record: Callable[..., None]
 ) -> None:
     healthy.restart("gateway", env={"ALPHASWARM_DEADLINE_TRAIN_SECONDS": "2"})
-    accepted = healthy.start_run(fast_run(run_name="deadline", model_cfg=SLOW_MODEL))
+    accepted = healthy.start_run(fast_run(run_name="deadline", model_cfg=SECONDS_MODEL))
     t0 = time.monotonic()
     run = healthy.conclude(
         accepted,
@@ -139,7 +138,7 @@ def test_call_past_its_deadline_fails_and_saves_nothing_afterwards(
 
 
 def test_cancel_a_run_during_training(healthy: Cluster, record: Callable[..., None]) -> None:
-    accepted = healthy.start_run(fast_run(run_name="cancel", model_cfg=SLOW_MODEL))
+    accepted = healthy.start_run(fast_run(run_name="cancel", model_cfg=SECONDS_MODEL))
     watcher = healthy.watch(accepted)
     try:
         watcher.wait_for("training", "started")

@@ -22,7 +22,7 @@ PING, GOAWAY = 0x6, 0x7
 @dataclass
 class FrameLog:
     pings: list[float] = field(default_factory=list)  # epoch seconds of PING frames (not acks)
-    goaways: list[str] = field(default_factory=list)  # "error code: debug text"
+    goaways: list[str] = field(default_factory=list)  # "error code: debug text @ epoch seconds"
 
 
 class _Parser:
@@ -45,7 +45,8 @@ class _Parser:
                 self.log.pings.append(time.time())
             elif ftype == GOAWAY and length >= 8:
                 code = int.from_bytes(payload[4:8], "big")
-                self.log.goaways.append(f"{code}: {payload[8:].decode(errors='replace')}")
+                text = payload[8:].decode(errors="replace")
+                self.log.goaways.append(f"{code}: {text} @ {time.time():.1f}")
             self.buf = self.buf[9 + length :]
 
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import sse_events
-from tests.faults.cluster import fast_run
+from tests.faults.cluster import SECONDS_MODEL, fast_run
 from tests.integration.h2tap import H2Tap
 from tests.integration.topology import Topology
 
@@ -35,8 +35,6 @@ pytestmark = [pytest.mark.integration]
 NATS_URL = os.environ.get("ALPHASWARM_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 KEEPALIVE = {"ALPHASWARM_GRPC_KEEPALIVE_SECONDS": "1", "ALPHASWARM_GRPC_MIN_PING_SECONDS": "0.5"}
-# A training stage of several seconds on the small dataset.
-SECONDS_MODEL = {"type": "random_forest", "params": {"n_estimators": 50, "min_samples_leaf": 1, "n_jobs": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +97,9 @@ def test_call_over_several_keepalive_periods_is_not_cut(tapped: tuple[Topology, 
             f"{len(during)} keepalive pings during a {end - start:.1f}s call with a 1s keepalive time: "
             "the keepalive settings are not applied"
         )
-        assert tap.server.goaways[goaways_before:] == [], tap.server.goaways
+        assert tap.server.goaways[goaways_before:] == [], (
+            f"GOAWAY from the trainer (training ran {start:.1f}..{end:.1f}): {tap.server.goaways}"
+        )
     finally:
         for name in ("trainer", "gateway"):
             env = {k: v for k, v in topo.service_env.get(name, {}).items() if k not in KEEPALIVE}
