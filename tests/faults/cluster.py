@@ -17,7 +17,6 @@ Checks (`Cluster.verify_run`):
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import shutil
@@ -35,22 +34,21 @@ from typing import Any
 
 import httpx
 
+from tests.e2e.conftest import small_run
 from tests.integration.topology import Topology, free_port
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 TERMINAL_EVENT_STAGES = {"completed", "failed", "cancelled"}
 SERVICES = ("persistence", "trainer", "registry", "backtester", "gateway")
 
-# A run small enough for the suite: ridge on eight symbols, three years of training.
-FAST_RUN: dict[str, Any] = {
-    "run_name": "faults",
-    "train_first": True,
-    "capture_predictions": True,
-    "dataset_cfg": {
-        "source": "sp500",
+# A run small enough for the suite: the e2e run cut to ridge on eight symbols, three years of training.
+FAST_RUN: dict[str, Any] = small_run(
+    run_name="faults",
+    train_first=True,
+    capture_predictions=True,
+    dataset_cfg={
         "symbols": ["AAPL", "AMD", "BAC", "CVX", "JPM", "KO", "MSFT", "XOM"],
         "start_date": "2014-01-01",
-        "end_date": "2019-06-28",
         "segments": {
             "train": ["2014-06-01", "2017-06-30"],
             "valid": ["2017-07-03", "2017-12-29"],
@@ -60,13 +58,10 @@ FAST_RUN: dict[str, Any] = {
             {"name": "ret", "windows": [1, 5, 20], "cs_rank": True},
             {"name": "vol", "windows": [20]},
         ],
-        "label": {"horizon": 1, "execution_lag": 1},
     },
-    "model_cfg": {"type": "ridge", "params": {"alpha": 10.0}, "name": "faults-ridge"},
-    "strategy_cfg": {"type": "long_short_topk", "params": {"top_k": 2}},
-    "backtest_cfg": {"fees": 0.001, "slippage": 0.001},
-}
-
+    model_cfg={"name": "faults-ridge"},
+    strategy_cfg={"params": {"top_k": 2}},
+)
 
 # A model whose training lasts seconds on FAST_RUN's data (a stage long enough to act during).
 SECONDS_MODEL: dict[str, Any] = {
@@ -76,13 +71,12 @@ SECONDS_MODEL: dict[str, Any] = {
 
 
 def fast_run(**overrides: Any) -> dict[str, Any]:
-    doc = copy.deepcopy(FAST_RUN)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict):
-            doc[key] = {**doc[key], **value}
-        else:
-            doc[key] = value
-    return doc
+    """FAST_RUN with `overrides` (a mapping is merged into the section it names)."""
+    merged = {
+        k: {**FAST_RUN[k], **v} if isinstance(v, dict) and isinstance(FAST_RUN.get(k), dict) else v
+        for k, v in overrides.items()
+    }
+    return small_run(**{**FAST_RUN, **merged})
 
 
 FAST_BACKTEST_JOB: dict[str, Any] = {
@@ -461,39 +455,64 @@ class Cluster:
         self, run_id: str, *, timeout: float, since: float | None = None
     ) -> tuple[dict[str, Any], float]:
         """The run once terminal and the seconds it took from `since` (default: now)."""
-        start = since if since is not None else time.monotonic()
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] | None = None
-        while time.monotonic() < deadline:
-            got = self.get_json(f"/ml/alpha-backtest-runs/{run_id}")
-            if got is not None:
-                last = got
-                if got["status"] in TERMINAL:
-                    return got, time.monotonic() - start
-            time.sleep(0.5)
-        raise AssertionError(
-            f"run {run_id} is not terminal after {timeout:.0f}s (last seen: "
-            f"{None if last is None else (last['status'], last.get('stage'))})\n"
-            f"gateway log:\n{self.log('gateway')}"
-        )
+        return self._wait_terminal(f"/ml/alpha-backtest-runs/{run_id}", timeout, since)
 
     def wait_task(
         self, task_id: str, *, timeout: float, since: float | None = None
     ) -> tuple[dict[str, Any], float]:
+        """The task (a backtester job) once terminal and the seconds it took from `since`."""
+        return self._wait_terminal(f"/tasks/{task_id}", timeout, since)
+
+    def _wait_terminal(self, path: str, timeout: float, since: float | None) -> tuple[dict[str, Any], float]:
         start = since if since is not None else time.monotonic()
         deadline = time.monotonic() + timeout
         last: dict[str, Any] | None = None
         while time.monotonic() < deadline:
-            got = self.get_json(f"/tasks/{task_id}")
+            got = self.get_json(path)
             if got is not None:
                 last = got
                 if got["status"] in TERMINAL:
                     return got, time.monotonic() - start
             time.sleep(0.5)
         raise AssertionError(
-            f"task {task_id} is not terminal after {timeout:.0f}s (last seen: "
+            f"{path} is not terminal after {timeout:.0f}s (last seen: "
             f"{None if last is None else (last['status'], last.get('stage'))})\n"
             f"gateway log:\n{self.log('gateway')}"
+        )
+
+    def conclude_task(
+        self,
+        task: dict[str, Any],
+        *,
+        fault: str,
+        record: Callable[..., None],
+        since: float,
+        timeout: float,
+        status: str,
+        duplicated: Callable[[], int] = lambda: 0,
+    ) -> dict[str, Any]:
+        """`conclude` for a backtester job: terminal within `timeout`, its row in the outcome
+        table, the expected `status`, a complete stream."""
+        try:
+            done, seconds = self.wait_task(task["task_id"], timeout=timeout, since=since)
+        except AssertionError:
+            record(fault, f"not terminal after {timeout:.0f}s", None)
+            raise
+        error = done.get("error") or {}
+        record(fault, done["status"] + (f" ({error.get('code')})" if error else ""), seconds, 0, duplicated())
+        assert done["status"] == status, f"{fault}: {done}"
+        assert_stream_complete(self.stream(task), status)
+        return done
+
+    def run_completes(self, record: Callable[..., None], fault: str, *, timeout: float = 120.0) -> None:
+        """A fresh run submitted now succeeds (the cluster serves again after a fault)."""
+        self.conclude(
+            self.start_run(fast_run(run_name="after-fault")),
+            fault=fault,
+            record=record,
+            since=time.monotonic(),
+            timeout=timeout,
+            status="succeeded",
         )
 
     def stream(self, accepted: dict[str, Any], *, timeout: float = 30.0) -> list[dict[str, Any]]:
@@ -656,6 +675,12 @@ class CatalogProbe:
             if n_dep > 1:
                 out.append(f"{n_dep} deployments of {links['model_name']} v{links['model_version']}")
         return out
+
+    def saved_by_job(self, task_id: str) -> int:
+        """Results a backtester job saved (their idempotency keys are named after its task)."""
+        return int(
+            self.scalar("SELECT count(*) FROM catalog_request_keys WHERE request_id LIKE %s", f"{task_id}:%")
+        )
 
     def count_runs(self, state: str | None = None) -> int:
         if state is None:

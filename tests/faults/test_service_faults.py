@@ -25,7 +25,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.faults.cluster import FAST_BACKTEST_JOB, Cluster, assert_stream_complete
+from tests.faults.cluster import FAST_BACKTEST_JOB, Cluster
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -126,17 +126,15 @@ def test_kill_backtester_during_a_job_and_restart_completes_it(
         healthy.restart("backtester")
     finally:
         watcher.close()
-    fault = "kill -9 backtester during a backtest job"
-    try:
-        done, seconds = healthy.wait_task(task["task_id"], timeout=BOUND, since=t0)
-    except AssertionError:
-        record(fault, f"not terminal after {BOUND:.0f}s", None)
-        raise
-    error = done.get("error") or {}
-    record(fault, done["status"] + (f" ({error.get('code')})" if error else ""), seconds)
-    assert done["status"] == "succeeded", done
+    done = healthy.conclude_task(
+        task,
+        fault="kill -9 backtester during a backtest job",
+        record=record,
+        since=t0,
+        timeout=BOUND,
+        status="succeeded",
+    )
     assert (done.get("result") or {}).get("backtest_id")
-    assert_stream_complete(healthy.stream(task), "succeeded")
 
 
 def test_kill_gateway_during_a_job_resumes_it(healthy: Cluster, record: Callable[..., None]) -> None:
@@ -151,17 +149,14 @@ def test_kill_gateway_during_a_job_resumes_it(healthy: Cluster, record: Callable
         healthy.restart("gateway")
     finally:
         watcher.close()
-    fault = "kill -9 gateway during a backtest job, new gateway started"
-    try:
-        done, seconds = healthy.wait_task(task["task_id"], timeout=BOUND, since=t0)
-    except AssertionError:
-        record(fault, f"not terminal after {BOUND:.0f}s", None)
-        raise
-    backtest_id = (done.get("result") or {}).get("backtest_id")
-    n_rows = healthy.catalog().scalar(
-        "SELECT count(*) FROM catalog_request_keys WHERE request_id LIKE %s", f"{task['task_id']}:%"
+    saved = healthy.catalog().saved_by_job
+    done = healthy.conclude_task(
+        task,
+        fault="kill -9 gateway during a backtest job, new gateway started",
+        record=record,
+        since=t0,
+        timeout=BOUND,
+        status="succeeded",
+        duplicated=lambda: max(0, saved(task["task_id"]) - 1),
     )
-    record(fault, done["status"], seconds, duplicated=max(0, n_rows - 1))
-    assert done["status"] == "succeeded", done
-    assert backtest_id and n_rows == 1
-    assert_stream_complete(healthy.stream(task), "succeeded")
+    assert (done.get("result") or {}).get("backtest_id") and saved(task["task_id"]) == 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +28,7 @@ import pytest
 from tests.e2e.conftest import sse_events
 from tests.faults.cluster import SECONDS_MODEL, fast_run
 from tests.integration.h2tap import H2Tap
-from tests.integration.topology import Topology
+from tests.integration.topology import Topology, require_nats
 
 pytestmark = [pytest.mark.integration]
 NATS_URL = os.environ.get("ALPHASWARM_TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -39,13 +38,7 @@ KEEPALIVE = {"ALPHASWARM_GRPC_KEEPALIVE_SECONDS": "1", "ALPHASWARM_GRPC_MIN_PING
 
 @pytest.fixture(scope="module")
 def tapped(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Topology, H2Tap]]:
-    host, port = NATS_URL.removeprefix("nats://").split(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"NATS is required in CI and is not reachable at {NATS_URL}")
-        pytest.skip(f"NATS not reachable at {NATS_URL}")
+    require_nats(NATS_URL)
     topo = Topology(
         pg_admin_url=pg_admin_url, nats_url=NATS_URL, workdir=tmp_path_factory.mktemp("long-calls")
     )
@@ -108,7 +101,9 @@ def test_call_over_several_keepalive_periods_is_not_cut(tapped: tuple[Topology, 
 
 def _seconds_per_iteration(doc: dict[str, Any]) -> float:
     """Time of one boosting iteration of `hist_gradient_boosting` on the run's dataset, measured
-    here (the slope between two short fits, so the fixed cost of features is left out)."""
+    here: the slope between a 10- and a 110-iteration fit (the fixed cost of features is left
+    out), the smaller of two measurements (the least disturbed by other load, so the stage
+    errs on the long side)."""
     from alphaswarm_common.config import DatasetConfig, ModelConfig
     from alphaswarm_trainer.training import train
 
@@ -123,14 +118,14 @@ def _seconds_per_iteration(doc: dict[str, Any]) -> float:
         return time.perf_counter() - t0
 
     fit(5)  # warm the caches
-    return max((fit(60) - fit(20)) / 40, 1e-3)
+    return max(min((fit(110) - fit(10)) / 100 for _ in range(2)), 1e-3)
 
 
 def _hgb(max_iter: int) -> dict[str, Any]:
     return {"max_iter": max_iter, "learning_rate": 0.01, "early_stopping": False, "max_leaf_nodes": 31}
 
 
-STAGE_SECONDS = 330  # aimed at; the test needs the stage to last more than 300 s
+STAGE_SECONDS = 360  # aimed at; the test needs the stage to last more than 300 s
 
 
 @pytest.mark.slow

@@ -33,6 +33,19 @@ COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 INFRA = {"postgres", "nats"}  # provided by the machine (started by scripts/ensure_services.sh)
 
 
+def require_nats(url: str) -> None:
+    """Skip (or fail under `CI=true`) when no NATS server answers at `url`."""
+    import pytest
+
+    host, port = url.removeprefix("nats://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"NATS is required in CI and is not reachable at {url}")
+        pytest.skip(f"NATS not reachable at {url}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
