@@ -416,6 +416,18 @@ class Cluster:
                     topo.thaw(name)
             if not topo.alive(name) or topo.service_env.get(name):
                 topo.restart(name, env={})
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Wait until the gateway's `/readyz` answers 200 (every upstream service and the event
+        bus answer it); False when it did not within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.rest_url}/readyz", timeout=5).status_code == 200:
+                    return True
+            time.sleep(0.5)
+        return False
 
     def kill(self, name: str) -> None:
         self.topo.kill(name)

@@ -52,18 +52,6 @@ def test_infrastructure_restarted_during_training(
     )
 
 
-def _wait_ready(cluster: Cluster, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{cluster.rest_url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"the gateway is not ready {timeout:.0f}s after NATS came back")
-
-
 def test_nats_down_at_submission_answers_503_and_leaves_nothing_pending(
     healthy: Cluster, record: Callable[..., None]
 ) -> None:
@@ -88,5 +76,5 @@ def test_nats_down_at_submission_answers_503_and_leaves_nothing_pending(
     assert resp.json()["error"]["code"] in ("UNAVAILABLE", "DEPENDENCY_UNAVAILABLE"), resp.text
     assert job.status_code == 503, job.text
     assert pending_runs == 0 and pending_tasks == 0
-    _wait_ready(healthy)
+    assert healthy.wait_ready(), "the gateway is not ready after NATS came back"
     healthy.run_completes(record, "run submitted after NATS came back", timeout=BOUND)
