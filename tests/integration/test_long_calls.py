@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import sse_events
-from tests.faults.cluster import SECONDS_MODEL, fast_run
+from tests.faults.cluster import SECONDS_MODEL, NatsServer, fast_run
 from tests.integration.h2tap import H2Tap
 from tests.integration.topology import Topology, require_nats
 
@@ -38,9 +39,18 @@ KEEPALIVE = {"ALPHASWARM_GRPC_KEEPALIVE_SECONDS": "1", "ALPHASWARM_GRPC_MIN_PING
 
 @pytest.fixture(scope="module")
 def tapped(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Topology, H2Tap]]:
-    require_nats(NATS_URL)
+    # A NATS server of the module's own when one can be started: the job queue's durable
+    # consumer is shared by every gateway on a server, so a shared one would hand this
+    # gateway's jobs to others.
+    nats = NatsServer() if shutil.which("nats-server") else None
+    if nats is None:
+        require_nats(NATS_URL)
+    else:
+        nats.start()
     topo = Topology(
-        pg_admin_url=pg_admin_url, nats_url=NATS_URL, workdir=tmp_path_factory.mktemp("long-calls")
+        pg_admin_url=pg_admin_url,
+        nats_url=nats.url if nats else NATS_URL,
+        workdir=tmp_path_factory.mktemp("long-calls"),
     )
     tap = H2Tap(lambda: ("127.0.0.1", topo.ports["trainer"]))
     topo.service_env["gateway"] = {"ALPHASWARM_TRAINER_ADDR": tap.address}
@@ -50,6 +60,8 @@ def tapped(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         topo.stop()
         tap.close()
+        if nats is not None:
+            nats.destroy()
 
 
 def _run(topo: Topology, doc: dict[str, Any], timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
