@@ -152,17 +152,28 @@ STAGE_SECONDS = 360  # aimed at; the test needs the stage to last more than 300 
 
 @pytest.mark.slow
 def test_training_stage_longer_than_five_minutes(tapped: tuple[Topology, H2Tap]) -> None:
+    """On a machine whose load changes, the first stage may come out short: a second run is
+    sized on the first one's own rate (at most two runs)."""
     topo, tap = tapped
     doc = fast_run(run_name="five-minutes")
     iterations = min(100_000, math.ceil(STAGE_SECONDS / _seconds_per_iteration(topo, doc)))
-    doc["model_cfg"] = {"type": "hist_gradient_boosting", "name": "five-minutes", "params": _hgb(iterations)}
     goaways_before = len(tap.server.goaways)
-    run, events = _run(topo, doc, timeout=1500)
-    assert run["status"] == "succeeded", (run["error"], topo.log("gateway")[-3000:])
-    start, end = _training_window(events)
-    print(f"training stage: {end - start:.0f}s, {iterations} iterations")  # shown with -s / -rP
-    assert end - start > 300, (
-        f"the training stage lasted {end - start:.0f}s ({iterations} iterations): "
-        "the calibration undershot, the test did not cover a five-minute call"
+    lasted: list[tuple[int, float]] = []
+    for _ in range(2):
+        doc["model_cfg"] = {
+            "type": "hist_gradient_boosting",
+            "name": "five-minutes",
+            "params": _hgb(iterations),
+        }
+        run, events = _run(topo, doc, timeout=1500)
+        assert run["status"] == "succeeded", (run["error"], topo.log("gateway")[-3000:])
+        start, end = _training_window(events)
+        lasted.append((iterations, end - start))
+        print(f"training stage: {end - start:.0f}s, {iterations} iterations")  # shown with -s / -rP
+        assert tap.server.goaways[goaways_before:] == [], tap.server.goaways
+        if end - start > 300:
+            break
+        iterations = min(100_000, math.ceil(iterations * STAGE_SECONDS / max(end - start, 1.0)))
+    assert lasted[-1][1] > 300, (
+        f"training stages of {lasted} (iterations, seconds): none covered a five-minute call"
     )
-    assert tap.server.goaways[goaways_before:] == [], tap.server.goaways
