@@ -253,7 +253,9 @@ class NatsServer:
 # ---------------------------------------------------------------------------------------------- REST
 
 
-def read_stream(rest_url: str, stream_url: str, *, timeout: float = 60.0) -> list[dict[str, Any]]:
+def read_stream(
+    rest_url: str, stream_url: str, *, timeout: float = 60.0, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Every event of a task's SSE stream, stopping at the stream's end or after `timeout` seconds
     (a stream that never sends its terminal event is returned as it is, to be judged)."""
     events: list[dict[str, Any]] = []
@@ -261,7 +263,9 @@ def read_stream(rest_url: str, stream_url: str, *, timeout: float = 60.0) -> lis
     data: list[str] = []
     with (
         contextlib.suppress(httpx.HTTPError),
-        httpx.stream("GET", rest_url + stream_url, timeout=httpx.Timeout(10.0, read=5.0)) as resp,
+        httpx.stream(
+            "GET", rest_url + stream_url, headers=headers, timeout=httpx.Timeout(10.0, read=5.0)
+        ) as resp,
     ):
         if resp.status_code != 200:
             return events
@@ -280,8 +284,11 @@ class StreamWatcher:
     """Follows a task's SSE stream on a thread (reconnecting with Last-Event-ID when the
     gateway goes away) so a test can act when a given stage starts."""
 
-    def __init__(self, rest_url: Callable[[], str], stream_url: str) -> None:
+    def __init__(
+        self, rest_url: Callable[[], str], stream_url: str, headers: dict[str, str] | None = None
+    ) -> None:
         self._rest_url = rest_url
+        self._headers = headers or {}
         self.stream_url = stream_url
         self.events: list[dict[str, Any]] = []
         self._stop = threading.Event()
@@ -296,7 +303,7 @@ class StreamWatcher:
                 with httpx.stream(
                     "GET",
                     self._rest_url() + self.stream_url,
-                    headers={"last-event-id": str(last)},
+                    headers={**self._headers, "last-event-id": str(last)},
                     timeout=httpx.Timeout(5.0, read=2.0),
                 ) as resp:
                     if resp.status_code != 200:
@@ -424,7 +431,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.rest_url}/readyz", timeout=5).status_code == 200:
+                if self.get("/readyz", timeout=5).status_code == 200:
                     return True
             time.sleep(0.5)
         return False
@@ -439,13 +446,21 @@ class Cluster:
         return self.topo.log(name)
 
     # -- REST -----------------------------------------------------------------------------------
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """GET on the gateway as its admin (the bootstrap token)."""
+        return httpx.get(self.rest_url + path, headers=self.topo.auth_headers, **kwargs)
+
+    def post(self, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        """POST on the gateway as its admin."""
+        return httpx.post(
+            self.rest_url + path, headers={**self.topo.auth_headers, **(headers or {})}, **kwargs
+        )
+
     def submit(self, doc: dict[str, Any], *, key: str | None = None) -> httpx.Response:
         headers = {"content-type": "application/json"}
         if key:
             headers["idempotency-key"] = key
-        return httpx.post(
-            f"{self.rest_url}/ml/alpha-backtest-runs", content=json.dumps(doc), headers=headers, timeout=60
-        )
+        return self.post("/ml/alpha-backtest-runs", content=json.dumps(doc), headers=headers, timeout=60)
 
     def start_run(self, doc: dict[str, Any] | None = None) -> dict[str, Any]:
         resp = self.submit(doc or fast_run())
@@ -453,12 +468,12 @@ class Cluster:
         return dict(resp.json())
 
     def watch(self, accepted: dict[str, Any]) -> StreamWatcher:
-        return StreamWatcher(lambda: self.rest_url, accepted["stream_url"])
+        return StreamWatcher(lambda: self.rest_url, accepted["stream_url"], self.topo.auth_headers)
 
     def get_json(self, path: str) -> dict[str, Any] | None:
         """GET a resource; None while the gateway (or what it reads) does not answer."""
         try:
-            resp = httpx.get(self.rest_url + path, timeout=10)
+            resp = self.get(path, timeout=10)
         except httpx.HTTPError:
             return None
         return dict(resp.json()) if resp.status_code == 200 else None
@@ -528,7 +543,9 @@ class Cluster:
         )
 
     def stream(self, accepted: dict[str, Any], *, timeout: float = 30.0) -> list[dict[str, Any]]:
-        return read_stream(self.rest_url, accepted["stream_url"], timeout=timeout)
+        return read_stream(
+            self.rest_url, accepted["stream_url"], timeout=timeout, headers=self.topo.auth_headers
+        )
 
     # -- catalog and MLflow ---------------------------------------------------------------------
     def catalog(self) -> CatalogProbe:

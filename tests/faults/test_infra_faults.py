@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from tests.faults.cluster import FAST_BACKTEST_JOB, Cluster, fast_run
@@ -61,7 +60,7 @@ def test_nats_down_at_submission_answers_503_and_leaves_nothing_pending(
         t0 = time.monotonic()
         resp = healthy.submit(fast_run(run_name="nats-down"))
         seconds = time.monotonic() - t0
-        job = httpx.post(f"{healthy.rest_url}/backtests", json=FAST_BACKTEST_JOB, timeout=60)
+        job = healthy.post("/backtests", json=FAST_BACKTEST_JOB, timeout=60)
         pending_runs = catalog.count_runs("pending")
         pending_tasks = catalog.count_tasks("pending")
     finally:

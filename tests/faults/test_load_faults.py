@@ -68,11 +68,13 @@ def test_oversized_bodies_during_a_run(healthy: Cluster, record: Callable[..., N
     doc["notes"] = ["y" * 1000] * (9 * 1024)  # about 9 MB of YAML
     big_yaml = yaml.safe_dump(doc).encode()
     assert len(big_yaml) > 9_000_000
-    url = f"{healthy.rest_url}/ml/alpha-backtest-runs"
+    url = "/ml/alpha-backtest-runs"
     with HealthProbe(f"{healthy.rest_url}/healthz") as probe:
         t0 = time.monotonic()
-        as_json = httpx.post(url, content=big_json, headers={"content-type": "application/json"}, timeout=60)
-        as_yaml = httpx.post(
+        as_json = healthy.post(
+            url, content=big_json, headers={"content-type": "application/json"}, timeout=60
+        )
+        as_yaml = healthy.post(
             url, content=big_yaml, headers={"content-type": "application/x-yaml"}, timeout=60
         )
         time.sleep(0.5)

@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from tests.faults.cluster import (
@@ -134,9 +133,7 @@ def test_cancel_a_run_during_training(healthy: Cluster, record: Callable[..., No
     try:
         watcher.wait_for("training", "started")
         t0 = time.monotonic()
-        resp = httpx.post(
-            f"{healthy.rest_url}/ml/alpha-backtest-runs/{accepted['run_id']}:cancel", timeout=30
-        )
+        resp = healthy.post(f"/ml/alpha-backtest-runs/{accepted['run_id']}:cancel", timeout=30)
     finally:
         watcher.close()
     if resp.status_code not in (200, 202):
@@ -156,7 +153,7 @@ def test_cancel_a_run_during_training(healthy: Cluster, record: Callable[..., No
 
 
 def test_cancel_a_backtester_job(healthy: Cluster, record: Callable[..., None]) -> None:
-    resp = httpx.post(f"{healthy.rest_url}/backtests", json=FAST_BACKTEST_JOB, timeout=60)
+    resp = healthy.post("/backtests", json=FAST_BACKTEST_JOB, timeout=60)
     assert resp.status_code == 202, resp.text
     task = resp.json()
     healthy.topo.freeze("backtester")  # the job's call waits on it
@@ -164,7 +161,7 @@ def test_cancel_a_backtester_job(healthy: Cluster, record: Callable[..., None]) 
     try:
         watcher.wait_for("backtest", "started")
         t0 = time.monotonic()
-        cancel = httpx.post(f"{healthy.rest_url}/tasks/{task['task_id']}:cancel", timeout=30)
+        cancel = healthy.post(f"/tasks/{task['task_id']}:cancel", timeout=30)
     finally:
         watcher.close()
         healthy.topo.thaw("backtester")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from tests.faults.cluster import FAST_BACKTEST_JOB, Cluster
@@ -106,7 +105,7 @@ def test_kill_gateway_mid_run_resumes_on_a_new_gateway(healthy: Cluster, record:
 
 
 def _submit_job(cluster: Cluster, doc: dict) -> dict:
-    resp = httpx.post(f"{cluster.rest_url}/backtests", json=doc, timeout=60)
+    resp = cluster.post("/backtests", json=doc, timeout=60)
     assert resp.status_code == 202, resp.text
     return dict(resp.json())
 
