@@ -1,9 +1,11 @@
-"""A TCP proxy that reads the HTTP/2 frames of the gRPC connections it carries.
+"""A TCP proxy that watches the gRPC connections it carries, plaintext or TLS.
 
-It forwards bytes unchanged between a client and `upstream()`, and records, per direction,
-the PING frames (not the acknowledgements) and the GOAWAY frames with their debug text
-(`too_many_pings` when a server refuses a client's keepalive). It is how a test sees whether
-keepalive pings are sent during a long call and whether the server tolerates them.
+It forwards bytes unchanged between a client and `upstream()` and records, per direction,
+every read (its time and size) and which side closed each connection, when. While a long
+unary call waits for its answer the only traffic is keepalive PINGs and their acks, small
+records in both directions (an HTTP/2 PING frame is 17 bytes, under 64 bytes once in a TLS
+record); a server that refuses a client's pings answers GOAWAY `too_many_pings` and closes
+the connection, which shows as the upstream side closing during the call.
 """
 
 from __future__ import annotations
@@ -15,39 +17,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-PING, GOAWAY = 0x6, 0x7
+SMALL = 64  # bytes: a PING (or its ack) in one read, with or without TLS
 
 
 @dataclass
-class FrameLog:
-    pings: list[float] = field(default_factory=list)  # epoch seconds of PING frames (not acks)
-    goaways: list[str] = field(default_factory=list)  # "error code: debug text @ epoch seconds"
+class Traffic:
+    reads: list[tuple[float, int]] = field(default_factory=list)  # (epoch seconds, bytes)
+    closed: list[float] = field(default_factory=list)  # epoch seconds this side closed a connection
 
+    def small_reads(self, start: float, end: float) -> int:
+        return sum(1 for t, n in self.reads if start <= t <= end and n <= SMALL)
 
-class _Parser:
-    def __init__(self, log: FrameLog, *, preface: bool) -> None:
-        self.log = log
-        self.buf = b""
-        self.skip = len(PREFACE) if preface else 0
-
-    def feed(self, data: bytes) -> None:
-        self.buf += data
-        if self.skip:
-            n = min(self.skip, len(self.buf))
-            self.buf, self.skip = self.buf[n:], self.skip - n
-        while len(self.buf) >= 9:
-            length = int.from_bytes(self.buf[:3], "big")
-            if len(self.buf) < 9 + length:
-                return
-            ftype, flags, payload = self.buf[3], self.buf[4], self.buf[9 : 9 + length]
-            if ftype == PING and not flags & 0x1:
-                self.log.pings.append(time.time())
-            elif ftype == GOAWAY and length >= 8:
-                code = int.from_bytes(payload[4:8], "big")
-                text = payload[8:].decode(errors="replace")
-                self.log.goaways.append(f"{code}: {text} @ {time.time():.1f}")
-            self.buf = self.buf[9 + length :]
+    def closed_between(self, start: float, end: float) -> list[float]:
+        return [t for t in self.closed if start <= t <= end]
 
 
 class H2Tap:
@@ -55,8 +37,8 @@ class H2Tap:
 
     def __init__(self, upstream: Callable[[], tuple[str, int]]) -> None:
         self.upstream = upstream
-        self.client = FrameLog()  # frames the client sent
-        self.server = FrameLog()  # frames the server sent
+        self.client = Traffic()  # what the client sent, and when it closed
+        self.server = Traffic()  # what the server sent, and when it closed
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -81,21 +63,18 @@ class H2Tap:
             except OSError:
                 conn.close()
                 continue
-            threading.Thread(
-                target=self._pipe, args=(conn, up, _Parser(self.client, preface=True)), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._pipe, args=(up, conn, _Parser(self.server, preface=False)), daemon=True
-            ).start()
+            threading.Thread(target=self._pipe, args=(conn, up, self.client), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, conn, self.server), daemon=True).start()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket, parser: _Parser) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, traffic: Traffic) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
+                    traffic.closed.append(time.time())
                     break
-                parser.feed(data)
+                traffic.reads.append((time.time(), len(data)))
                 dst.sendall(data)
         except OSError:
             pass
