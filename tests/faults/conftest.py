@@ -31,6 +31,10 @@ FAULT_ENV: dict[str, str] = {
     "ALPHASWARM_REAPER_SECONDS": "1",
     "ALPHASWARM_MAX_BODY_BYTES": str(8 * 1024 * 1024),
     "ALPHASWARM_GATEWAY_WORKERS": "4",
+    # The suite submits as one token: twenty runs at once must not hit the per-token limits.
+    "ALPHASWARM_MAX_CONCURRENT_RUNS_PER_TOKEN": "64",
+    "ALPHASWARM_SUBMIT_BURST": "64",
+    "ALPHASWARM_SUBMIT_RATE_PER_MINUTE": "600",
     "ALPHASWARM_DEADLINE_DEFAULT_SECONDS": "10",
 }
 
