@@ -29,7 +29,7 @@ from alphaswarm.gateway.v1 import gateway_service_pb2 as gpb
 from alphaswarm.gateway.v1 import gateway_service_pb2_grpc as gpb_grpc
 from alphaswarm_common.grpc_client import channel
 from tests.e2e.conftest import STAGES, small_run, sse_events
-from tests.integration.topology import Topology
+from tests.integration.topology import Topology, require_nats
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NATS_URL = os.environ.get("ALPHASWARM_TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -37,15 +37,7 @@ NATS_URL = os.environ.get("ALPHASWARM_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 @pytest.fixture(scope="module")
 def topology(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    import socket
-
-    host, port = NATS_URL.removeprefix("nats://").split(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"NATS is required in CI and is not reachable at {NATS_URL}")
-        pytest.skip(f"NATS not reachable at {NATS_URL}")
+    require_nats(NATS_URL)
     topo = Topology(pg_admin_url=pg_admin_url, nats_url=NATS_URL, workdir=tmp_path_factory.mktemp("topology"))
     try:
         topo.start()

@@ -11,6 +11,7 @@ virtualenv. What is tested is the compose topology itself, not a copy of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -30,6 +31,19 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 INFRA = {"postgres", "nats"}  # provided by the machine (started by scripts/ensure_services.sh)
+
+
+def require_nats(url: str) -> None:
+    """Skip (or fail under `CI=true`) when no NATS server answers at `url`."""
+    import pytest
+
+    host, port = url.removeprefix("nats://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"NATS is required in CI and is not reachable at {url}")
+        pytest.skip(f"NATS not reachable at {url}")
 
 
 def free_port() -> int:
@@ -67,6 +81,10 @@ class Topology:
     mlflow_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     secret_files: dict[str, Path] = field(default_factory=dict)
+    # Environment added to every service (settings shortened for tests), and per service.
+    extra_env: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    specs: dict[str, Any] = field(default_factory=dict)
 
     # -- urls -----------------------------------------------------------------------------------
     @property
@@ -158,6 +176,8 @@ class Topology:
             env["ALPHASWARM_HTTP_PORT"] = str(self.http_port)
         env["ALPHASWARM_HOME"] = str(self.workdir / name)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
+        env.update(self.service_env.get(name, {}))
         return env
 
     def _command(self, spec: dict[str, Any]) -> list[str]:
@@ -193,6 +213,7 @@ class Topology:
             name: Path(re.sub(r"\$\{ALPHASWARM_SECRETS_DIR:-[^}]*\}", str(secrets_dir), spec["file"]))
             for name, spec in (compose.get("secrets") or {}).items()
         }
+        self.specs = services
         suffix = uuid.uuid4().hex[:8]
         self.databases = {"alphaswarm": f"as_it_{suffix}", "mlflow": f"as_it_mlflow_{suffix}"}
         admin = self.pg_admin_url.replace("postgresql+psycopg://", "postgresql://")
@@ -210,31 +231,66 @@ class Topology:
             if name in INFRA:
                 continue
             spec = services[name]
-            log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-            (self.workdir / name).mkdir(exist_ok=True)
-            cmd = self._command(spec)
-            env = self._env(name, spec)
             if spec.get("restart") == "no":  # a one-shot job (migrations): run to completion
-                proc = subprocess.run(
-                    cmd,
-                    env=env,
-                    cwd=self.workdir / name,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    timeout=timeout,
-                )
+                (self.workdir / name).mkdir(exist_ok=True)
+                with open(self.workdir / f"{name}.log", "ab") as log:
+                    proc = subprocess.run(
+                        self._command(spec),
+                        env=self._env(name, spec),
+                        cwd=self.workdir / name,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        timeout=timeout,
+                    )
                 if proc.returncode != 0:
                     raise RuntimeError(f"{name} exited {proc.returncode}:\n{self.log(name)}")
                 continue
+            self.launch(name, timeout=timeout)
+
+    def launch(self, name: str, *, timeout: float = 180.0, wait: bool = True) -> None:
+        """Start one long-running service of the compose file (again, on the same port) and wait
+        until it answers its health check."""
+        spec = self.specs[name]
+        (self.workdir / name).mkdir(exist_ok=True)
+        with open(self.workdir / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
             self.processes[name] = subprocess.Popen(
-                cmd,
-                env=env,
+                self._command(spec),
+                env=self._env(name, spec),
                 cwd=self.workdir / name,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if wait:
             self._wait_healthy(name, spec, timeout)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` (kill -9 by default) to a service's process group and reap it."""
+        proc = self.processes[name]
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            proc.wait(timeout=30)
+
+    def freeze(self, name: str) -> None:
+        """Stop a service's processes (SIGSTOP): its sockets stay open, nothing answers."""
+        os.killpg(self.processes[name].pid, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        os.killpg(self.processes[name].pid, signal.SIGCONT)
+
+    def alive(self, name: str) -> bool:
+        return name in self.processes and self.processes[name].poll() is None
+
+    def restart(self, name: str, *, env: dict[str, str] | None = None, timeout: float = 180.0) -> None:
+        """kill -9 a service (when it runs) and start it again on the same port; `env` replaces
+        its per-service environment overrides (None keeps them)."""
+        if self.alive(name):
+            self.kill(name)
+        if env is not None:
+            self.service_env[name] = dict(env)
+        self.launch(name, timeout=timeout)
 
     def _wait_healthy(self, name: str, spec: dict[str, Any], timeout: float) -> None:
         from alphaswarm_common.healthcheck import check
@@ -265,7 +321,9 @@ class Topology:
         for name in reversed(list(self.processes)):
             proc = self.processes[name]
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)  # a frozen process cannot act on SIGTERM
+                    os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.processes.values():
             try:
                 proc.wait(timeout=20)

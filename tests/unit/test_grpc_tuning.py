@@ -88,7 +88,7 @@ def test_ends_that_would_disagree_are_refused_by_settings() -> None:
     with pytest.raises(ValueError, match="grpc_control_message_mb"):
         Settings(grpc_control_message_mb=64, grpc_max_message_mb=32)
     tuning = Settings(grpc_keepalive_seconds=12, grpc_min_ping_seconds=6).grpc_tuning()
-    assert dict(server_options(tuning, [NAME]))["grpc.http2.min_recv_ping_interval_without_data_ms"] == 6000
+    assert dict(server_options(tuning, [NAME]))["grpc.http2.min_ping_interval_without_data_ms"] == 6000
     assert dict(client_options(tuning))["grpc.keepalive_time_ms"] == 12000
 
 

@@ -194,7 +194,7 @@ def server_options(tuning: GrpcTuning, services: Iterable[str]) -> list[tuple[st
         ("grpc.keepalive_time_ms", int(tuning.keepalive_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", int(tuning.keepalive_timeout_seconds * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", int(tuning.min_ping_seconds * 1000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(tuning.min_ping_seconds * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.so_reuseport", 0),
     ]
