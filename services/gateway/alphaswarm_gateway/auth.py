@@ -71,6 +71,11 @@ ROUTE_ROLES: dict[str, str] = {
     "get_alpha_backtest_run": VIEWER,
     "list_alpha_backtest_run_predictions": VIEWER,
     "cancel_alpha_backtest_run": RESEARCHER,
+    "get_alpha_backtest_run_mlflow": VIEWER,
+    "get_alpha_backtest_run_artifact": VIEWER,
+    # Registered models (through the registry).
+    "list_registered_models": VIEWER,
+    "list_model_versions": VIEWER,
     # Progress and tasks.
     "stream_task_progress": VIEWER,
     "get_task": VIEWER,
