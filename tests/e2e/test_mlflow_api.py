@@ -85,6 +85,8 @@ def test_artifacts_download_with_mlflows_bytes(
         assert resp.content == truth
         assert resp.headers["content-type"].startswith("application/json")
         assert resp.headers["x-content-type-options"] == "nosniff"
+        assert resp.headers["content-disposition"].startswith("attachment")
+        assert "sandbox" in resp.headers["content-security-policy"]
         assert int(resp.headers["content-length"]) == len(truth)
     equity = json.loads(
         httpx.get(

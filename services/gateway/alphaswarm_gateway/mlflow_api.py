@@ -171,7 +171,11 @@ async def get_run_artifact(run_id: str, mlflow_run_id: str, path: str, gw: Gatew
         local,
         media_type=_content_type(rel),
         filename=PurePosixPath(rel).name,
-        headers={"X-Content-Type-Options": "nosniff"},
+        # An artifact is data, never a page of the gateway's origin (an HTML report included).
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+        },
         background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True),
     )
 
