@@ -210,3 +210,8 @@ def test_registered_models_and_versions_are_listed_and_paginated(
     assert missing.status_code == 404, missing.text
     bad = httpx.get(f"{rest_url}/models", params={"page_size": 0}, timeout=30)
     assert bad.status_code == 422
+    for url in (f"{rest_url}/models", f"{rest_url}/models/{name}/versions"):
+        for token in ("not-a-token", "é-token"):
+            resp = httpx.get(url, params={"page_token": token}, timeout=30)
+            assert resp.status_code == 400, (url, token, resp.text)
+            assert resp.json()["error"]["details"]["field"] == "page_token"

@@ -626,6 +626,10 @@ class Tracker:
                     f"not a page token of this list: {exc.message}", field="page_token"
                 ) from exc
             raise
+        except ValueError as exc:  # a token MLflow cannot even decode (not ASCII, not base64)
+            if page_token:
+                raise InvalidArgument("not a page token of this list", field="page_token") from exc
+            raise
         return [self._model_info(rm) for rm in page], _token(page)
 
     def list_model_versions(
@@ -662,6 +666,10 @@ class Tracker:
                 raise InvalidArgument(
                     f"not a page token of this list: {exc.message}", field="page_token"
                 ) from exc
+            raise
+        except ValueError as exc:  # a token MLflow cannot even decode (not ASCII, not base64)
+            if page_token:
+                raise InvalidArgument("not a page token of this list", field="page_token") from exc
             raise
         return [_version_info(mv, by_version.get(str(mv.version), [])) for mv in page], _token(page)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import threading
 import time
 from typing import Any
@@ -146,8 +147,8 @@ def route_rules(app: FastAPI) -> dict[tuple[str, str], str]:
                 f"{'/'.join(methods)} {path} ({getattr(route, 'operation_id', None) or 'no operation id'})"
             )
             continue
-        for method in methods:
-            rules[(method, path)] = role
+        for method in methods:  # the path as OpenAPI shows it: `{path:path}` is `{path}`
+            rules[(method, re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path))] = role
     if missing:
         raise RuntimeError(
             "routes without an access rule (add them to alphaswarm_gateway.auth.ROUTE_ROLES): "
