@@ -294,6 +294,7 @@ class Tracker:
     """A thin, thread-safe façade over the MLflow client for one tracking URI."""
 
     _init_lock = threading.Lock()
+    _fluent_lock = threading.Lock()
 
     def __init__(self, tracking_uri: str, *, artifact_root: str | None = None) -> None:
         self.tracking_uri = tracking_uri
@@ -493,17 +494,22 @@ class Tracker:
             example = np.asarray(example_x)[:5]
             signature = infer_signature(example, np.asarray(model.predict(example)))
         metadata = {"alphaswarm.feature_names": list(feature_names)} if feature_names is not None else None
-        with mlflow.start_run(run_id=run_id, nested=True) as _run:
-            info = mlflow.sklearn.log_model(
-                model,
-                name=name,
-                pip_requirements=_pip_requirements(),
-                serialization_format=SERIALIZATION_FORMAT,
-                skops_trusted_types=list(TRUSTED_TYPES),
-                signature=signature,
-                input_example=example,
-                metadata=metadata,
-            )
+        # MLflow's fluent API reads the process-wide tracking URI: set it to this tracker's for
+        # the whole call, so trackers of different stores in one process do not mix.
+        with Tracker._fluent_lock:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+            with mlflow.start_run(run_id=run_id, nested=True) as _run:
+                info = mlflow.sklearn.log_model(
+                    model,
+                    name=name,
+                    pip_requirements=_pip_requirements(),
+                    serialization_format=SERIALIZATION_FORMAT,
+                    skops_trusted_types=list(TRUSTED_TYPES),
+                    signature=signature,
+                    input_example=example,
+                    metadata=metadata,
+                )
         # `start_run(run_id=...)` resumed the run; leave it RUNNING for the caller to end.
         self.client.update_run(run_id, status="RUNNING")
         return info.model_uri, self.hash_artifact(info.model_uri)
