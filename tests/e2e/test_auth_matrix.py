@@ -30,7 +30,7 @@ from alphaswarm_common.grpc_client import channel
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import client_credentials
 from tests.auth_helpers import Issuer, expected, service_methods
-from tests.e2e.conftest import serving
+from tests.e2e.conftest import serving, small_run, sse_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -115,6 +115,33 @@ def jwt_rest(secured: Secured) -> Iterator[tuple[Any, str]]:
         yield served
 
 
+@pytest.fixture(scope="module")
+def real_ids(secured: Secured, token_rest: tuple[Any, str]) -> dict[str, str]:
+    """Path parameters naming real resources (a finished run, its backtest MLflow run and an
+    artifact of it, its model), so the matrix also reaches routes that read them."""
+    _, url = token_rest
+    headers = {"authorization": f"Bearer {secured.tokens['researcher']}"}
+    body = yaml.safe_dump(small_run(run_name="auth-matrix")).encode()
+    resp = httpx.post(url + "/ml/alpha-backtest-runs", content=body, headers=headers, timeout=60)
+    assert resp.status_code == 202, resp.text
+    sse_events(url + resp.json()["stream_url"], headers=headers)
+    run = httpx.get(
+        f"{url}/ml/alpha-backtest-runs/{resp.json()['run_id']}", headers=headers, timeout=30
+    ).json()
+    assert run["status"] == "succeeded", run
+    return {
+        "run_id": run["run_id"],
+        "mlflow_run_id": run["links"]["mlflow_backtest_run_id"],
+        "path": "equity_curve.json",
+        "name": run["links"]["model_name"],
+    }
+
+
+def _concrete(path: str, values: dict[str, str]) -> str:
+    """`path` with each `{param}` (or `{param:converter}`) replaced by its real value, else a new UUID."""
+    return re.sub(r"\{([^}:]+)(:[^}]*)?\}", lambda m: values.get(m.group(1), str(uuid.uuid4())), path)
+
+
 def _outcome_http(resp: httpx.Response) -> str:
     if resp.status_code == 401:
         assert resp.headers.get("www-authenticate", "").startswith("Bearer"), resp.headers
@@ -126,14 +153,16 @@ def _outcome_http(resp: httpx.Response) -> str:
     return "allowed"
 
 
-def _rest_matrix(app: Any, url: str, credentials: dict[str, str | None]) -> list[str]:
+def _rest_matrix(
+    app: Any, url: str, credentials: dict[str, str | None], values: dict[str, str] | None = None
+) -> list[str]:
     from alphaswarm_gateway.auth import route_rules
 
     rules = route_rules(app)
     assert rules, "no routes"
     mismatches = []
     for (method, path), need in sorted(rules.items()):
-        concrete = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+        concrete = _concrete(path, values or {})
         for who, token in credentials.items():
             headers = {"authorization": f"Bearer {token}"} if token else {}
             with httpx.Client(timeout=30) as client:
@@ -149,6 +178,36 @@ def test_every_rest_route_with_every_credential_tokens_mode(secured: Secured, to
     app, url = token_rest
     creds: dict[str, str | None] = {"anonymous": None, **secured.tokens}
     assert _rest_matrix(app, url, creds) == []
+
+
+def test_every_rest_route_with_real_ids(
+    secured: Secured, token_rest: tuple, real_ids: dict[str, str]
+) -> None:
+    app, url = token_rest
+    creds: dict[str, str | None] = {"anonymous": None, **secured.tokens}
+    assert _rest_matrix(app, url, creds, real_ids) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ml/alpha-backtest-runs/{run_id}/mlflow",
+        "/ml/alpha-backtest-runs/{run_id}/artifacts/{mlflow_run_id}/{path}",
+        "/models",
+        "/models/{name}/versions",
+    ],
+)
+def test_a_viewer_reads_mlflow_content_through_the_gateway(
+    secured: Secured, token_rest: tuple, real_ids: dict[str, str], path: str
+) -> None:
+    _, url = token_rest
+    concrete = url + _concrete(path, real_ids)
+    assert httpx.get(concrete, timeout=60).status_code == 401
+    viewer = {"authorization": f"Bearer {secured.tokens['viewer']}"}
+    resp = httpx.get(concrete, headers=viewer, timeout=60)
+    assert resp.status_code == 200, resp.text
+    revoked = {"authorization": f"Bearer {secured.tokens['revoked']}"}
+    assert httpx.get(concrete, headers=revoked, timeout=60).status_code == 401
 
 
 def test_every_rest_route_with_every_credential_jwt_mode(secured: Secured, jwt_rest: tuple) -> None:

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
 
     # The REST gateway refuses larger request bodies with 413 before reading them.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Request body limit (bytes).")
+    # The largest MLflow artifact file the gateway streams to a user (413 above it).
+    artifact_download_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="Largest artifact file the gateway serves (bytes)."
+    )
 
     # Gateway workers running sagas concurrently in this process.
     gateway_workers: int = Field(default=2, ge=1)

@@ -68,8 +68,10 @@ __all__ = [
     "MODEL_URI_TAG",
     "PRODUCER",
     "PRODUCER_TAG",
+    "ArtifactEntry",
     "ModelVersionInfo",
     "RegisteredModelInfo",
+    "RunDetails",
     "RunInfo",
     "Tracker",
     "artifact_sha256",
@@ -172,6 +174,30 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class RunDetails:
+    """An MLflow run as the gateway shows it: status, times, params, latest metrics and tags."""
+
+    run_id: str
+    run_name: str
+    experiment_id: str
+    status: str
+    start_time_ms: int | None
+    end_time_ms: int | None
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ArtifactEntry:
+    """One artifact of a run: its path in the run, its size in bytes (None for a folder)."""
+
+    path: str
+    size: int | None
+    is_dir: bool
+
+
+@dataclass(frozen=True)
 class ModelVersionInfo:
     """One version of a registered model."""
 
@@ -268,6 +294,7 @@ class Tracker:
     """A thin, thread-safe façade over the MLflow client for one tracking URI."""
 
     _init_lock = threading.Lock()
+    _fluent_lock = threading.Lock()
 
     def __init__(self, tracking_uri: str, *, artifact_root: str | None = None) -> None:
         self.tracking_uri = tracking_uri
@@ -467,17 +494,22 @@ class Tracker:
             example = np.asarray(example_x)[:5]
             signature = infer_signature(example, np.asarray(model.predict(example)))
         metadata = {"alphaswarm.feature_names": list(feature_names)} if feature_names is not None else None
-        with mlflow.start_run(run_id=run_id, nested=True) as _run:
-            info = mlflow.sklearn.log_model(
-                model,
-                name=name,
-                pip_requirements=_pip_requirements(),
-                serialization_format=SERIALIZATION_FORMAT,
-                skops_trusted_types=list(TRUSTED_TYPES),
-                signature=signature,
-                input_example=example,
-                metadata=metadata,
-            )
+        # MLflow's fluent API reads the process-wide tracking URI: set it to this tracker's for
+        # the whole call, so trackers of different stores in one process do not mix.
+        with Tracker._fluent_lock:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+            with mlflow.start_run(run_id=run_id, nested=True) as _run:
+                info = mlflow.sklearn.log_model(
+                    model,
+                    name=name,
+                    pip_requirements=_pip_requirements(),
+                    serialization_format=SERIALIZATION_FORMAT,
+                    skops_trusted_types=list(TRUSTED_TYPES),
+                    signature=signature,
+                    input_example=example,
+                    metadata=metadata,
+                )
         # `start_run(run_id=...)` resumed the run; leave it RUNNING for the caller to end.
         self.client.update_run(run_id, status="RUNNING")
         return info.model_uri, self.hash_artifact(info.model_uri)
@@ -600,6 +632,10 @@ class Tracker:
                     f"not a page token of this list: {exc.message}", field="page_token"
                 ) from exc
             raise
+        except ValueError as exc:  # a token MLflow cannot even decode (not ASCII, not base64)
+            if page_token:
+                raise InvalidArgument("not a page token of this list", field="page_token") from exc
+            raise
         return [self._model_info(rm) for rm in page], _token(page)
 
     def list_model_versions(
@@ -636,6 +672,10 @@ class Tracker:
                 raise InvalidArgument(
                     f"not a page token of this list: {exc.message}", field="page_token"
                 ) from exc
+            raise
+        except ValueError as exc:  # a token MLflow cannot even decode (not ASCII, not base64)
+            if page_token:
+                raise InvalidArgument("not a page token of this list", field="page_token") from exc
             raise
         return [_version_info(mv, by_version.get(str(mv.version), [])) for mv in page], _token(page)
 
@@ -716,6 +756,82 @@ class Tracker:
         except Exception as exc:
             raise FailedPrecondition(
                 f"model artifacts at {location} cannot be read: {exc}", reason="MODEL_ARTIFACT_MISSING"
+            ) from exc
+
+    # -- reading runs and their artifacts (the gateway's MLflow routes) -------------------------
+    def run_details(self, run_id: str, *, field: str = "mlflow_run_id") -> RunDetails:
+        """Status, times, params, latest metrics and tags of a run; `NotFound` naming `field`."""
+        run = self._read(lambda: self.client.get_run(run_id), f"no MLflow run {run_id}", field)
+        return RunDetails(
+            run_id=str(run.info.run_id),
+            run_name=str(run.info.run_name or ""),
+            experiment_id=str(run.info.experiment_id),
+            status=str(run.info.status),
+            start_time_ms=int(run.info.start_time) if run.info.start_time else None,
+            end_time_ms=int(run.info.end_time) if run.info.end_time else None,
+            params=dict(run.data.params),
+            metrics={k: float(v) for k, v in run.data.metrics.items()},
+            tags=dict(run.data.tags),
+        )
+
+    def list_run_artifacts(self, run_id: str, *, max_entries: int = 1000) -> tuple[list[ArtifactEntry], bool]:
+        """Every artifact of a run, folders walked breadth first; (entries, truncated at `max_entries`)."""
+        out: list[ArtifactEntry] = []
+        pending = [""]
+        while pending:
+            folder = pending.pop(0)
+            for info in self._read(
+                lambda f=folder: self.client.list_artifacts(run_id, f or None),  # type: ignore[misc]
+                f"no MLflow run {run_id}",
+                "mlflow_run_id",
+            ):
+                if len(out) >= max_entries:
+                    return out, True
+                size = None if info.is_dir or info.file_size is None else int(info.file_size)
+                out.append(ArtifactEntry(path=str(info.path), size=size, is_dir=bool(info.is_dir)))
+                if info.is_dir:
+                    pending.append(str(info.path))
+        return out, False
+
+    def artifact_entry(self, run_id: str, path: str) -> ArtifactEntry:
+        """The listing entry of one artifact path of a run; `NotFound` naming `path` when absent."""
+        parent = path.rpartition("/")[0]
+        for info in self._read(
+            lambda: self.client.list_artifacts(run_id, parent or None),
+            f"no MLflow run {run_id}",
+            "mlflow_run_id",
+        ):
+            if str(info.path) == path:
+                size = None if info.is_dir or info.file_size is None else int(info.file_size)
+                return ArtifactEntry(path=path, size=size, is_dir=bool(info.is_dir))
+        raise NotFound(f"run {run_id} has no artifact {path!r}", field="path")
+
+    def download_run_artifact(self, run_id: str, path: str, dst: str) -> str:
+        """Download one artifact of a run into the folder `dst`; the local path of the copy."""
+        return str(
+            self._read(
+                lambda: self.client.download_artifacts(run_id, path, dst),
+                f"run {run_id} has no artifact {path!r}",
+                "path",
+            )
+        )
+
+    def _read(self, call: Any, missing: str, field: str) -> Any:
+        """Run an MLflow read: a missing resource is `NotFound` naming `field`; an unreachable
+        store is `DependencyUnavailable`."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return call()
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in _error_code(exc) or "not found" in exc.message.lower():
+                raise NotFound(f"{missing}: {exc.message}", field=field) from exc
+            raise
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFound(missing, field=field) from exc
+        except OSError as exc:
+            raise DependencyUnavailable(
+                f"MLflow at {safe_url(self.tracking_uri)}: {type(exc).__name__}"
             ) from exc
 
 

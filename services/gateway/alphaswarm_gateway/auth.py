@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import threading
 import time
 from typing import Any
@@ -71,6 +72,11 @@ ROUTE_ROLES: dict[str, str] = {
     "get_alpha_backtest_run": VIEWER,
     "list_alpha_backtest_run_predictions": VIEWER,
     "cancel_alpha_backtest_run": RESEARCHER,
+    "get_alpha_backtest_run_mlflow": VIEWER,
+    "get_alpha_backtest_run_artifact": VIEWER,
+    # Registered models (through the registry).
+    "list_registered_models": VIEWER,
+    "list_model_versions": VIEWER,
     # Progress and tasks.
     "stream_task_progress": VIEWER,
     "get_task": VIEWER,
@@ -141,8 +147,8 @@ def route_rules(app: FastAPI) -> dict[tuple[str, str], str]:
                 f"{'/'.join(methods)} {path} ({getattr(route, 'operation_id', None) or 'no operation id'})"
             )
             continue
-        for method in methods:
-            rules[(method, path)] = role
+        for method in methods:  # the path as OpenAPI shows it: `{path:path}` is `{path}`
+            rules[(method, re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path))] = role
     if missing:
         raise RuntimeError(
             "routes without an access rule (add them to alphaswarm_gateway.auth.ROUTE_ROLES): "

@@ -30,7 +30,7 @@ from alphaswarm_common.configio import parse_config, parse_config_document
 from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import server_credentials
-from alphaswarm_gateway import auth, catalog_api, jobs_api
+from alphaswarm_gateway import auth, catalog_api, jobs_api, mlflow_api
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.deps import GatewayDep, PageSize
 from alphaswarm_gateway.docs import install_docs
@@ -234,6 +234,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     install_docs(app, title=app.title)
 
     app.include_router(runs)
+    app.include_router(mlflow_api.runs)
+    app.include_router(mlflow_api.models)
     app.include_router(stream)
     app.include_router(health)
     app.include_router(catalog_api.backtests)
