@@ -258,6 +258,7 @@ async def _train(ctx: RunContext) -> dict[str, Any]:
         "done",
         f"{trained.n_train_rows} rows, {len(trained.feature_names)} features",
         data={"train_run_id": trained.run_id, "valid_ic_spearman": valid.get("ic_spearman")},
+        pct=float(STAGE_PCT["registering"]),  # the end of the stage its running events moved through
     )
     return ctx.train
 
