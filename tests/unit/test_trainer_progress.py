@@ -74,7 +74,7 @@ def test_milestones_in_order_with_non_decreasing_pct() -> None:
         "evaluated_test",
     ]
     pcts = [pct for _, pct, _ in seen]
-    assert pcts == sorted(pcts) and 0 < pcts[0] and pcts[-1] <= 100
+    assert pcts == sorted(pcts) and pcts[0] > 0 and pcts[-1] <= 100
     fitting = [m for s, _, m in seen if s == "fitting"]
     assert len(fitting) == 1 + FIT_CHUNKS  # "fitting ..." then one report per chunk of trees
     assert fitting[-1] == "grew 20/20 trees"
@@ -117,7 +117,11 @@ def test_forest_grown_in_chunks_equals_a_one_shot_fit(model_type: str, cls: type
     pipe = build_model(cfg)
     fit_model(pipe, cfg, x, y, on_progress=lambda done, message: reports.append((done, message)))
     fractions = [done for done, _ in reports]
-    assert len(reports) == min(FIT_CHUNKS, n_estimators) and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert (
+        len(reports) == min(FIT_CHUNKS, n_estimators)
+        and fractions == sorted(fractions)
+        and fractions[-1] == 1.0
+    )
 
     scaler = StandardScaler().fit(x)
     one_shot = cls(n_estimators=n_estimators, min_samples_leaf=10, n_jobs=1, random_state=11)
@@ -142,3 +146,50 @@ def test_lightgbm_reports_every_tenth_of_its_rounds() -> None:
     assert reports[-1] == (1.0, f"boosting stopped after {info['n_iter']} rounds")
     fractions = [d for d, _ in reports]
     assert fractions == sorted(fractions)
+
+
+class _Context:
+    """A servicer context whose caller goes away after `active` checks."""
+
+    def __init__(self, active: int) -> None:
+        self.active = active
+
+    def is_active(self) -> bool:
+        self.active -= 1
+        return self.active >= 0
+
+    def time_remaining(self) -> float:
+        return 60.0
+
+
+class _RecordingTracker:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls.append(name)
+        raise AssertionError(f"nothing may be logged once the caller is gone (called {name})")
+
+
+def test_stream_stops_when_the_caller_goes_and_nothing_is_logged() -> None:
+    import threading
+
+    from alphaswarm.trainer.v1 import trainer_service_pb2 as pb
+    from alphaswarm_common.protoconv import config_to_proto
+    from alphaswarm_trainer.servicer import TrainerServicer
+
+    request = pb.TrainRequest(
+        dataset_cfg=config_to_proto(DatasetConfig.model_validate(DATA)),
+        model_cfg=config_to_proto(
+            ModelConfig(type="random_forest", params={"n_estimators": 20, "min_samples_leaf": 20})
+        ),
+    )
+    tracker = _RecordingTracker()
+    items = list(TrainerServicer(tracker).TrainWithProgress(request, _Context(active=2)))  # type: ignore[arg-type]
+    assert 1 <= len(items) <= 2 and all(i.WhichOneof("item") == "progress" for i in items)
+    assert items[0].progress.step == "dataset_loaded"
+    workers = [t for t in threading.enumerate() if t.name == "train-with-progress"]
+    for worker in workers:  # the training aborts at its next milestone
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+    assert tracker.calls == []

@@ -10,7 +10,7 @@ INVALID_ARGUMENT two hops away still names the field that caused it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -137,7 +137,7 @@ async def aio_call(method: Callable[..., Any], request: Any, *, timeout: float, 
 
 async def aio_stream(
     method: Callable[..., Any], request: Any, *, timeout: float, target: str = ""
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Iterate a server-streaming aio method under one deadline for the whole stream;
     raise the domain error of a failed call. Leaving the iteration early (or being
     cancelled) cancels the call, so the server sees the caller go."""

@@ -34,10 +34,11 @@ the same window, so IC and PnL are measured on the same returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,7 +149,7 @@ class RunContext:
     async def call(self, method: Any, request: Any, own: float, target: str) -> Any:
         return await aio_call(method, request, timeout=self.timeout(own), target=target)
 
-    def stream(self, method: Any, request: Any, own: float, target: str) -> AsyncIterator[Any]:
+    def stream(self, method: Any, request: Any, own: float, target: str) -> AsyncGenerator[Any, None]:
         """A server-streaming call under the same deadline as `call` (an UNAVAILABLE answer is a
         transient failure of the stage, retried like a unary call's)."""
         return aio_stream(method, request, timeout=self.timeout(own), target=target)
@@ -269,16 +270,18 @@ async def _train_with_progress(ctx: RunContext, request: tpb.TrainRequest) -> tp
     low = float(STAGE_PCT["training"])
     high = float(STAGE_PCT["registering"])
     pct = low
-    async for item in ctx.stream(
+    stream = ctx.stream(
         ctx.gw.clients.trainer.TrainWithProgress, request, ctx.settings.deadline_train_seconds, "trainer"
-    ):
-        if item.WhichOneof("item") == "result":
-            return item.result  # type: ignore[no-any-return]
-        step = item.progress
-        pct = max(pct, low + (high - low) * min(100.0, max(0.0, step.pct)) / 100.0)
-        await ctx.progress.emit(
-            "training", "running", step.message, data={"step": step.step}, pct=round(pct, 2)
-        )
+    )
+    async with contextlib.aclosing(stream):
+        async for item in stream:
+            if item.WhichOneof("item") == "result":
+                return item.result  # type: ignore[no-any-return]
+            step = item.progress
+            pct = max(pct, low + (high - low) * min(100.0, max(0.0, step.pct)) / 100.0)
+            await ctx.progress.emit(
+                "training", "running", step.message, data={"step": step.step}, pct=round(pct, 2)
+            )
     raise DependencyUnavailable("trainer ended the training stream without a result")
 
 
