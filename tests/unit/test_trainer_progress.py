@@ -18,19 +18,9 @@ from alphaswarm_common.config import DatasetConfig, ModelConfig
 from alphaswarm_common.errors import Timeout
 from alphaswarm_trainer.models import FIT_CHUNKS, build_model, fit_model
 from alphaswarm_trainer.training import train
+from tests.unit.test_trainer_models import DATA
 
 pytestmark = [pytest.mark.unit]
-
-DATA = {
-    "source": "synthetic",
-    "synthetic": {"n_dates": 420, "n_symbols": 25, "ic": 0.1, "seed": 8},
-    "segments": {
-        "train": ["2010-01-01", "2010-09-30"],
-        "valid": ["2010-10-01", "2010-12-31"],
-        "test": ["2011-01-01", "2011-08-31"],
-    },
-    "features": [{"name": "ret", "windows": [1, 5]}, {"name": "vol", "windows": [10]}],
-}
 
 
 @pytest.fixture(autouse=True)
