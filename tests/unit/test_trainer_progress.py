@@ -80,7 +80,9 @@ def test_rolling_and_models_without_inner_progress_report_before_and_after() -> 
     train(DatasetConfig.model_validate(DATA), cfg, evaluate=False, on_progress=cb)
     steps = _steps(seen)
     assert steps[:5] == ["dataset_loaded", "features_built", "labels_built", "fitting", "fitted"]
-    assert steps[-1] == "rolling_done" and "evaluated_test" not in steps
+    assert steps[-2:] == ["rolling_refit", "rolling_done"] and "evaluated_test" not in steps
+    refits = [m for s, _, m in seen if s == "rolling_refit"]
+    assert len(refits) > 1 and refits[0].startswith("rolling refit 1 through ")
     assert [m for s, _, m in seen if s == "fitting"][-1] == "fitted Ridge"
     pcts = [pct for _, pct, _ in seen]
     assert pcts == sorted(pcts)

@@ -84,6 +84,7 @@ ProgressCallback = Callable[[str, float, str], None]
 # Completion (percent) of a training when each milestone is reached; the fit spans FIT_START..FIT_END.
 _PCT = {"dataset_loaded": 5.0, "features_built": 15.0, "labels_built": 20.0}
 FIT_START, FIT_END, EVALUATED = 20.0, 75.0, 85.0
+ROLLING_START, ROLLING_END = 90.0, 95.0
 
 
 def _quiet(_step: str, _pct: float, _message: str) -> None:
@@ -284,10 +285,19 @@ def train(
         ) | {"rows": imp_rows}
         if plots:
             result.plots = render_plots(report, title=f"{model_cfg.type} test")
-        on_step("evaluated_test", 90.0, "test evaluation and feature importances done")
+        on_step("evaluated_test", ROLLING_START, "test evaluation and feature importances done")
 
     if model_cfg.rolling is not None:
-        rolling = rolling_predictions(prep, dataset_cfg, model_cfg, model_cfg.rolling, refit_overrides(model))
+        rolling = rolling_predictions(
+            prep,
+            dataset_cfg,
+            model_cfg,
+            model_cfg.rolling,
+            refit_overrides(model),
+            on_refit=lambda done, total, message: on_step(
+                "rolling_refit", ROLLING_START + (ROLLING_END - ROLLING_START) * done / total, message
+            ),
+        )
         result.rolling = rolling
         result.metrics["rolling"] = rolling.metrics
         # The logged (and deployable) model stays the fit on the train segment: the last rolling
@@ -301,7 +311,7 @@ def train(
                 "rolling.last_train_end": last.dates[1],
             }
         )
-        on_step("rolling_done", 95.0, f"rolling retraining: {len(rolling.blocks)} refits")
+        on_step("rolling_done", ROLLING_END, f"rolling retraining: {len(rolling.blocks)} refits")
     return result
 
 
@@ -311,12 +321,15 @@ def rolling_predictions(
     model_cfg: ModelConfig,
     rolling: RollingConfig,
     overrides: dict[str, Any] | None = None,
+    *,
+    on_refit: Callable[[int, int, str], None] | None = None,
 ) -> RollingResult:
     """Refit every `rolling.step` bars over valid + test and stitch the out-of-sample predictions.
 
     See the module docstring for the blocks, the purge and the windows.
     `overrides` are hyperparameters applied to every refit (e.g. the
-    iteration count early stopping found).
+    iteration count early stopping found). `on_refit(done, total, message)` is called
+    after each refit.
     """
     eval_rows = np.concatenate([prep.rows[s] for s in ("valid", "test") if s in prep.rows])
     eval_rows = np.unique(eval_rows)
@@ -329,7 +342,8 @@ def rolling_predictions(
     blocks: list[RollingBlock] = []
     model: Any = None
     start, stop = int(eval_rows[0]), int(eval_rows[-1]) + 1
-    for b0 in range(start, stop, rolling.step):
+    starts = range(start, stop, rolling.step)
+    for i, b0 in enumerate(starts, start=1):
         b1 = min(stop, b0 + rolling.step)
         lo_pos, hi_pos = np.searchsorted(eval_rows, [b0, b1])
         if hi_pos == lo_pos:
@@ -364,5 +378,7 @@ def rolling_predictions(
                 (str(d[train_start]), str(d[train_end - 1]), str(d[block_rows[0]]), str(d[block_rows[-1]])),
             )
         )
+        if on_refit is not None:
+            on_refit(i, len(starts), f"rolling refit {len(blocks)} through {d[train_end - 1]}")
     metrics = ml_metrics(stitched, prep.labels[eval_rows])
     return RollingResult(eval_rows, stitched, blocks, model, metrics)
