@@ -31,7 +31,7 @@ def test_cancel_mid_training_over_grpc(stack: EmbeddedStack) -> None:
         pb.WatchAlphaBacktestRunRequest(task_id=started.task_id), timeout=120
     ):
         stages.append(msg.event.stage)
-        if msg.event.stage == "training":
+        if msg.event.stage == "training" and msg.event.status == "started":
             cancelled = stub.Cancel(pb.CancelRequest(run_id=started.run_id), timeout=30).run
             assert cancelled.state == resources_pb2.RUN_STATE_CANCELLED
     assert stages[-1] == "cancelled"

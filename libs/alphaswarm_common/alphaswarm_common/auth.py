@@ -126,7 +126,7 @@ METHOD_ROLES: dict[str, str] = {
     ),
     **_table(
         "alphaswarm.trainer.v1.TrainerService",
-        {"Train": RESEARCHER, "ValidateTraining": VIEWER},
+        {"Train": RESEARCHER, "TrainWithProgress": RESEARCHER, "ValidateTraining": VIEWER},
     ),
     **_table(
         "alphaswarm.registry.v1.RegistryService",

@@ -10,7 +10,7 @@ INVALID_ARGUMENT two hops away still names the field that caused it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -20,7 +20,7 @@ from alphaswarm_common.auth import ClientCredentials, aio_bearer_interceptors, b
 from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, Timeout, error_from_code
 from alphaswarm_common.grpc_tuning import GrpcTuning, client_options
 
-__all__ = ["aio_call", "aio_channel", "call", "channel", "error_from_rpc"]
+__all__ = ["aio_call", "aio_channel", "aio_stream", "call", "channel", "error_from_rpc"]
 
 R = TypeVar("R")
 
@@ -133,3 +133,19 @@ async def aio_call(method: Callable[..., Any], request: Any, *, timeout: float, 
         return await method(request, timeout=timeout)
     except grpc.aio.AioRpcError as exc:
         raise error_from_rpc(exc, target=target) from None
+
+
+async def aio_stream(
+    method: Callable[..., Any], request: Any, *, timeout: float, target: str = ""
+) -> AsyncGenerator[Any, None]:
+    """Iterate a server-streaming aio method under one deadline for the whole stream;
+    raise the domain error of a failed call. Leaving the iteration early (or being
+    cancelled) cancels the call, so the server sees the caller go."""
+    stream = method(request, timeout=timeout)
+    try:
+        async for item in stream:
+            yield item
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc, target=target) from None
+    finally:
+        stream.cancel()

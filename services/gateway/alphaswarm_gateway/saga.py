@@ -34,9 +34,11 @@ the same window, so IC and PnL are measured on the same returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +54,7 @@ from alphaswarm_common.config import AlphaBacktestConfig, StrategyConfig
 from alphaswarm_common.data import load_panel
 from alphaswarm_common.errors import AlphaSwarmError, DataError, DependencyUnavailable, Timeout
 from alphaswarm_common.events import PoisonJob
-from alphaswarm_common.grpc_client import aio_call
+from alphaswarm_common.grpc_client import aio_call, aio_stream
 from alphaswarm_common.labels import make_labels
 from alphaswarm_common.metrics import (
     HEADLINE_ML_METRICS,
@@ -81,7 +83,7 @@ from alphaswarm_gateway.leases import (
     publish_terminal,
     terminal_event,
 )
-from alphaswarm_gateway.progress import Progress, error_detail
+from alphaswarm_gateway.progress import STAGE_PCT, Progress, error_detail
 from alphaswarm_gateway.stages import Stage, StageMachine
 
 __all__ = ["ML_KEYS", "STAGES", "TRADING_KEYS", "AlphaBacktestSaga", "RunContext", "compensate"]
@@ -146,6 +148,11 @@ class RunContext:
 
     async def call(self, method: Any, request: Any, own: float, target: str) -> Any:
         return await aio_call(method, request, timeout=self.timeout(own), target=target)
+
+    def stream(self, method: Any, request: Any, own: float, target: str) -> AsyncGenerator[Any, None]:
+        """A server-streaming call under the same deadline as `call` (an UNAVAILABLE answer is a
+        transient failure of the stage, retried like a unary call's)."""
+        return aio_stream(method, request, timeout=self.timeout(own), target=target)
 
     async def prediction(self) -> tuple[Any, np.ndarray, np.ndarray, list[str]]:
         """(proto matrix, signal, dates, symbols) of the deployment over the backtest window."""
@@ -230,8 +237,8 @@ async def _train(ctx: RunContext) -> dict[str, Any]:
         return {"skipped": True}
     await ctx.enter("training")
     await ctx.progress.emit("training", "started", f"fitting {cfg.model_cfg.type}")
-    trained = await ctx.call(
-        ctx.gw.clients.trainer.Train,
+    trained = await _train_with_progress(
+        ctx,
         tpb.TrainRequest(
             dataset_cfg=config_to_proto(cfg.dataset_cfg),
             model_cfg=config_to_proto(cfg.model_cfg),
@@ -239,8 +246,6 @@ async def _train(ctx: RunContext) -> dict[str, Any]:
             parent_run_id=ctx.parent_run_id,
             task_id=ctx.run.task_id,
         ),
-        ctx.settings.deadline_train_seconds,
-        "trainer",
     )
     valid = metricset_from_proto(trained.metrics["valid"])[0] if "valid" in trained.metrics else {}
     ctx.train = {
@@ -254,8 +259,30 @@ async def _train(ctx: RunContext) -> dict[str, Any]:
         "done",
         f"{trained.n_train_rows} rows, {len(trained.feature_names)} features",
         data={"train_run_id": trained.run_id, "valid_ic_spearman": valid.get("ic_spearman")},
+        pct=float(STAGE_PCT["registering"]),  # the end of the stage its running events moved through
     )
     return ctx.train
+
+
+async def _train_with_progress(ctx: RunContext, request: tpb.TrainRequest) -> tpb.TrainResponse:
+    """Call TrainWithProgress and relay each milestone as a `training` `running` event; its `pct`
+    maps the trainer's 0-100 onto the training stage's share of the run and never decreases."""
+    low = float(STAGE_PCT["training"])
+    high = float(STAGE_PCT["registering"])
+    pct = low
+    stream = ctx.stream(
+        ctx.gw.clients.trainer.TrainWithProgress, request, ctx.settings.deadline_train_seconds, "trainer"
+    )
+    async with contextlib.aclosing(stream):
+        async for item in stream:
+            if item.WhichOneof("item") == "result":
+                return item.result  # type: ignore[no-any-return]
+            step = item.progress
+            pct = max(pct, low + (high - low) * min(100.0, max(0.0, step.pct)) / 100.0)
+            await ctx.progress.emit(
+                "training", "running", step.message, data={"step": step.step}, pct=round(pct, 2)
+            )
+    raise DependencyUnavailable("trainer ended the training stream without a result")
 
 
 def _restore_train(ctx: RunContext, out: dict[str, Any]) -> None:

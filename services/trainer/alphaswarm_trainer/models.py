@@ -43,7 +43,21 @@ import numpy as np
 from alphaswarm_common.config import ModelConfig
 from alphaswarm_common.errors import InvalidArgument
 
-__all__ = ["LIGHTGBM_STOPPING_ROUNDS", "MODEL_TYPES", "build_model", "fit_model", "refit_overrides"]
+__all__ = [
+    "FIT_CHUNKS",
+    "LIGHTGBM_STOPPING_ROUNDS",
+    "MODEL_TYPES",
+    "FitProgress",
+    "build_model",
+    "fit_model",
+    "refit_overrides",
+]
+
+FitProgress = Callable[[float, str], None]
+"""Called during a fit with the fraction done (0 to 1) and a message."""
+
+FIT_CHUNKS = 10
+"""How many progress reports a fit that can report inside itself makes (forest chunks, boosting rounds)."""
 
 LIGHTGBM_STOPPING_ROUNDS = 50
 """Boosting rounds without improvement on the valid segment after which lightgbm stops."""
@@ -185,13 +199,21 @@ def fit_model(
     y: np.ndarray,
     x_valid: np.ndarray | None = None,
     y_valid: np.ndarray | None = None,
+    *,
+    on_progress: FitProgress | None = None,
 ) -> dict[str, Any]:
     """Fit a `build_model` pipeline on `(x, y)`, early-stopping on `(x_valid, y_valid)` where the model can.
 
     Returns what the fit found, for the run's params: `early_stopping`
     (`"valid"`, `"internal_split"` or `"none"`) and, for boosting, `n_iter`.
     See the module docstring for the rules.
+
+    `on_progress(fraction, message)` is called as the fit advances: forests
+    grow their trees in `FIT_CHUNKS` chunks (`warm_start`; every tree keeps the
+    seed a one-shot fit gives it, so the forest is the same), lightgbm reports
+    every `1/FIT_CHUNKS` of its rounds, other models report when the fit ends.
     """
+    report = on_progress or (lambda _fraction, _message: None)
     scaler, est = _parts(model)
     has_valid = x_valid is not None and y_valid is not None and len(y_valid) > 0
     info: dict[str, Any] = {"early_stopping": "none"}
@@ -218,20 +240,52 @@ def fit_model(
             valid_kwargs: dict[str, Any] = {"eval_X": (xv,), "eval_y": (y_valid,)}
         else:
             valid_kwargs = {"eval_set": [(xv, y_valid)]}
+        every = max(1, int(est.n_estimators) // FIT_CHUNKS)
+
+        def rounds(env: Any) -> None:
+            done = env.iteration + 1
+            if done % every == 0:
+                report(done / env.end_iteration, f"boosting round {done}/{env.end_iteration}")
+
         est.fit(
             xs,
             y,
-            callbacks=[lightgbm.early_stopping(LIGHTGBM_STOPPING_ROUNDS, verbose=False)],
+            callbacks=[lightgbm.early_stopping(LIGHTGBM_STOPPING_ROUNDS, verbose=False), rounds],
             **valid_kwargs,
         )
         info.update(early_stopping="valid", n_iter=int(est.best_iteration_ or est.n_estimators))
+        report(1.0, f"boosting stopped after {info['n_iter']} rounds")
+        return info
+    if name in ("RandomForestRegressor", "ExtraTreesRegressor") and not est.warm_start:
+        _fit_forest_in_chunks(scaler, est, x, y, report)
+        est.set_params(n_jobs=1)  # a fixed summation order over the trees: bit-identical predictions
         return info
     model.fit(x, y)
+    report(1.0, f"fitted {name}")
     if getattr(est, "early_stopping", False) is True:
         info["early_stopping"] = "internal_split"
     if name in ("RandomForestRegressor", "ExtraTreesRegressor"):
         est.set_params(n_jobs=1)  # a fixed summation order over the trees: bit-identical predictions
     return info
+
+
+def _fit_forest_in_chunks(scaler: Any, est: Any, x: np.ndarray, y: np.ndarray, report: FitProgress) -> None:
+    """Grow the forest's `n_estimators` trees in `FIT_CHUNKS` warm-started steps.
+
+    With an integer `random_state`, sklearn derives tree `i`'s seed from the
+    same sequence whether the trees are grown at once or in steps, so the
+    forest equals a one-shot fit."""
+    total = int(est.n_estimators)
+    xs = scaler.fit_transform(x)
+    sizes = sorted({max(1, total * k // FIT_CHUNKS) for k in range(1, FIT_CHUNKS + 1)})
+    est.set_params(warm_start=True)
+    try:
+        for grown in sizes:
+            est.set_params(n_estimators=grown)
+            est.fit(xs, y)
+            report(grown / total, f"grew {grown}/{total} trees")
+    finally:
+        est.set_params(warm_start=False, n_estimators=total)
 
 
 def refit_overrides(model: Any) -> dict[str, Any]:

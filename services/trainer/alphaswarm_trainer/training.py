@@ -39,6 +39,7 @@ was fitted on (its label is realised `lag + h` bars later).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,7 @@ from alphaswarm_trainer.models import build_model, fit_model, refit_overrides
 __all__ = [
     "MIN_TRAIN_ROWS",
     "Prepared",
+    "ProgressCallback",
     "RollingBlock",
     "RollingResult",
     "TrainingResult",
@@ -74,6 +76,19 @@ __all__ = [
 
 MIN_TRAIN_ROWS = 50
 """Fewest (date, symbol) rows with every feature and a label that a fit accepts."""
+
+
+ProgressCallback = Callable[[str, float, str], None]
+"""`on_progress(step, pct, message)`: a milestone of a training, `pct` (0-100) never decreasing."""
+
+# Completion (percent) of a training when each milestone is reached; the fit spans FIT_START..FIT_END.
+_PCT = {"dataset_loaded": 5.0, "features_built": 15.0, "labels_built": 20.0}
+FIT_START, FIT_END, EVALUATED = 20.0, 75.0, 85.0
+ROLLING_START, ROLLING_END = 90.0, 95.0
+
+
+def _quiet(_step: str, _pct: float, _message: str) -> None:
+    return None
 
 
 @dataclass
@@ -133,10 +148,17 @@ class TrainingResult:
     rows: dict[str, np.ndarray] = field(default_factory=dict)  # segment -> panel rows (purged)
 
 
-def prepare(cfg: DatasetConfig) -> Prepared:
+def prepare(cfg: DatasetConfig, on_progress: ProgressCallback | None = None) -> Prepared:
+    report = on_progress or _quiet
     panel = load_panel(cfg)
     validate_segments(panel, cfg)
+    report(
+        "dataset_loaded",
+        _PCT["dataset_loaded"],
+        f"loaded {len(panel.dates)} dates x {len(panel.symbols)} symbols",
+    )
     fs = cached_features(panel, cfg.features)
+    report("features_built", _PCT["features_built"], f"built {len(fs.names)} features")
     labels = make_labels(panel.close, cfg.label.horizon, cfg.label.execution_lag, cfg.label.transform)
     assert cfg.segments is not None  # validate_segments requires them
     rows = segment_rows(
@@ -145,6 +167,11 @@ def prepare(cfg: DatasetConfig) -> Prepared:
         execution_lag=cfg.label.execution_lag,
         horizon=cfg.label.horizon,
         embargo=cfg.embargo,
+    )
+    report(
+        "labels_built",
+        _PCT["labels_built"],
+        "labels and segments: " + ", ".join(f"{k} {len(v)} dates" for k, v in rows.items()),
     )
     return Prepared(panel, list(fs.names), fs.values, labels, rows)
 
@@ -177,14 +204,20 @@ def train(
     *,
     evaluate: bool = True,
     plots: bool = True,
+    on_progress: ProgressCallback | None = None,
 ) -> TrainingResult:
     """Fit the model on the train segment, evaluate every segment, and (when configured) retrain rolling.
 
     `evaluate` adds the test-segment evaluation (IC decay, quantile returns,
     long-short curve) and the feature importances; `plots` renders its PNGs.
+    `on_progress(step, pct, message)` is called at each milestone (dataset
+    loaded, features, labels, chunks of the fit, each segment evaluated, the
+    test evaluation, rolling refits) with `pct` never decreasing; an exception
+    it raises aborts the training.
     """
+    on_step = on_progress or _quiet
     model = build_model(model_cfg)  # validate the model config before any data work
-    prep = prepare(dataset_cfg)
+    prep = prepare(dataset_cfg, on_step)
     x, y = _design(prep, prep.rows["train"])
     if len(y) < MIN_TRAIN_ROWS:
         raise DataError(
@@ -193,13 +226,31 @@ def train(
             field="dataset_cfg.segments.train",
         )
     x_valid, y_valid = _design(prep, prep.rows["valid"]) if "valid" in prep.rows else (None, None)
-    fit_info = fit_model(model, model_cfg, x, y, x_valid, y_valid)
+    on_step("fitting", FIT_START, f"fitting {model_cfg.type} on {len(y)} rows")
+    fit_info = fit_model(
+        model,
+        model_cfg,
+        x,
+        y,
+        x_valid,
+        y_valid,
+        on_progress=lambda done, message: on_step(
+            "fitting", FIT_START + (FIT_END - FIT_START) * min(1.0, max(0.0, done)), message
+        ),
+    )
+    on_step("fitted", FIT_END, f"fitted {model_cfg.type}")
 
     metrics: dict[str, MetricSet] = {}
     predictions: dict[str, np.ndarray] = {}
-    for name, rows in prep.rows.items():
+    for i, (name, rows) in enumerate(prep.rows.items(), start=1):
         predictions[name] = predict_rows(model, prep.features[rows])
         metrics[name] = ml_metrics(predictions[name], prep.labels[rows])
+        ic = metrics[name].values.get("ic_spearman")
+        on_step(
+            "evaluated_segment",
+            FIT_END + (EVALUATED - FIT_END) * i / len(prep.rows),
+            f"{name}: IC {ic:.4f}" if isinstance(ic, float) and np.isfinite(ic) else f"{name} evaluated",
+        )
     train_rows = prep.rows["train"]
     trained_through = _day(prep.panel.dates[train_rows[-1]])
 
@@ -234,9 +285,19 @@ def train(
         ) | {"rows": imp_rows}
         if plots:
             result.plots = render_plots(report, title=f"{model_cfg.type} test")
+        on_step("evaluated_test", ROLLING_START, "test evaluation and feature importances done")
 
     if model_cfg.rolling is not None:
-        rolling = rolling_predictions(prep, dataset_cfg, model_cfg, model_cfg.rolling, refit_overrides(model))
+        rolling = rolling_predictions(
+            prep,
+            dataset_cfg,
+            model_cfg,
+            model_cfg.rolling,
+            refit_overrides(model),
+            on_refit=lambda done, total, message: on_step(
+                "rolling_refit", ROLLING_START + (ROLLING_END - ROLLING_START) * done / total, message
+            ),
+        )
         result.rolling = rolling
         result.metrics["rolling"] = rolling.metrics
         # The logged (and deployable) model stays the fit on the train segment: the last rolling
@@ -250,6 +311,7 @@ def train(
                 "rolling.last_train_end": last.dates[1],
             }
         )
+        on_step("rolling_done", ROLLING_END, f"rolling retraining: {len(rolling.blocks)} refits")
     return result
 
 
@@ -259,12 +321,15 @@ def rolling_predictions(
     model_cfg: ModelConfig,
     rolling: RollingConfig,
     overrides: dict[str, Any] | None = None,
+    *,
+    on_refit: Callable[[int, int, str], None] | None = None,
 ) -> RollingResult:
     """Refit every `rolling.step` bars over valid + test and stitch the out-of-sample predictions.
 
     See the module docstring for the blocks, the purge and the windows.
     `overrides` are hyperparameters applied to every refit (e.g. the
-    iteration count early stopping found).
+    iteration count early stopping found). `on_refit(done, total, message)` is called
+    after each refit.
     """
     eval_rows = np.concatenate([prep.rows[s] for s in ("valid", "test") if s in prep.rows])
     eval_rows = np.unique(eval_rows)
@@ -277,7 +342,8 @@ def rolling_predictions(
     blocks: list[RollingBlock] = []
     model: Any = None
     start, stop = int(eval_rows[0]), int(eval_rows[-1]) + 1
-    for b0 in range(start, stop, rolling.step):
+    starts = range(start, stop, rolling.step)
+    for i, b0 in enumerate(starts, start=1):
         b1 = min(stop, b0 + rolling.step)
         lo_pos, hi_pos = np.searchsorted(eval_rows, [b0, b1])
         if hi_pos == lo_pos:
@@ -312,5 +378,7 @@ def rolling_predictions(
                 (str(d[train_start]), str(d[train_end - 1]), str(d[block_rows[0]]), str(d[block_rows[-1]])),
             )
         )
+        if on_refit is not None:
+            on_refit(i, len(starts), f"rolling refit {len(blocks)} through {d[train_end - 1]}")
     metrics = ml_metrics(stitched, prep.labels[eval_rows])
     return RollingResult(eval_rows, stitched, blocks, model, metrics)

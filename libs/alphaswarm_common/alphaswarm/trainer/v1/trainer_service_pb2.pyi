@@ -64,3 +64,21 @@ class TrainResponse(_message.Message):
     n_train_rows: int
     model_sha256: str
     def __init__(self, model_uri: _Optional[str] = ..., run_id: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, _arrays_pb2.MetricSet]] = ..., n_train_rows: _Optional[int] = ..., model_sha256: _Optional[str] = ...) -> None: ...
+
+class TrainWithProgressResponse(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: TrainProgress
+    result: TrainResponse
+    def __init__(self, progress: _Optional[_Union[TrainProgress, _Mapping]] = ..., result: _Optional[_Union[TrainResponse, _Mapping]] = ...) -> None: ...
+
+class TrainProgress(_message.Message):
+    __slots__ = ("step", "pct", "message")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    PCT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    pct: float
+    message: str
+    def __init__(self, step: _Optional[str] = ..., pct: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...

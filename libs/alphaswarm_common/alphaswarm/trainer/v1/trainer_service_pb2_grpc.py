@@ -40,6 +40,11 @@ class TrainerServiceStub:
                 request_serializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainResponse.FromString,
                 _registered_method=True)
+        self.TrainWithProgress = channel.unary_stream(
+                '/alphaswarm.trainer.v1.TrainerService/TrainWithProgress',
+                request_serializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainWithProgressResponse.FromString,
+                _registered_method=True)
         self.ValidateTraining = channel.unary_unary(
                 '/alphaswarm.trainer.v1.TrainerService/ValidateTraining',
                 request_serializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.ValidateTrainingRequest.SerializeToString,
@@ -54,6 +59,15 @@ class TrainerServiceServicer:
     def Train(self, request, context):
         """Builds features, labels and purged segments, fits the model on train, evaluates
         valid and test, and logs the MLflow child run `train` with the model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TrainWithProgress(self, request, context):
+        """Does what Train does and streams progress while it works: progress items at the
+        training's milestones (dataset loaded, features, labels, chunks of the fit, evaluation,
+        model logged), then exactly one result item, the TrainResponse Train would return.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,6 +88,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.Train,
                     request_deserializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainRequest.FromString,
                     response_serializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainResponse.SerializeToString,
+            ),
+            'TrainWithProgress': grpc.unary_stream_rpc_method_handler(
+                    servicer.TrainWithProgress,
+                    request_deserializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainRequest.FromString,
+                    response_serializer=alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainWithProgressResponse.SerializeToString,
             ),
             'ValidateTraining': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateTraining,
@@ -109,6 +128,33 @@ class TrainerService:
             '/alphaswarm.trainer.v1.TrainerService/Train',
             alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainRequest.SerializeToString,
             alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrainWithProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/alphaswarm.trainer.v1.TrainerService/TrainWithProgress',
+            alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainRequest.SerializeToString,
+            alphaswarm_dot_trainer_dot_v1_dot_trainer__service__pb2.TrainWithProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,
