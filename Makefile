@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 UV      := $(BIN)/uv
 CONFIG  ?= configs/ml/alpha_backtest/ridge_alpha_backtest.yaml
 
-.PHONY: lock install install-dev run serve test test-unit test-integration check static lint format typecheck protos protos-check bench up down config migrate clean
+.PHONY: lock install install-dev run serve test test-long test-unit test-integration check static lint format typecheck protos protos-check bench up down config migrate clean
 
 UV_VERSION := 0.13.9
 # Installs resolve from uv.lock (`make lock` refreshes it): a fresh clone gets the versions the tests ran with.
@@ -36,6 +36,10 @@ test: install-dev                  ## static checks, then every test; starts Pos
 	$(MAKE) --no-print-directory static
 	scripts/ensure_services.sh
 	$(BIN)/python -m pytest -q
+
+test-long: install-dev             ## a real training stage longer than five minutes (keepalive under defaults)
+	scripts/ensure_services.sh
+	$(BIN)/python -m pytest -q -m long_stage
 
 test-unit: install-dev
 	$(BIN)/python -m pytest -q -m unit

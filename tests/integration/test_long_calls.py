@@ -153,6 +153,7 @@ STAGE_SECONDS = 360  # aimed at; the test needs the stage to last more than 300 
 
 
 @pytest.mark.slow
+@pytest.mark.long_stage
 @pytest.mark.timeout(1800)
 def test_training_stage_longer_than_five_minutes(tapped: tuple[Topology, H2Tap]) -> None:
     """On a machine whose load changes, the first stage may come out short: a second run is
