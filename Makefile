@@ -37,7 +37,7 @@ test: install-dev                  ## static checks, then every test; starts Pos
 	scripts/ensure_services.sh
 	$(BIN)/python -m pytest -q
 
-test-long: install-dev             ## a real training stage longer than five minutes (keepalive under defaults)
+test-long: install-dev             ## only the real training stage longer than five minutes (`make test` runs it too)
 	scripts/ensure_services.sh
 	$(BIN)/python -m pytest -q -m long_stage
 

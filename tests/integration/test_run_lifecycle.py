@@ -414,6 +414,45 @@ def test_a_failure_while_the_catalog_is_down_reaches_the_row_once_it_is_back(
     assert deployments == 1  # the deployment the run created is retired
 
 
+def test_what_a_stage_made_before_failing_unrecorded_is_compensated(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry created the deployment, then the stage failed before its output was
+    recorded: the failed run still retires that deployment and tags its model version."""
+    tag = uuid.uuid4().hex[:10]
+    real_deploy = next(s.run for s in saga_module.STAGES if s.name == "deploy")
+
+    async def deploy_then_fail(ctx: Any) -> dict[str, Any]:
+        await real_deploy(ctx)
+        raise FailedPrecondition("the deployment's strategy was refused after it was created")
+
+    patched = tuple(
+        Stage("deploy", s.label, deploy_then_fail, s.restore) if s.name == "deploy" else s
+        for s in saga_module.STAGES
+    )
+    monkeypatch.setattr(saga_module, "STAGES", patched)
+
+    async def main() -> resources_pb2.AlphaBacktestRun:
+        async with gateway(services, tag=tag) as gw:
+            run = await gw.start_run(_config(f"unrecorded-{tag}", train_first=True))
+            await _events(gw, run.task_id)
+            return await gw.get_run(run_id=run.run_id)
+
+    run = asyncio.run(main())
+    assert run.state == resources_pb2.RUN_STATE_FAILED
+    assert (run.error.stage, run.error.code) == ("deploying", "FAILED_PRECONDITION")
+    name = f"lifecycle-unrecorded-{tag}"
+    states = services.count(
+        "SELECT count(*) FROM deployments WHERE model_name = :m AND state <> 'retired'", m=name
+    )
+    retired = services.count(
+        "SELECT count(*) FROM deployments WHERE model_name = :m AND state = 'retired'", m=name
+    )
+    assert (retired, states) == (1, 0), "the deployment the failed stage created is retired"
+    version = services.tracker.client.search_model_versions(f"name = '{name}'")[0]
+    assert version.tags["alphaswarm.run_state"] == "FAILED"
+
+
 @contextlib.contextmanager
 def _nats_server(tmp: Path, port: int) -> Iterator[dict[str, Any]]:
     binary = shutil.which("nats-server")

@@ -213,6 +213,15 @@ class ModelConfig(_Strict):
         default=None,
         description="Evaluate with periodic retraining over valid+test (stitched out-of-sample).",
     )
+    time_budget_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Stop growing the model once its fit has run this long and keep what was fitted "
+            "(boosting rounds, trees). Models that grow step by step only: hist_gradient_boosting, "
+            "lightgbm, mlp, random_forest, extra_trees."
+        ),
+    )
 
     @property
     def registered_name(self) -> str:

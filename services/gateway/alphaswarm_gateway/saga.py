@@ -121,6 +121,9 @@ class RunContext:
     backtest: dict[str, Any] = field(default_factory=dict)
     combined: dict[str, Any] = field(default_factory=dict)
     captured: bool = False
+    # what a stage made before it failed, when it failed before its output was recorded
+    # (compensation undoes it as it undoes recorded outputs)
+    unrecorded: dict[str, Any] = field(default_factory=dict)
     previous_champion: str | None = None
     champion_moved: bool = False
     # re-read on demand after a resume (read-only calls, deterministic inputs)
@@ -131,6 +134,10 @@ class RunContext:
     @property
     def settings(self) -> Any:
         return self.gw.settings
+
+    def made(self) -> dict[str, Any]:
+        """Every stage output to compensate: the recorded ones, and what a failed stage made."""
+        return {**self.unrecorded, **self.attempt.outputs}
 
     @property
     def run_id(self) -> str:
@@ -318,6 +325,7 @@ async def _register(ctx: RunContext) -> dict[str, Any]:
             "registry",
         )
         name, version = reg.name, reg.version
+    ctx.unrecorded["register"] = {"model_name": name, "model_version": version}
     ctx.model_name, ctx.model_version = name, version
     await ctx.link(
         "model_name",
@@ -402,6 +410,7 @@ async def _deploy(ctx: RunContext) -> dict[str, Any]:
             "created": not cfg.deployment_id,
             "previous_model_version": resp.previous_model_version,
         }
+        ctx.unrecorded["deploy"] = out
         if resp.rolled:
             msg = (
                 f"rolled deployment {dep.deployment_id} from version {resp.previous_model_version} "
@@ -830,7 +839,7 @@ class AlphaBacktestSaga:
             await compensate(
                 self.gw,
                 ctx.run_id,
-                ctx.attempt.outputs,
+                ctx.made(),
                 row.error,
                 previous_champion=ctx.previous_champion,
                 champion_moved=ctx.champion_moved,
@@ -845,7 +854,7 @@ class AlphaBacktestSaga:
         await compensate(
             self.gw,
             ctx.run_id,
-            ctx.attempt.outputs,
+            ctx.made(),
             detail,
             previous_champion=ctx.previous_champion,
             champion_moved=ctx.champion_moved,

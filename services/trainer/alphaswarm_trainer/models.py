@@ -22,6 +22,15 @@ Fitting (`fit_model`):
 - Refits with fixed capacity (`refit_overrides`): a rolling retraining reuses
   the iteration count found on the valid segment (`max_iter = n_iter_`,
   `early_stopping = False`; `n_estimators = best_iteration_` for lightgbm).
+- Time budget (`model_cfg.time_budget_seconds`): models that grow step by
+  step stop growing once their fit has run that long and keep what they have
+  (as H2O's `max_runtime_secs` or FLAML's `time_budget` do). Boosting
+  (`hist_gradient_boosting`) and `mlp` add rounds or epochs in warm-started
+  chunks sized from the measured time per step, so the budget is overshot by
+  about one chunk (a twentieth of the budget); forests check it after each tenth of their trees;
+  lightgbm checks it after every round. The fit reports `stopped_by =
+  "time_budget"` and the size reached (`n_iter`, `n_estimators`). Other model
+  types are refused with the field named.
 - Determinism: seeded estimators get `random_state = model_cfg.seed` (unless
   given). Forests are fitted with `n_jobs` threads (each tree has its own
   seed, so the fit does not depend on the thread count) and then predict in
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +71,12 @@ FIT_CHUNKS = 10
 
 LIGHTGBM_STOPPING_ROUNDS = 50
 """Boosting rounds without improvement on the valid segment after which lightgbm stops."""
+
+BUDGET_CHUNKS = 20
+"""Under a time budget, boosting grows in chunks of about `budget / BUDGET_CHUNKS` seconds each."""
+
+BUDGETED_TYPES = frozenset({"hist_gradient_boosting", "lightgbm", "mlp", "random_forest", "extra_trees"})
+"""Model types that can stop on `model_cfg.time_budget_seconds` (they grow step by step)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +173,12 @@ def build_model(cfg: ModelConfig) -> Any:
             f"unknown model type {cfg.type!r}; known: {', '.join(sorted(MODEL_TYPES))}",
             field="model_cfg.type",
         )
+    if cfg.time_budget_seconds is not None and cfg.type not in BUDGETED_TYPES:
+        raise InvalidArgument(
+            f"{cfg.type} fits in one step and cannot stop on a time budget; "
+            f"models that can: {', '.join(sorted(BUDGETED_TYPES & set(MODEL_TYPES)))}",
+            field="model_cfg.time_budget_seconds",
+        )
     estimator_cls = spec.factory()
     accepted = set(inspect.signature(estimator_cls).parameters)
     for name in cfg.params:
@@ -218,18 +240,28 @@ def fit_model(
     has_valid = x_valid is not None and y_valid is not None and len(y_valid) > 0
     info: dict[str, Any] = {"early_stopping": "none"}
     name = type(est).__name__
+    budget = _Budget(cfg.time_budget_seconds)
     if name == "HistGradientBoostingRegressor":
         wanted = cfg.params.get("early_stopping", True)
         use_valid = has_valid and wanted not in (False, "False", "false")
         est.set_params(early_stopping=bool(use_valid))
         xs = scaler.fit_transform(x)
+        val = {"X_val": scaler.transform(x_valid), "y_val": y_valid} if use_valid else {}
         if use_valid:
-            est.fit(xs, y, X_val=scaler.transform(x_valid), y_val=y_valid)
             info["early_stopping"] = "valid"
+        if budget.seconds is None:
+            est.fit(xs, y, **val)
         else:
-            est.fit(xs, y)
+            _grow_on_budget(
+                est,
+                lambda: est.fit(xs, y, **val),
+                budget,
+                report,
+                cumulative=True,
+                unit="boosting round",
+            )
         info["n_iter"] = int(est.n_iter_)
-        return info
+        return info | budget.info()
     if name == "LGBMRegressor" and has_valid:
         import lightgbm
 
@@ -246,6 +278,10 @@ def fit_model(
             done = env.iteration + 1
             if done % every == 0:
                 report(done / env.end_iteration, f"boosting round {done}/{env.end_iteration}")
+            if budget.spent():
+                budget.stopped = True
+                best = env.evaluation_result_list or []
+                raise lightgbm.callback.EarlyStopException(env.iteration, best)
 
         est.fit(
             xs,
@@ -255,22 +291,107 @@ def fit_model(
         )
         info.update(early_stopping="valid", n_iter=int(est.best_iteration_ or est.n_estimators))
         report(1.0, f"boosting stopped after {info['n_iter']} rounds")
-        return info
+        return info | budget.info()
+    if name == "LGBMRegressor" and budget.seconds is not None:
+        raise InvalidArgument(
+            "lightgbm stops on a time budget only with a valid segment to early-stop on",
+            field="model_cfg.time_budget_seconds",
+        )
     if name in ("RandomForestRegressor", "ExtraTreesRegressor") and not est.warm_start:
-        _fit_forest_in_chunks(scaler, est, x, y, report)
+        _fit_forest_in_chunks(scaler, est, x, y, report, budget)
         est.set_params(n_jobs=1)  # a fixed summation order over the trees: bit-identical predictions
-        return info
-    model.fit(x, y)
-    report(1.0, f"fitted {name}")
+        if budget.stopped:
+            info["n_estimators"] = len(est.estimators_)
+        return info | budget.info()
+    if name == "MLPRegressor" and budget.seconds is not None:
+        xs = scaler.fit_transform(x)
+        info["n_iter"] = _grow_on_budget(
+            est, lambda: est.fit(xs, y), budget, report, cumulative=False, unit="epoch"
+        )
+    else:
+        model.fit(x, y)
+        report(1.0, f"fitted {name}")
     if getattr(est, "early_stopping", False) is True:
         info["early_stopping"] = "internal_split"
     if name in ("RandomForestRegressor", "ExtraTreesRegressor"):
         est.set_params(n_jobs=1)  # a fixed summation order over the trees: bit-identical predictions
-    return info
+    return info | budget.info()
 
 
-def _fit_forest_in_chunks(scaler: Any, est: Any, x: np.ndarray, y: np.ndarray, report: FitProgress) -> None:
-    """Grow the forest's `n_estimators` trees in `FIT_CHUNKS` warm-started steps.
+class _Budget:
+    """The fit's time budget: started when the fit starts, `spent()` once it has run out."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.start = time.monotonic()
+        self.stopped = False
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def left(self) -> float:
+        return float("inf") if self.seconds is None else self.seconds - self.elapsed()
+
+    def spent(self) -> bool:
+        return self.seconds is not None and self.left() <= 0
+
+    def info(self) -> dict[str, Any]:
+        return {"stopped_by": "time_budget"} if self.stopped else {}
+
+
+def _grow_on_budget(
+    est: Any,
+    fit: Callable[[], Any],
+    budget: _Budget,
+    report: FitProgress,
+    *,
+    cumulative: bool,
+    unit: str,
+) -> int:
+    """Grow `est` (warm-started) by `max_iter` steps in chunks until `max_iter`, its own stopping
+    rule, or the budget. Each chunk is sized from the time per step measured so far to last about
+    `budget / BUDGET_CHUNKS` seconds (never past what is left). `cumulative`: `max_iter` counts every
+    step so far (boosting rounds) rather than the steps of one call (MLP epochs, whose `n_iter_`
+    counts the call's own). Returns the steps grown in all."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    assert budget.seconds is not None
+    total = int(est.max_iter)
+    chunk_seconds = budget.seconds / BUDGET_CHUNKS
+    grown, step = 0, 1
+    est.set_params(warm_start=True)
+    try:
+        while grown < total:
+            step = min(step, total - grown)
+            est.set_params(max_iter=grown + step if cumulative else step)
+            t0 = time.monotonic()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=ConvergenceWarning)  # a chunk is not the whole fit
+                fit()
+            took = time.monotonic() - t0
+            done = int(est.n_iter_) if cumulative else grown + int(est.n_iter_)
+            report(done / total, f"{unit} {done}/{total}")
+            if done < grown + step:  # stopped by its own rule (early stopping, convergence)
+                break
+            grown = done
+            if budget.spent():
+                budget.stopped = grown < total
+                break
+            step = max(1, int(min(chunk_seconds, budget.left()) / max(took / step, 1e-6)))
+        else:
+            done = grown
+    finally:
+        est.set_params(warm_start=False, max_iter=total)
+    return done
+
+
+def _fit_forest_in_chunks(
+    scaler: Any, est: Any, x: np.ndarray, y: np.ndarray, report: FitProgress, budget: _Budget | None = None
+) -> None:
+    """Grow the forest's `n_estimators` trees in `FIT_CHUNKS` warm-started steps, stopping
+    after a step once the time budget (if any) is spent.
 
     With an integer `random_state`, sklearn derives tree `i`'s seed from the
     same sequence whether the trees are grown at once or in steps, so the
@@ -284,8 +405,11 @@ def _fit_forest_in_chunks(scaler: Any, est: Any, x: np.ndarray, y: np.ndarray, r
             est.set_params(n_estimators=grown)
             est.fit(xs, y)
             report(grown / total, f"grew {grown}/{total} trees")
+            if budget is not None and budget.spent() and grown < total:
+                budget.stopped = True
+                break
     finally:
-        est.set_params(warm_start=False, n_estimators=total)
+        est.set_params(warm_start=False, n_estimators=len(getattr(est, "estimators_", ())) or total)
 
 
 def refit_overrides(model: Any) -> dict[str, Any]:

@@ -108,18 +108,20 @@ class RollingConfig(_message.Message):
     def __init__(self, step: _Optional[int] = ..., window: _Optional[int] = ...) -> None: ...
 
 class ModelConfig(_message.Message):
-    __slots__ = ("type", "params", "name", "seed", "rolling")
+    __slots__ = ("type", "params", "name", "seed", "rolling", "time_budget_seconds")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ROLLING_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     type: str
     params: _struct_pb2.Struct
     name: str
     seed: int
     rolling: RollingConfig
-    def __init__(self, type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ..., seed: _Optional[int] = ..., rolling: _Optional[_Union[RollingConfig, _Mapping]] = ...) -> None: ...
+    time_budget_seconds: float
+    def __init__(self, type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ..., seed: _Optional[int] = ..., rolling: _Optional[_Union[RollingConfig, _Mapping]] = ..., time_budget_seconds: _Optional[float] = ...) -> None: ...
 
 class StrategyConfig(_message.Message):
     __slots__ = ("type", "params")
