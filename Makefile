@@ -35,7 +35,7 @@ serve: install                     ## REST + SSE on :8000 and gRPC on :50051, em
 test: install-dev                  ## static checks, then every test; starts PostgreSQL and NATS when they are not running
 	$(MAKE) --no-print-directory static
 	scripts/ensure_services.sh
-	$(BIN)/python -m pytest -q
+	PYTHON=$(BIN)/python scripts/run_tests.sh
 
 test-long: install-dev             ## only the real training stage longer than five minutes (`make test` runs it too)
 	scripts/ensure_services.sh
