@@ -47,6 +47,7 @@ __all__ = [
     "TearsheetData",
     "alpha_diagnostics",
     "alpha_run_id_from_notes",
+    "build_tearsheet",
     "buy_and_hold_equity",
     "compute_comparisons",
     "config_rows",
@@ -54,6 +55,7 @@ __all__ = [
     "from_catalog",
     "log_backtest_tearsheet",
     "make_config",
+    "read_comparisons",
     "render_tearsheet",
     "trade_row",
     "verdict",
@@ -129,3 +131,30 @@ def log_backtest_tearsheet(
         tracker.log_text(run_id, render_tearsheet(data), TEARSHEET_ARTIFACT)
     except Exception:  # a chart that cannot be drawn must not fail the backtest it describes
         log.exception("could not log the tearsheet of MLflow run %s", run_id)
+
+
+def read_comparisons(tracker: Any, mlflow_run_id: str) -> dict[str, Any] | None:
+    """`tearsheet/comparisons.json` of an MLflow `backtest` run, or None when the run has none."""
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from alphaswarm_common.errors import NotFound
+
+    tmp = tempfile.mkdtemp(prefix="alphaswarm-tearsheet-")
+    try:
+        tracker.artifact_entry(mlflow_run_id, COMPARISONS_ARTIFACT)
+        local = Path(tracker.download_run_artifact(mlflow_run_id, COMPARISONS_ARTIFACT, tmp))
+        doc = json.loads(local.read_text())
+        return doc if isinstance(doc, dict) else None
+    except NotFound:
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_tearsheet(response: Any, *, run: Any = None, comparisons: Mapping[str, Any] | None = None) -> str:
+    """The page of a `GetBacktestResultResponse` (asked with `include_trades`), its alpha-backtest run
+    and the comparisons logged on that run's MLflow `backtest` run, when known."""
+    return render_tearsheet(from_catalog(response.result, response.trades, run=run, comparisons=comparisons))
