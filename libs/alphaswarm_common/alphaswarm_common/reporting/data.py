@@ -252,7 +252,9 @@ def from_catalog(
     else:
         peak = np.maximum.accumulate(np.maximum(equity, record.initial_capital))
         drawdown = equity / peak - 1.0
-    values, reasons, conventions = ({}, {}, {})
+    values: dict[str, float | None] = {}
+    reasons: dict[str, str] = {}
+    conventions: dict[str, Any] = {}
     if record.HasField("metrics"):
         values, reasons, conventions = metricset_from_proto(record.metrics)
     parameters = struct_to_dict(record.parameters) if record.HasField("parameters") else {}

@@ -293,7 +293,7 @@ def _metric_rows(values: Mapping[str, float | None], reasons: Mapping[str, str],
         rows.append(
             f'<tr><td>{_e(label)}</td><td class="num" data-metric="{_e(side)}.{_e(name)}" '
             f'data-value="{_e(raw)}">{_e(shown) if value is not None else shown}</td>'
-            f"<td>{_e(unit)}</td><td class='conv'>{_e(conv)}</td></tr>"
+            f"<td>{_e(_UNIT_NAMES.get(unit, unit))}</td><td class='conv'>{_e(conv)}</td></tr>"
         )
     return "\n".join(rows)
 
@@ -305,6 +305,20 @@ def _bps(fraction: Any) -> str:
         return "n/a"
 
 
+def _plain(value: Any) -> Any:
+    """Integers that came back from a protobuf Struct as floats, shown as integers."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+_UNIT_NAMES = {"pct": "percent", "bps": "bp", "bars": "bars", "count": "count", "currency": "currency"}
+
+
 def config_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(label, text) rows of what was tested: universe, window, strategy, costs, benchmark."""
     universe = list(config.get("universe") or [])
@@ -312,7 +326,7 @@ def config_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     window = config.get("window") or {}
     strategy = config.get("strategy") or {}
     costs = config.get("costs") or {}
-    params = json.dumps(strategy.get("params") or {}, sort_keys=True, default=str)
+    params = json.dumps(_plain(strategy.get("params") or {}), sort_keys=True, default=str)
     rows = [
         ("universe", f"{len(universe)} symbol{'s' if len(universe) != 1 else ''}: {shown}"),
         ("window", f"{window.get('start')} to {window.get('end')} ({window.get('n_bars')} bars)"),
@@ -326,10 +340,10 @@ def config_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
     for key in ("initial_capital", "execution_lag", "fill_price", "rebalance_every", "rf"):
         if config.get(key) is not None:
-            rows.append((key.replace("_", " "), str(config[key])))
+            rows.append((key.replace("_", " "), str(_plain(config[key]))))
     for key in ("stop_loss", "take_profit", "max_gross_leverage"):
         if config.get(key) is not None:
-            rows.append((key.replace("_", " "), str(config[key])))
+            rows.append((key.replace("_", " "), str(_plain(config[key]))))
     return rows
 
 
