@@ -45,7 +45,9 @@ def downloaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
         run = httpx.get(f"{url}/ml/alpha-backtest-runs/{accepted['run_id']}", timeout=30).json()
         assert run["status"] == "succeeded", run
         backtest_id = run["links"]["backtest_id"]
-        page = httpx.get(f"{url}/backtests/{backtest_id}/tearsheet.html", params={"download": "true"}, timeout=120)
+        page = httpx.get(
+            f"{url}/backtests/{backtest_id}/tearsheet.html", params={"download": "true"}, timeout=120
+        )
         assert page.status_code == 200
         catalog = httpx.get(f"{url}/backtests/{backtest_id}", timeout=60).json()
         path = tmp_path_factory.mktemp("download") / f"tearsheet-{backtest_id}.html"
@@ -66,7 +68,9 @@ def test_the_tearsheet_file_renders_offline_with_the_catalogs_numbers(
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         context = browser.new_context(offline=True, viewport={"width": 1100, "height": 900})
         page = context.new_page()
-        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on(
+            "console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+        )
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
         page.on("request", lambda r: requests.append(r.url))
