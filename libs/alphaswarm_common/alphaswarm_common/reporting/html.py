@@ -230,7 +230,8 @@ def _ic_chart(d: TearsheetData) -> str:
     fig, axes = _figure(9, 4.2, rows=2, height_ratios=[1, 1])
     x = _x(d.dates)
     a = d.alpha
-    axes[0].bar(x, np.nan_to_num(a.rank_ic), width=1.0, color="tab:blue", alpha=0.6, label="RankIC_t")
+    # One LineCollection, not a Rectangle per date: thousands of dates draw in milliseconds.
+    axes[0].vlines(x, 0.0, np.nan_to_num(a.rank_ic), color="tab:blue", alpha=0.6, lw=0.8, label="RankIC_t")
     axes[0].plot(x, a.ic, lw=0.6, color="tab:orange", label="IC_t")
     axes[0].axhline(0.0, color="grey", lw=0.5)
     axes[0].set_title("IC and Rank IC per date (1-bar return after the execution lag)")
