@@ -12,6 +12,7 @@ from scipy import stats
 
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+from alphaswarm_common.evaluation import ic_decay
 from alphaswarm_common.metrics import trading_metrics
 from alphaswarm_common.protoconv import array_to_proto, metricset_to_proto, struct_from_dict
 from alphaswarm_common.reporting import (
@@ -206,7 +207,10 @@ def test_signal_diagnostics_match_scipy_and_pandas() -> None:
     np.testing.assert_allclose(diag.decile_gross_bps, gross / counts * 1e4, rtol=1e-9)
     np.testing.assert_allclose(diag.decile_net_bps, net / counts * 1e4, rtol=1e-9)
     assert (diag.decile_net_bps < diag.decile_gross_bps).all()
-    assert set(diag.decay) == {1, 5, 10, 20}
+    reference = ic_decay(signal, close, execution_lag=1)
+    assert set(diag.decay) == set(reference) == {1, 5, 10, 20}
+    for h, (value, _) in reference.items():
+        assert diag.decay[h] == pytest.approx(value, abs=1e-12), h
 
 
 def test_monthly_returns_and_rolling_sharpe_match_pandas() -> None:
