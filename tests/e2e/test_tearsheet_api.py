@@ -132,3 +132,47 @@ def test_unknown_and_malformed_ids(secured: tuple[EmbeddedStack, dict[str, str],
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
     bad = httpx.get(f"{url}/backtests/not-a-uuid/tearsheet.html", headers=_auth(tokens["viewer"]), timeout=60)
     assert bad.status_code == 422 and "backtest_id" in bad.text
+
+
+def test_a_rule_backtest_has_a_tearsheet_from_the_catalog(
+    secured: tuple[EmbeddedStack, dict[str, str], str],
+) -> None:
+    _, tokens, url = secured
+    job = {
+        "source": {
+            "dataset_cfg": {"source": "sp500", "start_date": "2012-01-01", "end_date": "2018-12-31"},
+            "symbols": ["AAPL", "MSFT"],
+        },
+        "strategy_cfg": {"type": "sma_cross", "params": {"fast_period": 10, "slow_period": 30}},
+    }
+    accepted = httpx.post(
+        url + "/backtests",
+        content=yaml.safe_dump(job).encode(),
+        headers=_auth(tokens["researcher"]),
+        timeout=60,
+    )
+    assert accepted.status_code == 202, accepted.text
+    sse_events(url + accepted.json()["stream_url"], headers=_auth(tokens["viewer"]))
+    task = httpx.get(
+        f"{url}/tasks/{accepted.json()['task_id']}", headers=_auth(tokens["viewer"]), timeout=30
+    ).json()
+    backtest_id = task["result"]["backtest_id"]
+    resp = httpx.get(
+        f"{url}/backtests/{backtest_id}/tearsheet.html", headers=_auth(tokens["viewer"]), timeout=120
+    )
+    assert resp.status_code == 200, resp.text
+    page = resp.text
+    catalog = httpx.get(f"{url}/backtests/{backtest_id}", headers=_auth(tokens["viewer"]), timeout=60).json()
+    shown = dict(re.findall(r'data-metric="trading\.([a-z_]+)" data-value="([^"]*)"', page))
+    assert shown == {k: ("" if v is None else repr(float(v))) for k, v in catalog["metrics"].items()}
+    assert re.findall(r'data-chart="([a-z_]+)"', page) == [
+        "equity",
+        "drawdown",
+        "rolling_sharpe",
+        "monthly_returns",
+    ]
+    assert "rule strategy" in page and "2 symbols: AAPL, MSFT" in page and "&quot;fast_period&quot;: 10" in page
+    trades = httpx.get(
+        f"{url}/backtests/{backtest_id}/trades", headers=_auth(tokens["viewer"]), timeout=60
+    ).json()
+    assert f"<th>trades</th><td>{trades['total_size']} (" in page
