@@ -336,25 +336,26 @@ def _decile_returns(
     t_len = signal.shape[0]
     both = np.isfinite(signal) & np.isfinite(fwd1)
     buckets, _ = qcut_buckets(signal, DECILES, mask=both)
-    b = np.where(np.isnan(buckets), -1, buckets - 1).astype(np.int64)  # -1: not in any decile
-    rows = np.broadcast_to(np.arange(t_len)[:, None], b.shape)
+    b = np.where(np.isnan(buckets), -1, buckets - 1).astype(np.int8)  # -1: not in any decile
+    del buckets
+    rows = np.broadcast_to(np.arange(t_len, dtype=np.int64)[:, None] * DECILES, b.shape)  # a view
     member = b >= 0
-    cell = rows[member] * DECILES + b[member]
+    cell = rows[member] + b[member]
     size = t_len * DECILES
     n = np.bincount(cell, minlength=size).reshape(t_len, DECILES).astype(np.float64)
     total = np.bincount(cell, weights=fwd1[member], minlength=size).reshape(t_len, DECILES)
     inv = np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)
     inv_prev = np.vstack([np.zeros((1, DECILES)), inv[:-1]])
-    b_prev = np.vstack([np.full((1, b.shape[1]), -1), b[:-1]])
+    b_prev = np.vstack([np.full((1, b.shape[1]), -1, dtype=np.int8), b[:-1]])
     turn = np.zeros(size)
     stay = member & (b == b_prev)
-    c = rows[stay] * DECILES + b[stay]
+    c = rows[stay] + b[stay]
     turn += np.bincount(c, weights=np.abs(inv.ravel()[c] - inv_prev.ravel()[c]), minlength=size)
     enter = member & (b != b_prev)
-    c = rows[enter] * DECILES + b[enter]
+    c = rows[enter] + b[enter]
     turn += np.bincount(c, weights=inv.ravel()[c], minlength=size)
     leave = (b_prev >= 0) & (b != b_prev)
-    c = rows[leave] * DECILES + b_prev[leave]
+    c = rows[leave] + b_prev[leave]
     turn += np.bincount(c, weights=inv_prev.ravel()[c], minlength=size)
     turn = turn.reshape(t_len, DECILES)
     live = n > 0

@@ -216,7 +216,7 @@ def _monthly_chart(d: TearsheetData) -> str:
         range(12), ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
     )
     ax.set_yticks(range(len(years)), [str(y) for y in years])
-    if len(years) * 12 <= 360:
+    if len(years) <= 10:  # numbers in the cells while they stay legible (and cheap to draw)
         for i in range(len(years)):
             for j in range(12):
                 if math.isfinite(pct[i, j]):
