@@ -206,6 +206,7 @@ def print_run_summary(
 ) -> None:
     """What was tested, the metrics with units, the verdict, where things are, what to open;
     `links()` prints the run's ids between the metrics and the verdict."""
+    from rich.markup import escape
     from rich.table import Table
 
     combined = result.combined_metrics or {}
@@ -214,7 +215,7 @@ def print_run_summary(
     tested.add_column("what", style="bold")
     tested.add_column("value")
     for label, text in config_rows(config):
-        tested.add_row(label, text)
+        tested.add_row(escape(label), escape(text))
     console.print(tested)
 
     metrics = Table(title=f"{result.run_name}: combined metrics (net of costs; docs/metrics.md)")
@@ -234,7 +235,7 @@ def print_run_summary(
             if value is not None
             else f"n/a ({reasons.get(f'{side}.{name}', 'undefined')})"
         )
-        metrics.add_row(label, shown, "percent" if unit == "pct" else unit, conv)
+        metrics.add_row(escape(label), escape(shown), "percent" if unit == "pct" else unit, escape(conv))
     if combined.get("score") is not None:
         metrics.add_row(
             "Combined score", format_metric("score", combined["score"]), "ratio", "in [-1, 1]", style="bold"
@@ -245,13 +246,15 @@ def print_run_summary(
 
     lines = []
     if data is not None:
-        lines.append(f"[bold]verdict:[/] {verdict(data)}")
+        lines.append(f"[bold]verdict:[/] {escape(verdict(data))}")
     else:
         lines.append("[bold]verdict:[/] buy-and-hold of the universe: see the tearsheet")
     if plots:
-        lines.append(f"[bold]plots:[/] {plots} (the training run's IC and quantile charts, gross of costs)")
+        lines.append(
+            f"[bold]plots:[/] {escape(plots)} (the training run's IC and quantile charts, gross of costs)"
+        )
     if tearsheet is not None:
-        lines.append(f"[bold]tearsheet:[/] {tearsheet}")
+        lines.append(f"[bold]tearsheet:[/] {escape(str(tearsheet))}")
     elif result.backtest_id:
         lines.append(
             f"[bold]tearsheet:[/] alphaswarm report {result.backtest_id} -o report.html --url http://GATEWAY:8000"
@@ -261,10 +264,10 @@ def print_run_summary(
     else:
         home = settings.resolved_home()
         artifacts = settings.artifact_root()
-        lines.append(f"[bold]open:[/] alphaswarm ui --home {home}   then http://127.0.0.1:8000/")
+        lines.append(f"[bold]open:[/] alphaswarm ui --home {escape(str(home))}   then http://127.0.0.1:8000/")
         lines.append(
-            f"[bold]MLflow:[/] mlflow ui --backend-store-uri {settings.tracking_uri()}"
-            + (f" --default-artifact-root {artifacts}" if artifacts else "")
+            f"[bold]MLflow:[/] mlflow ui --backend-store-uri {escape(settings.tracking_uri())}"
+            + (f" --default-artifact-root {escape(artifacts)}" if artifacts else "")
             + "   then http://127.0.0.1:5000/ (docs/mlflow.md)"
         )
     for line in lines:

@@ -416,7 +416,7 @@ def verdict(d: TearsheetData) -> str:
     word = "beat" if diff > 0 else "trailed"
     return (
         f"{word} buy-and-hold of the universe by {abs(diff):.2f} percentage points "
-        f"({mine * 100:.2f} % vs {bh * 100:.2f} %, net of costs)"
+        f"(strategy {mine * 100:.2f} % net of costs, buy-and-hold {bh * 100:.2f} %)"
     )
 
 
