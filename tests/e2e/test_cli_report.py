@@ -67,6 +67,7 @@ def test_run_ends_with_what_was_tested_units_verdict_and_where_things_are(
     assert f"{trading['total_return'] * 100:.2f} %" in out
     assert f"{trading['max_drawdown'] * 100:.2f} %" in out
     assert f"{trading['sharpe']:.3f}" in out and "annualised" in out and "percent" in out
+    assert "sum |w[s] - w[s-1]|" in out  # conventions are printed as text, not read as markup
     assert re.search(
         r"verdict: (beat|trailed) buy-and-hold of the universe by [0-9.]+ percentage points", out
     )
