@@ -171,7 +171,9 @@ def test_a_rule_backtest_has_a_tearsheet_from_the_catalog(
         "rolling_sharpe",
         "monthly_returns",
     ]
-    assert "rule strategy" in page and "2 symbols: AAPL, MSFT" in page and "&quot;fast_period&quot;: 10" in page
+    assert (
+        "rule strategy" in page and "2 symbols: AAPL, MSFT" in page and "&quot;fast_period&quot;: 10" in page
+    )
     trades = httpx.get(
         f"{url}/backtests/{backtest_id}/trades", headers=_auth(tokens["viewer"]), timeout=60
     ).json()
