@@ -40,6 +40,7 @@ from alphaswarm_gateway.errors import (
     install_error_handlers,
 )
 from alphaswarm_gateway.limits import BodyLimitMiddleware, parse_off_loop
+from alphaswarm_gateway.routes import tearsheet
 from alphaswarm_gateway.views import audit_row_view, run_view, task_accepted
 
 __all__ = ["create_app"]
@@ -243,6 +244,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     app.include_router(catalog_api.walk_forward_tests)
     app.include_router(catalog_api.portfolio_backtests)
     app.include_router(jobs_api.router)
+    app.include_router(tearsheet.router)
 
     auth.secure_app(app, settings)
     grpc_credentials = server_credentials(settings, require_client_auth=False)
