@@ -5,7 +5,8 @@ SQLite under `ALPHASWARM_HOME` by default). It upgrades the schema at start
 unless `ALPHASWARM_MIGRATE_ON_START=false` (the compose topology migrates once
 in its own container). Its health check runs `SELECT 1` on the catalog (the
 health service `database`, and "" with it), and no error it answers carries
-database text (`sanitize.py`).
+database text (the shared error interceptor of `alphaswarm_common.grpc_server`
+answers any unexpected exception INTERNAL with only an error id).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from alphaswarm_persistence.repo_leases import LeaseServicerMixin
 from alphaswarm_persistence.repo_model_trust import ModelTrustServicerMixin
 from alphaswarm_persistence.repo_tokens import AccessServicerMixin, AccessStore
 from alphaswarm_persistence.repository import CatalogRepository
-from alphaswarm_persistence.sanitize import sanitize_errors
 from alphaswarm_persistence.servicer import PersistenceServicer
 from alphaswarm_persistence.tasks import TaskServicerMixin
 
@@ -55,7 +55,7 @@ def build(settings: Settings) -> list[ServiceRegistration]:
     return [
         ServiceRegistration(
             pb_grpc.add_PersistenceServiceServicer_to_server,
-            sanitize_errors(servicer),
+            servicer,
             SERVICE_NAME,
             probes={"database": db.ping},
         )
