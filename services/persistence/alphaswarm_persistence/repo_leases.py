@@ -20,8 +20,6 @@ attempt resumes after the last completed stage instead of repeating it.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,37 +32,13 @@ from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
 from alphaswarm_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from alphaswarm_common.protoconv import struct_from_dict, timestamp_from_datetime
 from alphaswarm_persistence.models import AlphaBacktestRunRow, RequestKeyRow, TaskRow, utcnow
+from alphaswarm_persistence.repo_fencing import LEASE_LOST, _lease_lost, fence
 from alphaswarm_persistence.repository import TERMINAL_RUN_STATES, CatalogRepository, parse_uuid
 from alphaswarm_persistence.tasks import task_to_proto
 
 __all__ = ["LEASE_LOST", "LeaseServicerMixin", "LeaseStore", "fence"]
 
-LEASE_LOST = "LEASE_LOST"
 UNFINISHED = ("pending", "running")
-
-
-def _lease_lost(tid: uuid.UUID, token: int) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"task {tid} is no longer held by fencing token {token} (another attempt claimed it, or it was cancelled)",
-        field="fencing_token",
-        reason=LEASE_LOST,
-    )
-
-
-def fence(token: int) -> Callable[[Session, uuid.UUID], None]:
-    """A guard refusing the write unless `token` is the task's current fencing token."""
-
-    def guard(s: Session, task_id: uuid.UUID) -> None:
-        hit = s.execute(
-            sa.update(TaskRow)
-            .where(TaskRow.task_id == task_id, TaskRow.fencing_token == token)
-            .values(fencing_token=TaskRow.fencing_token)
-            .execution_options(synchronize_session=False)
-        )
-        if hit.rowcount != 1:  # type: ignore[attr-defined]
-            raise _lease_lost(task_id, token)
-
-    return guard
 
 
 @dataclass(frozen=True)

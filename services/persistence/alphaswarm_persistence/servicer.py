@@ -630,7 +630,7 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
     def UpdateAlphaBacktestRun(
         self, request: pb.UpdateAlphaBacktestRunRequest, context: Any
     ) -> pb.UpdateAlphaBacktestRunResponse:
-        from alphaswarm_persistence.repo_leases import fence
+        from alphaswarm_persistence.repo_fencing import fence
 
         changes = run_changes_from_proto(request.run, list(request.update_mask.paths))
         guard = fence(request.fencing_token) if request.HasField("fencing_token") else None
