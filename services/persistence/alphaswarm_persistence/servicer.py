@@ -716,6 +716,18 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
             result=backtest_to_proto(record), trades=[trade_to_proto(t) for t in trades]
         )
 
+    def ListBacktestTrades(
+        self, request: pb.ListBacktestTradesRequest, context: Any
+    ) -> pb.ListBacktestTradesResponse:
+        page, total = self.repository.list_backtest_trades(
+            request.backtest_id, page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListBacktestTradesResponse(
+            trades=[trade_to_proto(t) for t in page.items],
+            next_page_token=page.next_page_token,
+            total_size=total,
+        )
+
     def ListBacktestResults(
         self, request: pb.ListBacktestResultsRequest, context: Any
     ) -> pb.ListBacktestResultsResponse:

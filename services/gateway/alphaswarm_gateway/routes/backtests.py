@@ -7,25 +7,21 @@ query parameter, path id or body is 422 naming the field; a value the catalog
 refuses (an unknown metric or order column, a page token used with other
 filters) is 400 with `details.field` naming it.
 
-A backtest's trades are paginated here, over the trades of one backtest by
-`trade_number`: a backtest's trades are written once with it and never change,
-so the cursor (the last trade number) is stable.
+A backtest's trades are paginated in the catalog (`ListBacktestTrades`, keyset
+pagination by `trade_number`): a page reads only its rows, and a page token of
+another backtest's trades is refused (400 naming `page_token`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import json
 import uuid
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Body, Path, Query, Response
 
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
-from alphaswarm_common.errors import InvalidArgument, NotFound
+from alphaswarm_common.errors import NotFound
 from alphaswarm_common.protoranges import INT32_MAX
 from alphaswarm_gateway import auth
 from alphaswarm_gateway.deps import GatewayDep, PageSize
@@ -46,25 +42,6 @@ from alphaswarm_gateway.routes.common import ERRORS, PageToken, opt, page, persi
 __all__ = ["ROUTERS", "backtests"]
 
 ORDER = 10
-
-
-def _trade_token(backtest_id: str, after: int) -> str:
-    raw = json.dumps({"b": backtest_id, "after": after}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _trade_cursor(token: str, backtest_id: str) -> int:
-    if not token:
-        return 0
-    try:
-        doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        after = doc["after"]
-        owner = doc["b"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument("is not a page token of this list", field="page_token") from None
-    if owner != backtest_id or not isinstance(after, int) or isinstance(after, bool):
-        raise InvalidArgument("was issued for another backtest's trades", field="page_token")
-    return after
 
 
 backtests = APIRouter(prefix="/backtests", tags=["backtests"], responses=ERRORS)
@@ -235,20 +212,17 @@ async def list_backtest_trades(
     ] = 500,
     page_token: PageToken = "",
 ) -> dict[str, Any]:
-    bid = str(backtest_id)
-    after = _trade_cursor(page_token, bid)
     reply = await persistence(
-        gw, "GetBacktestResult", ppb.GetBacktestResultRequest(backtest_id=bid, include_trades=True)
+        gw,
+        "ListBacktestTrades",
+        ppb.ListBacktestTradesRequest(
+            backtest_id=str(backtest_id), page_size=page_size, page_token=page_token
+        ),
     )
-    trades = sorted(reply.trades, key=lambda t: t.trade_number)
-    numbers = np.fromiter((t.trade_number for t in trades), dtype=np.int64, count=len(trades))
-    start = int(np.searchsorted(numbers, after, side="right"))
-    page = trades[start : start + page_size]
-    more = start + page_size < len(trades)
     return {
-        "items": [trade_view(t) for t in page],
-        "next_page_token": _trade_token(bid, page[-1].trade_number) if more and page else None,
-        "total_size": len(trades),
+        "items": [trade_view(t) for t in reply.trades],
+        "next_page_token": reply.next_page_token or None,
+        "total_size": reply.total_size,
     }
 
 
