@@ -1,7 +1,8 @@
 """A backtest's series as data: one Parquet file and a small PNG for the tracking run.
 
-`series_parquet(out)` is `series.parquet` (zstd): one row per bar with the
-columns `date` (date32), `equity`, `drawdown`, `returns` (float64, exactly
+`series_parquet(out)` is `series.parquet` (LZ4: for float series nearly as small
+as zstd and about three times faster to write): one row per bar with the
+columns `date` (date32; a timestamp when the bars are intraday), `equity`, `drawdown`, `returns` (float64, exactly
 the engine's values) and `weight:<symbol>` for each symbol's end-of-bar
 weight (`weights_held`). Read it back with `pandas.read_parquet` or
 `pyarrow.parquet.read_table`.
@@ -29,10 +30,18 @@ PLOT_FILE = "equity.png"
 PLOT_POINTS = 3000
 
 
+def _date_column(dates: np.ndarray) -> pa.Array:
+    """Days as date32; bars within a day (intraday stamps) as timestamps, nothing rounded away."""
+    days = dates.astype("datetime64[D]")
+    if np.array_equal(days.astype(dates.dtype), dates):
+        return pa.array(days, type=pa.date32())
+    return pa.array(dates.astype("datetime64[ns]"), type=pa.timestamp("ns"))
+
+
 def series_parquet(out: BacktestOutput) -> bytes:
     """The Parquet bytes of `series.parquet` (module docstring)."""
     columns: dict[str, pa.Array] = {
-        "date": pa.array(np.asarray(out.dates).astype("datetime64[D]"), type=pa.date32()),
+        "date": _date_column(np.asarray(out.dates)),
         "equity": pa.array(np.asarray(out.equity, dtype=np.float64)),
         "drawdown": pa.array(np.asarray(out.drawdown, dtype=np.float64)),
         "returns": pa.array(np.asarray(out.returns, dtype=np.float64)),
@@ -41,7 +50,7 @@ def series_parquet(out: BacktestOutput) -> bytes:
     for j, symbol in enumerate(out.symbols):
         columns[f"weight:{symbol}"] = pa.array(held[:, j])
     sink = io.BytesIO()
-    pq.write_table(pa.table(columns), sink, compression="zstd", use_dictionary=False)
+    pq.write_table(pa.table(columns), sink, compression="lz4", use_dictionary=False)
     return sink.getvalue()
 
 
@@ -63,10 +72,13 @@ def _thin(x: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
 
 def series_png(out: BacktestOutput, *, points: int = PLOT_POINTS) -> bytes:
     """The PNG bytes of `equity.png` (module docstring)."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure  # the Agg canvas, no pyplot state, no display
+    from matplotlib.ticker import MaxNLocator
 
     dates = np.asarray(out.dates).astype("datetime64[D]")
-    fig = Figure(figsize=(7.0, 4.0), dpi=80, layout="constrained")
+    fig = Figure(figsize=(7.0, 4.0), dpi=80)
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.96, bottom=0.1, hspace=0.08)  # fixed: no layout pass
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     i, equity = _thin(np.asarray(out.equity, dtype=np.float64), points)
     top.plot(dates[i], equity, linewidth=0.8)
@@ -74,6 +86,11 @@ def series_png(out: BacktestOutput, *, points: int = PLOT_POINTS) -> bytes:
     j, drawdown = _thin(np.asarray(out.drawdown, dtype=np.float64), points)
     bottom.fill_between(dates[j], drawdown, 0.0, step="post", linewidth=0, alpha=0.6, color="tab:red")
     bottom.set_ylabel("drawdown")
+    locator = AutoDateLocator(maxticks=6)  # few ticks: tick text is most of the drawing time
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    for axis in (top.yaxis, bottom.yaxis):
+        axis.set_major_locator(MaxNLocator(4))
     sink = io.BytesIO()
     fig.savefig(sink, format="png")
     return sink.getvalue()
