@@ -21,10 +21,10 @@ from alphaswarm_common.service import run_service
 from alphaswarm_common.settings import Settings
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
-from alphaswarm_persistence.repo_leases import LeaseServicerMixin
 from alphaswarm_persistence.repo_tokens import AccessStore
 from alphaswarm_persistence.repository import CatalogRepository
 from alphaswarm_persistence.servicer import PersistenceServicer
+from alphaswarm_persistence.servicer_leases import LeaseServicerMixin
 from alphaswarm_persistence.servicer_model_trust import ModelTrustServicerMixin
 from alphaswarm_persistence.servicer_tokens import AccessServicerMixin
 from alphaswarm_persistence.tasks import TaskServicerMixin
