@@ -86,7 +86,7 @@ def series_png(out: BacktestOutput, *, points: int = PLOT_POINTS) -> bytes:
     j, drawdown = _thin(np.asarray(out.drawdown, dtype=np.float64), points)
     bottom.fill_between(dates[j], drawdown, 0.0, step="post", linewidth=0, alpha=0.6, color="tab:red")
     bottom.set_ylabel("drawdown")
-    locator = AutoDateLocator(maxticks=6)  # few ticks: tick text is most of the drawing time
+    locator = AutoDateLocator()
     bottom.xaxis.set_major_locator(locator)
     bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     for axis in (top.yaxis, bottom.yaxis):
