@@ -32,8 +32,7 @@ run: install                       ## the main job on the embedded default (no s
 serve: install                     ## REST + SSE on :8000 and gRPC on :50051, embedded stack
 	$(BIN)/alphaswarm serve --port 8000
 
-test: install-dev                  ## static checks, then every test; starts PostgreSQL and NATS when they are not running
-	$(MAKE) --no-print-directory static
+test: check                        ## `make check` first (a broken contract fails the run), then every test; starts PostgreSQL and NATS when they are not running
 	scripts/ensure_services.sh
 	PYTHON=$(BIN)/python scripts/run_tests.sh
 

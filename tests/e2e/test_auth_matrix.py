@@ -132,7 +132,7 @@ def real_ids(secured: Secured, token_rest: tuple[Any, str]) -> dict[str, str]:
     return {
         "run_id": run["run_id"],
         "mlflow_run_id": run["links"]["mlflow_backtest_run_id"],
-        "path": "equity_curve.json",
+        "path": "series.parquet",
         "name": run["links"]["model_name"],
     }
 

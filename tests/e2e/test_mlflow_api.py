@@ -5,11 +5,12 @@ models and versions read through the registry."""
 
 from __future__ import annotations
 
-import json
+import io
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 
@@ -64,8 +65,9 @@ def test_links_name_the_three_mlflow_runs_with_metrics_params_and_artifacts(
     assert links["backtest"]["tags"]["mlflow.parentRunId"] == links["parent"]["run_id"]
     # Artifacts as MLflow lists them, folders walked.
     backtest_files = {a["path"]: a for a in links["backtest"]["artifacts"]}
-    assert backtest_files["equity_curve.json"]["is_dir"] is False
-    assert backtest_files["equity_curve.json"]["size"] > 0
+    for name in ("series.parquet", "equity.png"):
+        assert backtest_files[name]["is_dir"] is False
+        assert backtest_files[name]["size"] > 0
     train = {a["path"]: a for a in links["train"]["artifacts"]}
     assert "features.json" in train
     for entry in links["train"]["artifacts"]:
@@ -77,24 +79,32 @@ def test_artifacts_download_with_mlflows_bytes(
     stack: EmbeddedStack, rest_url: str, finished: dict[str, Any], links: dict[str, Any], tmp_path: Path
 ) -> None:
     client = stack.tracker.client
-    for role, path in (("backtest", "equity_curve.json"), ("train", "features.json")):
+    for role, path, media in (
+        ("backtest", "series.parquet", "application/octet-stream"),
+        ("backtest", "equity.png", "image/png"),
+        ("train", "features.json", "application/json"),
+    ):
         mlflow_id = links[role]["run_id"]
         resp = httpx.get(_artifact_url(rest_url, finished["run_id"], mlflow_id, path), timeout=60)
         assert resp.status_code == 200, resp.text
         truth = Path(client.download_artifacts(mlflow_id, path, str(tmp_path / role))).read_bytes()
         assert resp.content == truth
-        assert resp.headers["content-type"].startswith("application/json")
+        assert resp.headers["content-type"].startswith(media)
         assert resp.headers["x-content-type-options"] == "nosniff"
         assert resp.headers["content-disposition"].startswith("attachment")
         assert "sandbox" in resp.headers["content-security-policy"]
         assert int(resp.headers["content-length"]) == len(truth)
-    equity = json.loads(
-        httpx.get(
-            _artifact_url(rest_url, finished["run_id"], links["backtest"]["run_id"], "equity_curve.json"),
-            timeout=60,
-        ).content
+    series = pd.read_parquet(
+        io.BytesIO(
+            httpx.get(
+                _artifact_url(rest_url, finished["run_id"], links["backtest"]["run_id"], "series.parquet"),
+                timeout=60,
+            ).content
+        )
     )
-    assert len(equity["dates"]) == len(equity["equity"]) > 0
+    assert {"date", "equity", "drawdown", "returns"} <= set(series.columns)
+    assert len(series) > 0 and any(c.startswith("weight:") for c in series.columns)
+    assert series["equity"].notna().all()
 
 
 def test_a_plot_in_a_folder_downloads_as_png_and_the_folder_is_400(
@@ -161,7 +171,7 @@ def test_missing_artifact_and_unknown_run_are_404(
     unknown = "00000000-0000-4000-8000-000000000000"
     assert httpx.get(f"{rest_url}/ml/alpha-backtest-runs/{unknown}/mlflow", timeout=30).status_code == 404
     resp = httpx.get(
-        _artifact_url(rest_url, unknown, links["backtest"]["run_id"], "equity_curve.json"), timeout=30
+        _artifact_url(rest_url, unknown, links["backtest"]["run_id"], "series.parquet"), timeout=30
     )
     assert resp.status_code == 404
 
@@ -172,7 +182,7 @@ def test_an_artifact_above_the_size_cap_is_413(
     small_cap = stack.settings.model_copy(update={"grpc_port": 0, "artifact_download_max_bytes": 16})
     with serving(small_cap, stack) as (_, url):
         resp = httpx.get(
-            _artifact_url(url, finished["run_id"], links["backtest"]["run_id"], "equity_curve.json"),
+            _artifact_url(url, finished["run_id"], links["backtest"]["run_id"], "series.parquet"),
             timeout=30,
         )
     assert resp.status_code == 413, resp.text

@@ -675,3 +675,89 @@ def test_concurrent_saves_from_four_processes_lose_nothing(pg_db: Database, pg_c
             s.scalar(sa.text("SELECT count(*) FROM catalog_request_keys"))
             == workers * per_worker + per_worker
         )
+
+
+# ----------------------------------------------------------------------------- trades paged in SQL
+
+
+def test_trades_are_paged_in_sql_by_trade_number(grpc_call: Call) -> None:
+    dates = [str(np.datetime64("2021-01-04") + i) for i in range(40)]
+    record = pb.BacktestRecord(
+        symbol="PORTFOLIO",
+        strategy_type="sma_cross",
+        start_date=dates[0],
+        end_date=dates[-1],
+        initial_capital=10_000,
+        dates=dates,
+        equity_curve=array_to_proto(np.linspace(10_000, 10_500, 40)),
+    )
+    trades = [
+        resources_pb2.Trade(
+            trade_number=n,
+            symbol=("AAPL", "MSFT")[n % 2],
+            direction=("long", "short")[n % 2],
+            entry_date=dates[n],
+            entry_price=100.0 + n,
+            exit_date=dates[n + 1] if n < 25 else "",
+            exit_price=101.0 + n if n < 25 else 0.0,
+            pnl=float(n) - 12.5,
+            duration_bars=1,
+            exit_reason="signal" if n < 25 else "end_of_data",
+        )
+        for n in range(1, 26)
+    ]
+    saved = grpc_call(
+        "SaveBacktestResult", pb.SaveBacktestResultRequest(result=record, trades=list(reversed(trades)))
+    )
+    other = grpc_call("SaveBacktestResult", pb.SaveBacktestResultRequest(result=record))
+
+    got: list[resources_pb2.Trade] = []
+    token, pages = "", 0
+    while True:
+        page = grpc_call(
+            "ListBacktestTrades",
+            pb.ListBacktestTradesRequest(backtest_id=saved.backtest_id, page_size=7, page_token=token),
+        )
+        pages += 1
+        assert page.total_size == 25 and len(page.trades) <= 7
+        got += page.trades
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == 4 and got == trades  # every field, in trade-number order
+    everything = grpc_call("ListBacktestTrades", pb.ListBacktestTradesRequest(backtest_id=saved.backtest_id))
+    assert list(everything.trades) == trades and everything.next_page_token == ""
+
+    first = grpc_call(
+        "ListBacktestTrades", pb.ListBacktestTradesRequest(backtest_id=saved.backtest_id, page_size=7)
+    )
+    _raises(
+        InvalidArgument,
+        "page_token",
+        grpc_call,
+        "ListBacktestTrades",
+        pb.ListBacktestTradesRequest(backtest_id=other.backtest_id, page_token=first.next_page_token),
+    )
+    _raises(
+        InvalidArgument,
+        "page_token",
+        grpc_call,
+        "ListBacktestTrades",
+        pb.ListBacktestTradesRequest(backtest_id=saved.backtest_id, page_token="not-a-token"),
+    )
+    _raises(
+        InvalidArgument,
+        "page_size",
+        grpc_call,
+        "ListBacktestTrades",
+        pb.ListBacktestTradesRequest(backtest_id=saved.backtest_id, page_size=-1),
+    )
+    _raises(
+        NotFound,
+        "backtest_id",
+        grpc_call,
+        "ListBacktestTrades",
+        pb.ListBacktestTradesRequest(backtest_id=str(uuid.uuid4())),
+    )
+    empty = grpc_call("ListBacktestTrades", pb.ListBacktestTradesRequest(backtest_id=other.backtest_id))
+    assert list(empty.trades) == [] and empty.total_size == 0 and empty.next_page_token == ""

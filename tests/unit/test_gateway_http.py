@@ -26,9 +26,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alphaswarm_common.settings import Settings
-from alphaswarm_gateway import rest
 from alphaswarm_gateway.errors import RETRY_AFTER_SECONDS
 from alphaswarm_gateway.rest import create_app
+from alphaswarm_gateway.routes import runs as runs_routes
 from tests.uvicorn_server import serve_in_thread
 
 pytestmark = pytest.mark.unit
@@ -200,7 +200,7 @@ def test_healthz_answers_while_a_9mb_yaml_body_is_parsed(
 ) -> None:
     parse_started = threading.Event()
     parse_finished = threading.Event()
-    real_parse = rest.parse_config_body
+    real_parse = runs_routes.parse_config_body
 
     def observed_parse(raw: bytes) -> Any:
         parse_started.set()
@@ -209,7 +209,7 @@ def test_healthz_answers_while_a_9mb_yaml_body_is_parsed(
         finally:
             parse_finished.set()
 
-    monkeypatch.setattr(rest, "parse_config_body", observed_parse)
+    monkeypatch.setattr(runs_routes, "parse_config_body", observed_parse)
     # ~9 MB of YAML: a run config whose model params carry a long block-style list.
     lines = ["run_name: big", "model_cfg:", "  type: ridge", "  params:", "    values:"]
     lines += [f"      - {{k: {i}, v: value-{i}}}" for i in range(300_000)]

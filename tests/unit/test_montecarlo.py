@@ -19,9 +19,10 @@ import pytest
 
 from alphaswarm.backtester.v1 import backtester_service_pb2 as pb
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+from alphaswarm_backtester.catalog_writer import PersistenceCatalogWriter
 from alphaswarm_backtester.engine import montecarlo as mc
 from alphaswarm_backtester.engine.montecarlo import bootstrap_indices, monte_carlo, path_statistics
-from alphaswarm_backtester.servicer_portfolio import PortfolioRiskMixin
+from alphaswarm_backtester.servicer import BacktesterServicer
 from alphaswarm_common.errors import InvalidArgument, NotFound
 from alphaswarm_common.protoconv import array_to_proto, metricset_to_proto
 
@@ -244,10 +245,8 @@ class _FakePersistence:
         return ppb.GetBacktestResultResponse(result=self.record)
 
 
-class _Servicer(PortfolioRiskMixin):
-    def __init__(self, persistence: Any) -> None:
-        self.persistence = persistence
-        self.deadline = 5.0
+def _Servicer(persistence: Any) -> BacktesterServicer:
+    return BacktesterServicer(None, PersistenceCatalogWriter(persistence, deadline=5.0))  # type: ignore[arg-type]
 
 
 def test_monte_carlo_rpc_reads_a_stored_backtest() -> None:

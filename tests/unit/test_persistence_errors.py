@@ -92,7 +92,7 @@ def test_unexpected_errors_carry_no_database_text(
         )
 
     monkeypatch.setattr(servicer.repository, "list_backtest_results", failing)
-    with caplog.at_level(logging.ERROR, logger="alphaswarm_persistence.sanitize"):
+    with caplog.at_level(logging.ERROR, logger="alphaswarm_common.grpc_server"):
         with pytest.raises(grpc.RpcError) as raised:
             pb_grpc.PersistenceServiceStub(ch).ListBacktestResults(
                 pb.ListBacktestResultsRequest(), timeout=10

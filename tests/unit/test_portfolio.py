@@ -22,6 +22,8 @@ import pytest
 from alphaswarm.backtester.v1 import backtester_service_pb2 as pb
 from alphaswarm.common.v1 import config_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+from alphaswarm_backtester.catalog_writer import PersistenceCatalogWriter
+from alphaswarm_backtester.core import Backtester
 from alphaswarm_backtester.engine import EngineConfig
 from alphaswarm_backtester.engine.portfolio import (
     PortfolioLeg,
@@ -32,7 +34,7 @@ from alphaswarm_backtester.engine.portfolio import (
     trailing_volatility,
     turnover_rate,
 )
-from alphaswarm_backtester.servicer_portfolio import PortfolioRiskMixin
+from alphaswarm_backtester.servicer import BacktesterServicer
 from alphaswarm_common.config import DatasetConfig, StrategyConfig
 from alphaswarm_common.data import load_panel
 from alphaswarm_common.errors import DataError, InvalidArgument
@@ -564,11 +566,11 @@ class _FakePersistence:
         return ppb.SavePortfolioBacktestResponse(portfolio_backtest_id="pf-1", created=True)
 
 
-class _Servicer(PortfolioRiskMixin):
+class _Servicer(BacktesterServicer):
     def __init__(self) -> None:
-        self.persistence = _FakePersistence()  # type: ignore[assignment]
-        self.deadline = 5.0
-        self.portfolio_leg_weights = buy_and_hold
+        self.persistence = _FakePersistence()
+        catalog = PersistenceCatalogWriter(self.persistence, deadline=5.0)  # type: ignore[arg-type]
+        super().__init__(None, catalog, backtester=Backtester(None, catalog, leg_weights=buy_and_hold))  # type: ignore[arg-type]
 
 
 def _request(**overrides: Any) -> pb.RunPortfolioBacktestRequest:

@@ -416,22 +416,23 @@ def _token_client(settings: Any) -> Any:
     from alphaswarm_persistence.migrations import upgrade
     from alphaswarm_persistence.repo_tokens import AccessStore
     from alphaswarm_persistence.repository import CatalogRepository
+    from alphaswarm_persistence.servicer_tokens import AccessRpc
 
     url = settings.catalog_url()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     upgrade(url)
-    store = AccessStore(CatalogRepository(Database(url)))
+    store = AccessRpc(AccessStore(CatalogRepository(Database(url))))
     actor = Principal(f"cli:{getpass.getuser()}", SERVICE, "local")
 
     def local(name: str, request: Any) -> Any:
         from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 
         if name == "CreateApiToken":
-            return ppb.CreateApiTokenResponse(token=store.create_token(request, actor))
+            return ppb.CreateApiTokenResponse(token=store.create(request, actor))
         if name == "RevokeApiToken":
-            return ppb.RevokeApiTokenResponse(token=store.revoke_token(request.name, actor))
-        return ppb.ListApiTokensResponse(tokens=store.list_tokens(request.include_revoked))
+            return ppb.RevokeApiTokenResponse(token=store.revoke(request.name, actor))
+        return ppb.ListApiTokensResponse(tokens=store.list(request.include_revoked))
 
     return local
 

@@ -198,6 +198,7 @@ METHOD_ROLES: dict[str, str] = {
             "ListOptimizationResults": VIEWER,
             "GetOptimizationResult": VIEWER,
             "ListWalkForwardTests": VIEWER,
+            "ListBacktestTrades": VIEWER,
             "GetWalkForwardTest": VIEWER,
             "GetPortfolioBacktest": VIEWER,
             "ListPortfolioBacktests": VIEWER,

@@ -435,6 +435,15 @@ class Tracker:
     def log_dict(self, run_id: str, doc: Any, artifact_file: str) -> None:
         self.client.log_dict(run_id, doc, artifact_file)
 
+    def log_files(self, run_id: str, files: Mapping[str, bytes]) -> None:
+        """Upload `{artifact path: bytes}` into the run's artifacts, in one batch."""
+        with tempfile.TemporaryDirectory(prefix="alphaswarm-artifacts-") as tmp:
+            for name, data in files.items():
+                path = Path(tmp, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            self.client.log_artifacts(run_id, tmp)
+
     def get_run(self, run_id: str) -> Any:
         """The raw MLflow run (prefer `run_info`, which does not leak MLflow types)."""
         return self.client.get_run(run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alphaswarm.backtester.v1 import backtester_service_pb2_grpc as pb_grpc
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
+from alphaswarm_backtester.catalog_writer import PersistenceCatalogWriter
 from alphaswarm_backtester.servicer import SERVICE_NAME, BacktesterServicer
 from alphaswarm_common.errors import InvalidArgument
 from alphaswarm_common.grpc_client import channel
@@ -23,7 +24,8 @@ def build(settings: Settings, *, tracker: Tracker | None = None) -> list[Service
             settings.persistence_addr, tuning=settings.grpc_tuning(), credentials=client_credentials(settings)
         )
     )
-    servicer = BacktesterServicer(tracker, persistence, deadline=settings.deadline_default_seconds)
+    catalog = PersistenceCatalogWriter(persistence, deadline=settings.deadline_default_seconds)
+    servicer = BacktesterServicer(tracker, catalog)
     return [ServiceRegistration(pb_grpc.add_BacktesterServiceServicer_to_server, servicer, SERVICE_NAME)]
 
 

@@ -28,6 +28,7 @@ from alphaswarm_persistence.repo_common import (
     _check_int,
     _check_json,
     _check_str,
+    _chunks,
     _decode_token,
     _encode_token,
     _fingerprint,
@@ -49,6 +50,7 @@ from alphaswarm_persistence.repo_records import (
     _ORDERABLE_EXTRA,
     _RESERVED_PARAMETERS_KEY,
     _SUMMARY_DEFAULT_DAYS,
+    _TRADE_PAGE,
     COMPARE_DEFAULT_METRICS,
     LOWER_IS_BETTER_METRICS,
     METRIC_COLUMNS,
@@ -372,35 +374,77 @@ class BacktestsMixin(RepositoryBase):
             record = self._result_record(row, include_series=True)
             trades: list[TradeRecord] = []
             if include_trades:
-                stmt = (
-                    sa.select(BacktestTradeRow, TradeDetailRow)
-                    .outerjoin(TradeDetailRow, TradeDetailRow.trade_id == BacktestTradeRow.trade_id)
+                rows = s.scalars(
+                    sa.select(BacktestTradeRow)
                     .where(BacktestTradeRow.backtest_id == bid)
                     .order_by(BacktestTradeRow.trade_number)
                 )
-                for t, d in s.execute(stmt):
-                    trades.append(
-                        TradeRecord(
-                            trade_number=t.trade_number,
-                            direction=t.direction,
-                            entry_date=t.entry_date,
-                            entry_price=t.entry_price,
-                            symbol=(d.symbol or None) if d is not None else None,
-                            exit_date=t.exit_date,
-                            exit_price=t.exit_price,
-                            position_size=t.position_size,
-                            pnl=t.pnl,
-                            pnl_percent=t.pnl_percent,
-                            mae=t.mae,
-                            mfe=t.mfe,
-                            duration_bars=d.duration_bars if d is not None else None,
-                            duration_days=t.duration_days,
-                            exit_reason=t.exit_reason,
-                            fees_paid=t.fees_paid,
-                            slippage_cost=t.slippage_cost,
-                        )
-                    )
+                trades = self._trade_records(s, list(rows))
             return record, trades
+
+    @staticmethod
+    def _trade_records(s: Session, rows: Sequence[BacktestTradeRow]) -> list[TradeRecord]:
+        """The trades of `rows` (in their order) with their `catalog_trade_details` rows."""
+        details: dict[uuid.UUID, TradeDetailRow] = {}
+        for chunk in _chunks([t.trade_id for t in rows]):
+            details.update(
+                (d.trade_id, d)
+                for d in s.scalars(sa.select(TradeDetailRow).where(TradeDetailRow.trade_id.in_(chunk)))
+            )
+        out = []
+        for t in rows:
+            d = details.get(t.trade_id)
+            out.append(
+                TradeRecord(
+                    trade_number=t.trade_number,
+                    direction=t.direction,
+                    entry_date=t.entry_date,
+                    entry_price=t.entry_price,
+                    symbol=(d.symbol or None) if d is not None else None,
+                    exit_date=t.exit_date,
+                    exit_price=t.exit_price,
+                    position_size=t.position_size,
+                    pnl=t.pnl,
+                    pnl_percent=t.pnl_percent,
+                    mae=t.mae,
+                    mfe=t.mfe,
+                    duration_bars=d.duration_bars if d is not None else None,
+                    duration_days=t.duration_days,
+                    exit_reason=t.exit_reason,
+                    fees_paid=t.fees_paid,
+                    slippage_cost=t.slippage_cost,
+                )
+            )
+        return out
+
+    def list_backtest_trades(
+        self, backtest_id: uuid.UUID | str, *, page_size: int = 0, page_token: str = ""
+    ) -> tuple[Page[TradeRecord], int]:
+        """One backtest's trades by trade number, keyset-paginated (default 500, at most 10000 a
+        page), and the number of its trades in all pages. NotFound naming `backtest_id` when the
+        backtest does not exist; a token of another backtest's trades is refused naming `page_token`."""
+        bid = _required_uuid(backtest_id, "backtest_id")
+        model = BacktestTradeRow
+        total = 0
+
+        def check(s: Session) -> None:
+            nonlocal total
+            if s.get(BacktestResultRow, bid) is None:
+                raise NotFound(f"backtest result {bid} does not exist", field="backtest_id")
+            total = int(s.scalar(sa.select(sa.func.count()).where(model.backtest_id == bid)) or 0)
+
+        page = self._keyset_page(
+            sa.select(model).where(model.backtest_id == bid),
+            [(model.trade_number, False, False), (model.trade_id, False, False)],
+            kind="trades",
+            filters={"backtest_id": str(bid)},
+            page_size=page_size,
+            page_token=page_token,
+            limits=_TRADE_PAGE,
+            records=self._trade_records,
+            check=check,
+        )
+        return page, total
 
     @staticmethod
     def _order_column(order_by: str | None) -> tuple[str, bool]:

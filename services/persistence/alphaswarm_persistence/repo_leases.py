@@ -1,4 +1,5 @@
-"""Leases of tasks: one worker at a time per task, fenced writes, recorded stage outputs.
+"""Leases of tasks: one worker at a time per task, fenced writes, recorded stage outputs (the
+RPCs are `servicer_leases`).
 
 A worker that takes a job claims its task (`claim`): a new attempt, the
 attempt counter and the fencing token incremented, the lease held by the
@@ -20,79 +21,47 @@ attempt resumes after the last completed stage instead of repeating it.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from google.protobuf import json_format
 from sqlalchemy.orm import Session
 
-from alphaswarm.common.v1 import resources_pb2
-from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
 from alphaswarm_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from alphaswarm_common.protoconv import struct_from_dict, timestamp_from_datetime
 from alphaswarm_persistence.models import AlphaBacktestRunRow, RequestKeyRow, TaskRow, utcnow
+from alphaswarm_persistence.repo_fencing import LEASE_LOST, _lease_lost, fence
 from alphaswarm_persistence.repository import TERMINAL_RUN_STATES, CatalogRepository, parse_uuid
-from alphaswarm_persistence.tasks import task_to_proto
 
-__all__ = ["LEASE_LOST", "LeaseServicerMixin", "LeaseStore", "fence"]
+__all__ = [
+    "CLAIM_CLAIMED",
+    "CLAIM_EXHAUSTED",
+    "CLAIM_HELD",
+    "CLAIM_TERMINAL",
+    "LEASE_LOST",
+    "LeaseStore",
+    "Reaped",
+    "fence",
+]
 
-LEASE_LOST = "LEASE_LOST"
+CLAIM_CLAIMED, CLAIM_HELD, CLAIM_TERMINAL, CLAIM_EXHAUSTED = "claimed", "held", "terminal", "exhausted"
+
 UNFINISHED = ("pending", "running")
-
-
-def _lease_lost(tid: uuid.UUID, token: int) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"task {tid} is no longer held by fencing token {token} (another attempt claimed it, or it was cancelled)",
-        field="fencing_token",
-        reason=LEASE_LOST,
-    )
-
-
-def fence(token: int) -> Callable[[Session, uuid.UUID], None]:
-    """A guard refusing the write unless `token` is the task's current fencing token."""
-
-    def guard(s: Session, task_id: uuid.UUID) -> None:
-        hit = s.execute(
-            sa.update(TaskRow)
-            .where(TaskRow.task_id == task_id, TaskRow.fencing_token == token)
-            .values(fencing_token=TaskRow.fencing_token)
-            .execution_options(synchronize_session=False)
-        )
-        if hit.rowcount != 1:  # type: ignore[attr-defined]
-            raise _lease_lost(task_id, token)
-
-    return guard
 
 
 @dataclass(frozen=True)
 class Reaped:
-    task: resources_pb2.Task
+    """A task handed back (`exhausted` False: free to queue again) or to the reaper to fail
+    (`exhausted` True: the reaper now holds its lease); `task` is its row after the change."""
+
+    task: TaskRow
     run_id: str
     exhausted: bool
-    lease: pb.TaskLease | None
 
 
 def _seconds(value: float, field: str) -> dt.timedelta:
     if not value > 0:
         raise InvalidArgument(f"must be > 0 seconds, got {value!r}", field=field)
     return dt.timedelta(seconds=value)
-
-
-def lease_to_proto(row: TaskRow) -> pb.TaskLease:
-    msg = pb.TaskLease(
-        task_id=str(row.task_id),
-        owner=row.lease_owner or "",
-        fencing_token=int(row.fencing_token or 0),
-        attempts=int(row.attempts or 0),
-    )
-    if row.lease_expires_at is not None:
-        msg.expires_at.CopyFrom(timestamp_from_datetime(row.lease_expires_at))
-    if row.stage_outputs:
-        msg.stage_outputs.CopyFrom(struct_from_dict(row.stage_outputs))
-    return msg
 
 
 class LeaseStore:
@@ -107,31 +76,30 @@ class LeaseStore:
             raise NotFound(f"task {tid} does not exist", field="task_id")
         return row
 
-    def claim(
-        self, task_id: str, owner: str, lease_seconds: float, max_attempts: int
-    ) -> tuple[Any, pb.TaskLease, resources_pb2.Task]:
+    def claim(self, task_id: str, owner: str, lease_seconds: float, max_attempts: int) -> tuple[str, TaskRow]:
+        """(outcome, the task row): `terminal`, `held` (another worker's lease runs), `claimed`, or
+        `exhausted` (claimed, but past `max_attempts`: the claimer fails it)."""
         if not owner:
             raise InvalidArgument("owner is required", field="owner")
         lease = _seconds(lease_seconds, "lease_seconds")
         with self.db.session(write=True) as s:
             row = self._task(s, task_id)
             now = utcnow()
-            outcome: Any
             if row.state in TERMINAL_RUN_STATES:
-                outcome = pb.CLAIM_OUTCOME_TERMINAL
+                outcome = CLAIM_TERMINAL
             elif row.lease_owner and row.lease_expires_at is not None and row.lease_expires_at > now:
-                outcome = pb.CLAIM_OUTCOME_HELD
+                outcome = CLAIM_HELD
             else:
                 row.attempts = int(row.attempts or 0) + 1
                 row.fencing_token = int(row.fencing_token or 0) + 1
                 row.lease_owner = owner[:200]
                 row.lease_expires_at = now + lease
                 exhausted = max_attempts > 0 and row.attempts > max_attempts
-                outcome = pb.CLAIM_OUTCOME_EXHAUSTED if exhausted else pb.CLAIM_OUTCOME_CLAIMED
+                outcome = CLAIM_EXHAUSTED if exhausted else CLAIM_CLAIMED
             s.flush()
-            return outcome, lease_to_proto(row), task_to_proto(row)
+            return outcome, row
 
-    def renew(self, task_id: str, token: int, lease_seconds: float) -> pb.TaskLease:
+    def renew(self, task_id: str, token: int, lease_seconds: float) -> TaskRow:
         lease = _seconds(lease_seconds, "lease_seconds")
         with self.db.session(write=True) as s:
             row = self._task(s, task_id)
@@ -140,7 +108,7 @@ class LeaseStore:
             if row.state not in TERMINAL_RUN_STATES:  # the attempt that ended it may still be finishing up
                 row.lease_expires_at = utcnow() + lease
             s.flush()
-            return lease_to_proto(row)
+            return row
 
     def release(self, task_id: str, token: int) -> bool:
         with self.db.session(write=True) as s:
@@ -151,9 +119,7 @@ class LeaseStore:
             row.lease_expires_at = utcnow()
             return True
 
-    def record_stage_output(
-        self, task_id: str, token: int, stage: str, output: dict[str, Any]
-    ) -> pb.TaskLease:
+    def record_stage_output(self, task_id: str, token: int, stage: str, output: dict[str, Any]) -> TaskRow:
         if not stage or len(stage) > 50:
             raise InvalidArgument("stage is required (at most 50 characters)", field="stage")
         with self.db.session(write=True) as s:
@@ -162,7 +128,7 @@ class LeaseStore:
                 raise _lease_lost(row.task_id, token)
             row.stage_outputs = {**(row.stage_outputs or {}), stage: output}
             s.flush()
-            return lease_to_proto(row)
+            return row
 
     def reap(
         self, owner: str, hold_seconds: float, pending_grace_seconds: float, max_attempts: int, limit: int
@@ -197,17 +163,10 @@ class LeaseStore:
                     row.lease_owner = None
                 row.lease_expires_at = now + hold
                 s.flush()
-                out.append(
-                    Reaped(
-                        task=task_to_proto(row),
-                        run_id=str(run_id or ""),
-                        exhausted=exhausted,
-                        lease=lease_to_proto(row) if exhausted else None,
-                    )
-                )
+                out.append(Reaped(task=row, run_id=str(run_id or ""), exhausted=exhausted))
         return out
 
-    def cancel(self, task_id: str, message: str) -> tuple[resources_pb2.Task, str, str]:
+    def cancel(self, task_id: str, message: str) -> tuple[TaskRow, str, str]:
         tid = parse_uuid(task_id, "task_id", required=True)
         with self.db.session(write=True) as s:
             run = s.scalars(
@@ -232,7 +191,7 @@ class LeaseStore:
                 if run.started_at is not None and run.duration_seconds is None:
                     run.duration_seconds = max((now - run.started_at).total_seconds(), 0.0)
             s.flush()
-            return task_to_proto(row), previous, str(run.run_id) if run is not None else ""
+            return row, previous, str(run.run_id) if run is not None else ""
 
     def delete_unclaimed(self, task_id: str) -> bool:
         tid = parse_uuid(task_id, "task_id", required=True)
@@ -251,70 +210,3 @@ class LeaseStore:
                 s.execute(sa.delete(AlphaBacktestRunRow).where(AlphaBacktestRunRow.run_id == run_id))
             s.delete(row)
             return True
-
-
-class LeaseServicerMixin:
-    """The lease RPCs of `PersistenceService` for a servicer holding `self.repository`."""
-
-    repository: CatalogRepository
-
-    def ClaimTask(self, request: pb.ClaimTaskRequest, context: Any) -> pb.ClaimTaskResponse:
-        outcome, lease, task = LeaseStore(self.repository).claim(
-            request.task_id, request.owner, request.lease_seconds, request.max_attempts
-        )
-        return pb.ClaimTaskResponse(outcome=outcome, lease=lease, task=task)
-
-    def RenewTaskLease(self, request: pb.RenewTaskLeaseRequest, context: Any) -> pb.RenewTaskLeaseResponse:
-        lease = LeaseStore(self.repository).renew(
-            request.task_id, request.fencing_token, request.lease_seconds
-        )
-        return pb.RenewTaskLeaseResponse(lease=lease)
-
-    def ReleaseTaskLease(
-        self, request: pb.ReleaseTaskLeaseRequest, context: Any
-    ) -> pb.ReleaseTaskLeaseResponse:
-        return pb.ReleaseTaskLeaseResponse(
-            released=LeaseStore(self.repository).release(request.task_id, request.fencing_token)
-        )
-
-    def RecordStageOutput(
-        self, request: pb.RecordStageOutputRequest, context: Any
-    ) -> pb.RecordStageOutputResponse:
-        output = json_format.MessageToDict(request.output) if request.HasField("output") else {}
-        lease = LeaseStore(self.repository).record_stage_output(
-            request.task_id, request.fencing_token, request.stage, output
-        )
-        return pb.RecordStageOutputResponse(lease=lease)
-
-    def ReapTasks(self, request: pb.ReapTasksRequest, context: Any) -> pb.ReapTasksResponse:
-        found = LeaseStore(self.repository).reap(
-            request.owner,
-            request.hold_seconds,
-            request.pending_grace_seconds,
-            request.max_attempts,
-            request.limit,
-        )
-        return pb.ReapTasksResponse(
-            tasks=[
-                pb.ReapedTask(
-                    task=r.task,
-                    run_id=r.run_id,
-                    action=pb.REAP_ACTION_EXHAUSTED if r.exhausted else pb.REAP_ACTION_REQUEUE,
-                    lease=r.lease,
-                )
-                for r in found
-            ]
-        )
-
-    def CancelTask(self, request: pb.CancelTaskRequest, context: Any) -> pb.CancelTaskResponse:
-        task, previous, run_id = LeaseStore(self.repository).cancel(
-            request.task_id, request.message or "cancelled by request"
-        )
-        return pb.CancelTaskResponse(task=task, previous_owner=previous, run_id=run_id)
-
-    def DeleteUnclaimedTask(
-        self, request: pb.DeleteUnclaimedTaskRequest, context: Any
-    ) -> pb.DeleteUnclaimedTaskResponse:
-        return pb.DeleteUnclaimedTaskResponse(
-            deleted=LeaseStore(self.repository).delete_unclaimed(request.task_id)
-        )

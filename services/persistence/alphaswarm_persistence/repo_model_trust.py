@@ -1,4 +1,5 @@
-"""The trust records of registered model versions (`model_artifact_trust`) and their RPCs.
+"""The trust records of registered model versions (`model_artifact_trust`); the RPCs are
+`servicer_model_trust`.
 
 The registry writes one record when it registers a version (the artifact's
 sha256 and its HMAC-SHA256 over the record, made with a key only the registry
@@ -12,18 +13,17 @@ this API.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
-from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
 from alphaswarm_common.errors import AlreadyExists, InvalidArgument, NotFound
-from alphaswarm_common.protoconv import timestamp_from_datetime
 from alphaswarm_persistence.models import ModelArtifactTrustRow
 from alphaswarm_persistence.repository import CatalogRepository
 
-__all__ = ["ModelTrustServicerMixin", "ModelTrustStore"]
+__all__ = ["ModelTrustStore", "TrustRecord"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,49}$")
@@ -48,8 +48,22 @@ def _key(model_name: str, version: str, prefix: str) -> tuple[str, str]:
     return name, version
 
 
-def _to_proto(row: ModelArtifactTrustRow) -> pb.ModelArtifactTrust:
-    msg = pb.ModelArtifactTrust(
+@dataclass(frozen=True)
+class TrustRecord:
+    """A version's trust record; `registered_at` is set by the store (None on the way in)."""
+
+    model_name: str
+    version: str
+    artifact_uri: str
+    sha256: str
+    hmac: str
+    serialization_format: str
+    registered_by: str = ""
+    registered_at: dt.datetime | None = None
+
+
+def _record(row: ModelArtifactTrustRow) -> TrustRecord:
+    return TrustRecord(
         model_name=row.model_name,
         version=row.version,
         artifact_uri=row.artifact_uri,
@@ -57,9 +71,8 @@ def _to_proto(row: ModelArtifactTrustRow) -> pb.ModelArtifactTrust:
         hmac=row.hmac,
         serialization_format=row.serialization_format,
         registered_by=row.registered_by or "",
+        registered_at=row.registered_at,
     )
-    msg.registered_at.CopyFrom(timestamp_from_datetime(row.registered_at))
-    return msg
 
 
 class ModelTrustStore:
@@ -68,7 +81,7 @@ class ModelTrustStore:
     def __init__(self, repository: CatalogRepository) -> None:
         self.db = repository.db
 
-    def record(self, msg: pb.ModelArtifactTrust) -> pb.ModelArtifactTrust:
+    def record(self, msg: TrustRecord) -> TrustRecord:
         """Store `msg` (see the module docstring); the stored record."""
         name, version = _key(msg.model_name, msg.version, "record.")
         for field in ("sha256", "hmac"):
@@ -97,21 +110,21 @@ class ModelTrustStore:
             else:
                 stored = self._get(name, version)
                 assert stored is not None
-                return _to_proto(stored)
+                return _record(stored)
         if any(getattr(existing, f) != getattr(row, f) for f in _COMPARED):
             raise AlreadyExists(
                 f"model {name!r} version {version} already has a trust record; it is written once",
                 field="record.version",
             )
-        return _to_proto(existing)
+        return _record(existing)
 
-    def get(self, model_name: str, version: str) -> pb.ModelArtifactTrust:
+    def get(self, model_name: str, version: str) -> TrustRecord:
         """The record of (model_name, version); `NotFound` naming `version` when there is none."""
         name, version = _key(model_name, version, "")
         row = self._get(name, version)
         if row is None:
             raise NotFound(f"model {name!r} version {version} has no trust record", field="version")
-        return _to_proto(row)
+        return _record(row)
 
     def _get(self, name: str, version: str) -> ModelArtifactTrustRow | None:
         with self.db.session() as s:
@@ -119,23 +132,3 @@ class ModelTrustStore:
             if row is not None:
                 s.expunge(row)
             return row
-
-
-class ModelTrustServicerMixin:
-    """The trust-record RPCs for a servicer holding `self.repository`."""
-
-    repository: CatalogRepository
-
-    def RecordModelArtifactTrust(
-        self, request: pb.RecordModelArtifactTrustRequest, context: Any
-    ) -> pb.RecordModelArtifactTrustResponse:
-        return pb.RecordModelArtifactTrustResponse(
-            record=ModelTrustStore(self.repository).record(request.record)
-        )
-
-    def GetModelArtifactTrust(
-        self, request: pb.GetModelArtifactTrustRequest, context: Any
-    ) -> pb.GetModelArtifactTrustResponse:
-        return pb.GetModelArtifactTrustResponse(
-            record=ModelTrustStore(self.repository).get(request.model_name, request.version)
-        )

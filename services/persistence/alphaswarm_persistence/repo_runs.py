@@ -33,8 +33,6 @@ from alphaswarm_persistence.repo_common import (
     _encode_token,
     _fingerprint,
     _page_size,
-    _parse_token_datetime,
-    _parse_token_uuid,
     _required_uuid,
     parse_uuid,
 )
@@ -329,29 +327,22 @@ class RunsMixin(RepositoryBase):
         self, *, page_size: int = 0, page_token: str = "", state: str | None = None
     ) -> Page[AlphaBacktestRunRecord]:
         """Runs newest first (created_at, run_id descending), optionally of one state."""
-        size = _page_size(page_size, *_RUN_PAGE)
         if state:
             self._check_state(state, "state")
-        filters = {"state": state or None}
-        cursor = _decode_token(page_token, "runs", filters, 2)
         model = AlphaBacktestRunRow
         stmt = sa.select(model)
         if state:
             stmt = stmt.where(model.state == state)
-        if cursor is not None:
-            c_at, c_id = _parse_token_datetime(cursor[0]), _parse_token_uuid(cursor[1])
-            stmt = stmt.where(
-                sa.or_(model.created_at < c_at, sa.and_(model.created_at == c_at, model.run_id < c_id))
-            )
-        stmt = stmt.order_by(model.created_at.desc(), model.run_id.desc()).limit(size + 1)
-        with self.db.session() as s:
-            rows = list(s.scalars(stmt))
-            items = [self._run_record(r) for r in rows[:size]]
-        token = ""
-        if len(rows) > size:
-            last = rows[size - 1]
-            token = _encode_token("runs", [last.created_at.isoformat(), str(last.run_id)], filters)
-        return Page(items, token)
+        return self._keyset_page(
+            stmt,
+            [(model.created_at, True, False), (model.run_id, True, False)],
+            kind="runs",
+            filters={"state": state or None},
+            page_size=page_size,
+            page_token=page_token,
+            limits=_RUN_PAGE,
+            records=lambda _s, rows: [self._run_record(r) for r in rows],
+        )
 
     # ------------------------------------------------------------------ deployments
 
@@ -460,24 +451,17 @@ class RunsMixin(RepositoryBase):
 
     def list_deployments(self, *, page_size: int = 0, page_token: str = "") -> Page[DeploymentRecord]:
         """Deployments newest first (created_at, deployment_id descending)."""
-        size = _page_size(page_size, *_DEPLOYMENT_PAGE)
-        cursor = _decode_token(page_token, "deployments", {}, 2)
         model = DeploymentRow
-        stmt = sa.select(model)
-        if cursor is not None:
-            c_at, c_id = _parse_token_datetime(cursor[0]), _parse_token_uuid(cursor[1])
-            stmt = stmt.where(
-                sa.or_(model.created_at < c_at, sa.and_(model.created_at == c_at, model.deployment_id < c_id))
-            )
-        stmt = stmt.order_by(model.created_at.desc(), model.deployment_id.desc()).limit(size + 1)
-        with self.db.session() as s:
-            rows = list(s.scalars(stmt))
-            items = [self._deployment_record(r) for r in rows[:size]]
-        token = ""
-        if len(rows) > size:
-            last = rows[size - 1]
-            token = _encode_token("deployments", [last.created_at.isoformat(), str(last.deployment_id)], {})
-        return Page(items, token)
+        return self._keyset_page(
+            sa.select(model),
+            [(model.created_at, True, False), (model.deployment_id, True, False)],
+            kind="deployments",
+            filters={},
+            page_size=page_size,
+            page_token=page_token,
+            limits=_DEPLOYMENT_PAGE,
+            records=lambda _s, rows: [self._deployment_record(r) for r in rows],
+        )
 
     # ------------------------------------------------------------------ prediction audit
 

@@ -1,4 +1,4 @@
-"""API tokens and the audit log of the catalog, and their RPCs.
+"""API tokens and the audit log of the catalog (the RPCs are `servicer_tokens`).
 
 Tokens are stored by sha256 hash only; the caller (the CLI) generates the
 token, shows it once and sends its hash. `AccessStore.lookup_token` is the
@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from google.protobuf import json_format
 from sqlalchemy.exc import IntegrityError
 
-from alphaswarm.persistence.v1 import persistence_service_pb2 as pb
-from alphaswarm_common.auth import ROLES, Principal, TokenRecord, current_principal, hash_token
+from alphaswarm_common.auth import ROLES, Principal, TokenRecord, hash_token
 from alphaswarm_common.errors import AlreadyExists, InvalidArgument, NotFound
-from alphaswarm_common.protoconv import struct_from_dict, timestamp_from_datetime
 from alphaswarm_persistence.models import ApiTokenRow, AuditLogRow, TaskRow
 from alphaswarm_persistence.repository import (
     CatalogRepository,
@@ -34,7 +33,7 @@ from alphaswarm_persistence.repository import (
     parse_uuid,
 )
 
-__all__ = ["AccessServicerMixin", "AccessStore"]
+__all__ = ["ACTIVE_STATES", "AccessStore", "ApiTokenInfo", "AuditRecord"]
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,99}$")
@@ -47,17 +46,46 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _token_proto(row: ApiTokenRow) -> pb.ApiToken:
-    msg = pb.ApiToken(name=row.name, role=row.role, created_by=row.created_by or "")
-    for field in ("created_at", "revoked_at", "expires_at"):
-        value = _utc(getattr(row, field))
-        if value is not None:
-            getattr(msg, field).CopyFrom(timestamp_from_datetime(value))
-    return msg
+@dataclass(frozen=True)
+class ApiTokenInfo:
+    """A token as it may be shown: never its hash. Timestamps are UTC."""
+
+    name: str
+    role: str
+    created_by: str = ""
+    created_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
 
 
-def _audit_proto(row: AuditLogRow) -> pb.AuditEntry:
-    msg = pb.AuditEntry(
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audit-log entry; `audit_id` and `at` are set by the store (empty / None on the way in)."""
+
+    subject: str
+    role: str
+    action: str
+    target_kind: str = ""
+    target_id: str = ""
+    task_id: str = ""
+    detail: Mapping[str, Any] | None = None
+    audit_id: str = ""
+    at: dt.datetime | None = None
+
+
+def token_info(row: ApiTokenRow) -> ApiTokenInfo:
+    return ApiTokenInfo(
+        name=row.name,
+        role=row.role,
+        created_by=row.created_by or "",
+        created_at=_utc(row.created_at),
+        revoked_at=_utc(row.revoked_at),
+        expires_at=_utc(row.expires_at),
+    )
+
+
+def _audit_record(row: AuditLogRow) -> AuditRecord:
+    return AuditRecord(
         audit_id=str(row.audit_id),
         subject=row.subject,
         role=row.role,
@@ -65,11 +93,9 @@ def _audit_proto(row: AuditLogRow) -> pb.AuditEntry:
         target_kind=row.target_kind or "",
         target_id=row.target_id or "",
         task_id=str(row.task_id) if row.task_id else "",
+        detail=row.detail or None,
+        at=_utc(row.at) or dt.datetime.now(dt.UTC),
     )
-    msg.at.CopyFrom(timestamp_from_datetime(_utc(row.at) or dt.datetime.now(dt.UTC)))
-    if row.detail:
-        msg.detail.CopyFrom(struct_from_dict(row.detail))
-    return msg
 
 
 def _audit_row(actor: Principal, action: str, name: str, detail: dict[str, Any] | None) -> AuditLogRow:
@@ -82,10 +108,6 @@ def _audit_row(actor: Principal, action: str, name: str, detail: dict[str, Any] 
         detail=detail,
         at=dt.datetime.now(dt.UTC),
     )
-
-
-def _actor() -> Principal:
-    return current_principal() or Principal("anonymous", "service", "none")
 
 
 def _check_text(value: str, field: str, limit: int, *, required: bool = True) -> str | None:
@@ -103,42 +125,49 @@ class AccessStore:
         self.db = repository.db
 
     # -- tokens ---------------------------------------------------------------------------------
-    def create_token(self, request: pb.CreateApiTokenRequest, actor: Principal) -> pb.ApiToken:
-        if not _NAME.match(request.name):
+    def create_token(
+        self,
+        *,
+        name: str,
+        role: str,
+        token_hash: str,
+        actor: Principal,
+        expires_in_seconds: int = 0,
+        created_by: str = "",
+    ) -> ApiTokenInfo:
+        if not _NAME.match(name):
             raise InvalidArgument(
                 "must be 1-100 characters of letters, digits and . _ @ : - (starting with a letter or digit)",
                 field="name",
             )
-        if request.role not in ROLES:
+        if role not in ROLES:
             raise InvalidArgument(f"must be one of {', '.join(ROLES)}", field="role")
-        if not _HASH.match(request.token_hash):
+        if not _HASH.match(token_hash):
             raise InvalidArgument(
                 "must be the sha256 of the token, 64 lowercase hex digits", field="token_hash"
             )
-        if request.expires_in_seconds < 0:
+        if expires_in_seconds < 0:
             raise InvalidArgument("must be 0 (no expiry) or positive", field="expires_in_seconds")
         now = dt.datetime.now(dt.UTC)
-        expires = (
-            now + dt.timedelta(seconds=request.expires_in_seconds) if request.expires_in_seconds else None
-        )
+        expires = now + dt.timedelta(seconds=expires_in_seconds) if expires_in_seconds else None
         row = ApiTokenRow(
-            name=request.name,
-            role=request.role,
-            token_hash=request.token_hash,
-            created_by=_check_text(request.created_by or actor.subject, "created_by", 200, required=False),
+            name=name,
+            role=role,
+            token_hash=token_hash,
+            created_by=_check_text(created_by or actor.subject, "created_by", 200, required=False),
             created_at=now,
             expires_at=expires,
         )
         try:
             with self.db.session(write=True) as s:
                 s.add(row)
-                s.add(_audit_row(actor, "token.create", request.name, {"role": request.role}))
+                s.add(_audit_row(actor, "token.create", name, {"role": role}))
                 s.flush()
-                return _token_proto(row)
+                return token_info(row)
         except IntegrityError:
-            raise AlreadyExists(f"a token named {request.name!r} already exists", field="name") from None
+            raise AlreadyExists(f"a token named {name!r} already exists", field="name") from None
 
-    def revoke_token(self, name: str, actor: Principal) -> pb.ApiToken:
+    def revoke_token(self, name: str, actor: Principal) -> ApiTokenInfo:
         with self.db.session(write=True) as s:
             row = s.scalars(sa.select(ApiTokenRow).where(ApiTokenRow.name == name)).one_or_none()
             if row is None:
@@ -147,14 +176,14 @@ class AccessStore:
                 row.revoked_at = dt.datetime.now(dt.UTC)
                 s.add(_audit_row(actor, "token.revoke", name, None))
             s.flush()
-            return _token_proto(row)
+            return token_info(row)
 
-    def list_tokens(self, include_revoked: bool) -> list[pb.ApiToken]:
+    def list_tokens(self, include_revoked: bool) -> list[ApiTokenInfo]:
         stmt = sa.select(ApiTokenRow).order_by(ApiTokenRow.name)
         if not include_revoked:
             stmt = stmt.where(ApiTokenRow.revoked_at.is_(None))
         with self.db.session() as s:
-            return [_token_proto(r) for r in s.scalars(stmt)]
+            return [token_info(r) for r in s.scalars(stmt)]
 
     def ensure_token(self, name: str, role: str, token: str) -> None:
         """Register `token` under `name` (the bootstrap admin token of a deployment's secret).
@@ -199,7 +228,7 @@ class AccessStore:
         )
 
     # -- audit log ------------------------------------------------------------------------------
-    def append(self, entry: pb.AuditEntry) -> pb.AuditEntry:
+    def append(self, entry: AuditRecord) -> AuditRecord:
         row = AuditLogRow(
             subject=_check_text(entry.subject, "entry.subject", 200),
             role=_check_text(entry.role, "entry.role", 20),
@@ -207,15 +236,15 @@ class AccessStore:
             target_kind=_check_text(entry.target_kind, "entry.target_kind", 50, required=False),
             target_id=_check_text(entry.target_id, "entry.target_id", 100, required=False),
             task_id=parse_uuid(entry.task_id or None, "entry.task_id"),
-            detail=json_format.MessageToDict(entry.detail) if entry.HasField("detail") else None,
+            detail=dict(entry.detail) if entry.detail is not None else None,
             at=dt.datetime.now(dt.UTC),
         )
         with self.db.session(write=True) as s:
             s.add(row)
             s.flush()
-            return _audit_proto(row)
+            return _audit_record(row)
 
-    def list(self, *, subject: str, target_id: str, page_size: int, page_token: str) -> Page[pb.AuditEntry]:
+    def list(self, *, subject: str, target_id: str, page_size: int, page_token: str) -> Page[AuditRecord]:
         size = _page_size(page_size, 50, 500)
         filters = {"subject": subject or None, "target_id": target_id or None}
         cursor = _decode_token(page_token, "audit_log", filters, 2)
@@ -231,7 +260,7 @@ class AccessStore:
         stmt = stmt.order_by(model.at.desc(), model.audit_id.desc()).limit(size + 1)
         with self.db.session() as s:
             rows = list(s.scalars(stmt))
-            items = [_audit_proto(r) for r in rows[:size]]
+            items = [_audit_record(r) for r in rows[:size]]
         token = ""
         if len(rows) > size:
             last = rows[size - 1]
@@ -251,50 +280,3 @@ class AccessStore:
         )
         with self.db.session() as s:
             return int(s.scalar(stmt) or 0)
-
-
-class AccessServicerMixin:
-    """The token and audit RPCs for a servicer holding `self.repository`."""
-
-    repository: CatalogRepository
-
-    def lookup_token(self, token_hash: str) -> TokenRecord | None:
-        return AccessStore(self.repository).lookup_token(token_hash)
-
-    def CreateApiToken(self, request: pb.CreateApiTokenRequest, context: Any) -> pb.CreateApiTokenResponse:
-        return pb.CreateApiTokenResponse(token=AccessStore(self.repository).create_token(request, _actor()))
-
-    def RevokeApiToken(self, request: pb.RevokeApiTokenRequest, context: Any) -> pb.RevokeApiTokenResponse:
-        return pb.RevokeApiTokenResponse(
-            token=AccessStore(self.repository).revoke_token(request.name, _actor())
-        )
-
-    def ListApiTokens(self, request: pb.ListApiTokensRequest, context: Any) -> pb.ListApiTokensResponse:
-        return pb.ListApiTokensResponse(
-            tokens=AccessStore(self.repository).list_tokens(request.include_revoked)
-        )
-
-    def AuthenticateApiToken(
-        self, request: pb.AuthenticateApiTokenRequest, context: Any
-    ) -> pb.AuthenticateApiTokenResponse:
-        row = AccessStore(self.repository).find_token(request.token_hash)
-        if row is None:
-            return pb.AuthenticateApiTokenResponse(found=False)
-        return pb.AuthenticateApiTokenResponse(found=True, token=_token_proto(row))
-
-    def AppendAuditLog(self, request: pb.AppendAuditLogRequest, context: Any) -> pb.AppendAuditLogResponse:
-        return pb.AppendAuditLogResponse(entry=AccessStore(self.repository).append(request.entry))
-
-    def ListAuditLog(self, request: pb.ListAuditLogRequest, context: Any) -> pb.ListAuditLogResponse:
-        page = AccessStore(self.repository).list(
-            subject=request.subject,
-            target_id=request.target_id,
-            page_size=request.page_size,
-            page_token=request.page_token,
-        )
-        return pb.ListAuditLogResponse(entries=page.items, next_page_token=page.next_page_token)
-
-    def CountActiveTasks(
-        self, request: pb.CountActiveTasksRequest, context: Any
-    ) -> pb.CountActiveTasksResponse:
-        return pb.CountActiveTasksResponse(count=AccessStore(self.repository).count_active(request.subject))

@@ -5,7 +5,8 @@ SQLite under `ALPHASWARM_HOME` by default). It upgrades the schema at start
 unless `ALPHASWARM_MIGRATE_ON_START=false` (the compose topology migrates once
 in its own container). Its health check runs `SELECT 1` on the catalog (the
 health service `database`, and "" with it), and no error it answers carries
-database text (`sanitize.py`).
+database text (the shared error interceptor of `alphaswarm_common.grpc_server`
+answers any unexpected exception INTERNAL with only an error id).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from alphaswarm_common.service import run_service
 from alphaswarm_common.settings import Settings
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
-from alphaswarm_persistence.repo_leases import LeaseServicerMixin
-from alphaswarm_persistence.repo_model_trust import ModelTrustServicerMixin
-from alphaswarm_persistence.repo_tokens import AccessServicerMixin, AccessStore
+from alphaswarm_persistence.repo_tokens import AccessStore
 from alphaswarm_persistence.repository import CatalogRepository
-from alphaswarm_persistence.sanitize import sanitize_errors
 from alphaswarm_persistence.servicer import PersistenceServicer
+from alphaswarm_persistence.servicer_leases import LeaseServicerMixin
+from alphaswarm_persistence.servicer_model_trust import ModelTrustServicerMixin
+from alphaswarm_persistence.servicer_tokens import AccessServicerMixin
 from alphaswarm_persistence.tasks import TaskServicerMixin
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PersistenceService"].full_name
@@ -55,7 +56,7 @@ def build(settings: Settings) -> list[ServiceRegistration]:
     return [
         ServiceRegistration(
             pb_grpc.add_PersistenceServiceServicer_to_server,
-            sanitize_errors(servicer),
+            servicer,
             SERVICE_NAME,
             probes={"database": db.ping},
         )

@@ -630,7 +630,7 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
     def UpdateAlphaBacktestRun(
         self, request: pb.UpdateAlphaBacktestRunRequest, context: Any
     ) -> pb.UpdateAlphaBacktestRunResponse:
-        from alphaswarm_persistence.repo_leases import fence
+        from alphaswarm_persistence.repo_fencing import fence
 
         changes = run_changes_from_proto(request.run, list(request.update_mask.paths))
         guard = fence(request.fencing_token) if request.HasField("fencing_token") else None
@@ -714,6 +714,18 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
         )
         return pb.GetBacktestResultResponse(
             result=backtest_to_proto(record), trades=[trade_to_proto(t) for t in trades]
+        )
+
+    def ListBacktestTrades(
+        self, request: pb.ListBacktestTradesRequest, context: Any
+    ) -> pb.ListBacktestTradesResponse:
+        page, total = self.repository.list_backtest_trades(
+            request.backtest_id, page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListBacktestTradesResponse(
+            trades=[trade_to_proto(t) for t in page.items],
+            next_page_token=page.next_page_token,
+            total_size=total,
         )
 
     def ListBacktestResults(

@@ -169,7 +169,7 @@ class TaskServicerMixin:
         return pb.CreateTaskResponse(task=task, created=created)
 
     def UpdateTask(self, request: pb.UpdateTaskRequest, context: Any) -> pb.UpdateTaskResponse:
-        from alphaswarm_persistence.repo_leases import fence
+        from alphaswarm_persistence.repo_fencing import fence
 
         guard = fence(request.fencing_token) if request.HasField("fencing_token") else None
         return pb.UpdateTaskResponse(

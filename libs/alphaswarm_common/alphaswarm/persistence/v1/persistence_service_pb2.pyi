@@ -498,6 +498,26 @@ class GetBacktestResultResponse(_message.Message):
     trades: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Trade]
     def __init__(self, result: _Optional[_Union[BacktestRecord, _Mapping]] = ..., trades: _Optional[_Iterable[_Union[_resources_pb2.Trade, _Mapping]]] = ...) -> None: ...
 
+class ListBacktestTradesRequest(_message.Message):
+    __slots__ = ("backtest_id", "page_size", "page_token")
+    BACKTEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    backtest_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, backtest_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListBacktestTradesResponse(_message.Message):
+    __slots__ = ("trades", "next_page_token", "total_size")
+    TRADES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    trades: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Trade]
+    next_page_token: str
+    total_size: int
+    def __init__(self, trades: _Optional[_Iterable[_Union[_resources_pb2.Trade, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
 class ListBacktestResultsRequest(_message.Message):
     __slots__ = ("symbol", "strategy_type", "from_date", "to_date", "status", "order_by", "page_size", "page_token")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]

@@ -105,6 +105,11 @@ class PersistenceServiceStub:
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsResponse.FromString,
                 _registered_method=True)
+        self.ListBacktestTrades = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/ListBacktestTrades',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestTradesRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestTradesResponse.FromString,
+                _registered_method=True)
         self.DeleteBacktestResult = channel.unary_unary(
                 '/alphaswarm.persistence.v1.PersistenceService/DeleteBacktestResult',
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.DeleteBacktestResultRequest.SerializeToString,
@@ -354,6 +359,13 @@ class PersistenceServiceServicer:
 
     def ListBacktestResults(self, request, context):
         """Lists backtest results with filters, ordering and pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBacktestTrades(self, request, context):
+        """Lists the trades of one backtest by trade number (keyset pagination).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -646,6 +658,11 @@ def add_PersistenceServiceServicer_to_server(servicer, server):
                     servicer.ListBacktestResults,
                     request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsRequest.FromString,
                     response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsResponse.SerializeToString,
+            ),
+            'ListBacktestTrades': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBacktestTrades,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestTradesRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestTradesResponse.SerializeToString,
             ),
             'DeleteBacktestResult': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteBacktestResult,
@@ -1177,6 +1194,33 @@ class PersistenceService:
             '/alphaswarm.persistence.v1.PersistenceService/ListBacktestResults',
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsRequest.SerializeToString,
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBacktestTrades(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/ListBacktestTrades',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestTradesRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestTradesResponse.FromString,
             options,
             channel_credentials,
             insecure,
