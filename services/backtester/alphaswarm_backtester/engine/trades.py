@@ -63,8 +63,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from alphaswarm_backtester.engine.accounting import REASON_STOP_LOSS, REASON_TAKE_PROFIT, Simulation
 from alphaswarm_backtester.engine.config import EngineConfig
+from alphaswarm_backtester.engine.kernels import REASON_STOP_LOSS, REASON_TAKE_PROFIT, Simulation
 
 __all__ = [
     "EXIT_REASONS",

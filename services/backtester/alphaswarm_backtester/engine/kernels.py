@@ -1,0 +1,909 @@
+"""The share-and-cash account of METRICS.md ("Backtest accounting"), written once, compiled with numba.
+
+Every backtest of the engine runs through `_account`: one target-weight
+panel (`simulate`, used by `run_backtest` and the portfolio), one symbol (a
+panel of one column), and K parameter sets of a rule at once
+(`account_sets`, used by the optimizer, parallel over the sets). The
+kernels are `numba.njit(cache=True)`: compiled once per signature into the
+numba cache (`alphaswarm warmup` fills it at install; see
+`alphaswarm_backtester.engine.warmup`).
+
+Arrays are `(T, N)`, bars by symbols, float64.
+
+Timing
+------
+- Decision bars are `t = 0, k, 2k, ...` (`k = rebalance_every`, counted from
+  the first bar of the window). The target row `w[t]` is formed from data
+  through the close of t; it fills at bar `f = t + execution_lag`, at the
+  close of f (`fill_price="close"`) or its open (`"open"`, which needs a lag
+  >= 1). Decisions whose fill bar falls after the last bar never trade.
+- NaN in a target row means "no opinion" and is read as weight 0. With
+  `max_gross_leverage` set, a row with `sum|w| > limit` is scaled down to the
+  limit, proportions kept.
+
+One fill (the convention of vectorbt 1.2's `Portfolio.from_orders(...,
+size_type="targetpercent", cash_sharing=True)`; see `simulate_from_orders_nb`
+and `execute_order_nb` in `vectorbt/portfolio/nb.py`)
+------------------------------------------------------------------------
+vectorbt computes the group value *once per row, before any order of the
+row*: `value = cash + sum(position * val_price)` with the valuation price
+equal to the order price, and with `update_value=False` (its default) the
+value is not updated after each order. Every target-percent order is then
+sized against that same value, so the order in which the orders of a row
+execute (`call_seq="auto"` sorts sells first) changes nothing as long as
+cash does not run out; fees are paid from cash after sizing. We do exactly
+that, for all symbols at once:
+
+    V      = cash + sum_i shares[i] * price[i]        (pre-trade value at the fill price)
+    target = w[i] * V / price[i]                     (shares)
+    d      = target - shares
+    cash  -= sum_i d[i] * price[i] + sum_i cost_i
+    cost_i = (fees + slippage) * |d[i]| * price[i]   (or max(min_fee, that) when min_fee > 0 and d[i] != 0)
+
+so the position after the fill is exactly `w * V` in value and the costs
+come out of cash (post-trade equity is `V - cost`). vectorbt applies
+`slippage` to the price; we book it as a cost, which is the same as giving
+vectorbt `fees = fees + slippage, slippage = 0`. Unlike vectorbt we never
+cap an order by the available cash: cash may go negative (a loan at `rf`)
+when the targets ask for leverage. An account whose pre-trade value is <= 0
+does not trade on that bar (vectorbt rejects such orders too).
+
+Between fills share counts stay fixed and the weights drift with prices.
+
+Order masks
+-----------
+`order_mask[t, i]` False means decision row t places no order for symbol i:
+at its fill the symbol keeps its share count (valued at the fill price, or
+its last close when that is missing), exactly as if its fill price were
+missing, and the other symbols are sized against the same pre-trade value
+V. A decision row without any order is no fill at all (no bar in
+`fill_bars`). The target in force of a symbol is that of its last order. A
+schedule that trades on chosen bars only (a portfolio's rebalance dates and
+signal changes) is a mask over the decision rows; the costs of a fill are
+then paid from cash and nothing trades them back before the next order.
+
+Marking, returns, costs
+-----------------------
+- `equity[s] = cash[s] + sum_i shares[s, i] * mark[s, i]`, marked at the
+  close; `mark` is the last known close (a NaN close keeps the previous one).
+- Cash earns `rf / periods_per_year` per bar, credited at the start of every
+  bar (bar 0 included) on the cash carried from the previous close: a
+  portfolio that never trades grows as `initial_capital * (1 + rf_p) ** (s + 1)`.
+- `returns[s] = equity[s] / equity[s-1] - 1` with `equity[-1] = initial_capital`.
+- `traded[s]` is the notional traded on bar s and `costs[s]` the costs paid
+  on it, both divided by `equity[s-1]` (the equity at the start of the bar),
+  so that, with close fills and for every bar,
+
+      returns[s] = sum_i h[s-1, i] * r[s, i] + cash_w[s-1] * rf_p - costs[s]
+
+  holds exactly (`h` = `weights_held`, `r` the close-to-close return,
+  `cash_w = 1 - sum_i h`), and `costs[s] = (fees + slippage) * traded[s]`
+  exactly when `min_fee == 0`. METRICS.md's cost term is written per unit of
+  pre-trade value V; dividing by `equity[s-1]` instead makes its additive
+  formula exact (the two bases differ by the bar's gross growth factor, i.e.
+  by the "fee rounding" METRICS.md allows).
+- `turnover[s] = sum_i |h[s, i] - h[s-1, i]|` with `h[-1] = 0` (drift included).
+
+Missing prices
+--------------
+A symbol whose fill price is NaN on a fill bar (not listed yet, suspended,
+delisted) cannot be traded: its share count is left unchanged (no entry if
+flat; a held position is held), and it is valued at its last known close.
+A position in a symbol that never trades again is therefore carried at its
+last price to the end (and closed in the ledger at `end_of_data`). The
+weights of the other symbols are not renormalised. An open on a bar whose
+close is NaN is rejected by `run_backtest` (a bar that opens must close).
+
+Stops (`stop_loss`, `take_profit`)
+----------------------------------
+Per position, relative to the trade's entry price: the size-weighted average
+price of the fills that opened or increased it (vectorbt's position entry
+price), at the time of the check. A long is stopped out when the bar's low
+reaches `entry * (1 - stop_loss)` and takes profit when the high reaches
+`entry * (1 + take_profit)` (shorts mirror this); without high/low the bar's
+range is its open and close (the close alone without an open). The exit
+fills at the stop price, or at the open when the bar opens beyond it (a gap
+fills at the open, never at a price the market did not trade); with closes
+only, a close beyond the level still fills at the level (optimistic: pass
+open/high/low for realistic fills). The exit pays the usual costs. When both
+levels are inside one bar's range the stop loss wins (the intrabar order is
+unknown; assume the worst). Stops are checked on every bar the position is
+held through: with close fills from the bar after the entry, with open fills
+from the entry bar itself (after the open fill). After a stop the symbol
+stays flat: targets of the same sign are ignored until a decision's target
+for it is zero or of the opposite sign, so a daily rebalance does not buy
+back what the stop just sold.
+
+Closed trades in the K-set kernel
+---------------------------------
+`account_sets` also books the PnL of every closed trade as the ledger
+(`trades`) defines it: a trade's PnL is minus the cash its fills moved,
+`-sum(d * price)`, less their costs, a flipping order's cost split between
+the closing and the opening trade by the shares of each part.
+
+Causality
+---------
+The kernels are one forward loop over the bars: the numbers of bars
+`[0, t]` are computed from the inputs of bars `[0, t]` alone, so they are
+bitwise the same whatever later bars hold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from alphaswarm_backtester.engine.config import EngineConfig
+
+__all__ = [
+    "REASON_STOP_LOSS",
+    "REASON_TAKE_PROFIT",
+    "SetAccounts",
+    "Simulation",
+    "StopEvents",
+    "account_sets",
+    "decision_schedule",
+    "ffill_rows",
+    "last_marks",
+    "mark_to_market",
+    "scan_values",
+    "simulate",
+]
+
+REASON_STOP_LOSS = 1
+REASON_TAKE_PROFIT = 2
+
+_NJIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+@dataclass(frozen=True)
+class StopEvents:
+    """Stop exits, one row per (bar, symbol) stopped out, in bar order.
+
+    `shares` is the signed position closed by the stop, `price` the fill
+    price, `reason` `REASON_STOP_LOSS` or `REASON_TAKE_PROFIT`.
+    """
+
+    bar: np.ndarray
+    symbol: np.ndarray
+    shares: np.ndarray
+    price: np.ndarray
+    reason: np.ndarray
+
+    @classmethod
+    def empty(cls) -> StopEvents:
+        return cls(
+            bar=np.empty(0, np.int64),
+            symbol=np.empty(0, np.int64),
+            shares=np.empty(0),
+            price=np.empty(0),
+            reason=np.empty(0, np.int8),
+        )
+
+    def __len__(self) -> int:
+        return int(self.bar.size)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Raw result of `simulate` (currency amounts; fractions are derived in `run_backtest`).
+
+    - `positions[s]`: signed shares held at the end of bar s (after its fill
+      and stops). `mark_to_market(..., in_place=True)` turns this buffer into
+      the end-of-bar weights.
+    - `cash[s]`: at the close of bar s.
+    - `weights_target[s]`: the target in force at bar s (the decision row of
+      the last fill at or before s, NaN read as 0, leverage-capped; 0 before
+      the first fill).
+    - `traded_notional[s]`, `cost[s]`: currency traded and paid on bar s.
+    - `fill_bars`: the bars with a rebalance fill; `last_mark`: the last known
+      close of every symbol at the final bar (NaN if it never had one);
+      `fill_prices_clean`: no NaN fill price from the first fill on;
+      `close_clean`: no NaN close at all.
+    """
+
+    positions: np.ndarray
+    cash: np.ndarray
+    weights_target: np.ndarray
+    traded_notional: np.ndarray
+    cost: np.ndarray
+    fill_bars: np.ndarray
+    last_mark: np.ndarray
+    stops: StopEvents
+    fill_prices_clean: bool = False
+    close_clean: bool = False
+
+
+# ============================================================================= the account
+
+
+@numba.njit(**_NJIT)
+def _sign(x: float) -> float:
+    if x > 0.0:
+        return 1.0
+    if x < 0.0:
+        return -1.0
+    return 0.0
+
+
+@numba.njit(**_NJIT)
+def _close_trade(
+    tr: np.ndarray, i: int, oq: float, oaq: float, ox: float, fees: float, slippage: float, min_fee: float
+) -> float:
+    """The PnL of symbol i's trade, closed with the closing part `(oq, oaq, ox)` of a flipping order.
+
+    The ledger's arithmetic (`trades._block_trades`), operation for operation,
+    so the PnL is the ledger's to the last bit.
+    """
+    s_q = (tr[0, i] - tr[3, i]) + oq
+    s_aq = (tr[1, i] - tr[4, i]) + oaq
+    direction = tr[6, i]
+    ent = 0.5 * (s_aq + direction * s_q)
+    ext = 0.5 * (s_aq - direction * s_q)
+    paid = fees * s_aq
+    if min_fee > 0.0:
+        paid = paid + ((tr[2, i] - tr[5, i]) + ox)
+    return direction * (ext - ent) - paid - slippage * s_aq
+
+
+@numba.njit(**_NJIT)
+def _book(
+    tr: np.ndarray,
+    i: int,
+    before: float,
+    after: float,
+    price: float,
+    rate: float,
+    fees: float,
+    slippage: float,
+    min_fee: float,
+    pnls: np.ndarray,
+    n_pnl: int,
+) -> int:
+    """Book one order of symbol i (`before` -> `after` shares at `price`) in its trade (`tr[:, i]`).
+
+    `tr` rows: the trade's running sums of `d * price`, `|d * price|` and of
+    what a minimum fee adds, the same three for the closing part of the
+    order that opened it by a flip (taken off at the close), and its
+    direction. A closed trade's PnL goes to `pnls[0, n_pnl]`, its symbol to
+    `pnls[1, n_pnl]` (the count is returned; trades beyond the buffer are
+    counted, not written).
+    """
+    d = after - before
+    q = d * price
+    aq = abs(q)
+    extra = max(min_fee - rate * aq, 0.0) if min_fee > 0.0 else 0.0
+    if before == 0.0:
+        tr[0, i], tr[1, i], tr[2, i] = q, aq, extra
+        tr[3, i] = tr[4, i] = tr[5, i] = 0.0
+        tr[6, i] = _sign(after)
+        return n_pnl
+    if _sign(after) == _sign(before):
+        tr[0, i] += q
+        tr[1, i] += aq
+        tr[2, i] += extra
+        return n_pnl
+    if after == 0.0:
+        tr[0, i] += q
+        tr[1, i] += aq
+        tr[2, i] += extra
+        pnl = _close_trade(tr, i, 0.0, 0.0, 0.0, fees, slippage, min_fee)
+    else:  # a flip: its closing part ends this trade, the order opens the next
+        old_abs = abs(before)
+        old_q = -before * price
+        old_aq = old_abs * price
+        moved = extra * old_abs / abs(d) if min_fee > 0.0 else 0.0
+        pnl = _close_trade(tr, i, old_q, old_aq, moved, fees, slippage, min_fee)
+        tr[0, i], tr[1, i], tr[2, i] = q, aq, extra
+        tr[3, i], tr[4, i], tr[5, i] = old_q, old_aq, moved
+        tr[6, i] = _sign(after)
+    if n_pnl < pnls.shape[1]:
+        pnls[0, n_pnl] = pnl
+        pnls[1, n_pnl] = i
+    return n_pnl + 1
+
+
+@numba.njit(**_NJIT)
+def _account(
+    tgt: np.ndarray,
+    src_row: np.ndarray,
+    scale: float,
+    close: np.ndarray,
+    fill_px: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    is_fill: np.ndarray,
+    fill_row: np.ndarray,
+    orders: np.ndarray,
+    capital: float,
+    growth: float,
+    rate: float,
+    fees: float,
+    slippage: float,
+    min_fee: float,
+    by_open: bool,
+    stop_loss: float,
+    take_profit: float,
+    positions: np.ndarray,
+    cash_end: np.ndarray,
+    traded: np.ndarray,
+    costs: np.ndarray,
+    track_trades: bool,
+    pnls: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The account over every bar (module docstring); writes positions, cash, traded and costs.
+
+    The target of symbol i at fill bar s is `tgt[src_row[s], i] * scale`
+    (`src_row[s] < 0`: 0). `open_` / `high` / `low` / `orders` with no rows
+    mean "not given"; `stop_loss` / `take_profit` NaN mean "none".
+    Returns the stop events `(bar, symbol, shares, price, reason)` and, with
+    `track_trades`, the number of closed trades booked into `pnls`.
+    """
+    n_bars, n_cols = close.shape
+    has_open = open_.shape[0] > 0
+    has_high = high.shape[0] > 0
+    has_low = low.shape[0] > 0
+    has_orders = orders.shape[0] > 0
+    has_sl = not math.isnan(stop_loss)
+    has_tp = not math.isnan(take_profit)
+    has_stops = has_sl or has_tp
+    shares = np.zeros(n_cols)
+    new = np.empty(n_cols)
+    tw = np.empty(n_cols)
+    mark = np.full(n_cols, np.nan)
+    blocked = np.zeros(n_cols)
+    ent_size = np.zeros(n_cols)
+    ent_value = np.zeros(n_cols)
+    tr = np.zeros((7, n_cols))
+    n_pnl = 0
+    cap = 16
+    ev_bar = np.empty(cap, np.int64)
+    ev_sym = np.empty(cap, np.int64)
+    ev_sh = np.empty(cap)
+    ev_px = np.empty(cap)
+    ev_rs = np.empty(cap, np.int8)
+    n_ev = 0
+    cash = capital
+    for s in range(n_bars):
+        cash *= growth
+        for phase in range(2):
+            # phase 0: the open fill (open fills) or the stops (close fills); phase 1: the other.
+            do_fill = is_fill[s] and ((phase == 0) == by_open)
+            if do_fill:
+                price = fill_px[s]
+                row = src_row[s]
+                o = fill_row[s]
+                for i in range(n_cols):
+                    t = tgt[row, i] * scale if row >= 0 else 0.0
+                    if has_stops and blocked[i] != 0.0 and not (has_orders and not orders[o, i]):
+                        # after a stop the symbol stays flat until a target of another sign
+                        if _sign(t) == blocked[i]:
+                            t = 0.0
+                        else:
+                            blocked[i] = 0.0
+                    tw[i] = t
+                # pre-trade value: untradable holdings at their last known close
+                value = cash
+                for i in range(n_cols):
+                    p = price[i]
+                    if math.isfinite(p):
+                        value += shares[i] * p
+                    else:
+                        m = mark[i]
+                        value += shares[i] * (m if math.isfinite(m) else 0.0)
+                for i in range(n_cols):
+                    new[i] = shares[i]
+                if value > 0.0:
+                    flow = 0.0
+                    notional = 0.0
+                    cost = 0.0
+                    for i in range(n_cols):
+                        p = price[i]
+                        if not math.isfinite(p) or (has_orders and not orders[o, i]):
+                            continue
+                        q = tw[i] * value / p
+                        new[i] = q
+                        d = q - shares[i]
+                        flow += d * p
+                        ad = abs(d) * p
+                        notional += ad
+                        c_i = ad * rate
+                        if min_fee > 0.0:
+                            c_i = max(c_i, min_fee) if d != 0.0 else 0.0
+                        cost += c_i
+                        if track_trades and d != 0.0:
+                            n_pnl = _book(tr, i, shares[i], q, p, rate, fees, slippage, min_fee, pnls, n_pnl)
+                    if min_fee == 0.0:
+                        cost = rate * notional
+                    cash = cash - flow - cost
+                    traded[s] += notional
+                    costs[s] += cost
+                if has_stops:
+                    for i in range(n_cols):
+                        before, after = shares[i], new[i]
+                        cont = _sign(before) == _sign(after) and after != 0.0
+                        p0 = price[i] if math.isfinite(price[i]) else 0.0
+                        if after != 0.0 and not cont:
+                            ent_size[i] = abs(after)
+                            ent_value[i] = abs(after) * p0
+                        elif cont:
+                            inc = max(abs(after) - abs(before), 0.0)
+                            ent_size[i] += inc
+                            ent_value[i] += inc * p0
+                for i in range(n_cols):
+                    shares[i] = new[i]
+            elif has_stops and phase == (1 if by_open else 0):
+                c_row = close[s]
+                for i in range(n_cols):
+                    q = shares[i]
+                    c = c_row[i]
+                    if q == 0.0 or not math.isfinite(c):
+                        continue
+                    op = open_[s, i] if has_open else np.nan
+                    hi = c if not has_open else max(c, op) if not math.isnan(op) else c
+                    lo = c if not has_open else min(c, op) if not math.isnan(op) else c
+                    if has_high and not math.isnan(high[s, i]):
+                        hi = high[s, i]
+                    if has_low and not math.isnan(low[s, i]):
+                        lo = low[s, i]
+                    entry = ent_value[i] / ent_size[i] if ent_size[i] != 0.0 else np.nan
+                    hit = False
+                    px = np.nan
+                    reason = 0
+                    if has_tp:
+                        if q > 0.0:
+                            lvl = entry * (1.0 + take_profit)
+                            if hi >= lvl:
+                                hit, reason = True, REASON_TAKE_PROFIT
+                                px = lvl if math.isnan(op) else max(lvl, op)
+                        else:
+                            lvl = entry * (1.0 - take_profit)
+                            if lo <= lvl:
+                                hit, reason = True, REASON_TAKE_PROFIT
+                                px = lvl if math.isnan(op) else min(lvl, op)
+                    if has_sl:
+                        if q > 0.0:
+                            lvl = entry * (1.0 - stop_loss)
+                            if lo <= lvl:
+                                hit, reason = True, REASON_STOP_LOSS
+                                px = lvl if math.isnan(op) else min(lvl, op)
+                        else:
+                            lvl = entry * (1.0 + stop_loss)
+                            if hi >= lvl:
+                                hit, reason = True, REASON_STOP_LOSS
+                                px = lvl if math.isnan(op) else max(lvl, op)
+                    if not hit:
+                        continue
+                    notional = abs(q) * px
+                    cost = notional * rate
+                    if min_fee > 0.0:
+                        cost = max(cost, min_fee)
+                    cash += q * px - cost
+                    traded[s] += notional
+                    costs[s] += cost
+                    if track_trades:
+                        n_pnl = _book(tr, i, q, 0.0, px, rate, fees, slippage, min_fee, pnls, n_pnl)
+                    if n_ev == cap:
+                        cap *= 2
+                        ev_bar = _grow(ev_bar, cap)
+                        ev_sym = _grow(ev_sym, cap)
+                        ev_sh = _grow(ev_sh, cap)
+                        ev_px = _grow(ev_px, cap)
+                        ev_rs = _grow(ev_rs, cap)
+                    ev_bar[n_ev] = s
+                    ev_sym[n_ev] = i
+                    ev_sh[n_ev] = q
+                    ev_px[n_ev] = px
+                    ev_rs[n_ev] = reason
+                    n_ev += 1
+                    blocked[i] = _sign(q)
+                    shares[i] = 0.0
+        c_row = close[s]
+        for i in range(n_cols):
+            if not math.isnan(c_row[i]):
+                mark[i] = c_row[i]
+            positions[s, i] = shares[i]
+        cash_end[s] = cash
+    return ev_bar[:n_ev], ev_sym[:n_ev], ev_sh[:n_ev], ev_px[:n_ev], ev_rs[:n_ev], n_pnl
+
+
+@numba.njit(**_NJIT)
+def _grow(arr: np.ndarray, cap: int) -> np.ndarray:
+    out = np.empty(cap, arr.dtype)
+    out[: arr.size] = arr
+    return out
+
+
+@numba.njit(**_NJIT)
+def _mark(
+    positions: np.ndarray, cash: np.ndarray, close: np.ndarray, equity: np.ndarray, turnover: np.ndarray
+) -> None:
+    """Equity, end-of-bar weights (written over `positions`) and turnover, marked at the last known close."""
+    n_bars, n_cols = positions.shape
+    mark = np.zeros(n_cols)
+    prev = np.zeros(n_cols)
+    for s in range(n_bars):
+        eq = cash[s]
+        for i in range(n_cols):
+            c = close[s, i]
+            if not math.isnan(c):
+                mark[i] = c
+            v = positions[s, i] * mark[i]
+            positions[s, i] = v
+            eq += v
+        equity[s] = eq
+        to = 0.0
+        for i in range(n_cols):
+            w = positions[s, i] / eq
+            positions[s, i] = w
+            to += abs(w - prev[i])
+            prev[i] = w
+        turnover[s] = to
+
+
+# ============================================================================= K parameter sets
+
+
+@dataclass(frozen=True)
+class SetAccounts:
+    """The accounts of K target sequences on one panel (`account_sets`).
+
+    `returns`, `equity`, `drawdown` `(K, T)` as `run_backtest` computes them;
+    `pnls[k]` the PnL of every closed trade of set k, in closing order.
+    """
+
+    returns: np.ndarray
+    equity: np.ndarray
+    drawdown: np.ndarray
+    pnls: list[np.ndarray]
+
+
+@numba.njit(**_NJIT)
+def _one_set(
+    sides: np.ndarray,
+    src_row: np.ndarray,
+    size: float,
+    close: np.ndarray,
+    fill_px: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    is_fill: np.ndarray,
+    fill_row: np.ndarray,
+    orders: np.ndarray,
+    capital: float,
+    growth: float,
+    rate: float,
+    fees: float,
+    slippage: float,
+    min_fee: float,
+    by_open: bool,
+    stop_loss: float,
+    take_profit: float,
+    returns: np.ndarray,
+    equity: np.ndarray,
+    drawdown: np.ndarray,
+    pnls: np.ndarray,
+) -> int:
+    n_bars, n_cols = close.shape
+    positions = np.empty((n_bars, n_cols))
+    cash = np.empty(n_bars)
+    traded = np.zeros(n_bars)
+    costs = np.zeros(n_bars)
+    turnover = np.empty(n_bars)
+    out = _account(
+        sides, src_row, size, close, fill_px, open_, high, low, is_fill, fill_row, orders,
+        capital, growth, rate, fees, slippage, min_fee, by_open, stop_loss, take_profit,
+        positions, cash, traded, costs, True, pnls,
+    )  # fmt: skip
+    _mark(positions, cash, close, equity, turnover)
+    prev = capital
+    peak = capital
+    for s in range(n_bars):
+        e = equity[s]
+        returns[s] = e / prev - 1.0
+        prev = e
+        peak = max(peak, e)
+        drawdown[s] = e / peak - 1.0
+    return out[5]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _sets(
+    sides: np.ndarray,
+    src_row: np.ndarray,
+    size: float,
+    close: np.ndarray,
+    fill_px: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    is_fill: np.ndarray,
+    fill_row: np.ndarray,
+    orders: np.ndarray,
+    capital: float,
+    growth: float,
+    rate: float,
+    fees: float,
+    slippage: float,
+    min_fee: float,
+    by_open: bool,
+    stop_loss: float,
+    take_profit: float,
+    returns: np.ndarray,
+    equity: np.ndarray,
+    drawdown: np.ndarray,
+    pnls: np.ndarray,
+    n_pnls: np.ndarray,
+) -> None:
+    for k in numba.prange(sides.shape[0]):
+        n_pnls[k] = _one_set(
+            sides[k], src_row, size, close, fill_px, open_, high, low, is_fill, fill_row, orders,
+            capital, growth, rate, fees, slippage, min_fee, by_open, stop_loss, take_profit,
+            returns[k], equity[k], drawdown[k], pnls[k],
+        )  # fmt: skip
+
+
+@numba.njit(**_NJIT)
+def _scan(flat: np.ndarray) -> tuple[bool, bool]:
+    inf = False
+    non_positive = False
+    for v in flat:
+        if math.isinf(v):
+            inf = True
+        elif v <= 0.0:
+            non_positive = True
+    return inf, non_positive
+
+
+# ============================================================================= Python entry points
+
+
+def scan_values(arr: np.ndarray) -> tuple[bool, bool]:
+    """`(has ±inf, has a value <= 0)` of a float array, in one pass (NaN is neither)."""
+    return _scan(np.ascontiguousarray(arr, dtype=np.float64).reshape(-1))
+
+
+def decision_schedule(n_bars: int, execution_lag: int, rebalance_every: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(decision_bars, fill_bars)`: decisions at `0, k, 2k, ...` whose fill `t + lag` is inside the window."""
+    decisions = np.arange(0, n_bars, rebalance_every, dtype=np.int64)
+    decisions = decisions[decisions + execution_lag < n_bars]
+    return decisions, decisions + execution_lag
+
+
+def ffill_rows(block: np.ndarray, carry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward-fill NaN down the rows of `block`, starting from `carry` (the last value before it).
+
+    Returns `(filled, new_carry)`; `filled` is `block` itself (not a copy) when it has no NaN.
+    """
+    valid = ~np.isnan(block)
+    if valid.all():
+        return block, block[-1].copy()
+    rows = block.shape[0]
+    idx = np.where(valid, np.arange(rows)[:, None], -1)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    filled = np.take_along_axis(block, np.maximum(idx, 0), axis=0)
+    np.copyto(filled, np.broadcast_to(carry, filled.shape), where=idx < 0)
+    return filled, filled[-1].copy()
+
+
+def last_marks(close: np.ndarray) -> np.ndarray:
+    """The last non-NaN close of every symbol (NaN if it never had one)."""
+    mark = close[-1].copy()
+    missing = np.flatnonzero(np.isnan(mark))
+    if missing.size:
+        filled, _ = ffill_rows(close[:, missing], np.full(missing.size, np.nan))
+        mark[missing] = filled[-1]
+    return mark
+
+
+def _targets_in_force(
+    target_weights: np.ndarray,
+    decisions: np.ndarray,
+    fills: np.ndarray,
+    max_gross: float | None,
+    orders: np.ndarray | None = None,
+) -> np.ndarray:
+    """`(T, N)` target in force at each bar: the last filled decision row, NaN -> 0, leverage-capped.
+
+    With `orders` (`(len(fills), N)` bool, the symbols each fill orders), a
+    symbol's target in force is that of its last order.
+    """
+    n_bars, n_cols = target_weights.shape
+    if orders is None:
+        src = np.full(n_bars, -1, dtype=np.int64)
+        src[fills] = decisions
+        np.maximum.accumulate(src, out=src)
+        out = np.take(target_weights, np.maximum(src, 0), axis=0)
+        out[src < 0] = 0.0
+    else:
+        cells = np.full((n_bars, n_cols), -1, dtype=np.int64)
+        cells[fills] = np.where(orders, decisions[:, None], -1)
+        np.maximum.accumulate(cells, axis=0, out=cells)
+        out = np.take_along_axis(target_weights, np.maximum(cells, 0), axis=0)
+        out[cells < 0] = 0.0
+    np.copyto(out, 0.0, where=np.isnan(out))
+    if max_gross is not None:
+        gross = np.abs(out).sum(axis=1)
+        over = gross > max_gross
+        if over.any():
+            out[over] *= (max_gross / gross[over])[:, None]
+    return out
+
+
+_NONE2 = np.empty((0, 0))
+_NO_ORDERS = np.empty((0, 0), dtype=np.bool_)
+
+
+def _level(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _fill_index(n_bars: int, fills: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    is_fill = np.zeros(n_bars, dtype=np.bool_)
+    is_fill[fills] = True
+    fill_row = np.zeros(n_bars, dtype=np.int64)
+    fill_row[fills] = np.arange(fills.size)
+    return is_fill, fill_row
+
+
+def mark_to_market(
+    positions: np.ndarray,
+    cash: np.ndarray,
+    close: np.ndarray,
+    *,
+    in_place: bool = False,
+    close_clean: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(equity, weights_held, turnover)` of end-of-bar share counts, marked at the last known close.
+
+    With `in_place=True` the weights are written over `positions` (which then
+    holds weights, not shares): the backtest needs one `(T, N)` buffer less.
+    `close_clean` is accepted for compatibility (the kernel forward-fills as it goes).
+    """
+    del close_clean
+    weights_held = positions if in_place else positions.copy()
+    n_bars = positions.shape[0]
+    equity = np.empty(n_bars)
+    turnover = np.empty(n_bars)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _mark(weights_held, np.ascontiguousarray(cash), np.ascontiguousarray(close), equity, turnover)
+    return equity, weights_held, turnover
+
+
+def simulate(
+    target_weights: np.ndarray,
+    close: np.ndarray,
+    *,
+    config: EngineConfig,
+    periods_per_year: float,
+    open: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+    low: np.ndarray | None = None,
+    order_mask: np.ndarray | None = None,
+) -> Simulation:
+    """Run the account on validated `(T, N)` float64 arrays (see the module docstring).
+
+    `target_weights[t]` is the decision formed at the close of t (before the
+    execution lag); `periods_per_year` converts the annual `rf` to a per-bar rate.
+    `order_mask` (`(T, N)` bool, or None for all True) says which symbols
+    decision row t orders (see "Order masks"). Inputs are not modified.
+    """
+    n_bars, n_cols = close.shape
+    decisions, fills = decision_schedule(n_bars, config.execution_lag, config.rebalance_every)
+    orders = None
+    if order_mask is not None:
+        orders = order_mask[decisions]
+        placed = orders.any(axis=1)
+        decisions, fills, orders = decisions[placed], fills[placed], orders[placed]
+    wt = _targets_in_force(target_weights, decisions, fills, config.max_gross_leverage, orders)
+    fill_px = close if config.fill_price == "close" else open
+    if fill_px is None:
+        raise ValueError("fill_price='open' needs open prices")
+    is_fill, fill_row = _fill_index(n_bars, fills)
+    positions = np.empty((n_bars, n_cols))
+    cash = np.empty(n_bars)
+    traded = np.zeros(n_bars)
+    cost = np.zeros(n_bars)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bar, sym, sh, px, rs, _ = _account(
+            wt, np.arange(n_bars, dtype=np.int64), 1.0, close, fill_px,
+            _NONE2 if open is None else open, _NONE2 if high is None else high, _NONE2 if low is None else low,
+            is_fill, fill_row, _NO_ORDERS if orders is None else np.ascontiguousarray(orders),
+            float(config.initial_capital), 1.0 + config.rf / periods_per_year, float(config.cost_rate),
+            float(config.fees), float(config.slippage), float(config.min_fee), config.fill_price == "open",
+            _level(config.stop_loss), _level(config.take_profit),
+            positions, cash, traded, cost, False, np.empty((2, 0)),
+        )  # fmt: skip
+    stops = (
+        StopEvents(bar=bar, symbol=sym, shares=sh, price=px, reason=rs) if bar.size else StopEvents.empty()
+    )
+    first = int(fills[0]) if fills.size else n_bars
+    return Simulation(
+        positions=positions,
+        cash=cash,
+        weights_target=wt,
+        traded_notional=traded,
+        cost=cost,
+        fill_bars=fills,
+        last_mark=last_marks(close),
+        stops=stops,
+        fill_prices_clean=bool(np.isfinite(fill_px[first:]).all()),
+        close_clean=bool(np.isfinite(close).all()),
+    )
+
+
+def account_sets(
+    sides: np.ndarray,
+    close: np.ndarray,
+    *,
+    config: EngineConfig,
+    periods_per_year: float,
+    size: float,
+    open: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+    low: np.ndarray | None = None,
+) -> SetAccounts:
+    """The accounts of K target sequences `size * sides[k]` (`(K, T, N)`, decided at t) on one panel.
+
+    Each set runs `simulate`'s account exactly (the same compiled loop, so the
+    same returns and equity bit for bit); the sets run in parallel.
+    """
+    n_sets, n_bars, n_cols = sides.shape
+    decisions, fills = decision_schedule(n_bars, config.execution_lag, config.rebalance_every)
+    src_row = np.full(n_bars, -1, dtype=np.int64)
+    src_row[fills] = decisions
+    np.maximum.accumulate(src_row, out=src_row)
+    fill_px = close if config.fill_price == "close" else open
+    if fill_px is None:
+        raise ValueError("fill_price='open' needs open prices")
+    is_fill, fill_row = _fill_index(n_bars, fills)
+    returns = np.empty((n_sets, n_bars))
+    equity = np.empty((n_sets, n_bars))
+    drawdown = np.empty((n_sets, n_bars))
+    n_pnls = np.zeros(n_sets, dtype=np.int64)
+    # a trade opens on a fill: at most one closed trade per fill and symbol (stops close, never open)
+    most = fills.size * n_cols
+    cap = min(most, 4096)
+    pnls = np.empty((n_sets, 2, cap))
+    args = (
+        float(size), close, fill_px,
+        _NONE2 if open is None else open, _NONE2 if high is None else high, _NONE2 if low is None else low,
+        is_fill, fill_row, _NO_ORDERS, float(config.initial_capital),
+        1.0 + config.rf / periods_per_year, float(config.cost_rate), float(config.fees),
+        float(config.slippage), float(config.min_fee),
+        config.fill_price == "open", _level(config.stop_loss), _level(config.take_profit),
+    )  # fmt: skip
+    sides = np.ascontiguousarray(sides)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _sets(sides, src_row, *args, returns, equity, drawdown, pnls, n_pnls)
+    pnl_list = [pnls[k, 0, : min(int(n_pnls[k]), cap)] for k in range(n_sets)]
+    over = np.flatnonzero(n_pnls > cap)
+    if over.size:  # more closed trades than the buffer held: those sets again, with room for all
+        room = np.empty((over.size, 2, int(n_pnls[over].max())))
+        again = np.zeros(over.size, dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            _sets(
+                sides[over], src_row, *args, returns[over].copy(), equity[over].copy(),
+                drawdown[over].copy(), room, again,
+            )  # fmt: skip
+        for j, k in enumerate(over):
+            pnl_list[k] = room[j, 0, : again[j]]
+            pnls_cols = room[j, 1, : again[j]]
+            if n_cols > 1:
+                pnl_list[k] = pnl_list[k][np.argsort(pnls_cols, kind="stable")]
+    if n_cols > 1:  # the ledger's order: by symbol, then in time
+        for k in range(n_sets):
+            if n_pnls[k] <= cap:
+                order = np.argsort(pnls[k, 1, : n_pnls[k]], kind="stable")
+                pnl_list[k] = pnl_list[k][order]
+    return SetAccounts(
+        returns=returns,
+        equity=equity,
+        drawdown=drawdown,
+        pnls=[np.ascontiguousarray(p) for p in pnl_list],
+    )
