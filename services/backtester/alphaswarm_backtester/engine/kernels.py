@@ -157,6 +157,7 @@ REASON_STOP_LOSS = 1
 REASON_TAKE_PROFIT = 2
 
 _NJIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+_INLINE = {**_NJIT, "inline": "always"}  # no call (and no reference counting of its arrays) per bar
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class Simulation:
 # ============================================================================= the account
 
 
-@numba.njit(**_NJIT)
+@numba.njit(**_INLINE)
 def _sign(x: float) -> float:
     if x > 0.0:
         return 1.0
@@ -229,30 +230,22 @@ def _sign(x: float) -> float:
     return 0.0
 
 
-@numba.njit(**_NJIT)
-def _close_trade(
-    tr: np.ndarray, i: int, oq: float, oaq: float, ox: float, fees: float, slippage: float, min_fee: float
+@numba.njit(**_INLINE)
+def _trade_pnl(
+    s_q: float, s_aq: float, s_x: float, direction: float, fees: float, slippage: float, min_fee: float
 ) -> float:
-    """The PnL of symbol i's trade, closed with the closing part `(oq, oaq, ox)` of a flipping order.
-
-    The ledger's arithmetic (`trades._block_trades`), operation for operation,
-    so the PnL is the ledger's to the last bit.
-    """
-    s_q = (tr[0, i] - tr[3, i]) + oq
-    s_aq = (tr[1, i] - tr[4, i]) + oaq
-    direction = tr[6, i]
+    """A closed trade's PnL from its sums, with the ledger's arithmetic (`trades._block_trades`)."""
     ent = 0.5 * (s_aq + direction * s_q)
     ext = 0.5 * (s_aq - direction * s_q)
     paid = fees * s_aq
     if min_fee > 0.0:
-        paid = paid + ((tr[2, i] - tr[5, i]) + ox)
+        paid = paid + s_x
     return direction * (ext - ent) - paid - slippage * s_aq
 
 
-@numba.njit(**_NJIT)
+@numba.njit(**_INLINE)
 def _book(
-    tr: np.ndarray,
-    i: int,
+    t: tuple[float, float, float, float, float, float, float],
     before: float,
     after: float,
     price: float,
@@ -260,50 +253,67 @@ def _book(
     fees: float,
     slippage: float,
     min_fee: float,
-    pnls: np.ndarray,
-    n_pnl: int,
-) -> int:
-    """Book one order of symbol i (`before` -> `after` shares at `price`) in its trade (`tr[:, i]`).
+) -> tuple[tuple[float, float, float, float, float, float, float], float, bool]:
+    """Book one order (`before` -> `after` shares at `price`) in its symbol's trade `t`.
 
-    `tr` rows: the trade's running sums of `d * price`, `|d * price|` and of
-    what a minimum fee adds, the same three for the closing part of the
-    order that opened it by a flip (taken off at the close), and its
-    direction. A closed trade's PnL goes to `pnls[0, n_pnl]`, its symbol to
-    `pnls[1, n_pnl]` (the count is returned; trades beyond the buffer are
-    counted, not written).
+    `t`: the trade's running sums of `d * price`, `|d * price|` and of what a
+    minimum fee adds, the same three for the closing part of the order that
+    opened it by a flip (taken off at the close, as the ledger does), and its
+    direction. Returns the new `t`, and the PnL of the trade this order closes
+    with True (else 0.0, False), operation for operation as the ledger
+    (`trades._block_trades`) computes it, so to the last bit.
+    Scalars only: called per order inside the bar loop.
     """
+    sq, saq, sx, iq, iaq, ix, direction = t
     d = after - before
     q = d * price
     aq = abs(q)
     extra = max(min_fee - rate * aq, 0.0) if min_fee > 0.0 else 0.0
     if before == 0.0:
-        tr[0, i], tr[1, i], tr[2, i] = q, aq, extra
-        tr[3, i] = tr[4, i] = tr[5, i] = 0.0
-        tr[6, i] = _sign(after)
-        return n_pnl
+        return (q, aq, extra, 0.0, 0.0, 0.0, _sign(after)), 0.0, False
     if _sign(after) == _sign(before):
-        tr[0, i] += q
-        tr[1, i] += aq
-        tr[2, i] += extra
-        return n_pnl
+        return (sq + q, saq + aq, sx + extra, iq, iaq, ix, direction), 0.0, False
     if after == 0.0:
-        tr[0, i] += q
-        tr[1, i] += aq
-        tr[2, i] += extra
-        pnl = _close_trade(tr, i, 0.0, 0.0, 0.0, fees, slippage, min_fee)
-    else:  # a flip: its closing part ends this trade, the order opens the next
-        old_abs = abs(before)
-        old_q = -before * price
-        old_aq = old_abs * price
-        moved = extra * old_abs / abs(d) if min_fee > 0.0 else 0.0
-        pnl = _close_trade(tr, i, old_q, old_aq, moved, fees, slippage, min_fee)
-        tr[0, i], tr[1, i], tr[2, i] = q, aq, extra
-        tr[3, i], tr[4, i], tr[5, i] = old_q, old_aq, moved
-        tr[6, i] = _sign(after)
-    if n_pnl < pnls.shape[1]:
-        pnls[0, n_pnl] = pnl
-        pnls[1, n_pnl] = i
-    return n_pnl + 1
+        sq, saq, sx = sq + q, saq + aq, sx + extra
+        pnl = _trade_pnl(sq - iq, saq - iaq, sx - ix, direction, fees, slippage, min_fee)
+        return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), pnl, True
+    # a flip: its closing part ends this trade, the order opens the next
+    old_abs = abs(before)
+    old_q = -before * price
+    old_aq = old_abs * price
+    moved = extra * old_abs / abs(d) if min_fee > 0.0 else 0.0
+    pnl = _trade_pnl(
+        (sq - iq) + old_q, (saq - iaq) + old_aq, (sx - ix) + moved, direction, fees, slippage, min_fee
+    )
+    return (q, aq, extra, old_q, old_aq, moved, _sign(after)), pnl, True
+
+
+@numba.njit(**_INLINE)
+def _stop_level(
+    q: float, entry: float, hi: float, lo: float, op: float, stop_loss: float, take_profit: float
+) -> tuple[float, int]:
+    """`(fill price, reason)` of a stop hit by the bar's range, `(nan, 0)` when none is."""
+    px = np.nan
+    reason = 0
+    if not math.isnan(take_profit):
+        if q > 0.0:
+            lvl = entry * (1.0 + take_profit)
+            if hi >= lvl:
+                px, reason = (lvl if math.isnan(op) else max(lvl, op)), REASON_TAKE_PROFIT
+        else:
+            lvl = entry * (1.0 - take_profit)
+            if lo <= lvl:
+                px, reason = (lvl if math.isnan(op) else min(lvl, op)), REASON_TAKE_PROFIT
+    if not math.isnan(stop_loss):  # checked last: when both are in the range the stop loss wins
+        if q > 0.0:
+            lvl = entry * (1.0 - stop_loss)
+            if lo <= lvl:
+                px, reason = (lvl if math.isnan(op) else min(lvl, op)), REASON_STOP_LOSS
+        else:
+            lvl = entry * (1.0 + stop_loss)
+            if hi >= lvl:
+                px, reason = (lvl if math.isnan(op) else max(lvl, op)), REASON_STOP_LOSS
+    return px, reason
 
 
 @numba.njit(**_NJIT)
@@ -334,47 +344,41 @@ def _account(
     costs: np.ndarray,
     track_trades: bool,
     pnls: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    events: np.ndarray,
+) -> tuple[int, int]:
     """The account over every bar (module docstring); writes positions, cash, traded and costs.
 
     The target of symbol i at fill bar s is `tgt[src_row[s], i] * scale`
     (`src_row[s] < 0`: 0). `open_` / `high` / `low` / `orders` with no rows
     mean "not given"; `stop_loss` / `take_profit` NaN mean "none".
-    Returns the stop events `(bar, symbol, shares, price, reason)` and, with
-    `track_trades`, the number of closed trades booked into `pnls`.
+    Stop exits go to the columns of `events` (rows: bar, symbol, shares,
+    price, reason) and, with `track_trades`, closed trades to `pnls`; both
+    buffers are preallocated (no array is created or replaced inside the bar
+    loop, which keeps it free of reference counting) and what does not fit
+    is counted, not written. Returns `(number of stop exits, number of closed trades)`.
     """
     n_bars, n_cols = close.shape
     has_open = open_.shape[0] > 0
     has_high = high.shape[0] > 0
     has_low = low.shape[0] > 0
     has_orders = orders.shape[0] > 0
-    has_sl = not math.isnan(stop_loss)
-    has_tp = not math.isnan(take_profit)
-    has_stops = has_sl or has_tp
+    has_stops = not (math.isnan(stop_loss) and math.isnan(take_profit))
+    fill_phase = 0 if by_open else 1  # open fills before the bar's stops, close fills after them
     shares = np.zeros(n_cols)
-    new = np.empty(n_cols)
     tw = np.empty(n_cols)
     mark = np.full(n_cols, np.nan)
-    blocked = np.zeros(n_cols)
-    ent_size = np.zeros(n_cols)
-    ent_value = np.zeros(n_cols)
-    tr = np.zeros((7, n_cols))
+    blocked = np.zeros(n_cols)  # sign of the last stopped-out position, 0 = free
+    ent = np.zeros((2, n_cols))  # entry size and notional of each open trade (for stops)
+    tr = np.zeros((7, n_cols))  # each symbol's open trade (`_book`)
     n_pnl = 0
-    cap = 16
-    ev_bar = np.empty(cap, np.int64)
-    ev_sym = np.empty(cap, np.int64)
-    ev_sh = np.empty(cap)
-    ev_px = np.empty(cap)
-    ev_rs = np.empty(cap, np.int8)
     n_ev = 0
     cash = capital
+    # The fill is written out here rather than called: a call per bar would count references
+    # to every array it is given, which costs more than the arithmetic.
     for s in range(n_bars):
         cash *= growth
         for phase in range(2):
-            # phase 0: the open fill (open fills) or the stops (close fills); phase 1: the other.
-            do_fill = is_fill[s] and ((phase == 0) == by_open)
-            if do_fill:
-                price = fill_px[s]
+            if phase == fill_phase and is_fill[s]:
                 row = src_row[s]
                 o = fill_row[s]
                 for i in range(n_cols):
@@ -386,97 +390,74 @@ def _account(
                         else:
                             blocked[i] = 0.0
                     tw[i] = t
-                # pre-trade value: untradable holdings at their last known close
+                # pre-trade value V: untradable holdings at their last known close
                 value = cash
                 for i in range(n_cols):
-                    p = price[i]
+                    p = fill_px[s, i]
                     if math.isfinite(p):
                         value += shares[i] * p
                     else:
                         m = mark[i]
                         value += shares[i] * (m if math.isfinite(m) else 0.0)
-                for i in range(n_cols):
-                    new[i] = shares[i]
                 if value > 0.0:
                     flow = 0.0
                     notional = 0.0
                     cost = 0.0
                     for i in range(n_cols):
-                        p = price[i]
+                        p = fill_px[s, i]
                         if not math.isfinite(p) or (has_orders and not orders[o, i]):
                             continue
+                        before = shares[i]
                         q = tw[i] * value / p
-                        new[i] = q
-                        d = q - shares[i]
+                        d = q - before
+                        if d == 0.0:
+                            continue
                         flow += d * p
                         ad = abs(d) * p
                         notional += ad
-                        c_i = ad * rate
                         if min_fee > 0.0:
-                            c_i = max(c_i, min_fee) if d != 0.0 else 0.0
-                        cost += c_i
-                        if track_trades and d != 0.0:
-                            n_pnl = _book(tr, i, shares[i], q, p, rate, fees, slippage, min_fee, pnls, n_pnl)
+                            cost += max(ad * rate, min_fee)
+                        if track_trades:
+                            trade = (tr[0, i], tr[1, i], tr[2, i], tr[3, i], tr[4, i], tr[5, i], tr[6, i])
+                            trade, pnl, closed = _book(trade, before, q, p, rate, fees, slippage, min_fee)
+                            for k in range(7):
+                                tr[k, i] = trade[k]
+                            if closed:
+                                if n_pnl < pnls.shape[1]:
+                                    pnls[0, n_pnl] = pnl
+                                    pnls[1, n_pnl] = i
+                                n_pnl += 1
+                        if has_stops:  # the trade's entry size and notional (its entry price)
+                            if before != 0.0 and _sign(before) == _sign(q):
+                                inc = max(abs(q) - abs(before), 0.0)
+                                ent[0, i] += inc
+                                ent[1, i] += inc * p
+                            elif q != 0.0:
+                                ent[0, i] = abs(q)
+                                ent[1, i] = abs(q) * p
+                        shares[i] = q
                     if min_fee == 0.0:
                         cost = rate * notional
                     cash = cash - flow - cost
                     traded[s] += notional
                     costs[s] += cost
-                if has_stops:
-                    for i in range(n_cols):
-                        before, after = shares[i], new[i]
-                        cont = _sign(before) == _sign(after) and after != 0.0
-                        p0 = price[i] if math.isfinite(price[i]) else 0.0
-                        if after != 0.0 and not cont:
-                            ent_size[i] = abs(after)
-                            ent_value[i] = abs(after) * p0
-                        elif cont:
-                            inc = max(abs(after) - abs(before), 0.0)
-                            ent_size[i] += inc
-                            ent_value[i] += inc * p0
-                for i in range(n_cols):
-                    shares[i] = new[i]
-            elif has_stops and phase == (1 if by_open else 0):
-                c_row = close[s]
+            elif phase != fill_phase and has_stops:
                 for i in range(n_cols):
                     q = shares[i]
-                    c = c_row[i]
+                    c = close[s, i]
                     if q == 0.0 or not math.isfinite(c):
                         continue
                     op = open_[s, i] if has_open else np.nan
-                    hi = c if not has_open else max(c, op) if not math.isnan(op) else c
-                    lo = c if not has_open else min(c, op) if not math.isnan(op) else c
+                    # the bar's observed range: high / low, else the open and the close
+                    hi = c if math.isnan(op) else max(c, op)
+                    lo = c if math.isnan(op) else min(c, op)
                     if has_high and not math.isnan(high[s, i]):
                         hi = high[s, i]
                     if has_low and not math.isnan(low[s, i]):
                         lo = low[s, i]
-                    entry = ent_value[i] / ent_size[i] if ent_size[i] != 0.0 else np.nan
-                    hit = False
-                    px = np.nan
-                    reason = 0
-                    if has_tp:
-                        if q > 0.0:
-                            lvl = entry * (1.0 + take_profit)
-                            if hi >= lvl:
-                                hit, reason = True, REASON_TAKE_PROFIT
-                                px = lvl if math.isnan(op) else max(lvl, op)
-                        else:
-                            lvl = entry * (1.0 - take_profit)
-                            if lo <= lvl:
-                                hit, reason = True, REASON_TAKE_PROFIT
-                                px = lvl if math.isnan(op) else min(lvl, op)
-                    if has_sl:
-                        if q > 0.0:
-                            lvl = entry * (1.0 - stop_loss)
-                            if lo <= lvl:
-                                hit, reason = True, REASON_STOP_LOSS
-                                px = lvl if math.isnan(op) else min(lvl, op)
-                        else:
-                            lvl = entry * (1.0 + stop_loss)
-                            if hi >= lvl:
-                                hit, reason = True, REASON_STOP_LOSS
-                                px = lvl if math.isnan(op) else max(lvl, op)
-                    if not hit:
+                    entry = ent[1, i] / ent[0, i] if ent[0, i] != 0.0 else np.nan
+                    px, reason = _stop_level(q, entry, hi, lo, op, stop_loss, take_profit)
+                    if reason == 0:
                         continue
                     notional = abs(q) * px
                     cost = notional * rate
@@ -486,36 +467,30 @@ def _account(
                     traded[s] += notional
                     costs[s] += cost
                     if track_trades:
-                        n_pnl = _book(tr, i, q, 0.0, px, rate, fees, slippage, min_fee, pnls, n_pnl)
-                    if n_ev == cap:
-                        cap *= 2
-                        ev_bar = _grow(ev_bar, cap)
-                        ev_sym = _grow(ev_sym, cap)
-                        ev_sh = _grow(ev_sh, cap)
-                        ev_px = _grow(ev_px, cap)
-                        ev_rs = _grow(ev_rs, cap)
-                    ev_bar[n_ev] = s
-                    ev_sym[n_ev] = i
-                    ev_sh[n_ev] = q
-                    ev_px[n_ev] = px
-                    ev_rs[n_ev] = reason
+                        trade = (tr[0, i], tr[1, i], tr[2, i], tr[3, i], tr[4, i], tr[5, i], tr[6, i])
+                        trade, pnl, closed = _book(trade, q, 0.0, px, rate, fees, slippage, min_fee)
+                        for k in range(7):
+                            tr[k, i] = trade[k]
+                        if n_pnl < pnls.shape[1]:
+                            pnls[0, n_pnl] = pnl
+                            pnls[1, n_pnl] = i
+                        n_pnl += 1
+                    if n_ev < events.shape[1]:
+                        events[0, n_ev] = s
+                        events[1, n_ev] = i
+                        events[2, n_ev] = q
+                        events[3, n_ev] = px
+                        events[4, n_ev] = reason
                     n_ev += 1
                     blocked[i] = _sign(q)
                     shares[i] = 0.0
-        c_row = close[s]
         for i in range(n_cols):
-            if not math.isnan(c_row[i]):
-                mark[i] = c_row[i]
+            c = close[s, i]
+            if not math.isnan(c):
+                mark[i] = c
             positions[s, i] = shares[i]
         cash_end[s] = cash
-    return ev_bar[:n_ev], ev_sym[:n_ev], ev_sh[:n_ev], ev_px[:n_ev], ev_rs[:n_ev], n_pnl
-
-
-@numba.njit(**_NJIT)
-def _grow(arr: np.ndarray, cap: int) -> np.ndarray:
-    out = np.empty(cap, arr.dtype)
-    out[: arr.size] = arr
-    return out
+    return n_ev, n_pnl
 
 
 @numba.njit(**_NJIT)
@@ -595,11 +570,11 @@ def _one_set(
     traded = np.zeros(n_bars)
     costs = np.zeros(n_bars)
     turnover = np.empty(n_bars)
-    out = _account(
+    n_pnl = _account(
         sides, src_row, size, close, fill_px, open_, high, low, is_fill, fill_row, orders,
         capital, growth, rate, fees, slippage, min_fee, by_open, stop_loss, take_profit,
-        positions, cash, traded, costs, True, pnls,
-    )  # fmt: skip
+        positions, cash, traded, costs, True, pnls, np.empty((5, 0)),
+    )[1]  # fmt: skip
     _mark(positions, cash, close, equity, turnover)
     prev = capital
     peak = capital
@@ -609,7 +584,7 @@ def _one_set(
         prev = e
         peak = max(peak, e)
         drawdown[s] = e / peak - 1.0
-    return out[5]
+    return n_pnl
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
@@ -805,23 +780,38 @@ def simulate(
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
     is_fill, fill_row = _fill_index(n_bars, fills)
-    positions = np.empty((n_bars, n_cols))
-    cash = np.empty(n_bars)
-    traded = np.zeros(n_bars)
-    cost = np.zeros(n_bars)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bar, sym, sh, px, rs, _ = _account(
-            wt, np.arange(n_bars, dtype=np.int64), 1.0, close, fill_px,
-            _NONE2 if open is None else open, _NONE2 if high is None else high, _NONE2 if low is None else low,
-            is_fill, fill_row, _NO_ORDERS if orders is None else np.ascontiguousarray(orders),
-            float(config.initial_capital), 1.0 + config.rf / periods_per_year, float(config.cost_rate),
-            float(config.fees), float(config.slippage), float(config.min_fee), config.fill_price == "open",
-            _level(config.stop_loss), _level(config.take_profit),
-            positions, cash, traded, cost, False, np.empty((2, 0)),
-        )  # fmt: skip
-    stops = (
-        StopEvents(bar=bar, symbol=sym, shares=sh, price=px, reason=rs) if bar.size else StopEvents.empty()
-    )
+    has_stops = config.stop_loss is not None or config.take_profit is not None
+    # a stop closes a position a fill opened: at most one per fill and symbol
+    room = min(fills.size * n_cols, max(4096, n_bars)) if has_stops else 0
+    while True:
+        positions = np.empty((n_bars, n_cols))
+        cash = np.empty(n_bars)
+        traded = np.zeros(n_bars)
+        cost = np.zeros(n_bars)
+        events = np.empty((5, room))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n_ev, _ = _account(
+                wt, np.arange(n_bars, dtype=np.int64), 1.0, close, fill_px,
+                _NONE2 if open is None else open, _NONE2 if high is None else high,
+                _NONE2 if low is None else low,
+                is_fill, fill_row, _NO_ORDERS if orders is None else np.ascontiguousarray(orders),
+                float(config.initial_capital), 1.0 + config.rf / periods_per_year, float(config.cost_rate),
+                float(config.fees), float(config.slippage), float(config.min_fee), config.fill_price == "open",
+                _level(config.stop_loss), _level(config.take_profit),
+                positions, cash, traded, cost, False, np.empty((2, 0)), events,
+            )  # fmt: skip
+        if n_ev <= room:
+            break
+        room = n_ev  # more stop exits than the buffer held: once more, with room for all
+    stops = StopEvents.empty()
+    if n_ev:
+        stops = StopEvents(
+            bar=events[0, :n_ev].astype(np.int64),
+            symbol=events[1, :n_ev].astype(np.int64),
+            shares=events[2, :n_ev].copy(),
+            price=events[3, :n_ev].copy(),
+            reason=events[4, :n_ev].astype(np.int8),
+        )
     first = int(fills[0]) if fills.size else n_bars
     return Simulation(
         positions=positions,
