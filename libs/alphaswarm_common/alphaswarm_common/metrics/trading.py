@@ -318,6 +318,11 @@ def deflated_sharpe_ratio(
 _EPS = float(np.finfo(np.float64).eps)
 
 
+def _plain(v: Array) -> Array:
+    """`v` as a writable C-contiguous float64 array: the one signature the compiled passes are built for."""
+    return np.require(v, np.float64, ["C", "W"])
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _centred_sums(v: Array, powers: bool) -> tuple[float, float, float, float, float, float]:
     """One block's sum, centred power sums (2, and 3 and 4 with `powers`), max and min, compiled.
@@ -378,7 +383,7 @@ class _Moments:
         """Merge the block `v` (`c`, `c2`: unused scratch, kept for callers); returns the block's sum."""
         del c, c2
         nb = v.size
-        total, m2b, m3b, m4b, high, low = _centred_sums(v, self.powers)
+        total, m2b, m3b, m4b, high, low = _centred_sums(_plain(v), self.powers)
         mean_b = total / nb
         if self.constant:
             residue = 4.0 * nb * _EPS * abs(mean_b)
@@ -533,7 +538,7 @@ class BarStats:
         c, c2, v = self._c[:m], self._c2[:m], self._v[:m]
         if not math.isfinite(self.returns.add(r, c, c2)):
             _raise_not_finite(r, "returns", offset)
-        downside_ss, growth = _downside_growth(r, self.rf_per_period, account is None)
+        downside_ss, growth = _downside_growth(_plain(r), self.rf_per_period, account is None)
         self.downside_ss += downside_ss
         if account is None:
             self.growth *= growth

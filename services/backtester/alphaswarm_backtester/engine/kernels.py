@@ -714,6 +714,14 @@ _NONE2 = np.empty((0, 0))
 _NO_ORDERS = np.empty((0, 0), dtype=np.bool_)
 
 
+def _plain(arr: np.ndarray | None) -> np.ndarray:
+    """A writable C-contiguous float64 array (a copy only when `arr` is not one): the kernels'
+    signature, compiled once (`warmup`); `None` is the empty "not given" matrix."""
+    if arr is None:
+        return _NONE2
+    return np.require(arr, np.float64, ["C", "W"])
+
+
 def _level(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -746,7 +754,7 @@ def mark_to_market(
     equity = np.empty(n_bars)
     turnover = np.empty(n_bars)
     with np.errstate(divide="ignore", invalid="ignore"):
-        _mark(weights_held, np.ascontiguousarray(cash), np.ascontiguousarray(close), equity, turnover)
+        _mark(weights_held, _plain(cash), _plain(close), equity, turnover)
     return equity, weights_held, turnover
 
 
@@ -791,9 +799,8 @@ def simulate(
         events = np.empty((5, room))
         with np.errstate(divide="ignore", invalid="ignore"):
             n_ev, _ = _account(
-                wt, np.arange(n_bars, dtype=np.int64), 1.0, close, fill_px,
-                _NONE2 if open is None else open, _NONE2 if high is None else high,
-                _NONE2 if low is None else low,
+                wt, np.arange(n_bars, dtype=np.int64), 1.0, _plain(close), _plain(fill_px),
+                _plain(open), _plain(high), _plain(low),
                 is_fill, fill_row, _NO_ORDERS if orders is None else np.ascontiguousarray(orders),
                 float(config.initial_capital), 1.0 + config.rf / periods_per_year, float(config.cost_rate),
                 float(config.fees), float(config.slippage), float(config.min_fee), config.fill_price == "open",
@@ -861,14 +868,13 @@ def account_sets(
     cap = min(most, 4096)
     pnls = np.empty((n_sets, 2, cap))
     args = (
-        float(size), close, fill_px,
-        _NONE2 if open is None else open, _NONE2 if high is None else high, _NONE2 if low is None else low,
+        float(size), _plain(close), _plain(fill_px), _plain(open), _plain(high), _plain(low),
         is_fill, fill_row, _NO_ORDERS, float(config.initial_capital),
         1.0 + config.rf / periods_per_year, float(config.cost_rate), float(config.fees),
         float(config.slippage), float(config.min_fee),
         config.fill_price == "open", _level(config.stop_loss), _level(config.take_profit),
     )  # fmt: skip
-    sides = np.ascontiguousarray(sides)
+    sides = np.require(sides, np.int8, ["C", "W"])
     with np.errstate(divide="ignore", invalid="ignore"):
         _sets(sides, src_row, *args, returns, equity, drawdown, pnls, n_pnls)
     pnl_list = [pnls[k, 0, : min(int(n_pnls[k]), cap)] for k in range(n_sets)]
