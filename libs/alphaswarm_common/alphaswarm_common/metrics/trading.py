@@ -73,6 +73,7 @@ that are only computed from an optional input (`turnover*`, trade stats,
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numba
@@ -478,6 +479,45 @@ class BarStats:
         self.account_high, self.account_last = -math.inf, math.nan
         self._c = self._c2 = self._v = np.empty(0)  # block scratch, grown to the largest block seen
         self._flags = np.empty(0, dtype=bool)
+
+    @classmethod
+    def from_totals(
+        cls,
+        totals: Mapping[str, float],
+        *,
+        periods_per_year: float = 252.0,
+        rf: float = 0.0,
+        turnover_penalty: float = 0.001,
+    ) -> BarStats:
+        """The statistics of returns, drawdown and account equity computed elsewhere in one pass.
+
+        A compiled backtest loop (the optimizer's K accounts) computes the
+        sums `add` would accumulate and hands them over: `n`, `total`, `mean`,
+        the centred power sums `m2`, `m3`, `m4`, `constant` (all returns
+        equal), `downside_ss` (sum of `min(r - rf_p, 0) ** 2`),
+        `drawdown_low` / `drawdown_high` / `drawdown_last`, `underwater` (the
+        longest run of bars below 0) and `equity_high` / `equity_last`
+        (currency). The result is declared with `drawdown` and
+        `account_equity`, without turnover or traded; every metric formula
+        stays in `trading_metrics`.
+        """
+        stats = cls(
+            periods_per_year=periods_per_year,
+            rf=rf,
+            turnover_penalty=turnover_penalty,
+            drawdown=True,
+            account_equity=True,
+        )
+        ret = stats.returns
+        ret.n = int(totals["n"])
+        ret.mean, ret.m2, ret.m3, ret.m4 = (float(totals[k]) for k in ("mean", "m2", "m3", "m4"))
+        ret.constant = bool(totals["constant"])
+        stats.downside_ss = float(totals["downside_ss"])
+        stats.dd_low, stats.dd_high = float(totals["drawdown_low"]), float(totals["drawdown_high"])
+        stats.dd_best, stats.dd_run = int(totals["underwater"]), 0
+        stats.dd_last = float(totals["drawdown_last"])
+        stats.account_high, stats.account_last = float(totals["equity_high"]), float(totals["equity_last"])
+        return stats
 
     @property
     def n(self) -> int:

@@ -141,6 +141,7 @@ from alphaswarm_backtester.engine.config import EngineConfig
 __all__ = [
     "REASON_STOP_LOSS",
     "REASON_TAKE_PROFIT",
+    "SET_STATS",
     "SetAccounts",
     "Simulation",
     "StopEvents",
@@ -155,6 +156,24 @@ __all__ = [
 
 REASON_STOP_LOSS = 1
 REASON_TAKE_PROFIT = 2
+
+#: The per-bar statistics of each parameter set, in the order of `SetAccounts.stats`.
+SET_STATS = (
+    "n",
+    "total",
+    "mean",
+    "m2",
+    "m3",
+    "m4",
+    "constant",
+    "downside_ss",
+    "drawdown_low",
+    "drawdown_high",
+    "underwater",
+    "drawdown_last",
+    "equity_high",
+    "equity_last",
+)
 
 _NJIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 _INLINE = {**_NJIT, "inline": "always"}  # no call (and no reference counting of its arrays) per bar
@@ -528,13 +547,16 @@ class SetAccounts:
     """The accounts of K target sequences on one panel (`account_sets`).
 
     `returns`, `equity`, `drawdown` `(K, T)` as `run_backtest` computes them;
-    `pnls[k]` the PnL of every closed trade of set k, in closing order.
+    `pnls[k]` the PnL of every closed trade of set k, in the ledger's order;
+    `stats[k]` the per-bar statistics of set k (`SET_STATS`), for
+    `BarStats.from_totals`.
     """
 
     returns: np.ndarray
     equity: np.ndarray
     drawdown: np.ndarray
     pnls: list[np.ndarray]
+    stats: np.ndarray
 
 
 @numba.njit(**_NJIT)
@@ -563,6 +585,8 @@ def _one_set(
     equity: np.ndarray,
     drawdown: np.ndarray,
     pnls: np.ndarray,
+    rf_p: float,
+    stats: np.ndarray,
 ) -> int:
     n_bars, n_cols = close.shape
     positions = np.empty((n_bars, n_cols))
@@ -584,7 +608,69 @@ def _one_set(
         prev = e
         peak = max(peak, e)
         drawdown[s] = e / peak - 1.0
+    _bar_stats(returns, drawdown, equity, rf_p, stats)
     return n_pnl
+
+
+@numba.njit(**_NJIT)
+def _bar_stats(
+    returns: np.ndarray, drawdown: np.ndarray, equity: np.ndarray, rf_p: float, out: np.ndarray
+) -> None:
+    """The per-bar statistics `BarStats.from_totals` takes (`SET_STATS` order), in two passes.
+
+    Sum, mean and centred power sums of the returns (the two-pass algorithm),
+    whether they are constant, the downside sum of squares, the drawdown's
+    low, high, longest run below 0 and last value, the equity's high and
+    last value. The formulas that turn them into metrics are
+    `alphaswarm_common.metrics.trading`'s.
+    """
+    n = returns.size
+    total = 0.0
+    high = -np.inf
+    low = np.inf
+    downside = 0.0
+    for x in returns:
+        total += x
+        high = max(high, x)
+        low = min(low, x)
+        d = min(x - rf_p, 0.0)
+        downside += d * d
+    mean = total / n if n else 0.0
+    m2 = m3 = m4 = 0.0
+    for x in returns:
+        c = x - mean
+        c2 = c * c
+        m2 += c2
+        m3 += c2 * c
+        m4 += c2 * c2
+    dd_low = np.inf
+    dd_high = -np.inf
+    run = best = 0
+    for x in drawdown:
+        dd_low = min(dd_low, x)
+        dd_high = max(dd_high, x)
+        if x < 0.0:
+            run += 1
+            best = max(best, run)
+        else:
+            run = 0
+    eq_high = -np.inf
+    for x in equity:
+        eq_high = max(eq_high, x)
+    out[0] = n
+    out[1] = total
+    out[2] = mean
+    out[3] = m2
+    out[4] = m3
+    out[5] = m4
+    out[6] = 1.0 if high == low else 0.0
+    out[7] = downside
+    out[8] = dd_low
+    out[9] = dd_high
+    out[10] = best
+    out[11] = drawdown[n - 1] if n else 0.0
+    out[12] = eq_high
+    out[13] = equity[n - 1] if n else np.nan
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
@@ -614,12 +700,14 @@ def _sets(
     drawdown: np.ndarray,
     pnls: np.ndarray,
     n_pnls: np.ndarray,
+    rf_p: float,
+    stats: np.ndarray,
 ) -> None:
     for k in numba.prange(sides.shape[0]):
         n_pnls[k] = _one_set(
             sides[k], src_row, size, close, fill_px, open_, high, low, is_fill, fill_row, orders,
             capital, growth, rate, fees, slippage, min_fee, by_open, stop_loss, take_profit,
-            returns[k], equity[k], drawdown[k], pnls[k],
+            returns[k], equity[k], drawdown[k], pnls[k], rf_p, stats[k],
         )  # fmt: skip
 
 
@@ -863,6 +951,8 @@ def account_sets(
     equity = np.empty((n_sets, n_bars))
     drawdown = np.empty((n_sets, n_bars))
     n_pnls = np.zeros(n_sets, dtype=np.int64)
+    stats = np.empty((n_sets, len(SET_STATS)))
+    rf_p = config.rf / periods_per_year
     # a trade opens on a fill: at most one closed trade per fill and symbol (stops close, never open)
     most = fills.size * n_cols
     cap = min(most, 4096)
@@ -870,13 +960,13 @@ def account_sets(
     args = (
         float(size), _plain(close), _plain(fill_px), _plain(open), _plain(high), _plain(low),
         is_fill, fill_row, _NO_ORDERS, float(config.initial_capital),
-        1.0 + config.rf / periods_per_year, float(config.cost_rate), float(config.fees),
+        1.0 + rf_p, float(config.cost_rate), float(config.fees),
         float(config.slippage), float(config.min_fee),
         config.fill_price == "open", _level(config.stop_loss), _level(config.take_profit),
     )  # fmt: skip
     sides = np.require(sides, np.int8, ["C", "W"])
     with np.errstate(divide="ignore", invalid="ignore"):
-        _sets(sides, src_row, *args, returns, equity, drawdown, pnls, n_pnls)
+        _sets(sides, src_row, *args, returns, equity, drawdown, pnls, n_pnls, rf_p, stats)
     pnl_list = [pnls[k, 0, : min(int(n_pnls[k]), cap)] for k in range(n_sets)]
     over = np.flatnonzero(n_pnls > cap)
     if over.size:  # more closed trades than the buffer held: those sets again, with room for all
@@ -885,7 +975,7 @@ def account_sets(
         with np.errstate(divide="ignore", invalid="ignore"):
             _sets(
                 sides[over], src_row, *args, returns[over].copy(), equity[over].copy(),
-                drawdown[over].copy(), room, again,
+                drawdown[over].copy(), room, again, rf_p, stats[over].copy(),
             )  # fmt: skip
         for j, k in enumerate(over):
             pnl_list[k] = room[j, 0, : again[j]]
@@ -902,4 +992,5 @@ def account_sets(
         equity=equity,
         drawdown=drawdown,
         pnls=[np.ascontiguousarray(p) for p in pnl_list],
+        stats=stats,
     )

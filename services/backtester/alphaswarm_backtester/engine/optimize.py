@@ -84,7 +84,7 @@ import numpy as np
 
 from alphaswarm_backtester.engine.backtest import EQUITY_WIPED_OUT, check_prices
 from alphaswarm_backtester.engine.config import EngineConfig
-from alphaswarm_backtester.engine.kernels import account_sets
+from alphaswarm_backtester.engine.kernels import SET_STATS, account_sets
 from alphaswarm_backtester.engine.rules import (
     RULE_STRATEGIES,
     RuleInputs,
@@ -95,6 +95,7 @@ from alphaswarm_backtester.engine.rules import (
 )
 from alphaswarm_common.errors import AlphaSwarmError, DataError, InvalidArgument
 from alphaswarm_common.metrics import (
+    BarStats,
     MetricSet,
     deflated_sharpe_ratio,
     infer_periods_per_year,
@@ -364,9 +365,9 @@ def evaluate_sides(
 
     Set k trades `sides[k] / N` (equal capital per symbol) with `run_backtest`'s
     account: the K accounts run together in the compiled kernel
-    (`kernels.account_sets`, parallel over the sets), and each set's metrics
-    come from `trading_metrics` on its returns, drawdown, equity and closed
-    trades, as `run_backtest` computes them. Returns one `MetricSet`
+    (`kernels.account_sets`, parallel over the sets, each with its per-bar
+    statistics in the same pass), and each set's metrics come from
+    `trading_metrics` on those statistics and its closed trades. Returns one `MetricSet`
     (`TRIAL_METRICS`) per set, or the error that made its backtest fail, and
     a note on the path taken.
     """
@@ -403,15 +404,16 @@ def evaluate_sides(
         if not np.isfinite(returns).all():
             results.append(DataError(EQUITY_WIPED_OUT, field="target_weights"))
             continue
+        conventions = {"periods_per_year": ppy, "rf": config.rf, "turnover_penalty": config.turnover_penalty}
+        stats = BarStats.from_totals(dict(zip(SET_STATS, acc.stats[k].tolist(), strict=True)), **conventions)
         ms = trading_metrics(
             returns,
-            periods_per_year=ppy,
-            rf=config.rf,
-            turnover_penalty=config.turnover_penalty,
+            **conventions,
             trade_pnls=acc.pnls[k],
             initial_capital=config.initial_capital,
             drawdown=acc.drawdown[k],
             account_equity=acc.equity[k],
+            bar_stats=stats,
         )
         results.append(_subset(ms, path))
     return results, path

@@ -59,7 +59,9 @@ def warm_up() -> dict[str, Any]:
     for cfg in _configs():
         for with_range in (False, True):
             extra = {"high": high, "low": low} if with_range else {}
-            run_backtest(weights, close, dates=dates, symbols=["A", "B", "C"], config=cfg, open=opens, **extra)
+            run_backtest(
+                weights, close, dates=dates, symbols=["A", "B", "C"], config=cfg, open=opens, **extra
+            )
             run_backtest(
                 weights[:, 0],
                 close[:, 0],
@@ -69,7 +71,9 @@ def warm_up() -> dict[str, Any]:
                 open=opens[:, 0],
                 **{k: v[:, 0] for k, v in extra.items()},
             )
-            evaluate_sides(sides, close, dates=dates, symbols=["A", "B", "C"], config=cfg, open=opens, **extra)
+            evaluate_sides(
+                sides, close, dates=dates, symbols=["A", "B", "C"], config=cfg, open=opens, **extra
+            )
             evaluate_sides(
                 sides[:, :, 0],
                 close[:, 0],
@@ -80,7 +84,9 @@ def warm_up() -> dict[str, Any]:
                 **{k: v[:, 0] for k, v in extra.items()},
             )
             runs += 4
-        run_backtest(weights, close, dates=dates, symbols=["A", "B", "C"], config=cfg, open=opens, order_mask=mask)
+        run_backtest(
+            weights, close, dates=dates, symbols=["A", "B", "C"], config=cfg, open=opens, order_mask=mask
+        )
         runs += 1
     returns = rng.normal(0.0, 0.01, n_bars)
     frozen = returns.copy()
