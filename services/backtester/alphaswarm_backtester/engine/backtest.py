@@ -25,7 +25,14 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from alphaswarm_backtester.engine.config import EngineConfig
-from alphaswarm_backtester.engine.kernels import StopEvents, ffill_rows, mark_to_market, scan_values, simulate
+from alphaswarm_backtester.engine.kernels import (
+    StopEvents,
+    ffill_rows,
+    mark_to_market,
+    per_bar,
+    scan_values,
+    simulate,
+)
 from alphaswarm_backtester.engine.trades import build_trades, closed_trade_stats
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics import MetricSet, infer_periods_per_year, trading_metrics
@@ -334,16 +341,10 @@ def run_backtest(
     equity, weights_held, turnover = mark_to_market(
         sim.positions, sim.cash, px_close, in_place=True, close_clean=sim.close_clean
     )
-    equity_prev = np.empty(n_bars)
-    equity_prev[0] = cfg.initial_capital
-    equity_prev[1:] = equity[:-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = equity / equity_prev - 1.0
-        traded = sim.traded_notional / equity_prev
-        costs = sim.cost / equity_prev
-        peak = np.maximum.accumulate(np.maximum(equity, cfg.initial_capital))
-        drawdown = equity / peak - 1.0
-    if not np.isfinite(returns).all():
+    returns, traded, costs, drawdown, finite = per_bar(
+        equity, sim.traded_notional, sim.cost, cfg.initial_capital
+    )
+    if not finite:
         raise DataError(EQUITY_WIPED_OUT, field="target_weights")
     closed_pnl, closed_ret = closed_trade_stats(trades)
     metrics = trading_metrics(

@@ -150,6 +150,7 @@ __all__ = [
     "ffill_rows",
     "last_marks",
     "mark_to_market",
+    "per_bar",
     "scan_values",
     "simulate",
 ]
@@ -844,6 +845,47 @@ def mark_to_market(
     with np.errstate(divide="ignore", invalid="ignore"):
         _mark(weights_held, _plain(cash), _plain(close), equity, turnover)
     return equity, weights_held, turnover
+
+
+@numba.njit(**_NJIT)
+def _per_bar(
+    equity: np.ndarray,
+    notional: np.ndarray,
+    cost: np.ndarray,
+    capital: float,
+    returns: np.ndarray,
+    traded: np.ndarray,
+    costs: np.ndarray,
+    drawdown: np.ndarray,
+) -> bool:
+    """Returns, traded and costs (fractions of the equity before the bar) and drawdown; False if a return is not finite."""
+    prev = capital
+    peak = capital
+    finite = True
+    for s in range(equity.size):
+        e = equity[s]
+        returns[s] = e / prev - 1.0
+        traded[s] = notional[s] / prev
+        costs[s] = cost[s] / prev
+        finite = finite and math.isfinite(returns[s])
+        prev = e
+        peak = max(peak, e)
+        drawdown[s] = e / peak - 1.0
+    return finite
+
+
+def per_bar(
+    equity: np.ndarray, notional: np.ndarray, cost: np.ndarray, capital: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """`(returns, traded, costs, drawdown, all returns finite)` of an account's equity (module docstring).
+
+    `equity[-1]` is the initial capital, which counts as a peak of the drawdown.
+    """
+    n = equity.size
+    returns, traded, costs, drawdown = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        finite = _per_bar(equity, notional, cost, float(capital), returns, traded, costs, drawdown)
+    return returns, traded, costs, drawdown, bool(finite)
 
 
 def simulate(
