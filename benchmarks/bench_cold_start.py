@@ -60,7 +60,9 @@ def _run(config: str, numba_cache: str | None) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--config", default="configs/ml/alpha_backtest/ridge_alpha_backtest.yaml")
     args = parser.parse_args()

@@ -379,7 +379,10 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     from alphaswarm_backtester.engine.warmup import warm_up
 
     done = warm_up()
-    where = numba.config.CACHE_DIR or "__pycache__ beside the modules (or ~/.cache/numba when read-only)"
+    where = (
+        getattr(numba.config, "CACHE_DIR", "")
+        or "__pycache__ beside the modules (~/.cache/numba if read-only)"
+    )
     print(f"compiled kernels ready: {done['runs']} warm-up runs in {done['seconds']:.1f} s; cache: {where}")
     return 0
 
@@ -599,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
             job.add_argument("--seed", type=int)
         job.set_defaults(func=cmd_job, kind=kind)
 
-    warmup = sub.add_parser("warmup", help="compile the backtest kernels into numba's cache (make install runs it)")
+    warmup = sub.add_parser(
+        "warmup", help="compile the backtest kernels into numba's cache (make install runs it)"
+    )
     warmup.set_defaults(func=cmd_warmup)
 
     migrate = sub.add_parser("migrate", help="upgrade the catalog schema")

@@ -176,8 +176,9 @@ SET_STATS = (
     "equity_last",
 )
 
-_NJIT = {"cache": True, "nogil": True, "error_model": "numpy"}
-_INLINE = {**_NJIT, "inline": "always"}  # no call (and no reference counting of its arrays) per bar
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+# inlined into the caller: no call (and no reference counting of its arguments) per bar
+_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ class Simulation:
 # ============================================================================= the account
 
 
-@numba.njit(**_INLINE)
+@_inline
 def _sign(x: float) -> float:
     if x > 0.0:
         return 1.0
@@ -250,7 +251,7 @@ def _sign(x: float) -> float:
     return 0.0
 
 
-@numba.njit(**_INLINE)
+@_inline
 def _trade_pnl(
     s_q: float, s_aq: float, s_x: float, direction: float, fees: float, slippage: float, min_fee: float
 ) -> float:
@@ -263,7 +264,7 @@ def _trade_pnl(
     return direction * (ext - ent) - paid - slippage * s_aq
 
 
-@numba.njit(**_INLINE)
+@_inline
 def _book(
     t: tuple[float, float, float, float, float, float, float],
     before: float,
@@ -308,7 +309,7 @@ def _book(
     return (q, aq, extra, old_q, old_aq, moved, _sign(after)), pnl, True
 
 
-@numba.njit(**_INLINE)
+@_inline
 def _stop_level(
     q: float, entry: float, hi: float, lo: float, op: float, stop_loss: float, take_profit: float
 ) -> tuple[float, int]:
@@ -336,7 +337,7 @@ def _stop_level(
     return px, reason
 
 
-@numba.njit(**_NJIT)
+@_jit
 def _account(
     tgt: np.ndarray,
     src_row: np.ndarray,
@@ -513,7 +514,7 @@ def _account(
     return n_ev, n_pnl
 
 
-@numba.njit(**_NJIT)
+@_jit
 def _mark(
     positions: np.ndarray, cash: np.ndarray, close: np.ndarray, equity: np.ndarray, turnover: np.ndarray
 ) -> None:
@@ -560,7 +561,7 @@ class SetAccounts:
     stats: np.ndarray
 
 
-@numba.njit(**_NJIT)
+@_jit
 def _one_set(
     sides: np.ndarray,
     src_row: np.ndarray,
@@ -613,7 +614,7 @@ def _one_set(
     return n_pnl
 
 
-@numba.njit(**_NJIT)
+@_jit
 def _bar_stats(
     returns: np.ndarray, drawdown: np.ndarray, equity: np.ndarray, rf_p: float, out: np.ndarray
 ) -> None:
@@ -712,7 +713,7 @@ def _sets(
         )  # fmt: skip
 
 
-@numba.njit(**_NJIT)
+@_jit
 def _scan(flat: np.ndarray) -> tuple[bool, bool]:
     inf = False
     non_positive = False
@@ -847,7 +848,7 @@ def mark_to_market(
     return equity, weights_held, turnover
 
 
-@numba.njit(**_NJIT)
+@_jit
 def _per_bar(
     equity: np.ndarray,
     notional: np.ndarray,
@@ -1019,11 +1020,10 @@ def account_sets(
                 sides[over], src_row, *args, returns[over].copy(), equity[over].copy(),
                 drawdown[over].copy(), room, again, rf_p, stats[over].copy(),
             )  # fmt: skip
-        for j, k in enumerate(over):
-            pnl_list[k] = room[j, 0, : again[j]]
-            pnls_cols = room[j, 1, : again[j]]
+        for j, redone in enumerate(over.tolist()):
+            pnl_list[redone] = room[j, 0, : again[j]]
             if n_cols > 1:
-                pnl_list[k] = pnl_list[k][np.argsort(pnls_cols, kind="stable")]
+                pnl_list[redone] = pnl_list[redone][np.argsort(room[j, 1, : again[j]], kind="stable")]
     if n_cols > 1:  # the ledger's order: by symbol, then in time
         for k in range(n_sets):
             if n_pnls[k] <= cap:
