@@ -366,6 +366,7 @@ def _account(
     track_trades: bool,
     pnls: np.ndarray,
     events: np.ndarray,
+    keep_positions: bool,
 ) -> tuple[int, int]:
     """The account over every bar (module docstring); writes positions, cash, traded and costs.
 
@@ -376,7 +377,9 @@ def _account(
     price, reason) and, with `track_trades`, closed trades to `pnls`; both
     buffers are preallocated (no array is created or replaced inside the bar
     loop, which keeps it free of reference counting) and what does not fit
-    is counted, not written. Returns `(number of stop exits, number of closed trades)`.
+    is counted, not written. With `keep_positions` False nothing is written
+    to `positions` and `cash_end` receives the end-of-bar equity instead of
+    the cash. Returns `(number of stop exits, number of closed trades)`.
     """
     n_bars, n_cols = close.shape
     has_open = open_.shape[0] > 0
@@ -505,12 +508,22 @@ def _account(
                     n_ev += 1
                     blocked[i] = _sign(q)
                     shares[i] = 0.0
-        for i in range(n_cols):
-            c = close[s, i]
-            if not math.isnan(c):
-                mark[i] = c
-            positions[s, i] = shares[i]
-        cash_end[s] = cash
+        if keep_positions:
+            for i in range(n_cols):
+                c = close[s, i]
+                if not math.isnan(c):
+                    mark[i] = c
+                positions[s, i] = shares[i]
+            cash_end[s] = cash
+        else:  # the equity only, marked as `_mark` marks it (the same sum, in the same order)
+            eq = cash
+            for i in range(n_cols):
+                c = close[s, i]
+                if not math.isnan(c):
+                    mark[i] = c
+                m = mark[i]
+                eq += shares[i] * (m if not math.isnan(m) else 0.0)
+            cash_end[s] = eq
     return n_ev, n_pnl
 
 
@@ -591,17 +604,13 @@ def _one_set(
     stats: np.ndarray,
 ) -> int:
     n_bars, n_cols = close.shape
-    positions = np.empty((n_bars, n_cols))
-    cash = np.empty(n_bars)
     traded = np.zeros(n_bars)
     costs = np.zeros(n_bars)
-    turnover = np.empty(n_bars)
     n_pnl = _account(
         sides, src_row, size, close, fill_px, open_, high, low, is_fill, fill_row, orders,
         capital, growth, rate, fees, slippage, min_fee, by_open, stop_loss, take_profit,
-        positions, cash, traded, costs, True, pnls, np.empty((5, 0)),
+        np.empty((0, n_cols)), equity, traded, costs, True, pnls, np.empty((5, 0)), False,
     )[1]  # fmt: skip
-    _mark(positions, cash, close, equity, turnover)
     prev = capital
     peak = capital
     for s in range(n_bars):
@@ -936,7 +945,7 @@ def simulate(
                 float(config.initial_capital), 1.0 + config.rf / periods_per_year, float(config.cost_rate),
                 float(config.fees), float(config.slippage), float(config.min_fee), config.fill_price == "open",
                 _level(config.stop_loss), _level(config.take_profit),
-                positions, cash, traded, cost, False, np.empty((2, 0)), events,
+                positions, cash, traded, cost, False, np.empty((2, 0)), events, True,
             )  # fmt: skip
         if n_ev <= room:
             break
