@@ -30,7 +30,7 @@ from alphaswarm_common.configio import parse_config, parse_config_document
 from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import server_credentials
-from alphaswarm_gateway import auth, catalog_api, jobs_api, mlflow_api
+from alphaswarm_gateway import auth, catalog_api, jobs_api, mlflow_api, observe
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.deps import GatewayDep, PageSize
 from alphaswarm_gateway.docs import install_docs
@@ -232,6 +232,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     # The last added runs first: the request id exists before the body limit may answer 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    observe.install(app)  # metrics and trace spans around everything else
     install_docs(app, title=app.title)
 
     app.include_router(runs)

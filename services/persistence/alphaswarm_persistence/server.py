@@ -20,6 +20,7 @@ from alphaswarm_common.service import run_service
 from alphaswarm_common.settings import Settings
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
+from alphaswarm_persistence.observe import observe
 from alphaswarm_persistence.repo_leases import LeaseServicerMixin
 from alphaswarm_persistence.repo_model_trust import ModelTrustServicerMixin
 from alphaswarm_persistence.repo_tokens import AccessServicerMixin, AccessStore
@@ -45,6 +46,7 @@ def build(settings: Settings) -> list[ServiceRegistration]:
         upgrade(url)
     db = Database(url)
     servicer = Servicer(CatalogRepository(db))
+    servicer.catalog_counts = observe(db)  # held here: the metrics registry keeps a weak reference
     if settings.bootstrap_admin_token_file is not None:
         token = settings.bootstrap_admin_token_file.read_text().strip()
         if not token:
