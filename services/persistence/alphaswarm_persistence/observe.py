@@ -40,18 +40,28 @@ def _count_flush(session: Session, _flush_context: Any) -> None:
 
 
 class CatalogCounts:
-    """Runs by state and tasks by (kind, state), read from the catalog and kept `ttl` seconds."""
+    """Runs by state and tasks by (kind, state), read from the catalog; a reading is reused for
+    `ttl` seconds unless the catalog was written since (several scrapers cost one query)."""
 
     def __init__(self, db: Database, *, ttl: float = 5.0) -> None:
         self.db = db
         self.ttl = ttl
         self._cached: tuple[float, dict[str, Any]] | None = None
+        self._written = False
         self._lock = threading.Lock()
+
+    def written(self) -> None:
+        self._written = True
 
     def state_counts(self) -> dict[str, Any]:
         with self._lock:
-            if self._cached is not None and time.monotonic() - self._cached[0] < self.ttl:
+            if (
+                self._cached is not None
+                and not self._written
+                and time.monotonic() - self._cached[0] < self.ttl
+            ):
                 return self._cached[1]
+            self._written = False
             with self.db.session() as s:
                 runs = {
                     str(state): int(n)
@@ -128,11 +138,15 @@ def _trace_sql(engine: sa.Engine) -> None:
 
 
 def observe(db: Database) -> CatalogCounts:
+    counts = CatalogCounts(db)
+
+    def flushed(session: Session, flush_context: Any) -> None:
+        _count_flush(session, flush_context)
+        counts.written()
+
     for factory in (db._read, db._write):  # this catalog's sessions only (not MLflow's SQL store)
-        if not event.contains(factory, "after_flush", _count_flush):
-            event.listen(factory, "after_flush", _count_flush)
+        event.listen(factory, "after_flush", flushed)
     if telemetry.enabled():
         _trace_sql(db.engine)
-    counts = CatalogCounts(db)
     service_metrics.add_catalog_source(counts)
     return counts
