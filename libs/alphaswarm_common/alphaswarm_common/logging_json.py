@@ -21,7 +21,18 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "bind", "bound", "configure", "set_service"]
+__all__ = [
+    "FIELDS",
+    "JsonFormatter",
+    "TextFormatter",
+    "bind",
+    "bound",
+    "configure",
+    "current",
+    "pop",
+    "push",
+    "set_service",
+]
 
 # The fields a record carries from the context (empty ones are left out of the line).
 FIELDS = ("service", "run_id", "task_id", "stage")
@@ -44,11 +55,25 @@ def set_service(name: str) -> None:
     _process_service = name
 
 
+def current() -> Mapping[str, str]:
+    """The fields bound in this context, as they are (no copy, no default service)."""
+    return _fields.get()
+
+
 def bound() -> dict[str, str]:
     """The fields bound in this context (service defaults to the process's)."""
     values = dict(_fields.get())
     values.setdefault("service", _process_service)
     return values
+
+
+def push(**fields: str | None) -> contextvars.Token[Mapping[str, str]]:
+    """Bind `fields` until `pop(token)` (for code that cannot use `bind` as a block)."""
+    return _fields.set({**_fields.get(), **{k: str(v) for k, v in fields.items() if v}})
+
+
+def pop(token: contextvars.Token[Mapping[str, str]]) -> None:
+    _fields.reset(token)
 
 
 @contextlib.contextmanager

@@ -21,20 +21,21 @@ The server interceptors also time every RPC into the Prometheus histogram of
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import quote, unquote
 
 import grpc
-from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from alphaswarm_common import logging_json
+from alphaswarm_common.service_metrics import observe_rpc
 
 __all__ = [
     "AioServerObserver",
@@ -57,7 +58,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+TRACE_CONTEXT = TraceContextTextMapPropagator()
 _HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
 _BAGGAGE_PREFIX = "alphaswarm."
 _PROPAGATED_FIELDS = ("run_id", "task_id", "stage")
@@ -169,29 +170,44 @@ def current_trace_id() -> str:
 
 
 # -- propagation ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
+def _baggage_header(items: tuple[tuple[str, str], ...]) -> str:
+    return ",".join(f"{_BAGGAGE_PREFIX}{name}={quote(value, safe='')}" for name, value in items)
+
+
+@functools.lru_cache(maxsize=4096)
+def _baggage_fields(header: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for member in header.split(","):
+        key, sep, value = member.partition("=")
+        name = key.strip().removeprefix(_BAGGAGE_PREFIX)
+        if sep and key.strip().startswith(_BAGGAGE_PREFIX) and name in _PROPAGATED_FIELDS:
+            out.append((name, unquote(value.split(";", 1)[0].strip())))
+    return tuple(out)
+
+
 def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """`carrier` (a new dict by default) with the trace context and the bound log fields as baggage."""
+    """`carrier` (a new dict by default) with the W3C trace context (when tracing is on) and the
+    bound log fields as W3C baggage (`alphaswarm.run_id=...`; the header is built once per set
+    of values)."""
     out: dict[str, str] = carrier if carrier is not None else {}  # type: ignore[assignment]
-    ctx = otel_context.get_current()
-    fields = logging_json.bound()
-    for name in _PROPAGATED_FIELDS:
-        if fields.get(name):
-            ctx = baggage.set_baggage(_BAGGAGE_PREFIX + name, fields[name], context=ctx)
-    PROPAGATOR.inject(out, context=ctx)
+    fields = logging_json.current()
+    items = tuple((name, fields[name]) for name in _PROPAGATED_FIELDS if fields.get(name))
+    if _tracer is not None:
+        TRACE_CONTEXT.inject(out)
+    if items:
+        out["baggage"] = _baggage_header(items)
     return out
 
 
 def extract(carrier: Mapping[str, str] | None) -> tuple[Any, dict[str, str]]:
-    """(the OpenTelemetry context, the log fields) carried by headers or metadata."""
+    """(the OpenTelemetry context of the caller's span, or None when tracing is off here; the
+    log fields) carried by headers or metadata."""
     if not carrier:
         return None, {}
-    ctx = PROPAGATOR.extract(carrier)
-    fields = {
-        key.removeprefix(_BAGGAGE_PREFIX): str(value)
-        for key, value in baggage.get_all(ctx).items()
-        if key.startswith(_BAGGAGE_PREFIX) and key.removeprefix(_BAGGAGE_PREFIX) in _PROPAGATED_FIELDS
-    }
-    return ctx, fields
+    ctx = TRACE_CONTEXT.extract(carrier) if _tracer is not None and "traceparent" in carrier else None
+    header = carrier.get("baggage")
+    return ctx, (dict(_baggage_fields(header)) if header else {})
 
 
 @contextlib.contextmanager
@@ -289,7 +305,7 @@ def _code_of(context: Any, failed: bool) -> str:
 class _Call:
     """One RPC seen by the server: its log fields, its span and its timing."""
 
-    __slots__ = ("_span_cm", "_stack", "_start", "method", "service")
+    __slots__ = ("_fields_token", "_otel_token", "_span", "_span_cm", "_start", "method", "service")
 
     def __init__(self, method: str) -> None:
         self.method = method
@@ -297,39 +313,39 @@ class _Call:
 
     def enter(self, metadata: Any) -> None:
         self._start = time.perf_counter()
-        stack = contextlib.ExitStack()
-        ctx, fields = extract(_carrier(metadata))
-        if ctx is not None:
-            token = otel_context.attach(ctx)
-            stack.callback(otel_context.detach, token)
-        stack.enter_context(logging_json.bind(service=self.service, **fields))
+        carrier = _carrier(metadata)
+        fields: dict[str, str] = {}
+        self._otel_token = None
+        if carrier:
+            ctx, fields = extract(carrier)
+            if _tracer is not None and ctx is not None:
+                self._otel_token = otel_context.attach(ctx)
+        self._fields_token = logging_json.push(service=self.service, **fields)
         if _tracer is not None and not self.method.startswith(_NOT_TRACED_PREFIXES):
             name = self.method.lstrip("/")
             rpc_service, _, rpc_method = name.partition("/")
-            self._span_cm = stack.enter_context(
-                _tracer.start_as_current_span(
-                    name,
-                    kind=SpanKind.SERVER,
-                    attributes={"rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": rpc_method},
-                    record_exception=False,
-                    set_status_on_exception=False,
-                )
+            self._span_cm = _tracer.start_as_current_span(
+                name,
+                kind=SpanKind.SERVER,
+                attributes={"rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": rpc_method},
+                record_exception=False,
+                set_status_on_exception=False,
             )
+            self._span = self._span_cm.__enter__()
         else:
-            self._span_cm = None
-        self._stack = stack
+            self._span_cm = self._span = None
 
     def exit(self, context: Any, failed: bool) -> None:
         code = _code_of(context, failed)
-        sp = self._span_cm
-        if sp is not None:
-            sp.set_attribute("rpc.grpc.status_code", code)
+        if self._span_cm is not None:
+            self._span.set_attribute("rpc.grpc.status_code", code)
             if code != "OK":
-                sp.set_status(Status(StatusCode.ERROR, code))
-        from alphaswarm_common.service_metrics import observe_rpc
-
+                self._span.set_status(Status(StatusCode.ERROR, code))
+            self._span_cm.__exit__(None, None, None)
         observe_rpc(self.service, self.method, code, time.perf_counter() - self._start)
-        self._stack.close()
+        logging_json.pop(self._fields_token)
+        if self._otel_token is not None:
+            otel_context.detach(self._otel_token)
 
 
 def _rewrap(handler: Any, unary: Callable[[Any], Any], streaming: Callable[[Any], Any]) -> Any:
