@@ -310,6 +310,8 @@ class _Call:
     def __init__(self, method: str) -> None:
         self.method = method
         self.service = service_label(method)
+        self._span_cm: Any = None
+        self._span: Any = None
 
     def enter(self, metadata: Any) -> None:
         self._start = time.perf_counter()

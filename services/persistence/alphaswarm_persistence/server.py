@@ -46,7 +46,7 @@ def build(settings: Settings) -> list[ServiceRegistration]:
         upgrade(url)
     db = Database(url)
     servicer = Servicer(CatalogRepository(db))
-    servicer.catalog_counts = observe(db)  # held here: the metrics registry keeps a weak reference
+    servicer.catalog_counts = observe(db)  # type: ignore[attr-defined]  # held: the registry keeps a weak reference
     if settings.bootstrap_admin_token_file is not None:
         token = settings.bootstrap_admin_token_file.read_text().strip()
         if not token:
