@@ -269,3 +269,17 @@ def test_gateway_log_lines_are_json_with_run_and_trace(submitted: dict[str, Any]
     assert {d.get("stage") for d in ours} >= {"train", "backtest", "finish"}
     assert all(d.get("trace_id") == submitted["trace_id"] for d in ours if d.get("stage"))
     assert all(d["service"] == "gateway" for d in ours)
+
+
+def test_service_log_lines_name_the_callers_run(submitted: dict[str, Any], topology: Topology) -> None:
+    """The run and task ids travel as baggage: the trainer's and backtester's lines of the run's
+    calls name the run and carry the run's trace."""
+    run_id = submitted["accepted"]["run_id"]
+    for service, method in (("trainer", "TrainWithProgress"), ("backtester", "RunBacktest")):
+        lines = (topology.workdir / f"{service}.log").read_text(errors="replace").splitlines()
+        docs = [json.loads(line) for line in lines if line.startswith("{")]
+        calls = [d for d in docs if d["logger"] == "alphaswarm.rpc" and method in d["message"]]
+        assert calls, f"no {method} line in the {service} log"
+        assert calls[0]["run_id"] == run_id and calls[0]["service"] == service
+        assert calls[0]["task_id"] == submitted["accepted"]["task_id"]
+        assert calls[0]["trace_id"] == submitted["trace_id"]

@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+rpc_log = logging.getLogger("alphaswarm.rpc")  # one line a served call (INFO); silence it by level
 
 TRACE_CONTEXT = TraceContextTextMapPropagator()
 _HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
@@ -339,12 +340,16 @@ class _Call:
 
     def exit(self, context: Any, failed: bool) -> None:
         code = _code_of(context, failed)
+        seconds = time.perf_counter() - self._start
+        observe_rpc(self.service, self.method, code, seconds)
+        if rpc_log.isEnabledFor(logging.INFO) and not self.method.startswith(_NOT_TRACED_PREFIXES):
+            # One line a call, with the caller's run, task and stage and this call's span.
+            rpc_log.info("%s %s in %.1f ms", self.method, code, seconds * 1000.0)
         if self._span_cm is not None:
             self._span.set_attribute("rpc.grpc.status_code", code)
             if code != "OK":
                 self._span.set_status(Status(StatusCode.ERROR, code))
             self._span_cm.__exit__(None, None, None)
-        observe_rpc(self.service, self.method, code, time.perf_counter() - self._start)
         logging_json.pop(self._fields_token)
         if self._otel_token is not None:
             otel_context.detach(self._otel_token)
@@ -444,8 +449,12 @@ def instrument_fastapi(app: Any) -> None:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+    # No span per ASGI send/receive: an SSE stream would make one per event and heartbeat.
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=_provider, excluded_urls="healthz,readyz,livez,metrics"
+        app,
+        tracer_provider=_provider,
+        excluded_urls="/healthz,/readyz,/livez",
+        exclude_spans=["receive", "send"],
     )
 
 
