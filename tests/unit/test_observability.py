@@ -189,3 +189,38 @@ def test_aio_server_and_channel_propagate_too(spans: InMemorySpanExporter) -> No
 
     seen, trace_id = asyncio.run(main())
     assert seen["trace_id"] == trace_id and seen["task_id"] == "t-5"
+
+
+def test_settings_choose_the_log_format_and_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alphaswarm_common.observability import log_format
+    from alphaswarm_common.settings import Settings
+
+    assert log_format(Settings(), "json") == "json"
+    assert log_format(Settings(), "text") == "text"  # the CLI's default
+    monkeypatch.setenv("ALPHASWARM_LOG_FORMAT", "json")
+    assert log_format(Settings(), "text") == "json"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")
+    assert telemetry.tracing_endpoint(Settings().otlp_endpoint) == "http://collector:4318/v1/traces"
+    assert telemetry.tracing_endpoint("http://c:4318/v1/traces") == "http://c:4318/v1/traces"
+    assert telemetry.tracing_endpoint("") is None
+
+
+def test_configure_text_keeps_the_readable_line() -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        logging_json.configure("text", service="cli", level=logging.WARNING)
+        handler = next(h for h in root.handlers if getattr(h, "_alphaswarm", False))
+        assert isinstance(handler.formatter, logging_json.TextFormatter)
+        logging_json.configure("json")
+        assert [h for h in root.handlers if getattr(h, "_alphaswarm", False)] == [handler]
+        assert isinstance(handler.formatter, logging_json.JsonFormatter)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging_json.set_service("alphaswarm")
+
+
+def test_service_label_names_the_bounded_context() -> None:
+    assert telemetry.service_label("/alphaswarm.trainer.v1.TrainerService/Train") == "trainer"
+    assert telemetry.service_label("/grpc.health.v1.Health/Check") == "grpc.health.v1.Health"
