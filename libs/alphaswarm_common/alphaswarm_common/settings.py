@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # This process's own listening sockets.
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="A plaintext port serving only grpc.health.v1 (Kubernetes gRPC probes); off when unset.",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
 
