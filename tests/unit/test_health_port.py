@@ -25,13 +25,17 @@ def _echo(_servicer: Any, server: Any) -> None:
 
 def _check(port: int, service: str = "") -> int:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        reply = health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
     return int(reply.status)
 
 
 def test_side_port_answers_readiness_and_liveness_and_nothing_else() -> None:
     database_up = {"ok": False}
-    registration = ServiceRegistration(_echo, None, "test.Echo", probes={"database": lambda: database_up["ok"]})
+    registration = ServiceRegistration(
+        _echo, None, "test.Echo", probes={"database": lambda: database_up["ok"]}
+    )
     server, port = serve([registration])
     side, side_port = serve_health_port(server, host="127.0.0.1", port=0)
     try:

@@ -10,6 +10,7 @@ INVALID_ARGUMENT two hops away still names the field that caused it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
@@ -20,9 +21,25 @@ from alphaswarm_common.auth import ClientCredentials, aio_bearer_interceptors, b
 from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, Timeout, error_from_code
 from alphaswarm_common.grpc_tuning import GrpcTuning, client_options
 
-__all__ = ["aio_call", "aio_channel", "aio_stream", "call", "channel", "error_from_rpc"]
+__all__ = ["aio_call", "aio_channel", "aio_stream", "call", "channel", "error_from_rpc", "target"]
 
 R = TypeVar("R")
+
+
+def target(address: str) -> str:
+    """The gRPC target of a service address: `host:port` becomes `dns:///host:port`, so the name is
+    resolved to every address it has and calls are balanced round-robin over them
+    (`grpc_tuning`); a target with a scheme (`dns:`, `ipv4:`, `ipv6:`, `unix:`) is kept as given.
+
+    With TLS the certificate is checked against the host of the address (`trainer` for
+    `dns:///trainer:50051`), or against `ALPHASWARM_TLS_SERVER_NAME` when that is set.
+    """
+    address = address.strip()
+    if re.match(r"^[a-z][a-z0-9+.-]*:", address) and not re.match(r"^[^:/]+:\d+$", address):
+        return address  # has a scheme (a bare `host:port` also matches `name:`, hence the second test)
+    if address.startswith("[") or address.count(":") <= 1:
+        return f"dns:///{address}"
+    return address  # an unbracketed IPv6 literal: let gRPC parse it
 
 
 def _options(tuning: GrpcTuning | None, credentials: ClientCredentials | None) -> list[tuple[str, Any]]:
@@ -39,9 +56,9 @@ def channel(
     TLS with this process's certificate and a bearer token when `credentials` say so."""
     options = _options(tuning, credentials)
     if credentials is not None and credentials.tls is not None:
-        ch = grpc.secure_channel(address, credentials.tls, options=options)
+        ch = grpc.secure_channel(target(address), credentials.tls, options=options)
     else:
-        ch = grpc.insecure_channel(address, options=options)
+        ch = grpc.insecure_channel(target(address), options=options)
     if credentials is not None and credentials.bearer:
         return grpc.intercept_channel(ch, bearer_interceptor(credentials))
     return ch
@@ -55,8 +72,10 @@ def aio_channel(
         aio_bearer_interceptors(credentials) if credentials is not None and credentials.bearer else None
     )
     if credentials is not None and credentials.tls is not None:
-        return grpc.aio.secure_channel(address, credentials.tls, options=options, interceptors=interceptors)
-    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+        return grpc.aio.secure_channel(
+            target(address), credentials.tls, options=options, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(target(address), options=options, interceptors=interceptors)
 
 
 def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, *, target: str = "") -> AlphaSwarmError:

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Servers accept pings this often; at most grpc_keepalive_seconds."
     )
     grpc_retry_attempts: int = Field(default=4, ge=2, le=5, description="Attempts of a call on UNAVAILABLE.")
+    grpc_max_connection_age_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Servers close older connections (calls in flight finish); clients re-resolve and balance anew.",
+    )
     grpc_max_workers: int = Field(default=8, ge=1)
     grpc_shutdown_grace_seconds: float = Field(default=5.0, ge=0)
 
