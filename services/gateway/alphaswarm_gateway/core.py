@@ -59,6 +59,7 @@ from alphaswarm_gateway.leases import (
     terminal_event,
     worker_id,
 )
+from alphaswarm_gateway.shared_limits import SharedBuckets
 
 __all__ = ["Clients", "Gateway", "bootstrap"]
 
@@ -131,6 +132,12 @@ class Gateway:
         # This process as a lease owner, and the work it runs by task id (a cancel stops it here).
         self.owner = worker_id()
         self.inflight: dict[str, asyncio.Task[None]] = {}
+        # Submission rate limits every replica shares (NATS key-value); in process without NATS.
+        self.shared_buckets: SharedBuckets | None = None
+        if settings.nats_url and isinstance(bus, NatsEventBus):
+            self.shared_buckets = SharedBuckets(
+                settings.nats_url, settings.submit_rate_per_minute, settings.submit_burst
+            )
 
     @property
     def clients(self) -> Clients:
@@ -190,6 +197,8 @@ class Gateway:
         self._background = []
         await self.queue.close()
         await self.bus.close()
+        if self.shared_buckets is not None:
+            await self.shared_buckets.close()
         if self._clients is not None:
             await self._clients.close()
             self._clients = None
