@@ -146,6 +146,14 @@ def test_mutual_tls_over_several_addresses_checks_the_service_name(certs: Path) 
         credentials = client_credentials(_settings(certs, "gateway", tls_server_name="backtester"))
         with channel(f"ipv4:127.0.0.1:{port},127.0.0.2:{port}", credentials=credentials) as ch:
             assert set(_who(ch, 20)) == {"a", "b"}
+        # Without an override, a static list of replicas is checked for the service it serves.
+        mine = client_credentials(_settings(certs, "gateway"))
+        with channel(f"ipv4:127.0.0.1:{port},127.0.0.2:{port}", credentials=mine, service="backtester") as ch:
+            assert set(_who(ch, 20)) == {"a", "b"}
+        with channel(f"ipv4:127.0.0.1:{port},127.0.0.2:{port}", credentials=mine, service="trainer") as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                ch.unary_unary(ECHO)(b"", timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         # A DNS target is verified against its host name (the certificate names localhost).
         with channel(f"localhost:{port}", credentials=client_credentials(_settings(certs, "gateway"))) as ch:
             assert set(_who(ch, 4)) <= {"a"}

@@ -42,19 +42,38 @@ def target(address: str) -> str:
     return address  # an unbracketed IPv6 literal: let gRPC parse it
 
 
-def _options(tuning: GrpcTuning | None, credentials: ClientCredentials | None) -> list[tuple[str, Any]]:
+def _address_list(address: str) -> bool:
+    """A static list of replica addresses (`ipv4:10.0.0.5:50051,10.0.0.6:50051`)."""
+    return address.startswith(("ipv4:", "ipv6:")) and "," in address
+
+
+def _options(
+    tuning: GrpcTuning | None, credentials: ClientCredentials | None, address: str, service: str | None
+) -> list[tuple[str, Any]]:
     options = client_options(tuning or GrpcTuning())
-    if credentials is not None and credentials.tls is not None and credentials.server_name:
-        options.append(("grpc.ssl_target_name_override", credentials.server_name))
+    if credentials is not None and credentials.tls is not None:
+        # A list of addresses has no host name to check the certificates against: check the
+        # name of the service they all serve (every service certificate holds it).
+        name = credentials.server_name or (service if _address_list(address) else None)
+        if name:
+            options.append(("grpc.ssl_target_name_override", name))
     return options
 
 
 def channel(
-    address: str, *, tuning: GrpcTuning | None = None, credentials: ClientCredentials | None = None
+    address: str,
+    *,
+    tuning: GrpcTuning | None = None,
+    credentials: ClientCredentials | None = None,
+    service: str | None = None,
 ) -> grpc.Channel:
     """A client channel whose keepalive, per-method limits and retries agree with our servers;
-    TLS with this process's certificate and a bearer token when `credentials` say so."""
-    options = _options(tuning, credentials)
+    TLS with this process's certificate and a bearer token when `credentials` say so.
+
+    `address` is a DNS name (`host:port`, `dns:///host:port`) whose addresses are all used,
+    round-robin, or a static list of replicas (`ipv4:a:p,b:p`), whose certificates are then
+    checked for `service` (e.g. `backtester`)."""
+    options = _options(tuning, credentials, address, service)
     if credentials is not None and credentials.tls is not None:
         ch = grpc.secure_channel(target(address), credentials.tls, options=options)
     else:
@@ -65,9 +84,14 @@ def channel(
 
 
 def aio_channel(
-    address: str, *, tuning: GrpcTuning | None = None, credentials: ClientCredentials | None = None
+    address: str,
+    *,
+    tuning: GrpcTuning | None = None,
+    credentials: ClientCredentials | None = None,
+    service: str | None = None,
 ) -> grpc.aio.Channel:
-    options = _options(tuning, credentials)
+    """The asyncio twin of `channel`."""
+    options = _options(tuning, credentials, address, service)
     interceptors = (
         aio_bearer_interceptors(credentials) if credentials is not None and credentials.bearer else None
     )

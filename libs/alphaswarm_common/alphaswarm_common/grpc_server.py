@@ -36,6 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from alphaswarm_common.access_log import AccessLogInterceptor
 from alphaswarm_common.auth import AioAuthInterceptor, AuthInterceptor, ServerAuth
 from alphaswarm_common.errors import AlphaSwarmError, RequestTooLarge
 from alphaswarm_common.grpc_handlers import rewrap
@@ -282,7 +283,10 @@ def serve(
     """Start a threaded gRPC server with health and reflection; return (server, bound port)."""
     tuning = tuning or GrpcTuning()
     names = [s.name for s in services]
-    interceptors: list[grpc.ServerInterceptor] = [_ErrorInterceptor(_request_limits(services, tuning))]
+    interceptors: list[grpc.ServerInterceptor] = [
+        AccessLogInterceptor(),
+        _ErrorInterceptor(_request_limits(services, tuning)),
+    ]
     if auth is not None:
         interceptors.append(AuthInterceptor(auth))
     server = grpc.server(

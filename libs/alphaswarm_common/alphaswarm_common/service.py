@@ -48,6 +48,7 @@ def remote_token_lookup(settings: Settings) -> Callable[[str], TokenRecord | Non
             settings.persistence_addr,
             tuning=settings.grpc_tuning(),
             credentials=client_credentials(settings),
+            service="persistence",
         )
     )
 

@@ -103,7 +103,7 @@ def _connect(settings: Settings) -> Clients:
     addrs = _addresses(settings)
     credentials = client_credentials(settings)
     channels = {
-        k: aio_channel(v, tuning=settings.grpc_tuning(), credentials=credentials)
+        k: aio_channel(v, tuning=settings.grpc_tuning(), credentials=credentials, service=k)
         for k, v in addrs.items()
         if v
     }
