@@ -44,6 +44,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -79,6 +80,9 @@ __all__ = [
     "validate_alias",
     "validate_model_name",
 ]
+
+# Writes of a model alias before a write that keeps losing to concurrent writers gives up.
+_ALIAS_ATTEMPTS = 5
 
 MODEL_SHA_TAG = "alphaswarm.model_sha256"
 PRODUCER_TAG = "alphaswarm.producer"
@@ -569,14 +573,21 @@ class Tracker:
         version = _validate_version(version, field="version")
         self.get_registered_model(name)
         self.describe_model_version(name, version, field="version")
-        try:
-            self.client.set_registered_model_alias(name, alias, version)
-        except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in _error_code(exc):
-                raise NotFound(
-                    f"model {name!r} version {version} is not registered", field="version"
-                ) from exc
-            raise
+        for attempt in range(_ALIAS_ATTEMPTS):
+            try:
+                self.client.set_registered_model_alias(name, alias, version)
+                break
+            except MlflowException as exc:
+                if "RESOURCE_DOES_NOT_EXIST" in _error_code(exc):
+                    raise NotFound(
+                        f"model {name!r} version {version} is not registered", field="version"
+                    ) from exc
+                # Two writers moving one alias at once (registrations in parallel, registry
+                # replicas): MLflow's SQL store reports the update that lost the race as
+                # "expected to update 1 row(s); 0 were matched". The last write wins: write again.
+                if "expected to update" not in str(exc) or attempt == _ALIAS_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
         return self.describe_model_version(name, version, field="version")
 
     # -- registry: reads ------------------------------------------------------------------------
