@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.faults.cluster import NatsServer, fast_run  # noqa: E402
+from tests.faults.cluster import NatsServer, cpu_seconds, fast_run  # noqa: E402
 from tests.integration.replicas import (  # noqa: E402
     LOAD_ENV,
     ONE_EACH,
@@ -48,9 +48,23 @@ from tests.integration.replicas import (  # noqa: E402
 PG_URL = os.environ.get("ALPHASWARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
+SERVICES = ("gateway", "backtester", "trainer", "registry", "persistence", "mlflow")
+
+
+def _cpu(topo: ReplicaTopology) -> dict[str, float]:
+    """CPU seconds used so far by each service (all its replicas)."""
+    out = dict.fromkeys(SERVICES, 0.0)
+    for name, proc in topo.processes.items():
+        service = name.rsplit("-", 1)[0] if name != "mlflow" else name
+        if service in out and proc.poll() is None:
+            out[service] += cpu_seconds(proc.pid)
+    return out
+
+
 def _phase(topo: ReplicaTopology, kind: str, make: Callable[[int], dict[str, Any]], n: int) -> dict[str, Any]:
     gateways = topo.replicas("gateway")
     load = os.getloadavg()[0]
+    cpu_before = _cpu(topo)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=8) as pool:
         submitted: list[Submitted] = list(
@@ -59,7 +73,17 @@ def _phase(topo: ReplicaTopology, kind: str, make: Callable[[int], dict[str, Any
     done = wait_all(topo, submitted, timeout=7200)
     wall = time.perf_counter() - start
     ok = sum(1 for s in done.values() if s == "succeeded")
-    return {"kind": kind, "n": n, "ok": ok, "wall": wall, "per_min": 60.0 * ok / wall, "load": load}
+    cpu_after = _cpu(topo)
+    cpu = {k: cpu_after[k] - cpu_before[k] for k in SERVICES}
+    return {
+        "kind": kind,
+        "n": n,
+        "ok": ok,
+        "wall": wall,
+        "per_min": 60.0 * ok / wall,
+        "load": load,
+        "cpu": cpu,
+    }
 
 
 def _shares(topo: ReplicaTopology) -> str:
@@ -117,14 +141,18 @@ def main() -> None:
     lines = [
         f"# command: {command}",
         f"# machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
-        "| topology | work | completed | wall (s) | per minute | load avg at start |",
-        "|---|---|---|---|---|---|",
+        "| topology | work | completed | wall (s) | per minute | load avg at start | CPU s: "
+        + " / ".join(SERVICES)
+        + " |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, (rows, _) in results.items():
         for r in rows:
             work = f"{r['n']} backtest jobs" if r["kind"] == "job" else f"{r['n']} alpha runs"
             lines.append(
-                f"| {name} | {work} | {r['ok']} | {r['wall']:.1f} | {r['per_min']:.1f} | {r['load']:.1f} |"
+                f"| {name} | {work} | {r['ok']} | {r['wall']:.1f} | {r['per_min']:.1f} | {r['load']:.1f} | "
+                + " / ".join(f"{r['cpu'][k]:.0f}" for k in SERVICES)
+                + " |"
             )
     base = {r["kind"]: r["per_min"] for r in results["one each"][0]}
     for r in results["scaled"][0]:
