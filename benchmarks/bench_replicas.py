@@ -13,6 +13,9 @@ For each, after one warm-up job: `--jobs` backtest jobs submitted at once (throu
 turn) and timed until the last is terminal, then `--runs` alpha-backtest runs the same way.
 Throughput is tasks per minute of wall time; the shares are the RPCs each replica answered
 (access logs). The load average at the start of each phase is printed: the machine may be shared.
+The CPU seconds each service used during a phase (all its replicas; for mlflow the server's main
+process only, its workers are not counted) show where the work went; PostgreSQL and NATS are not
+counted.
 """
 
 from __future__ import annotations
