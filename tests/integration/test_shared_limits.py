@@ -56,3 +56,43 @@ def test_an_in_process_bucket_per_gateway_would_not_hold() -> None:
     first, second = _Buckets(6.0, 5), _Buckets(6.0, 5)
     passed = sum(1 for i in range(12) if (first if i % 2 else second).take("alice") == 0)
     assert passed == 10
+
+
+def test_nats_unreachable_is_unavailable_not_a_hang() -> None:
+    from alphaswarm_common.errors import DependencyUnavailable
+    from tests.integration.topology import free_port
+
+    async def scenario() -> None:
+        buckets = SharedBuckets(f"nats://127.0.0.1:{free_port()}", rate_per_minute=6.0, burst=5)
+        try:
+            with pytest.raises(DependencyUnavailable):
+                await asyncio.wait_for(buckets.take("alice"), timeout=30)
+        finally:
+            await buckets.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_bucket_lost_with_the_nats_store_is_made_again() -> None:
+    require_nats(NATS_URL)
+    bucket = f"alphaswarm_rate_limits_test_{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> None:
+        from alphaswarm_common.errors import DependencyUnavailable
+
+        buckets = SharedBuckets(NATS_URL, rate_per_minute=6.0, burst=5, bucket=bucket)
+        try:
+            assert await buckets.take("alice") == 0
+            await _drop(bucket)  # e.g. NATS restarted on an empty store
+            waits = []
+            for _ in range(2):
+                try:
+                    waits.append(await buckets.take("alice"))
+                except DependencyUnavailable:
+                    waits.append(-1.0)
+            assert 0.0 in waits, waits
+        finally:
+            await buckets.close()
+            await _drop(bucket)
+
+    asyncio.run(scenario())

@@ -28,6 +28,7 @@ __all__ = ["KV_BUCKET", "SharedBuckets"]
 KV_BUCKET = "alphaswarm_rate_limits"
 # A key idle this long is dropped: its bucket has long been full again (the same as no key).
 KEY_TTL_SECONDS = 24 * 3600.0
+CONNECT_TIMEOUT_SECONDS = 5.0
 
 
 class SharedBuckets:
@@ -48,13 +49,18 @@ class SharedBuckets:
 
     async def _store(self) -> Any:
         async with self._lock:
-            if self._kv is None:
+            if self._nc is None or self._nc.is_closed:
                 import nats
+
+                # The connection reconnects by itself once made; the first one must not hang.
+                self._nc = await asyncio.wait_for(
+                    nats.connect(self.url, name="alphaswarm-rate-limits", max_reconnect_attempts=-1),
+                    timeout=CONNECT_TIMEOUT_SECONDS,
+                )
+                self._kv = None
+            if self._kv is None:
                 from nats.js.api import KeyValueConfig, StorageType
 
-                self._nc = await nats.connect(
-                    self.url, name="alphaswarm-rate-limits", max_reconnect_attempts=-1
-                )
                 js = self._nc.jetstream()
                 try:
                     self._kv = await js.key_value(self.bucket)
@@ -99,9 +105,11 @@ class SharedBuckets:
                 except (KeyWrongLastSequenceError, KeyValueError):
                     continue  # another gateway took from this bucket first: read again
         except (OSError, TimeoutError) as exc:
+            self._kv = None  # bind (or make) the bucket again next time: NATS may come back empty
             raise DependencyUnavailable(f"rate limits unavailable (NATS): {exc}") from None
         except Exception as exc:
             if type(exc).__module__.startswith("nats"):
+                self._kv = None
                 raise DependencyUnavailable(f"rate limits unavailable (NATS): {exc}") from None
             raise
         raise DependencyUnavailable("rate limits contended: retry")
