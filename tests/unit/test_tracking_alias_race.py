@@ -1,6 +1,6 @@
 """Moving a model alias that another writer moves at the same instant: MLflow's SQL store reports
-the write that lost as "expected to update 1 row(s); 0 were matched"; the tracker writes again
-instead of failing the registration."""
+the write that lost as "expected to update 1 row(s); 0 were matched" or as a duplicate alias key;
+the tracker writes again instead of failing the registration."""
 
 from __future__ import annotations
 
@@ -44,8 +44,15 @@ def tracker(tmp_path: Path) -> Tracker:
     return t
 
 
-def test_a_lost_alias_write_is_written_again(tracker: Tracker) -> None:
-    racing = _Racing(tracker.client, failures=2)
+DUPLICATE = (
+    "BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
+    '"registered_model_alias_pk"'
+)
+
+
+@pytest.mark.parametrize("message", [LOST, DUPLICATE])
+def test_a_lost_alias_write_is_written_again(tracker: Tracker, message: str) -> None:
+    racing = _Racing(tracker.client, failures=2, message=message)
     tracker._client = racing
     tracker.set_model_alias("alias-race", "champion", "1")
     assert racing.calls == 3

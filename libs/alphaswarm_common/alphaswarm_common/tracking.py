@@ -84,6 +84,16 @@ __all__ = [
 # Writes of a model alias before a write that keeps losing to concurrent writers gives up.
 _ALIAS_ATTEMPTS = 5
 
+
+def _lost_alias_race(exc: Exception) -> bool:
+    """Whether MLflow refused an alias write because another writer wrote the alias meanwhile."""
+    text = str(exc)
+    duplicate = "registered_model_alias" in text and (
+        "duplicate key" in text or "UNIQUE constraint failed" in text or "UniqueViolation" in text
+    )
+    return duplicate or "expected to update" in text
+
+
 MODEL_SHA_TAG = "alphaswarm.model_sha256"
 PRODUCER_TAG = "alphaswarm.producer"
 PRODUCER = "alphaswarm-trainer"
@@ -583,9 +593,9 @@ class Tracker:
                         f"model {name!r} version {version} is not registered", field="version"
                     ) from exc
                 # Two writers moving one alias at once (registrations in parallel, registry
-                # replicas): MLflow's SQL store reports the update that lost the race as
-                # "expected to update 1 row(s); 0 were matched". The last write wins: write again.
-                if "expected to update" not in str(exc) or attempt == _ALIAS_ATTEMPTS - 1:
+                # replicas): MLflow's SQL store reports the write that lost the race as an update
+                # that matched no row or as a duplicate alias key. The last write wins: write again.
+                if not _lost_alias_race(exc) or attempt == _ALIAS_ATTEMPTS - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
         return self.describe_model_version(name, version, field="version")
