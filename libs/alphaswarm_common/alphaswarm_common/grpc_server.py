@@ -285,7 +285,7 @@ def serve(
     tuning = tuning or GrpcTuning()
     names = [s.name for s in services]
     interceptors: list[grpc.ServerInterceptor] = [
-        ServerObserver(),  # outermost: sees the status the error interceptor answers
+        ServerObserver(),  # outermost: sees the status the error interceptor answers; one log line a call
         _ErrorInterceptor(_request_limits(services, tuning)),
     ]
     if auth is not None:

@@ -48,6 +48,7 @@ def remote_token_lookup(settings: Settings) -> Callable[[str], TokenRecord | Non
             settings.persistence_addr,
             tuning=settings.grpc_tuning(),
             credentials=client_credentials(settings),
+            service="persistence",
         )
     )
 
@@ -122,4 +123,11 @@ def run_service(
     transport = "mutual TLS" if credentials is not None else "plaintext"
     logger.info("%s listening on %s:%d (%s; %s)", name, settings.grpc_host, port, transport, exposure)
     print(f"{name} listening on {settings.grpc_host}:{port} ({transport}; {exposure})", flush=True)
+    health_server = None
+    if settings.health_port is not None:
+        from alphaswarm_common.health_port import serve_health_port
+
+        health_server, _ = serve_health_port(server, host=settings.grpc_host, port=settings.health_port)
     run_until_signal(server, grace=settings.grpc_shutdown_grace_seconds)
+    if health_server is not None:
+        health_server.stop(0)

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # This process's own listening sockets.
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="A plaintext port serving only grpc.health.v1 (Kubernetes gRPC probes); off when unset.",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
 
@@ -91,6 +97,11 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Servers accept pings this often; at most grpc_keepalive_seconds."
     )
     grpc_retry_attempts: int = Field(default=4, ge=2, le=5, description="Attempts of a call on UNAVAILABLE.")
+    grpc_max_connection_age_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Servers close older connections (calls in flight finish); clients re-resolve and balance anew.",
+    )
     grpc_max_workers: int = Field(default=8, ge=1)
     grpc_shutdown_grace_seconds: float = Field(default=5.0, ge=0)
 

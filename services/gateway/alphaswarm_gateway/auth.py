@@ -8,7 +8,8 @@ without credentials and 403 for a role too weak. The gateway's gRPC API uses
 the method table of alphaswarm_common.auth through the same `ServerAuth`.
 
 Submissions (runs and jobs) pass `admit()`: a token bucket per caller
-(`submit_rate_per_minute`, `submit_burst`) and a cap on the caller's pending
+(`submit_rate_per_minute`, `submit_burst`; shared by every gateway replica
+through NATS, `shared_limits.py`) and a cap on the caller's pending
 or running tasks (`max_concurrent_runs_per_token`), both answering 429 /
 RESOURCE_EXHAUSTED with a retry delay. `record()` writes the audit log: who
 submitted, cancelled or deleted what.
@@ -245,7 +246,8 @@ async def admit(gw: Any, who: Principal | None = None) -> Principal:
     who = who or caller()
     if not _limited(who):
         return who
-    wait = _buckets(gw).take(who.subject)
+    shared = getattr(gw, "shared_buckets", None)
+    wait = await shared.take(who.subject) if shared is not None else _buckets(gw).take(who.subject)
     if wait > 0:
         retry = max(1, math.ceil(wait))
         raise ResourceExhausted(

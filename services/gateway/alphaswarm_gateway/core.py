@@ -62,6 +62,7 @@ from alphaswarm_gateway.leases import (
     terminal_event,
     worker_id,
 )
+from alphaswarm_gateway.shared_limits import SharedBuckets
 
 __all__ = ["Clients", "Gateway", "bootstrap"]
 
@@ -105,7 +106,7 @@ def _connect(settings: Settings) -> Clients:
     addrs = _addresses(settings)
     credentials = client_credentials(settings)
     channels = {
-        k: aio_channel(v, tuning=settings.grpc_tuning(), credentials=credentials)
+        k: aio_channel(v, tuning=settings.grpc_tuning(), credentials=credentials, service=k)
         for k, v in addrs.items()
         if v
     }
@@ -134,6 +135,12 @@ class Gateway:
         # This process as a lease owner, and the work it runs by task id (a cancel stops it here).
         self.owner = worker_id()
         self.inflight: dict[str, asyncio.Task[None]] = {}
+        # Submission rate limits every replica shares (NATS key-value); in process without NATS.
+        self.shared_buckets: SharedBuckets | None = None
+        if settings.nats_url and isinstance(bus, NatsEventBus):
+            self.shared_buckets = SharedBuckets(
+                settings.nats_url, settings.submit_rate_per_minute, settings.submit_burst
+            )
 
     @property
     def clients(self) -> Clients:
@@ -196,6 +203,8 @@ class Gateway:
         self._background = []
         await self.queue.close()
         await self.bus.close()
+        if self.shared_buckets is not None:
+            await self.shared_buckets.close()
         if self._clients is not None:
             await self._clients.close()
             self._clients = None

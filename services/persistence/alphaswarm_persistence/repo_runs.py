@@ -13,7 +13,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from alphaswarm_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from alphaswarm_common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from alphaswarm_persistence.models import (
     AUDIT_VALUE_FIELDS,
     AlphaBacktestRunRow,
@@ -365,9 +365,16 @@ class RunsMixin(RepositoryBase):
         )
 
     def save_deployment(
-        self, deployment: DeploymentRecord, *, request_id: str | None = None
+        self,
+        deployment: DeploymentRecord,
+        *,
+        request_id: str | None = None,
+        expected_updated_at: dt.datetime | None = None,
     ) -> tuple[DeploymentRecord, bool]:
-        """Create (no id) or update (existing id) a deployment; (deployment, created)."""
+        """Create (no id) or update (existing id) a deployment; (deployment, created).
+
+        `expected_updated_at` makes an update a compare-and-set: it is refused (`Aborted`,
+        reason DEPLOYMENT_CHANGED) when the stored deployment was updated at another instant."""
         did = parse_uuid(deployment.deployment_id, "deployment.deployment_id")
         state = deployment.state or None
         if state is not None and state not in DEPLOYMENT_STATES:
@@ -413,6 +420,12 @@ class RunsMixin(RepositoryBase):
                     f"deployment {did} does not exist; leave deployment_id empty to create one "
                     "(ids are assigned by the catalog)",
                     field="deployment.deployment_id",
+                )
+            if expected_updated_at is not None and current.updated_at != expected_updated_at:
+                raise Aborted(
+                    f"deployment {did} was changed by another writer since it was read; read it again",
+                    field="expected_updated_at",
+                    reason="DEPLOYMENT_CHANGED",
                 )
             if history is not None:
                 current.history = history

@@ -659,8 +659,15 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
 
     # deployments
     def SaveDeployment(self, request: pb.SaveDeploymentRequest, context: Any) -> pb.SaveDeploymentResponse:
+        expected = (
+            request.expected_updated_at.ToDatetime(tzinfo=dt.UTC)
+            if request.HasField("expected_updated_at")
+            else None
+        )
         deployment, created = self.repository.save_deployment(
-            deployment_from_proto(request.deployment), request_id=request.request_id or None
+            deployment_from_proto(request.deployment),
+            request_id=request.request_id or None,
+            expected_updated_at=expected,
         )
         return pb.SaveDeploymentResponse(deployment=deployment_to_proto(deployment), created=created)
 

@@ -293,12 +293,14 @@ class ListAlphaBacktestRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[_resources_pb2.AlphaBacktestRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SaveDeploymentRequest(_message.Message):
-    __slots__ = ("deployment", "request_id")
+    __slots__ = ("deployment", "request_id", "expected_updated_at")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     deployment: _resources_pb2.Deployment
     request_id: str
-    def __init__(self, deployment: _Optional[_Union[_resources_pb2.Deployment, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    expected_updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, deployment: _Optional[_Union[_resources_pb2.Deployment, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SaveDeploymentResponse(_message.Message):
     __slots__ = ("deployment", "created")
