@@ -62,6 +62,7 @@ from alphaswarm_common.config import FeatureSpec
 from alphaswarm_common.data.panel import Panel
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.features import _kernels as k
+from alphaswarm_common.features import store
 from alphaswarm_common.features._kernels import cs_rank
 
 __all__ = ["FEATURE_FAMILIES", "FeatureFamily", "FeatureSet", "compute_features", "cs_rank", "feature_names"]
@@ -566,6 +567,20 @@ class FeatureSet:
         """Feature `name` as a `(T, N)` view."""
         return self.values[:, :, self.index(name)]
 
+    @property
+    def on_disk(self) -> bool:
+        """True when `values` is file-backed (`compute_features(..., spill=True)`)."""
+        return store.is_disk_backed(self.values)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """`values[start:stop]` as an in-memory array (a copy when file-backed, whose pages are then
+        dropped from resident memory; a read-only view otherwise)."""
+        if not self.on_disk:
+            return self.values[start:stop]
+        out = np.array(self.values[start:stop])
+        store.release(self.values, start, stop)
+        return out
+
 
 # --------------------------------------------------------------------------- compute
 
@@ -577,6 +592,7 @@ def compute_features(
     dtype: type[np.floating[Any]] | np.dtype[Any] = np.float32,
     block_symbols: int | None = None,
     field: str = "dataset_cfg.features",
+    spill: bool | None = None,
 ) -> FeatureSet:
     """Compute the features `specs` on every (date, symbol) of `panel`.
 
@@ -594,6 +610,14 @@ def compute_features(
 
     `block_symbols` sets how many symbols are processed together (default:
     ~2 M cells per temporary); it changes speed and memory, never the result.
+
+    `spill` writes the result into a file-backed array (`features.store`)
+    instead of memory; `None` (default) spills when the result is larger
+    than `store.SPILL_BYTES`. The values are the same bits either way: the
+    computation is the same per block of symbols, only where the output
+    lives differs. While spilling, each finished block of symbols (and each
+    block of dates of the rank pass) is dropped from resident memory, so
+    the process holds the bars, one block's output and the temporaries.
     """
     groups = _plan(specs, panel, field)
     out_dtype = np.dtype(dtype)
@@ -604,9 +628,16 @@ def compute_features(
     names = [n for g in groups for n in g.names] + [n for g in groups for n in g.rank_names]
     n_base, n_feat = len(base), len(names)
     ranked_src = [i for i, n in enumerate(names[:n_base]) if f"{n}_csrank" in names[n_base:]]
-    values = np.empty((t_rows, n_sym, n_feat), dtype=out_dtype)
+    nbytes = t_rows * n_sym * n_feat * out_dtype.itemsize
+    on_disk = nbytes > store.SPILL_BYTES if spill is None else spill
+    values = (
+        store.disk_array((t_rows, n_sym, n_feat), out_dtype)
+        if on_disk
+        else np.empty((t_rows, n_sym, n_feat), dtype=out_dtype)
+    )
 
-    block = block_symbols or max(1, _BLOCK_CELLS // max(1, t_rows))
+    # a spilled block's output stays resident until the block is done: smaller blocks when spilling
+    block = block_symbols or max(1, (_BLOCK_CELLS // (2 if on_disk else 1)) // max(1, t_rows))
     block = min(block, n_sym)
     stage = np.empty((_STAGE_COLUMNS, t_rows, block), dtype=out_dtype)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -620,6 +651,8 @@ def compute_features(
                     np.copyto(part[j], family.compute(bars, w), casting="same_kind")
                     part[j][~np.isfinite(part[j])] = np.nan
                 _write_transposed(values, part, c0, f0)
+            del bars
+            store.release(values)  # this block of symbols is written: drop its pages (no-op in memory)
 
         if ranked_src:
             n_rank = len(ranked_src)
@@ -630,6 +663,7 @@ def compute_features(
                 chunk = np.take(values[d0:d1], src, axis=2)  # (rows, N, R)
                 ranked = cs_rank(np.ascontiguousarray(chunk.transpose(0, 2, 1)).reshape(-1, n_sym))
                 values[d0:d1, :, n_base:] = ranked.reshape(d1 - d0, n_rank, n_sym).transpose(0, 2, 1)
+                store.release(values, d0, d1)
 
     values.setflags(write=False)
     return FeatureSet(names=names, values=values, dates=panel.dates, symbols=panel.symbols)
