@@ -175,3 +175,28 @@ def test_training_a_linear_model_streams_and_matches_the_in_memory_fit(kind: str
     np.testing.assert_array_equal(
         predict_rows(loaded, prep.features[test_rows]), predict_rows(result.model, prep.features[test_rows])
     )
+
+
+def test_lightgbm_from_a_chunked_dataset_equals_the_in_memory_fit() -> None:
+    """The Dataset is built from blocks of dates (`lightgbm.Sequence`); LightGBM samples the same bin
+    boundaries and pushes the same rows, so early stopping and predictions are those of `fit(X, y)`."""
+    pytest.importorskip("lightgbm")
+    from alphaswarm_trainer.models import fit_model
+
+    cfg = DatasetConfig.model_validate(DATA)
+    model_cfg = ModelConfig(type="lightgbm", params={"n_estimators": 60, "learning_rate": 0.1}, seed=3)
+    result = train(cfg, model_cfg, evaluate=True, plots=False)
+    prep = prepare(cfg)
+    x, y, _ = design_matrix(prep.features[prep.rows["train"]], prep.labels[prep.rows["train"]])
+    xv, yv, _ = design_matrix(prep.features[prep.rows["valid"]], prep.labels[prep.rows["valid"]])
+    reference = build_model(model_cfg)
+    info = fit_model(reference, model_cfg, x, y, xv, yv)
+    assert result.params["fit.early_stopping"] == "valid"
+    assert result.params["fit.n_iter"] == info["n_iter"]
+    assert result.importance["method"] == "impurity"
+    test_rows = prep.rows["test"]
+    expected = predict_rows(reference, prep.features[test_rows])
+    np.testing.assert_allclose(result.predictions["test"], expected, rtol=0, atol=1e-12)
+    blob = sio.dumps(result.model)
+    loaded = sio.loads(blob, trusted=sio.get_untrusted_types(data=blob))
+    np.testing.assert_array_equal(predict_rows(loaded, prep.features[test_rows]), result.predictions["test"])

@@ -46,7 +46,7 @@ Predictions (`predict_rows`) are made block by block as well.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,6 +247,34 @@ def can_stream(model: Any) -> bool:
     return False
 
 
+def set_scaler(scaler: Any, stats: LinearStats) -> None:
+    """Set a `StandardScaler`'s fitted state to what `scaler.fit` computes on the rows of `stats`."""
+    try:
+        from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
+    except ImportError:  # pragma: no cover - sklearn moved its helpers
+
+        def _is_constant_feature(var: Any, mean: Any, n_samples: Any) -> Any:
+            eps = np.finfo(np.float64).eps
+            upper = n_samples * eps * var + (n_samples * mean * eps) ** 2
+            return var <= upper
+
+        def _handle_zeros_in_scale(scale: Any, copy: bool = True, constant_mask: Any = None) -> Any:
+            scale[constant_mask] = 1.0
+            return scale
+
+    n = stats.n
+    if n == 0:
+        raise ValueError("no rows to fit")
+    var = np.diag(stats.m_xx) / n
+    scaler.mean_ = stats.mean_x.copy()
+    scaler.var_ = var
+    scaler.n_samples_seen_ = n
+    scaler.n_features_in_ = stats.mean_x.size
+    scaler.scale_ = _handle_zeros_in_scale(
+        np.sqrt(var), copy=False, constant_mask=_is_constant_feature(var, stats.mean_x, n)
+    )
+
+
 def needs_qr(model: Any) -> bool:
     """True for ordinary least squares, which `fit_linear` solves from the R factor (`qr_factor`)."""
     return type(_parts(model)[1]).__name__ == "LinearRegression"
@@ -283,31 +311,9 @@ def fit_linear(model: Any, stats: LinearStats, r_factor: np.ndarray | None = Non
     (and, for ordinary least squares, the `qr_factor` of those rows)."""
     from scipy import linalg
 
-    try:
-        from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
-    except ImportError:  # pragma: no cover - sklearn moved its helpers
-
-        def _is_constant_feature(var: Any, mean: Any, n_samples: Any) -> Any:
-            eps = np.finfo(np.float64).eps
-            upper = n_samples * eps * var + (n_samples * mean * eps) ** 2
-            return var <= upper
-
-        def _handle_zeros_in_scale(scale: Any, copy: bool = True, constant_mask: Any = None) -> Any:
-            scale[constant_mask] = 1.0
-            return scale
-
     scaler, est = _parts(model)
-    n, n_feat = stats.n, stats.mean_x.size
-    if n == 0:
-        raise ValueError("no rows to fit")
-    var = np.diag(stats.m_xx) / n
-    scaler.mean_ = stats.mean_x.copy()
-    scaler.var_ = var
-    scaler.n_samples_seen_ = n
-    scaler.n_features_in_ = n_feat
-    scaler.scale_ = _handle_zeros_in_scale(
-        np.sqrt(var), copy=False, constant_mask=_is_constant_feature(var, stats.mean_x, n)
-    )
+    n_feat = stats.mean_x.size
+    set_scaler(scaler, stats)
     inv = 1.0 / scaler.scale_
     gram = stats.m_xx * np.outer(inv, inv)
     rhs = stats.m_xy * inv
@@ -328,3 +334,160 @@ def fit_linear(model: Any, stats: LinearStats, r_factor: np.ndarray | None = Non
         est.singular_ = np.asarray(singular, dtype=np.float64)
     est.intercept_ = stats.mean_y if est.fit_intercept else 0.0
     est.n_features_in_ = n_feat
+
+
+# --------------------------------------------------------------------------- lightgbm
+
+
+def is_lightgbm(model: Any) -> bool:
+    return type(_parts(model)[1]).__name__ == "LGBMRegressor"
+
+
+class _Blocks:
+    """The design rows of `rows` as a sequence of blocks of dates, with their row counts known
+    (one pass), the scaler applied, and the last block read kept (LightGBM reads in order)."""
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        rows: np.ndarray,
+        scaler: Any,
+        dates_per_block: int | None,
+    ) -> None:
+        self.features, self.labels, self.scaler = features, labels, scaler
+        idx = _as_rows(rows, features.shape[0])
+        step = dates_per_block or block_dates(features)
+        self.parts = [idx[i : i + step] for i in range(0, idx.size, step)]
+        counts, ys = [], []
+        for part in self.parts:
+            finite = np.isfinite(labels[part])
+            block = _read(features, part)
+            ok = np.isfinite(block).all(axis=2) & finite
+            counts.append(int(ok.sum()))
+            ys.append(labels[part][ok].astype(np.float64))
+            del block
+        self.y = np.concatenate(ys) if ys else np.empty(0)
+        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def block(self, b: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != b:
+            self._cached = None
+            part = self.parts[b]
+            x, _, _ = design_matrix(_read(self.features, part), self.labels[part])
+            self._cached = (b, self.scaler.transform(x))
+        return self._cached[1]
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        out = []
+        b = int(np.searchsorted(self.starts, lo, side="right")) - 1
+        while lo < hi:
+            x = self.block(b)
+            a = lo - int(self.starts[b])
+            take = min(hi - lo, x.shape[0] - a)
+            out.append(x[a : a + take])
+            lo += take
+            b += 1
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+
+def _sequence(blocks: _Blocks) -> Any:
+    import lightgbm
+
+    class DesignSequence(lightgbm.Sequence):  # type: ignore[misc]
+        batch_size = 1 << 16
+
+        def __len__(self) -> int:
+            return len(blocks)
+
+        def __getitem__(self, idx: Any) -> np.ndarray:
+            if isinstance(idx, slice):
+                lo, hi, _ = idx.indices(len(blocks))
+                return blocks.rows(lo, hi)
+            if isinstance(idx, (int, np.integer)):
+                return blocks.rows(int(idx), int(idx) + 1)[0]
+            return np.stack([blocks.rows(int(i), int(i) + 1)[0] for i in idx])
+
+    return DesignSequence()
+
+
+def fit_lightgbm(
+    model: Any,
+    features: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    valid_rows: np.ndarray | None,
+    stats: LinearStats,
+    *,
+    stopping_rounds: int,
+    report_every: int,
+    on_progress: Callable[[float, str], None] | None = None,
+    dates_per_block: int | None = None,
+) -> dict[str, Any]:
+    """Fit a lightgbm pipeline with its `Dataset` built from blocks of dates (`lightgbm.Sequence`).
+
+    What `LGBMRegressor.fit(scaled X, y, eval_X=scaled valid X, callbacks=[early_stopping])` does,
+    without the design matrix in memory: one pass gathers the scaler's statistics and the row
+    counts, LightGBM samples its bin boundaries from the sequence and then pushes the rows block by
+    block into its binned dataset. The fitted `LGBMRegressor` has the state `fit` gives it.
+    """
+    import lightgbm
+
+    report = on_progress or (lambda _fraction, _message: None)
+    scaler, est = _parts(model)
+    set_scaler(scaler, stats)
+    train_blocks = _Blocks(features, labels, rows, scaler, dates_per_block)
+    params = est._process_params(stage="fit")
+    metric = params.get("metric")
+    metric = [metric] if isinstance(metric, (str, type(None))) else list(metric)
+    params["metric"] = [m for m in metric if m is not None]
+    train_set = lightgbm.Dataset([_sequence(train_blocks)], label=train_blocks.y, params=params)
+    valid_sets = []
+    has_valid = False
+    if valid_rows is not None and len(valid_rows):
+        valid_blocks = _Blocks(features, labels, valid_rows, scaler, dates_per_block)
+        if len(valid_blocks):
+            has_valid = True
+            valid_sets.append(
+                lightgbm.Dataset(
+                    [_sequence(valid_blocks)], label=valid_blocks.y, params=params, reference=train_set
+                )
+            )
+    every = max(1, report_every)
+
+    def rounds(env: Any) -> None:
+        done = env.iteration + 1
+        if done % every == 0:
+            report(done / env.end_iteration, f"boosting round {done}/{env.end_iteration}")
+
+    evals_result: dict[str, Any] = {}
+    callbacks: list[Any] = [rounds, lightgbm.record_evaluation(evals_result)]
+    if has_valid:
+        callbacks.insert(0, lightgbm.early_stopping(stopping_rounds, verbose=False))
+    booster = lightgbm.train(
+        params=params,
+        train_set=train_set,
+        num_boost_round=int(est.n_estimators),
+        valid_sets=valid_sets,
+        callbacks=callbacks,
+    )
+    est._Booster = booster
+    est.n_features_in_ = stats.mean_x.size
+    est._n_features = booster.num_feature()
+    est._fitted_with_feature_names = False
+    est._evals_result = evals_result
+    est._best_iteration = booster.best_iteration
+    est._best_score = booster.best_score
+    est.fitted_ = True
+    booster.free_dataset()
+    info: dict[str, Any] = {"early_stopping": "valid" if has_valid else "none"}
+    if has_valid:
+        info["n_iter"] = int(est.best_iteration_ or est.n_estimators)
+        report(1.0, f"boosting stopped after {info['n_iter']} rounds")
+    else:
+        report(1.0, "fitted LGBMRegressor")
+    return info

@@ -59,7 +59,13 @@ from alphaswarm_common.features.cache import cached_features
 from alphaswarm_common.labels import make_labels, segment_rows
 from alphaswarm_common.metrics import MetricSet, ml_metrics
 from alphaswarm_trainer import streaming
-from alphaswarm_trainer.models import build_model, fit_model, refit_overrides
+from alphaswarm_trainer.models import (
+    FIT_CHUNKS,
+    LIGHTGBM_STOPPING_ROUNDS,
+    build_model,
+    fit_model,
+    refit_overrides,
+)
 
 __all__ = [
     "MIN_TRAIN_ROWS",
@@ -235,6 +241,23 @@ def _fit_rows(
         if on_progress is not None:
             on_progress(1.0, f"fitted {type(model.steps[-1][1]).__name__}")
         return _Fit({"early_stopping": "none"}, stats.n, example)
+    if streaming.is_lightgbm(model):
+        stats, example = streaming.accumulate(prep.features, prep.labels, rows)
+        if stats.n < MIN_TRAIN_ROWS:
+            raise DataError(too_few[0].format(n=stats.n), field=too_few[1])
+        start(stats.n)
+        info = streaming.fit_lightgbm(
+            model,
+            prep.features,
+            prep.labels,
+            rows,
+            valid_rows,
+            stats,
+            stopping_rounds=LIGHTGBM_STOPPING_ROUNDS,
+            report_every=int(model.steps[-1][1].n_estimators) // FIT_CHUNKS,
+            on_progress=on_progress,
+        )
+        return _Fit(info, stats.n, example)
     x, y = streaming.gather(prep.features, prep.labels, rows)
     if len(y) < MIN_TRAIN_ROWS:
         raise DataError(too_few[0].format(n=len(y)), field=too_few[1])
