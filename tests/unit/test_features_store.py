@@ -109,3 +109,11 @@ def test_a_block_boundary_lets_no_future_data_in(t: int) -> None:
     np.testing.assert_array_equal(y_after, y_before)
     whole_x, _, _ = design_matrix(before.values[rows], labels[rows])
     np.testing.assert_array_equal(x_before, whole_x)
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_thread_count_does_not_change_the_result(spill: bool) -> None:
+    panel = _panel(n=31)
+    one = compute_features(panel, SPECS, threads=1, block_symbols=4, spill=spill)
+    many = compute_features(panel, SPECS, threads=3, block_symbols=4, spill=spill)
+    np.testing.assert_array_equal(many.values, one.values)

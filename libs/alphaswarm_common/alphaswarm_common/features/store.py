@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SPILL_BYTES", "disk_array", "feature_dir", "is_disk_backed", "release"]
+__all__ = ["SPILL_BYTES", "disk_array", "feature_dir", "is_disk_backed", "release", "release_columns"]
 
 
 def _spill_bytes() -> int:
@@ -88,3 +88,22 @@ def release(values: np.ndarray, start: int = 0, stop: int | None = None) -> None
     hi = min(len(mapping), -(-(stop * row) // mmap.PAGESIZE) * mmap.PAGESIZE)
     if hi > lo:
         mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+def release_columns(values: np.ndarray, start: int, stop: int) -> None:
+    """Drop the pages of `values[:, start:stop]` (second axis) of a `disk_array` from resident memory.
+
+    One range per row of the first axis (pages shared with neighbouring
+    columns are dropped too: harmless, they are mapped again when touched).
+    """
+    mapping = _mapping(values)
+    if mapping is None or values.size == 0:
+        return
+    row = values.nbytes // values.shape[0]
+    cell = row // values.shape[1]
+    page = mmap.PAGESIZE
+    for t in range(values.shape[0]):
+        lo = (t * row + start * cell) // page * page
+        hi = min(len(mapping), -(-(t * row + stop * cell) // page) * page)
+        if hi > lo:
+            mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
