@@ -88,10 +88,8 @@ def _read(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """`features[rows]` in memory; pages of a file-backed array are dropped after the copy."""
     lo, hi = int(rows[0]), int(rows[-1]) + 1
     if hi - lo == rows.size and np.all(np.diff(rows) == 1):
-        block = features[lo:hi]
-        out = np.array(block) if store.is_disk_backed(features) else block
-    else:
-        out = features[rows]
+        return store.read_rows(features, lo, hi)
+    out = features[rows]
     store.release(features, lo, hi)
     return out
 

@@ -575,13 +575,9 @@ class FeatureSet:
         return store.is_disk_backed(self.values)
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        """`values[start:stop]` as an in-memory array (a copy when file-backed, whose pages are then
-        dropped from resident memory; a read-only view otherwise)."""
-        if not self.on_disk:
-            return self.values[start:stop]
-        out = np.array(self.values[start:stop])
-        store.release(self.values, start, stop)
-        return out
+        """`values[start:stop]` as an in-memory array (a copy read from the file when file-backed, which
+        leaves nothing resident; a read-only view otherwise)."""
+        return store.read_rows(self.values, start, stop)
 
 
 # --------------------------------------------------------------------------- compute

@@ -29,7 +29,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SPILL_BYTES", "disk_array", "feature_dir", "is_disk_backed", "release", "release_columns"]
+__all__ = [
+    "SPILL_BYTES",
+    "disk_array",
+    "feature_dir",
+    "is_disk_backed",
+    "read_rows",
+    "release",
+    "release_columns",
+]
 
 
 def _spill_bytes() -> int:
@@ -52,11 +60,24 @@ def disk_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes == 0:
         return np.zeros(shape, dtype=dtype)
-    with tempfile.TemporaryFile(dir=feature_dir(), prefix="alphaswarm-features-") as fh:
+    fh = tempfile.TemporaryFile(dir=feature_dir(), prefix="alphaswarm-features-")  # noqa: SIM115 (the mapping owns it)
+    try:
         fh.truncate(nbytes)
-        mapping = mmap.mmap(fh.fileno(), nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    # the mapping keeps the (unnamed) file alive; the array keeps the mapping alive
+        mapping = _FileMapping(
+            fh.fileno(), nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE
+        )
+    except BaseException:
+        fh.close()
+        raise
+    mapping.file = fh  # read by `read_rows`; closed (and the file freed) with the mapping
+    # the array keeps the mapping alive
     return np.ndarray(shape, dtype=dtype, buffer=mapping)
+
+
+class _FileMapping(mmap.mmap):
+    """A shared mapping that holds its (unnamed) file open, for `pread`s that fault no pages in."""
+
+    file: Any
 
 
 def _mapping(values: np.ndarray) -> mmap.mmap | None:
@@ -107,3 +128,24 @@ def release_columns(values: np.ndarray, start: int, stop: int) -> None:
         hi = min(len(mapping), -(-(t * row + stop * cell) // page) * page)
         if hi > lo:
             mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+def read_rows(values: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """An in-memory copy of `values[start:stop]` (first axis) of a `disk_array`, read with `preadv`
+    from the file (no page of the mapping is touched, so nothing stays resident); a view of an
+    in-memory array. `values` must be the whole array `disk_array` returned."""
+    mapping = _mapping(values)
+    if mapping is None or not isinstance(mapping, _FileMapping):
+        return values[start:stop]
+    stop = min(stop, values.shape[0])
+    start = min(start, stop)
+    out = np.empty((stop - start, *values.shape[1:]), dtype=values.dtype)
+    row = values.nbytes // values.shape[0] if values.shape[0] else 0
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    done, offset, fd = 0, start * row, mapping.file.fileno()
+    while done < view.nbytes:
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise OSError(f"short read of the feature file at byte {offset + done}")
+        done += got
+    return out
