@@ -11,7 +11,9 @@ the model on the train segment (`training.train`, evaluation off; features
 from the cache, read in blocks of dates; ridge and OLS from sufficient
 statistics), and predicting the test window (`modeling.predict_window`, as
 the registry serves it), with wall time and the process's peak resident
-memory (`getrusage` `ru_maxrss`) after each step.
+memory (`getrusage` `ru_maxrss`) after each step, and the CPU time of the
+step (all threads; on a shared machine wall time follows the load, CPU time
+much less).
 
 `--check` then compares the streamed linear fit with the in-memory one
 (`Pipeline.fit` on the whole float64 design matrix, what training did
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import resource
@@ -57,15 +60,22 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=3000)
     parser.add_argument("--model", default="ridge")
     parser.add_argument("--check", choices=("auto", "yes", "no"), default="auto")
+    parser.add_argument("--params", default="{}", help="model hyperparameters as JSON")
     args = parser.parse_args()
 
     synth = SyntheticConfig(n_dates=args.dates, n_symbols=args.symbols, ic=0.05, seed=0)
     probe = DatasetConfig(source="synthetic", synthetic=synth, features=SPECS)
-    rows: list[tuple[str, float, float]] = []
+    rows: list[tuple[str, float, float, float]] = []
+    clock = [time.process_time()]
+
+    def cpu() -> float:
+        now = time.process_time()
+        spent, clock[0] = now - clock[0], now
+        return spent
 
     t = time.perf_counter()
     panel = load_panel(probe)
-    rows.append(("generate panel", time.perf_counter() - t, peak_mib()))
+    rows.append(("generate panel", time.perf_counter() - t, cpu(), peak_mib()))
     d = panel.dates
     cut1, cut2 = d[int(len(d) * 0.6)], d[int(len(d) * 0.8)]
 
@@ -83,22 +93,30 @@ def main() -> int:
     fs = cached_features(panel, SPECS)
     where = "file-backed" if fs.on_disk else "in memory"
     rows.append(
-        (f"features ({len(fs.names)} columns float32, cold, {where})", time.perf_counter() - t, peak_mib())
+        (
+            f"features ({len(fs.names)} columns float32, cold, {where})",
+            time.perf_counter() - t,
+            cpu(),
+            peak_mib(),
+        )
     )
     n_feat = len(fs.names)
     del fs
 
     t = time.perf_counter()
-    result = train(cfg, ModelConfig(type=args.model, seed=0), evaluate=False, plots=False)
+    model_cfg = ModelConfig(type=args.model, params=json.loads(args.params), seed=0)
+    result = train(cfg, model_cfg, evaluate=False, plots=False)
     rows.append(
         (
             f"train {args.model} ({result.n_train_rows:,} rows; features from the cache)",
             time.perf_counter() - t,
+            cpu(),
             peak_mib(),
         )
     )
 
     t = time.perf_counter()
+    cpu()
     window = predict_window(
         result.model, cfg, segments.test.start, segments.test.end, expected_features=result.feature_names
     )
@@ -106,6 +124,7 @@ def main() -> int:
         (
             f"predict test window ({window.values.shape[0]} x {window.values.shape[1]})",
             time.perf_counter() - t,
+            cpu(),
             peak_mib(),
         )
     )
@@ -113,12 +132,13 @@ def main() -> int:
     print(
         f"# command: python benchmarks/bench_training.py --dates {args.dates} --symbols {args.symbols} "
         f"--model {args.model} --check {args.check}"
+        + (f" --params '{args.params}'" if args.params != "{}" else "")
     )
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
-    print("| step | wall (s) | peak RSS so far (MiB) |")
-    print("|---|---|---|")
-    for name, secs, mib in rows:
-        print(f"| {name} | {secs:.2f} | {mib:,.0f} |")
+    print("| step | wall (s) | CPU (s) | peak RSS so far (MiB) |")
+    print("|---|---|---|---|")
+    for name, secs, spent, mib in rows:
+        print(f"| {name} | {secs:.2f} | {spent:.2f} | {mib:,.0f} |")
     test_ic = result.metrics["test"].get("ic_spearman")
     print(f"\ntest Rank IC {test_ic:.4f} (planted {synth.ic})")
 
@@ -133,7 +153,7 @@ def main() -> int:
         else:
             prep = prepare(cfg)
             x, y, _ = design_matrix(prep.features[prep.rows["train"]], prep.labels[prep.rows["train"]])
-            ref = build_model(ModelConfig(type=args.model, seed=0))
+            ref = build_model(model_cfg)
             ref.fit(x, y)
             del x, y
             lo = len(d) - window.values.shape[0]
