@@ -156,6 +156,16 @@ def predict_rows(
 # --------------------------------------------------------------------------- sufficient statistics
 
 
+def _gram(xc: np.ndarray) -> np.ndarray:
+    """`xc.T @ xc` with BLAS `dsyrk` (half the flops of a general product), symmetrised."""
+    from scipy.linalg.blas import dsyrk
+
+    if xc.dtype != np.float64 or not xc.flags.c_contiguous:
+        return np.asarray(xc.T @ xc)
+    upper = dsyrk(1.0, xc.T, trans=0, lower=0)  # xc.T is Fortran-ordered: no copy
+    return np.triu(upper) + np.triu(upper, 1).T
+
+
 @dataclass
 class LinearStats:
     """Count, means and centred co-moments of the rows seen so far (`add` merges a block)."""
@@ -179,7 +189,7 @@ class LinearStats:
         mean_y = float(y.mean())
         xc = x - mean_x
         yc = y - mean_y
-        return cls(x.shape[0], mean_x, mean_y, xc.T @ xc, xc.T @ yc, float(yc @ yc))
+        return cls(x.shape[0], mean_x, mean_y, _gram(xc), xc.T @ yc, float(yc @ yc))
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         """Merge the rows `(x, y)` into the statistics (pairwise update)."""

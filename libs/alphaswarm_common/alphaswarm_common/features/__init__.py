@@ -641,8 +641,11 @@ def compute_features(
         else np.empty((t_rows, n_sym, n_feat), dtype=out_dtype)
     )
 
-    # a spilled block's output stays resident until the block is done: smaller blocks when spilling
-    block = block_symbols or max(1, (_BLOCK_CELLS // (2 if on_disk else 1)) // max(1, t_rows))
+    # a spilled block's output stays resident until the block is done, next to its temporaries: when
+    # spilling, the blocks in flight together are as large as one in-memory block
+    workers = max(1, threads or FEATURE_THREADS)
+    cells = _BLOCK_CELLS // (2 * workers) if on_disk else _BLOCK_CELLS
+    block = block_symbols or max(1, cells // max(1, t_rows))
     block = min(block, n_sym)
 
     def base_block(c0: int) -> None:
@@ -670,9 +673,9 @@ def compute_features(
         values[d0:d1, :, n_base:] = ranked.reshape(d1 - d0, n_rank, n_sym).transpose(0, 2, 1)
         store.release(values, d0, d1)
 
-    _run(base_block, range(0, n_sym, block), threads)
+    _run(base_block, range(0, n_sym, block), workers)
     if ranked_src:
-        _run(rank_block, range(0, t_rows, rank_rows), threads)
+        _run(rank_block, range(0, t_rows, rank_rows), workers)
 
     values.setflags(write=False)
     return FeatureSet(names=names, values=values, dates=panel.dates, symbols=panel.symbols)
@@ -687,8 +690,8 @@ FEATURE_THREADS = _default_threads()
 """Blocks `compute_features` computes at once by default (NumPy releases the GIL in its loops)."""
 
 
-def _run(fn: Callable[[int], None], starts: range, threads: int | None) -> None:
-    workers = min(len(starts), threads or FEATURE_THREADS)
+def _run(fn: Callable[[int], None], starts: range, threads: int) -> None:
+    workers = min(len(starts), threads)
     if workers <= 1:
         for start in starts:
             fn(start)
