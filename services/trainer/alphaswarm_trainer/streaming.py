@@ -310,7 +310,7 @@ def qr_factor(
         block = np.empty((x.shape[0], n_feat + 1))
         np.divide(x - stats.mean_x, scale, out=block[:, :n_feat])
         block[:, n_feat] = y - stats.mean_y
-        r = np.linalg.qr(np.vstack([r, block]), mode="r")
+        r = np.asarray(np.linalg.qr(np.vstack([r, block]), mode="r"))
     return r
 
 

@@ -141,7 +141,7 @@ def read_rows(values: np.ndarray, start: int, stop: int) -> np.ndarray:
     start = min(start, stop)
     out = np.empty((stop - start, *values.shape[1:]), dtype=values.dtype)
     row = values.nbytes // values.shape[0] if values.shape[0] else 0
-    view = memoryview(out.reshape(-1).view(np.uint8))
+    view = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
     done, offset, fd = 0, start * row, mapping.file.fileno()
     while done < view.nbytes:
         got = os.preadv(fd, [view[done:]], offset + done)
