@@ -226,3 +226,13 @@ def test_float32_features_leave_the_ml_metrics_within_tolerance() -> None:
         assert abs(single[key] - double[key]) < 1e-5, key
     assert abs(single["rmse"] - double["rmse"]) < 1e-8
     assert abs(single["ic_spearman"]) > 0.02  # a real signal, not two zeros
+
+
+def test_streamed_lightgbm_stops_on_its_time_budget() -> None:
+    pytest.importorskip("lightgbm")
+    cfg = DatasetConfig.model_validate(DATA)
+    params = {"n_estimators": 1_000_000, "learning_rate": 0.0001, "num_leaves": 63}
+    model_cfg = ModelConfig(type="lightgbm", params=params, time_budget_seconds=1.0)
+    result = train(cfg, model_cfg, evaluate=False, plots=False)
+    assert result.params["fit.stopped_by"] == "time_budget"
+    assert 0 < result.params["fit.n_iter"] < 1_000_000

@@ -435,6 +435,7 @@ def fit_lightgbm(
     report_every: int,
     on_progress: Callable[[float, str], None] | None = None,
     dates_per_block: int | None = None,
+    time_budget_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Fit a lightgbm pipeline with its `Dataset` built from blocks of dates (`lightgbm.Sequence`).
 
@@ -442,9 +443,16 @@ def fit_lightgbm(
     without the design matrix in memory: one pass gathers the scaler's statistics and the row
     counts, LightGBM samples its bin boundaries from the sequence and then pushes the rows block by
     block into its binned dataset. The fitted `LGBMRegressor` has the state `fit` gives it.
+    `stats` are the `accumulate` statistics of `rows` (they give the scaler).
+    `time_budget_seconds` stops the boosting after the round that spends it, as
+    `models.fit_model` does (only with a valid segment to early-stop on).
     """
     import lightgbm
 
+    from alphaswarm_common.errors import InvalidArgument
+    from alphaswarm_trainer.models import _Budget
+
+    budget = _Budget(time_budget_seconds)
     report = on_progress or (lambda _fraction, _message: None)
     scaler, est = _parts(model)
     set_scaler(scaler, stats)
@@ -465,12 +473,20 @@ def fit_lightgbm(
                     [_sequence(valid_blocks)], label=valid_blocks.y, params=params, reference=train_set
                 )
             )
+    if not has_valid and budget.seconds is not None:
+        raise InvalidArgument(
+            "lightgbm stops on a time budget only with a valid segment to early-stop on",
+            field="model_cfg.time_budget_seconds",
+        )
     every = max(1, report_every)
 
     def rounds(env: Any) -> None:
         done = env.iteration + 1
         if done % every == 0:
             report(done / env.end_iteration, f"boosting round {done}/{env.end_iteration}")
+        if budget.spent():
+            budget.stopped = True
+            raise lightgbm.callback.EarlyStopException(env.iteration, env.evaluation_result_list or [])
 
     evals_result: dict[str, Any] = {}
     callbacks: list[Any] = [rounds, lightgbm.record_evaluation(evals_result)]
@@ -498,4 +514,4 @@ def fit_lightgbm(
         report(1.0, f"boosting stopped after {info['n_iter']} rounds")
     else:
         report(1.0, "fitted LGBMRegressor")
-    return info
+    return info | budget.info()

@@ -256,6 +256,7 @@ def _fit_rows(
             stopping_rounds=LIGHTGBM_STOPPING_ROUNDS,
             report_every=int(model.steps[-1][1].n_estimators) // FIT_CHUNKS,
             on_progress=on_progress,
+            time_budget_seconds=model_cfg.time_budget_seconds,
         )
         return _Fit(info, stats.n, example)
     x, y = streaming.gather(prep.features, prep.labels, rows)
