@@ -163,11 +163,17 @@ def test_a_gateway_killed_mid_chunks_loses_nothing_and_duplicates_no_row(topolog
     before = sum(len(v) for v in _chunks_served(topology).values())
     accepted = _submit(topology, doc)
     deadline = time.time() + 120
-    while time.time() < deadline and sum(len(v) for v in _chunks_served(topology).values()) < before + 3:
-        time.sleep(0.05)
-    topology.kill("gateway")  # chunks are in flight; some are recorded
+    log = topology.workdir / "gateway.log"
+    recorded_before = log.read_text(errors="replace").count("evaluated by")
+    while (
+        time.time() < deadline and log.read_text(errors="replace").count("evaluated by") < recorded_before + 2
+    ):
+        time.sleep(0.02)
+    topology.kill("gateway")  # two chunks or more are recorded; others are in flight
     topology.launch("gateway")
     result = _result(topology, accepted)
+    restored = re.findall(r"optimization: (\d+) chunk\(s\) restored", log.read_text(errors="replace"))
+    assert restored and int(restored[-1]) >= 2, "the next attempt restores the recorded chunks"
     evaluated = sum(len(v) for v in _chunks_served(topology).values()) - before
     # Recorded chunks are restored, not evaluated again: at most the ones in flight at the kill repeat.
     assert 12 <= evaluated <= 12 + 2 * 2
