@@ -62,3 +62,14 @@ def test_chunks_that_miss_sets_are_refused_before_anything_is_written() -> None:
         Backtester(FakeTracker(), catalog).optimize(dataclasses.replace(_req("k"), chunks=(part,)))
     assert err.value.field == "chunks"
     assert not catalog.backtests and not catalog.optimizations
+
+
+def test_chunks_of_another_window_are_refused_naming_the_chunk() -> None:
+    worker = Backtester(FakeTracker(), FakeCatalog())
+    other = dataclasses.replace(_req("k"), backtest_cfg=_window().model_copy(update={"start_date": None}))
+    part = worker.evaluate_parameter_sets(EvaluateInput(other, 0, 15))
+    catalog = FakeCatalog()
+    with pytest.raises(InvalidArgument) as err:
+        Backtester(FakeTracker(), catalog).optimize(dataclasses.replace(_req("k"), chunks=(part,)))
+    assert err.value.field == "chunks[0].n_bars"
+    assert not catalog.backtests and not catalog.optimizations

@@ -704,6 +704,14 @@ class Backtester:
         method = req.method or ("random" if req.space and not req.grid else "grid")
         prices = load_prices(req.source, req.backtest_cfg, engine_cfg)
         if req.chunks:
+            window = prices.stop - prices.start
+            for i, chunk in enumerate(req.chunks):
+                if chunk.n_bars != window:
+                    raise InvalidArgument(
+                        f"the chunk [{chunk.first}, {chunk.last}) was evaluated on {chunk.n_bars} bars, "
+                        f"the backtest window has {window}",
+                        field=f"chunks[{i}].n_bars",
+                    )
             result = self._merge_chunks(req, method, started)
         else:
             result = optimize(
