@@ -64,6 +64,7 @@ def topology(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         topo.start()
         topo.specs["backtester2"] = topo.specs["backtester"]
         topo.ports["backtester2"] = free_port()
+        topo.metrics_ports["backtester2"] = free_port()  # each replica has its own metrics port
         topo.launch("backtester2")
         both = ",".join(topo.grpc_addr(name) for name in BACKTESTERS)
         # A multi-address target has no host name of its own: the peers' certificates are checked
