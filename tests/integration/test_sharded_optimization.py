@@ -25,7 +25,7 @@ from google.protobuf import struct_pb2
 
 from alphaswarm.backtester.v1 import backtester_service_pb2 as bpb
 from alphaswarm.backtester.v1 import backtester_service_pb2_grpc as bpb_grpc
-from alphaswarm_common.config import DatasetConfig
+from alphaswarm_common.config import BacktestConfig, DatasetConfig
 from alphaswarm_common.grpc_client import channel
 from alphaswarm_common.protoconv import config_to_proto
 from tests.e2e.conftest import sse_events
@@ -115,6 +115,7 @@ def _one_process(topo: Topology, seed_doc: dict) -> bpb.OptimizeResponse:
         grid=grid,
         method="grid",
         objective=seed_doc["objective"],
+        backtest_cfg=config_to_proto(BacktestConfig(**seed_doc.get("backtest_cfg", {}))),
         persist=False,
     )
     with channel(topo.grpc_addr("backtester"), credentials=topo.service_credentials("gateway")) as ch:
@@ -179,3 +180,32 @@ def test_a_gateway_killed_mid_chunks_loses_nothing_and_duplicates_no_row(topolog
     # Recorded chunks are restored, not evaluated again: at most the ones in flight at the kill repeat.
     assert 12 <= evaluated <= 12 + 2 * 2
     _check_against_one_process(topology, doc, result)
+
+
+def test_a_backtester_killed_mid_chunks_leaves_the_job_to_the_other_one(topology: Topology) -> None:
+    """Outside the batch kernel (a minimum fee: run_backtest per set) chunks take long enough to
+    kill a replica while some are in flight; the survivor evaluates the rest."""
+    grid = {"fast_period": [3, 5, 8, 10, 13, 20, 25, 30], "slow_period": [15, 20, 30, 45, 60, 90]}  # 48 sets
+    doc = {
+        "source": SOURCE,
+        "strategy_type": "sma_cross",
+        "objective": "calmar",
+        "grid": grid,
+        "backtest_cfg": {"min_fee": 1.0},
+    }
+    log = topology.workdir / "gateway.log"
+    recorded_before = log.read_text(errors="replace").count("evaluated by")
+    served_before = len(_chunks_served(topology)["backtester2"])
+    accepted = _submit(topology, doc)
+    deadline = time.time() + 120
+    while time.time() < deadline and (
+        log.read_text(errors="replace").count("evaluated by") < recorded_before + 2
+        or len(_chunks_served(topology)["backtester2"]) <= served_before
+    ):
+        time.sleep(0.02)
+    topology.kill("backtester2")
+    try:
+        result = _result(topology, accepted)
+        _check_against_one_process(topology, doc, result)
+    finally:
+        topology.launch("backtester2")
