@@ -151,6 +151,7 @@ METHOD_ROLES: dict[str, str] = {
             "ValidateStrategy": VIEWER,
             "RunStrategyBacktest": RESEARCHER,
             "Optimize": RESEARCHER,
+            "EvaluateParameterSets": RESEARCHER,
             "WalkForward": RESEARCHER,
             "MonteCarlo": RESEARCHER,
             "RunPortfolioBacktest": RESEARCHER,

@@ -179,6 +179,8 @@ def _service_config(tuning: GrpcTuning) -> str:
         }
         for path, limits in method_limits(tuning).items()
     ]
+    # round_robin: a target that resolves to several addresses (a multi-address `ipv4:` target,
+    # a DNS name of several replicas) spreads the calls over all of them.
     return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": configs})
 
 

@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     deadline_predict_seconds: float = Field(default=600.0, gt=0)
     deadline_backtest_seconds: float = Field(default=900.0, gt=0)
 
+    # An optimization over more parameter sets than this is split into chunks evaluated by
+    # every backtester replica (EvaluateParameterSets), then merged; 0 never splits.
+    optimize_chunk_sets: int = Field(
+        default=500, ge=0, description="Sets per optimization chunk (0: no split)."
+    )
+    optimize_chunk_concurrency: int = Field(
+        default=4, ge=1, le=256, description="Chunks of one optimization in flight at once."
+    )
+
     # The REST gateway refuses larger request bodies with 413 before reading them.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Request body limit (bytes).")
     # The largest MLflow artifact file the gateway streams to a user (413 above it).
