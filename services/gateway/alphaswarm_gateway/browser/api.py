@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import datetime as dt
+import json
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from alphaswarm_common.auth import ADMIN, RESEARCHER, VIEWER, role_allows
 from alphaswarm_common.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -123,6 +124,8 @@ async def _finished(request: Request, gw: Gateway, run_id: str) -> RunData:
     "/runs/{run_id}/series",
     operation_id="get_browser_run_series",
     summary="A finished run's chart data: equity, drawdown, rolling Sharpe, monthly returns, IC, deciles, weights",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
 )
 async def get_series(
     run_id: str,
@@ -131,9 +134,27 @@ async def get_series(
     points: Annotated[
         int, Query(ge=50, le=20_000, description="About how many points per long series.")
     ] = 800,
-) -> dict[str, Any]:
+) -> Response:
     data = await _finished(request, gw, run_id)
-    return await asyncio.to_thread(series_view, data, points)
+
+    def body() -> bytes:  # plain JSON of plain values, off the event loop
+        doc = series_view(data, points)
+        try:
+            return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+        except ValueError:  # a NaN or infinity somewhere: JSON has neither, send null
+            return json.dumps(_finite(doc), separators=(",", ":")).encode()
+
+    return Response(await asyncio.to_thread(body), media_type="application/json")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 TRADE_SORT = frozenset(

@@ -174,7 +174,7 @@ def series_view(data: RunData, points: int) -> dict[str, Any]:
         "deciles": None,
         "exposure": None,
         "weights": None,
-        "trades": {"total": len(data.trades), "scatter": _trade_sample(data.trades, 2000)},
+        "trades": {"total": len(data.trades), "scatter": _trade_sample(data.trades, 1000)},
         "audit": None,
     }
     audit = data.audit

@@ -221,20 +221,22 @@ async function drawBody(el, run, ctx, disposers) {
         ],
       }));
     chart("chart-weights", `Weights over time (the ${s.weights.symbols.length} largest positions)`, null, (c) =>
-      echart(c, {
-        tooltip: { trigger: "axis", valueFormatter: (v) => fmt.pct(v) }, legend: { type: "scroll" }, xAxis: { type: "category", data: s.weights.dates }, yAxis: { type: "value", ...pctAxis },
-        dataZoom: [{ type: "inside" }],
-        series: s.weights.symbols.map((sym) => ({ name: sym.symbol, type: "line", showSymbol: false, sampling: "lttb", data: sym.values })),
+      timeChart(c, {
+        format: "pct",
+        series: s.weights.symbols.map((sym) => ({ name: sym.symbol, options: { lineWidth: 1 }, data: line(s.weights.dates, sym.values) })),
       }));
   } else {
     el.append(h("section.card#no-audit", h("h2", "Predictions"), h("p.muted", s.notes.ic)));
   }
+  const scatterOf = (win) => s.trades.scatter.filter((t) => (t.pnl_percent > 0) === win).map((t) => [t.mae, t.mfe, t.pnl_percent, t.trade_number]);
   chart("chart-mae-mfe", "Trades: MAE vs MFE", s.notes.trades, (c) =>
     echart(c, {
       tooltip: { formatter: (p) => `trade ${p.data[3]}: MAE ${fmt.pct(p.data[0])}, MFE ${fmt.pct(p.data[1])}, P&L ${fmt.pct(p.data[2])}` },
-      xAxis: { type: "value", name: "MAE", ...pctAxis }, yAxis: { type: "value", name: "MFE", ...pctAxis },
-      visualMap: { show: false, dimension: 2, min: -0.05, max: 0.05, inRange: { color: ["#dc2626", "#e5e7eb", "#16a34a"] } },
-      series: [{ type: "scatter", symbolSize: 5, data: s.trades.scatter.map((t) => [t.mae, t.mfe, t.pnl_percent, t.trade_number]) }],
+      legend: {}, xAxis: { type: "value", name: "MAE", ...pctAxis }, yAxis: { type: "value", name: "MFE", ...pctAxis },
+      series: [
+        { name: "winning trades", type: "scatter", symbolSize: 4, itemStyle: { color: "#16a34a" }, data: scatterOf(true) },
+        { name: "losing trades", type: "scatter", symbolSize: 4, itemStyle: { color: "#dc2626" }, data: scatterOf(false) },
+      ],
     }, { emptyMessage: "no trades" }));
   const ledger = h("div#trade-ledger");
   el.append(section(`Trade ledger (${fmt.int(s.trades.total)} trades)`, ledger));
