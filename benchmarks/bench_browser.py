@@ -295,6 +295,14 @@ def _bench(args: argparse.Namespace, home: Path) -> None:
             run_url = f"{url}/#/runs/{run_id}"
             run_first = _timed_load(context, run_url, _wait_run_page)
             run_warm = [_timed_load(context, run_url, _wait_run_page) for _ in range(args.repeats)]
+            above_fold = [
+                _timed_load(
+                    context,
+                    run_url,
+                    lambda p: p.wait_for_selector("#chart-equity[data-drawn='1']", timeout=600_000),
+                )
+                for _ in range(args.repeats)
+            ]
             series = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
@@ -328,6 +336,7 @@ def _bench(args: argparse.Namespace, home: Path) -> None:
     print(
         f"  open, warm: 10 charts + ledger + audit (median of {args.repeats})  {med(run_warm) * 1000:8.0f} ms"
     )
+    print(f"  open, warm: header, metrics and the equity chart (median)  {med(above_fold) * 1000:8.0f} ms")
     print(
         f"  GET /browser/runs/{{id}}/series?points=800 (median)      {med(series) * 1000:8.0f} ms, {payload / 1024:.0f} KiB"
     )
