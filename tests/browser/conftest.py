@@ -84,8 +84,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             yield Site(url=url, stack=stack, tokens=tokens)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: Path) -> Iterator[Any]:
+    """Chromium for one test module: Playwright's sync API runs one instance per thread at a time,
+    so a module that starts its own must not find this one still running."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
