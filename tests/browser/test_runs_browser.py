@@ -5,6 +5,7 @@ hide what they may not do. Screenshots of the main views go to docs/img/."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -112,6 +113,14 @@ def test_submit_follow_live_and_check_the_run_page(site: Site, watched: Watched,
         "Max drawdown": _pct(tr["max_drawdown"]),
         "Total return": _pct(tr["total_return"]),
     }
+
+    # The tearsheet downloads with the token and holds the run's Sharpe.
+    with page.expect_download() as got:
+        page.click("#download-tearsheet")
+    saved = got.value.path()
+    assert got.value.suggested_filename == f"tearsheet-{run['links']['backtest_id']}.html"
+    html = Path(saved).read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html") and "Sharpe" in html
 
     # Every chart drew, with the points the series endpoint serves.
     series = httpx.get(

@@ -68,6 +68,24 @@ async function call(method, path, { params, body, contentType, signal } = {}) {
   return doc;
 }
 
+/** Fetch a file with the token and hand it to the browser as a download named `filename`. */
+export async function download(path, filename) {
+  const res = await fetch(path, { headers: headers({ Accept: "*/*" }) });
+  if (!res.ok) {
+    const err = new ApiError(res.status, await res.json().catch(() => null));
+    if (res.status === 401) onUnauthenticated(err);
+    throw err;
+  }
+  const href = URL.createObjectURL(await res.blob());
+  const a = document.createElement("a");
+  a.href = href;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 10_000);
+}
+
 export const api = {
   get: (path, params, opts = {}) => call("GET", path, { ...opts, params }),
   post: (path, body, opts = {}) => call("POST", path, { ...opts, body }),

@@ -1,6 +1,6 @@
 // One alpha-backtest run: the stage timeline (live from the progress stream), the combined
 // metrics with their conventions, the backtest's charts, the trade ledger and the prediction audit.
-import { api, followStream, TERMINAL } from "../core/api.js";
+import { api, download, followStream, TERMINAL } from "../core/api.js";
 import { echart, loadCharts, pctAxis, timeChart } from "../core/charts.js";
 import { register } from "../core/router.js";
 import { badge, clear, dataTable, errorBox, fmt, h, metricGrid, section } from "../core/ui.js";
@@ -70,9 +70,15 @@ function drawHeader(el, run, ctx) {
     ctx.session.can.submit && ["pending", "running"].includes(run.status)
       ? h("button#cancel-run", { type: "button", on: { click: async (e) => { e.target.disabled = true; try { await api.post(`/ml/alpha-backtest-runs/${run.run_id}:cancel`); } catch (err) { el.append(errorBox(err)); } } } }, "Cancel run")
       : null;
+  const tearsheet = l.backtest_id
+    ? h("button#download-tearsheet", { type: "button", title: "one self-contained HTML page: charts, metrics, conventions, config", on: { click: async (e) => {
+        e.target.disabled = true;
+        try { await download(`/backtests/${l.backtest_id}/tearsheet.html?download=true`, `tearsheet-${l.backtest_id}.html`); } catch (err) { el.append(errorBox(err)); } finally { e.target.disabled = false; }
+      } } }, "Download tearsheet")
+    : null;
   clear(
     el,
-    h("div.toolbar", h("h1", run.run_name || run.run_id), badge(run.status), h("span.muted", ` ${run.stage || ""}`), h("span.spacer"), cancel),
+    h("div.toolbar", h("h1", run.run_name || run.run_id), badge(run.status), h("span.muted", ` ${run.stage || ""}`), h("span.spacer"), tearsheet, cancel),
     h(
       "dl.facts",
       fact("Run id", h("code", run.run_id)),
