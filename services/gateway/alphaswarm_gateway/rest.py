@@ -28,6 +28,8 @@ from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import server_credentials
 from alphaswarm_gateway import auth, jobs_api, mlflow_api, observe, routes
+from alphaswarm_gateway.browser import api as browser_api
+from alphaswarm_gateway.browser import install_browser
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.docs import install_docs
 from alphaswarm_gateway.errors import (
@@ -96,12 +98,14 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     app.add_middleware(RequestIdMiddleware)
     observe.install(app)  # metrics and trace spans around everything else
     install_docs(app, title=app.title)
+    install_browser(app)
 
     for router in routes.routers():  # runs, progress, health, the catalog (one module per resource)
         app.include_router(router)
     app.include_router(mlflow_api.runs)
     app.include_router(mlflow_api.models)
     app.include_router(jobs_api.router)
+    app.include_router(browser_api.router)
 
     auth.secure_app(app, settings)
     grpc_credentials = server_credentials(settings, require_client_auth=False)
