@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 UV      := $(BIN)/uv
 CONFIG  ?= configs/ml/alpha_backtest/ridge_alpha_backtest.yaml
 
-.PHONY: lock install install-dev run serve test test-long test-unit test-integration check static lint format typecheck protos protos-check bench up down config migrate clean
+.PHONY: ui-vendor lock install install-dev run serve test test-long test-unit test-integration check static lint format typecheck protos protos-check bench up down config migrate clean
 
 UV_VERSION := 0.13.9
 # Installs resolve from uv.lock (`make lock` refreshes it): a fresh clone gets the versions the tests ran with.
@@ -63,6 +63,9 @@ format:
 
 typecheck:
 	$(BIN)/mypy libs/alphaswarm_common/alphaswarm_common services libs/alphaswarm/alphaswarm
+
+ui-vendor:                         ## refresh the Strategy Browser's chart libraries from the npm registry
+	scripts/ui_vendor.sh
 
 protos:                            ## regenerate the gRPC stubs from protos/
 	$(BIN)/python scripts/gen_protos.py

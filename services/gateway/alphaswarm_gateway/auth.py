@@ -101,6 +101,8 @@ ROUTE_ROLES: dict[str, str] = {
     "get_walk_forward_test": VIEWER,
     "list_portfolio_backtests": VIEWER,
     "get_portfolio_backtest": VIEWER,
+    # The Strategy Browser's views (alphaswarm_gateway.browser.api).
+    "get_browser_session": VIEWER,
     # Probes.
     "healthz": PUBLIC,
     "readyz": PUBLIC,
@@ -108,9 +110,10 @@ ROUTE_ROLES: dict[str, str] = {
 """The role each REST operation needs; an operation missing here stops the gateway from starting."""
 
 PUBLIC_PATHS: frozenset[str] = frozenset(
-    {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs-assets"}
+    {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs-assets", "/", "/ui"}
 )
-"""Framework routes (the API description and its local Swagger UI / ReDoc assets) anyone may read."""
+"""Framework routes (the API description, its local Swagger UI / ReDoc assets, the Strategy
+Browser's page and assets, which hold no data) anyone may read."""
 
 
 def _rule(route: BaseRoute) -> str | None:

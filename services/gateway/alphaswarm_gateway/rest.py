@@ -31,6 +31,8 @@ from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import server_credentials
 from alphaswarm_gateway import auth, catalog_api, jobs_api, mlflow_api
+from alphaswarm_gateway.browser import api as browser_api
+from alphaswarm_gateway.browser import install_browser
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.deps import GatewayDep, PageSize
 from alphaswarm_gateway.docs import install_docs
@@ -232,6 +234,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_docs(app, title=app.title)
+    install_browser(app)
 
     app.include_router(runs)
     app.include_router(mlflow_api.runs)
@@ -243,6 +246,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     app.include_router(catalog_api.walk_forward_tests)
     app.include_router(catalog_api.portfolio_backtests)
     app.include_router(jobs_api.router)
+    app.include_router(browser_api.router)
 
     auth.secure_app(app, settings)
     grpc_credentials = server_credentials(settings, require_client_auth=False)
