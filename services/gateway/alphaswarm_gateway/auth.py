@@ -103,6 +103,10 @@ ROUTE_ROLES: dict[str, str] = {
     "get_portfolio_backtest": VIEWER,
     # The Strategy Browser's views (alphaswarm_gateway.browser.api).
     "get_browser_session": VIEWER,
+    "list_browser_runs": VIEWER,
+    "get_browser_run_series": VIEWER,
+    "list_browser_run_trades": VIEWER,
+    "list_browser_run_audit": VIEWER,
     # Probes.
     "healthz": PUBLIC,
     "readyz": PUBLIC,
