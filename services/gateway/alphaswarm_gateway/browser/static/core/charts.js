@@ -47,6 +47,7 @@ export function timeChart(el, { series, format = "num", height = 280, emptyMessa
     layout: { background: { color: "transparent" }, textColor: "#334155", attributionLogo: false },
     grid: { vertLines: { color: "#eef2f7" }, horzLines: { color: "#eef2f7" } },
     rightPriceScale: { borderVisible: false },
+    leftPriceScale: { visible: series.some((s) => s.options && s.options.priceScaleId === "left"), borderVisible: false },
     timeScale: { borderVisible: false },
     localization: { priceFormatter: priceFormat.formatter },
   });

@@ -116,8 +116,9 @@ function drawTimeline(el, stages, last) {
 function drawMetrics(el, run) {
   const m = run.combined_metrics;
   if (!m) return clear(el);
-  const ml = m.ml || {};
-  const tr = m.trading || {};
+  const ml = { ...(m.ml_all || {}), ...(m.ml || {}) };
+  const tr = { ...(m.trading_all || {}), ...(m.trading || {}) };
+  const why = (k) => (m.reasons || {})[k];
   const conv = m.conventions || {};
   const tconv = conv.trading || {};
   clear(
@@ -134,7 +135,10 @@ function drawMetrics(el, run) {
         ["Total return", fmt.pct(tr.total_return), "net of costs"],
         ["Max drawdown", fmt.pct(tr.max_drawdown), "worst peak-to-trough of equity"],
         ["Volatility", fmt.pct(tr.volatility), "annualised"],
-        ["Sortino", fmt.num(tr.sortino, 2), "annualised"],
+        ["Sortino", fmt.num(tr.sortino, 2), why("trading.sortino") || "annualised"],
+        ["Calmar", fmt.num(tr.calmar, 2), why("trading.calmar") || "annual return / |max drawdown|"],
+        ["Turnover-adj. Sharpe", fmt.num(tr.turnover_adj_sharpe, 2), "Sharpe after the turnover penalty"],
+        ["Hit rate", fmt.pct(ml.hit_rate, 1), "share of pairs where the prediction's sign is the label's"],
       ]),
       h(
         "details#conventions",
