@@ -190,6 +190,7 @@ METHOD_ROLES: dict[str, str] = {
             "GetDeployment": VIEWER,
             "ListDeployments": VIEWER,
             "ListPredictionAudit": VIEWER,
+            "StreamPredictionAudit": VIEWER,
             "GetBacktestResult": VIEWER,
             "ListBacktestResults": VIEWER,
             "GetBestBacktest": VIEWER,

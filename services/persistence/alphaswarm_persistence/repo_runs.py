@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -603,6 +603,61 @@ class RunsMixin(RepositoryBase):
             last = rows[size - 1]
             token = _encode_token("audit", [last.date.isoformat(), last.symbol], filters)
         return Page(items, token, total)
+
+    def iter_prediction_audit(
+        self, run_id: uuid.UUID | str, *, rows_per_message: int = 0
+    ) -> Iterator[tuple[list[str], list[str], dict[str, np.ndarray], int]]:
+        """The whole audit of a run in date order as blocks `(dates, symbols, fields, total_rows)`:
+        (dates x symbols) float64 matrices (NaN for NULL or absent cells) over every symbol of the
+        audit, about `rows_per_message` rows per block, a date never split across blocks."""
+        rid = _required_uuid(run_id, "run_id")
+        size = _page_size(rows_per_message, *_AUDIT_STREAM)
+        model = PredictionAuditRow
+        names = AUDIT_VALUE_FIELDS
+        with self.db.session() as s:
+            if s.get(AlphaBacktestRunRow, rid) is None:
+                raise NotFound(f"run {rid} does not exist", field="run_id")
+            symbols = sorted(s.scalars(sa.select(model.symbol).where(model.run_id == rid).distinct()))
+            total = int(
+                s.scalar(sa.select(sa.func.count()).select_from(model).where(model.run_id == rid)) or 0
+            )
+            column = {sym: i for i, sym in enumerate(symbols)}
+            stmt = (
+                sa.select(model.date, model.symbol, *(getattr(model, n) for n in names))
+                .where(model.run_id == rid)
+                .order_by(model.date, model.symbol)
+                .execution_options(yield_per=50_000)
+            )
+            block: list[Any] = []
+
+            def pack(rows: list[Any]) -> tuple[list[str], list[str], dict[str, np.ndarray], int]:
+                days = sorted({r[0] for r in rows})
+                at = {d: i for i, d in enumerate(days)}
+                t_idx = np.fromiter((at[r[0]] for r in rows), dtype=np.int64, count=len(rows))
+                s_idx = np.fromiter((column[r[1]] for r in rows), dtype=np.int64, count=len(rows))
+                values = np.array([r[2:] for r in rows], dtype=np.float64).reshape(len(rows), len(names))
+                fields = {}
+                for j, name in enumerate(names):
+                    mat = np.full((len(days), len(symbols)), np.nan)
+                    mat[t_idx, s_idx] = values[:, j]
+                    fields[name] = mat
+                return [d.isoformat() for d in days], symbols, fields, total
+
+            for row in s.execute(stmt):
+                if len(block) >= size and row[0] != block[-1][0]:
+                    yield pack(block)
+                    block = []
+                block.append(tuple(row))
+            if block or not total:
+                yield (
+                    pack(block)
+                    if block
+                    else ([], symbols, {n: np.zeros((0, len(symbols))) for n in names}, 0)
+                )
+
+
+_AUDIT_STREAM = (100_000, 1_000_000)
+"""Rows per message of StreamPredictionAudit: (default, maximum)."""
 
 
 # =========================================================================== bulk audit writers

@@ -32,7 +32,7 @@ Wire conventions:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from google.protobuf import json_format
@@ -695,6 +695,18 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
             next_page_token=page.next_page_token,
             total_size=page.total_size or 0,
         )
+
+    def StreamPredictionAudit(
+        self, request: pb.StreamPredictionAuditRequest, context: Any
+    ) -> Iterator[pb.StreamPredictionAuditResponse]:
+        blocks = self.repository.iter_prediction_audit(
+            request.run_id, rows_per_message=request.rows_per_message
+        )
+        for dates, symbols, fields, total in blocks:
+            batch = resources_pb2.PredictionAuditBatch(dates=dates, symbols=symbols)
+            for name, values in fields.items():
+                batch.fields[name].CopyFrom(array_to_proto(values))
+            yield pb.StreamPredictionAuditResponse(batch=batch, total_rows=total)
 
     # backtest results
     def SaveBacktestResult(

@@ -23,7 +23,7 @@ from google.protobuf import json_format
 
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
-from alphaswarm_common.grpc_client import aio_call
+from alphaswarm_common.grpc_client import aio_call, aio_stream
 from alphaswarm_common.protoconv import (
     RUN_STATE_NAMES,
     array_from_proto,
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 LIVE_STATES = frozenset({"pending", "running"})
 _LIST_PAGE = 500
-_AUDIT_PAGE = 10_000
+_AUDIT_ROWS_PER_MESSAGE = 200_000
 
 
 def _iso(ts: Any) -> str | None:
@@ -197,12 +197,8 @@ def _trade(msg: resources_pb2.Trade) -> dict[str, Any]:
 
 
 async def _audit(gw: Any, run_id: str) -> Audit:
-    """The audit rows of a run, read page by page, as (dates x symbols) float32 matrices."""
-    dates: dict[str, int] = {}
-    symbols: dict[str, int] = {}
-    t_idx: list[int] = []
-    s_idx: list[int] = []
-    cols: dict[str, list[float]] = {f: [] for f in Audit.FIELDS}
+    """The audit of a run as (dates x symbols) float32 matrices, streamed as packed blocks of
+    dates (PersistenceService.StreamPredictionAudit)."""
     names = {
         "prediction": "prediction",
         "realized": "realized_return",
@@ -210,34 +206,33 @@ async def _audit(gw: Any, run_id: str) -> Audit:
         "held": "held_weight",
         "pnl": "pnl_contribution",
     }
-    token = ""
-    nan = math.nan
-    while True:
-        page = await gw.list_predictions(run_id, page_size=_AUDIT_PAGE, page_token=token)
-        for row in page.rows:
-            t_idx.append(dates.setdefault(row.date, len(dates)))
-            s_idx.append(symbols.setdefault(row.symbol, len(symbols)))
-            for f, name in names.items():
-                cols[f].append(getattr(row, name) if row.HasField(name) else nan)
-        token = page.next_page_token
-        if not token:
-            break
-    shape = (len(dates), len(symbols))
-    ti = np.asarray(t_idx, dtype=np.int64)
-    si = np.asarray(s_idx, dtype=np.int64)
-    mats = {}
-    for f in Audit.FIELDS:
-        m = np.full(shape, np.nan, dtype=np.float32)
-        m[ti, si] = np.asarray(cols[f], dtype=np.float32)
-        mats[f] = m
-    date_list = list(dates)
-    order = np.argsort(np.asarray(date_list))
-    sym_list = list(symbols)
-    return Audit(
-        dates=[date_list[i] for i in order],
-        symbols=sym_list,
-        **{f: mats[f][order] for f in Audit.FIELDS},
+    dates: list[str] = []
+    symbols: list[str] = []
+    blocks: dict[str, list[np.ndarray]] = {f: [] for f in Audit.FIELDS}
+    stream = aio_stream(
+        gw.clients.persistence.StreamPredictionAudit,
+        ppb.StreamPredictionAuditRequest(run_id=run_id, rows_per_message=_AUDIT_ROWS_PER_MESSAGE),
+        timeout=gw.settings.deadline_backtest_seconds,
+        target="persistence",
     )
+    async for msg in stream:
+        batch = msg.batch
+        if not symbols:
+            symbols = list(batch.symbols)
+        dates.extend(batch.dates)
+        n_dates = len(batch.dates)
+        for f, name in names.items():
+            if name in batch.fields and n_dates:
+                arr = array_from_proto(batch.fields[name], field=f"batch.fields.{name}")
+                blocks[f].append(np.asarray(arr, dtype=np.float32).reshape(n_dates, len(symbols)))
+            elif n_dates:
+                blocks[f].append(np.full((n_dates, len(symbols)), np.nan, dtype=np.float32))
+    shape = (0, len(symbols))
+    mats = {
+        f: np.concatenate(parts) if parts else np.zeros(shape, dtype=np.float32)
+        for f, parts in blocks.items()
+    }
+    return Audit(dates=dates, symbols=symbols, **mats)
 
 
 async def load_run_data(gw: Any, run: resources_pb2.AlphaBacktestRun) -> RunData:
