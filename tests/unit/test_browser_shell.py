@@ -17,7 +17,7 @@ from tests.unit.test_gateway_http import FakeGateway, _settings
 
 pytestmark = pytest.mark.unit
 
-_IMPORT = re.compile(r"""(?:import|from)\s*(?:[^'";]*?\sfrom\s*)?["'](\.{1,2}/[^"']+)["']""")
+_IMPORT = re.compile(r"""(?:import\s*\(\s*|(?:import|from)\s*(?:[^'";()]*?\sfrom\s*)?)["'](\.{1,2}/[^"']+)["']""")
 
 
 @pytest.fixture
@@ -51,6 +51,7 @@ def test_every_module_the_page_imports_exists_and_is_served_as_javascript(client
             target = (module.parent / ref).resolve()
             assert target.is_file(), f"{module.relative_to(STATIC_DIR)} imports a missing {ref}"
             seen.add(target)
+    assert STATIC_DIR / "vendor" / "echarts" / "echarts.js" in seen  # loaded on first use
     for target in seen | {STATIC_DIR / "app.js"}:
         rel = target.relative_to(STATIC_DIR).as_posix()
         resp = client.get(f"/ui/{rel}")

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 LIVE_STATES = frozenset({"pending", "running"})
 _LIST_PAGE = 500
+_FIRST_PAGE = 10
 _AUDIT_ROWS_PER_MESSAGE = 200_000
 
 
@@ -121,8 +122,11 @@ class RunIndex:
         async with self._lock:
             fresh: list[str] = []
             token = ""
+            # A small first page: usually only the newest runs are new.
+            size = _FIRST_PAGE if self.rows else _LIST_PAGE
             while True:
-                page = await gw.list_runs(page_size=_LIST_PAGE, page_token=token)
+                page = await gw.list_runs(page_size=size, page_token=token)
+                size = _LIST_PAGE
                 seen_known = False
                 for run in page.runs:
                     if run.run_id in self.rows:

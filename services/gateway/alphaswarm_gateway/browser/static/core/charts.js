@@ -5,12 +5,27 @@
 // Each helper marks its element with data-chart / data-points (the number of data points
 // drawn) so tests and the benchmark can tell a chart drew, and returns a dispose function.
 
-import * as LWC from "../vendor/lightweight-charts/lightweight-charts.js";
-import * as echarts from "../vendor/echarts/echarts.js";
+// The libraries load on first use (`await loadCharts()`), so views without charts never
+// download or parse them, and a view can fetch its data while they load.
+let LWC = null;
+let echarts = null;
+let loading = null;
+
+export function loadCharts() {
+  loading ??= Promise.all([
+    import("../vendor/lightweight-charts/lightweight-charts.js"),
+    import("../vendor/echarts/echarts.js"),
+  ]).then(([lwc, ec]) => {
+    LWC = lwc;
+    echarts = ec;
+  });
+  return loading;
+}
 
 export const PALETTE = ["#2563eb", "#f97316", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d"];
 
-const SERIES = { line: LWC.LineSeries, area: LWC.AreaSeries, histogram: LWC.HistogramSeries, baseline: LWC.BaselineSeries };
+const seriesKind = (type) =>
+  ({ line: LWC.LineSeries, area: LWC.AreaSeries, histogram: LWC.HistogramSeries, baseline: LWC.BaselineSeries })[type];
 
 function mark(el, kind, points) {
   el.dataset.chart = kind;
@@ -32,7 +47,22 @@ function empty(el, message) {
  * A dated chart. series: [{name, type: line|area|histogram|baseline, data: [{time: "YYYY-MM-DD", value}],
  * color, options}]. `format`: "pct" (fractions shown as percent), "num" (default).
  */
-export function timeChart(el, { series, format = "num", height = 280, emptyMessage } = {}) {
+export function timeChart(el, opts = {}) {
+  return timed(el, () => drawTime(el, opts));
+}
+
+/** Run `draw`, recording its duration as a performance measure `chart:<id>` and in data-ms. */
+function timed(el, draw) {
+  if (!LWC || !echarts) throw new Error("call `await loadCharts()` before drawing");
+  const start = performance.now();
+  const dispose = draw();
+  const ms = performance.now() - start;
+  el.dataset.ms = ms.toFixed(1);
+  if (el.id) performance.measure(`chart:${el.id}`, { start, duration: ms });
+  return dispose;
+}
+
+function drawTime(el, { series, format = "num", height = 280, emptyMessage } = {}) {
   const total = series.reduce((n, s) => n + (s.data ? s.data.length : 0), 0);
   if (!total) return empty(el, emptyMessage);
   el.replaceChildren();
@@ -55,7 +85,7 @@ export function timeChart(el, { series, format = "num", height = 280, emptyMessa
   legend.className = "legend";
   series.forEach((s, i) => {
     const color = s.color || PALETTE[i % PALETTE.length];
-    const kind = SERIES[s.type || "line"];
+    const kind = seriesKind(s.type || "line");
     const opts = { title: "", lineWidth: 2, priceFormat, lastValueVisible: false, priceLineVisible: false, ...(s.options || {}) };
     if ((s.type || "line") === "line") opts.color = color;
     if (s.type === "area") Object.assign(opts, { lineColor: color, topColor: `${color}33`, bottomColor: `${color}05` });
@@ -74,7 +104,11 @@ export function timeChart(el, { series, format = "num", height = 280, emptyMessa
 }
 
 /** An ECharts chart from an option object; counts the points of its series. */
-export function echart(el, option, { height = 300, emptyMessage } = {}) {
+export function echart(el, option, opts = {}) {
+  return timed(el, () => drawEchart(el, option, opts));
+}
+
+function drawEchart(el, option, { height = 300, emptyMessage } = {}) {
   const total = (option.series || []).reduce((n, s) => n + (Array.isArray(s.data) ? s.data.length : 0), 0);
   if (!total) return empty(el, emptyMessage);
   el.replaceChildren();

@@ -1,7 +1,7 @@
 // One alpha-backtest run: the stage timeline (live from the progress stream), the combined
 // metrics with their conventions, the backtest's charts, the trade ledger and the prediction audit.
 import { api, followStream, TERMINAL } from "../core/api.js";
-import { echart, pctAxis, timeChart } from "../core/charts.js";
+import { echart, loadCharts, pctAxis, timeChart } from "../core/charts.js";
 import { register } from "../core/router.js";
 import { badge, clear, dataTable, errorBox, fmt, h, metricGrid, section } from "../core/ui.js";
 
@@ -14,6 +14,7 @@ register({
   path: "runs/:run_id",
   title: (p) => `Run ${p.run_id.slice(0, 8)}`,
   async render(el, { run_id }, ctx) {
+    loadCharts().catch(() => {}); // parse the chart libraries while the run's data arrives
     const disposers = [];
     const header = h("div.run-header");
     const timeline = h("ol.timeline#timeline");
@@ -26,9 +27,11 @@ register({
     const stages = new Map(STAGES.map((s) => [s, { state: "waiting", message: "", pct: 0 }]));
     drawTimeline(timeline, stages);
 
-    const finish = async () => {
-      run = await api.get(`/ml/alpha-backtest-runs/${encodeURIComponent(run_id)}`, null, { signal: ctx.signal });
-      drawHeader(header, run, ctx);
+    const finish = async (refetch = true) => {
+      if (refetch) {
+        run = await api.get(`/ml/alpha-backtest-runs/${encodeURIComponent(run_id)}`, null, { signal: ctx.signal });
+        drawHeader(header, run, ctx);
+      }
       drawMetrics(metrics, run);
       if (run.status === "succeeded") await drawBody(body, run, ctx, disposers);
       else if (run.error) clear(body, errorBox({ status: null, message: `${run.error.stage}: ${run.error.message}`, violations: run.error.field ? [{ field: run.error.field, description: run.error.message }] : [] }));
@@ -50,7 +53,7 @@ register({
     }, { signal: ctx.signal });
     if (TERMINAL.has(run.stage) || ["succeeded", "failed", "cancelled"].includes(run.status)) {
       streaming.catch(() => {});
-      await finish();
+      await finish(false);
     } else {
       drawMetrics(metrics, run);
       streaming.then(() => !ctx.signal.aborted && finish()).catch((err) => !ctx.signal.aborted && body.append(errorBox(err)));
@@ -162,63 +165,77 @@ function flat(obj, prefix = "") {
 const line = (dates, values) => dates.map((t, i) => ({ time: t, value: values[i] })).filter((d) => d.value !== null);
 
 async function drawBody(el, run, ctx, disposers) {
-  const s = await api.get(`/browser/runs/${run.run_id}/series`, { points: POINTS }, { signal: ctx.signal });
+  const [s] = await Promise.all([
+    api.get(`/browser/runs/${run.run_id}/series`, { points: POINTS }, { signal: ctx.signal }),
+    loadCharts(),
+  ]);
+  // The sections first (so the tables start loading), then the charts one by one, yielding
+  // between them so the first ones show while the others draw.
+  const tasks = [];
   const box = (id, title, note) => {
     const c = h(`div.chart-box#${id}`);
     el.append(h("section.card", { dataset: { panel: id } }, h("h2", title), note ? h("p.muted.note", note) : null, c));
     return c;
+  };
+  const chart = (id, title, note, draw) => {
+    const c = box(id, title, note);
+    tasks.push(() => disposers.push(draw(c)));
   };
   clear(el);
   const eq = s.equity;
   const eqSeries = [{ name: "strategy (net of costs)", data: line(eq.dates, eq.strategy) }];
   if (eq.benchmark) eqSeries.push({ name: `benchmark ${eq.benchmark_symbol}`, data: line(eq.dates, eq.benchmark) });
   if (eq.buy_and_hold) eqSeries.push({ name: "buy-and-hold, equal weight universe", data: line(eq.dates, eq.buy_and_hold) });
-  disposers.push(timeChart(box("chart-equity", "Equity (growth of 1)", s.notes.equity), { series: eqSeries }));
-  disposers.push(timeChart(box("chart-drawdown", "Drawdown (underwater)"), { series: [{ name: "drawdown", type: "area", color: "#dc2626", data: line(s.drawdown.dates, s.drawdown.values) }], format: "pct" }));
-  disposers.push(timeChart(box("chart-rolling-sharpe", `Rolling Sharpe (${s.rolling_sharpe.window} bars, annualised)`), { series: [{ name: "rolling Sharpe", data: line(s.rolling_sharpe.dates, s.rolling_sharpe.values) }] }));
-  disposers.push(monthlyHeatmap(box("chart-monthly", "Monthly returns (net)"), s.monthly));
+  chart("chart-equity", "Equity (growth of 1)", s.notes.equity, (c) => timeChart(c, { series: eqSeries }));
+  chart("chart-drawdown", "Drawdown (underwater)", null, (c) =>
+    timeChart(c, { series: [{ name: "drawdown", type: "area", color: "#dc2626", data: line(s.drawdown.dates, s.drawdown.values) }], format: "pct" }));
+  chart("chart-rolling-sharpe", `Rolling Sharpe (${s.rolling_sharpe.window} bars, annualised)`, null, (c) =>
+    timeChart(c, { series: [{ name: "rolling Sharpe", data: line(s.rolling_sharpe.dates, s.rolling_sharpe.values) }] }));
+  chart("chart-monthly", "Monthly returns (net)", null, (c) => monthlyHeatmap(c, s.monthly));
   if (s.ic) {
-    disposers.push(
-      timeChart(box("chart-ic", "IC and Rank IC per date, with cumulative Rank IC", s.notes.ic), {
+    chart("chart-ic", "IC and Rank IC per date, with cumulative Rank IC", s.notes.ic, (c) =>
+      timeChart(c, {
         series: [
           { name: "Rank IC", type: "histogram", color: "#93c5fd", data: line(s.ic.dates, s.ic.rank_ic) },
           { name: "IC", type: "line", color: "#f97316", options: { lineWidth: 1 }, data: line(s.ic.dates, s.ic.ic) },
           { name: "cumulative Rank IC", type: "line", color: "#1d4ed8", options: { priceScaleId: "left" }, data: line(s.ic.dates, s.ic.cum_rank_ic) },
         ],
-      })
-    );
-    disposers.push(echart(box("chart-ic-decay", "IC decay (horizon in bars)"), {
-      tooltip: { trigger: "axis" }, legend: {}, xAxis: { type: "category", data: s.ic_decay.map((d) => `${d.horizon}`) }, yAxis: { type: "value" },
-      series: [{ name: "Rank IC", type: "bar", data: s.ic_decay.map((d) => d.rank_ic) }, { name: "IC", type: "bar", data: s.ic_decay.map((d) => d.ic) }],
-    }));
-    disposers.push(echart(box("chart-deciles", "Mean return per prediction decile, per bar", s.notes.deciles), {
-      tooltip: { trigger: "axis", valueFormatter: (v) => fmt.bps(v) }, legend: {}, xAxis: { type: "category", data: s.deciles.labels },
-      yAxis: { type: "value", axisLabel: { formatter: (v) => `${(v * 1e4).toFixed(0)} bps` } },
-      series: [{ name: "gross of costs", type: "bar", data: s.deciles.gross }, { name: "net of costs", type: "bar", data: s.deciles.net }],
-    }));
-    disposers.push(timeChart(box("chart-exposure", "Positions: exposure and count"), {
-      series: [
-        { name: "gross exposure", data: line(s.exposure.dates, s.exposure.gross) },
-        { name: "net exposure", data: line(s.exposure.dates, s.exposure.net) },
-        { name: "positions", color: "#9ca3af", options: { priceScaleId: "left" }, data: line(s.exposure.dates, s.exposure.n_positions) },
-      ],
-    }));
-    disposers.push(echart(box("chart-weights", `Weights over time (the ${s.weights.symbols.length} largest positions)`), {
-      tooltip: { trigger: "axis", valueFormatter: (v) => fmt.pct(v) }, legend: { type: "scroll" }, xAxis: { type: "category", data: s.weights.dates }, yAxis: { type: "value", ...pctAxis },
-      dataZoom: [{ type: "inside" }],
-      series: s.weights.symbols.map((sym) => ({ name: sym.symbol, type: "line", showSymbol: false, data: sym.values })),
-    }));
+      }));
+    chart("chart-ic-decay", "IC decay (horizon in bars)", s.notes.decay, (c) =>
+      echart(c, {
+        tooltip: { trigger: "axis" }, legend: {}, xAxis: { type: "category", data: s.ic_decay.map((d) => `${d.horizon}`) }, yAxis: { type: "value" },
+        series: [{ name: "Rank IC", type: "bar", data: s.ic_decay.map((d) => d.rank_ic) }, { name: "IC", type: "bar", data: s.ic_decay.map((d) => d.ic) }],
+      }));
+    chart("chart-deciles", "Mean return per prediction decile, per bar", s.notes.deciles, (c) =>
+      echart(c, {
+        tooltip: { trigger: "axis", valueFormatter: (v) => fmt.bps(v) }, legend: {}, xAxis: { type: "category", data: s.deciles.labels },
+        yAxis: { type: "value", axisLabel: { formatter: (v) => `${(v * 1e4).toFixed(0)} bps` } },
+        series: [{ name: "gross of costs", type: "bar", data: s.deciles.gross }, { name: "net of costs", type: "bar", data: s.deciles.net }],
+      }));
+    chart("chart-exposure", "Positions: exposure and count", null, (c) =>
+      timeChart(c, {
+        series: [
+          { name: "gross exposure", data: line(s.exposure.dates, s.exposure.gross) },
+          { name: "net exposure", data: line(s.exposure.dates, s.exposure.net) },
+          { name: "positions", color: "#9ca3af", options: { priceScaleId: "left" }, data: line(s.exposure.dates, s.exposure.n_positions) },
+        ],
+      }));
+    chart("chart-weights", `Weights over time (the ${s.weights.symbols.length} largest positions)`, null, (c) =>
+      echart(c, {
+        tooltip: { trigger: "axis", valueFormatter: (v) => fmt.pct(v) }, legend: { type: "scroll" }, xAxis: { type: "category", data: s.weights.dates }, yAxis: { type: "value", ...pctAxis },
+        dataZoom: [{ type: "inside" }],
+        series: s.weights.symbols.map((sym) => ({ name: sym.symbol, type: "line", showSymbol: false, sampling: "lttb", data: sym.values })),
+      }));
   } else {
     el.append(h("section.card#no-audit", h("h2", "Predictions"), h("p.muted", s.notes.ic)));
   }
-  // Trade ledger and MAE / MFE.
-  const scatter = box("chart-mae-mfe", "Trades: MAE vs MFE", s.notes.trades);
-  disposers.push(echart(scatter, {
-    tooltip: { formatter: (p) => `trade ${p.data[3]}: MAE ${fmt.pct(p.data[0])}, MFE ${fmt.pct(p.data[1])}, P&L ${fmt.pct(p.data[2])}` },
-    xAxis: { type: "value", name: "MAE", ...pctAxis }, yAxis: { type: "value", name: "MFE", ...pctAxis },
-    visualMap: { show: false, dimension: 2, min: -0.05, max: 0.05, inRange: { color: ["#dc2626", "#e5e7eb", "#16a34a"] } },
-    series: [{ type: "scatter", symbolSize: 5, data: s.trades.scatter.map((t) => [t.mae, t.mfe, t.pnl_percent, t.trade_number]) }],
-  }, { emptyMessage: "no trades" }));
+  chart("chart-mae-mfe", "Trades: MAE vs MFE", s.notes.trades, (c) =>
+    echart(c, {
+      tooltip: { formatter: (p) => `trade ${p.data[3]}: MAE ${fmt.pct(p.data[0])}, MFE ${fmt.pct(p.data[1])}, P&L ${fmt.pct(p.data[2])}` },
+      xAxis: { type: "value", name: "MAE", ...pctAxis }, yAxis: { type: "value", name: "MFE", ...pctAxis },
+      visualMap: { show: false, dimension: 2, min: -0.05, max: 0.05, inRange: { color: ["#dc2626", "#e5e7eb", "#16a34a"] } },
+      series: [{ type: "scatter", symbolSize: 5, data: s.trades.scatter.map((t) => [t.mae, t.mfe, t.pnl_percent, t.trade_number]) }],
+    }, { emptyMessage: "no trades" }));
   const ledger = h("div#trade-ledger");
   el.append(section(`Trade ledger (${fmt.int(s.trades.total)} trades)`, ledger));
   dataTable(ledger, {
@@ -244,6 +261,12 @@ async function drawBody(el, run, ctx, disposers) {
     load: (st) => api.get(`/browser/runs/${run.run_id}/trades`, { sort: st.sort, desc: st.desc, page: st.page, page_size: st.pageSize }, { signal: ctx.signal }),
   });
   if (s.ic) drawAudit(el, run, s, ctx);
+  for (const draw of tasks) {
+    if (ctx.signal.aborted) return;
+    draw();
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  el.dataset.drawn = "1";
 }
 
 function drawAudit(el, run, s, ctx) {
