@@ -63,8 +63,10 @@ def stats(data: RunData) -> dict[str, Any]:
             one_bar = audit.realized.astype(np.float64)
             decay = []
             for k in DECAY_HORIZONS:
-                fwd = an.forward_returns(one_bar, k)
-                ic_k, rank_k = an.cross_sectional_ic(audit.prediction, fwd)
+                if k == 1:  # the one-bar label itself: the IC above
+                    ic_k, rank_k = ic, rank_ic
+                else:
+                    ic_k, rank_k = an.cross_sectional_ic(audit.prediction, an.forward_returns(one_bar, k))
                 decay.append(
                     {
                         "horizon": k,
