@@ -156,8 +156,11 @@ def test_submit_follow_live_and_check_the_run_page(site: Site, watched: Watched,
     )
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "run-full.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1500})
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(SCREENSHOTS / "run.png"), full_page=True)
+    page.wait_for_timeout(300)  # the charts follow the new size
+    page.screenshot(path=str(SCREENSHOTS / "run.png"))
 
     # The run list caught up with the end of the run (its live row refreshes).
     other.page.wait_for_function(
@@ -216,6 +219,8 @@ def test_validation_messages_name_the_field(site: Site, watched: Watched) -> Non
     assert api.status_code == 422
     assert fields and fields[0] == api.json()["error"]["details"]["field"]
     assert fields[0] == "backtest_cfg.fees"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "submit.png"))
     # The one failed request is the refused submission itself.
     assert len(watched.failed) == 1 and "HTTP 422" in watched.failed[0]
     watched.failed.clear()

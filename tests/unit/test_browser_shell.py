@@ -17,7 +17,9 @@ from tests.unit.test_gateway_http import FakeGateway, _settings
 
 pytestmark = pytest.mark.unit
 
-_IMPORT = re.compile(r"""(?:import\s*\(\s*|(?:import|from)\s*(?:[^'";()]*?\sfrom\s*)?)["'](\.{1,2}/[^"']+)["']""")
+_IMPORT = re.compile(
+    r"""(?:import\s*\(\s*|(?:import|from)\s*(?:[^'";()]*?\sfrom\s*)?)["'](\.{1,2}/[^"']+)["']"""
+)
 
 
 @pytest.fixture
