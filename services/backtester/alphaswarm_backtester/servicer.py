@@ -17,7 +17,10 @@ symbols traded are `source.symbols` (else the dataset's `symbols`, else all of t
 backtest window is `backtest_cfg.start_date`..`end_date` (default: every loaded bar); the
 bars before the window warm the indicators up, the bars after it are never read. Capital is
 split equally across the symbols (see `engine.rules`). The catalog's `strategy_type` is the
-rule's name and `symbol` the symbol, or `PORTFOLIO` for several.
+rule's name and `symbol` the symbol, or `PORTFOLIO` for several. Every backtest row records
+in its parameters the `dataset_fingerprint` of the data it ran on (`Panel.fingerprint` of the
+dataset as its config names it; for `RunBacktest`, the fingerprint the prices arrive with), so
+the catalog can count the trials ever run on the same data.
 
 Idempotency: a request's `request_id` keys every catalog save it makes, suffixed per save
 (`<id>:best` / `<id>:sets` for an optimization, `<id>:parent` / `<id>:windows` for a
@@ -179,6 +182,7 @@ class _Prices:
     start: int
     stop: int
     benchmark: np.ndarray | None
+    dataset_fingerprint: str = ""
 
     @property
     def symbols(self) -> list[str]:
@@ -268,7 +272,11 @@ def _load_prices(source: pb.PriceSource, backtest_cfg: BacktestConfig, engine_cf
                 f"the benchmark {bench_symbol!r} misses a close in the backtest window",
                 field="backtest_cfg.benchmark",
             )
-    return _Prices(panel=panel, start=start, stop=stop, benchmark=benchmark)
+    # The data as the dataset config names it (the trainer's and the alpha workflow's fingerprint).
+    named = full if allowed is None else full.select(list(allowed))
+    return _Prices(
+        panel=panel, start=start, stop=stop, benchmark=benchmark, dataset_fingerprint=named.fingerprint
+    )
 
 
 def _require_rule(strategy_type: str, field: str) -> None:
@@ -407,6 +415,11 @@ class BacktesterServicer(PortfolioRiskMixin):
                     "backtest": backtest_cfg.model_dump(mode="json"),
                     "symbols": symbols,
                     "conventions": out.metrics.conventions,
+                    **(
+                        {"dataset_fingerprint": request.prices.fingerprint}
+                        if request.prices.fingerprint
+                        else {}
+                    ),
                 },
                 backtest_cfg=backtest_cfg,
                 trades=trades,
@@ -622,6 +635,7 @@ class BacktesterServicer(PortfolioRiskMixin):
             "capital_per_symbol": 1.0 / prices.panel.n_symbols,
             "warmup_bars": prices.start,
             "conventions": out.metrics.conventions,
+            "dataset_fingerprint": prices.dataset_fingerprint,
             **extra,
         }
 
@@ -860,6 +874,7 @@ class BacktesterServicer(PortfolioRiskMixin):
                 "symbols": prices.symbols,
                 "capital_per_symbol": 1.0 / prices.panel.n_symbols,
                 "conventions": out.metrics.conventions,
+                "dataset_fingerprint": prices.dataset_fingerprint,
             },
             backtest_cfg=backtest_cfg,
             trades=trades_to_proto(out),
