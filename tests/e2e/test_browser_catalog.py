@@ -374,3 +374,20 @@ def test_leaderboard_deflates_each_sharpe_by_every_trial_on_the_data(
 def test_leaderboard_of_an_unknown_dataset_is_404_and_a_bad_fingerprint_422(rest_url: str) -> None:
     assert httpx.get(f"{rest_url}/catalog-views/leaderboard/{'0' * 64}", timeout=60).status_code == 404
     assert httpx.get(f"{rest_url}/catalog-views/leaderboard/xyz", timeout=60).status_code == 422
+
+
+def test_leaderboard_sees_a_backtest_written_after_it_was_read(rest_url: str, jobs: dict[str, Any]) -> None:
+    fingerprint = load_panel(DatasetConfig.model_validate(DATASET)).fingerprint
+    before = _get(rest_url, f"/catalog-views/leaderboard/{fingerprint}")
+    added = _submit(
+        rest_url,
+        "/backtests",
+        {
+            "source": {**SOURCE, "symbols": ["MSFT"]},
+            "strategy_cfg": {"type": "sma_cross", "params": {"fast_period": 7, "slow_period": 70}},
+            "backtest_cfg": WINDOW,
+        },
+    )["backtest_id"]
+    after = _get(rest_url, f"/catalog-views/leaderboard/{fingerprint}")
+    assert after["n_trials"] == before["n_trials"] + 1
+    assert added in {e["backtest_id"] for e in after["entries"]}

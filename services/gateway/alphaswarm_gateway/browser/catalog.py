@@ -30,7 +30,8 @@ in the variance). A row's dataset is the `dataset_fingerprint` the backtester
 records in its parameters; for an alpha-backtest run's row written without
 it, the fingerprint of the run's `dataset_cfg` as `load_panel` reads it (the
 trainer's and the workflow's fingerprint). Rows with neither are counted as
-`unfingerprinted` and left out.
+`unfingerprinted` and left out. The grouping is reused while the catalog's newest
+row is unchanged, for at most `INDEX_TTL_SECONDS` (`_DatasetIndex`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -501,8 +503,54 @@ def _label(rec: ppb.BacktestRecord, params: dict[str, Any], run: Any, trials: in
     return kind, f"{rec.strategy_type}({shown}) · {rec.symbol}"
 
 
+INDEX_TTL_SECONDS = 60.0
+"""How long the dataset index may be reused while the catalog's newest row is unchanged."""
+
+
+class _DatasetIndex:
+    """The catalog's backtests by dataset, rebuilt when the catalog changed.
+
+    Reading every backtest is the leaderboard's cost (one pass over the
+    catalog), so the grouping is kept per gateway process and reused while
+    the most recently written backtest row is the same one and at most
+    `INDEX_TTL_SECONDS` old (the age bounds how long a deletion, which leaves
+    the newest row in place, goes unseen).
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple[str, str] | None = None
+        self.built = 0.0
+        self.value: tuple[dict[str, list[dict[str, Any]]], int] | None = None
+        self.lock = asyncio.Lock()
+
+
+async def _newest(gw: Gateway) -> tuple[str, str]:
+    reply = await _call(
+        gw, "ListBacktestResults", ppb.ListBacktestResultsRequest(order_by="-updated_at", page_size=1)
+    )
+    if not reply.results:
+        return ("", "")
+    row = reply.results[0]
+    return (row.backtest_id, row.updated_at.ToJsonString() if row.HasField("updated_at") else "")
+
+
 async def _dataset_rows(gw: Gateway) -> tuple[dict[str, list[dict[str, Any]]], int]:
     """Backtest rows by dataset fingerprint (with their params and run), and the unfingerprinted count."""
+    index: _DatasetIndex | None = getattr(gw, "_dataset_index", None)
+    if index is None:
+        index = _DatasetIndex()
+        gw._dataset_index = index  # type: ignore[attr-defined]
+    async with index.lock:
+        key = await _newest(gw)
+        fresh = time.monotonic() - index.built < INDEX_TTL_SECONDS
+        if index.value is not None and index.key == key and fresh:
+            return index.value
+        value = await _build_dataset_rows(gw)
+        index.key, index.built, index.value = key, time.monotonic(), value
+        return value
+
+
+async def _build_dataset_rows(gw: Gateway) -> tuple[dict[str, list[dict[str, Any]]], int]:
     records, runs = await asyncio.gather(_all_backtests(gw), _runs_by_backtest(gw))
     by_fp: dict[str, list[dict[str, Any]]] = {}
     missing = 0
