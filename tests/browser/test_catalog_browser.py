@@ -232,6 +232,7 @@ def test_models_deployments_and_leaderboard(site: Site, seeded: dict[str, Any], 
     assert _drawn(page, "#leaderboard-chart") > 0
     board = _api(site, f"/catalog-views/leaderboard/{fingerprint}")
     assert page.inner_text("[data-metric='Trials on this data']") == f"{board['n_trials']:,}"
+    assert page.inner_text("[data-metric='Backtests']") == f"{board['n_entries']:,}"
     shown = page.locator("#leaderboard-table tbody tr td:nth-child(6)").all_inner_texts()
     assert shown == [
         "—" if e["deflated_sharpe"] is None else f"{e['deflated_sharpe'] * 100:.1f}%"

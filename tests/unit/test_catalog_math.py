@@ -13,6 +13,7 @@ from scipy import stats
 
 from alphaswarm_backtester.engine.montecarlo import monte_carlo
 from alphaswarm_common.errors import InvalidArgument
+from alphaswarm_common.metrics import deflated_sharpe_ratio
 from alphaswarm_gateway.browser import catalog_math as cm
 
 pytestmark = pytest.mark.unit
@@ -192,6 +193,8 @@ def test_leaderboard_deflated_sharpe_against_scipy() -> None:
         expected = _dsr_scipy(e.sharpe / math.sqrt(252), e.n_obs, e.skewness, e.kurtosis, var, 9)
         assert row["deflated_sharpe"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
         assert row["p_value"] == pytest.approx(1 - expected)
+        project = deflated_sharpe_ratio(e.sharpe / math.sqrt(252), var, 9, e.n_obs, e.skewness, e.kurtosis)
+        assert row["deflated_sharpe"] == pytest.approx(project, rel=1e-12, abs=1e-15)
     assert [r["deflated_sharpe"] for r in board["entries"]] == sorted(
         (r["deflated_sharpe"] for r in board["entries"]), reverse=True
     )
@@ -202,9 +205,11 @@ def test_leaderboard_says_why_a_deflated_sharpe_is_missing() -> None:
         cm.Entry("a", "a", "rule", None, 252.0, 100, 0.0, 3.0),
         cm.Entry("b", "b", "rule", 1.0, 252.0, 1, 0.0, 3.0),
         cm.Entry("c", "c", "rule", 1.0, 252.0, 100, None, None),
+        cm.Entry("d", "d", "rule", 252.0**0.5 * 3.0, 252.0, 100, 2.0, 1.0),  # 1 - 2*3 + 0 < 0
     ]
     rows = {r["key"]: r for r in cm.leaderboard(entries, [None, 1.0, 1.0])["entries"]}
     assert rows["a"]["reason"] == "no Sharpe ratio"
     assert rows["b"]["reason"] == "fewer than 2 returns"
     assert rows["c"]["reason"] == "no skewness / kurtosis"
+    assert "is not positive" in rows["d"]["reason"]
     assert all(r["deflated_sharpe"] is None for r in rows.values())

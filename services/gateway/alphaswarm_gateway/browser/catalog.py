@@ -563,7 +563,10 @@ async def _build_dataset_rows(gw: Gateway) -> tuple[dict[str, list[dict[str, Any
         if fp is None:
             missing += 1
             continue
-        by_fp.setdefault(fp, []).append({"record": rec, "params": params, "run": run})
+        values, _, conventions = _metrics(rec)
+        by_fp.setdefault(fp, []).append(
+            {"record": rec, "params": params, "run": run, "values": values, "conventions": conventions}
+        )
     return by_fp, missing
 
 
@@ -604,7 +607,11 @@ async def leaderboard(
         str, Path(pattern="^[0-9a-f]{64}$", description="The dataset fingerprint (SHA-256, hex).")
     ],
     gw: GatewayDep,
+    limit: Annotated[
+        int, Query(ge=1, le=100_000, description="At most this many entries, the best Deflated Sharpe first.")
+    ] = 500,
 ) -> dict[str, Any]:
+    """All trials count, whatever `limit`; `n_entries` is the number of backtests on the dataset."""
     by_fp, _ = await _dataset_rows(gw)
     rows = by_fp.get(fingerprint)
     if not rows:
@@ -616,7 +623,7 @@ async def leaderboard(
     trials: list[float | None] = []
     for r in rows:
         rec, params, run = r["record"], r["params"], r["run"]
-        values, _, conventions = _metrics(rec)
+        values, conventions = r["values"], r["conventions"]
         ppy = float(conventions.get("periods_per_year") or 252.0)
         n_trials = 1
         if rec.backtest_id in opt_by_id:
@@ -657,6 +664,8 @@ async def leaderboard(
             )
         )
     board = cv.leaderboard(entries, trials)
+    board["n_entries"] = len(board["entries"])
+    board["entries"] = board["entries"][:limit]
     return {"fingerprint": fingerprint, **board}
 
 

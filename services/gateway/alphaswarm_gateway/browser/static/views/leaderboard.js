@@ -7,6 +7,8 @@ import { echart, loadCharts } from "../core/charts.js";
 import { go, register } from "../core/router.js";
 import { dataTable, fmt, h, localLoader, metricGrid, section } from "../core/ui.js";
 
+const TOP = 40;
+
 register({
   id: "leaderboard-datasets",
   path: "leaderboard",
@@ -54,13 +56,13 @@ register({
         ["with a Sharpe", fmt.int(doc.n_trials_with_sharpe)],
         ["Expected max Sharpe", fmt.num(doc.expected_max_sharpe, 2), "annualized Sharpe the best of that many skill-less trials would show"],
         ["Var. of trial Sharpes", fmt.num(doc.sharpe_trials_variance, 6), "per-period"],
-        ["Entries", fmt.int(doc.entries.length)],
+        ["Backtests", fmt.int(doc.n_entries), doc.n_entries > doc.entries.length ? `the best ${doc.entries.length} by Deflated Sharpe are listed` : ""],
       ]),
       h("p.muted.note", "Deflated Sharpe = P(true Sharpe > 0) after the selection among all trials, with each entry's own skewness, kurtosis and length. Green: p < 0.05.")
     );
     const chartEl = h("div.chart-box#leaderboard-chart");
     const holder = h("div");
-    el.append(section("Sharpe vs Deflated Sharpe", chartEl), section("Entries", holder));
+    el.append(section(`Sharpe vs Deflated Sharpe (the best ${TOP} by Deflated Sharpe)`, chartEl), section("Entries", holder));
     dataTable(holder, {
       id: "leaderboard-table",
       rowKey: "backtest_id",
@@ -80,7 +82,7 @@ register({
       ],
       load: localLoader(doc.entries),
     });
-    const shown = doc.entries.filter((e) => e.sharpe !== null);
+    const shown = doc.entries.filter((e) => e.sharpe !== null).slice(0, TOP);
     await charts;
     return echart(
       chartEl,
