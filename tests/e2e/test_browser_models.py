@@ -126,3 +126,19 @@ def test_alias_and_bad_action_bodies(rest_url: str, runs: list[dict[str, Any]]) 
     assert extra.status_code == 422
     unknown = _post(rest_url, "/deployments/00000000-0000-0000-0000-000000000000:rollback")
     assert unknown.status_code == 404
+
+
+def test_alpha_runs_rank_on_the_leaderboard_of_their_dataset(
+    rest_url: str, runs: list[dict[str, Any]]
+) -> None:
+    fingerprint = load_panel(DatasetConfig.model_validate(small_run()["dataset_cfg"])).fingerprint
+    for run in runs:
+        stored = _get(rest_url, f"/backtests/{run['links']['backtest_id']}")
+        assert stored["parameters"]["dataset_fingerprint"] == fingerprint
+    board = _get(rest_url, f"/catalog-views/leaderboard/{fingerprint}?limit=100000")
+    entries = {e["backtest_id"]: e for e in board["entries"]}
+    for run in runs:
+        entry = entries[run["links"]["backtest_id"]]
+        assert entry["kind"] == "alpha" and entry["run_id"] == run["run_id"]
+        assert entry["label"].startswith(f"{MODEL} v{run['links']['model_version']}")
+        assert entry["sharpe"] == pytest.approx(run["combined_metrics"]["trading"]["sharpe"], abs=1e-4)
