@@ -28,6 +28,7 @@ import datetime as dt
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -215,7 +216,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--chromium", default=os.environ.get("ALPHASWARM_CHROMIUM", "/usr/bin/chromium"))
     args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="alphaswarm-bench-browser-"))
+    try:
+        _bench(args, home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
+
+def _bench(args: argparse.Namespace, home: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     from alphaswarm.embedded import EmbeddedStack
@@ -224,7 +232,6 @@ def main() -> None:
     from alphaswarm_persistence.repository import CatalogRepository
     from tests.e2e.conftest import serving
 
-    home = Path(tempfile.mkdtemp(prefix="alphaswarm-bench-browser-"))
     settings = Settings(
         home=home,
         ml_prediction_audit_enabled=True,

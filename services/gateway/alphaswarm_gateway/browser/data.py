@@ -14,6 +14,7 @@ import collections
 import datetime as dt
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,6 +187,7 @@ class RunData:
     audit_reason: str | None
     built_seconds: float = 0.0
     cache: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one computation of `cache` at a time
 
 
 def _trade(msg: resources_pb2.Trade) -> dict[str, Any]:

@@ -32,9 +32,14 @@ def _shift(arr: np.ndarray, by: int) -> np.ndarray:
 
 
 def stats(data: RunData) -> dict[str, Any]:
-    """Every full-length statistic of the run page (cached on `data`)."""
-    if "stats" in data.cache:
+    """Every full-length statistic of the run page (cached on `data`, computed once)."""
+    with data.lock:
+        if "stats" not in data.cache:
+            data.cache["stats"] = _compute(data)
         return data.cache["stats"]  # type: ignore[no-any-return]
+
+
+def _compute(data: RunData) -> dict[str, Any]:
     cfg = data.config or {}
     bt = cfg.get("backtest_cfg") or {}
     label = (cfg.get("dataset_cfg") or {}).get("label") or {}
@@ -105,7 +110,6 @@ def stats(data: RunData) -> dict[str, Any]:
     elif audit is not None:
         notes["ic"] = "a one-symbol universe has no cross-section: IC per date is not defined"
     out["notes"] = notes
-    data.cache["stats"] = out
     return out
 
 
