@@ -86,8 +86,9 @@ function drawHeatmap(el, doc) {
         {
           type: "heatmap",
           data,
+          // Labels on every cell up to a 12 x 12 grid; beyond, the tooltip and the table say it.
           label: {
-            show: true,
+            show: data.length <= 144,
             formatter: (p) => `${fmt.num(p.data.cell.sharpe_ratio, 2)}\np=${p.data.cell.p_value == null ? "—" : p.data.cell.p_value.toFixed(3)}`,
             color: "#0f172a",
             fontSize: 11,
