@@ -62,7 +62,7 @@ register({
     );
     const chartEl = h("div.chart-box#leaderboard-chart");
     const holder = h("div");
-    el.append(section(`Sharpe vs Deflated Sharpe (the best ${TOP} by Deflated Sharpe)`, chartEl), section("Entries", holder));
+    el.append(section(`Sharpe vs Deflated Sharpe${doc.entries.length > TOP ? ` (the best ${TOP} by Deflated Sharpe)` : ""}`, chartEl), section("Entries", holder));
     dataTable(holder, {
       id: "leaderboard-table",
       rowKey: "backtest_id",
@@ -96,7 +96,7 @@ register({
           { type: "value", name: "DSR", min: 0, max: 1, axisLabel: { formatter: (v) => `${Math.round(v * 100)}%` } },
         ],
         series: [
-          { name: "Sharpe (annualized)", type: "bar", data: shown.map((e) => e.sharpe), markLine: { silent: true, symbol: "none", data: [{ yAxis: doc.expected_max_sharpe, name: "expected max" }], label: { formatter: "expected max of N null trials" } } },
+          { name: "Sharpe (annualized)", type: "bar", data: shown.map((e) => e.sharpe), markLine: { silent: true, symbol: "none", data: [{ yAxis: doc.expected_max_sharpe, name: "expected max" }], label: { position: "insideEndTop", formatter: "expected max Sharpe of N skill-less trials" } } },
           { name: "Deflated Sharpe", type: "line", yAxisIndex: 1, data: shown.map((e) => ({ value: e.deflated_sharpe ?? "-", itemStyle: { color: pValueColor(e.p_value) } })), symbolSize: 9 },
         ],
       },
