@@ -209,3 +209,11 @@ def test_report_metrics_json_and_plots() -> None:
     }
     for png in plots.values():
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000
+    # The return charts say on their face that they are gross of costs (titles in the PNG's Title chunk).
+    import io
+
+    from PIL import Image
+
+    for name in ("quantile_returns.png", "long_short_equity.png"):
+        title = Image.open(io.BytesIO(plots[name])).text["Title"]
+        assert title.startswith("unit: ") and "gross of costs" in title, (name, title)

@@ -3,6 +3,8 @@
     alphaswarm run CONFIG.yaml [--output table|json]   run an alpha backtest (embedded stack unless
                                                        ALPHASWARM_GATEWAY_ADDR / --gateway is given)
     alphaswarm serve [--port 8000] [--grpc-port 50051] the whole stack in one process with REST + SSE
+    alphaswarm ui [--port 8000]                        the same, announced as the browser over the embedded store
+    alphaswarm report BACKTEST_ID -o report.html [--url URL]   the tearsheet of a backtest (one HTML file)
     alphaswarm runs list | runs get RUN_ID             read runs from a gateway (or the embedded stack)
     alphaswarm backtest [JOB.yaml] [--strategy sma_cross --param fast=10 ...]   a rule-strategy backtest
     alphaswarm optimize [JOB.yaml] [--strategy sma_cross --grid fast=5,10 ...]  a parameter search
@@ -25,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from alphaswarm_common.errors import AlphaSwarmError
-from alphaswarm_common.metrics import HEADLINE_ML_METRICS as ML_ROWS
-from alphaswarm_common.metrics import HEADLINE_TRADING_METRICS as TRADING_ROWS
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -58,25 +58,9 @@ def _fmt(value: Any) -> str:
     return str(_integral(value))
 
 
-def _print_table(result: Any, console: Any) -> None:
+def _print_links(result: Any, console: Any) -> None:
     from rich.table import Table
 
-    metrics = result.combined_metrics or {}
-    reasons = metrics.get("reasons", {})
-    table = Table(title=f"{result.run_name}: combined metrics", show_lines=False)
-    table.add_column("side")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for side, rows in (("ml", ML_ROWS), ("trading", TRADING_ROWS)):
-        values = metrics.get(side, {})
-        for name in rows:
-            value = values.get(name)
-            shown = (
-                _fmt(value) if value is not None else f"null ({reasons.get(f'{side}.{name}', 'undefined')})"
-            )
-            table.add_row(side, name, shown)
-    table.add_row("combined", "score", _fmt(metrics.get("score")), style="bold")
-    console.print(table)
     ids = Table(title="links", show_header=False)
     ids.add_column("id")
     ids.add_column("value")
@@ -135,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         out = Console()
         if result.status == "succeeded":
-            _print_table(result, out)
+            _run_summary(result, cfg, args, out, err)
         else:
             e = result.error or {}
             out.print(
@@ -143,6 +127,80 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"{e.get('message')}"
             )
     return 0 if result.status == "succeeded" else 1
+
+
+def _run_summary(result: Any, cfg: Any, args: argparse.Namespace, out: Any, err: Any) -> None:
+    """The end of `alphaswarm run`: what was tested, metrics with units, verdict, tearsheet, what to open."""
+    from alphaswarm.report import print_run_summary, tearsheet_data, tearsheet_path
+    from alphaswarm_common.reporting import render_tearsheet
+
+    settings = _settings(args)
+    remote = bool(args.gateway or settings.gateway_addr)
+    data = tearsheet = plots = None
+    if result.backtest_id and (not remote or settings.persistence_addr):
+        try:
+            data = tearsheet_data(settings, result.backtest_id)
+            tearsheet = tearsheet_path(settings, result.backtest_id)
+            tearsheet.parent.mkdir(parents=True, exist_ok=True)
+            tearsheet.write_text(render_tearsheet(data), encoding="utf-8")
+        except (AlphaSwarmError, OSError) as exc:
+            err.print(f"[yellow]no tearsheet written: {exc}[/]")
+    if result.mlflow_train_run_id and not remote:
+        try:
+            from alphaswarm_common.tracking import Tracker
+
+            tracker = Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
+            plots = f"{tracker.client.get_run(result.mlflow_train_run_id).info.artifact_uri}/plots/"
+        except Exception as exc:  # the summary names what it can; the run itself succeeded
+            err.print(f"[yellow]plots not located: {exc}[/]")
+    print_run_summary(
+        out,
+        result,
+        cfg,
+        settings,
+        data=data,
+        tearsheet=tearsheet,
+        plots=plots,
+        remote=remote,
+        links=lambda: _print_links(result, out),
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`alphaswarm report BACKTEST_ID -o FILE`: the tearsheet from the local catalog or a gateway."""
+    from alphaswarm.report import local_tearsheet, remote_tearsheet
+
+    settings = _settings(args)
+    if args.url:
+        token = settings.token.get_secret_value() if settings.token else None
+        page = remote_tearsheet(args.url, args.backtest_id, token)
+    else:
+        page = local_tearsheet(settings, args.backtest_id)
+    if args.output == "-":
+        sys.stdout.write(page)
+    else:
+        Path(args.output).write_text(page, encoding="utf-8")
+        print(f"tearsheet of backtest {args.backtest_id} written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """`alphaswarm ui`: `serve` over the embedded store, announcing the page to open."""
+    settings = _settings(args)
+    host = args.host or settings.http_host
+    port = args.port if args.port is not None else settings.http_port
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(f"AlphaSwarm browser over {settings.resolved_home()}: http://{shown}:{port}/", file=sys.stderr)
+    if settings.auth == "none":
+        print("authentication is off (loopback only): no token needed", file=sys.stderr)
+    else:
+        print(
+            f"sign in with an API token: alphaswarm auth create-token --role viewer --home {settings.resolved_home()}",
+            file=sys.stderr,
+        )
+    if args.grpc_port is None:
+        args.grpc_port = 0  # the browser needs no gRPC port: an ephemeral one, never a clash
+    return cmd_serve(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -469,6 +527,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-loopback --host without authentication (anyone who can connect has full access)",
     )
     serve.set_defaults(func=cmd_serve)
+
+    ui = sub.add_parser("ui", help="serve the browser (and the API) over the embedded store")
+    ui.add_argument("--host", help="HTTP host (default ALPHASWARM_HTTP_HOST, 127.0.0.1)")
+    ui.add_argument("--port", type=int, help="HTTP port (default ALPHASWARM_HTTP_PORT, 8000)")
+    ui.add_argument("--grpc-port", type=int, help="gateway gRPC port (default: an ephemeral port)")
+    ui.add_argument("--home", help="folder of the embedded stores (default ./.alphaswarm)")
+    ui.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without authentication"
+    )
+    ui.set_defaults(func=cmd_ui)
+
+    report = sub.add_parser("report", help="write the tearsheet of a backtest (one self-contained HTML file)")
+    report.add_argument("backtest_id", help="the backtest id (alphaswarm run prints it)")
+    report.add_argument("-o", "--output", default="report.html", help="output file, - for stdout")
+    report.add_argument(
+        "--url", help="a gateway's REST URL (http://host:8000); the token comes from ALPHASWARM_TOKEN"
+    )
+    report.add_argument("--home", help="folder of the embedded stores (default ./.alphaswarm)")
+    report.set_defaults(func=cmd_report)
 
     runs = sub.add_parser("runs", help="read alpha-backtest runs")
     runs.add_argument("action", choices=["list", "get"])

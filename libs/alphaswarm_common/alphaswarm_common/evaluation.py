@@ -47,7 +47,10 @@ the data has the bars (their labels are NaN otherwise, as in training).
   sampled without replacement, all drawn from `numpy.random.default_rng(seed)`.
 - **Plots** (`render_plots`): PNG bytes of the cumulative RankIC, the
   RankIC histogram, the quantile mean returns and the long-short equity curve
-  with its drawdown. Drawn on `matplotlib.figure.Figure` with the Agg canvas
+  with its drawdown. The two return charts say "gross of costs" in their
+  title: they are diagnostics of the ranking, not the traded result. Each
+  PNG carries its titles in its `Title` text chunk. Drawn on
+  `matplotlib.figure.Figure` with the Agg canvas
   (no pyplot state: safe in threads and servers).
 """
 
@@ -520,7 +523,8 @@ def _figure(width: float, height: float, rows: int = 1, **grid: Any) -> tuple[An
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    titles = [ax.get_title() for ax in fig.get_axes() if ax.get_title()]
+    fig.savefig(buf, format="png", metadata={"Title": " | ".join(titles)})
     return buf.getvalue()
 
 
@@ -558,13 +562,16 @@ def render_plots(report: EvaluationReport, *, title: str = "") -> dict[str, byte
     ax.set_xticks(np.arange(1, q.quantiles + 1))
     ax.set_xlabel("prediction quantile (1 = lowest)")
     ax.set_ylabel(f"mean {q.horizon}-bar return (bp{', demeaned' if q.demeaned else ''})")
-    ax.set_title(f"{prefix}quantile returns")
+    ax.set_title(f"{prefix}quantile returns, gross of costs\n(the backtest trades the strategy net of costs)")
     out["quantile_returns.png"] = _png(fig)
 
     fig, axes = _figure(7, 4, rows=2, height_ratios=[3, 1])
     ls = report.long_short
     axes[0].plot(x, ls.equity, lw=1.2)
-    axes[0].set_title(f"{prefix}long-short top/bottom {ls.quantiles}-quantile (gross, no costs)")
+    axes[0].set_title(
+        f"{prefix}long-short top/bottom {ls.quantiles}-quantile, gross of costs\n"
+        "(a diagnostic of the ranking, not the backtest: no fees, no slippage)"
+    )
     axes[0].set_ylabel("equity")
     axes[1].fill_between(x, ls.drawdown, 0.0, color="tab:red", alpha=0.5)
     axes[1].set_ylabel("drawdown")

@@ -78,6 +78,7 @@ from alphaswarm_common.protoconv import (
     struct_from_dict,
     struct_to_dict,
 )
+from alphaswarm_common.reporting import log_backtest_tearsheet
 from alphaswarm_common.tracking import Tracker
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BacktesterService"].full_name
@@ -402,6 +403,18 @@ class BacktesterServicer(PortfolioRiskMixin):
                 strategy_params=strategy_cfg.params,
                 backtest_cfg=backtest_cfg,
                 out=out,
+            )
+            log_backtest_tearsheet(
+                self.tracker,
+                run_id,
+                out=out,
+                trades=trades,
+                close=prices["close"],
+                signal=signal,
+                benchmark_returns=_benchmark_returns(request, len(dates)),
+                strategy_type=request.strategy_label or strategy_cfg.type,
+                strategy_params=strategy_cfg.params,
+                backtest=backtest_cfg.model_dump(mode="json"),
             )
 
         backtest_id = ""

@@ -94,6 +94,7 @@ ROUTE_ROLES: dict[str, str] = {
     "get_backtest_performance_summary": VIEWER,
     "get_backtest": VIEWER,
     "list_backtest_trades": VIEWER,
+    "get_backtest_tearsheet": VIEWER,
     "delete_backtest": ADMIN,
     "list_optimization_results": VIEWER,
     "get_optimization_result": VIEWER,

@@ -44,6 +44,7 @@ from alphaswarm_gateway.errors import (
     install_error_handlers,
 )
 from alphaswarm_gateway.limits import BodyLimitMiddleware, parse_off_loop
+from alphaswarm_gateway.routes import tearsheet
 from alphaswarm_gateway.views import audit_row_view, run_view, task_accepted
 
 __all__ = ["create_app"]
@@ -252,6 +253,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     app.include_router(browser_catalog.router)
     app.include_router(browser_models.deployments)
     app.include_router(browser_models.models)
+    app.include_router(tearsheet.router)
 
     auth.secure_app(app, settings)
     grpc_credentials = server_credentials(settings, require_client_auth=False)
