@@ -265,3 +265,31 @@ def test_the_browser_routes_refuse_bad_input_naming_the_field(site: Site) -> Non
     anonymous = httpx.get(f"{site.url}/browser/runs", timeout=30)
     assert anonymous.status_code == 401
     assert httpx.get(f"{site.url}/", timeout=30).status_code == 200  # the page itself is public
+
+
+def test_a_job_submitted_from_the_form_is_followed_to_its_outcome(site: Site, watched: Watched) -> None:
+    watched.sign_in(site.tokens["researcher"], "submit?kind=backtest")
+    page = watched.page
+    page.wait_for_selector("#submit-doc")
+    assert page.input_value("#submit-kind") == "backtest"
+    page.fill(
+        "#submit-doc",
+        yaml.safe_dump(
+            {
+                "source": {
+                    "dataset_cfg": {"source": "sp500", "start_date": "2015-01-01", "end_date": "2016-12-31"},
+                    "symbols": ["AAPL"],
+                },
+                "strategy_cfg": {"type": "sma_cross", "params": {"fast_period": 5, "slow_period": 20}},
+            }
+        ),
+    )
+    page.click("#submit-send")
+    page.wait_for_selector("#job-outcome", timeout=300_000)
+    assert page.get_attribute("#job-outcome", "data-status") == "succeeded"
+    task_id = page.inner_text("#job-task")
+    task = httpx.get(f"{site.url}/tasks/{task_id}", headers=site.headers(), timeout=30).json()
+    assert task["status"] == "succeeded"
+    stages = page.eval_on_selector_all("#job-events li", "els => els.map(e => e.dataset.stage)")
+    assert stages and stages[-1] == "completed"
+    watched.assert_clean()

@@ -58,7 +58,7 @@ register({
           page_size: s.pageSize,
         }, { signal: ctx.signal });
         live = res.items.some((r) => LIVE.has(r.status));
-        summary.textContent = `${fmt.int(res.total)} runs${res.active ? ` · ${res.active} in progress` : ""}`;
+        summary.textContent = `${fmt.int(res.total)} run${res.total === 1 ? "" : "s"}${res.active ? ` · ${res.active} in progress` : ""}`;
         return res;
       },
     });
