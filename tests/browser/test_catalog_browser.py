@@ -7,6 +7,7 @@ numbers on the page are checked against the API. Screenshots go to docs/img/."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -144,6 +145,13 @@ def test_catalog_list_filters_and_picks_three_backtests_to_compare(
     for bid in seeded["backtests"]:
         page.wait_for_selector(f"#backtests-table input[data-id='{bid}']").check()
     assert page.inner_text("#bt-compare") == "Compare (3)"
+    # the tearsheet of a row downloads with the page's token
+    with page.expect_download() as got:
+        page.click(f"#backtests-table a.tearsheet[data-id='{seeded['backtests'][0]}']")
+    html = Path(got.value.path()).read_text()
+    stored = _api(site, f"/backtests/{seeded['backtests'][0]}")
+    assert got.value.suggested_filename == f"tearsheet-{seeded['backtests'][0]}.html"
+    assert "<html" in html.lower() and f"{stored['metrics']['sharpe']:.2f}" in html
     _shot(page, "browser-catalog.png")
     page.click("#bt-compare")
     page.wait_for_selector("#compare-metrics")

@@ -1,6 +1,7 @@
 // Helpers shared by the catalog views (backtests, compare, optimization, walk-forward, Monte
 // Carlo, portfolios, leaderboard): what kind of backtest a catalog row is, the links to its
 // views, and the keyset pager of the catalog's lists.
+import { token } from "./api.js";
 import { h } from "./ui.js";
 
 /** "optimization", "walk-forward", "rule" or "alpha", from what the backtester recorded. */
@@ -21,8 +22,30 @@ export function backtestLinks(row) {
     kind === "optimization" ? h("a", { href: `#/optimizations/${id}`, on: stop }, "heatmap") : null,
     kind === "walk-forward" ? h("a", { href: `#/walk-forward/${id}`, on: stop }, "windows") : null,
     h("a", { href: `#/monte-carlo/${id}`, on: stop }, "Monte Carlo"),
+    h("a", { href: "#", class: "tearsheet", dataset: { id }, on: { click: (e) => { e.preventDefault(); e.stopPropagation(); downloadTearsheet(id, e.target); } } }, "tearsheet"),
   ].filter(Boolean);
   return h("span.links", links.flatMap((a, i) => (i ? [" · ", a] : [a])));
+}
+
+/**
+ * Download the backtest's tearsheet (`GET /backtests/{id}/tearsheet.html?download=true`): the
+ * request carries the page's token, so it is fetched and saved from a blob rather than linked.
+ */
+export async function downloadTearsheet(id, link) {
+  const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
+  if (link) link.setAttribute("aria-busy", "true");
+  try {
+    const res = await fetch(`/backtests/${encodeURIComponent(id)}/tearsheet.html?download=true`, { headers });
+    if (!res.ok) throw new Error(`tearsheet: HTTP ${res.status}`);
+    const url = URL.createObjectURL(await res.blob());
+    const a = h("a", { href: url, download: `tearsheet-${id}.html` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  } finally {
+    if (link) link.removeAttribute("aria-busy");
+  }
 }
 
 /** A short label of a backtest: strategy, its parameters (flags only when set), symbol. */
