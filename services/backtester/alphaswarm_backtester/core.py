@@ -259,6 +259,7 @@ class Prices:
     start: int
     stop: int
     benchmark: np.ndarray | None
+    dataset_fingerprint: str = ""  # of the data as the dataset config names it
 
     @property
     def symbols(self) -> list[str]:
@@ -348,7 +349,11 @@ def load_prices(source: PriceSource, backtest_cfg: BacktestConfig, engine_cfg: E
                 f"the benchmark {bench_symbol!r} misses a close in the backtest window",
                 field="backtest_cfg.benchmark",
             )
-    return Prices(panel=panel, start=start, stop=stop, benchmark=benchmark)
+    # The data as the dataset config names it (the trainer's and the alpha workflow's fingerprint).
+    named = full if allowed is None else full.select(list(allowed))
+    return Prices(
+        panel=panel, start=start, stop=stop, benchmark=benchmark, dataset_fingerprint=named.fingerprint
+    )
 
 
 def _rule_parameters(
@@ -367,6 +372,7 @@ def _rule_parameters(
         "capital_per_symbol": 1.0 / prices.panel.n_symbols,
         "warmup_bars": prices.start,
         "conventions": out.metrics.conventions,
+        "dataset_fingerprint": prices.dataset_fingerprint,
         **extra,
     }
 
@@ -398,6 +404,7 @@ class SignalBacktestInput:
     strategy_cfg: StrategyConfig
     backtest_cfg: BacktestConfig
     benchmark: np.ndarray | None = None
+    dataset_fingerprint: str = ""  # of the prices as they arrive (the alpha workflow's dataset)
     recording: Recording = field(default_factory=Recording)
     experiment_id: str = ""
     parent_run_id: str = ""
@@ -644,6 +651,7 @@ class Backtester:
                     "backtest": backtest_cfg.model_dump(mode="json"),
                     "symbols": symbols,
                     "conventions": out.metrics.conventions,
+                    **({"dataset_fingerprint": req.dataset_fingerprint} if req.dataset_fingerprint else {}),
                 },
                 backtest_cfg=backtest_cfg,
                 elapsed=elapsed,
@@ -1101,6 +1109,7 @@ class Backtester:
                 "symbols": prices.symbols,
                 "capital_per_symbol": 1.0 / prices.panel.n_symbols,
                 "conventions": out.metrics.conventions,
+                "dataset_fingerprint": prices.dataset_fingerprint,
             },
             backtest_cfg=req.backtest_cfg,
             elapsed=elapsed,

@@ -152,6 +152,7 @@ def signal_backtest_from_proto(request: pb.RunBacktestRequest) -> SignalBacktest
         strategy_cfg=strategy_cfg,
         backtest_cfg=backtest_cfg,
         benchmark=_benchmark_returns(request, len(dates)),
+        dataset_fingerprint=request.prices.fingerprint,
         recording=recording_of(request),
         experiment_id=request.experiment_id,
         parent_run_id=request.parent_run_id,

@@ -29,7 +29,9 @@ from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import server_credentials
 from alphaswarm_gateway import auth, jobs_api, mlflow_api, observe, routes
 from alphaswarm_gateway.browser import api as browser_api
+from alphaswarm_gateway.browser import catalog as browser_catalog
 from alphaswarm_gateway.browser import install_browser
+from alphaswarm_gateway.browser import models as browser_models
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.docs import install_docs
 from alphaswarm_gateway.errors import (
@@ -106,6 +108,9 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     app.include_router(mlflow_api.models)
     app.include_router(jobs_api.router)
     app.include_router(browser_api.router)
+    app.include_router(browser_catalog.router)
+    app.include_router(browser_models.deployments)
+    app.include_router(browser_models.models)
 
     auth.secure_app(app, settings)
     grpc_credentials = server_credentials(settings, require_client_auth=False)

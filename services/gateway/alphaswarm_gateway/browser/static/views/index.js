@@ -3,3 +3,12 @@
 import "./runs.js";
 import "./run.js";
 import "./submit.js";
+import "./backtests.js";
+import "./compare.js";
+import "./optimization.js";
+import "./walkforward.js";
+import "./montecarlo.js";
+import "./portfolios.js";
+import "./models.js";
+import "./deployments.js";
+import "./leaderboard.js";
