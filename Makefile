@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 UV      := $(BIN)/uv
 CONFIG  ?= configs/ml/alpha_backtest/ridge_alpha_backtest.yaml
 
-.PHONY: lock install install-dev run serve test test-long test-unit test-integration check static lint format typecheck protos protos-check bench up down config migrate clean
+.PHONY: ui-vendor lock install install-dev run serve test test-long test-unit test-integration check static lint format typecheck protos protos-check bench up down config k8s-config migrate clean
 
 UV_VERSION := 0.13.9
 # Installs resolve from uv.lock (`make lock` refreshes it): a fresh clone gets the versions the tests ran with.
@@ -65,6 +65,9 @@ format:
 typecheck:
 	$(BIN)/mypy libs/alphaswarm_common/alphaswarm_common services libs/alphaswarm/alphaswarm
 
+ui-vendor:                         ## refresh the Strategy Browser's chart libraries from the npm registry
+	scripts/ui_vendor.sh
+
 protos:                            ## regenerate the gRPC stubs from protos/
 	$(BIN)/python scripts/gen_protos.py
 
@@ -86,6 +89,9 @@ down:
 
 config:                            ## validate the compose file
 	docker-compose -f deploy/docker-compose.yml config -q
+
+k8s-config: install-dev            ## build the Kubernetes overlays (kustomize); tests validate them against the schemas
+	for o in dev prod; do $(BIN)/kubectl kustomize deploy/k8s/overlays/$$o >/dev/null || exit 1; done
 
 migrate: install
 	$(BIN)/alphaswarm migrate

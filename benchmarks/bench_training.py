@@ -1,21 +1,34 @@
 """Benchmark: the trainer's research loop at scale — features, fit, prediction.
 
-    python benchmarks/bench_training.py [--dates 5040] [--symbols 3000] [--model ridge]
+    python benchmarks/bench_training.py [--dates 5040] [--symbols 3000] [--model ridge] [--check auto|yes|no]
 
 Data: the synthetic planted-alpha generator (`source: synthetic`, OHLCV), the
 51-column feature set of `bench_features.py`, segments 60/20/20 % of the dates.
 Reported, each in the same process one after the other: generating the panel,
-`compute_features` (cold, then served from the feature cache), fitting the
-model on the train segment (`training.train`, evaluation off), and predicting
-the test window (`modeling.predict_window`, as the registry serves it), with
-wall time and the process's peak resident memory after each step. Nothing is
-asserted.
+the features through the process-wide feature cache (cold: computed, and
+above `store.SPILL_BYTES` written to a file-backed float32 array), fitting
+the model on the train segment (`training.train`, evaluation off; features
+from the cache, read in blocks of dates; ridge and OLS from sufficient
+statistics), and predicting the test window (`modeling.predict_window`, as
+the registry serves it), with wall time and the process's peak resident
+memory (`getrusage` `ru_maxrss`) after each step, and the CPU time of the
+step (all threads; on a shared machine wall time follows the load, CPU time
+much less).
+
+`--check` then compares the streamed linear fit with the in-memory one
+(`Pipeline.fit` on the whole float64 design matrix, what training did
+before streaming): the largest absolute difference of their test-window
+predictions. That fit needs about three float64 copies of the design matrix
+(~11 GB at 5040 x 3000), so `auto` runs it only when that estimate is below
+half of `MemAvailable`; its memory is not in the table (it runs last).
+Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import resource
@@ -23,15 +36,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_features import SPECS
 
 from alphaswarm_common.config import DatasetConfig, ModelConfig, Segments, SyntheticConfig
 from alphaswarm_common.data import load_panel
-from alphaswarm_common.features import compute_features
-from alphaswarm_common.modeling import predict_window
-from alphaswarm_trainer.training import train
+from alphaswarm_common.features.cache import cached_features
+from alphaswarm_common.modeling import design_matrix, predict_rows, predict_window
+from alphaswarm_trainer.models import build_model
+from alphaswarm_trainer.training import prepare, train
 
 
 def peak_mib() -> float:
@@ -43,15 +59,23 @@ def main() -> int:
     parser.add_argument("--dates", type=int, default=5040)
     parser.add_argument("--symbols", type=int, default=3000)
     parser.add_argument("--model", default="ridge")
+    parser.add_argument("--check", choices=("auto", "yes", "no"), default="auto")
+    parser.add_argument("--params", default="{}", help="model hyperparameters as JSON")
     args = parser.parse_args()
 
     synth = SyntheticConfig(n_dates=args.dates, n_symbols=args.symbols, ic=0.05, seed=0)
     probe = DatasetConfig(source="synthetic", synthetic=synth, features=SPECS)
-    rows: list[tuple[str, float, float]] = []
+    rows: list[tuple[str, float, float, float]] = []
+    clock = [time.process_time()]
+
+    def cpu() -> float:
+        now = time.process_time()
+        spent, clock[0] = now - clock[0], now
+        return spent
 
     t = time.perf_counter()
     panel = load_panel(probe)
-    rows.append(("generate panel", time.perf_counter() - t, peak_mib()))
+    rows.append(("generate panel", time.perf_counter() - t, cpu(), peak_mib()))
     d = panel.dates
     cut1, cut2 = d[int(len(d) * 0.6)], d[int(len(d) * 0.8)]
 
@@ -66,21 +90,33 @@ def main() -> int:
     cfg = probe.model_copy(update={"segments": segments})
 
     t = time.perf_counter()
-    fs = compute_features(panel, SPECS)
-    rows.append((f"compute_features ({len(fs.names)} columns, cold)", time.perf_counter() - t, peak_mib()))
+    fs = cached_features(panel, SPECS)
+    where = "file-backed" if fs.on_disk else "in memory"
+    rows.append(
+        (
+            f"features ({len(fs.names)} columns float32, cold, {where})",
+            time.perf_counter() - t,
+            cpu(),
+            peak_mib(),
+        )
+    )
+    n_feat = len(fs.names)
     del fs
 
     t = time.perf_counter()
-    result = train(cfg, ModelConfig(type=args.model, seed=0), evaluate=False, plots=False)
+    model_cfg = ModelConfig(type=args.model, params=json.loads(args.params), seed=0)
+    result = train(cfg, model_cfg, evaluate=False, plots=False)
     rows.append(
         (
             f"train {args.model} ({result.n_train_rows:,} rows; features from the cache)",
             time.perf_counter() - t,
+            cpu(),
             peak_mib(),
         )
     )
 
     t = time.perf_counter()
+    cpu()
     window = predict_window(
         result.model, cfg, segments.test.start, segments.test.end, expected_features=result.feature_names
     )
@@ -88,21 +124,57 @@ def main() -> int:
         (
             f"predict test window ({window.values.shape[0]} x {window.values.shape[1]})",
             time.perf_counter() - t,
+            cpu(),
             peak_mib(),
         )
     )
 
     print(
         f"# command: python benchmarks/bench_training.py --dates {args.dates} --symbols {args.symbols} "
-        f"--model {args.model}"
+        f"--model {args.model} --check {args.check}"
+        + (f" --params '{args.params}'" if args.params != "{}" else "")
     )
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
-    print("| step | wall (s) | peak RSS so far (MiB) |")
-    print("|---|---|---|")
-    for name, secs, mib in rows:
-        print(f"| {name} | {secs:.2f} | {mib:,.0f} |")
+    print("| step | wall (s) | CPU (s) | peak RSS so far (MiB) |")
+    print("|---|---|---|---|")
+    for name, secs, spent, mib in rows:
+        print(f"| {name} | {secs:.2f} | {spent:.2f} | {mib:,.0f} |")
     test_ic = result.metrics["test"].get("ic_spearman")
     print(f"\ntest Rank IC {test_ic:.4f} (planted {synth.ic})")
+
+    if args.model in ("ridge", "linear") and args.check != "no":
+        need = 3 * result.n_train_rows * n_feat * 8
+        avail = _mem_available()
+        if args.check == "auto" and need > avail // 2:
+            print(
+                f"in-memory reference fit skipped: needs ~{need / 2**30:.1f} GiB, "
+                f"{avail / 2**30:.1f} GiB available (--check yes forces it)"
+            )
+        else:
+            prep = prepare(cfg)
+            x, y, _ = design_matrix(prep.features[prep.rows["train"]], prep.labels[prep.rows["train"]])
+            ref = build_model(model_cfg)
+            ref.fit(x, y)
+            del x, y
+            lo = len(d) - window.values.shape[0]
+            expected = predict_rows(ref, prep.features[lo:])
+            ok = np.isfinite(expected)
+            diff = float(np.max(np.abs(expected[ok] - window.values[ok]))) if ok.any() else 0.0
+            same_nan = bool(np.array_equal(ok, np.isfinite(window.values)))
+            print(
+                f"streamed vs in-memory fit: max |prediction difference| {diff:.2e} (same NaN cells: {same_nan})"
+            )
+    return 0
+
+
+def _mem_available() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return 0
 
 

@@ -26,6 +26,10 @@ fi
 if ! port_open 127.0.0.1 "$nats_port" && ! command -v nats-server >/dev/null 2>&1 && ! [ -x /usr/sbin/nats-server ]; then
   apt_install nats-server
 fi
+# The browser tests (tests/browser/) drive Debian's Chromium through Playwright.
+if ! [ -x "${ALPHASWARM_CHROMIUM:-/usr/bin/chromium}" ]; then
+  apt_install chromium
+fi
 # tests/integration/test_compose_security.py validates deploy/docker-compose.yml with it.
 if ! command -v docker-compose >/dev/null 2>&1; then
   apt_install docker-compose
@@ -55,6 +59,9 @@ if ! port_open 127.0.0.1 "$nats_port"; then
   fi
 fi
 if port_open 127.0.0.1 "$nats_port"; then echo "NATS: up on 127.0.0.1:$nats_port"; else echo "NATS: NOT reachable on 127.0.0.1:$nats_port"; status=1; fi
+
+chromium_bin=${ALPHASWARM_CHROMIUM:-/usr/bin/chromium}
+if [ -x "$chromium_bin" ]; then echo "Chromium: $chromium_bin"; else echo "Chromium: NOT installed at $chromium_bin (apt-get install chromium)"; status=1; fi
 
 if [ "$status" -ne 0 ] && [ "${CI:-}" = "true" ]; then
   echo "CI=true and a required service is missing" >&2

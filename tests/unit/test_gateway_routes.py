@@ -22,18 +22,23 @@ def _route_modules() -> list[str]:
     ]
 
 
+def _declared(module: object) -> tuple[object, ...]:
+    """A route module's routers: its `ROUTERS`, or its one `router`."""
+    return tuple(getattr(module, "ROUTERS", None) or (getattr(module, "router", None),))
+
+
 def test_every_route_module_is_found_in_order() -> None:
     found = routes.routers()
     for name in _route_modules():
         module = importlib.import_module(f"alphaswarm_gateway.routes.{name}")
-        declared = getattr(module, "ROUTERS", None) or (module.router,)
+        declared = _declared(module)
         assert all(any(r is f for f in found) for r in declared), name
     orders = []
     for router in found:
         owner = next(
             importlib.import_module(f"alphaswarm_gateway.routes.{n}")
             for n in _route_modules()
-            if router in getattr(importlib.import_module(f"alphaswarm_gateway.routes.{n}"), "ROUTERS", ())
+            if router in _declared(importlib.import_module(f"alphaswarm_gateway.routes.{n}"))
         )
         orders.append(getattr(owner, "ORDER", routes.DEFAULT_ORDER))
     assert orders == sorted(orders)

@@ -90,8 +90,11 @@ def test_forest_stops_after_the_tenth_that_spends_its_budget() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("lightgbm") is None, reason="lightgbm not installed")
 def test_lightgbm_stops_on_its_budget() -> None:
-    x, y = _data()
-    xv, yv = _data(n=1000, seed=4)
+    # a signal strong enough that the valid loss improves at every one of the rounds a second allows
+    rng = np.random.default_rng(5)
+    beta = rng.normal(size=8)
+    x, xv = rng.normal(size=(6000, 8)), rng.normal(size=(1000, 8))
+    y, yv = x @ beta + 0.01 * rng.normal(size=6000), xv @ beta + 0.01 * rng.normal(size=1000)
     params = {"n_estimators": 1_000_000, "learning_rate": 0.001, "num_leaves": 63}
     cfg = ModelConfig(type="lightgbm", params=params, time_budget_seconds=1.0)
     _, info, _ = _fit(cfg, x, y, x_valid=xv, y_valid=yv)

@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from alphaswarm_common.config import DatasetConfig, ModelConfig
 from alphaswarm_common.errors import Timeout
-from alphaswarm_trainer.models import FIT_CHUNKS, build_model, fit_model
+from alphaswarm_trainer.models import FIT_CHUNKS, FOREST_DEFAULTS, build_model, fit_model
 from alphaswarm_trainer.training import train
 from tests.unit.test_trainer_models import DATA
 
@@ -116,13 +116,14 @@ def test_forest_grown_in_chunks_equals_a_one_shot_fit(model_type: str, cls: type
     )
 
     scaler = StandardScaler().fit(x)
-    one_shot = cls(n_estimators=n_estimators, min_samples_leaf=10, n_jobs=1, random_state=11)
+    defaults = {**FOREST_DEFAULTS, "min_samples_leaf": 10, "n_jobs": 1}
+    one_shot = cls(**{**defaults, "n_estimators": n_estimators, "random_state": 11})
     one_shot.fit(scaler.transform(x), y)
     x_new, _ = _xy(2, n=500)
     chunked = pipe.predict(x_new)
     assert np.array_equal(chunked, one_shot.predict(scaler.transform(x_new)))
     # the seed matters: another seed grows another forest (the comparison above can fail)
-    other = cls(n_estimators=n_estimators, min_samples_leaf=10, n_jobs=1, random_state=12)
+    other = cls(**{**defaults, "n_estimators": n_estimators, "random_state": 12})
     other.fit(scaler.transform(x), y)
     assert not np.array_equal(chunked, other.predict(scaler.transform(x_new)))
 

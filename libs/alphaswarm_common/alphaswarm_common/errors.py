@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "Aborted",
     "AlphaSwarmError",
     "AlreadyExists",
     "DataError",
@@ -94,6 +95,14 @@ class AlreadyExists(AlphaSwarmError):
     default_reason = "ALREADY_EXISTS"
 
 
+class Aborted(AlphaSwarmError):
+    """A compare-and-set lost to a concurrent writer: read again and retry."""
+
+    grpc_code = "ABORTED"
+    http_status = 409
+    default_reason = "ABORTED"
+
+
 class FailedPrecondition(AlphaSwarmError):
     grpc_code = "FAILED_PRECONDITION"
     http_status = 409
@@ -146,6 +155,7 @@ _BY_CODE: dict[str, type[AlphaSwarmError]] = {
         InvalidArgument,
         NotFound,
         AlreadyExists,
+        Aborted,
         FailedPrecondition,
         Unauthenticated,
         PermissionDenied,
@@ -154,7 +164,6 @@ _BY_CODE: dict[str, type[AlphaSwarmError]] = {
         Timeout,
     )
 }
-_BY_CODE["ABORTED"] = AlreadyExists
 
 
 def error_from_code(code: str, message: str, **kwargs: Any) -> AlphaSwarmError:

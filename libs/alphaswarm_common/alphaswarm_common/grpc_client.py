@@ -10,6 +10,7 @@ INVALID_ARGUMENT two hops away still names the field that caused it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
@@ -19,44 +20,89 @@ from google.rpc import error_details_pb2, status_pb2
 from alphaswarm_common.auth import ClientCredentials, aio_bearer_interceptors, bearer_interceptor
 from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, Timeout, error_from_code
 from alphaswarm_common.grpc_tuning import GrpcTuning, client_options
+from alphaswarm_common.telemetry import aio_client_interceptors, client_interceptor
 
-__all__ = ["aio_call", "aio_channel", "aio_stream", "call", "channel", "error_from_rpc"]
+__all__ = ["aio_call", "aio_channel", "aio_stream", "call", "channel", "error_from_rpc", "target"]
 
 R = TypeVar("R")
 
 
-def _options(tuning: GrpcTuning | None, credentials: ClientCredentials | None) -> list[tuple[str, Any]]:
+def target(address: str) -> str:
+    """The gRPC target of a service address: `host:port` becomes `dns:///host:port`, so the name is
+    resolved to every address it has and calls are balanced round-robin over them
+    (`grpc_tuning`); a target with a scheme (`dns:`, `ipv4:`, `ipv6:`, `unix:`) is kept as given.
+
+    With TLS the certificate is checked against the host of the address (`trainer` for
+    `dns:///trainer:50051`), or against `ALPHASWARM_TLS_SERVER_NAME` when that is set.
+    """
+    address = address.strip()
+    if re.match(r"^[a-z][a-z0-9+.-]*:", address) and not re.match(r"^[^:/]+:\d+$", address):
+        return address  # has a scheme (a bare `host:port` also matches `name:`, hence the second test)
+    if address.startswith("[") or address.count(":") <= 1:
+        return f"dns:///{address}"
+    return address  # an unbracketed IPv6 literal: let gRPC parse it
+
+
+def _address_list(address: str) -> bool:
+    """A static list of replica addresses (`ipv4:10.0.0.5:50051,10.0.0.6:50051`)."""
+    return address.startswith(("ipv4:", "ipv6:")) and "," in address
+
+
+def _options(
+    tuning: GrpcTuning | None, credentials: ClientCredentials | None, address: str, service: str | None
+) -> list[tuple[str, Any]]:
     options = client_options(tuning or GrpcTuning())
-    if credentials is not None and credentials.tls is not None and credentials.server_name:
-        options.append(("grpc.ssl_target_name_override", credentials.server_name))
+    if credentials is not None and credentials.tls is not None:
+        # A list of addresses has no host name to check the certificates against: check the
+        # name of the service they all serve (every service certificate holds it).
+        name = credentials.server_name or (service if _address_list(address) else None)
+        if name:
+            options.append(("grpc.ssl_target_name_override", name))
     return options
 
 
 def channel(
-    address: str, *, tuning: GrpcTuning | None = None, credentials: ClientCredentials | None = None
+    address: str,
+    *,
+    tuning: GrpcTuning | None = None,
+    credentials: ClientCredentials | None = None,
+    service: str | None = None,
 ) -> grpc.Channel:
     """A client channel whose keepalive, per-method limits and retries agree with our servers;
-    TLS with this process's certificate and a bearer token when `credentials` say so."""
-    options = _options(tuning, credentials)
+    TLS with this process's certificate and a bearer token when `credentials` say so.
+
+    `address` is a DNS name (`host:port`, `dns:///host:port`) whose addresses are all used,
+    round-robin, or a static list of replicas (`ipv4:a:p,b:p`), whose certificates are then
+    checked for `service` (e.g. `backtester`)."""
+    options = _options(tuning, credentials, address, service)
     if credentials is not None and credentials.tls is not None:
-        ch = grpc.secure_channel(address, credentials.tls, options=options)
+        ch = grpc.secure_channel(target(address), credentials.tls, options=options)
     else:
-        ch = grpc.insecure_channel(address, options=options)
+        ch = grpc.insecure_channel(target(address), options=options)
+    interceptors: list[Any] = [client_interceptor()]  # the trace context and log fields travel
     if credentials is not None and credentials.bearer:
-        return grpc.intercept_channel(ch, bearer_interceptor(credentials))
-    return ch
+        interceptors.append(bearer_interceptor(credentials))
+    return grpc.intercept_channel(ch, *interceptors)
 
 
 def aio_channel(
-    address: str, *, tuning: GrpcTuning | None = None, credentials: ClientCredentials | None = None
+    address: str,
+    *,
+    tuning: GrpcTuning | None = None,
+    credentials: ClientCredentials | None = None,
+    service: str | None = None,
 ) -> grpc.aio.Channel:
-    options = _options(tuning, credentials)
-    interceptors = (
-        aio_bearer_interceptors(credentials) if credentials is not None and credentials.bearer else None
-    )
+    """The asyncio twin of `channel`."""
+    options = _options(tuning, credentials, address, service)
+    interceptors = [
+        *aio_client_interceptors(),
+        *(aio_bearer_interceptors(credentials) if credentials is not None and credentials.bearer else ()),
+    ]
     if credentials is not None and credentials.tls is not None:
-        return grpc.aio.secure_channel(address, credentials.tls, options=options, interceptors=interceptors)
-    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+        return grpc.aio.secure_channel(
+            target(address), credentials.tls, options=options, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(target(address), options=options, interceptors=interceptors)
 
 
 def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, *, target: str = "") -> AlphaSwarmError:

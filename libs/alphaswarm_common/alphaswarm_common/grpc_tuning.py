@@ -23,6 +23,16 @@ handler runs.
 Retries. Every method of our services is retried on UNAVAILABLE (a
 connection reset, a server restarting) with exponential backoff, per gRPC's
 retry policy; the stage-level retries of long work live in the saga.
+
+Replicas. A service's address is a DNS name (`dns:///backtester:50051`; a bare
+`host:port` is dialled as that) that may resolve to several replicas (a
+Kubernetes headless Service, several A records). The service config's
+`loadBalancingConfig` is `round_robin`: the client connects to every address
+and spreads calls over the ready ones, instead of gRPC's default `pick_first`,
+which sends everything to the first address. A retry after UNAVAILABLE goes
+to the next ready replica. Servers close a connection after
+`max_connection_age_seconds` (calls in flight finish: no grace limit), so
+clients re-resolve the name and start using replicas added since.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ class GrpcTuning:
     retry_attempts: int = 4
     retry_initial_backoff_seconds: float = 0.2
     retry_max_backoff_seconds: float = 5.0
+    max_connection_age_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if self.keepalive_seconds <= 0 or self.min_ping_seconds <= 0:
@@ -70,6 +81,8 @@ class GrpcTuning:
             )
         if self.control_message_bytes > self.bulk_message_bytes:
             raise ValueError("grpc_control_message_mb must not exceed grpc_max_message_mb")
+        if self.max_connection_age_seconds <= 0:
+            raise ValueError("grpc_max_connection_age_seconds must be positive")
         if not 2 <= self.retry_attempts <= 5:
             raise ValueError("grpc_retry_attempts must be between 2 and 5 (gRPC's retry policy bounds)")
 
@@ -82,6 +95,7 @@ class GrpcTuning:
             control_message_bytes=settings.grpc_control_message_mb * MIB,
             bulk_message_bytes=settings.grpc_max_message_mb * MIB,
             retry_attempts=settings.grpc_retry_attempts,
+            max_connection_age_seconds=settings.grpc_max_connection_age_seconds,
         )
 
 
@@ -165,11 +179,14 @@ def _service_config(tuning: GrpcTuning) -> str:
         }
         for path, limits in method_limits(tuning).items()
     ]
-    return json.dumps({"methodConfig": configs})
+    # round_robin: a target that resolves to several addresses (a multi-address `ipv4:` target,
+    # a DNS name of several replicas) spreads the calls over all of them.
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": configs})
 
 
 def client_options(tuning: GrpcTuning) -> list[tuple[str, Any]]:
-    """Options of a client channel: keepalive pings, per-method limits and retries (service config)."""
+    """Options of a client channel: keepalive pings, per-method limits, retries and round-robin
+    balancing over every address of the target (service config)."""
     return [
         ("grpc.max_send_message_length", tuning.bulk_message_bytes),
         ("grpc.max_receive_message_length", tuning.bulk_message_bytes),
@@ -197,4 +214,5 @@ def server_options(tuning: GrpcTuning, services: Iterable[str]) -> list[tuple[st
         ("grpc.http2.min_ping_interval_without_data_ms", int(tuning.min_ping_seconds * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.so_reuseport", 0),
+        ("grpc.max_connection_age_ms", int(tuning.max_connection_age_seconds * 1000)),
     ]

@@ -17,7 +17,18 @@ from alphaswarm_common.data import load_panel
 from alphaswarm_common.errors import DataError
 from alphaswarm_common.features.cache import cached_features
 
-__all__ = ["Predictor", "WindowPredictions", "design_matrix", "predict_rows", "predict_window"]
+__all__ = [
+    "PREDICT_BLOCK_BYTES",
+    "Predictor",
+    "WindowPredictions",
+    "design_matrix",
+    "predict_rows",
+    "predict_window",
+]
+
+
+PREDICT_BLOCK_BYTES = 64 << 20
+"""`predict_window` predicts blocks of dates of about this many bytes of features at a time."""
 
 
 class Predictor(Protocol):
@@ -67,6 +78,8 @@ def predict_window(
 ) -> WindowPredictions:
     """Predictions over [start, end] (inclusive dates; None = open).
 
+    Predictions are made in blocks of dates (`PREDICT_BLOCK_BYTES` of
+    features each), so memory does not grow with the window.
     Features are computed over the whole panel, so the window's first dates
     have their full look-back; each prediction at t uses bars through t only.
     They come from the process-wide feature cache
@@ -94,5 +107,9 @@ def predict_window(
     )
     if hi <= lo:
         raise DataError(f"no date of the dataset falls in the window {start}..{end}", field="start_date")
-    values = predict_rows(model, fs.values[lo:hi])
+    values = np.full((hi - lo, len(panel.symbols)), np.nan)
+    step = max(1, PREDICT_BLOCK_BYTES // max(1, fs.values[0].nbytes))
+    for a in range(lo, hi, step):  # in blocks of dates: a file-backed feature array is never mapped whole
+        b = min(hi, a + step)
+        values[a - lo : b - lo] = predict_rows(model, fs.rows(a, b))
     return WindowPredictions(values, panel.dates[lo:hi], list(panel.symbols), names, panel.fingerprint)

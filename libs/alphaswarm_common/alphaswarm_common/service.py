@@ -21,10 +21,10 @@ from alphaswarm_common.settings import Settings
 __all__ = ["configure_logging", "remote_token_lookup", "run_service", "server_security"]
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+def configure_logging(level: int = logging.INFO, *, fmt: str = "text", service: str | None = None) -> None:
+    from alphaswarm_common.logging_json import configure
+
+    configure(fmt, service=service, level=level)
     # SQLAlchemy 2.1 + MLflow emit a deprecation warning in every process; it is not ours to fix.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(mlflow|sqlalchemy|google)\..*")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow\..*")
@@ -48,6 +48,7 @@ def remote_token_lookup(settings: Settings) -> Callable[[str], TokenRecord | Non
             settings.persistence_addr,
             tuning=settings.grpc_tuning(),
             credentials=client_credentials(settings),
+            service="persistence",
         )
     )
 
@@ -94,8 +95,11 @@ def server_security(
 def run_service(
     name: str, build: Callable[[Settings], Sequence[ServiceRegistration]], settings: Settings | None = None
 ) -> None:
-    configure_logging()
     settings = settings or Settings()
+    from alphaswarm_common.observability import log_format, setup
+
+    configure_logging(fmt=log_format(settings), service=name)
+    setup(name, settings)
     logger = logging.getLogger(f"alphaswarm.{name}")
     try:
         exposure = check_exposure(settings, [settings.grpc_host])
@@ -119,4 +123,11 @@ def run_service(
     transport = "mutual TLS" if credentials is not None else "plaintext"
     logger.info("%s listening on %s:%d (%s; %s)", name, settings.grpc_host, port, transport, exposure)
     print(f"{name} listening on {settings.grpc_host}:{port} ({transport}; {exposure})", flush=True)
+    health_server = None
+    if settings.health_port is not None:
+        from alphaswarm_common.health_port import serve_health_port
+
+        health_server, _ = serve_health_port(server, host=settings.grpc_host, port=settings.health_port)
     run_until_signal(server, grace=settings.grpc_shutdown_grace_seconds)
+    if health_server is not None:
+        health_server.stop(0)

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # This process's own listening sockets.
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="A plaintext port serving only grpc.health.v1 (Kubernetes gRPC probes); off when unset.",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
 
@@ -91,6 +97,11 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Servers accept pings this often; at most grpc_keepalive_seconds."
     )
     grpc_retry_attempts: int = Field(default=4, ge=2, le=5, description="Attempts of a call on UNAVAILABLE.")
+    grpc_max_connection_age_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Servers close older connections (calls in flight finish); clients re-resolve and balance anew.",
+    )
     grpc_max_workers: int = Field(default=8, ge=1)
     grpc_shutdown_grace_seconds: float = Field(default=5.0, ge=0)
 
@@ -99,6 +110,15 @@ class Settings(BaseSettings):
     deadline_train_seconds: float = Field(default=1800.0, gt=0)
     deadline_predict_seconds: float = Field(default=600.0, gt=0)
     deadline_backtest_seconds: float = Field(default=900.0, gt=0)
+
+    # An optimization over more parameter sets than this is split into chunks evaluated by
+    # every backtester replica (EvaluateParameterSets), then merged; 0 never splits.
+    optimize_chunk_sets: int = Field(
+        default=500, ge=0, description="Sets per optimization chunk (0: no split)."
+    )
+    optimize_chunk_concurrency: int = Field(
+        default=4, ge=1, le=256, description="Chunks of one optimization in flight at once."
+    )
 
     # The REST gateway refuses larger request bodies with 413 before reading them.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Request body limit (bytes).")
@@ -152,6 +172,23 @@ class Settings(BaseSettings):
     def _grpc_ends_agree(self) -> Settings:
         self.grpc_tuning()  # raises ValueError naming the setting when the two ends would disagree
         return self
+
+    # Observability (docs/observability.md).
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of /metrics (Prometheus); closed when unset."
+    )
+    metrics_host: str | None = Field(
+        default=None, description="Host /metrics binds; the gRPC (or HTTP, gateway) host when unset."
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ALPHASWARM_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP collector (http://host:4318) traces are exported to; tracing is off when unset.",
+    )
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1, description="Share of new traces recorded.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="Log lines as JSON or text; auto: JSON for services, text for the CLI."
+    )
 
     # Authentication and authorization (docs/security.md).
     auth: Literal["none", "tokens", "jwt"] = Field(

@@ -44,6 +44,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,7 @@ from alphaswarm_common.errors import (
     NotFound,
 )
 from alphaswarm_common.settings import safe_url
+from alphaswarm_common.telemetry import traced_methods
 
 __all__ = [
     "DATASET_FINGERPRINT_TAG",
@@ -79,6 +81,19 @@ __all__ = [
     "validate_alias",
     "validate_model_name",
 ]
+
+# Writes of a model alias before a write that keeps losing to concurrent writers gives up.
+_ALIAS_ATTEMPTS = 5
+
+
+def _lost_alias_race(exc: Exception) -> bool:
+    """Whether MLflow refused an alias write because another writer wrote the alias meanwhile."""
+    text = str(exc)
+    duplicate = "registered_model_alias" in text and (
+        "duplicate key" in text or "UNIQUE constraint failed" in text or "UniqueViolation" in text
+    )
+    return duplicate or "expected to update" in text
+
 
 MODEL_SHA_TAG = "alphaswarm.model_sha256"
 PRODUCER_TAG = "alphaswarm.producer"
@@ -290,6 +305,7 @@ def _page_size(page_size: int, *, default: int = 50, maximum: int = 500) -> int:
     return default if page_size == 0 else min(page_size, maximum)
 
 
+@traced_methods("mlflow")  # a span around every call to the tracking server (when tracing is on)
 class Tracker:
     """A thin, thread-safe façade over the MLflow client for one tracking URI."""
 
@@ -569,14 +585,21 @@ class Tracker:
         version = _validate_version(version, field="version")
         self.get_registered_model(name)
         self.describe_model_version(name, version, field="version")
-        try:
-            self.client.set_registered_model_alias(name, alias, version)
-        except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in _error_code(exc):
-                raise NotFound(
-                    f"model {name!r} version {version} is not registered", field="version"
-                ) from exc
-            raise
+        for attempt in range(_ALIAS_ATTEMPTS):
+            try:
+                self.client.set_registered_model_alias(name, alias, version)
+                break
+            except MlflowException as exc:
+                if "RESOURCE_DOES_NOT_EXIST" in _error_code(exc):
+                    raise NotFound(
+                        f"model {name!r} version {version} is not registered", field="version"
+                    ) from exc
+                # Two writers moving one alias at once (registrations in parallel, registry
+                # replicas): MLflow's SQL store reports the write that lost the race as an update
+                # that matched no row or as a duplicate alias key. The last write wins: write again.
+                if not _lost_alias_race(exc) or attempt == _ALIAS_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
         return self.describe_model_version(name, version, field="version")
 
     # -- registry: reads ------------------------------------------------------------------------

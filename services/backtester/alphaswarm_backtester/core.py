@@ -96,6 +96,13 @@ from alphaswarm_backtester.engine.portfolio import (
     run_portfolio_backtest,
 )
 from alphaswarm_backtester.series import series_artifacts
+from alphaswarm_backtester.sharding import (
+    ChunkEvaluation,
+    build_search,
+    evaluate_parameter_sets,
+    merge_evaluations,
+    search_size,
+)
 from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConfig
 from alphaswarm_common.data import Panel, load_panel
 from alphaswarm_common.errors import AlphaSwarmError, DataError, InvalidArgument
@@ -106,6 +113,7 @@ __all__ = [
     "SIGNIFICANT_PSR",
     "BacktestRun",
     "Backtester",
+    "EvaluateInput",
     "MonteCarloInput",
     "OptimizeInput",
     "OptimizeRun",
@@ -251,6 +259,7 @@ class Prices:
     start: int
     stop: int
     benchmark: np.ndarray | None
+    dataset_fingerprint: str = ""  # of the data as the dataset config names it
 
     @property
     def symbols(self) -> list[str]:
@@ -340,7 +349,11 @@ def load_prices(source: PriceSource, backtest_cfg: BacktestConfig, engine_cfg: E
                 f"the benchmark {bench_symbol!r} misses a close in the backtest window",
                 field="backtest_cfg.benchmark",
             )
-    return Prices(panel=panel, start=start, stop=stop, benchmark=benchmark)
+    # The data as the dataset config names it (the trainer's and the alpha workflow's fingerprint).
+    named = full if allowed is None else full.select(list(allowed))
+    return Prices(
+        panel=panel, start=start, stop=stop, benchmark=benchmark, dataset_fingerprint=named.fingerprint
+    )
 
 
 def _rule_parameters(
@@ -359,6 +372,7 @@ def _rule_parameters(
         "capital_per_symbol": 1.0 / prices.panel.n_symbols,
         "warmup_bars": prices.start,
         "conventions": out.metrics.conventions,
+        "dataset_fingerprint": prices.dataset_fingerprint,
         **extra,
     }
 
@@ -390,6 +404,7 @@ class SignalBacktestInput:
     strategy_cfg: StrategyConfig
     backtest_cfg: BacktestConfig
     benchmark: np.ndarray | None = None
+    dataset_fingerprint: str = ""  # of the prices as they arrive (the alpha workflow's dataset)
     recording: Recording = field(default_factory=Recording)
     experiment_id: str = ""
     parent_run_id: str = ""
@@ -431,6 +446,17 @@ class OptimizeInput:
     seed: int = 0
     objective: str = ""
     recording: Recording = field(default_factory=Recording)
+    #: the search evaluated in chunks (`sharding`); empty: evaluated here in one process.
+    chunks: Sequence[ChunkEvaluation] = ()
+
+
+@dataclass(frozen=True)
+class EvaluateInput:
+    """The chunk `[first, last)` of the search of an `OptimizeInput` (nothing recorded)."""
+
+    search: OptimizeInput
+    first: int
+    last: int
 
 
 @dataclass(frozen=True)
@@ -625,6 +651,7 @@ class Backtester:
                     "backtest": backtest_cfg.model_dump(mode="json"),
                     "symbols": symbols,
                     "conventions": out.metrics.conventions,
+                    **({"dataset_fingerprint": req.dataset_fingerprint} if req.dataset_fingerprint else {}),
                 },
                 backtest_cfg=backtest_cfg,
                 elapsed=elapsed,
@@ -684,19 +711,30 @@ class Backtester:
         engine_cfg = engine_config(req.backtest_cfg)
         method = req.method or ("random" if req.space and not req.grid else "grid")
         prices = load_prices(req.source, req.backtest_cfg, engine_cfg)
-        result = optimize(
-            req.strategy_type,
-            grid=dict(req.grid) if req.grid else None,
-            space=dict(req.space) if req.space else None,
-            method=method,
-            n_samples=req.n_samples or 50,
-            seed=req.seed,
-            objective=req.objective or "sharpe",
-            config=engine_cfg,
-            start=prices.start,
-            stop=prices.stop,
-            **prices.arrays(),
-        )
+        if req.chunks:
+            window = prices.stop - prices.start
+            for i, chunk in enumerate(req.chunks):
+                if chunk.n_bars != window:
+                    raise InvalidArgument(
+                        f"the chunk [{chunk.first}, {chunk.last}) was evaluated on {chunk.n_bars} bars, "
+                        f"the backtest window has {window}",
+                        field=f"chunks[{i}].n_bars",
+                    )
+            result = self._merge_chunks(req, method, started)
+        else:
+            result = optimize(
+                req.strategy_type,
+                grid=dict(req.grid) if req.grid else None,
+                space=dict(req.space) if req.space else None,
+                method=method,
+                n_samples=req.n_samples or 50,
+                seed=req.seed,
+                objective=req.objective or "sharpe",
+                config=engine_cfg,
+                start=prices.start,
+                stop=prices.stop,
+                **prices.arrays(),
+            )
         chosen = result.best or result.ranked[0]
         best_out = run_rule_backtest(
             req.strategy_type,
@@ -713,6 +751,53 @@ class Backtester:
         wait("the optimization")
         backtest_id, ids = self._save_optimization(req, result, chosen, best_out, prices, elapsed)
         return OptimizeRun(result, chosen, best_out, time.perf_counter() - started, backtest_id, ids)
+
+    def _merge_chunks(self, req: OptimizeInput, method: str, started: float) -> OptimizationResult:
+        """The whole search from its chunks: ranks and p-values over every set (`sharding`)."""
+        grid = dict(req.grid) if req.grid else None
+        n_samples = req.n_samples or 50
+        sets, skipped, where = build_search(
+            req.strategy_type,
+            grid=grid,
+            space=dict(req.space) if req.space else None,
+            method=method,
+            n_samples=n_samples,
+            seed=req.seed,
+            objective=req.objective or "sharpe",
+        )
+        return merge_evaluations(
+            req.strategy_type,
+            req.chunks,
+            skipped=skipped,
+            n_sets=search_size(method, grid, n_samples),
+            objective=req.objective or "sharpe",
+            method=method,
+            where=where,
+            sets=sets,
+            started=started,
+        )
+
+    def evaluate_parameter_sets(self, req: EvaluateInput) -> ChunkEvaluation:
+        """One chunk of a search: per-set trial metrics, nothing ranked, nothing saved."""
+        search = req.search
+        require_rule(search.strategy_type, "strategy_type")
+        engine_cfg = engine_config(search.backtest_cfg)
+        method = search.method or ("random" if search.space and not search.grid else "grid")
+        prices = load_prices(search.source, search.backtest_cfg, engine_cfg)
+        return evaluate_parameter_sets(
+            search.strategy_type,
+            first=req.first,
+            last=req.last,
+            grid=dict(search.grid) if search.grid else None,
+            space=dict(search.space) if search.space else None,
+            method=method,
+            n_samples=search.n_samples or 50,
+            seed=search.seed,
+            config=engine_cfg,
+            start=prices.start,
+            stop=prices.stop,
+            **prices.arrays(),
+        )
 
     def walk_forward(self, req: WalkForwardInput, wait: Wait = _no_wait) -> WalkForwardRun:
         """In-sample search and out-of-sample test per window; the stitched out-of-sample account."""
@@ -1024,6 +1109,7 @@ class Backtester:
                 "symbols": prices.symbols,
                 "capital_per_symbol": 1.0 / prices.panel.n_symbols,
                 "conventions": out.metrics.conventions,
+                "dataset_fingerprint": prices.dataset_fingerprint,
             },
             backtest_cfg=req.backtest_cfg,
             elapsed=elapsed,

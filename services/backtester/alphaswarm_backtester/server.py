@@ -21,7 +21,10 @@ def build(settings: Settings, *, tracker: Tracker | None = None) -> list[Service
     tracker = tracker or Tracker(settings.tracking_uri(), artifact_root=settings.artifact_root())
     persistence = ppb_grpc.PersistenceServiceStub(
         channel(
-            settings.persistence_addr, tuning=settings.grpc_tuning(), credentials=client_credentials(settings)
+            settings.persistence_addr,
+            tuning=settings.grpc_tuning(),
+            credentials=client_credentials(settings),
+            service="persistence",
         )
     )
     catalog = PersistenceCatalogWriter(persistence, deadline=settings.deadline_default_seconds)

@@ -22,6 +22,8 @@ the offending field. Before anything is written, a caller that has gone away is 
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from alphaswarm_backtester.catalog_mapping import metrics_proto, trades_to_proto
 from alphaswarm_backtester.core import (
     Backtester,
     BacktestRun,
+    EvaluateInput,
     OptimizeInput,
     OptimizeRun,
     PriceSource,
@@ -44,6 +47,7 @@ from alphaswarm_backtester.core import (
 )
 from alphaswarm_backtester.engine import SkippedSet, Trial, WalkForwardWindow
 from alphaswarm_backtester.servicer_portfolio import PortfolioRiskMixin
+from alphaswarm_backtester.sharding_proto import chunk_from_proto, chunk_to_proto
 from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConfig
 from alphaswarm_common.errors import InvalidArgument
 from alphaswarm_common.grpc_server import ensure_caller_waiting
@@ -66,6 +70,8 @@ __all__ = ["SERVICE_NAME", "BacktesterServicer", "trades_to_proto"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BacktesterService"].full_name
 
+
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- from_proto
 
@@ -146,6 +152,7 @@ def signal_backtest_from_proto(request: pb.RunBacktestRequest) -> SignalBacktest
         strategy_cfg=strategy_cfg,
         backtest_cfg=backtest_cfg,
         benchmark=_benchmark_returns(request, len(dates)),
+        dataset_fingerprint=request.prices.fingerprint,
         recording=recording_of(request),
         experiment_id=request.experiment_id,
         parent_run_id=request.parent_run_id,
@@ -182,7 +189,22 @@ def optimize_from_proto(request: pb.OptimizeRequest) -> OptimizeInput:
         seed=request.seed,
         objective=request.objective,
         recording=recording_of(request),
+        chunks=tuple(chunk_from_proto(c, field=f"chunks[{i}]") for i, c in enumerate(request.chunks)),
     )
+
+
+def evaluate_from_proto(request: pb.EvaluateParameterSetsRequest) -> EvaluateInput:
+    search = OptimizeInput(
+        strategy_type=request.strategy_type,
+        backtest_cfg=_backtest_cfg(request),
+        source=_source(request.source),
+        grid=_struct_arg(request, "grid"),
+        space=_struct_arg(request, "space"),
+        method=request.method,
+        n_samples=request.n_samples,
+        seed=request.seed,
+    )
+    return EvaluateInput(search, request.first, request.last)
 
 
 def walk_forward_from_proto(request: pb.WalkForwardRequest) -> WalkForwardInput:
@@ -341,6 +363,20 @@ class BacktesterServicer(PortfolioRiskMixin):
 
     def Optimize(self, request: pb.OptimizeRequest, context: Any) -> pb.OptimizeResponse:
         return optimize_to_proto(self.backtester.optimize(optimize_from_proto(request), waiting(context)))
+
+    def EvaluateParameterSets(
+        self, request: pb.EvaluateParameterSetsRequest, context: Any
+    ) -> pb.EvaluateParameterSetsResponse:
+        started = time.perf_counter()
+        chunk = self.backtester.evaluate_parameter_sets(evaluate_from_proto(request))
+        log.info(
+            "evaluated parameter sets [%d, %d) (%d valid) for %s",
+            chunk.first,
+            chunk.last,
+            len(chunk.sets),
+            request.strategy_type,
+        )
+        return chunk_to_proto(chunk, time.perf_counter() - started)
 
     def WalkForward(self, request: pb.WalkForwardRequest, context: Any) -> pb.WalkForwardResponse:
         run = self.backtester.walk_forward(walk_forward_from_proto(request), waiting(context))

@@ -8,7 +8,8 @@ without credentials and 403 for a role too weak. The gateway's gRPC API uses
 the method table of alphaswarm_common.auth through the same `ServerAuth`.
 
 Submissions (runs and jobs) pass `admit()`: a token bucket per caller
-(`submit_rate_per_minute`, `submit_burst`) and a cap on the caller's pending
+(`submit_rate_per_minute`, `submit_burst`; shared by every gateway replica
+through NATS, `shared_limits.py`) and a cap on the caller's pending
 or running tasks (`max_concurrent_runs_per_token`), both answering 429 /
 RESOURCE_EXHAUSTED with a retry delay. `record()` writes the audit log: who
 submitted, cancelled or deleted what.
@@ -102,6 +103,28 @@ ROUTE_ROLES: dict[str, str] = {
     "get_walk_forward_test": VIEWER,
     "list_portfolio_backtests": VIEWER,
     "get_portfolio_backtest": VIEWER,
+    # The Strategy Browser's views (alphaswarm_gateway.browser.api).
+    "get_browser_session": VIEWER,
+    "list_browser_runs": VIEWER,
+    "get_browser_run_series": VIEWER,
+    "list_browser_run_trades": VIEWER,
+    "list_browser_run_audit": VIEWER,
+    # Strategy Browser views of the catalog, models and deployments.
+    "compare_backtest_series": VIEWER,
+    "get_optimization_heatmap": VIEWER,
+    "get_walk_forward_view": VIEWER,
+    "get_monte_carlo_fan": VIEWER,
+    "get_portfolio_view": VIEWER,
+    "list_dataset_fingerprints": VIEWER,
+    "get_dataset_leaderboard": VIEWER,
+    "list_models_overview": VIEWER,
+    "set_model_alias": ADMIN,
+    "list_deployments": VIEWER,
+    "get_deployment": VIEWER,
+    "roll_deployment": RESEARCHER,
+    "promote_deployment": ADMIN,
+    "rollback_deployment": ADMIN,
+    "retire_deployment": ADMIN,
     # Probes.
     "healthz": PUBLIC,
     "readyz": PUBLIC,
@@ -109,9 +132,10 @@ ROUTE_ROLES: dict[str, str] = {
 """The role each REST operation needs; an operation missing here stops the gateway from starting."""
 
 PUBLIC_PATHS: frozenset[str] = frozenset(
-    {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs-assets"}
+    {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs-assets", "/", "/ui"}
 )
-"""Framework routes (the API description and its local Swagger UI / ReDoc assets) anyone may read."""
+"""Framework routes (the API description, its local Swagger UI / ReDoc assets, the Strategy
+Browser's page and assets, which hold no data) anyone may read."""
 
 
 def _rule(route: BaseRoute) -> str | None:
@@ -245,7 +269,8 @@ async def admit(gw: Any, who: Principal | None = None) -> Principal:
     who = who or caller()
     if not _limited(who):
         return who
-    wait = _buckets(gw).take(who.subject)
+    shared = getattr(gw, "shared_buckets", None)
+    wait = await shared.take(who.subject) if shared is not None else _buckets(gw).take(who.subject)
     if wait > 0:
         retry = max(1, math.ceil(wait))
         raise ResourceExhausted(

@@ -47,9 +47,12 @@ from alphaswarm_common.events import (
     ProgressEvent,
 )
 from alphaswarm_common.grpc_client import aio_call, aio_channel
+from alphaswarm_common.logging_json import bind
 from alphaswarm_common.metrics import combined_score
 from alphaswarm_common.protoconv import TERMINAL_RUN_STATES, config_from_proto, config_to_proto
+from alphaswarm_common.service_metrics import add_queue_source
 from alphaswarm_common.settings import Settings
+from alphaswarm_common.telemetry import current_trace_id
 from alphaswarm_common.tls import client_credentials
 from alphaswarm_common.tracking import Tracker
 from alphaswarm_gateway.leases import (
@@ -59,6 +62,7 @@ from alphaswarm_gateway.leases import (
     terminal_event,
     worker_id,
 )
+from alphaswarm_gateway.shared_limits import SharedBuckets
 
 __all__ = ["Clients", "Gateway", "bootstrap"]
 
@@ -102,7 +106,7 @@ def _connect(settings: Settings) -> Clients:
     addrs = _addresses(settings)
     credentials = client_credentials(settings)
     channels = {
-        k: aio_channel(v, tuning=settings.grpc_tuning(), credentials=credentials)
+        k: aio_channel(v, tuning=settings.grpc_tuning(), credentials=credentials, service=k)
         for k, v in addrs.items()
         if v
     }
@@ -131,6 +135,12 @@ class Gateway:
         # This process as a lease owner, and the work it runs by task id (a cancel stops it here).
         self.owner = worker_id()
         self.inflight: dict[str, asyncio.Task[None]] = {}
+        # Submission rate limits every replica shares (NATS key-value); in process without NATS.
+        self.shared_buckets: SharedBuckets | None = None
+        if settings.nats_url and isinstance(bus, NatsEventBus):
+            self.shared_buckets = SharedBuckets(
+                settings.nats_url, settings.submit_rate_per_minute, settings.submit_burst
+            )
 
     @property
     def clients(self) -> Clients:
@@ -145,6 +155,8 @@ class Gateway:
             self._clients = _connect(self.settings)
         await self.bus.start()
         await self.queue.start()
+        if hasattr(self.queue, "depth"):
+            add_queue_source(self.queue)  # queue depth and redeliveries on every metrics scrape
         if workers:
             from alphaswarm_gateway.saga import AlphaBacktestSaga
 
@@ -175,10 +187,11 @@ class Gateway:
         from alphaswarm_gateway.jobs import run_job
 
         async def handle(kind: str, payload: dict[str, Any]) -> None:
-            if kind == JOB_KIND:
-                await saga.handle_job(kind, payload)
-            else:
-                await run_job(self, kind, payload)
+            with bind(run_id=payload.get("run_id"), task_id=payload.get("task_id")):
+                if kind == JOB_KIND:
+                    await saga.handle_job(kind, payload)
+                else:
+                    await run_job(self, kind, payload)
 
         return handle
 
@@ -190,6 +203,8 @@ class Gateway:
         self._background = []
         await self.queue.close()
         await self.bus.close()
+        if self.shared_buckets is not None:
+            await self.shared_buckets.close()
         if self._clients is not None:
             await self._clients.close()
             self._clients = None
@@ -230,6 +245,7 @@ class Gateway:
             config=config_to_proto(cfg),
             stage="accepted",
             deployment_id=cfg.deployment_id or "",
+            trace_id=current_trace_id(),
         )
         created = await aio_call(
             self.clients.persistence.CreateAlphaBacktestRun,

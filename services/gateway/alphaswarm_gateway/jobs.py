@@ -51,6 +51,7 @@ from alphaswarm_gateway.leases import (
     terminal_event,
 )
 from alphaswarm_gateway.progress import Progress, error_detail
+from alphaswarm_gateway.sharded import chunk_plan, evaluate_chunks
 
 __all__ = ["JOB_MODELS", "accept_job", "run_job"]
 
@@ -453,9 +454,30 @@ async def _run_attempt(gw: Any, kind: str, attempt: Attempt) -> None:
                 field="run_deadline_seconds",
             )
         # The request id is the task's: a call repeated by a later attempt saves nothing twice.
+        request = spec.build(job, f"{task.task_id}:{kind}")
+        bounds = chunk_plan(job, gw.settings.optimize_chunk_sets) if kind == "optimization" else []
+        if bounds:
+
+            async def chunk_done(n_done: int, n_all: int) -> None:
+                await progress.emit(
+                    kind, "progress", f"{n_done}/{n_all} chunks evaluated", pct=5.0 + 85.0 * n_done / n_all
+                )
+
+            request.chunks.extend(
+                await evaluate_chunks(
+                    gw,
+                    request,
+                    bounds,
+                    outputs=attempt.outputs,
+                    record=attempt.record,
+                    deadline=deadline,
+                    on_chunk=chunk_done,
+                )
+            )
+            left = deadline - time.time()
         response = await aio_call(
             getattr(gw.clients.backtester, spec.rpc),
-            spec.build(job, f"{task.task_id}:{kind}"),
+            request,
             timeout=min(gw.settings.deadline_backtest_seconds, left),
             target="backtester",
         )

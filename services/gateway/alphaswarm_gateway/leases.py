@@ -274,6 +274,7 @@ async def execute_leased(gw: Any, task_id: str, body: Body, exhausted: Exhausted
         if outcome == ppb.CLAIM_OUTCOME_EXHAUSTED:
             await exhausted(attempt)
             return
+        log.info("task %s claimed by %s (attempt %d)", task_id, gw.owner, attempt.attempts)
         lost: list[str] = []
         work = asyncio.current_task()
         assert work is not None

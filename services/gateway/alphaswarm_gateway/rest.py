@@ -27,7 +27,11 @@ from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import server_credentials
-from alphaswarm_gateway import auth, jobs_api, mlflow_api, routes
+from alphaswarm_gateway import auth, jobs_api, mlflow_api, observe, routes
+from alphaswarm_gateway.browser import api as browser_api
+from alphaswarm_gateway.browser import catalog as browser_catalog
+from alphaswarm_gateway.browser import install_browser
+from alphaswarm_gateway.browser import models as browser_models
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.docs import install_docs
 from alphaswarm_gateway.errors import (
@@ -94,13 +98,19 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     # The last added runs first: the request id exists before the body limit may answer 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    observe.install(app)  # metrics and trace spans around everything else
     install_docs(app, title=app.title)
+    install_browser(app)
 
     for router in routes.routers():  # runs, progress, health, the catalog (one module per resource)
         app.include_router(router)
     app.include_router(mlflow_api.runs)
     app.include_router(mlflow_api.models)
     app.include_router(jobs_api.router)
+    app.include_router(browser_api.router)
+    app.include_router(browser_catalog.router)
+    app.include_router(browser_models.deployments)
+    app.include_router(browser_models.models)
 
     auth.secure_app(app, settings)
     grpc_credentials = server_credentials(settings, require_client_auth=False)

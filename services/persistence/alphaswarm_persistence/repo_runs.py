@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from alphaswarm_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from alphaswarm_common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from alphaswarm_persistence.models import (
     AUDIT_VALUE_FIELDS,
     AlphaBacktestRunRow,
@@ -86,6 +86,7 @@ class RunsMixin(RepositoryBase):
             finished_at=row.finished_at,
             duration_seconds=row.duration_seconds,
             predictions_captured=bool(row.predictions_captured),
+            trace_id=row.trace_id,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -144,6 +145,7 @@ class RunsMixin(RepositoryBase):
             "finished_at": _check_aware(run.finished_at, "run.finished_at"),
             "duration_seconds": self._check_duration(run.duration_seconds, "run.duration_seconds"),
             "predictions_captured": bool(run.predictions_captured),
+            "trace_id": _check_trace_id(run.trace_id),
         }
         for name in ("mlflow_parent_run_id", "mlflow_train_run_id", "mlflow_backtest_run_id"):
             values[name] = _check_str(getattr(run, name), getattr(AlphaBacktestRunRow, name), f"run.{name}")
@@ -363,9 +365,16 @@ class RunsMixin(RepositoryBase):
         )
 
     def save_deployment(
-        self, deployment: DeploymentRecord, *, request_id: str | None = None
+        self,
+        deployment: DeploymentRecord,
+        *,
+        request_id: str | None = None,
+        expected_updated_at: dt.datetime | None = None,
     ) -> tuple[DeploymentRecord, bool]:
-        """Create (no id) or update (existing id) a deployment; (deployment, created)."""
+        """Create (no id) or update (existing id) a deployment; (deployment, created).
+
+        `expected_updated_at` makes an update a compare-and-set: it is refused (`Aborted`,
+        reason DEPLOYMENT_CHANGED) when the stored deployment was updated at another instant."""
         did = parse_uuid(deployment.deployment_id, "deployment.deployment_id")
         state = deployment.state or None
         if state is not None and state not in DEPLOYMENT_STATES:
@@ -411,6 +420,12 @@ class RunsMixin(RepositoryBase):
                     f"deployment {did} does not exist; leave deployment_id empty to create one "
                     "(ids are assigned by the catalog)",
                     field="deployment.deployment_id",
+                )
+            if expected_updated_at is not None and current.updated_at != expected_updated_at:
+                raise Aborted(
+                    f"deployment {did} was changed by another writer since it was read; read it again",
+                    field="expected_updated_at",
+                    reason="DEPLOYMENT_CHANGED",
                 )
             if history is not None:
                 current.history = history
@@ -588,6 +603,61 @@ class RunsMixin(RepositoryBase):
             token = _encode_token("audit", [last.date.isoformat(), last.symbol], filters)
         return Page(items, token, total)
 
+    def iter_prediction_audit(
+        self, run_id: uuid.UUID | str, *, rows_per_message: int = 0
+    ) -> Iterator[tuple[list[str], list[str], dict[str, np.ndarray], int]]:
+        """The whole audit of a run in date order as blocks `(dates, symbols, fields, total_rows)`:
+        (dates x symbols) float64 matrices (NaN for NULL or absent cells) over every symbol of the
+        audit, about `rows_per_message` rows per block, a date never split across blocks."""
+        rid = _required_uuid(run_id, "run_id")
+        size = _page_size(rows_per_message, *_AUDIT_STREAM)
+        model = PredictionAuditRow
+        names = AUDIT_VALUE_FIELDS
+        with self.db.session() as s:
+            if s.get(AlphaBacktestRunRow, rid) is None:
+                raise NotFound(f"run {rid} does not exist", field="run_id")
+            symbols = sorted(s.scalars(sa.select(model.symbol).where(model.run_id == rid).distinct()))
+            total = int(
+                s.scalar(sa.select(sa.func.count()).select_from(model).where(model.run_id == rid)) or 0
+            )
+            column = {sym: i for i, sym in enumerate(symbols)}
+            stmt = (
+                sa.select(model.date, model.symbol, *(getattr(model, n) for n in names))
+                .where(model.run_id == rid)
+                .order_by(model.date, model.symbol)
+                .execution_options(yield_per=50_000)
+            )
+            block: list[Any] = []
+
+            def pack(rows: list[Any]) -> tuple[list[str], list[str], dict[str, np.ndarray], int]:
+                days = sorted({r[0] for r in rows})
+                at = {d: i for i, d in enumerate(days)}
+                t_idx = np.fromiter((at[r[0]] for r in rows), dtype=np.int64, count=len(rows))
+                s_idx = np.fromiter((column[r[1]] for r in rows), dtype=np.int64, count=len(rows))
+                values = np.array([r[2:] for r in rows], dtype=np.float64).reshape(len(rows), len(names))
+                fields = {}
+                for j, name in enumerate(names):
+                    mat = np.full((len(days), len(symbols)), np.nan)
+                    mat[t_idx, s_idx] = values[:, j]
+                    fields[name] = mat
+                return [d.isoformat() for d in days], symbols, fields, total
+
+            for row in s.execute(stmt):
+                if len(block) >= size and row[0] != block[-1][0]:
+                    yield pack(block)
+                    block = []
+                block.append(tuple(row))
+            if block or not total:
+                yield (
+                    pack(block)
+                    if block
+                    else ([], symbols, {n: np.zeros((0, len(symbols))) for n in names}, 0)
+                )
+
+
+_AUDIT_STREAM = (100_000, 1_000_000)
+"""Rows per message of StreamPredictionAudit: (default, maximum)."""
+
 
 # =========================================================================== bulk audit writers
 
@@ -715,3 +785,14 @@ def _insert_audit_executemany(
             cur.executemany(sql, zip(*cols, strict=False))
     finally:
         cur.close()
+
+
+def _check_trace_id(value: str | None) -> str | None:
+    """A W3C trace id (32 lowercase hex digits, not all zero), or None."""
+    if not value:
+        return None
+    if len(value) != 32 or value.strip("0123456789abcdef") or set(value) == {"0"}:
+        raise InvalidArgument(
+            f"must be 32 lowercase hex digits (a W3C trace id), got {value!r}", field="run.trace_id"
+        )
+    return value

@@ -32,7 +32,7 @@ Wire conventions:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from google.protobuf import json_format
@@ -191,6 +191,7 @@ def run_from_proto(msg: resources_pb2.AlphaBacktestRun) -> AlphaBacktestRunRecor
         finished_at=_timestamp(msg, "finished_at"),
         duration_seconds=msg.duration_seconds or None,
         predictions_captured=msg.predictions_captured,
+        trace_id=msg.trace_id or None,
     )
 
 
@@ -226,6 +227,7 @@ def run_to_proto(record: AlphaBacktestRunRecord) -> resources_pb2.AlphaBacktestR
         duration_seconds=record.duration_seconds or 0.0,
         stage=record.stage or "",
         predictions_captured=record.predictions_captured,
+        trace_id=record.trace_id or "",
     )
     if record.config is not None:
         json_format.ParseDict(record.config, msg.config, ignore_unknown_fields=True)
@@ -657,8 +659,15 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
 
     # deployments
     def SaveDeployment(self, request: pb.SaveDeploymentRequest, context: Any) -> pb.SaveDeploymentResponse:
+        expected = (
+            request.expected_updated_at.ToDatetime(tzinfo=dt.UTC)
+            if request.HasField("expected_updated_at")
+            else None
+        )
         deployment, created = self.repository.save_deployment(
-            deployment_from_proto(request.deployment), request_id=request.request_id or None
+            deployment_from_proto(request.deployment),
+            request_id=request.request_id or None,
+            expected_updated_at=expected,
         )
         return pb.SaveDeploymentResponse(deployment=deployment_to_proto(deployment), created=created)
 
@@ -695,6 +704,18 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
             next_page_token=page.next_page_token,
             total_size=page.total_size or 0,
         )
+
+    def StreamPredictionAudit(
+        self, request: pb.StreamPredictionAuditRequest, context: Any
+    ) -> Iterator[pb.StreamPredictionAuditResponse]:
+        blocks = self.repository.iter_prediction_audit(
+            request.run_id, rows_per_message=request.rows_per_message
+        )
+        for dates, symbols, fields, total in blocks:
+            batch = resources_pb2.PredictionAuditBatch(dates=dates, symbols=symbols)
+            for name, values in fields.items():
+                batch.fields[name].CopyFrom(array_to_proto(values))
+            yield pb.StreamPredictionAuditResponse(batch=batch, total_rows=total)
 
     # backtest results
     def SaveBacktestResult(

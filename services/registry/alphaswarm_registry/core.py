@@ -22,28 +22,31 @@ again on every call, so a model tampered with after deployment is refused
 (`MODEL_TAMPERED`), as is a version the registry did not sign
 (`MODEL_NOT_TRUSTED`). There is no fallback signal (`serving`).
 
-Concurrency: changes of one deployment (deploy onto it, promote, rollback,
-retire) are serialised by a lock in this process (read, decide, write). The
-persistence service offers no compare-and-set, so two registry replicas
-changing the same deployment at the same instant can still lose one
-history entry; run one registry replica per catalog, or route a deployment's
-changes to one replica.
+Concurrency: a change of one deployment (deploy onto it, promote, rollback,
+retire) reads it, decides and writes it back with a compare-and-set on its
+`updated_at` (`SaveDeployment.expected_updated_at`): when another registry
+replica changed it in between, the write is refused (`DEPLOYMENT_CHANGED`)
+and the change is decided again on a fresh read, so replicas lose no history
+entry. Within one process a lock per deployment keeps its own threads from
+contending.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import random
 import threading
+import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from alphaswarm.common.v1 import config_pb2, resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm.persistence.v1 import persistence_service_pb2_grpc as ppb_grpc
 from alphaswarm_common.config import DatasetConfig, StrategyConfig
-from alphaswarm_common.errors import AlphaSwarmError, FailedPrecondition, InvalidArgument, NotFound
+from alphaswarm_common.errors import Aborted, AlphaSwarmError, FailedPrecondition, InvalidArgument, NotFound
 from alphaswarm_common.features import feature_names
 from alphaswarm_common.grpc_client import call
 from alphaswarm_common.modeling import WindowPredictions
@@ -73,6 +76,10 @@ from alphaswarm_registry.deployments import (
 )
 from alphaswarm_registry.serving import check_features, predict_deployment
 from alphaswarm_registry.trust import ModelTrust, VerifiedModel
+
+R = TypeVar("R")
+# Reads and writes of one deployment before a change contended by other replicas gives up.
+_CAS_ATTEMPTS = 8
 
 __all__ = [
     "COPIED_RUN_TAGS",
@@ -104,7 +111,11 @@ class DeploymentStore(Protocol):
     def get(self, deployment_id: str) -> resources_pb2.Deployment: ...
 
     def save(
-        self, deployment: resources_pb2.Deployment, *, request_id: str = ""
+        self,
+        deployment: resources_pb2.Deployment,
+        *,
+        request_id: str = "",
+        expected_updated_at: Any = None,
     ) -> resources_pb2.Deployment: ...
 
     def list(self, page_size: int, page_token: str) -> tuple[list[resources_pb2.Deployment], str]: ...
@@ -126,10 +137,18 @@ class PersistenceDeploymentStore:
         )
         return out.deployment
 
-    def save(self, deployment: resources_pb2.Deployment, *, request_id: str = "") -> resources_pb2.Deployment:
+    def save(
+        self,
+        deployment: resources_pb2.Deployment,
+        *,
+        request_id: str = "",
+        expected_updated_at: Any = None,
+    ) -> resources_pb2.Deployment:
         out = call(
             self.stub.SaveDeployment,
-            ppb.SaveDeploymentRequest(deployment=deployment, request_id=request_id),
+            ppb.SaveDeploymentRequest(
+                deployment=deployment, request_id=request_id, expected_updated_at=expected_updated_at
+            ),
             timeout=self.deadline,
             target="persistence",
         )
@@ -343,8 +362,8 @@ class Registry:
                 strategy_cfg=strategy_cfg,
             )
             return DeployOutcome(self.store.save(dep, request_id=request_id), False, "")
-        with self._lock(deployment_id):
-            existing = self.store.get(deployment_id)
+
+        def roll(existing: resources_pb2.Deployment) -> DeployOutcome:
             self._require_active(existing, "be rolled to another version")
             previous = existing.model_version
             rolled = (existing.model_name, previous) != (model_name, version)
@@ -357,8 +376,10 @@ class Registry:
             )
             dep.dataset_cfg.CopyFrom(dataset_cfg)
             dep.strategy_cfg.CopyFrom(strategy_cfg)
-            saved = self.store.save(dep, request_id=request_id)
-        return DeployOutcome(saved, rolled, previous)
+            saved = self.store.save(dep, request_id=request_id, expected_updated_at=existing.updated_at)
+            return DeployOutcome(saved, rolled, previous)
+
+        return self._update(deployment_id, roll)
 
     def promote(self, deployment_id: str, *, model_version: str = "", model_alias: str = "") -> VersionChange:
         """Serve another version of the deployment's model: `model_version`, or the one `model_alias` points at."""
@@ -366,8 +387,8 @@ class Registry:
             raise InvalidArgument("deployment_id is required", field="deployment_id")
         if not model_version and not model_alias:
             raise InvalidArgument("give model_version or model_alias", field="model_version")
-        with self._lock(deployment_id):
-            dep = self.store.get(deployment_id)
+
+        def promote(dep: resources_pb2.Deployment) -> VersionChange:
             self._require_active(dep, "be promoted")
             target = model_version
             if model_alias:
@@ -387,12 +408,14 @@ class Registry:
                     )
             return self._change_version(dep, dep.model_name, target, preferred_alias=model_alias)
 
+        return self._update(deployment_id, promote)
+
     def rollback(self, deployment_id: str) -> VersionChange:
         """Serve the version served before the last change (see `deployments`)."""
         if not deployment_id:
             raise InvalidArgument("deployment_id is required", field="deployment_id")
-        with self._lock(deployment_id):
-            dep = self.store.get(deployment_id)
+
+        def rollback(dep: resources_pb2.Deployment) -> VersionChange:
             self._require_active(dep, "be rolled back")
             prev = previous_entry(dep)
             if prev is None:
@@ -405,6 +428,8 @@ class Registry:
             return self._change_version(
                 dep, prev["model_name"], prev["version"], preferred_alias=dep.model_alias
             )
+
+        return self._update(deployment_id, rollback)
 
     def _change_version(
         self, dep: resources_pb2.Deployment, name: str, version: str, *, preferred_alias: str
@@ -425,17 +450,32 @@ class Registry:
         changed = switched(
             dep, model_name=name, model_version=version, model_alias=alias, now=dt.datetime.now(dt.UTC)
         )
-        return VersionChange(self.store.save(changed), previous)
+        return VersionChange(self.store.save(changed, expected_updated_at=dep.updated_at), previous)
 
     def retire(self, deployment_id: str) -> resources_pb2.Deployment:
         """Stop serving; the deployment and its history are kept. Retiring a retired deployment is a no-op."""
         if not deployment_id:
             raise InvalidArgument("deployment_id is required", field="deployment_id")
-        with self._lock(deployment_id):
-            dep = self.store.get(deployment_id)
+
+        def retire(dep: resources_pb2.Deployment) -> resources_pb2.Deployment:
             if dep.state == _RETIRED:
                 return dep
-            return self.store.save(retired(dep))
+            return self.store.save(retired(dep), expected_updated_at=dep.updated_at)
+
+        return self._update(deployment_id, retire)
+
+    def _update(self, deployment_id: str, decide: Callable[[resources_pb2.Deployment], R]) -> R:
+        """Read the deployment, decide and write (a compare-and-set); decide again on a fresh
+        read when another replica changed it in between."""
+        for attempt in range(_CAS_ATTEMPTS):
+            with self._lock(deployment_id):
+                try:
+                    return decide(self.store.get(deployment_id))
+                except Aborted as exc:
+                    if exc.reason != "DEPLOYMENT_CHANGED" or attempt == _CAS_ATTEMPTS - 1:
+                        raise
+            time.sleep(random.uniform(0.0, 0.05 * (attempt + 1)))
+        raise AssertionError("unreachable")
 
     # -- serving --------------------------------------------------------------------------------
     def predict(

@@ -58,8 +58,14 @@ from alphaswarm_common.features import compute_features
 from alphaswarm_common.features.cache import cached_features
 from alphaswarm_common.labels import make_labels, segment_rows
 from alphaswarm_common.metrics import MetricSet, ml_metrics
-from alphaswarm_common.modeling import design_matrix, predict_rows
-from alphaswarm_trainer.models import build_model, fit_model, refit_overrides
+from alphaswarm_trainer import streaming
+from alphaswarm_trainer.models import (
+    FIT_CHUNKS,
+    LIGHTGBM_STOPPING_ROUNDS,
+    build_model,
+    fit_model,
+    refit_overrides,
+)
 
 __all__ = [
     "MIN_TRAIN_ROWS",
@@ -189,9 +195,79 @@ def validate(dataset_cfg: DatasetConfig, model_cfg: ModelConfig) -> Panel:
     return panel
 
 
-def _design(prep: Prepared, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
-    x, y, _ = design_matrix(prep.features[rows], prep.labels[rows])
-    return x, y
+@dataclass
+class _Fit:
+    info: dict[str, Any]
+    n_rows: int
+    example: np.ndarray
+    x: np.ndarray | None = None  # the design rows, when the model needed them in memory
+    y: np.ndarray | None = None
+    x_valid: np.ndarray | None = None
+    y_valid: np.ndarray | None = None
+
+
+def _fit_rows(
+    model: Any,
+    model_cfg: ModelConfig,
+    prep: Prepared,
+    rows: np.ndarray,
+    valid_rows: np.ndarray | None,
+    *,
+    too_few: tuple[str, str],
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+) -> _Fit:
+    """Fit `model` on the panel rows `rows` (early-stopping on `valid_rows` where the model can).
+
+    Linear models that `streaming.can_stream` are fitted from sufficient
+    statistics accumulated block by block (no design matrix in memory);
+    lightgbm builds its Dataset from the blocks; other models get the
+    design matrix gathered block by block (`streaming` module docstring).
+    Raises `DataError(too_few[0].format(n=n), field=too_few[1])` when fewer than
+    `MIN_TRAIN_ROWS` rows are usable.
+    """
+    start = on_start or (lambda _n: None)
+    if streaming.can_stream(model):
+        stats, example = streaming.accumulate(prep.features, prep.labels, rows)
+        if stats.n < MIN_TRAIN_ROWS:
+            raise DataError(too_few[0].format(n=stats.n), field=too_few[1])
+        start(stats.n)
+        r = (
+            streaming.qr_factor(prep.features, prep.labels, rows, stats)
+            if streaming.needs_qr(model)
+            else None
+        )
+        streaming.fit_linear(model, stats, r)
+        if on_progress is not None:
+            on_progress(1.0, f"fitted {type(model.steps[-1][1]).__name__}")
+        return _Fit({"early_stopping": "none"}, stats.n, example)
+    if streaming.is_lightgbm(model):
+        stats, example = streaming.accumulate(prep.features, prep.labels, rows)
+        if stats.n < MIN_TRAIN_ROWS:
+            raise DataError(too_few[0].format(n=stats.n), field=too_few[1])
+        start(stats.n)
+        info = streaming.fit_lightgbm(
+            model,
+            prep.features,
+            prep.labels,
+            rows,
+            valid_rows,
+            stats,
+            stopping_rounds=LIGHTGBM_STOPPING_ROUNDS,
+            report_every=int(model.steps[-1][1].n_estimators) // FIT_CHUNKS,
+            on_progress=on_progress,
+            time_budget_seconds=model_cfg.time_budget_seconds,
+        )
+        return _Fit(info, stats.n, example)
+    x, y = streaming.gather(prep.features, prep.labels, rows)
+    if len(y) < MIN_TRAIN_ROWS:
+        raise DataError(too_few[0].format(n=len(y)), field=too_few[1])
+    x_valid, y_valid = (
+        streaming.gather(prep.features, prep.labels, valid_rows) if valid_rows is not None else (None, None)
+    )
+    start(len(y))
+    info = fit_model(model, model_cfg, x, y, x_valid, y_valid, on_progress=on_progress)
+    return _Fit(info, len(y), x[:5], x, y, x_valid, y_valid)
 
 
 def _day(value: np.datetime64) -> dt.date:
@@ -218,32 +294,29 @@ def train(
     on_step = on_progress or _quiet
     model = build_model(model_cfg)  # validate the model config before any data work
     prep = prepare(dataset_cfg, on_step)
-    x, y = _design(prep, prep.rows["train"])
-    if len(y) < MIN_TRAIN_ROWS:
-        raise DataError(
-            f"only {len(y)} (date, symbol) rows have every feature and a label in the train segment; "
-            "move the segment later or shorten the feature windows",
-            field="dataset_cfg.segments.train",
-        )
-    x_valid, y_valid = _design(prep, prep.rows["valid"]) if "valid" in prep.rows else (None, None)
-    on_step("fitting", FIT_START, f"fitting {model_cfg.type} on {len(y)} rows")
-    fit_info = fit_model(
+    fit = _fit_rows(
         model,
         model_cfg,
-        x,
-        y,
-        x_valid,
-        y_valid,
+        prep,
+        prep.rows["train"],
+        prep.rows.get("valid"),
+        on_start=lambda n: on_step("fitting", FIT_START, f"fitting {model_cfg.type} on {n} rows"),
         on_progress=lambda done, message: on_step(
             "fitting", FIT_START + (FIT_END - FIT_START) * min(1.0, max(0.0, done)), message
         ),
+        too_few=(
+            "only {n} (date, symbol) rows have every feature and a label in the train segment; "
+            "move the segment later or shorten the feature windows",
+            "dataset_cfg.segments.train",
+        ),
     )
+    fit_info = fit.info
     on_step("fitted", FIT_END, f"fitted {model_cfg.type}")
 
     metrics: dict[str, MetricSet] = {}
     predictions: dict[str, np.ndarray] = {}
     for i, (name, rows) in enumerate(prep.rows.items(), start=1):
-        predictions[name] = predict_rows(model, prep.features[rows])
+        predictions[name] = streaming.predict_rows(model, prep.features, rows)
         metrics[name] = ml_metrics(predictions[name], prep.labels[rows])
         ic = metrics[name].values.get("ic_spearman")
         on_step(
@@ -259,8 +332,8 @@ def train(
         feature_names=prep.feature_names,
         dataset_fingerprint=prep.panel.fingerprint,
         metrics=metrics,
-        n_train_rows=len(y),
-        example=x[:5],
+        n_train_rows=fit.n_rows,
+        example=fit.example,
         params={f"fit.{k}": v for k, v in fit_info.items()},
         trained_through=trained_through,
         predictions=predictions,
@@ -279,7 +352,10 @@ def train(
             horizon=label.horizon,
         )
         result.evaluation = report
-        imp_x, imp_y, imp_rows = (x_valid, y_valid, "valid") if y_valid is not None else (x, y, "train")
+        has_valid = "valid" in prep.rows
+        imp_rows = "valid" if has_valid else "train"
+        # rows matter only for permutation importances (models fitted in memory have them)
+        imp_x, imp_y = (fit.x_valid, fit.y_valid) if has_valid else (fit.x, fit.y)
         result.importance = feature_importance(
             model, prep.feature_names, imp_x, imp_y, seed=model_cfg.seed
         ) | {"rows": imp_rows}
@@ -355,26 +431,29 @@ def rolling_predictions(
                 f"the rolling refit for {prep.panel.dates[b0]} has no training bars before its purge",
                 field="model_cfg.rolling",
             )
-        x, y = _design(prep, slice(train_start, train_end))
-        if len(y) < MIN_TRAIN_ROWS:
-            raise DataError(
-                f"the rolling refit for {prep.panel.dates[b0]} has only {len(y)} training rows "
-                f"(bars {prep.panel.dates[train_start]}..{prep.panel.dates[train_end - 1]}); "
-                "widen model_cfg.rolling.window",
-                field="model_cfg.rolling.window",
-            )
         model = build_model(refit_cfg)
-        fit_model(model, refit_cfg, x, y)
-        block_rows = eval_rows[lo_pos:hi_pos]
-        stitched[lo_pos:hi_pos] = predict_rows(model, prep.features[block_rows])
         d = prep.panel.dates
+        fitted = _fit_rows(
+            model,
+            refit_cfg,
+            prep,
+            np.arange(train_start, train_end),
+            None,
+            too_few=(
+                f"the rolling refit for {d[b0]} has only {{n}} training rows "
+                f"(bars {d[train_start]}..{d[train_end - 1]}); widen model_cfg.rolling.window",
+                "model_cfg.rolling.window",
+            ),
+        )
+        block_rows = eval_rows[lo_pos:hi_pos]
+        stitched[lo_pos:hi_pos] = streaming.predict_rows(model, prep.features, block_rows)
         blocks.append(
             RollingBlock(
                 train_start,
                 train_end,
                 int(block_rows[0]),
                 int(block_rows[-1]) + 1,
-                len(y),
+                fitted.n_rows,
                 (str(d[train_start]), str(d[train_end - 1]), str(d[block_rows[0]]), str(d[block_rows[-1]])),
             )
         )

@@ -50,7 +50,9 @@ base column, ~0.7 s per `_csrank` column; 45 columns (26 + 19 ranks) take
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
@@ -62,6 +64,7 @@ from alphaswarm_common.config import FeatureSpec
 from alphaswarm_common.data.panel import Panel
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.features import _kernels as k
+from alphaswarm_common.features import store
 from alphaswarm_common.features._kernels import cs_rank
 
 __all__ = ["FEATURE_FAMILIES", "FeatureFamily", "FeatureSet", "compute_features", "cs_rank", "feature_names"]
@@ -566,6 +569,16 @@ class FeatureSet:
         """Feature `name` as a `(T, N)` view."""
         return self.values[:, :, self.index(name)]
 
+    @property
+    def on_disk(self) -> bool:
+        """True when `values` is file-backed (`compute_features(..., spill=True)`)."""
+        return store.is_disk_backed(self.values)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """`values[start:stop]` as an in-memory array (a copy read from the file when file-backed, which
+        leaves nothing resident; a read-only view otherwise)."""
+        return store.read_rows(self.values, start, stop)
+
 
 # --------------------------------------------------------------------------- compute
 
@@ -577,6 +590,8 @@ def compute_features(
     dtype: type[np.floating[Any]] | np.dtype[Any] = np.float32,
     block_symbols: int | None = None,
     field: str = "dataset_cfg.features",
+    spill: bool | None = None,
+    threads: int | None = None,
 ) -> FeatureSet:
     """Compute the features `specs` on every (date, symbol) of `panel`.
 
@@ -594,6 +609,20 @@ def compute_features(
 
     `block_symbols` sets how many symbols are processed together (default:
     ~2 M cells per temporary); it changes speed and memory, never the result.
+
+    `spill` writes the result into a file-backed array (`features.store`)
+    instead of memory; `None` (default) spills when the result is larger
+    than `store.SPILL_BYTES`. The values are the same bits either way: the
+    computation is the same per block of symbols, only where the output
+    lives differs. While spilling, each finished block of symbols (and each
+    block of dates of the rank pass) is dropped from resident memory, so
+    the process holds the bars, one block's output and the temporaries.
+
+    `threads` blocks (of symbols, then of dates for the ranks) are computed
+    at once (default `FEATURE_THREADS`: `ALPHASWARM_FEATURE_THREADS`, else
+    the number of CPUs, at most 4). Blocks write disjoint cells and every
+    block does the same arithmetic whatever the thread count, so the result
+    does not depend on it.
     """
     groups = _plan(specs, panel, field)
     out_dtype = np.dtype(dtype)
@@ -604,35 +633,72 @@ def compute_features(
     names = [n for g in groups for n in g.names] + [n for g in groups for n in g.rank_names]
     n_base, n_feat = len(base), len(names)
     ranked_src = [i for i, n in enumerate(names[:n_base]) if f"{n}_csrank" in names[n_base:]]
-    values = np.empty((t_rows, n_sym, n_feat), dtype=out_dtype)
+    nbytes = t_rows * n_sym * n_feat * out_dtype.itemsize
+    on_disk = nbytes > store.SPILL_BYTES if spill is None else spill
+    values = (
+        store.disk_array((t_rows, n_sym, n_feat), out_dtype)
+        if on_disk
+        else np.empty((t_rows, n_sym, n_feat), dtype=out_dtype)
+    )
 
-    block = block_symbols or max(1, _BLOCK_CELLS // max(1, t_rows))
+    # a spilled block's output stays resident until the block is done, next to its temporaries: when
+    # spilling, the blocks in flight together are as large as one in-memory block
+    workers = max(1, threads or FEATURE_THREADS)
+    cells = _BLOCK_CELLS // (2 * workers) if on_disk else _BLOCK_CELLS
+    block = block_symbols or max(1, cells // max(1, t_rows))
     block = min(block, n_sym)
-    stage = np.empty((_STAGE_COLUMNS, t_rows, block), dtype=out_dtype)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for c0 in range(0, n_sym, block):
-            c1 = min(n_sym, c0 + block)
+
+    def base_block(c0: int) -> None:
+        c1 = min(n_sym, c0 + block)
+        stage = np.empty((_STAGE_COLUMNS, t_rows, c1 - c0), dtype=out_dtype)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # per thread
             bars = _Bars(panel, slice(c0, c1))
             for f0 in range(0, n_base, _STAGE_COLUMNS):
                 f1 = min(n_base, f0 + _STAGE_COLUMNS)
-                part = stage[: f1 - f0, :, : c1 - c0]
+                part = stage[: f1 - f0]
                 for j, (family, w) in enumerate(base[f0:f1]):
                     np.copyto(part[j], family.compute(bars, w), casting="same_kind")
                     part[j][~np.isfinite(part[j])] = np.nan
                 _write_transposed(values, part, c0, f0)
+        store.release_columns(values, c0, c1)  # this block is written: drop its pages (no-op in memory)
 
-        if ranked_src:
-            n_rank = len(ranked_src)
-            rows = max(1, _RANK_CELLS // max(1, n_sym * n_rank))
-            src = np.asarray(ranked_src)
-            for d0 in range(0, t_rows, rows):
-                d1 = min(t_rows, d0 + rows)
-                chunk = np.take(values[d0:d1], src, axis=2)  # (rows, N, R)
-                ranked = cs_rank(np.ascontiguousarray(chunk.transpose(0, 2, 1)).reshape(-1, n_sym))
-                values[d0:d1, :, n_base:] = ranked.reshape(d1 - d0, n_rank, n_sym).transpose(0, 2, 1)
+    src = np.asarray(ranked_src)
+    n_rank = len(ranked_src)
+    rank_rows = max(1, _RANK_CELLS // max(1, n_sym * n_rank))
+
+    def rank_block(d0: int) -> None:
+        d1 = min(t_rows, d0 + rank_rows)
+        chunk = np.take(values[d0:d1], src, axis=2)  # (rows, N, R)
+        ranked = cs_rank(np.ascontiguousarray(chunk.transpose(0, 2, 1)).reshape(-1, n_sym))
+        values[d0:d1, :, n_base:] = ranked.reshape(d1 - d0, n_rank, n_sym).transpose(0, 2, 1)
+        store.release(values, d0, d1)
+
+    _run(base_block, range(0, n_sym, block), workers)
+    if ranked_src:
+        _run(rank_block, range(0, t_rows, rank_rows), workers)
 
     values.setflags(write=False)
     return FeatureSet(names=names, values=values, dates=panel.dates, symbols=panel.symbols)
+
+
+def _default_threads() -> int:
+    raw = os.environ.get("ALPHASWARM_FEATURE_THREADS")
+    return max(1, int(raw)) if raw else max(1, min(4, os.cpu_count() or 1))
+
+
+FEATURE_THREADS = _default_threads()
+"""Blocks `compute_features` computes at once by default (NumPy releases the GIL in its loops)."""
+
+
+def _run(fn: Callable[[int], None], starts: range, threads: int) -> None:
+    workers = min(len(starts), threads)
+    if workers <= 1:
+        for start in starts:
+            fn(start)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="features") as pool:
+        for future in [pool.submit(fn, start) for start in starts]:
+            future.result()
 
 
 def _write_transposed(values: np.ndarray, part: np.ndarray, c0: int, f0: int) -> None:

@@ -61,7 +61,7 @@ class SkippedSet(_message.Message):
     def __init__(self, field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class OptimizeRequest(_message.Message):
-    __slots__ = ("source", "strategy_type", "grid", "space", "method", "n_samples", "seed", "objective", "backtest_cfg", "persist", "request_id", "task_id")
+    __slots__ = ("source", "strategy_type", "grid", "space", "method", "n_samples", "seed", "objective", "backtest_cfg", "persist", "request_id", "task_id", "chunks")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_TYPE_FIELD_NUMBER: _ClassVar[int]
     GRID_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class OptimizeRequest(_message.Message):
     PERSIST_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     source: PriceSource
     strategy_type: str
     grid: _struct_pb2.Struct
@@ -86,7 +87,79 @@ class OptimizeRequest(_message.Message):
     persist: bool
     request_id: str
     task_id: str
-    def __init__(self, source: _Optional[_Union[PriceSource, _Mapping]] = ..., strategy_type: _Optional[str] = ..., grid: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., space: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., method: _Optional[str] = ..., n_samples: _Optional[int] = ..., seed: _Optional[int] = ..., objective: _Optional[str] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., persist: _Optional[bool] = ..., request_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+    chunks: _containers.RepeatedCompositeFieldContainer[EvaluateParameterSetsResponse]
+    def __init__(self, source: _Optional[_Union[PriceSource, _Mapping]] = ..., strategy_type: _Optional[str] = ..., grid: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., space: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., method: _Optional[str] = ..., n_samples: _Optional[int] = ..., seed: _Optional[int] = ..., objective: _Optional[str] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., persist: _Optional[bool] = ..., request_id: _Optional[str] = ..., task_id: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[EvaluateParameterSetsResponse, _Mapping]]] = ...) -> None: ...
+
+class EvaluateParameterSetsRequest(_message.Message):
+    __slots__ = ("source", "strategy_type", "grid", "space", "method", "n_samples", "seed", "backtest_cfg", "first", "last")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRID_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_CFG_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    source: PriceSource
+    strategy_type: str
+    grid: _struct_pb2.Struct
+    space: _struct_pb2.Struct
+    method: str
+    n_samples: int
+    seed: int
+    backtest_cfg: _config_pb2.BacktestConfig
+    first: int
+    last: int
+    def __init__(self, source: _Optional[_Union[PriceSource, _Mapping]] = ..., strategy_type: _Optional[str] = ..., grid: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., space: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., method: _Optional[str] = ..., n_samples: _Optional[int] = ..., seed: _Optional[int] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., first: _Optional[int] = ..., last: _Optional[int] = ...) -> None: ...
+
+class EvaluatedSet(_message.Message):
+    __slots__ = ("parameter_set", "params", "reasons", "conventions", "failed")
+    class ReasonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PARAMETER_SET_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    CONVENTIONS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    parameter_set: int
+    params: _struct_pb2.Struct
+    reasons: _containers.ScalarMap[str, str]
+    conventions: int
+    failed: SkippedSet
+    def __init__(self, parameter_set: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reasons: _Optional[_Mapping[str, str]] = ..., conventions: _Optional[int] = ..., failed: _Optional[_Union[SkippedSet, _Mapping]] = ...) -> None: ...
+
+class EvaluateParameterSetsResponse(_message.Message):
+    __slots__ = ("first", "last", "sets", "metric_names", "values", "conventions_json", "n_bars", "periods_per_year", "evaluation", "execution_time_seconds", "served_by")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    SETS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_NAMES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    CONVENTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    N_BARS_FIELD_NUMBER: _ClassVar[int]
+    PERIODS_PER_YEAR_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_TIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    first: int
+    last: int
+    sets: _containers.RepeatedCompositeFieldContainer[EvaluatedSet]
+    metric_names: _containers.RepeatedScalarFieldContainer[str]
+    values: _arrays_pb2.Array
+    conventions_json: _containers.RepeatedScalarFieldContainer[str]
+    n_bars: int
+    periods_per_year: float
+    evaluation: str
+    execution_time_seconds: float
+    served_by: str
+    def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ..., sets: _Optional[_Iterable[_Union[EvaluatedSet, _Mapping]]] = ..., metric_names: _Optional[_Iterable[str]] = ..., values: _Optional[_Union[_arrays_pb2.Array, _Mapping]] = ..., conventions_json: _Optional[_Iterable[str]] = ..., n_bars: _Optional[int] = ..., periods_per_year: _Optional[float] = ..., evaluation: _Optional[str] = ..., execution_time_seconds: _Optional[float] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class OptimizeResponse(_message.Message):
     __slots__ = ("trials", "best", "p_value", "is_statistically_significant", "backtest_id", "optimization_ids", "execution_time_seconds")

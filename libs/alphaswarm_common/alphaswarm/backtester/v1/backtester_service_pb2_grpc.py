@@ -55,6 +55,11 @@ class BacktesterServiceStub:
                 request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeResponse.FromString,
                 _registered_method=True)
+        self.EvaluateParameterSets = channel.unary_unary(
+                '/alphaswarm.backtester.v1.BacktesterService/EvaluateParameterSets',
+                request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.EvaluateParameterSetsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.EvaluateParameterSetsResponse.FromString,
+                _registered_method=True)
         self.WalkForward = channel.unary_unary(
                 '/alphaswarm.backtester.v1.BacktesterService/WalkForward',
                 request_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.WalkForwardRequest.SerializeToString,
@@ -104,6 +109,13 @@ class BacktesterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateParameterSets(self, request, context):
+        """Evaluates the chunk [first, last) of a parameter search: per-set metrics, no ranking, nothing saved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WalkForward(self, request, context):
         """In-sample optimization then out-of-sample test over rolling or anchored windows.
         """
@@ -147,6 +159,11 @@ def add_BacktesterServiceServicer_to_server(servicer, server):
                     servicer.Optimize,
                     request_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeRequest.FromString,
                     response_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeResponse.SerializeToString,
+            ),
+            'EvaluateParameterSets': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateParameterSets,
+                    request_deserializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.EvaluateParameterSetsRequest.FromString,
+                    response_serializer=alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.EvaluateParameterSetsResponse.SerializeToString,
             ),
             'WalkForward': grpc.unary_unary_rpc_method_handler(
                     servicer.WalkForward,
@@ -273,6 +290,33 @@ class BacktesterService:
             '/alphaswarm.backtester.v1.BacktesterService/Optimize',
             alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeRequest.SerializeToString,
             alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.OptimizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateParameterSets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.backtester.v1.BacktesterService/EvaluateParameterSets',
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.EvaluateParameterSetsRequest.SerializeToString,
+            alphaswarm_dot_backtester_dot_v1_dot_backtester__service__pb2.EvaluateParameterSetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -293,12 +293,14 @@ class ListAlphaBacktestRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[_resources_pb2.AlphaBacktestRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SaveDeploymentRequest(_message.Message):
-    __slots__ = ("deployment", "request_id")
+    __slots__ = ("deployment", "request_id", "expected_updated_at")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     deployment: _resources_pb2.Deployment
     request_id: str
-    def __init__(self, deployment: _Optional[_Union[_resources_pb2.Deployment, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    expected_updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, deployment: _Optional[_Union[_resources_pb2.Deployment, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SaveDeploymentResponse(_message.Message):
     __slots__ = ("deployment", "created")
@@ -417,6 +419,22 @@ class ListPredictionAuditResponse(_message.Message):
     next_page_token: str
     total_size: int
     def __init__(self, rows: _Optional[_Iterable[_Union[_resources_pb2.PredictionAuditRow, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class StreamPredictionAuditRequest(_message.Message):
+    __slots__ = ("run_id", "rows_per_message")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROWS_PER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    rows_per_message: int
+    def __init__(self, run_id: _Optional[str] = ..., rows_per_message: _Optional[int] = ...) -> None: ...
+
+class StreamPredictionAuditResponse(_message.Message):
+    __slots__ = ("batch", "total_rows")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROWS_FIELD_NUMBER: _ClassVar[int]
+    batch: _resources_pb2.PredictionAuditBatch
+    total_rows: int
+    def __init__(self, batch: _Optional[_Union[_resources_pb2.PredictionAuditBatch, _Mapping]] = ..., total_rows: _Optional[int] = ...) -> None: ...
 
 class BacktestRecord(_message.Message):
     __slots__ = ("backtest_id", "symbol", "strategy_type", "backtest_date", "start_date", "end_date", "initial_capital", "fees", "slippage", "parameters", "metrics", "dates", "equity_curve", "drawdown_series", "execution_time_seconds", "data_points", "status", "error_message", "notes", "created_at", "updated_at")

@@ -90,6 +90,11 @@ class PersistenceServiceStub:
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPredictionAuditRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPredictionAuditResponse.FromString,
                 _registered_method=True)
+        self.StreamPredictionAudit = channel.unary_stream(
+                '/alphaswarm.persistence.v1.PersistenceService/StreamPredictionAudit',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.StreamPredictionAuditRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.StreamPredictionAuditResponse.FromString,
+                _registered_method=True)
         self.SaveBacktestResult = channel.unary_unary(
                 '/alphaswarm.persistence.v1.PersistenceService/SaveBacktestResult',
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.SaveBacktestResultRequest.SerializeToString,
@@ -338,6 +343,13 @@ class PersistenceServiceServicer:
 
     def ListPredictionAudit(self, request, context):
         """Reads the prediction audit rows of a run, by date then symbol.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamPredictionAudit(self, request, context):
+        """Streams the whole prediction audit of a run as packed matrices, whole dates per message, in date order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -643,6 +655,11 @@ def add_PersistenceServiceServicer_to_server(servicer, server):
                     servicer.ListPredictionAudit,
                     request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPredictionAuditRequest.FromString,
                     response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPredictionAuditResponse.SerializeToString,
+            ),
+            'StreamPredictionAudit': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamPredictionAudit,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.StreamPredictionAuditRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.StreamPredictionAuditResponse.SerializeToString,
             ),
             'SaveBacktestResult': grpc.unary_unary_rpc_method_handler(
                     servicer.SaveBacktestResult,
@@ -1113,6 +1130,33 @@ class PersistenceService:
             '/alphaswarm.persistence.v1.PersistenceService/ListPredictionAudit',
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPredictionAuditRequest.SerializeToString,
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListPredictionAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamPredictionAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/StreamPredictionAudit',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.StreamPredictionAuditRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.StreamPredictionAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

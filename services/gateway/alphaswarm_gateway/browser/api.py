@@ -1,0 +1,273 @@
+"""REST routes the Strategy Browser needs beyond the resource API (`/browser/...`).
+
+* `GET /browser/session`: who the caller is and which role it holds, so the page
+  shows only the actions the role allows (the API still checks every call);
+* `GET /browser/runs`: the alpha-backtest runs as table rows, filtered, sorted and
+  paginated on the server;
+* `GET /browser/runs/{run_id}/series?points=`: a finished run's chart data, long
+  series downsampled on the server (`analytics.py`, `series.py`);
+* `GET /browser/runs/{run_id}/trades`, `/audit`: its trade ledger and prediction
+  audit, sorted and paginated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import datetime as dt
+import json
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from alphaswarm_common.auth import ADMIN, RESEARCHER, VIEWER, role_allows
+from alphaswarm_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from alphaswarm_common.protoconv import RUN_STATE_NAMES
+from alphaswarm_gateway import auth
+from alphaswarm_gateway.browser.data import LIVE_STATES, SORT_KEYS, RunCache, RunData, RunIndex
+from alphaswarm_gateway.browser.series import series_view
+from alphaswarm_gateway.core import Gateway
+from alphaswarm_gateway.deps import GatewayDep
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/browser", tags=["browser"])
+
+
+@router.get("/session", operation_id="get_browser_session", summary="The caller's identity and role")
+async def get_session() -> dict[str, Any]:
+    who = auth.caller()
+    return {
+        "subject": who.subject,
+        "role": who.role,
+        "via": who.via,
+        "can": {
+            "view": role_allows(who.role, VIEWER),
+            "submit": role_allows(who.role, RESEARCHER),
+            "admin": role_allows(who.role, ADMIN),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+def _index(request: Request) -> RunIndex:
+    index = getattr(request.app.state, "browser_run_index", None)
+    if index is None:
+        index = request.app.state.browser_run_index = RunIndex()
+    return index  # type: ignore[no-any-return]
+
+
+def _cache(request: Request) -> RunCache:
+    cache = getattr(request.app.state, "browser_run_cache", None)
+    if cache is None:
+        cache = request.app.state.browser_run_cache = RunCache()
+    return cache  # type: ignore[no-any-return]
+
+
+Page = Annotated[int, Query(ge=0, le=1_000_000, description="Page number, from 0.")]
+BrowserPageSize = Annotated[int, Query(ge=1, le=500, description="Rows per page.")]
+
+
+def _sort_key(sort: str, allowed: frozenset[str]) -> str:
+    if sort not in allowed:
+        raise InvalidArgument(f"must be one of {', '.join(sorted(allowed))}", field="sort")
+    return sort
+
+
+@router.get(
+    "/runs",
+    operation_id="list_browser_runs",
+    summary="Alpha-backtest runs as table rows, filtered, sorted and paginated on the server",
+)
+async def list_runs(
+    request: Request,
+    gw: GatewayDep,
+    status: Annotated[str, Query(description="Only runs in this state.")] = "",
+    q: Annotated[str, Query(max_length=200, description="Substring of the name, model or id.")] = "",
+    sort: Annotated[str, Query(description="Column to sort by.")] = "created_at",
+    desc: bool = True,
+    page: Page = 0,
+    page_size: BrowserPageSize = 50,
+) -> dict[str, Any]:
+    _sort_key(sort, SORT_KEYS)
+    if status and status not in LIVE_STATES | {"succeeded", "failed", "cancelled"}:
+        raise InvalidArgument("must be pending, running, succeeded, failed or cancelled", field="status")
+    index = _index(request)
+    await index.refresh(gw)
+    rows = index.query(status=status, q=q.strip(), sort=sort, desc=desc)
+    active = sum(1 for r in index.rows.values() if r["status"] in LIVE_STATES)
+    return {
+        "items": rows[page * page_size : (page + 1) * page_size],
+        "total": len(rows),
+        "active": active,
+        "page": page,
+        "page_size": page_size,
+    }
+
+
+async def _finished(request: Request, gw: Gateway, run_id: str) -> RunData:
+    run = await gw.get_run(run_id=run_id)
+    status = RUN_STATE_NAMES[run.state]
+    if status != "succeeded" or not run.backtest_id:
+        raise FailedPrecondition(
+            f"run {run_id} has no backtest to chart (status: {status})",
+            field="run_id",
+            reason="RUN_NOT_FINISHED",
+        )
+    return await _cache(request).get(gw, run)
+
+
+@router.get(
+    "/runs/{run_id}/series",
+    operation_id="get_browser_run_series",
+    summary="A finished run's chart data: equity, drawdown, rolling Sharpe, monthly returns, IC, deciles, weights",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+)
+async def get_series(
+    run_id: str,
+    request: Request,
+    gw: GatewayDep,
+    points: Annotated[
+        int, Query(ge=50, le=20_000, description="About how many points per long series.")
+    ] = 800,
+) -> Response:
+    data = await _finished(request, gw, run_id)
+
+    def body() -> bytes:  # plain JSON of plain values, off the event loop
+        doc = series_view(data, points)
+        try:
+            return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+        except ValueError:  # a NaN or infinity somewhere: JSON has neither, send null
+            return json.dumps(_finite(doc), separators=(",", ":")).encode()
+
+    return Response(await asyncio.to_thread(body), media_type="application/json")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+TRADE_SORT = frozenset(
+    {
+        "trade_number",
+        "symbol",
+        "direction",
+        "entry_date",
+        "exit_date",
+        "duration_bars",
+        "pnl",
+        "pnl_percent",
+        "mae",
+        "mfe",
+        "fees_paid",
+        "exit_reason",
+        "position_size",
+    }
+)
+
+
+def _sorted_page(
+    rows: list[dict[str, Any]], sort: str, desc: bool, page: int, page_size: int
+) -> dict[str, Any]:
+    present = [r for r in rows if r.get(sort) is not None]
+    missing = [r for r in rows if r.get(sort) is None]
+    present.sort(key=lambda r: r[sort], reverse=desc)
+    ordered = present + missing
+    return {"items": ordered[page * page_size : (page + 1) * page_size], "total": len(ordered), "page": page}
+
+
+@router.get(
+    "/runs/{run_id}/trades",
+    operation_id="list_browser_run_trades",
+    summary="A finished run's trade ledger, sorted and paginated",
+)
+async def list_trades(
+    run_id: str,
+    request: Request,
+    gw: GatewayDep,
+    sort: str = "trade_number",
+    desc: bool = False,
+    page: Page = 0,
+    page_size: BrowserPageSize = 50,
+) -> dict[str, Any]:
+    _sort_key(sort, TRADE_SORT)
+    data = await _finished(request, gw, run_id)
+    return _sorted_page(data.trades, sort, desc, page, page_size)
+
+
+AUDIT_SORT = frozenset(
+    {"date", "symbol", "prediction", "realized_return", "target_weight", "held_weight", "pnl_contribution"}
+)
+_AUDIT_COLUMNS = {
+    "prediction": "prediction",
+    "realized_return": "realized",
+    "target_weight": "target",
+    "held_weight": "held",
+    "pnl_contribution": "pnl",
+}
+
+
+@router.get(
+    "/runs/{run_id}/audit",
+    operation_id="list_browser_run_audit",
+    summary="A finished run's prediction audit on one date (every symbol) or for one symbol (every date)",
+)
+async def list_audit(
+    run_id: str,
+    request: Request,
+    gw: GatewayDep,
+    date: Annotated[str, Query(description="YYYY-MM-DD; the last audited date on or before it.")] = "",
+    symbol: Annotated[str, Query(max_length=64)] = "",
+    sort: str = "prediction",
+    desc: bool = True,
+    page: Page = 0,
+    page_size: BrowserPageSize = 50,
+) -> dict[str, Any]:
+    _sort_key(sort, AUDIT_SORT)
+    data = await _finished(request, gw, run_id)
+    audit = data.audit
+    if audit is None:
+        return {"items": [], "total": 0, "page": page, "captured": False, "reason": data.audit_reason}
+    if symbol:
+        if symbol not in audit.symbols:
+            raise NotFound(f"symbol {symbol} is not in the audit of run {run_id}", field="symbol")
+        col = audit.symbols.index(symbol)
+        rows = [
+            _audit_row(audit, t, col)
+            for t in range(len(audit.dates))
+            if math.isfinite(float(audit.prediction[t, col]))
+        ]
+        shown = {"symbol": symbol}
+    else:
+        if date:
+            try:
+                dt.date.fromisoformat(date)
+            except ValueError:
+                raise InvalidArgument("must be a date YYYY-MM-DD", field="date") from None
+        at = bisect.bisect_right(audit.dates, date) - 1 if date else len(audit.dates) - 1
+        at = max(at, 0)
+        rows = [
+            _audit_row(audit, at, c)
+            for c in range(len(audit.symbols))
+            if math.isfinite(float(audit.prediction[at, c]))
+        ]
+        shown = {"date": audit.dates[at]}
+    return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, **shown}
+
+
+def _audit_row(audit: Any, t: int, c: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"date": audit.dates[t], "symbol": audit.symbols[c]}
+    for key, f in _AUDIT_COLUMNS.items():
+        v = float(getattr(audit, f)[t, c])
+        row[key] = v if math.isfinite(v) else None
+    return row
