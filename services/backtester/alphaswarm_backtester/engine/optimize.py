@@ -97,8 +97,9 @@ from alphaswarm_common.errors import AlphaSwarmError, DataError, InvalidArgument
 from alphaswarm_common.metrics import (
     BarStats,
     MetricSet,
-    deflated_sharpe_ratio,
+    expected_max_sharpe,
     infer_periods_per_year,
+    probabilistic_sharpe_ratio,
     trading_metrics,
 )
 
@@ -444,13 +445,24 @@ def deflated_p_values(
     variance = float(np.var(srs, ddof=1)) if n_trials >= 2 else 0.0
     p_values: list[float | None] = [None] * len(sharpes_per_period)
     reasons: list[str | None] = ["no Sharpe ratio"] * len(sharpes_per_period)
+    # `deflated_sharpe_ratio` of each trial: the PSR against one SR* (the same for every trial)
+    sr0: float | None = None
+    sr0_error: str | None = None
+    if valid:
+        try:
+            sr0 = expected_max_sharpe(variance, max(n_trials, 1))
+        except InvalidArgument as exc:
+            sr0_error = exc.message
     for i, sr in valid:
         skew, kurt = skews[i], kurtoses[i]
         if skew is None or kurt is None:
             reasons[i] = "no skewness / kurtosis"
             continue
+        if sr0 is None:
+            reasons[i] = sr0_error
+            continue
         try:
-            dsr = deflated_sharpe_ratio(sr, variance, max(n_trials, 1), n_obs, skew, kurt)
+            dsr = probabilistic_sharpe_ratio(sr, n_obs, skew, kurt, sr0)
         except InvalidArgument as exc:
             reasons[i] = exc.message
             continue
