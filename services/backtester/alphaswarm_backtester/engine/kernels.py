@@ -611,41 +611,60 @@ def _one_set(
         capital, growth, rate, fees, slippage, min_fee, by_open, stop_loss, take_profit,
         np.empty((0, n_cols)), equity, traded, costs, True, pnls, np.empty((5, 0)), False,
     )[1]  # fmt: skip
-    prev = capital
-    peak = capital
-    for s in range(n_bars):
-        e = equity[s]
-        returns[s] = e / prev - 1.0
-        prev = e
-        peak = max(peak, e)
-        drawdown[s] = e / peak - 1.0
-    _bar_stats(returns, drawdown, equity, rf_p, stats)
+    _set_stats(equity, capital, rf_p, returns, drawdown, stats)
     return n_pnl
 
 
 @_jit
-def _bar_stats(
-    returns: np.ndarray, drawdown: np.ndarray, equity: np.ndarray, rf_p: float, out: np.ndarray
+def _set_stats(
+    equity: np.ndarray,
+    capital: float,
+    rf_p: float,
+    returns: np.ndarray,
+    drawdown: np.ndarray,
+    out: np.ndarray,
 ) -> None:
-    """The per-bar statistics `BarStats.from_totals` takes (`SET_STATS` order), in two passes.
+    """Returns and drawdown of an equity curve, and the per-bar statistics `BarStats.from_totals` takes.
 
-    Sum, mean and centred power sums of the returns (the two-pass algorithm),
-    whether they are constant, the downside sum of squares, the drawdown's
-    low, high, longest run below 0 and last value, the equity's high and
-    last value. The formulas that turn them into metrics are
-    `alphaswarm_common.metrics.trading`'s.
+    In `SET_STATS` order: the sum, mean and centred power sums of the
+    returns (the two-pass algorithm: the centred sums need the mean, the rest
+    is gathered while the returns are formed), whether they are constant, the
+    downside sum of squares, the drawdown's low, high, longest run below 0
+    and last value, the equity's high and last value. The formulas that turn
+    them into metrics are `alphaswarm_common.metrics.trading`'s.
     """
-    n = returns.size
+    n = equity.size
+    prev = capital
+    peak = capital
     total = 0.0
     high = -np.inf
     low = np.inf
     downside = 0.0
-    for x in returns:
+    dd_low = np.inf
+    dd_high = -np.inf
+    run = best = 0
+    eq_high = -np.inf
+    for s in range(n):
+        e = equity[s]
+        x = e / prev - 1.0
+        returns[s] = x
+        prev = e
+        peak = max(peak, e)
+        dd = e / peak - 1.0
+        drawdown[s] = dd
         total += x
         high = max(high, x)
         low = min(low, x)
         d = min(x - rf_p, 0.0)
         downside += d * d
+        dd_low = min(dd_low, dd)
+        dd_high = max(dd_high, dd)
+        if dd < 0.0:
+            run += 1
+            best = max(best, run)
+        else:
+            run = 0
+        eq_high = max(eq_high, e)
     mean = total / n if n else 0.0
     m2 = m3 = m4 = 0.0
     for x in returns:
@@ -654,20 +673,6 @@ def _bar_stats(
         m2 += c2
         m3 += c2 * c
         m4 += c2 * c2
-    dd_low = np.inf
-    dd_high = -np.inf
-    run = best = 0
-    for x in drawdown:
-        dd_low = min(dd_low, x)
-        dd_high = max(dd_high, x)
-        if x < 0.0:
-            run += 1
-            best = max(best, run)
-        else:
-            run = 0
-    eq_high = -np.inf
-    for x in equity:
-        eq_high = max(eq_high, x)
     out[0] = n
     out[1] = total
     out[2] = mean
