@@ -1,7 +1,7 @@
 """Compile every numba kernel signature the engine uses, so that no run pays for compilation.
 
-The kernels (`kernels`, and the moments pass of
-`alphaswarm_common.metrics.trading`) are `numba.njit(cache=True)`: the
+The kernels (`kernels`, the ledger pass of `trades`, and the moments pass
+of `alphaswarm_common.metrics.trading`) are `numba.njit(cache=True)`: the
 first call of each signature compiles it (seconds) and writes the machine
 code to numba's cache; every later process loads it from there
 (milliseconds). `warm_up()` makes those first calls on tiny inputs that
