@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from alphaswarm_common.evaluation import IC_DECAY_HORIZONS, forward_returns, ic_decay, qcut_buckets
-from alphaswarm_common.metrics import ic_series
+from alphaswarm_common.evaluation import IC_DECAY_HORIZONS, forward_returns, qcut_buckets
+from alphaswarm_common.reporting.signal import signal_ics
 
 __all__ = [
     "DECILES",
@@ -379,17 +379,21 @@ def alpha_diagnostics(
     """IC / RankIC per date, IC decay and decile returns of `signal` (T, N) on `close` (T, N)."""
     sig = np.asarray(signal, dtype=np.float64)
     px = np.asarray(close, dtype=np.float64)
+    if sig.ndim == 1:
+        sig, px = sig[:, None], (px[:, None] if px.ndim == 1 else px)
     fwd1 = forward_returns(px, 1, execution_lag)
-    rank_ic = ic_series(sig, fwd1, "spearman")
-    longer = [int(h) for h in IC_DECAY_HORIZONS if int(h) != 1]
-    decay = {h: v for h, (v, _) in ic_decay(sig, px, execution_lag=execution_lag, horizons=longer).items()}
-    valid = rank_ic[np.isfinite(rank_ic)]
-    decay[1] = float(valid.mean()) if valid.size else None  # ic_decay's h=1 is this very series
+    # IC_t, RankIC_t and every decay horizon from one sort of the signal; equal, date by date, to
+    # `ic_series` on each horizon's forward return, so the decay is `evaluation.ic_decay`'s.
+    ic, by_horizon = signal_ics(sig, px, execution_lag=execution_lag, horizons=IC_DECAY_HORIZONS)
+    decay: dict[int, float | None] = {}
+    for h in IC_DECAY_HORIZONS:
+        valid = by_horizon[int(h)][~np.isnan(by_horizon[int(h)])]
+        decay[int(h)] = float(valid.mean()) if valid.size else None
     gross, net, turnover = _decile_returns(sig, fwd1, fees + slippage)
     return AlphaDiagnostics(
-        ic=ic_series(sig, fwd1, "pearson"),
-        rank_ic=rank_ic,
-        decay={int(h): decay.get(int(h)) for h in IC_DECAY_HORIZONS},
+        ic=ic,
+        rank_ic=by_horizon[1],
+        decay=decay,
         decile_gross_bps=gross,
         decile_net_bps=net,
         decile_turnover=turnover,
