@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from alphaswarm_common.evaluation import forward_returns, ic_decay
+from alphaswarm_common.evaluation import forward_returns, ic_decay, qcut_buckets
 from alphaswarm_common.metrics import ic_series
 from alphaswarm_common.reporting import alpha_diagnostics
 from alphaswarm_common.reporting.html import thin
@@ -36,7 +36,8 @@ def test_rank_ic_per_date_equals_scipy_spearmanr_with_nans_and_ties(
     t: int, n: int, lag: int, seed: int
 ) -> None:
     close, signal = _tied_market(t, n, seed)
-    ic, rank = signal_ics(signal, close, execution_lag=lag, horizons=(1, 5, 10, 20))
+    found = signal_ics(signal, close, execution_lag=lag, horizons=(1, 5, 10, 20), quantiles=10)
+    ic, rank = found.ic, found.rank_ic
     assert set(rank) == {1, 5, 10, 20}
     for h, series in rank.items():
         fwd = forward_returns(close, h, lag)
@@ -60,19 +61,25 @@ def test_rank_ic_per_date_equals_scipy_spearmanr_with_nans_and_ties(
         assert ic[d] == pytest.approx(stats.pearsonr(signal[d, ok], fwd1[d, ok])[0], abs=1e-12)
     for d in (7, 11, 13):
         assert np.isnan(rank[1][d]) and np.isnan(ic[d])
+    # The deciles from the same sort are `qcut_buckets`' (pandas.qcut's) buckets, skipped dates included.
+    both = np.isfinite(signal) & np.isfinite(fwd1)
+    reference, skipped = qcut_buckets(signal, 10, mask=both)
+    assert found.buckets is not None and skipped.any()
+    np.testing.assert_array_equal(found.buckets, np.where(np.isnan(reference), -1, reference - 1))
 
 
 def test_chunked_and_threaded_passes_give_the_same_series(monkeypatch: pytest.MonkeyPatch) -> None:
     close, signal = _tied_market(120, 50, 4)
-    whole = signal_ics(signal, close, execution_lag=1, horizons=(1, 5), n_threads=1)
+    whole = signal_ics(signal, close, execution_lag=1, horizons=(1, 5), quantiles=5, n_threads=1)
     import alphaswarm_common.metrics.ml as ml
 
     monkeypatch.setattr(ml, "_CHUNK_CELLS", 50 * 7)  # chunks of 7 rows
     monkeypatch.setattr(ml, "_PARALLEL_MIN_CELLS", 1)
-    chunked = signal_ics(signal, close, execution_lag=1, horizons=(1, 5), n_threads=3)
-    np.testing.assert_array_equal(whole[0], chunked[0])
+    chunked = signal_ics(signal, close, execution_lag=1, horizons=(1, 5), quantiles=5, n_threads=3)
+    np.testing.assert_array_equal(whole.ic, chunked.ic)
+    np.testing.assert_array_equal(whole.buckets, chunked.buckets)
     for h in (1, 5):
-        np.testing.assert_array_equal(whole[1][h], chunked[1][h])
+        np.testing.assert_array_equal(whole.rank_ic[h], chunked.rank_ic[h])
 
 
 def test_the_decay_is_the_trainers_ic_decay() -> None:

@@ -323,7 +323,7 @@ def buy_and_hold_equity(close: Any, initial_capital: float) -> np.ndarray | None
 
 
 def _decile_returns(
-    signal: np.ndarray, fwd1: np.ndarray, cost_rate: float
+    signal: np.ndarray, fwd1: np.ndarray, cost_rate: float, members: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(gross bp, net bp, mean turnover) per decile portfolio (module docstring), in a few passes.
 
@@ -331,13 +331,17 @@ def _decile_returns(
     the equal-weight decile portfolio between t-1 and t is, symbol by
     symbol: `|1/n_t - 1/n_{t-1}|` when it stays in the decile, `1/n_t` when
     it enters, `1/n_{t-1}` when it leaves (an empty previous row counts as
-    holding nothing).
+    holding nothing). `members`: the 0-based deciles (int8, -1 outside) when already known
+    (`signal_ics(..., quantiles=DECILES).buckets`).
     """
     t_len = signal.shape[0]
-    both = np.isfinite(signal) & np.isfinite(fwd1)
-    buckets, _ = qcut_buckets(signal, DECILES, mask=both)
-    b = np.where(np.isnan(buckets), -1, buckets - 1).astype(np.int8)  # -1: not in any decile
-    del buckets
+    if members is None:
+        both = np.isfinite(signal) & np.isfinite(fwd1)
+        buckets, _ = qcut_buckets(signal, DECILES, mask=both)
+        b = np.where(np.isnan(buckets), -1, buckets - 1).astype(np.int8)  # -1: not in any decile
+        del buckets
+    else:
+        b = members
     rows = np.broadcast_to(np.arange(t_len, dtype=np.int64)[:, None] * DECILES, b.shape)  # a view
     member = b >= 0
     cell = rows[member] + b[member]
@@ -384,15 +388,16 @@ def alpha_diagnostics(
     fwd1 = forward_returns(px, 1, execution_lag)
     # IC_t, RankIC_t and every decay horizon from one sort of the signal; equal, date by date, to
     # `ic_series` on each horizon's forward return, so the decay is `evaluation.ic_decay`'s.
-    ic, by_horizon = signal_ics(sig, px, execution_lag=execution_lag, horizons=IC_DECAY_HORIZONS)
+    # The deciles come from the same sort (`qcut_buckets`' buckets, value for value).
+    found = signal_ics(sig, px, execution_lag=execution_lag, horizons=IC_DECAY_HORIZONS, quantiles=DECILES)
     decay: dict[int, float | None] = {}
     for h in IC_DECAY_HORIZONS:
-        valid = by_horizon[int(h)][~np.isnan(by_horizon[int(h)])]
+        valid = found.rank_ic[int(h)][~np.isnan(found.rank_ic[int(h)])]
         decay[int(h)] = float(valid.mean()) if valid.size else None
-    gross, net, turnover = _decile_returns(sig, fwd1, fees + slippage)
+    gross, net, turnover = _decile_returns(sig, fwd1, fees + slippage, found.buckets)
     return AlphaDiagnostics(
-        ic=ic,
-        rank_ic=by_horizon[1],
+        ic=found.ic,
+        rank_ic=found.rank_ic[1],
         decay=decay,
         decile_gross_bps=gross,
         decile_net_bps=net,
