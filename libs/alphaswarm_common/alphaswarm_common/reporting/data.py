@@ -313,12 +313,16 @@ def buy_and_hold_equity(close: Any, initial_capital: float) -> np.ndarray | None
     held = np.isfinite(start) & (start > 0)
     if not held.any():
         return None
-    sub = px[:, held]
-    # Forward-fill missing closes (a missing close keeps the last value).
+    sub = np.ascontiguousarray(px[:, held])
+    # Forward-fill missing closes (a missing close keeps the last value): the row of each cell's last
+    # close, then one flat gather (row * n + column), far cheaper than a two-array fancy index.
     idx = np.where(np.isfinite(sub), np.arange(sub.shape[0])[:, None], 0)
     np.maximum.accumulate(idx, axis=0, out=idx)
-    filled = sub[idx, np.arange(sub.shape[1])]
-    growth = filled / sub[0]
+    idx *= sub.shape[1]
+    idx += np.arange(sub.shape[1])
+    growth = sub.ravel()[idx]
+    del idx
+    growth /= sub[0]
     return np.asarray(initial_capital * growth.mean(axis=1), dtype=np.float64)
 
 
