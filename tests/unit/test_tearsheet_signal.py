@@ -100,3 +100,42 @@ def test_charts_keep_every_extreme_of_a_long_series() -> None:
     assert equity[idx].max() == equity.max() and equity[idx].min() == equity.min()
     assert np.nanmin(drawdown[idx]) == np.nanmin(drawdown)
     np.testing.assert_array_equal(thin(500, equity[:500], buckets=300), np.arange(500))
+
+
+def test_buy_and_hold_in_blocks_of_rows_carries_closes_across_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    from alphaswarm_common.reporting import buy_and_hold_equity
+    from alphaswarm_common.reporting import data as reporting_data
+
+    rng = np.random.default_rng(9)
+    close = 30 * np.exp(np.cumsum(rng.normal(0, 0.02, (50, 6)), axis=0))
+    close[rng.random(close.shape) < 0.2] = np.nan
+    close[5:30, 1] = np.nan  # a gap across several blocks
+    close[0] = np.where(np.isnan(close[0]), 30.0, close[0])
+    close[0, 4] = np.nan  # not priced on the first date: not held
+    whole = buy_and_hold_equity(close, 1000.0)
+    monkeypatch.setattr(reporting_data, "_BLOCK_CELLS", 7)  # blocks of one row
+    np.testing.assert_array_equal(buy_and_hold_equity(close, 1000.0), whole)
+    monkeypatch.setattr(reporting_data, "_BLOCK_CELLS", 5 * 4)  # blocks of four rows
+    np.testing.assert_array_equal(buy_and_hold_equity(close, 1000.0), whole)
+    frame = pd.DataFrame(close).drop(columns=[4]).ffill()
+    np.testing.assert_allclose(whole, 1000.0 * (frame / frame.iloc[0]).mean(axis=1).to_numpy(), rtol=1e-12)
+
+
+def test_decile_returns_in_blocks_of_rows_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alphaswarm_common.reporting import data as reporting_data
+
+    close, signal = _tied_market(80, 40, 6)
+    fwd1 = forward_returns(close, 1, 1)
+    members = signal_ics(signal, close, execution_lag=1, horizons=(1,), quantiles=10).buckets
+    whole = reporting_data._decile_returns(signal, fwd1, 0.002)  # qcut_buckets' members, one block
+    assert np.isfinite(whole[0]).all()
+    for cells in (40, 40 * 3, 40 * 7):  # blocks of 1, 3 and 7 rows
+        monkeypatch.setattr(reporting_data, "_BLOCK_CELLS", cells)
+        for got in (
+            reporting_data._decile_returns(signal, fwd1, 0.002, members),
+            reporting_data._decile_returns(signal, lambda a, c: fwd1[a:c], 0.002, members),
+        ):
+            for left, right in zip(got, whole, strict=True):
+                np.testing.assert_array_equal(left, right)
