@@ -1,4 +1,4 @@
-"""Per-date IC, RankIC and the IC decay of a signal in one pass: the signal is sorted once.
+"""Per-date IC, RankIC, IC decay and quantiles of a signal in one pass: the signal is sorted once.
 
 `signal_ics(signal, close, execution_lag=..., horizons=...)` gives what
 `metrics.ic_series(signal, forward_returns(close, h, lag), "spearman")` gives
@@ -14,9 +14,13 @@ signal: walking the signal's sorted order, the rank of a masked-in cell is
 the running count of masked-in cells (`cumsum`), and a run of tied values
 shares the mean of the first and last count of the run. Only the forward
 returns are sorted per horizon (the same way, their cells outside the mask
-counted as missing). Rows are processed in chunks (bounded
-temporaries, a small thread pool as in `ic_series`), and each chunk takes
-its forward returns from its own rows of `close`.
+counted as missing). With `quantiles`, the same order gives each date's
+`pandas.qcut` buckets of the (signal, 1-bar return) pairs as
+`evaluation.qcut_buckets` computes them (the masked-in values, ascending,
+are read off the sorted row; the edges come from the same `numpy.quantile`
+call). Rows are processed in chunks (bounded temporaries, a small thread
+pool as in `ic_series`), and each chunk takes its forward returns from its
+own rows of `close`.
 """
 
 from __future__ import annotations
