@@ -79,6 +79,7 @@ class Topology:
     ports: dict[str, int] = field(default_factory=dict)
     http_port: int = 0
     mlflow_port: int = 0
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     secret_files: dict[str, Path] = field(default_factory=dict)
     # Environment added to every service (settings shortened for tests), and per service.
@@ -94,6 +95,9 @@ class Topology:
     @property
     def mlflow_url(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
+
+    def metrics_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.metrics_ports[service]}/metrics"
 
     def grpc_addr(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
@@ -171,6 +175,9 @@ class Topology:
             env["ALPHASWARM_GRPC_HOST"] = "127.0.0.1"
         if "ALPHASWARM_GRPC_PORT" in env:
             env["ALPHASWARM_GRPC_PORT"] = str(self.ports[name])
+        if "ALPHASWARM_METRICS_PORT" in env:
+            env["ALPHASWARM_METRICS_PORT"] = str(self.metrics_ports[name])
+            env["ALPHASWARM_METRICS_HOST"] = "127.0.0.1"
         if "ALPHASWARM_HTTP_HOST" in env:
             env["ALPHASWARM_HTTP_HOST"] = "127.0.0.1"
             env["ALPHASWARM_HTTP_PORT"] = str(self.http_port)
@@ -224,6 +231,11 @@ class Topology:
             name: free_port()
             for name, spec in services.items()
             if "ALPHASWARM_GRPC_PORT" in (spec.get("environment") or {})
+        }
+        self.metrics_ports = {
+            name: free_port()
+            for name, spec in services.items()
+            if "ALPHASWARM_METRICS_PORT" in (spec.get("environment") or {})
         }
         self.http_port = free_port()
         self.mlflow_port = free_port()

@@ -208,10 +208,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from alphaswarm.embedded import start_services
     from alphaswarm_common.auth import check_exposure
+    from alphaswarm_common.observability import log_format, setup
     from alphaswarm_common.service import configure_logging
     from alphaswarm_gateway.rest import create_app
 
-    configure_logging()
     base = _settings(args)
     settings = base.model_copy(
         update={
@@ -222,6 +222,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "insecure": base.insecure or args.insecure,
         }
     )
+    configure_logging(fmt=log_format(settings, "text"), service="embedded")  # ALPHASWARM_LOG_FORMAT=json
+    setup(
+        "embedded", settings, default_format="text", host=settings.http_host
+    )  # one /metrics port, off unless set
     # Refuse before anything starts: auth=none on a non-loopback address needs --insecure.
     print(check_exposure(settings, [settings.http_host, settings.grpc_host]), file=sys.stderr, flush=True)
     settings, servers, tracker = start_services(settings)
@@ -229,7 +233,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app(settings, gateway=bootstrap(settings, tracker=tracker))
     try:
-        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info")
+        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info", log_config=None)
     finally:
         for server in servers:
             server.stop(1).wait()

@@ -92,6 +92,7 @@ class EmbeddedStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway_addr: str | None = None
+        self.metrics_port: int | None = None
         self.tracker: Tracker | None = None
         self._servers: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,6 +101,14 @@ class EmbeddedStack:
         self._grpc: Any = None
 
     def start(self) -> EmbeddedStack:
+        from alphaswarm_common import service_metrics, telemetry
+
+        if self.settings.otlp_endpoint and not telemetry.enabled():
+            telemetry.configure_from_settings("embedded", self.settings)
+        # One registry and one /metrics port for the five services (closed unless the setting is given).
+        self.metrics_port = service_metrics.start_metrics_server(
+            self.settings.metrics_port, self.settings.metrics_host or "127.0.0.1"
+        )
         settings, self._servers, tracker = start_services(self.settings)
         self.settings = settings
         self.tracker = tracker

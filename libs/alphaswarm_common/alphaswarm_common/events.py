@@ -13,6 +13,10 @@ Subjects: `alphaswarm.progress.<task_id>` carries a task's progress events;
   when its handler returns and reports `in_progress` while it runs, so a long
   saga is not redelivered; a worker that dies leaves the job to another.
 
+Every message carries the W3C trace context and the log fields of its sender (NATS
+headers; `telemetry.inject`): a worker consuming a job continues the submitting request's
+trace, with a CONSUMER span `alphaswarm.jobs.<kind> process` around the handler.
+
 With no NATS configured (embedded mode) `InProcessEventBus` and
 `InProcessJobQueue` give the same interface inside one asyncio loop.
 All methods must be called from the loop that started the bus.
@@ -31,6 +35,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from alphaswarm_common import telemetry
+from alphaswarm_common.service_metrics import observe_job
 
 __all__ = [
     "DLQ_PREFIX",
@@ -193,7 +200,9 @@ class NatsEventBus(EventBus):
         return bool(self._nc is not None and self._nc.is_connected)
 
     async def publish(self, event: ProgressEvent) -> None:
-        await self._js.publish(progress_subject(event.task_id), event.to_json())
+        await self._js.publish(
+            progress_subject(event.task_id), event.to_json(), headers=telemetry.inject() or None
+        )
 
     async def last_seq(self, task_id: str) -> int:
         from nats.js.errors import NotFoundError
@@ -311,12 +320,12 @@ class InProcessJobQueue(JobQueue):
     def __init__(self, *, max_deliver: int = 5, retry_base: float = 1.0) -> None:
         self.max_deliver = max_deliver
         self.retry_base = retry_base
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any], int]] | None = None
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any], int, dict[str, str]]] | None = None
         self._dlq: asyncio.Queue[DeadLetter] | None = None
         self.dead_letters: list[DeadLetter] = []
         self._timers: set[asyncio.Task[None]] = set()
 
-    def _q(self) -> asyncio.Queue[tuple[str, dict[str, Any], int]]:
+    def _q(self) -> asyncio.Queue[tuple[str, dict[str, Any], int, dict[str, str]]]:
         if self._queue is None:
             self._queue = asyncio.Queue()
         return self._queue
@@ -327,14 +336,18 @@ class InProcessJobQueue(JobQueue):
         return self._dlq
 
     async def enqueue(self, kind: str, payload: dict[str, Any]) -> None:
-        await self._q().put((kind, dict(payload), 0))
+        with telemetry.span(f"{JOBS_PREFIX}.{kind} publish", kind=telemetry.SpanKind.PRODUCER):
+            await self._q().put((kind, dict(payload), 0, telemetry.inject()))
+
+    def depth(self) -> dict[str, Any]:
+        return {"queue": "in-process", "pending": self._q().qsize(), "ack_pending": 0, "redelivered": 0}
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         log.warning("job %s dead-lettered: %s", letter.kind, letter.reason)
         self.dead_letters.append(letter)
         await self._d().put(letter)
 
-    def _later(self, delay: float, item: tuple[str, dict[str, Any], int]) -> None:
+    def _later(self, delay: float, item: tuple[str, dict[str, Any], int, dict[str, str]]) -> None:
         async def put() -> None:
             await asyncio.sleep(delay)
             await self._q().put(item)
@@ -347,17 +360,22 @@ class InProcessJobQueue(JobQueue):
         async def worker() -> None:
             q = self._q()
             while True:
-                kind, payload, delivered = await q.get()
+                kind, payload, delivered, headers = await q.get()
                 delivered += 1
+                outcome = "retry"
                 try:
-                    await handler(kind, payload)
+                    with _consuming(headers, JOBS_PREFIX, kind, delivered):
+                        await handler(kind, payload)
+                    outcome = "ok"
                 except PoisonJob as exc:
+                    outcome = "dead_letter"
                     await self.dead_letter(
                         DeadLetter(kind=kind, payload=payload, reason=str(exc), deliveries=delivered)
                     )
                 except Exception as exc:
                     log.exception("job %s failed (delivery %d)", kind, delivered)
                     if delivered >= self.max_deliver:
+                        outcome = "dead_letter"
                         await self.dead_letter(
                             DeadLetter(
                                 kind=kind,
@@ -367,8 +385,11 @@ class InProcessJobQueue(JobQueue):
                             )
                         )
                     else:
-                        self._later(retry_delay(delivered, base=self.retry_base), (kind, payload, delivered))
+                        self._later(
+                            retry_delay(delivered, base=self.retry_base), (kind, payload, delivered, headers)
+                        )
                 finally:
+                    observe_job(kind, outcome, delivered)
                     q.task_done()
 
         try:
@@ -428,11 +449,13 @@ class NatsJobQueue(JobQueue):
         self.retry_base = retry_base
         self._nc: Any = None
         self._js: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         import nats
         from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
+        self._loop = asyncio.get_running_loop()
         self._nc = await nats.connect(self.url, name="alphaswarm-jobs", max_reconnect_attempts=-1)
         self._js = self._nc.jetstream()
         await _ensure_stream(
@@ -460,7 +483,24 @@ class NatsJobQueue(JobQueue):
         self._nc = None
 
     async def enqueue(self, kind: str, payload: dict[str, Any]) -> None:
-        await self._js.publish(f"{self.prefix}.{kind}", json.dumps(payload).encode())
+        subject = f"{self.prefix}.{kind}"
+        with telemetry.span(f"{subject} publish", kind=telemetry.SpanKind.PRODUCER):
+            await self._js.publish(subject, json.dumps(payload).encode(), headers=telemetry.inject() or None)
+
+    def depth(self) -> dict[str, Any] | None:
+        """Pending, running and redelivered jobs of the shared consumer (JetStream consumer info),
+        asked from any thread (the metrics scrape) on the loop that started the queue."""
+        loop = self._loop
+        if self._js is None or loop is None or loop.is_closed():
+            return None
+        future = asyncio.run_coroutine_threadsafe(self._js.consumer_info(self.stream, self.durable), loop)
+        info = future.result(timeout=5)
+        return {
+            "queue": self.stream,
+            "pending": int(info.num_pending or 0),
+            "ack_pending": int(info.num_ack_pending or 0),
+            "redelivered": int(info.num_redelivered or 0),
+        }
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         log.warning("job %s dead-lettered: %s", letter.kind, letter.reason)
@@ -492,7 +532,8 @@ class NatsJobQueue(JobQueue):
             ok = False
             try:
                 payload = _parse_job(msg.data)
-                await handler(kind, payload)
+                with _consuming(msg.headers, self.prefix, kind, delivered):
+                    await handler(kind, payload)
                 ok = True
             except PoisonJob as exc:
                 letter = DeadLetter(
@@ -510,6 +551,7 @@ class NatsJobQueue(JobQueue):
                     )
             finally:
                 heartbeat.cancel()
+                observe_job(kind, "ok" if ok else "dead_letter" if letter is not None else "retry", delivered)
                 try:
                     await self._settle(msg, ok, letter, delivered)
                 finally:
@@ -602,6 +644,20 @@ class NatsJobQueue(JobQueue):
             await asyncio.sleep(self.ack_wait / 3)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+
+
+def _consuming(headers: Any, prefix: str, kind: str, delivered: int) -> Any:
+    """The consumer's span, continuing the trace (and log fields) of the job's sender."""
+    return telemetry.continued(
+        headers,
+        f"{prefix}.{kind} process",
+        attributes={
+            "messaging.system": "nats",
+            "messaging.destination.name": f"{prefix}.{kind}",
+            "messaging.operation.type": "process",
+            "alphaswarm.deliveries": delivered,
+        },
+    )
 
 
 def _text(raw: bytes | str) -> str:

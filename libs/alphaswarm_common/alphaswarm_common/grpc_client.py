@@ -19,6 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from alphaswarm_common.auth import ClientCredentials, aio_bearer_interceptors, bearer_interceptor
 from alphaswarm_common.errors import AlphaSwarmError, DependencyUnavailable, Timeout, error_from_code
 from alphaswarm_common.grpc_tuning import GrpcTuning, client_options
+from alphaswarm_common.telemetry import aio_client_interceptors, client_interceptor
 
 __all__ = ["aio_call", "aio_channel", "aio_stream", "call", "channel", "error_from_rpc"]
 
@@ -42,18 +43,20 @@ def channel(
         ch = grpc.secure_channel(address, credentials.tls, options=options)
     else:
         ch = grpc.insecure_channel(address, options=options)
+    interceptors: list[Any] = [client_interceptor()]  # the trace context and log fields travel
     if credentials is not None and credentials.bearer:
-        return grpc.intercept_channel(ch, bearer_interceptor(credentials))
-    return ch
+        interceptors.append(bearer_interceptor(credentials))
+    return grpc.intercept_channel(ch, *interceptors)
 
 
 def aio_channel(
     address: str, *, tuning: GrpcTuning | None = None, credentials: ClientCredentials | None = None
 ) -> grpc.aio.Channel:
     options = _options(tuning, credentials)
-    interceptors = (
-        aio_bearer_interceptors(credentials) if credentials is not None and credentials.bearer else None
-    )
+    interceptors = [
+        *aio_client_interceptors(),
+        *(aio_bearer_interceptors(credentials) if credentials is not None and credentials.bearer else ()),
+    ]
     if credentials is not None and credentials.tls is not None:
         return grpc.aio.secure_channel(address, credentials.tls, options=options, interceptors=interceptors)
     return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

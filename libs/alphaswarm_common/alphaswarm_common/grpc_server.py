@@ -3,7 +3,8 @@
 `serve()` starts a threaded server and `serve_aio()` an asyncio one; both
 register `grpc.health.v1` (SERVING for every service) and reflection, size
 the message limits to the methods served and accept the clients' keepalive
-pings (`grpc_tuning`), install the error interceptor, bind the requested port
+pings (`grpc_tuning`), install the observing interceptor (trace context, log fields, RPC metrics:
+`telemetry`) and the error interceptor, bind the requested port
 (0 picks a free one) and return `(server, port)` without blocking.
 `run_until_signal()` is the process entry's loop: on SIGTERM/SIGINT health
 turns NOT_SERVING and the server stops with a grace period.
@@ -40,6 +41,7 @@ from alphaswarm_common.auth import AioAuthInterceptor, AuthInterceptor, ServerAu
 from alphaswarm_common.errors import AlphaSwarmError, RequestTooLarge
 from alphaswarm_common.grpc_handlers import rewrap
 from alphaswarm_common.grpc_tuning import GrpcTuning, method_limits, server_options
+from alphaswarm_common.telemetry import AioServerObserver, ServerObserver
 
 __all__ = ["ServiceRegistration", "run_until_signal", "serve", "serve_aio", "status_for"]
 
@@ -282,7 +284,10 @@ def serve(
     """Start a threaded gRPC server with health and reflection; return (server, bound port)."""
     tuning = tuning or GrpcTuning()
     names = [s.name for s in services]
-    interceptors: list[grpc.ServerInterceptor] = [_ErrorInterceptor(_request_limits(services, tuning))]
+    interceptors: list[grpc.ServerInterceptor] = [
+        ServerObserver(),  # outermost: sees the status the error interceptor answers
+        _ErrorInterceptor(_request_limits(services, tuning)),
+    ]
     if auth is not None:
         interceptors.append(AuthInterceptor(auth))
     server = grpc.server(
@@ -313,7 +318,10 @@ async def serve_aio(
     from grpc_health.v1 import _async as health_async
 
     tuning = tuning or GrpcTuning()
-    interceptors: list[grpc.aio.ServerInterceptor] = [_AioErrorInterceptor(_request_limits(services, tuning))]
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        AioServerObserver(),
+        _AioErrorInterceptor(_request_limits(services, tuning)),
+    ]
     if auth is not None:
         interceptors.append(AioAuthInterceptor(auth))
     server = grpc.aio.server(

@@ -21,10 +21,10 @@ from alphaswarm_common.settings import Settings
 __all__ = ["configure_logging", "remote_token_lookup", "run_service", "server_security"]
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+def configure_logging(level: int = logging.INFO, *, fmt: str = "text", service: str | None = None) -> None:
+    from alphaswarm_common.logging_json import configure
+
+    configure(fmt, service=service, level=level)
     # SQLAlchemy 2.1 + MLflow emit a deprecation warning in every process; it is not ours to fix.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(mlflow|sqlalchemy|google)\..*")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow\..*")
@@ -94,8 +94,11 @@ def server_security(
 def run_service(
     name: str, build: Callable[[Settings], Sequence[ServiceRegistration]], settings: Settings | None = None
 ) -> None:
-    configure_logging()
     settings = settings or Settings()
+    from alphaswarm_common.observability import log_format, setup
+
+    configure_logging(fmt=log_format(settings), service=name)
+    setup(name, settings)
     logger = logging.getLogger(f"alphaswarm.{name}")
     try:
         exposure = check_exposure(settings, [settings.grpc_host])

@@ -153,6 +153,23 @@ class Settings(BaseSettings):
         self.grpc_tuning()  # raises ValueError naming the setting when the two ends would disagree
         return self
 
+    # Observability (docs/observability.md).
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of /metrics (Prometheus); closed when unset."
+    )
+    metrics_host: str | None = Field(
+        default=None, description="Host /metrics binds; the gRPC (or HTTP, gateway) host when unset."
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ALPHASWARM_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP collector (http://host:4318) traces are exported to; tracing is off when unset.",
+    )
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1, description="Share of new traces recorded.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="Log lines as JSON or text; auto: JSON for services, text for the CLI."
+    )
+
     # Authentication and authorization (docs/security.md).
     auth: Literal["none", "tokens", "jwt"] = Field(
         default="none",

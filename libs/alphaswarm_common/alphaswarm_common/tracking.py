@@ -59,6 +59,7 @@ from alphaswarm_common.errors import (
     NotFound,
 )
 from alphaswarm_common.settings import safe_url
+from alphaswarm_common.telemetry import traced_methods
 
 __all__ = [
     "DATASET_FINGERPRINT_TAG",
@@ -290,6 +291,7 @@ def _page_size(page_size: int, *, default: int = 50, maximum: int = 500) -> int:
     return default if page_size == 0 else min(page_size, maximum)
 
 
+@traced_methods("mlflow")  # a span around every call to the tracking server (when tracing is on)
 class Tracker:
     """A thin, thread-safe façade over the MLflow client for one tracking URI."""
 

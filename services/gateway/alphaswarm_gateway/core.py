@@ -47,9 +47,12 @@ from alphaswarm_common.events import (
     ProgressEvent,
 )
 from alphaswarm_common.grpc_client import aio_call, aio_channel
+from alphaswarm_common.logging_json import bind
 from alphaswarm_common.metrics import combined_score
 from alphaswarm_common.protoconv import TERMINAL_RUN_STATES, config_from_proto, config_to_proto
+from alphaswarm_common.service_metrics import add_queue_source
 from alphaswarm_common.settings import Settings
+from alphaswarm_common.telemetry import current_trace_id
 from alphaswarm_common.tls import client_credentials
 from alphaswarm_common.tracking import Tracker
 from alphaswarm_gateway.leases import (
@@ -145,6 +148,8 @@ class Gateway:
             self._clients = _connect(self.settings)
         await self.bus.start()
         await self.queue.start()
+        if hasattr(self.queue, "depth"):
+            add_queue_source(self.queue)  # queue depth and redeliveries on every metrics scrape
         if workers:
             from alphaswarm_gateway.saga import AlphaBacktestSaga
 
@@ -175,10 +180,11 @@ class Gateway:
         from alphaswarm_gateway.jobs import run_job
 
         async def handle(kind: str, payload: dict[str, Any]) -> None:
-            if kind == JOB_KIND:
-                await saga.handle_job(kind, payload)
-            else:
-                await run_job(self, kind, payload)
+            with bind(run_id=payload.get("run_id"), task_id=payload.get("task_id")):
+                if kind == JOB_KIND:
+                    await saga.handle_job(kind, payload)
+                else:
+                    await run_job(self, kind, payload)
 
         return handle
 
@@ -230,6 +236,7 @@ class Gateway:
             config=config_to_proto(cfg),
             stage="accepted",
             deployment_id=cfg.deployment_id or "",
+            trace_id=current_trace_id(),
         )
         created = await aio_call(
             self.clients.persistence.CreateAlphaBacktestRun,

@@ -27,7 +27,7 @@ from alphaswarm_common.config import AlphaBacktestConfig
 from alphaswarm_common.grpc_server import ServiceRegistration, serve_aio
 from alphaswarm_common.settings import Settings
 from alphaswarm_common.tls import server_credentials
-from alphaswarm_gateway import auth, jobs_api, mlflow_api, routes
+from alphaswarm_gateway import auth, jobs_api, mlflow_api, observe, routes
 from alphaswarm_gateway.core import Gateway, bootstrap
 from alphaswarm_gateway.docs import install_docs
 from alphaswarm_gateway.errors import (
@@ -94,6 +94,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
     # The last added runs first: the request id exists before the body limit may answer 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    observe.install(app)  # metrics and trace spans around everything else
     install_docs(app, title=app.title)
 
     for router in routes.routers():  # runs, progress, health, the catalog (one module per resource)

@@ -13,14 +13,16 @@ import uvicorn
 
 from alphaswarm_common.data import configure_data_roots
 from alphaswarm_common.errors import InvalidArgument
+from alphaswarm_common.observability import log_format, setup
 from alphaswarm_common.service import configure_logging
 from alphaswarm_common.settings import Settings
 from alphaswarm_gateway.rest import create_app
 
 
 def main() -> None:
-    configure_logging()
     settings = Settings()
+    configure_logging(fmt=log_format(settings), service="gateway")
+    setup("gateway", settings, host=settings.http_host)
     configure_data_roots(settings.resolved_data_roots())
     try:
         app = create_app(settings)
@@ -32,6 +34,7 @@ def main() -> None:
         host=settings.http_host,
         port=settings.http_port,
         log_level="info",
+        log_config=None,  # uvicorn's loggers go through the root handler (JSON lines)
         timeout_graceful_shutdown=int(settings.grpc_shutdown_grace_seconds) or None,
     )
 

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from alphaswarm_common.observability import stage_scope
+
 __all__ = ["Stage", "StageMachine"]
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,8 @@ class StageMachine(Generic[C]):
                     stage.restore(ctx, outputs[stage.name])
                 self.resumed.append(stage.name)
                 continue
-            output = await self._run(stage, ctx)
+            with stage_scope(stage.name):  # log field, span and duration metric of the stage
+                output = await self._run(stage, ctx)
             outputs[stage.name] = output
             if stage.record:
                 await self.record(stage.name, output)

@@ -73,6 +73,7 @@ def run_view(run: resources_pb2.AlphaBacktestRun) -> dict[str, Any]:
         "combined_metrics": combined,
         "error": error,
         "predictions_captured": run.predictions_captured,
+        "trace_id": run.trace_id or None,
         "created_at": _ts(run.created_at),
         "started_at": _ts(run.started_at),
         "finished_at": _ts(run.finished_at),

@@ -432,6 +432,8 @@ class AlphaBacktestRunRow(Base):
     predictions_captured: Mapped[bool] = mapped_column(
         sa.Boolean(), nullable=False, server_default=sa.false()
     )
+    # The W3C trace id of the submitting request (traces and log lines find the run by it).
+    trace_id: Mapped[str | None] = mapped_column(sa.String(length=32))
     created_at: Mapped[dt.datetime] = _created()
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
@@ -448,6 +450,7 @@ class AlphaBacktestRunRow(Base):
         sa.Index("ml_alpha_backtest_runs_model_idx", "model_name", "model_version"),
         sa.Index("ml_alpha_backtest_runs_deployment_idx", "deployment_id"),
         sa.Index("ml_alpha_backtest_runs_backtest_idx", "backtest_id"),
+        sa.Index("ml_alpha_backtest_runs_trace_idx", "trace_id"),
     )
 
 

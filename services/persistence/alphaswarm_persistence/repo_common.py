@@ -145,7 +145,15 @@ def _check_json(value: Any, field_name: str, *, kind: type | tuple[type, ...] = 
 # When a request happened and how long it took describe the attempt, not the request: a replay
 # of the same save (a redelivered job) carries new values and must still match.
 _VOLATILE_FIELDS = frozenset(
-    {"created_at", "updated_at", "backtest_date", "optimization_date", "test_date", "execution_time_seconds"}
+    {
+        "created_at",
+        "updated_at",
+        "backtest_date",
+        "optimization_date",
+        "test_date",
+        "execution_time_seconds",
+        "trace_id",  # a retried request comes in a new trace: the same run
+    }
 )
 
 

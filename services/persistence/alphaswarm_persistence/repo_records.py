@@ -222,6 +222,7 @@ class AlphaBacktestRunRecord:
     predictions_captured: bool = False
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    trace_id: str | None = None
 
 
 @dataclass(slots=True)

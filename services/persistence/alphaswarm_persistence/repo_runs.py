@@ -86,6 +86,7 @@ class RunsMixin(RepositoryBase):
             finished_at=row.finished_at,
             duration_seconds=row.duration_seconds,
             predictions_captured=bool(row.predictions_captured),
+            trace_id=row.trace_id,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -144,6 +145,7 @@ class RunsMixin(RepositoryBase):
             "finished_at": _check_aware(run.finished_at, "run.finished_at"),
             "duration_seconds": self._check_duration(run.duration_seconds, "run.duration_seconds"),
             "predictions_captured": bool(run.predictions_captured),
+            "trace_id": _check_trace_id(run.trace_id),
         }
         for name in ("mlflow_parent_run_id", "mlflow_train_run_id", "mlflow_backtest_run_id"):
             values[name] = _check_str(getattr(run, name), getattr(AlphaBacktestRunRow, name), f"run.{name}")
@@ -715,3 +717,14 @@ def _insert_audit_executemany(
             cur.executemany(sql, zip(*cols, strict=False))
     finally:
         cur.close()
+
+
+def _check_trace_id(value: str | None) -> str | None:
+    """A W3C trace id (32 lowercase hex digits, not all zero), or None."""
+    if not value:
+        return None
+    if len(value) != 32 or value.strip("0123456789abcdef") or set(value) == {"0"}:
+        raise InvalidArgument(
+            f"must be 32 lowercase hex digits (a W3C trace id), got {value!r}", field="run.trace_id"
+        )
+    return value

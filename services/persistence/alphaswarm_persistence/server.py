@@ -21,6 +21,7 @@ from alphaswarm_common.service import run_service
 from alphaswarm_common.settings import Settings
 from alphaswarm_persistence.db import Database
 from alphaswarm_persistence.migrations import upgrade
+from alphaswarm_persistence.observe import observe
 from alphaswarm_persistence.repo_tokens import AccessStore
 from alphaswarm_persistence.repository import CatalogRepository
 from alphaswarm_persistence.servicer import PersistenceServicer
@@ -46,6 +47,7 @@ def build(settings: Settings) -> list[ServiceRegistration]:
         upgrade(url)
     db = Database(url)
     servicer = Servicer(CatalogRepository(db))
+    servicer.catalog_counts = observe(db)  # type: ignore[attr-defined]  # held: the registry keeps a weak reference
     if settings.bootstrap_admin_token_file is not None:
         token = settings.bootstrap_admin_token_file.read_text().strip()
         if not token:

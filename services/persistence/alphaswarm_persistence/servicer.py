@@ -191,6 +191,7 @@ def run_from_proto(msg: resources_pb2.AlphaBacktestRun) -> AlphaBacktestRunRecor
         finished_at=_timestamp(msg, "finished_at"),
         duration_seconds=msg.duration_seconds or None,
         predictions_captured=msg.predictions_captured,
+        trace_id=msg.trace_id or None,
     )
 
 
@@ -226,6 +227,7 @@ def run_to_proto(record: AlphaBacktestRunRecord) -> resources_pb2.AlphaBacktestR
         duration_seconds=record.duration_seconds or 0.0,
         stage=record.stage or "",
         predictions_captured=record.predictions_captured,
+        trace_id=record.trace_id or "",
     )
     if record.config is not None:
         json_format.ParseDict(record.config, msg.config, ignore_unknown_fields=True)

@@ -114,7 +114,7 @@ class Trade(_message.Message):
     def __init__(self, trade_number: _Optional[int] = ..., symbol: _Optional[str] = ..., direction: _Optional[str] = ..., entry_date: _Optional[str] = ..., entry_price: _Optional[float] = ..., exit_date: _Optional[str] = ..., exit_price: _Optional[float] = ..., position_size: _Optional[float] = ..., pnl: _Optional[float] = ..., pnl_percent: _Optional[float] = ..., mae: _Optional[float] = ..., mfe: _Optional[float] = ..., duration_bars: _Optional[int] = ..., duration_days: _Optional[int] = ..., exit_reason: _Optional[str] = ..., fees_paid: _Optional[float] = ..., slippage_cost: _Optional[float] = ...) -> None: ...
 
 class AlphaBacktestRun(_message.Message):
-    __slots__ = ("run_id", "task_id", "run_name", "state", "config", "model_name", "model_version", "deployment_id", "mlflow_parent_run_id", "mlflow_train_run_id", "mlflow_backtest_run_id", "backtest_id", "combined_metrics", "error", "created_at", "started_at", "finished_at", "duration_seconds", "stage", "predictions_captured")
+    __slots__ = ("run_id", "task_id", "run_name", "state", "config", "model_name", "model_version", "deployment_id", "mlflow_parent_run_id", "mlflow_train_run_id", "mlflow_backtest_run_id", "backtest_id", "combined_metrics", "error", "created_at", "started_at", "finished_at", "duration_seconds", "stage", "predictions_captured", "trace_id")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class AlphaBacktestRun(_message.Message):
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_CAPTURED_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     task_id: str
     run_name: str
@@ -155,7 +156,8 @@ class AlphaBacktestRun(_message.Message):
     duration_seconds: float
     stage: str
     predictions_captured: bool
-    def __init__(self, run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., run_name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., config: _Optional[_Union[_config_pb2.AlphaBacktestConfig, _Mapping]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., deployment_id: _Optional[str] = ..., mlflow_parent_run_id: _Optional[str] = ..., mlflow_train_run_id: _Optional[str] = ..., mlflow_backtest_run_id: _Optional[str] = ..., backtest_id: _Optional[str] = ..., combined_metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., stage: _Optional[str] = ..., predictions_captured: _Optional[bool] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., run_name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., config: _Optional[_Union[_config_pb2.AlphaBacktestConfig, _Mapping]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., deployment_id: _Optional[str] = ..., mlflow_parent_run_id: _Optional[str] = ..., mlflow_train_run_id: _Optional[str] = ..., mlflow_backtest_run_id: _Optional[str] = ..., backtest_id: _Optional[str] = ..., combined_metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., stage: _Optional[str] = ..., predictions_captured: _Optional[bool] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class ProgressEvent(_message.Message):
     __slots__ = ("task_id", "seq", "ts", "stage", "status", "pct", "message", "data")
