@@ -1,7 +1,7 @@
 """Trades keyset index: one backtest's trades in page order without a sort.
 
 Revision ID: 0010_trades_keyset_index
-Revises: 0006_task_leases
+Revises: 0009_trace_ids
 Create Date: 2026-12-07 00:00:00
 
 `ListBacktestTrades` pages one backtest's trades ordered by
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0010_trades_keyset_index"
-down_revision: str | Sequence[str] | None = "0006_task_leases"
+down_revision: str | Sequence[str] | None = "0009_trace_ids"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
