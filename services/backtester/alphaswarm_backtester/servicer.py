@@ -48,6 +48,7 @@ from alphaswarm_backtester.core import (
 from alphaswarm_backtester.engine import SkippedSet, Trial, WalkForwardWindow
 from alphaswarm_backtester.servicer_portfolio import PortfolioRiskMixin
 from alphaswarm_backtester.sharding_proto import chunk_from_proto, chunk_to_proto
+from alphaswarm_backtester.tearsheets import BackgroundTearsheets
 from alphaswarm_common.config import BacktestConfig, DatasetConfig, StrategyConfig
 from alphaswarm_common.errors import InvalidArgument
 from alphaswarm_common.grpc_server import ensure_caller_waiting
@@ -340,7 +341,9 @@ class BacktesterServicer(PortfolioRiskMixin):
     def __init__(
         self, tracker: RunTracker, catalog: CatalogWriter, *, backtester: Backtester | None = None
     ) -> None:
-        self.backtester = backtester or Backtester(tracker, catalog, tearsheet=tearsheet_logger(tracker))
+        # A large panel's tearsheet is logged after the call returns (`tearsheets` module docstring).
+        self.tearsheets = BackgroundTearsheets(tearsheet_logger(tracker)) if backtester is None else None
+        self.backtester = backtester or Backtester(tracker, catalog, tearsheet=self.tearsheets)
 
     def ValidateStrategy(
         self, request: pb.ValidateStrategyRequest, context: Any

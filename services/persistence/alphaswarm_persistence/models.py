@@ -235,6 +235,8 @@ class BacktestTradeRow(Base):
         sa.Index("mcp_backtest_trades_exit_date_idx", "exit_date"),
         sa.Index("mcp_backtest_trades_pnl_idx", "pnl"),
         sa.Index("mcp_backtest_trades_backtest_entry_idx", "backtest_id", "entry_date"),
+        # ListBacktestTrades' keyset order (migration 0010_trades_keyset_index).
+        sa.Index("mcp_backtest_trades_keyset_idx", "backtest_id", "trade_number", "trade_id"),
     )
 
 

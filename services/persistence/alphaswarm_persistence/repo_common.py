@@ -474,10 +474,17 @@ class RepositoryBase:
             raise InvalidArgument("is not a page token of this list", field="page_token") from None
 
     def _keyset_after(self, keys: Sequence[_SortKey], cursor: Sequence[Any]) -> Any:
-        """Rows strictly after `cursor` in the order of `keys` (NULLs last in both directions)."""
+        """Rows strictly after `cursor` in the order of `keys` (NULLs last in both directions).
+
+        A non-nullable leading key also gets its bound on its own (`key >= last`,
+        implied by the disjunction): an index led by the filter columns and that
+        key then starts the page's scan at the cursor instead of filtering the
+        rows before it.
+        """
         clauses: list[Any] = []
         prefix: list[Any] = []
-        for (column, descending, nullable), raw in zip(keys, cursor, strict=True):
+        bound: Any = None
+        for i, ((column, descending, nullable), raw) in enumerate(zip(keys, cursor, strict=True)):
             if raw is None:
                 if not nullable:
                     raise InvalidArgument("is not a page token of this list", field="page_token")
@@ -487,9 +494,11 @@ class RepositoryBase:
             after = column < param if descending else column > param
             if nullable:
                 after = sa.or_(after, column.is_(None))
+            elif i == 0:
+                bound = column <= param if descending else column >= param
             clauses.append(sa.and_(*prefix, after))
             prefix.append(column == param)
-        return sa.or_(*clauses)
+        return sa.or_(*clauses) if bound is None else sa.and_(bound, sa.or_(*clauses))
 
     def _keyset_page(
         self,

@@ -38,14 +38,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from alphaswarm_common.evaluation import IC_DECAY_HORIZONS, forward_returns, ic_decay, qcut_buckets
-from alphaswarm_common.metrics import ic_series
+from alphaswarm_common.evaluation import IC_DECAY_HORIZONS, forward_returns, qcut_buckets
+from alphaswarm_common.reporting.signal import signal_ics
 
 __all__ = [
     "DECILES",
@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 DECILES = 10
+_BLOCK_CELLS = 1 << 19  # cells of a block of rows in `buy_and_hold_equity`
 
 _RUN_NOTE = re.compile(r"^alpha-backtest run ([0-9a-fA-F-]{36})\b")
 
@@ -313,17 +314,35 @@ def buy_and_hold_equity(close: Any, initial_capital: float) -> np.ndarray | None
     held = np.isfinite(start) & (start > 0)
     if not held.any():
         return None
-    sub = px[:, held]
-    # Forward-fill missing closes (a missing close keeps the last value).
-    idx = np.where(np.isfinite(sub), np.arange(sub.shape[0])[:, None], 0)
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    filled = sub[idx, np.arange(sub.shape[1])]
-    growth = filled / sub[0]
-    return np.asarray(initial_capital * growth.mean(axis=1), dtype=np.float64)
+    start = px[0, held]
+    n_held = int(held.sum())
+    out = np.empty(px.shape[0])
+    carry = start  # the last close of each symbol before the block
+    step = max(1, _BLOCK_CELLS // n_held)
+    cols = np.arange(n_held)
+    for a in range(0, px.shape[0], step):  # blocks of rows: temporaries stay small
+        block = np.ascontiguousarray(px[a : a + step][:, held])
+        # Forward-fill missing closes (a missing close keeps the last value): the row of each cell's
+        # last close in the block (-1: before the block), then one flat gather (row * n + column).
+        idx = np.where(np.isfinite(block), np.arange(block.shape[0])[:, None], -1)
+        np.maximum.accumulate(idx, axis=0, out=idx)
+        before = idx < 0
+        idx[before] = 0
+        idx *= n_held
+        idx += cols
+        growth = block.ravel()[idx]
+        np.copyto(growth, carry, where=before)
+        carry = growth[-1].copy()
+        growth /= start
+        out[a : a + step] = initial_capital * growth.mean(axis=1)
+    return out
 
 
 def _decile_returns(
-    signal: np.ndarray, fwd1: np.ndarray, cost_rate: float
+    signal: np.ndarray,
+    fwd1: Callable[[int, int], np.ndarray] | np.ndarray,
+    cost_rate: float,
+    members: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(gross bp, net bp, mean turnover) per decile portfolio (module docstring), in a few passes.
 
@@ -331,32 +350,59 @@ def _decile_returns(
     the equal-weight decile portfolio between t-1 and t is, symbol by
     symbol: `|1/n_t - 1/n_{t-1}|` when it stays in the decile, `1/n_t` when
     it enters, `1/n_{t-1}` when it leaves (an empty previous row counts as
-    holding nothing).
+    holding nothing). `members`: the 0-based deciles (int8, -1 outside) when already known
+    (`signal_ics(..., quantiles=DECILES).buckets`). `fwd1` is the 1-bar forward return matrix or
+    `rows(a, b)` giving its rows a..b-1. Rows go in blocks (each block's bins are its own rows', so
+    the sums are those of one pass over the whole matrix), the membership of the row before a
+    block carried over.
     """
     t_len = signal.shape[0]
-    both = np.isfinite(signal) & np.isfinite(fwd1)
-    buckets, _ = qcut_buckets(signal, DECILES, mask=both)
-    b = np.where(np.isnan(buckets), -1, buckets - 1).astype(np.int8)  # -1: not in any decile
-    del buckets
-    rows = np.broadcast_to(np.arange(t_len, dtype=np.int64)[:, None] * DECILES, b.shape)  # a view
-    member = b >= 0
-    cell = rows[member] + b[member]
+    rows_of = fwd1 if callable(fwd1) else (lambda a, c: fwd1[a:c])
+    if members is None:
+        f = rows_of(0, t_len)
+        both = np.isfinite(signal) & np.isfinite(f)
+        buckets, _ = qcut_buckets(signal, DECILES, mask=both)
+        b = np.where(np.isnan(buckets), -1, buckets - 1).astype(np.int8)  # -1: not in any decile
+        del buckets
+    else:
+        b = members
     size = t_len * DECILES
-    n = np.bincount(cell, minlength=size).reshape(t_len, DECILES).astype(np.float64)
-    total = np.bincount(cell, weights=fwd1[member], minlength=size).reshape(t_len, DECILES)
+    n_cols = max(1, b.shape[1])
+    step = max(1, _BLOCK_CELLS // n_cols)
+    blocks = [(a, min(a + step, t_len)) for a in range(0, t_len, step)]
+    n = np.zeros(size)
+    total = np.zeros(size)
+    for a, c in blocks:
+        bb = b[a:c]
+        member = bb >= 0
+        cell = ((np.arange(c - a, dtype=np.int64) * DECILES)[:, None] + bb)[member]
+        n[a * DECILES : c * DECILES] = np.bincount(cell, minlength=(c - a) * DECILES)
+        total[a * DECILES : c * DECILES] = np.bincount(
+            cell, weights=rows_of(a, c)[member], minlength=(c - a) * DECILES
+        )
     inv = np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)
-    inv_prev = np.vstack([np.zeros((1, DECILES)), inv[:-1]])
-    b_prev = np.vstack([np.full((1, b.shape[1]), -1, dtype=np.int8), b[:-1]])
+    inv_prev = np.concatenate([np.zeros(DECILES), inv[:-DECILES]])
     turn = np.zeros(size)
-    stay = member & (b == b_prev)
-    c = rows[stay] + b[stay]
-    turn += np.bincount(c, weights=np.abs(inv.ravel()[c] - inv_prev.ravel()[c]), minlength=size)
-    enter = member & (b != b_prev)
-    c = rows[enter] + b[enter]
-    turn += np.bincount(c, weights=inv.ravel()[c], minlength=size)
-    leave = (b_prev >= 0) & (b != b_prev)
-    c = rows[leave] + b_prev[leave]
-    turn += np.bincount(c, weights=inv_prev.ravel()[c], minlength=size)
+    for a, c in blocks:
+        bb = b[a:c]
+        bp = np.empty_like(bb)
+        bp[0] = b[a - 1] if a else -1
+        bp[1:] = bb[:-1]
+        base = (np.arange(a, c, dtype=np.int64) * DECILES)[:, None]
+        member = bb >= 0
+        part = np.zeros((c - a) * DECILES)
+        stay = member & (bb == bp)
+        k = (base + bb)[stay]
+        part += np.bincount(k - a * DECILES, weights=np.abs(inv[k] - inv_prev[k]), minlength=part.size)
+        enter = member & (bb != bp)
+        k = (base + bb)[enter]
+        part += np.bincount(k - a * DECILES, weights=inv[k], minlength=part.size)
+        leave = (bp >= 0) & (bb != bp)
+        k = (base + bp)[leave]
+        part += np.bincount(k - a * DECILES, weights=inv_prev[k], minlength=part.size)
+        turn[a * DECILES : c * DECILES] = part
+    n = n.reshape(t_len, DECILES)
+    total = total.reshape(t_len, DECILES)
     turn = turn.reshape(t_len, DECILES)
     live = n > 0
     gross = np.full(DECILES, np.nan)
@@ -379,17 +425,26 @@ def alpha_diagnostics(
     """IC / RankIC per date, IC decay and decile returns of `signal` (T, N) on `close` (T, N)."""
     sig = np.asarray(signal, dtype=np.float64)
     px = np.asarray(close, dtype=np.float64)
-    fwd1 = forward_returns(px, 1, execution_lag)
-    rank_ic = ic_series(sig, fwd1, "spearman")
-    longer = [int(h) for h in IC_DECAY_HORIZONS if int(h) != 1]
-    decay = {h: v for h, (v, _) in ic_decay(sig, px, execution_lag=execution_lag, horizons=longer).items()}
-    valid = rank_ic[np.isfinite(rank_ic)]
-    decay[1] = float(valid.mean()) if valid.size else None  # ic_decay's h=1 is this very series
-    gross, net, turnover = _decile_returns(sig, fwd1, fees + slippage)
+    if sig.ndim == 1:
+        sig, px = sig[:, None], (px[:, None] if px.ndim == 1 else px)
+    lag = int(execution_lag)
+
+    def fwd1(a: int, c: int) -> np.ndarray:  # rows a..c-1 of the 1-bar forward returns
+        return forward_returns(px[a : c + lag + 1], 1, lag)[: c - a]
+
+    # IC_t, RankIC_t and every decay horizon from one sort of the signal; equal, date by date, to
+    # `ic_series` on each horizon's forward return, so the decay is `evaluation.ic_decay`'s.
+    # The deciles come from the same sort (`qcut_buckets`' buckets, value for value).
+    found = signal_ics(sig, px, execution_lag=execution_lag, horizons=IC_DECAY_HORIZONS, quantiles=DECILES)
+    decay: dict[int, float | None] = {}
+    for h in IC_DECAY_HORIZONS:
+        valid = found.rank_ic[int(h)][~np.isnan(found.rank_ic[int(h)])]
+        decay[int(h)] = float(valid.mean()) if valid.size else None
+    gross, net, turnover = _decile_returns(sig, fwd1, fees + slippage, found.buckets)
     return AlphaDiagnostics(
-        ic=ic_series(sig, fwd1, "pearson"),
-        rank_ic=rank_ic,
-        decay={int(h): decay.get(int(h)) for h in IC_DECAY_HORIZONS},
+        ic=found.ic,
+        rank_ic=found.rank_ic[1],
+        decay=decay,
         decile_gross_bps=gross,
         decile_net_bps=net,
         decile_turnover=turnover,

@@ -26,7 +26,14 @@ import numpy as np
 
 from alphaswarm_common.reporting.data import TearsheetData
 
-__all__ = ["METRIC_FORMATS", "ROLLING_SHARPE_BARS", "format_metric", "render_tearsheet"]
+__all__ = [
+    "METRIC_FORMATS",
+    "PLOT_BUCKETS",
+    "ROLLING_SHARPE_BARS",
+    "format_metric",
+    "render_tearsheet",
+    "thin",
+]
 
 ROLLING_SHARPE_BARS = 126
 """Window of the rolling Sharpe chart: 126 bars (six months of daily bars), annualised like `sharpe`."""
@@ -123,15 +130,67 @@ def _x(dates: np.ndarray) -> np.ndarray:
     return dates.astype("datetime64[D]")
 
 
+PLOT_BUCKETS = 500
+"""A chart of more than `2 * PLOT_BUCKETS` dates draws, per run of consecutive dates, each series' extremes."""
+
+
+def _runs(n: int, buckets: int) -> tuple[int, int]:
+    """(dates per run, runs) cutting `n` dates into at most `buckets` runs of equal length (the last shorter)."""
+    k = -(-n // buckets)
+    return k, -(-n // k)
+
+
+def _padded(values: np.ndarray, k: int, runs: int, fill: float) -> np.ndarray:
+    out = np.full(k * runs, fill)
+    v = np.asarray(values, dtype=np.float64)
+    out[: v.size] = np.where(np.isnan(v), fill, v)
+    return out.reshape(runs, k)
+
+
+def thin(n: int, *series: np.ndarray, buckets: int = PLOT_BUCKETS) -> np.ndarray:
+    """Sorted indices of the dates a line chart of `n` dates draws (plotting only; the metrics use every date).
+
+    Up to `2 * buckets` dates, all of them. Beyond, the dates are cut into
+    `buckets` runs and each run keeps, for every series, the dates of its
+    minimum and maximum (NaN ignored), plus the first and the last date: the
+    line keeps every peak and trough (the deepest drawdown, the best equity)
+    at a resolution finer than the chart's pixels.
+    """
+    if n <= 2 * buckets or not series:
+        return np.arange(n)
+    k, runs = _runs(n, buckets)
+    base = np.arange(runs) * k
+    keep = [np.array([0, n - 1])]
+    for values in series:
+        keep.append(base + _padded(values, k, runs, np.inf).argmin(axis=1))
+        keep.append(base + _padded(values, k, runs, -np.inf).argmax(axis=1))
+    idx = np.unique(np.concatenate(keep))
+    return idx[idx < n]
+
+
+def _bars(x: np.ndarray, values: np.ndarray, buckets: int = PLOT_BUCKETS) -> tuple[Any, Any, Any]:
+    """(x, low, high) of the vertical bars from 0 to each value; beyond `2 * buckets` dates one bar per run
+    of dates spans the run's lowest to highest value (what the overlapping bars would cover)."""
+    v = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    if v.size <= 2 * buckets:
+        return x, np.minimum(v, 0.0), np.maximum(v, 0.0)
+    k, runs = _runs(v.size, buckets)
+    low = np.minimum(_padded(v, k, runs, np.inf).min(axis=1), 0.0)
+    high = np.maximum(_padded(v, k, runs, -np.inf).max(axis=1), 0.0)
+    return x[::k][:runs], low, high
+
+
 def _equity_chart(d: TearsheetData) -> str:
     fig, ax = _figure(9, 3.6)
-    x = _x(d.dates)
-    ax.plot(x, d.equity, lw=1.3, label="strategy (net of costs)", color="tab:blue")
+    lines = [s for s in (d.equity, d.benchmark_equity, d.buy_and_hold_equity) if s is not None]
+    i = thin(d.dates.size, *lines)
+    x = _x(d.dates)[i]
+    ax.plot(x, d.equity[i], lw=1.3, label="strategy (net of costs)", color="tab:blue")
     if d.benchmark_equity is not None:
         bench = d.config.get("benchmark") or "benchmark"
-        ax.plot(x, d.benchmark_equity, lw=1.0, label=f"benchmark ({bench})", color="tab:gray")
+        ax.plot(x, d.benchmark_equity[i], lw=1.0, label=f"benchmark ({bench})", color="tab:gray")
     if d.buy_and_hold_equity is not None:
-        ax.plot(x, d.buy_and_hold_equity, lw=1.0, label="buy-and-hold of the universe", color="tab:orange")
+        ax.plot(x, d.buy_and_hold_equity[i], lw=1.0, label="buy-and-hold of the universe", color="tab:orange")
     ax.axhline(d.initial_capital, color="black", lw=0.5, ls=":")
     ax.set_title("Equity")
     ax.set_ylabel("equity (currency)")
@@ -142,8 +201,8 @@ def _equity_chart(d: TearsheetData) -> str:
 
 def _drawdown_chart(d: TearsheetData) -> str:
     fig, ax = _figure(9, 2.4)
-    x = _x(d.dates)
-    ax.fill_between(x, d.drawdown * 100.0, 0.0, color="tab:red", alpha=0.45, step="post")
+    i = thin(d.dates.size, d.drawdown)
+    ax.fill_between(_x(d.dates)[i], d.drawdown[i] * 100.0, 0.0, color="tab:red", alpha=0.45, step="post")
     ax.set_title("Drawdown (underwater)")
     ax.set_ylabel("% below peak")
     ax.grid(alpha=0.3)
@@ -179,8 +238,9 @@ def _rolling_sharpe_chart(d: TearsheetData) -> str:
     rf = float(d.conventions.get("rf") or 0.0)
     window = min(ROLLING_SHARPE_BARS, max(2, d.dates.size // 3))
     fig, ax = _figure(9, 2.4)
-    x = _x(d.dates)
-    ax.plot(x, rolling_sharpe(d.returns, window, ppy, rf), lw=1.1, color="tab:purple")
+    roll = rolling_sharpe(d.returns, window, ppy, rf)
+    i = thin(d.dates.size, roll)
+    ax.plot(_x(d.dates)[i], roll[i], lw=1.1, color="tab:purple")
     if d.metrics.get("sharpe") is not None:
         ax.axhline(
             float(d.metrics["sharpe"] or 0.0), color="tab:purple", lw=0.6, ls="--", label="full period"
@@ -230,14 +290,18 @@ def _ic_chart(d: TearsheetData) -> str:
     fig, axes = _figure(9, 4.2, rows=2, height_ratios=[1, 1])
     x = _x(d.dates)
     a = d.alpha
-    # One LineCollection, not a Rectangle per date: thousands of dates draw in milliseconds.
-    axes[0].vlines(x, 0.0, np.nan_to_num(a.rank_ic), color="tab:blue", alpha=0.6, lw=0.8, label="RankIC_t")
-    axes[0].plot(x, a.ic, lw=0.6, color="tab:orange", label="IC_t")
+    # One LineCollection, not a Rectangle per date; a long window one bar per run of dates.
+    bx, low, high = _bars(x, a.rank_ic)
+    axes[0].vlines(bx, low, high, color="tab:blue", alpha=0.6, lw=0.8, label="RankIC_t")
+    i = thin(x.size, a.ic)
+    axes[0].plot(x[i], a.ic[i], lw=0.6, color="tab:orange", label="IC_t")
     axes[0].axhline(0.0, color="grey", lw=0.5)
     axes[0].set_title("IC and Rank IC per date (1-bar return after the execution lag)")
     axes[0].legend(loc="upper left", fontsize=8)
-    axes[1].plot(x, np.cumsum(np.nan_to_num(a.rank_ic)), lw=1.2, color="tab:blue", label="cumulative RankIC")
-    axes[1].plot(x, np.cumsum(np.nan_to_num(a.ic)), lw=1.0, color="tab:orange", label="cumulative IC")
+    cum_rank, cum_ic = np.cumsum(np.nan_to_num(a.rank_ic)), np.cumsum(np.nan_to_num(a.ic))
+    i = thin(x.size, cum_rank, cum_ic)
+    axes[1].plot(x[i], cum_rank[i], lw=1.2, color="tab:blue", label="cumulative RankIC")
+    axes[1].plot(x[i], cum_ic[i], lw=1.0, color="tab:orange", label="cumulative IC")
     axes[1].axhline(0.0, color="grey", lw=0.5)
     axes[1].legend(loc="upper left", fontsize=8)
     axes[1].set_ylabel("sum over dates")
