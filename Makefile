@@ -15,13 +15,15 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip uv==$(UV_VERSION)
 
-install: $(BIN)/python            ## runtime dependencies + the alphaswarm command
+install: $(BIN)/python            ## runtime dependencies + the alphaswarm command (kernels compiled into numba's cache)
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(SYNC) --quiet
 	$(BIN)/python -m compileall -q libs services
+	$(BIN)/alphaswarm warmup
 
 install-dev: $(BIN)/python        ## runtime + test/lint dependencies
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(SYNC) --quiet --extra dev
 	$(BIN)/python -m compileall -q libs services
+	$(BIN)/alphaswarm warmup
 
 lock: $(BIN)/python               ## re-resolve uv.lock after a dependency change
 	$(UV) lock

@@ -20,13 +20,19 @@ numba on its first call); the median wall time is reported:
 2. 100 (fast, slow) SMA pairs (fast 5..50 step 5, slow 60..240 step 20) on
    `--batch-bars` bars of one symbol:
    - ours: `optimize("sma_cross", grid=...)`: every pair's positions, the
-     batch kernel's metrics of every set (Sharpe, Sortino, Calmar, drawdown,
+     K-set kernel's metrics of every set (Sharpe, Sortino, Calmar, drawdown,
      trade statistics, ...), the ranking and the Deflated-Sharpe p-values;
    - vectorbt: `MA.run` with the 100 fast and the 100 slow windows, the cross
      signals, one `from_signals` over 100 columns, then `sharpe_ratio()`,
      `total_return()`, `max_drawdown()` and the trade counts.
 3. backtesting.py (`Backtest(...).run()` of its SMA cross example) on the
    single-symbol case when the package is importable; it is not a dependency.
+   Install it beside the project, not into it, and put it on the path of
+   this run only:
+
+       .venv/bin/uv pip install --target /tmp/btpy --no-deps --python .venv/bin/python \
+           backtesting bokeh tornado xyzservices contourpy narwhals
+       PYTHONPATH=/tmp/btpy .venv/bin/python benchmarks/bench_rules.py
 
 The two engines do not account identically: vectorbt's `from_signals`
 buys what the cash covers fees included and then holds a fixed number of

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from alphaswarm_backtester.engine import EngineConfig, run_backtest
-from alphaswarm_backtester.engine.accounting import decision_schedule
+from alphaswarm_backtester.engine.kernels import decision_schedule
 from alphaswarm_common.config import BacktestConfig
 from alphaswarm_common.errors import DataError, InvalidArgument
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from alphaswarm_backtester.engine import EngineConfig, run_backtest
-from alphaswarm_backtester.engine.accounting import decision_schedule
+from alphaswarm_backtester.engine.kernels import decision_schedule
 
 vbt = pytest.importorskip("vectorbt")
 

@@ -19,10 +19,8 @@ from alphaswarm_backtester.engine import EngineConfig, run_backtest
 from alphaswarm_backtester.engine.optimize import (
     OBJECTIVES,
     TRIAL_METRICS,
-    _range_stats,
     evaluate_sides,
     grid_parameter_sets,
-    kernel_backtest,
     kernel_returns,
     optimize,
     random_parameter_sets,
@@ -102,7 +100,7 @@ def test_batch_metrics_equal_run_backtest_metrics(seed):
     sides[1, -3:] = 1  # enters at the end: one open trade only
     cfg = EngineConfig(execution_lag=1)
     results, path = evaluate_sides(sides, close, dates=dates, symbols=["X"], config=cfg)
-    assert path == "batch kernel"
+    assert path == "kernel"
     for k in range(sides.shape[0]):
         out = run_backtest(sides[k].astype(float), close, dates=dates, symbols=["X"], config=cfg)
         ms = results[k]
@@ -111,13 +109,13 @@ def test_batch_metrics_equal_run_backtest_metrics(seed):
     assert results[0].get("total_trades") == 0 and results[0].reason("sharpe") == "zero variance"
 
 
-def test_long_fast_flipping_sequences_fall_back_to_run_backtest():
+def test_long_fast_flipping_sequences_match_run_backtest():
     close, dates = _prices(9, 3000, vol=0.01)
     sides = np.zeros((2, close.size), dtype=np.int8)
     sides[0, ::2] = 1  # a new run of one or two bars forever: no bar ever settles
     sides[1, 100:] = -1
     results, path = evaluate_sides(sides, close, dates=dates, symbols=["X"], config=EngineConfig())
-    assert "run_backtest for 1 set" in path
+    assert path == "kernel"
     for k in range(2):
         out = run_backtest(sides[k].astype(float), close, dates=dates, symbols=["X"], config=EngineConfig())
         _compare(results[k], out.metrics)
@@ -133,13 +131,13 @@ def test_long_fast_flipping_sequences_fall_back_to_run_backtest():
         EngineConfig(stop_loss=0.05),
     ],
 )
-def test_other_configurations_run_backtest_per_set(cfg):
+def test_other_configurations_run_in_the_kernel(cfg):
     close, dates = _prices(2, 200)
     rng = np.random.default_rng(0)
     opens = close * (1 + rng.normal(0, 0.003, close.size))
     sides = _random_sides(1, 3, close.size)
     results, path = evaluate_sides(sides, close, dates=dates, symbols=["X"], config=cfg, open=opens)
-    assert path.startswith("run_backtest per set")
+    assert path == "kernel"
     for k in range(3):
         out = run_backtest(sides[k].astype(float), close, dates=dates, symbols=["X"], config=cfg, open=opens)
         _compare(results[k], out.metrics, rtol=1e-15)
@@ -155,18 +153,6 @@ def test_several_symbols_split_capital_and_match_run_backtest():
     for k in range(2):
         out = run_backtest(sides[k] / 3.0, close, dates=dates, symbols=["A", "B", "C"], config=EngineConfig())
         _compare(results[k], out.metrics, rtol=1e-15)
-
-
-def test_range_statistics_against_brute_force():
-    rng = np.random.default_rng(0)
-    x = np.cumsum(rng.normal(size=777))
-    lo = rng.integers(0, 777, 400)
-    hi = np.minimum(776, lo + rng.integers(0, 300, 400))
-    mx, mn, md = _range_stats(x, lo, hi)
-    for i in range(400):
-        seg = x[lo[i] : hi[i] + 1]
-        assert mx[i] == seg.max() and mn[i] == seg.min()
-        assert md[i] == pytest.approx(float(np.min(seg - np.maximum.accumulate(seg))), abs=1e-12)
 
 
 # ----------------------------------------------------------------------------- search spaces
@@ -354,68 +340,15 @@ def test_random_search_over_a_grid_and_reported_skips():
     assert sorted(t.parameter_set for t in res.trials) == [t.parameter_set for t in res.trials]
 
 
-@pytest.mark.parametrize("lag", [0, 1, 3])
-@pytest.mark.parametrize("cfg_kwargs", [{}, {"fees": 0.01, "max_gross_leverage": 0.7}])
-def test_kernel_backtest_equals_run_backtest_output(lag, cfg_kwargs):
-    close, dates = _prices(lag + 30, 400, vol=0.03)
-    rng = np.random.default_rng(lag)
-    high = close * (1 + np.abs(rng.normal(0, 0.01, close.size)))
-    low = close * (1 - np.abs(rng.normal(0, 0.01, close.size)))
-    cfg = EngineConfig(execution_lag=lag, **cfg_kwargs)
-    size = min(1.0, cfg.max_gross_leverage or 1.0)
-    for side in _random_sides(lag, 6, close.size):
-        got = kernel_backtest(side, close, dates=dates, symbol="X", config=cfg, size=size, high=high, low=low)
-        ref = run_backtest(
-            side.astype(float), close, dates=dates, symbols=["X"], config=cfg, high=high, low=low
-        )
-        assert got is not None
-        for name in ("returns", "drawdown", "weights_target", "weights_held", "traded", "costs", "turnover"):
-            np.testing.assert_allclose(
-                getattr(got, name), getattr(ref, name), rtol=1e-11, atol=1e-13, err_msg=name
-            )
-        # currency: cash nets the position against the equity, so compare on the account's scale
-        for name in ("equity", "cash"):
-            np.testing.assert_allclose(
-                getattr(got, name),
-                getattr(ref, name),
-                rtol=1e-11,
-                atol=1e-12 * cfg.initial_capital,
-                err_msg=name,
-            )
-        np.testing.assert_array_equal(got.fill_bars, ref.fill_bars)
-        assert list(got.trades.columns) == list(ref.trades.columns) and len(got.trades) == len(ref.trades)
-        for col in got.trades.columns:
-            a, b = got.trades[col].to_numpy(), ref.trades[col].to_numpy()
-            if a.dtype.kind == "f":
-                np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, err_msg=col)
-            else:
-                np.testing.assert_array_equal(a, b, err_msg=col)
-        _compare(got.metrics, ref.metrics, names=tuple(ref.metrics.values))
-
-
-def test_kernel_backtest_declines_what_it_does_not_model():
+def test_invalid_prices_and_dates_name_the_field():
     close, dates = _prices(1, 50)
-    side = np.ones(50, dtype=np.int8)
-    assert kernel_backtest(side, close, dates=dates, symbol="X", config=EngineConfig(rf=0.02)) is None
-    # a missing close is modelled (a bar where nothing trades), an invalid price is not
     gappy = close.copy()
     gappy[10] = np.nan
-    got = kernel_backtest(side, gappy, dates=dates, symbol="X", config=EngineConfig())
-    ref = run_backtest(np.ones(50), gappy, dates=dates, symbols=["X"])
-    assert got is not None
-    np.testing.assert_allclose(got.equity, ref.equity, rtol=1e-12)
-    assert got.returns[10] == ref.returns[10] == 0.0
     gappy[20] = -1.0
-    assert kernel_backtest(side, gappy, dates=dates, symbol="X", config=EngineConfig()) is None
     with pytest.raises(DataError) as err:
         run_rule_backtest("buy_and_hold", {}, close=gappy, dates=dates, symbols=["X"])
     assert err.value.field == "close"
-    # dates that are not strictly increasing, or missing: declined (run_backtest reports them)
-    for bad in (dates[::-1], dates.insert(5, dates[4])[:50], dates.insert(0, pd.NaT)[:50]):
-        assert kernel_backtest(side, close, dates=bad, symbol="X", config=EngineConfig()) is None
-    # dates a nanosecond clock cannot hold: declined, and the fallback names the field
     far = pd.date_range("2300-01-01", periods=50, freq="D", unit="us")
-    assert kernel_backtest(side, close, dates=far, symbol="X", config=EngineConfig()) is None
     with pytest.raises(DataError) as err:
         run_rule_backtest("buy_and_hold", {}, close=close, dates=far, symbols=["X"])
     assert err.value.field == "dates"

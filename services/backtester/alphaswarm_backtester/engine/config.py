@@ -47,7 +47,7 @@ def _integer(name: str, value: Any, minimum: int) -> int:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Conventions of the backtest accounting (see `alphaswarm_backtester.engine.accounting`).
+    """Conventions of the backtest accounting (see `alphaswarm_backtester.engine.kernels`).
 
     - `initial_capital`: cash at the start of bar 0, in currency.
     - `fees`, `slippage`: proportional costs, fractions of the traded notional;
@@ -70,7 +70,7 @@ class EngineConfig:
     - `max_gross_leverage`: when set, a target row with `sum|w| > limit` is
       scaled down to `sum|w| == limit` (its proportions kept).
     - `stop_loss`, `take_profit`: fractions of the trade's entry price (see
-      the accounting module); None disables them.
+      the `kernels` module); None disables them.
     - `turnover_penalty`: cost per unit traded of `turnover_adj_sharpe`.
     """
 

@@ -66,7 +66,7 @@ Pipeline
    rebalance dates) and the weights drift with the prices. The engine
    receives the targets and this order mask aligned to the fill (with
    `execution_lag` 0 for close fills, 1 for open fills, `rebalance_every` 1,
-   and `order_mask`: see `alphaswarm_backtester.engine.accounting`, "Order
+   and `order_mask`: see `alphaswarm_backtester.engine.kernels`, "Order
    masks").
 
 The sleeves are the decision model only: the account is the engine's share
@@ -131,9 +131,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from alphaswarm_backtester.engine.accounting import ffill_rows
 from alphaswarm_backtester.engine.backtest import BacktestOutput, run_backtest
 from alphaswarm_backtester.engine.config import EngineConfig
+from alphaswarm_backtester.engine.kernels import ffill_rows
 from alphaswarm_common.config import StrategyConfig
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics import MetricSet, infer_periods_per_year

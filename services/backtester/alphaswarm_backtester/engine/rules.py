@@ -104,15 +104,12 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 from scipy.signal import lfilter
 
 from alphaswarm_backtester.engine.backtest import BacktestOutput, run_backtest
 from alphaswarm_backtester.engine.config import EngineConfig
-from alphaswarm_backtester.engine.single import kernel_backtest
-from alphaswarm_common.buffers import empty
 from alphaswarm_common.errors import DataError, InvalidArgument
 
 __all__ = [
@@ -373,7 +370,7 @@ class _WindowSums:
     def mean(self, n: int) -> np.ndarray:
         """`(T, N)` means of the last n values, NaN before each column's n-th value."""
         n_bars, n_cols = self.x.shape
-        out = empty((n_bars, n_cols))
+        out = np.empty((n_bars, n_cols))
         rows = self.block_rows(n)
         for i0 in range(0, n_bars, rows):
             i1 = min(i0 + rows, n_bars)
@@ -958,9 +955,7 @@ def run_rule_backtest(
     `stop - 1` is read; the account starts flat in cash at `start` and the
     first decision (row `start`) fills at `start + execution_lag`.
     `benchmark` is a per-bar return series of the window. Returns
-    `run_backtest`'s output for the window; for one symbol it is computed by
-    `single.kernel_backtest` when that applies (the same numbers to
-    rounding, without the per-bar fill loop).
+    `run_backtest`'s output for the window.
     """
     # one parameter set: an indicator is used once, so none is kept
     inputs = RuleInputs(close, open=open, high=high, low=low, volume=volume, keep_indicators=False)
@@ -983,23 +978,6 @@ def run_rule_backtest(
     def cut(arr: np.ndarray | None) -> np.ndarray | None:
         return None if arr is None else arr[rows]
 
-    if sides.shape[1] == 1:
-        # one symbol: the closed form rebuilds run_backtest's account without its fill loop.
-        cfg = config if config is not None else EngineConfig()
-        fast = kernel_backtest(
-            sides[rows, 0],
-            inputs.close_raw[rows, 0],
-            dates=dates[rows] if isinstance(dates, pd.DatetimeIndex) else np.asarray(dates)[rows],
-            symbol=str(symbols[0]) if len(symbols) == 1 else "",
-            config=cfg,
-            size=1.0 if cfg.max_gross_leverage is None else min(1.0, cfg.max_gross_leverage),
-            open=cut(inputs.open),
-            high=cut(inputs.high),
-            low=cut(inputs.low),
-            benchmark=benchmark,
-        )
-        if fast is not None and len(symbols) == 1:
-            return fast
     return run_backtest(
         sides[rows].astype(np.float64) / sides.shape[1],
         inputs.close_raw[rows],

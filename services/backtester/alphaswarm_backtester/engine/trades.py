@@ -44,7 +44,12 @@ Rows are ordered by symbol, then entry time (as vectorbt orders its records);
 `trade_number` counts from 1 in that order. Trade statistics (win rate,
 profit factor, ...) use the closed trades only.
 
-The ledger is computed without a per-trade Python loop. Per block of
+Without stops the ledger is one compiled pass over the rows of the share
+matrix (`_ledger_pass`): each symbol keeps its open trade's running sums
+and writes the trade's row when it closes; the formulas that turn the sums
+into the columns are `_finish_trades`, shared with the vectorised path.
+With stops (two steps per bar) it is computed without a per-trade Python
+loop. Per block of
 symbols, the signs of the share path are laid out by (symbol, step) with one
 zero "pad" step after the last one, and compressed to the active cells (a
 non-zero position at the step or the one before). In that order a trade's
@@ -58,13 +63,15 @@ proportional to the time positions are held, not to T x N.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 import pandas as pd
 
-from alphaswarm_backtester.engine.accounting import REASON_STOP_LOSS, REASON_TAKE_PROFIT, Simulation
 from alphaswarm_backtester.engine.config import EngineConfig
+from alphaswarm_backtester.engine.kernels import REASON_STOP_LOSS, REASON_TAKE_PROFIT, Simulation
 
 __all__ = [
     "EXIT_REASONS",
@@ -104,6 +111,26 @@ TRADE_COLUMNS = (
 )
 
 _CHUNK_CELLS = 1 << 18
+_FMAX = float(np.finfo(np.float64).max)
+_NONE2 = np.empty((0, 0))
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+def _as_matrix(arr: np.ndarray | None) -> np.ndarray:
+    """A C-contiguous float64 matrix for the compiled pass (`None`: the empty "not given" one)."""
+    return _NONE2 if arr is None else np.require(arr, np.float64, ["C"])
+
+
+@_jit
+def _nan_to_num(v: float) -> float:
+    """`np.nan_to_num(v, nan=0.0)` of one value."""
+    if math.isnan(v):
+        return 0.0
+    if math.isinf(v):
+        return _FMAX if v > 0.0 else -_FMAX
+    return v
+
+
 _TILE_ROWS = 512
 
 
@@ -185,80 +212,6 @@ def _active(sgn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     prev[1:] = sgn[:-1]
     act = np.flatnonzero(np.bitwise_or(sgn, prev))
     return act, sgn[act], prev[act]
-
-
-def _cells_by_bar(
-    sim: Simulation,
-    fill_px: np.ndarray,
-    high: np.ndarray | None,
-    low: np.ndarray | None,
-    close: np.ndarray,
-    by_open: bool,
-    j0: int,
-    j1: int,
-) -> _Cells | None:
-    """Active cells without stops: one step per bar; values gathered from the `(T, N)` matrices.
-
-    Only the int8 signs are transposed to (symbol, bar); the positions and
-    prices of the active cells are gathered from the row-major matrices.
-    """
-    positions = sim.positions
-    n_bars, n_syms = positions.shape
-    width = n_bars + 1
-    sgn_t = _padded_t(_sign(positions[:, j0:j1]), 0, j1 - j0, 0, dtype=np.int8)
-    act, s_c, sp_c = _active(sgn_t.ravel())
-    if act.size == 0:
-        return None
-    col, bar = np.divmod(act, width)
-    pad = np.flatnonzero(bar == n_bars)
-    src = bar * n_syms + (col + j0)
-    src[pad] = j0  # any valid index: the pad's values are set below
-    x = positions.ravel()[src]
-    x[pad] = 0.0
-    # a non-zero previous position sits in the previous active cell
-    x_prev = np.empty(act.size)
-    x_prev[0] = 0.0
-    x_prev[1:] = x[:-1]
-    x_prev[sp_c == 0] = 0.0
-    raw = fill_px.ravel()[src]
-    raw[pad] = np.nan_to_num(sim.last_mark[col[pad] + j0])
-    price = raw if sim.fill_prices_clean else np.nan_to_num(raw, nan=0.0)
-
-    def extreme(arr: np.ndarray | None) -> np.ndarray:
-        base = close.ravel()[src]
-        if arr is not None:
-            vals = arr.ravel()[src]
-            base = np.where(np.isnan(vals), base, vals)
-        base[pad] = np.nan
-        return base
-
-    if high is None and low is None and not by_open:
-        # the close is the fill price: the pad's last close is also the exit price, harmless
-        hi = lo = raw
-        extremes_have_nan = not sim.fill_prices_clean
-    else:
-        hi = extreme(high)
-        lo = hi if high is None and low is None else extreme(low)
-        extremes_have_nan = True
-    at_close = np.full(width, not by_open)
-    at_close[-1] = True
-    step_bar = np.arange(width, dtype=np.int64)
-    step_bar[-1] = n_bars - 1
-    return _Cells(
-        act=act,
-        width=width,
-        x=x,
-        x_prev=x_prev,
-        sign=s_c,
-        sign_prev=sp_c,
-        price=price,
-        hi=hi,
-        lo=lo,
-        extremes_have_nan=extremes_have_nan,
-        reason=None,
-        step_bar=step_bar,
-        at_close=at_close,
-    )
 
 
 def _cells_with_stops(
@@ -378,15 +331,7 @@ def _block_trades(cells: _Cells, cfg: EngineConfig) -> dict[str, np.ndarray]:
     step_in = act[starts] - col * width
     step_out = act[exits] - col * width
     is_open = step_out == pad_step
-    xp_ex = x_prev_c[exits]
-    p_ex = p_c[exits]
-    direction = s_c[starts].astype(np.float64)
-    size = 0.5 * s_abs
-    ent_value = 0.5 * (s_aq + direction * s_q)
-    ext_value = 0.5 * (s_aq - direction * s_q)
-    traded_value = s_aq - np.where(is_open, np.abs(xp_ex) * p_ex, 0.0)
-    fees = cfg.fees * traded_value
-    slippage = cfg.slippage * traded_value
+    s_extra = None
     if cfg.min_fee > 0.0:
         # what the minimum adds to each order; a flipping order's is split by the shares of each side.
         extra = np.where(adx > 0, np.maximum(cfg.min_fee - cfg.cost_rate * aq, 0.0), 0.0)
@@ -395,21 +340,9 @@ def _block_trades(cells: _Cells, cfg: EngineConfig) -> dict[str, np.ndarray]:
         moved = extra[starts[f]] * old_abs / adx[starts[f]]
         s_extra[f] -= moved
         s_extra[f - 1] += moved
-        fees = fees + s_extra
     del ids, adx, aq
-    pnl = direction * (ext_value - ent_value) - fees - slippage
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entry_price = ent_value / size
-        exit_price = ext_value / size
-        pnl_pct = pnl / ent_value
 
-    reason = np.full(n, _SIGNAL, dtype=np.int8)
-    if cells.reason is not None:
-        stop_reason = cells.reason[exits]
-        reason[stop_reason == REASON_STOP_LOSS] = _STOP_LOSS
-        reason[stop_reason == REASON_TAKE_PROFIT] = _TAKE_PROFIT
-    reason[(reason == _SIGNAL) & (x_c[exits] != 0)] = _REBALANCE
-    reason[is_open] = _END
+    stop_reason = None if cells.reason is None else cells.reason[exits]
 
     # excursions: the window of trade k is [start + at_close(start), exit + at_close(exit)), so a
     # close-type start cell and a not-close-type exit cell are masked out of segment k, and the
@@ -433,20 +366,91 @@ def _block_trades(cells: _Cells, cfg: EngineConfig) -> dict[str, np.ndarray]:
     if back.size:
         win_hi[back - 1] = np.fmax(win_hi[back - 1], hi_c[starts[back]])
         win_lo[back - 1] = np.fmin(win_lo[back - 1], lo_c[starts[back]])
+    return _finish_trades(
+        cfg,
+        col=col,
+        direction=s_c[starts],
+        entry_bar=cells.step_bar[step_in],
+        exit_bar=cells.step_bar[step_out],
+        is_open=is_open,
+        s_abs=s_abs,
+        s_q=s_q,
+        s_aq=s_aq,
+        s_extra=s_extra,
+        xp_ex=x_prev_c[exits],
+        p_ex=p_c[exits],
+        x_ex=x_c[exits],
+        stop_reason=stop_reason,
+        win_hi=win_hi,
+        win_lo=win_lo,
+    )
+
+
+def _finish_trades(
+    cfg: EngineConfig,
+    *,
+    col: np.ndarray,
+    direction: np.ndarray,
+    entry_bar: np.ndarray,
+    exit_bar: np.ndarray,
+    is_open: np.ndarray,
+    s_abs: np.ndarray,
+    s_q: np.ndarray,
+    s_aq: np.ndarray,
+    s_extra: np.ndarray | None,
+    xp_ex: np.ndarray,
+    p_ex: np.ndarray,
+    x_ex: np.ndarray,
+    stop_reason: np.ndarray | None,
+    win_hi: np.ndarray,
+    win_lo: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The ledger's columns of trades from their sums over their fills (one formula for every path).
+
+    Per trade: the sums of `|d|`, `d * price`, `|d * price|` and of what a
+    minimum fee adds over its fills (a flipping fill split by the shares of
+    each side), its direction (int8), entry / exit bar, whether it is still
+    open, the previous position, price and position of its exit cell, its
+    stop reason (or None without stops) and the high / low of its excursion
+    window (-inf / +inf when empty).
+    """
+    n = s_abs.size
+    sign = direction.astype(np.float64)
+    size = 0.5 * s_abs
+    ent_value = 0.5 * (s_aq + sign * s_q)
+    ext_value = 0.5 * (s_aq - sign * s_q)
+    traded_value = s_aq - np.where(is_open, np.abs(xp_ex) * p_ex, 0.0)
+    fees = cfg.fees * traded_value
+    slippage = cfg.slippage * traded_value
+    if s_extra is not None:
+        fees = fees + s_extra
+    pnl = sign * (ext_value - ent_value) - fees - slippage
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entry_price = ent_value / size
+        exit_price = ext_value / size
+        pnl_pct = pnl / ent_value
+
+    reason = np.full(n, _SIGNAL, dtype=np.int8)
+    if stop_reason is not None:
+        reason[stop_reason == REASON_STOP_LOSS] = _STOP_LOSS
+        reason[stop_reason == REASON_TAKE_PROFIT] = _TAKE_PROFIT
+    reason[(reason == _SIGNAL) & (x_ex != 0)] = _REBALANCE
+    reason[is_open] = _END
+
     win_hi[np.isneginf(win_hi)] = np.nan
     win_lo[np.isposinf(win_lo)] = np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
-        r_exit = direction * (p_ex / entry_price - 1.0)
-        r_fav = np.where(direction > 0, win_hi / entry_price - 1.0, 1.0 - win_lo / entry_price)
-        r_adv = np.where(direction > 0, win_lo / entry_price - 1.0, 1.0 - win_hi / entry_price)
+        r_exit = sign * (p_ex / entry_price - 1.0)
+        r_fav = np.where(sign > 0, win_hi / entry_price - 1.0, 1.0 - win_lo / entry_price)
+        r_adv = np.where(sign > 0, win_lo / entry_price - 1.0, 1.0 - win_hi / entry_price)
     mae = np.fmin(np.fmin(r_adv, r_exit), 0.0)
     mfe = np.fmax(np.fmax(r_fav, r_exit), 0.0)
 
     return {
         "col": col,
-        "direction": s_c[starts],
-        "entry_bar": cells.step_bar[step_in],
-        "exit_bar": cells.step_bar[step_out],
+        "direction": direction,
+        "entry_bar": entry_bar,
+        "exit_bar": exit_bar,
         "entry_price": entry_price,
         "exit_price": exit_price,
         "shares": size,
@@ -460,6 +464,244 @@ def _block_trades(cells: _Cells, cfg: EngineConfig) -> dict[str, np.ndarray]:
         "slippage_cost": slippage,
         "is_open": is_open,
     }
+
+
+# per-trade fields of the compiled ledger (`_ledger_pass`), rows of its float buffer
+_F_COL, _F_DIR, _F_IN, _F_OUT, _F_OPEN = range(5)
+_F_ABS, _F_Q, _F_AQ, _F_X, _F_XP_EX, _F_P_EX, _F_X_EX, _F_HI, _F_LO = range(5, 14)
+_N_FIELDS = 14
+
+
+@_jit
+def _count_trades(positions: np.ndarray, counts: np.ndarray) -> None:
+    """The number of trades of every symbol (sign changes to a non-zero sign), the rows read in memory order."""
+    n_bars, n_syms = positions.shape
+    prev = np.zeros(n_syms, dtype=np.int8)
+    counts[:] = 0
+    for b in range(n_bars):
+        for j in range(n_syms):
+            x = positions[b, j]
+            s = np.int8(x > 0.0) - np.int8(x < 0.0)
+            counts[j] += s != 0 and s != prev[j]
+            prev[j] = s
+
+
+@_jit
+def _ledger_pass(
+    positions: np.ndarray,
+    fill_px: np.ndarray,
+    close: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    last_mark: np.ndarray,
+    by_open: bool,
+    clean: bool,
+    simple: bool,
+    cost_rate: float,
+    min_fee: float,
+    slot: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """The per-trade sums of `_block_trades` in one pass over the rows of the share matrix (no stops).
+
+    The cells are a symbol's bars with a non-zero position at the bar or the
+    one before, then a zero pad step after the last bar (`_Cells`, one step
+    per bar), visited bar by bar; each symbol keeps its open
+    trade's running sums, added in the cells' order as `bincount` adds them,
+    and the flip adjustments of `_block_trades` in the same order, so the
+    sums are the same bit for bit. A trade is written, when it closes, to
+    column `slot[j]` of `out` (rows `_F_*`; `slot[j]` starts at the first
+    column of symbol j, see `_count_trades`), so the columns are in the
+    ledger's order: by symbol, then entry time.
+    """
+    n_bars, n_syms = positions.shape
+    has_high = high.shape[0] > 0
+    has_low = low.shape[0] > 0
+    fill_close = not by_open
+    prev = np.zeros(n_syms, dtype=np.int8)
+    start = np.zeros(n_syms, dtype=np.int64)
+    acc = np.zeros((n_syms, 4))  # running sums of |d|, d * price, |d * price|, min-fee extra
+    pend = np.zeros((n_syms, 4))  # what a flip that opened the trade moves back to the trade before
+    flipped = np.zeros(n_syms, dtype=np.bool_)
+    win = np.empty((n_syms, 2))  # excursion window high, low
+    for b in range(n_bars + 1):
+        pad = b == n_bars
+        for j in range(n_syms):
+            p_sign = prev[j]
+            if pad:
+                if p_sign == 0:
+                    continue
+                x = 0.0
+                s = 0
+            else:
+                x = positions[b, j]
+                s = 1 if x > 0.0 else (-1 if x < 0.0 else 0)
+                if s == 0 and p_sign == 0:
+                    continue
+                prev[j] = s
+            xp = positions[b - 1, j] if p_sign != 0 else 0.0
+            if pad:
+                px = last_mark[j]
+                price = _nan_to_num(px)
+                hi = price if simple else np.nan
+                lo = hi
+                at_close = True
+            else:
+                raw = fill_px[b, j]
+                price = raw if clean else _nan_to_num(raw)
+                at_close = fill_close
+                if simple:
+                    hi = raw
+                    lo = raw
+                else:
+                    base = close[b, j]
+                    hi = base
+                    if has_high and not math.isnan(high[b, j]):
+                        hi = high[b, j]
+                    lo = hi
+                    if has_high or has_low:
+                        lo = base
+                        if has_low and not math.isnan(low[b, j]):
+                            lo = low[b, j]
+            dx = x - xp
+            q = dx * price
+            adx = abs(dx)
+            aq = abs(q)
+            extra = 0.0
+            if min_fee > 0.0 and adx > 0.0 and not pad:
+                extra = max(min_fee - cost_rate * aq, 0.0)
+            if p_sign != 0 and s == 0:
+                # the trade closes: the exit cell is its last cell
+                acc[j, 0] += adx
+                acc[j, 1] += q
+                acc[j, 2] += aq
+                acc[j, 3] += extra
+                if not at_close:
+                    hi = -np.inf
+                    lo = np.inf
+            if p_sign != 0 and s != p_sign:
+                old_abs = 0.0
+                old_q = 0.0
+                old_aq = 0.0
+                moved = 0.0
+                if s != 0:  # a flip: its closing part ends this trade
+                    old_abs = abs(xp)
+                    old_q = -xp * price
+                    old_aq = old_abs * price
+                    if min_fee > 0.0:
+                        moved = extra * old_abs / adx
+                n = slot[j]
+                slot[j] = n + 1
+                sums = (acc[j, 0], acc[j, 1], acc[j, 2], acc[j, 3])
+                for k in range(4):
+                    v = sums[k]
+                    if flipped[j]:
+                        v -= pend[j, k]
+                    out[_F_ABS + k, n] = v
+                if s != 0:
+                    out[_F_ABS, n] += old_abs
+                    out[_F_Q, n] += old_q
+                    out[_F_AQ, n] += old_aq
+                    out[_F_X, n] += moved
+                w_hi = win[j, 0]
+                w_lo = win[j, 1]
+                # the exit cell (masked above when open-type), or a close-type flipping cell, which
+                # belongs to this trade's window
+                if s == 0 or at_close:
+                    if not math.isnan(hi):
+                        w_hi = max(w_hi, hi)
+                    if not math.isnan(lo):
+                        w_lo = min(w_lo, lo)
+                out[_F_COL, n] = j
+                out[_F_DIR, n] = p_sign
+                out[_F_IN, n] = start[j]
+                out[_F_OUT, n] = n_bars - 1 if pad else b
+                out[_F_OPEN, n] = 1.0 if pad else 0.0
+                out[_F_XP_EX, n] = xp
+                out[_F_P_EX, n] = price
+                out[_F_X_EX, n] = x
+                out[_F_HI, n] = w_hi
+                out[_F_LO, n] = w_lo
+                if s != 0:
+                    pend[j, 0] = old_abs
+                    pend[j, 1] = old_q
+                    pend[j, 2] = old_aq
+                    pend[j, 3] = moved
+            if s != 0 and s != p_sign:
+                # a trade opens on this cell (the flipping cell: in full, its closing part taken off at the end)
+                flipped[j] = p_sign != 0
+                start[j] = b
+                acc[j, 0] = 0.0 + adx
+                acc[j, 1] = 0.0 + q
+                acc[j, 2] = 0.0 + aq
+                acc[j, 3] = 0.0 + extra
+                w_hi = -np.inf
+                w_lo = np.inf
+                if not at_close:
+                    if not math.isnan(hi):
+                        w_hi = hi
+                    if not math.isnan(lo):
+                        w_lo = lo
+                win[j, 0] = w_hi
+                win[j, 1] = w_lo
+            elif s != 0:
+                acc[j, 0] += adx
+                acc[j, 1] += q
+                acc[j, 2] += aq
+                acc[j, 3] += extra
+                if not math.isnan(hi):
+                    win[j, 0] = max(win[j, 0], hi)
+                if not math.isnan(lo):
+                    win[j, 1] = min(win[j, 1], lo)
+        if pad:
+            break
+
+
+def _compiled_trades(
+    sim: Simulation,
+    fill_px: np.ndarray,
+    high: np.ndarray | None,
+    low: np.ndarray | None,
+    close: np.ndarray,
+    by_open: bool,
+    cfg: EngineConfig,
+) -> dict[str, np.ndarray] | None:
+    """Every trade without stops, from the compiled pass (`_ledger_pass`) and `_finish_trades`."""
+    positions = sim.positions
+    n_syms = positions.shape[1]
+    simple = high is None and low is None and not by_open
+    counts = np.empty(n_syms, dtype=np.int64)
+    _count_trades(positions, counts)
+    n = int(counts.sum())
+    if n == 0:
+        return None
+    slot = np.zeros(n_syms, dtype=np.int64)
+    np.cumsum(counts[:-1], out=slot[1:])
+    rec = np.empty((_N_FIELDS, n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _ledger_pass(
+            positions, _as_matrix(fill_px), _as_matrix(close), _as_matrix(high), _as_matrix(low),
+            np.ascontiguousarray(sim.last_mark, dtype=np.float64), by_open,
+            bool(sim.fill_prices_clean), simple, float(cfg.cost_rate), float(cfg.min_fee), slot, rec,
+        )  # fmt: skip
+    return _finish_trades(
+        cfg,
+        col=rec[_F_COL].astype(np.int64),
+        direction=rec[_F_DIR].astype(np.int8),
+        entry_bar=rec[_F_IN].astype(np.int64),
+        exit_bar=rec[_F_OUT].astype(np.int64),
+        is_open=rec[_F_OPEN] != 0.0,
+        s_abs=rec[_F_ABS],
+        s_q=rec[_F_Q],
+        s_aq=rec[_F_AQ],
+        s_extra=rec[_F_X] if cfg.min_fee > 0.0 else None,
+        xp_ex=rec[_F_XP_EX],
+        p_ex=rec[_F_P_EX],
+        x_ex=rec[_F_X_EX],
+        stop_reason=None,
+        win_hi=rec[_F_HI],
+        win_lo=rec[_F_LO],
+    )
 
 
 def build_trades(
@@ -485,14 +727,15 @@ def build_trades(
     fill_px = open if by_open else close
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
-    with_stops = len(sim.stops) > 0
-    width = 2 * n_bars + 1 if with_stops else n_bars + 1
+    if len(sim.stops) == 0:
+        part = _compiled_trades(sim, fill_px, high, low, close, by_open, config)
+        return frame_trades([] if part is None else [part], dates, symbols)
+    width = 2 * n_bars + 1
     block = max(1, _CHUNK_CELLS // width)
-    make_cells = _cells_with_stops if with_stops else _cells_by_bar
     parts: list[dict[str, np.ndarray]] = []
     for j0 in range(0, n_syms, block):
         j1 = min(n_syms, j0 + block)
-        cells = make_cells(sim, fill_px, high, low, close, by_open, j0, j1)
+        cells = _cells_with_stops(sim, fill_px, high, low, close, by_open, j0, j1)
         if cells is None:
             continue
         part = _block_trades(cells, config)
