@@ -920,17 +920,10 @@ async def _store_run_page(
     has to stream the audit to draw the page. Writing them again (a resumed stage) replaces
     them with the same bytes. A failure here does not fail the run: the page computes them."""
     from alphaswarm_gateway.browser import stored
-    from alphaswarm_gateway.browser.analytics import audit_from_arrays
-    from alphaswarm_gateway.browser.series import audit_stats
 
     config = ctx.cfg.model_dump(mode="json")
-
-    def build() -> bytes:
-        audit = audit_from_arrays(dates, symbols, fields)
-        return stored.to_bytes(audit_stats(audit, dates, config), stored.last_date_rows(audit))
-
     try:
-        blob = await asyncio.to_thread(build)
+        blob = await asyncio.to_thread(stored.build, dates, symbols, fields, config)
         await asyncio.to_thread(ctx.gw.tracker.log_files, ctx.parent_run_id, {stored.ARTIFACT: blob})
     except Exception as exc:
         log.warning("run %s: run page statistics not stored (%s); the page computes them", ctx.run_id, exc)

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from alphaswarm_gateway.browser.analytics import Audit
+from alphaswarm_gateway.browser.analytics import Audit, audit_from_arrays
 
-__all__ = ["ARTIFACT", "FORMAT", "from_bytes", "last_date_rows", "to_bytes"]
+__all__ = ["ARTIFACT", "FORMAT", "build", "from_bytes", "last_date_rows", "to_bytes"]
 
 ARTIFACT = "browser/run_page.npz"
 FORMAT = 1
@@ -36,6 +36,17 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     return value
+
+
+def build(
+    dates: list[str], symbols: list[str], fields: dict[str, np.ndarray], config: dict[str, Any]
+) -> bytes:
+    """The artifact of a run whose audit is `fields` (`Audit.FIELDS` -> (dates x symbols) matrices,
+    as saved) under its configuration `config` (JSON form)."""
+    from alphaswarm_gateway.browser.series import audit_stats
+
+    audit = audit_from_arrays(dates, symbols, fields)
+    return to_bytes(audit_stats(audit, dates, config), last_date_rows(audit))
 
 
 def last_date_rows(audit: Audit) -> dict[str, Any]:
