@@ -118,3 +118,29 @@ def test_the_artifact_is_compact_and_round_trips(stack: EmbeddedStack, finished:
     assert last["date"] == audit.dates[-1]
     infos = gw.tracker.client.list_artifacts(run.mlflow_parent_run_id, "browser")
     assert [i.path for i in infos] == [stored.ARTIFACT]
+
+
+def test_the_audit_table_reads_a_symbol_from_the_catalog_and_streams_other_dates_once(
+    stack: EmbeddedStack, finished: Any
+) -> None:
+    from alphaswarm_gateway.browser.api import _audit_row
+    from alphaswarm_gateway.browser.data import full_audit, symbol_audit_rows
+
+    gw, run = finished
+    counts = {"stream": 0}
+    counting = _Counting(gw, counts)
+    data: RunData = _on_loop(stack, RunCache().get(counting, run))
+    audit = _on_loop(stack, _audit(gw, run.run_id))
+    symbol = audit.symbols[1]
+    rows = _on_loop(stack, symbol_audit_rows(counting, run.run_id, symbol))
+    col = audit.symbols.index(symbol)
+    expected = [
+        _audit_row(audit, t, col) for t in range(len(audit.dates)) if np.isfinite(audit.prediction[t, col])
+    ]
+    assert rows == expected and rows
+    assert counts["stream"] == 0
+    # any other date: the whole audit, streamed once and kept
+    for _ in range(2):
+        got = _on_loop(stack, full_audit(counting, data))
+        assert got is not None and got.dates == audit.dates
+    assert counts["stream"] == 1

@@ -32,6 +32,7 @@ from alphaswarm_gateway.browser.data import (
     RunData,
     RunIndex,
     full_audit,
+    symbol_audit_rows,
 )
 from alphaswarm_gateway.browser.series import series_view
 from alphaswarm_gateway.core import Gateway
@@ -255,6 +256,12 @@ async def list_audit(
             _last_row(last, c, sym) for c, sym in enumerate(symbols) if math.isfinite(last["prediction"][c])
         ]
         return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, "date": last["date"]}
+    if data.audit is None and data.stored is not None and symbol:
+        # one symbol over time: read from the catalog, no need to stream the whole audit
+        if symbol not in (data.stored.get("audit_symbols") or []):
+            raise NotFound(f"symbol {symbol} is not in the audit of run {run_id}", field="symbol")
+        rows = await symbol_audit_rows(gw, run_id, symbol)
+        return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, "symbol": symbol}
     audit = await full_audit(gw, data)
     if audit is None:
         return {"items": [], "total": 0, "page": page, "captured": False, "reason": data.audit_reason}

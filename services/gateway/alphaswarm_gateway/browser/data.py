@@ -37,7 +37,15 @@ from alphaswarm_common.protoconv import (
 )
 from alphaswarm_gateway.browser.analytics import Audit
 
-__all__ = ["RunData", "RunIndex", "full_audit", "load_run_data", "read_stored_stats", "run_summary"]
+__all__ = [
+    "RunData",
+    "RunIndex",
+    "full_audit",
+    "load_run_data",
+    "read_stored_stats",
+    "run_summary",
+    "symbol_audit_rows",
+]
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +342,34 @@ async def read_stored_stats(
     except Exception as exc:  # unreadable or unreachable: compute them from the audit instead
         log.warning("run %s: stored run page statistics not read (%s); computing them", run.run_id, exc)
         return None
+
+
+async def symbol_audit_rows(gw: Any, run_id: str, symbol: str) -> list[dict[str, Any]]:
+    """The audit rows of one symbol (every date with a prediction), read page by page with
+    PersistenceService.ListPredictionAudit, values as the streamed audit gives them (float32)."""
+    rows: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        reply = await aio_call(
+            gw.clients.persistence.ListPredictionAudit,
+            ppb.ListPredictionAuditRequest(run_id=run_id, symbol=symbol, page_size=10_000, page_token=token),
+            timeout=gw.settings.deadline_default_seconds,
+            target="persistence",
+        )
+        for r in reply.rows:
+            if not r.HasField("prediction") or not math.isfinite(r.prediction):
+                continue
+            row: dict[str, Any] = {"date": r.date, "symbol": r.symbol}
+            for key in _AUDIT_KEYS:
+                v = float(np.float32(getattr(r, key))) if r.HasField(key) else math.nan
+                row[key] = v if math.isfinite(v) else None
+            rows.append(row)
+        token = reply.next_page_token
+        if not token:
+            return rows
+
+
+_AUDIT_KEYS = ("prediction", "realized_return", "target_weight", "held_weight", "pnl_contribution")
 
 
 async def full_audit(gw: Any, data: RunData) -> Audit | None:
