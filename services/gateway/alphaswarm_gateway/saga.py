@@ -918,7 +918,7 @@ async def _store_run_page(
     """Compute the run page's audit statistics from the audit just saved, as the browser would
     from the stored audit, and log them on the parent run (`browser/stored.py`), so no gateway
     has to stream the audit to draw the page. Writing them again (a resumed stage) replaces
-    them with the same bytes. A failure here does not fail the run: the page computes them."""
+    them with the same statistics. A failure here does not fail the run: the page computes them."""
     from alphaswarm_gateway.browser import stored
 
     config = ctx.cfg.model_dump(mode="json")

@@ -6,7 +6,7 @@ The run computes them with the same function the gateway uses over a streamed au
 and logs them as one artifact of its MLflow parent run, `browser/run_page.npz`: the full-length
 series (IC and Rank IC per date, buy-and-hold, benchmark, exposure, top weights) as float64 arrays
 and the rest (IC decay, deciles, notes, the audit's dates and symbols) as JSON, with the audit rows
-of the last date (the audit table's first view). Writing it again writes the same bytes over it.
+of the last date (the audit table's first view). Writing it again replaces it with the same statistics.
 A run made before it existed has no such artifact: the gateway computes the statistics then.
 """
 
