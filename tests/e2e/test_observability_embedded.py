@@ -129,7 +129,11 @@ def test_one_trace_spans_rest_queue_services_sql_and_mlflow(
     ):
         server = [s for s in mine if s.name == method]
         assert server, f"{method} not in the trace: {sorted(names)}"
-        assert server[0].kind == SpanKind.SERVER and server[0].attributes["rpc.grpc.status_code"] == "OK"
+        assert server[0].kind == SpanKind.SERVER and server[0].attributes["rpc.grpc.status_code"] == "OK", (
+            method,
+            dict(server[0].attributes),
+            server[0].events,
+        )
     train = next(s for s in mine if s.name.endswith("TrainWithProgress"))
     assert "stage train" in ancestors(train) and consumer.name in ancestors(train)
     # SQL statements under the persistence service's spans, MLflow calls under the stages.

@@ -280,16 +280,20 @@ async def _train_with_progress(ctx: RunContext, request: tpb.TrainRequest) -> tp
     stream = ctx.stream(
         ctx.gw.clients.trainer.TrainWithProgress, request, ctx.settings.deadline_train_seconds, "trainer"
     )
+    result: tpb.TrainResponse | None = None
     async with contextlib.aclosing(stream):
         async for item in stream:
             if item.WhichOneof("item") == "result":
-                return item.result  # type: ignore[no-any-return]
+                result = item.result  # the last item: reading on lets the call end OK, not cancelled
+                continue
             step = item.progress
             pct = max(pct, low + (high - low) * min(100.0, max(0.0, step.pct)) / 100.0)
             await ctx.progress.emit(
                 "training", "running", step.message, data={"step": step.step}, pct=round(pct, 2)
             )
-    raise DependencyUnavailable("trainer ended the training stream without a result")
+    if result is None:
+        raise DependencyUnavailable("trainer ended the training stream without a result")
+    return result
 
 
 def _restore_train(ctx: RunContext, out: dict[str, Any]) -> None:
