@@ -911,7 +911,26 @@ async def _save_audit(ctx: RunContext) -> int:
         ctx.settings.deadline_backtest_seconds,
         "persistence",
     )
+    fields = {"prediction": signal, "realized": labels, "target": formed, "held": held, "pnl": contribution}
+    await _store_run_page(ctx, list(batch.dates), list(symbols), fields)
     return int(resp.rows_written)
+
+
+async def _store_run_page(
+    ctx: RunContext, dates: list[str], symbols: list[str], fields: dict[str, np.ndarray]
+) -> None:
+    """Compute the run page's audit statistics from the audit just saved, as the browser would
+    from the stored audit, and log them on the parent run (`browser/stored.py`), so no gateway
+    has to stream the audit to draw the page. Writing them again (a resumed stage) replaces
+    them with the same statistics. A failure here does not fail the run: the page computes them."""
+    from alphaswarm_gateway.browser import stored
+
+    config = ctx.cfg.model_dump(mode="json")
+    try:
+        blob = await asyncio.to_thread(stored.build, dates, symbols, fields, config)
+        await asyncio.to_thread(ctx.gw.tracker.log_files, ctx.parent_run_id, {stored.ARTIFACT: blob})
+    except Exception as exc:
+        log.warning("run %s: run page statistics not stored (%s); the page computes them", ctx.run_id, exc)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

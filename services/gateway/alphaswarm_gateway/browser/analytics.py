@@ -30,6 +30,7 @@ import pandas as pd
 
 __all__ = [
     "Audit",
+    "audit_from_arrays",
     "bucket_means",
     "buy_and_hold",
     "cross_sectional_ic",
@@ -62,6 +63,30 @@ class Audit:
     @property
     def nbytes(self) -> int:
         return int(sum(getattr(self, f).nbytes for f in self.FIELDS))
+
+
+def audit_from_arrays(dates: Sequence[str], symbols: Sequence[str], fields: dict[str, np.ndarray]) -> Audit:
+    """The audit as the store gives it back (PersistenceService.StreamPredictionAudit) from the
+    (dates x symbols) matrices a run saves: only the cells with a prediction are kept, so the
+    dates and symbols without one drop out, the symbols sorted, the values as float32.
+
+    `fields` maps each of `Audit.FIELDS` to its matrix."""
+    pred = np.asarray(fields["prediction"], dtype=np.float64)
+    present = ~np.isnan(pred)
+    rows = np.flatnonzero(present.any(axis=1))
+    kept = [i for i in np.flatnonzero(present.any(axis=0)).tolist()]
+    kept.sort(key=lambda i: str(symbols[i]))
+    cols = np.asarray(kept, dtype=np.int64)
+    mask = present[np.ix_(rows, cols)]
+    mats = {
+        f: np.where(mask, np.asarray(fields[f], dtype=np.float64)[np.ix_(rows, cols)], np.nan).astype(
+            np.float32
+        )
+        for f in Audit.FIELDS
+    }
+    return Audit(
+        dates=[str(dates[i]) for i in rows.tolist()], symbols=[str(symbols[i]) for i in kept], **mats
+    )
 
 
 # ---------------------------------------------------------------------------------- drawing

@@ -25,7 +25,15 @@ from alphaswarm_common.auth import ADMIN, RESEARCHER, VIEWER, role_allows
 from alphaswarm_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from alphaswarm_common.protoconv import RUN_STATE_NAMES
 from alphaswarm_gateway import auth
-from alphaswarm_gateway.browser.data import LIVE_STATES, SORT_KEYS, RunCache, RunData, RunIndex
+from alphaswarm_gateway.browser.data import (
+    LIVE_STATES,
+    SORT_KEYS,
+    RunCache,
+    RunData,
+    RunIndex,
+    full_audit,
+    symbol_audit_rows,
+)
 from alphaswarm_gateway.browser.series import series_view
 from alphaswarm_gateway.core import Gateway
 from alphaswarm_gateway.deps import GatewayDep
@@ -235,7 +243,26 @@ async def list_audit(
 ) -> dict[str, Any]:
     _sort_key(sort, AUDIT_SORT)
     data = await _finished(request, gw, run_id)
-    audit = data.audit
+    if date:
+        try:
+            dt.date.fromisoformat(date)
+        except ValueError:
+            raise InvalidArgument("must be a date YYYY-MM-DD", field="date") from None
+    last = data.last_rows
+    if data.audit is None and last and not symbol and (not date or date >= last["date"]):
+        # the last date, from the statistics the run stored: no need to stream the audit
+        symbols = (data.stored or {}).get("audit_symbols") or []
+        rows = [
+            _last_row(last, c, sym) for c, sym in enumerate(symbols) if math.isfinite(last["prediction"][c])
+        ]
+        return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, "date": last["date"]}
+    if data.audit is None and data.stored is not None and symbol:
+        # one symbol over time: read from the catalog, no need to stream the whole audit
+        if symbol not in (data.stored.get("audit_symbols") or []):
+            raise NotFound(f"symbol {symbol} is not in the audit of run {run_id}", field="symbol")
+        rows = await symbol_audit_rows(gw, run_id, symbol)
+        return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, "symbol": symbol}
+    audit = await full_audit(gw, data)
     if audit is None:
         return {"items": [], "total": 0, "page": page, "captured": False, "reason": data.audit_reason}
     if symbol:
@@ -249,11 +276,6 @@ async def list_audit(
         ]
         shown = {"symbol": symbol}
     else:
-        if date:
-            try:
-                dt.date.fromisoformat(date)
-            except ValueError:
-                raise InvalidArgument("must be a date YYYY-MM-DD", field="date") from None
         at = bisect.bisect_right(audit.dates, date) - 1 if date else len(audit.dates) - 1
         at = max(at, 0)
         rows = [
@@ -263,6 +285,14 @@ async def list_audit(
         ]
         shown = {"date": audit.dates[at]}
     return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, **shown}
+
+
+def _last_row(last: dict[str, Any], c: int, symbol: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"date": last["date"], "symbol": symbol}
+    for key, f in _AUDIT_COLUMNS.items():
+        v = float(last[f][c])
+        row[key] = v if math.isfinite(v) else None
+    return row
 
 
 def _audit_row(audit: Any, t: int, c: int) -> dict[str, Any]:

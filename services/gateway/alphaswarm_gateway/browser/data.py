@@ -14,9 +14,11 @@ import collections
 import datetime as dt
 import logging
 import math
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from google.protobuf import json_format
 
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+from alphaswarm_common.errors import NotFound
 from alphaswarm_common.grpc_client import aio_call, aio_stream
 from alphaswarm_common.protoconv import (
     RUN_STATE_NAMES,
@@ -34,7 +37,15 @@ from alphaswarm_common.protoconv import (
 )
 from alphaswarm_gateway.browser.analytics import Audit
 
-__all__ = ["RunData", "RunIndex", "load_run_data", "run_summary"]
+__all__ = [
+    "RunData",
+    "RunIndex",
+    "full_audit",
+    "load_run_data",
+    "read_stored_stats",
+    "run_summary",
+    "symbol_audit_rows",
+]
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +197,11 @@ class RunData:
     audit: Audit | None
     audit_reason: str | None
     built_seconds: float = 0.0
+    # the audit statistics the run stored (`stored.py`), when it did: the audit itself is then
+    # streamed only when the audit table asks for more than its last date (`last_rows`)
+    stored: dict[str, Any] | None = None
+    last_rows: dict[str, Any] | None = None
+    audit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     cache: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one computation of `cache` at a time
 
@@ -273,8 +289,14 @@ async def load_run_data(gw: Any, run: resources_pb2.AlphaBacktestRun) -> RunData
     )
     audit: Audit | None = None
     reason: str | None = None
+    stored: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
     if run.predictions_captured:
-        audit = await _audit(gw, run.run_id)
+        found = await read_stored_stats(gw, run)
+        if found is not None:
+            stored, last = found
+        else:
+            audit = await _audit(gw, run.run_id)
     elif not (run.config.capture_predictions if run.config.HasField("capture_predictions") else False):
         reason = "the run was started with capture_predictions=false: no per-date predictions to chart"
     else:
@@ -292,7 +314,73 @@ async def load_run_data(gw: Any, run: resources_pb2.AlphaBacktestRun) -> RunData
         audit=audit,
         audit_reason=reason,
         built_seconds=time.perf_counter() - started,
+        stored=stored,
+        last_rows=last,
     )
+
+
+async def read_stored_stats(
+    gw: Any, run: resources_pb2.AlphaBacktestRun
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The audit statistics the run stored on its MLflow parent run, or None when it has none (a
+    run made before they were stored) or they cannot be read (the caller computes them then)."""
+    from alphaswarm_gateway.browser import stored
+
+    if not run.mlflow_parent_run_id:
+        return None
+
+    def read() -> bytes:
+        with tempfile.TemporaryDirectory(prefix="alphaswarm-run-page-") as tmp:
+            path = gw.tracker.download_run_artifact(run.mlflow_parent_run_id, stored.ARTIFACT, tmp)
+            return Path(path).read_bytes()
+
+    try:
+        blob = await asyncio.to_thread(read)
+        return await asyncio.to_thread(stored.from_bytes, blob)
+    except NotFound:
+        return None
+    except Exception as exc:  # unreadable or unreachable: compute them from the audit instead
+        log.warning("run %s: stored run page statistics not read (%s); computing them", run.run_id, exc)
+        return None
+
+
+async def symbol_audit_rows(gw: Any, run_id: str, symbol: str) -> list[dict[str, Any]]:
+    """The audit rows of one symbol (every date with a prediction), read page by page with
+    PersistenceService.ListPredictionAudit, values as the streamed audit gives them (float32)."""
+    rows: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        reply = await aio_call(
+            gw.clients.persistence.ListPredictionAudit,
+            ppb.ListPredictionAuditRequest(run_id=run_id, symbol=symbol, page_size=10_000, page_token=token),
+            timeout=gw.settings.deadline_default_seconds,
+            target="persistence",
+        )
+        for r in reply.rows:
+            if not r.HasField("prediction") or not math.isfinite(r.prediction):
+                continue
+            row: dict[str, Any] = {"date": r.date, "symbol": r.symbol}
+            for key in _AUDIT_KEYS:
+                v = float(np.float32(getattr(r, key))) if r.HasField(key) else math.nan
+                row[key] = v if math.isfinite(v) else None
+            rows.append(row)
+        token = reply.next_page_token
+        if not token:
+            return rows
+
+
+_AUDIT_KEYS = ("prediction", "realized_return", "target_weight", "held_weight", "pnl_contribution")
+
+
+async def full_audit(gw: Any, data: RunData) -> Audit | None:
+    """The run's whole audit, streamed on first need when the page was served from the stored
+    statistics (once, however many requests ask)."""
+    if data.audit is not None or data.stored is None:
+        return data.audit
+    async with data.audit_lock:
+        if data.audit is None:
+            data.audit = await _audit(gw, data.run["run_id"])
+    return data.audit
 
 
 class RunCache:

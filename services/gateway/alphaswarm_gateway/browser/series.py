@@ -11,7 +11,7 @@ import numpy as np
 from alphaswarm_gateway.browser import analytics as an
 from alphaswarm_gateway.browser.data import RunData
 
-__all__ = ["DECAY_HORIZONS", "ROLLING_WINDOW", "series_view", "stats"]
+__all__ = ["DECAY_HORIZONS", "ROLLING_WINDOW", "audit_stats", "page_settings", "series_view", "stats"]
 
 DECAY_HORIZONS = (1, 5, 10, 20)
 ROLLING_WINDOW = 63
@@ -32,24 +32,39 @@ def _shift(arr: np.ndarray, by: int) -> np.ndarray:
 
 
 def stats(data: RunData) -> dict[str, Any]:
-    """Every full-length statistic of the run page (cached on `data`, computed once)."""
+    """Every full-length statistic of the run page (cached on `data`, computed once): those of the
+    equity curve, and those of the prediction audit, read from the statistics the run stored
+    (`data.stored`) when it has them, else computed from the streamed audit."""
     with data.lock:
         if "stats" not in data.cache:
             data.cache["stats"] = _compute(data)
         return data.cache["stats"]  # type: ignore[no-any-return]
 
 
-def _compute(data: RunData) -> dict[str, Any]:
-    cfg = data.config or {}
+def page_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """Label horizon, execution lag and cost rate (fees + slippage) of a run's configuration."""
+    cfg = config or {}
     bt = cfg.get("backtest_cfg") or {}
     label = (cfg.get("dataset_cfg") or {}).get("label") or {}
     horizon = int(label.get("horizon") or 1)
     lag_cfg = bt.get("execution_lag")
     lag = int(lag_cfg if lag_cfg is not None else label.get("execution_lag", 1))
+    cost_rate = float(bt.get("fees", 0.001)) + float(bt.get("slippage", 0.001))
+    return {"horizon": horizon, "lag": lag, "cost_rate": cost_rate, "benchmark": bt.get("benchmark")}
+
+
+def _compute(data: RunData) -> dict[str, Any]:
+    cfg = data.config or {}
+    bt = cfg.get("backtest_cfg") or {}
     ppy = float(data.conventions.get("periods_per_year") or bt.get("periods_per_year") or 252.0)
     rf = float(data.conventions.get("rf") or bt.get("rf") or 0.0)
-    cost_rate = float(bt.get("fees", 0.001)) + float(bt.get("slippage", 0.001))
-    out: dict[str, Any] = {"horizon": horizon, "lag": lag, "periods_per_year": ppy, "cost_rate": cost_rate}
+    settings = page_settings(cfg)
+    out: dict[str, Any] = {
+        "horizon": settings["horizon"],
+        "lag": settings["lag"],
+        "periods_per_year": ppy,
+        "cost_rate": settings["cost_rate"],
+    }
 
     growth = data.equity / data.initial_capital if data.equity.size else data.equity
     prev = np.concatenate([[1.0], growth[:-1]]) if growth.size else growth
@@ -59,8 +74,27 @@ def _compute(data: RunData) -> dict[str, Any]:
     out["rolling_sharpe"] = an.rolling_sharpe(returns, ROLLING_WINDOW, ppy, rf) if returns.size else returns
     out["monthly"] = an.monthly_returns(data.dates, returns)
 
-    audit = data.audit
+    if data.stored is not None:
+        out.update(data.stored)
+    else:
+        out.update(audit_stats(data.audit, data.dates, cfg))
+    return out
+
+
+def audit_stats(audit: an.Audit | None, dates: list[str], config: dict[str, Any]) -> dict[str, Any]:
+    """The run page's statistics of a prediction audit (full length, not downsampled): IC and Rank
+    IC per date, IC decay, buy-and-hold of the universe and the benchmark over the backtest's
+    `dates`, decile returns, exposure and the top weights; with the audit's dates and symbols.
+
+    The one implementation, called by the gateway over a streamed audit and by the run itself
+    when it saves its audit (`browser/stored.py`)."""
+    settings = page_settings(config)
+    horizon, lag, cost_rate = settings["horizon"], settings["lag"], settings["cost_rate"]
+    out: dict[str, Any] = {}
     notes: dict[str, str] = {}
+    if audit is not None:
+        out["audit_dates"] = list(audit.dates)
+        out["audit_symbols"] = list(audit.symbols)
     if audit is not None and len(audit.symbols) >= 2:
         ic, rank_ic = an.cross_sectional_ic(audit.prediction, audit.realized)
         out["ic"] = {"ic": ic, "rank_ic": rank_ic}
@@ -84,10 +118,10 @@ def _compute(data: RunData) -> dict[str, Any]:
             # One-bar close-to-close return of bar s is the label formed at s - lag - 1.
             asset = _shift(one_bar, lag + 1)
             pos = {d: i for i, d in enumerate(audit.dates)}
-            rows = np.array([pos.get(d, -1) for d in data.dates])
+            rows = np.array([pos.get(d, -1) for d in dates], dtype=np.int64)
             aligned = np.where(rows[:, None] >= 0, asset[np.maximum(rows, 0)], np.nan)
             out["buy_and_hold"] = an.buy_and_hold(aligned)
-            bench = bt.get("benchmark")
+            bench = settings["benchmark"]
             if bench and bench in audit.symbols:
                 out["benchmark"] = an.buy_and_hold(aligned[:, audit.symbols.index(bench)])
                 out["benchmark_symbol"] = bench
@@ -177,9 +211,9 @@ def series_view(data: RunData, points: int) -> dict[str, Any]:
         "trades": {"total": len(data.trades), "scatter": _trade_sample(data.trades, 1000)},
         "audit": None,
     }
-    audit = data.audit
-    if audit is not None and "ic" in s:
-        adates = np.asarray(audit.dates)
+    if "ic" in s:
+        audit_dates: list[str] = s["audit_dates"]
+        adates = np.asarray(audit_dates)
         ic, rank_ic = s["ic"]["ic"], s["ic"]["rank_ic"]
         b_idx, rank_b = an.bucket_means(rank_ic, points)
         _, ic_b = an.bucket_means(ic, points)
@@ -201,15 +235,15 @@ def series_view(data: RunData, points: int) -> dict[str, Any]:
         ex = s["exposure"]
         e_idx = an.minmax_indices(ex["gross"], points)
         doc["exposure"] = {"dates": adates[e_idx].tolist(), **{k: _values(v[e_idx]) for k, v in ex.items()}}
-        w_idx = an.minmax_indices(np.arange(len(audit.dates), dtype=np.float64), min(points, 400))
+        w_idx = an.minmax_indices(np.arange(len(audit_dates), dtype=np.float64), min(points, 400))
         doc["weights"] = {
             "dates": adates[w_idx].tolist(),
             "symbols": [{"symbol": sym, "values": _values(vals[w_idx])} for sym, vals in s["weights"]],
         }
         doc["audit"] = {
-            "dates": audit.dates[:1] + audit.dates[-1:],
-            "symbols": audit.symbols,
-            "n_dates": len(audit.dates),
+            "dates": audit_dates[:1] + audit_dates[-1:],
+            "symbols": s["audit_symbols"],
+            "n_dates": len(audit_dates),
         }
     return doc
 
