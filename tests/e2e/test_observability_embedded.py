@@ -74,6 +74,10 @@ def traced(
         EmbeddedStack(settings) as stack,
         serving(stack.settings.model_copy(update={"grpc_port": 0}), stack) as (_, url),
     ):
+        assert stack.metrics_port
+        # Counters are per process: the suite's earlier runs count too, so the run's own is the increase.
+        with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as r:
+            before = r.read().decode()
         resp = httpx.post(f"{url}/ml/alpha-backtest-runs", json=small_run(run_name="traced"), timeout=60)
         assert resp.status_code == 202, resp.text
         accepted = resp.json()
@@ -91,7 +95,16 @@ def traced(
             "run": run,
             "trace_id": resp.headers.get("x-trace-id", ""),
             "metrics": exposition,
+            "metrics_before": before,
         }
+
+
+def _sample(exposition: str, series: str) -> float:
+    """The value of one series in a Prometheus exposition (0 when it is not there yet)."""
+    for line in exposition.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _hex(span_id: int) -> str:
@@ -180,7 +193,8 @@ def test_metrics_after_a_run(traced: dict[str, Any]) -> None:
         'method="/alphaswarm.backtester.v1.BacktesterService/RunBacktest",service="backtester"}'
     ) in text
     assert 'alphaswarm_runs{state="succeeded"} 1.0' in text
-    assert 'alphaswarm_stage_duration_seconds_count{outcome="ok",stage="train"} 1.0' in text
+    train_stages = 'alphaswarm_stage_duration_seconds_count{outcome="ok",stage="train"}'
+    assert _sample(text, train_stages) - _sample(traced["metrics_before"], train_stages) == 1.0
     assert 'route="/ml/alpha-backtest-runs"' in text
     assert 'alphaswarm_catalog_writes_total{op="insert",table="ml_alpha_backtest_runs"}' in text
 
