@@ -97,6 +97,8 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         )
         try:
             model_uri, sha = log_training(self.tracker, run_id, dataset_cfg, model_cfg, result)
+            # A caller gone while the model was being logged: the run ends FAILED, not FINISHED.
+            ensure_caller_waiting(context, "the trained model")
             self.tracker.end_run(run_id)
         except BaseException:
             self.tracker.end_run(run_id, failed=True)
