@@ -136,7 +136,10 @@ def test_training_stage_longer_than_five_minutes(tapped: tuple[Topology, H2Tap])
     start, end = _training_window(events)
     print(f"training stage: {end - start:.0f}s")  # shown with -s / -rP
     assert end - start > 300, f"the training stage lasted {end - start:.0f}s"
-    assert tap.server.closed_between(start, end) == [], "the trainer closed the connection during the call"
+    # A connection past its maximum age (`grpc_max_connection_age_seconds`, no grace limit) is
+    # closed once its calls drain, which is the end of this call: only an earlier close cut it.
+    cut = [t for t in tap.server.closed_between(start, end) if t < end - 5.0]
+    assert cut == [], f"the trainer closed the connection during the call at {cut} ({start:.0f}..{end:.0f})"
     running = [e for e in events if e["stage"] == "training" and e["status"] == "running"]
     assert len(running) >= 10, "progress did not move within the five-minute stage"
 

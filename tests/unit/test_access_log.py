@@ -44,10 +44,10 @@ def test_one_line_per_rpc_with_its_code(caplog: pytest.LogCaptureFixture) -> Non
     finally:
         server.stop(0)
     lines = [r.getMessage() for r in caplog.records if r.name == "alphaswarm.rpc"]
-    assert [line.rsplit(" ", 2)[0] for line in lines] == [
-        "rpc /test.Log/Ok OK",
-        "rpc /test.Log/Bad INVALID_ARGUMENT",
-        "rpc /test.Log/Many OK",
+    assert [line.rsplit(" ", 3)[0] for line in lines] == [
+        "/test.Log/Ok OK",
+        "/test.Log/Bad INVALID_ARGUMENT",
+        "/test.Log/Many OK",
     ]
     assert all(line.endswith(" ms") for line in lines)
     assert not any("secret-payload" in line for line in lines)
