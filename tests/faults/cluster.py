@@ -64,6 +64,19 @@ FAST_RUN: dict[str, Any] = small_run(
 )
 
 # A model whose training lasts seconds on FAST_RUN's data (a stage long enough to act during).
+# A training that lasts its budget whatever the feature cache or the load: past any short deadline.
+BUDGETED_MODEL: dict[str, Any] = {
+    "type": "mlp",
+    "params": {
+        "hidden_layer_sizes": [16],
+        "max_iter": 10_000_000,
+        "early_stopping": False,
+        "tol": 0.0,
+        "n_iter_no_change": 10_000_000,
+    },
+    "time_budget_seconds": 20,
+}
+
 SECONDS_MODEL: dict[str, Any] = {
     "type": "random_forest",
     # every row and every feature for each tree (not the factory's faster defaults): seconds of work

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.faults.cluster import (
+    BUDGETED_MODEL,
     FAST_BACKTEST_JOB,
     SECONDS_MODEL,
     Cluster,
@@ -105,7 +106,7 @@ def test_call_past_its_deadline_fails_and_saves_nothing_afterwards(
     healthy: Cluster, record: Callable[..., None]
 ) -> None:
     healthy.restart("gateway", env={"ALPHASWARM_DEADLINE_TRAIN_SECONDS": "2"})
-    accepted = healthy.start_run(fast_run(run_name="deadline", model_cfg=SECONDS_MODEL))
+    accepted = healthy.start_run(fast_run(run_name="deadline", model_cfg=BUDGETED_MODEL))
     t0 = time.monotonic()
     run = healthy.conclude(
         accepted,
