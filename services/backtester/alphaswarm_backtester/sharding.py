@@ -38,13 +38,11 @@ from alphaswarm_backtester.engine.optimize import (
     OptimizationResult,
     ParameterSet,
     SkippedSet,
-    Trial,
     _check_names,
-    deflated_p_values,
     evaluate_sides,
     grid_parameter_sets,
     random_parameter_sets,
-    rank_values,
+    rank_trials,
 )
 from alphaswarm_backtester.engine.rules import RuleInputs, rule_sides
 from alphaswarm_common.errors import DataError, InvalidArgument
@@ -278,31 +276,9 @@ def merge_evaluations(
                 )
     evaluated.sort(key=lambda pair: pair[0].parameter_set)
     skipped_all.sort(key=lambda s: s.index)
-    # From here on the arithmetic of engine.optimize, over every set of the search.
-    objective_values = [ms.get(objective) for _, ms in evaluated]
-    ranks = rank_values(objective_values)  # type: ignore[arg-type]
-    sharpes = [ms.get("sharpe") for _, ms in evaluated]
-    per_period = [None if s is None else float(s) / math.sqrt(ppy) for s in sharpes]
-    p_values, p_reasons, variance, n_trials = deflated_p_values(
-        per_period,
-        n_bars,
-        [ms.get("skewness") for _, ms in evaluated],  # type: ignore[misc]
-        [ms.get("kurtosis") for _, ms in evaluated],  # type: ignore[misc]
-    )
-    trials = tuple(
-        Trial(
-            parameter_set=s.parameter_set,
-            params=s.params,
-            metrics=ms,
-            objective_value=None if value is None else float(value),
-            objective_reason=ms.reason(objective) if value is None else None,
-            rank=rank,
-            p_value=p,
-            p_value_reason=why,
-        )
-        for (s, ms), value, rank, p, why in zip(
-            evaluated, objective_values, ranks, p_values, p_reasons, strict=True
-        )
+    # The ranking and p-values of engine.optimize, over every set of the search.
+    trials, variance, n_trials = rank_trials(
+        [(s.parameter_set, s.params, ms) for s, ms in evaluated], objective, ppy, n_bars
     )
     if not trials:
         first = skipped_all[0]

@@ -615,30 +615,8 @@ def optimize(
         else:
             skipped.append(SkippedSet(ps.index, ps.values, res.field, f"backtest failed: {res.message}"))
     skipped.sort(key=lambda s: s.index)
-    objective_values = [ms.get(objective) for _, ms in evaluated]
-    ranks = rank_values(objective_values)  # type: ignore[arg-type]
-    sharpes = [ms.get("sharpe") for _, ms in evaluated]
-    per_period = [None if s is None else float(s) / math.sqrt(ppy) for s in sharpes]
-    p_values, p_reasons, variance, n_trials = deflated_p_values(
-        per_period,
-        n_bars,
-        [ms.get("skewness") for _, ms in evaluated],  # type: ignore[misc]
-        [ms.get("kurtosis") for _, ms in evaluated],  # type: ignore[misc]
-    )
-    trials = tuple(
-        Trial(
-            parameter_set=ps.index,
-            params=ps.values,
-            metrics=ms,
-            objective_value=None if value is None else float(value),
-            objective_reason=ms.reason(objective) if value is None else None,
-            rank=rank,
-            p_value=p,
-            p_value_reason=why,
-        )
-        for (ps, ms), value, rank, p, why in zip(
-            evaluated, objective_values, ranks, p_values, p_reasons, strict=True
-        )
+    trials, variance, n_trials = rank_trials(
+        [(ps.index, ps.values, ms) for ps, ms in evaluated], objective, ppy, n_bars
     )
     if not trials:
         first = skipped[0]
@@ -656,3 +634,37 @@ def optimize(
         evaluation=path,
         seconds=time.perf_counter() - started,
     )
+
+
+def rank_trials(
+    evaluated: Sequence[tuple[int, Any, MetricSet]], objective: str, ppy: float, n_bars: int
+) -> tuple[tuple[Trial, ...], float, int]:
+    """`(trials, sharpe variance, n_trials)` of evaluated sets `(index, params, metrics)`: each
+    ranked on the objective, with its Deflated-Sharpe p-value over all of them (one place for the
+    one-process search and the merge of a sharded one)."""
+    objective_values = [ms.get(objective) for _, _, ms in evaluated]
+    ranks = rank_values(objective_values)  # type: ignore[arg-type]
+    sharpes = [ms.get("sharpe") for _, _, ms in evaluated]
+    per_period = [None if s is None else float(s) / math.sqrt(ppy) for s in sharpes]
+    p_values, p_reasons, variance, n_trials = deflated_p_values(
+        per_period,
+        n_bars,
+        [ms.get("skewness") for _, _, ms in evaluated],  # type: ignore[misc]
+        [ms.get("kurtosis") for _, _, ms in evaluated],  # type: ignore[misc]
+    )
+    trials = tuple(
+        Trial(
+            parameter_set=index,
+            params=params,
+            metrics=ms,
+            objective_value=None if value is None else float(value),
+            objective_reason=ms.reason(objective) if value is None else None,
+            rank=rank,
+            p_value=p,
+            p_value_reason=why,
+        )
+        for (index, params, ms), value, rank, p, why in zip(
+            evaluated, objective_values, ranks, p_values, p_reasons, strict=True
+        )
+    )
+    return trials, variance, n_trials
