@@ -209,8 +209,8 @@ def test_chunks_are_tasks_on_the_queue_taken_by_both_gateways_and_evaluated_once
     assert sorted(backtester.calls) == list(range(8)), "every chunk evaluated exactly once"
     rows = _chunk_rows(db)
     assert len(rows) == 8 and {r.state for r in rows} == {"succeeded"}
-    assert {r.result["evaluated_by"] for r in rows} == {"gw-a", "gw-b"}
-    assert all(r.request["parent_task_id"] == parent for r in rows)
+    assert {(r.result or {})["evaluated_by"] for r in rows} == {"gw-a", "gw-b"}
+    assert all((r.request or {})["parent_task_id"] == parent for r in rows)
 
 
 def test_a_resumed_parent_finds_its_chunk_tasks_and_evaluates_only_the_missing_ones(
@@ -232,7 +232,7 @@ def test_a_resumed_parent_finds_its_chunk_tasks_and_evaluates_only_the_missing_o
             svc.ReleaseTaskLease(
                 ppb.ReleaseTaskLeaseRequest(task_id=str(row.task_id), fencing_token=row.fencing_token), None
             )
-        done_before = {r.request["chunk"] for r in _chunk_rows(db) if r.state == "succeeded"}
+        done_before = {(r.request or {})["chunk"] for r in _chunk_rows(db) if r.state == "succeeded"}
         assert 1 <= len(done_before) < 6
         resumed_gw = _gw("gw-b", svc, backtester, queue)
         result = await evaluate_on_queue(resumed_gw, parent, _chunks(6), deadline=time.time() + 60)
@@ -244,7 +244,9 @@ def test_a_resumed_parent_finds_its_chunk_tasks_and_evaluates_only_the_missing_o
     assert [r.first for r in responses] == list(range(6))
     rows = _chunk_rows(db)
     assert len(rows) == 6, "the resumed parent created no second set of chunk tasks"
-    assert sorted({r.request["chunk"] for r in rows}) == sorted(f"chunk:{i}-{i + 1}" for i in range(6))
+    assert sorted({(r.request or {})["chunk"] for r in rows}) == sorted(
+        f"chunk:{i}-{i + 1}" for i in range(6)
+    )
     assert queue.jobs.qsize() == 6, "each chunk was queued once, when its task was created"
 
 
