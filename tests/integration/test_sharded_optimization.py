@@ -121,9 +121,9 @@ def _result(topo: ReplicaTopology, accepted: dict[str, Any]) -> dict[str, Any]:
     return dict(task.json()["result"])
 
 
-def _source() -> bpb.PriceSource:
+def _source(source: dict[str, Any] = SOURCE) -> bpb.PriceSource:
     return bpb.PriceSource(
-        dataset_cfg=config_to_proto(DatasetConfig(**SOURCE["dataset_cfg"])), symbols=SOURCE["symbols"]
+        dataset_cfg=config_to_proto(DatasetConfig(**source["dataset_cfg"])), symbols=source["symbols"]
     )
 
 
@@ -135,7 +135,7 @@ def _one_process_optimize(topo: ReplicaTopology, doc: dict[str, Any]) -> bpb.Opt
     grid = struct_pb2.Struct()
     grid.update(doc["grid"])
     request = bpb.OptimizeRequest(
-        source=_source(),
+        source=_source(doc["source"]),
         strategy_type="sma_cross",
         grid=grid,
         method="grid",
@@ -241,8 +241,12 @@ def test_walk_forward_windows_are_chunks_merged_into_the_one_process_test(topolo
 
 def test_killing_the_gateway_holding_the_job_loses_and_duplicates_nothing(topology: ReplicaTopology) -> None:
     grid = {"fast_period": [3, 5, 8, 10, 13, 20, 25, 30], "slow_period": [15, 20, 30, 45, 60, 90]}  # 48 sets
+    source = {
+        "dataset_cfg": {"source": "sp500", "start_date": "2004-01-01", "end_date": "2018-12-31"},
+        "symbols": ["AAPL", "MSFT", "JPM", "XOM", "KO", "CVX"],
+    }
     doc = {
-        "source": SOURCE,
+        "source": source,
         "strategy_type": "sma_cross",
         "objective": "calmar",
         "grid": grid,
@@ -257,7 +261,7 @@ def test_killing_the_gateway_holding_the_job_loses_and_duplicates_nothing(topolo
     while time.time() < deadline:
         states = [row[1] for row in _chunk_tasks(topology, parent)]
         owner = _query(topology, "SELECT lease_owner FROM tasks WHERE task_id = %s", parent)[0][0] or ""
-        if states.count("succeeded") >= 2 and len(states) == n_chunks and owner:
+        if states.count("succeeded") >= 1 and len(states) == n_chunks and owner:
             holder = next(
                 g for g in topology.replicas("gateway") if f":{topology.processes[g].pid}:" in owner
             )
