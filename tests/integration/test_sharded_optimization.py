@@ -261,20 +261,19 @@ def test_killing_the_gateway_holding_the_job_loses_and_duplicates_nothing(topolo
     accepted = _submit(topology, "/optimizations", doc, topology.replicas("gateway")[0])
     parent = accepted["task_id"]
     deadline = time.time() + 300
-    holder = ""
+    holder, succeeded = "", 0
     while time.time() < deadline:
         states = [row[1] for row in _chunk_tasks(topology, parent)]
         owner = _query(topology, "SELECT lease_owner FROM tasks WHERE task_id = %s", parent)[0][0] or ""
-        if states.count("succeeded") >= 1 and len(states) == n_chunks and owner:
+        succeeded = states.count("succeeded")
+        if succeeded >= 2 and owner:
             holder = next(
                 g for g in topology.replicas("gateway") if f":{topology.processes[g].pid}:" in owner
             )
             break
         time.sleep(0.02)
     assert holder, "the job's chunks never got under way"
-    unfinished = [row for row in _chunk_tasks(topology, parent) if row[1] != "succeeded"]
-    assert unfinished, "the job finished before the kill; make the chunks longer"
-    topology.kill(holder)  # the job's worker and whatever chunks it was evaluating
+    topology.kill(holder)  # the job's worker, the chunks it was evaluating and any it had yet to create
     pid = f":{topology.processes[holder].pid}:"
     in_flight = [
         row
@@ -287,6 +286,7 @@ def test_killing_the_gateway_holding_the_job_loses_and_duplicates_nothing(topolo
         if pid in (row[0] or "")
     ]
     try:
+        assert succeeded < n_chunks, "the job finished before the kill; make the chunks longer"
         result = _result(topology, accepted)
         chunks = _chunk_tasks(topology, parent)
         assert len(chunks) == n_chunks, "one chunk task per chunk key, none created twice"

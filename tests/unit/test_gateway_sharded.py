@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -74,6 +76,26 @@ def test_a_walk_forward_splits_into_one_whole_search_per_window() -> None:
     for i, (_, chunk) in enumerate(chunks):
         assert (chunk.first, chunk.last, chunk.window.index) == (0, 2, i)
         assert chunk.window.in_sample_bars == 100 and chunk.window.out_of_sample_bars == 20
+
+
+_DOCUMENT = """
+import json
+from alphaswarm.backtester.v1 import backtester_service_pb2 as bpb
+from alphaswarm_gateway.sharded import chunk_document
+request = bpb.EvaluateParameterSetsRequest(strategy_type="sma_cross", method="grid", first=0, last=4)
+request.grid.update({"fast_period": [1, 2], "slow_period": [10, 20], "rsi_period": [3]})
+print(json.dumps(chunk_document("p", "chunk:0-4", request)))
+"""
+
+
+def test_a_chunk_document_is_the_same_in_every_process() -> None:
+    """A resumed parent runs in another process; its chunk documents must match the stored ones
+    (the grid's map is serialized in an order of the process's own otherwise)."""
+    docs = {
+        subprocess.run([sys.executable, "-c", _DOCUMENT], capture_output=True, text=True, check=True).stdout
+        for _ in range(4)
+    }
+    assert len(docs) == 1, docs
 
 
 # ----------------------------------------------------------------------------- fakes around the catalog
@@ -171,9 +193,12 @@ def _parent(svc: Servicer) -> str:
     return str(svc.CreateTask(ppb.CreateTaskRequest(task=task), None).task.task_id)
 
 
-def _chunks(n: int) -> list[tuple[str, bpb.EvaluateParameterSetsRequest]]:
+def _chunks(n: int, *, reverse: bool = False) -> list[tuple[str, bpb.EvaluateParameterSetsRequest]]:
+    """The chunks of a grid of `n` sets; `reverse` builds the same grid with its keys in the other
+    order (another process's job document)."""
     request = bpb.OptimizeRequest(strategy_type="sma_cross", method="grid")
-    request.grid.update({"fast_period": list(range(1, n + 1))})
+    grid = {"fast_period": list(range(1, n + 1)), "slow_period": [100]}
+    request.grid.update(dict(reversed(grid.items())) if reverse else grid)
     return optimization_chunks(request, [(i, i + 1) for i in range(n)])
 
 
@@ -235,7 +260,9 @@ def test_a_resumed_parent_finds_its_chunk_tasks_and_evaluates_only_the_missing_o
         done_before = {(r.request or {})["chunk"] for r in _chunk_rows(db) if r.state == "succeeded"}
         assert 1 <= len(done_before) < 6
         resumed_gw = _gw("gw-b", svc, backtester, queue)
-        result = await evaluate_on_queue(resumed_gw, parent, _chunks(6), deadline=time.time() + 60)
+        result = await evaluate_on_queue(
+            resumed_gw, parent, _chunks(6, reverse=True), deadline=time.time() + 60
+        )
         again = [c for c in backtester.calls[n_calls:] if f"chunk:{c}-{c + 1}" in done_before]
         assert again == [], "recorded chunks are not evaluated again"
         return result

@@ -50,6 +50,7 @@ from alphaswarm_common.protoconv import struct_from_dict, struct_to_dict
 
 __all__ = [
     "CHUNK_KIND",
+    "chunk_document",
     "chunk_plan",
     "evaluate_on_queue",
     "optimization_chunks",
@@ -137,6 +138,20 @@ def walk_forward_chunks(
 ) -> list[tuple[str, bpb.EvaluateParameterSetsRequest]]:
     """(chunk key, request) of every window of a split walk-forward test: one chunk per window."""
     return [(f"window:{i}", window_request(request, i, n_sets)) for i in range(n_windows)]
+
+
+def chunk_document(
+    parent_task_id: str, key: str, request: bpb.EvaluateParameterSetsRequest
+) -> dict[str, Any]:
+    """The `request` document of a chunk's task. The same in every process (the request is
+    serialized deterministically: map fields such as the grid's in key order), so a parent resumed
+    by another gateway creates nothing new: the catalog finds the task by its request id and the
+    same document."""
+    return {
+        "parent_task_id": parent_task_id,
+        "chunk": key,
+        "request": base64.b64encode(request.SerializeToString(deterministic=True)).decode("ascii"),
+    }
 
 
 def _encode(response: bpb.EvaluateParameterSetsResponse) -> str:
@@ -271,11 +286,7 @@ async def evaluate_on_queue(
     """Every chunk's response, in order: each chunk a task on the work queue (module docstring)."""
     ids: dict[str, str] = {}
     for key, request in chunks:
-        doc = {
-            "parent_task_id": parent_task_id,
-            "chunk": key,
-            "request": base64.b64encode(request.SerializeToString()).decode("ascii"),
-        }
+        doc = chunk_document(parent_task_id, key, request)
         created = await _persistence(
             gw,
             "CreateTask",
