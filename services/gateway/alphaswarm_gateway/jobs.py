@@ -538,7 +538,7 @@ async def _plan_chunks(
         probe = await aio_call(
             gw.clients.backtester.EvaluateParameterSets,
             window_request(request, 0, 0),
-            timeout=max(1.0, min(gw.settings.deadline_default_seconds, left)),
+            timeout=max(1.0, min(gw.settings.deadline_backtest_seconds, left)),
             target="backtester",
         )
         plan = {"n_windows": int(probe.n_windows)}
