@@ -117,7 +117,15 @@ class Settings(BaseSettings):
         default=500, ge=0, description="Sets per optimization chunk (0: no split)."
     )
     optimize_chunk_concurrency: int = Field(
-        default=4, ge=1, le=256, description="Chunks of one optimization in flight at once."
+        default=4,
+        ge=1,
+        le=256,
+        description="Chunks of one split job its own worker evaluates at once while it waits for them.",
+    )
+    # A walk-forward test with at least this many windows runs each window's in-sample search as a
+    # chunk on the work queue, then merged; 0 never splits.
+    walk_forward_split_windows: int = Field(
+        default=2, ge=0, description="Windows from which a walk-forward test is split by window (0: never)."
     )
 
     # The REST gateway refuses larger request bodies with 413 before reading them.

@@ -48,6 +48,7 @@ series as data (`alphaswarm_backtester.series`: `series.parquet` and
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import time
@@ -95,6 +96,7 @@ from alphaswarm_backtester.engine.portfolio import (
     PortfolioLeg,
     run_portfolio_backtest,
 )
+from alphaswarm_backtester.engine.walkforward import window_bounds
 from alphaswarm_backtester.series import series_artifacts
 from alphaswarm_backtester.sharding import (
     ChunkEvaluation,
@@ -457,6 +459,19 @@ class EvaluateInput:
     search: OptimizeInput
     first: int
     last: int
+    #: the sets evaluated on the in-sample rows of one window of a walk-forward test.
+    window: WindowSelector | None = None
+
+
+@dataclass(frozen=True)
+class WindowSelector:
+    """One window of a walk-forward test (its parameters and index)."""
+
+    in_sample_bars: int
+    out_of_sample_bars: int
+    step_bars: int = 0
+    anchored: bool = False
+    index: int = 0
 
 
 @dataclass(frozen=True)
@@ -483,6 +498,8 @@ class WalkForwardInput:
     step_bars: int = 0
     anchored: bool = False
     recording: Recording = field(default_factory=Recording)
+    #: the windows' in-sample searches evaluated in chunks; empty: searched here in one process.
+    window_searches: Sequence[ChunkEvaluation] = ()
 
 
 @dataclass(frozen=True)
@@ -778,13 +795,33 @@ class Backtester:
         )
 
     def evaluate_parameter_sets(self, req: EvaluateInput) -> ChunkEvaluation:
-        """One chunk of a search: per-set trial metrics, nothing ranked, nothing saved."""
+        """One chunk of a search: per-set trial metrics, nothing ranked, nothing saved. With a
+        window, the sets are evaluated on that walk-forward window's in-sample rows."""
         search = req.search
         require_rule(search.strategy_type, "strategy_type")
         engine_cfg = engine_config(search.backtest_cfg)
         method = search.method or ("random" if search.space and not search.grid else "grid")
         prices = load_prices(search.source, search.backtest_cfg, engine_cfg)
-        return evaluate_parameter_sets(
+        start, stop, index, n_windows = prices.start, prices.stop, 0, 0
+        if req.window is not None:
+            w = req.window
+            bounds = window_bounds(
+                prices.stop,
+                w.in_sample_bars,
+                w.out_of_sample_bars,
+                w.step_bars or None,
+                w.anchored,
+                start=prices.start,
+                stop=prices.stop,
+            )
+            if not 0 <= w.index < len(bounds):
+                raise InvalidArgument(
+                    f"window {w.index} does not exist; the walk-forward has {len(bounds)} windows",
+                    field="window.index",
+                )
+            start, stop = bounds[w.index][0], bounds[w.index][1]
+            index, n_windows = w.index, len(bounds)
+        chunk = evaluate_parameter_sets(
             search.strategy_type,
             first=req.first,
             last=req.last,
@@ -794,10 +831,46 @@ class Backtester:
             n_samples=search.n_samples or 50,
             seed=search.seed,
             config=engine_cfg,
-            start=prices.start,
-            stop=prices.stop,
+            start=start,
+            stop=stop,
             **prices.arrays(),
         )
+        return dataclasses.replace(chunk, window_index=index, n_windows=n_windows)
+
+    def _merge_window_searches(self, req: WalkForwardInput) -> dict[int, OptimizationResult]:
+        """Each window's in-sample search from its chunks (ranks and p-values over the window's sets)."""
+        sets, skipped, where = build_search(
+            req.strategy_type,
+            grid=dict(req.grid),
+            space=None,
+            method="grid",
+            n_samples=0,
+            seed=0,
+            objective=req.objective or "sharpe",
+        )
+        by_window: dict[int, list[ChunkEvaluation]] = {}
+        for chunk in req.window_searches:
+            by_window.setdefault(chunk.window_index, []).append(chunk)
+        n_windows = {c.n_windows for c in req.window_searches}
+        if len(n_windows) != 1 or set(by_window) != set(range(next(iter(n_windows)))):
+            raise InvalidArgument(
+                f"the window searches cover windows {sorted(by_window)} of {sorted(n_windows)}; "
+                "every window needs its search",
+                field="window_searches",
+            )
+        return {
+            i: merge_evaluations(
+                req.strategy_type,
+                chunks,
+                skipped=skipped,
+                n_sets=search_size("grid", dict(req.grid), 0),
+                objective=req.objective or "sharpe",
+                method="grid",
+                where=where,
+                sets=sets,
+            )
+            for i, chunks in sorted(by_window.items())
+        }
 
     def walk_forward(self, req: WalkForwardInput, wait: Wait = _no_wait) -> WalkForwardRun:
         """In-sample search and out-of-sample test per window; the stitched out-of-sample account."""
@@ -807,6 +880,7 @@ class Backtester:
         if not req.grid:
             raise InvalidArgument("a grid of parameters to search in sample is required", field="grid")
         prices = load_prices(req.source, req.backtest_cfg, engine_cfg)
+        searches = self._merge_window_searches(req) if req.window_searches else None
         result = walk_forward(
             req.strategy_type,
             grid=dict(req.grid),
@@ -818,6 +892,7 @@ class Backtester:
             config=engine_cfg,
             start=prices.start,
             stop=prices.stop,
+            searches=searches,
             **prices.arrays(),
         )
         elapsed = time.perf_counter() - started

@@ -44,6 +44,7 @@ from alphaswarm_backtester.core import (
     SignalBacktestInput,
     WalkForwardInput,
     WalkForwardRun,
+    WindowSelector,
 )
 from alphaswarm_backtester.engine import SkippedSet, Trial, WalkForwardWindow
 from alphaswarm_backtester.servicer_portfolio import PortfolioRiskMixin
@@ -205,7 +206,11 @@ def evaluate_from_proto(request: pb.EvaluateParameterSetsRequest) -> EvaluateInp
         n_samples=request.n_samples,
         seed=request.seed,
     )
-    return EvaluateInput(search, request.first, request.last)
+    window = None
+    if request.HasField("window"):
+        w = request.window
+        window = WindowSelector(w.in_sample_bars, w.out_of_sample_bars, w.step_bars, w.anchored, w.index)
+    return EvaluateInput(search, request.first, request.last, window)
 
 
 def walk_forward_from_proto(request: pb.WalkForwardRequest) -> WalkForwardInput:
@@ -220,6 +225,9 @@ def walk_forward_from_proto(request: pb.WalkForwardRequest) -> WalkForwardInput:
         step_bars=request.step_bars,
         anchored=request.anchored,
         recording=recording_of(request),
+        window_searches=tuple(
+            chunk_from_proto(c, field=f"window_searches[{i}]") for i, c in enumerate(request.window_searches)
+        ),
     )
 
 

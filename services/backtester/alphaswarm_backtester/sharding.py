@@ -80,6 +80,9 @@ class ChunkEvaluation:
     n_bars: int
     periods_per_year: float
     evaluation: str
+    #: for the in-sample search of a walk-forward window: the window's index and the test's windows.
+    window_index: int = 0
+    n_windows: int = 0
 
 
 def search_size(method: str, grid: Mapping[str, Sequence[Any]] | None, n_samples: int) -> int:

@@ -73,6 +73,8 @@ def chunk_to_proto(chunk: ChunkEvaluation, seconds: float = 0.0) -> pb.EvaluateP
         evaluation=chunk.evaluation,
         execution_time_seconds=seconds,
         served_by=SERVED_BY,
+        window_index=chunk.window_index,
+        n_windows=chunk.n_windows,
     )
 
 
@@ -106,4 +108,6 @@ def chunk_from_proto(msg: pb.EvaluateParameterSetsResponse, *, field: str = "chu
         n_bars=msg.n_bars,
         periods_per_year=msg.periods_per_year,
         evaluation=msg.evaluation,
+        window_index=msg.window_index,
+        n_windows=msg.n_windows,
     )

@@ -185,11 +185,14 @@ class Gateway:
     def _dispatch(self, saga: Any) -> Any:
         """Route a job to its worker: the alpha-backtest saga or a backtester job."""
         from alphaswarm_gateway.jobs import run_job
+        from alphaswarm_gateway.sharded import CHUNK_KIND, run_chunk
 
         async def handle(kind: str, payload: dict[str, Any]) -> None:
             with bind(run_id=payload.get("run_id"), task_id=payload.get("task_id")):
                 if kind == JOB_KIND:
                     await saga.handle_job(kind, payload)
+                elif kind == CHUNK_KIND:
+                    await run_chunk(self, payload)
                 else:
                     await run_job(self, kind, payload)
 

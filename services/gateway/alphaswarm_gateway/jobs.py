@@ -51,7 +51,14 @@ from alphaswarm_gateway.leases import (
     terminal_event,
 )
 from alphaswarm_gateway.progress import Progress, error_detail
-from alphaswarm_gateway.sharded import chunk_plan, evaluate_chunks
+from alphaswarm_gateway.sharded import (
+    chunk_plan,
+    evaluate_on_queue,
+    optimization_chunks,
+    search_size,
+    walk_forward_chunks,
+    window_request,
+)
 
 __all__ = ["JOB_MODELS", "accept_job", "run_job"]
 
@@ -455,25 +462,18 @@ async def _run_attempt(gw: Any, kind: str, attempt: Attempt) -> None:
             )
         # The request id is the task's: a call repeated by a later attempt saves nothing twice.
         request = spec.build(job, f"{task.task_id}:{kind}")
-        bounds = chunk_plan(job, gw.settings.optimize_chunk_sets) if kind == "optimization" else []
-        if bounds:
+        chunks = await _plan_chunks(gw, kind, job, request, attempt, left)
+        if chunks:
 
             async def chunk_done(n_done: int, n_all: int) -> None:
                 await progress.emit(
                     kind, "progress", f"{n_done}/{n_all} chunks evaluated", pct=5.0 + 85.0 * n_done / n_all
                 )
 
-            request.chunks.extend(
-                await evaluate_chunks(
-                    gw,
-                    request,
-                    bounds,
-                    outputs=attempt.outputs,
-                    record=attempt.record,
-                    deadline=deadline,
-                    on_chunk=chunk_done,
-                )
+            responses = await evaluate_on_queue(
+                gw, task.task_id, chunks, deadline=deadline, on_chunk=chunk_done
             )
+            (request.window_searches if kind == "walk_forward" else request.chunks).extend(responses)
             left = deadline - time.time()
         response = await aio_call(
             getattr(gw.clients.backtester, spec.rpc),
@@ -519,6 +519,34 @@ async def _run_attempt(gw: Any, kind: str, attempt: Attempt) -> None:
         elif not isinstance(exc, AlphaSwarmError):
             log.exception("%s task %s failed", kind, task.task_id)
         await fail_task(gw, attempt, error_detail(kind, exc))
+
+
+async def _plan_chunks(
+    gw: Any, kind: str, job: Any, request: Any, attempt: Attempt, left: float
+) -> list[tuple[str, bpb.EvaluateParameterSetsRequest]]:
+    """The chunks a job is split into on the work queue (`sharded`); empty: one backtester call.
+
+    An optimization splits by sets (`optimize_chunk_sets`); a walk-forward test by windows when
+    it has at least `walk_forward_split_windows` of them: a probe (recorded as the stage
+    output `plan`) asks the backtester how many windows the test's prices give."""
+    if kind == "optimization":
+        return optimization_chunks(request, chunk_plan(job, gw.settings.optimize_chunk_sets))
+    if kind != "walk_forward" or gw.settings.walk_forward_split_windows <= 0:
+        return []
+    plan = attempt.outputs.get("plan")
+    if plan is None:
+        probe = await aio_call(
+            gw.clients.backtester.EvaluateParameterSets,
+            window_request(request, 0, 0),
+            timeout=max(1.0, min(gw.settings.deadline_backtest_seconds, left)),
+            target="backtester",
+        )
+        plan = {"n_windows": int(probe.n_windows)}
+        await attempt.record("plan", plan)
+    n_windows = int(plan["n_windows"])
+    if n_windows < gw.settings.walk_forward_split_windows:
+        return []
+    return walk_forward_chunks(request, n_windows, search_size(job))
 
 
 def task_view(task: resources_pb2.Task) -> dict[str, Any]:

@@ -67,7 +67,14 @@ from alphaswarm_backtester.engine.optimize import OptimizationResult, Trial, opt
 from alphaswarm_backtester.engine.rules import RuleInputs, rule_sides, run_rule_backtest
 from alphaswarm_common.errors import InvalidArgument
 
-__all__ = ["WalkForwardResult", "WalkForwardWindow", "walk_forward", "walk_forward_windows"]
+__all__ = [
+    "WalkForwardResult",
+    "WalkForwardWindow",
+    "evaluate_window",
+    "walk_forward",
+    "walk_forward_windows",
+    "window_bounds",
+]
 
 
 def _positive_int(value: Any, field: str, minimum: int) -> int:
@@ -165,6 +172,143 @@ def _ratio(
     return (value, None) if math.isfinite(value) else (None, "not finite")
 
 
+def window_bounds(
+    n_total: int,
+    in_sample_bars: int,
+    out_of_sample_bars: int,
+    step_bars: int | None = None,
+    anchored: bool = False,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+) -> list[tuple[int, int, int, int]]:
+    """The windows of a walk-forward over the rows `[start, stop)` of `n_total` bars, as absolute
+    row ranges `(train_start, train_stop, test_start, test_stop)`."""
+    stop = n_total if stop is None else stop
+    if not 0 <= start < stop <= n_total:
+        raise InvalidArgument(f"window [{start}, {stop}) is outside the {n_total} bars", field="start")
+    return [
+        (a + start, b + start, c + start, d + start)
+        for a, b, c, d in walk_forward_windows(
+            stop - start, in_sample_bars, out_of_sample_bars, step_bars, anchored
+        )
+    ]
+
+
+def _cut(inputs: RuleInputs, stop: int, *, keep_indicators: bool = True) -> RuleInputs:
+    return RuleInputs(
+        inputs.close_raw[:stop],
+        open=None if inputs.open is None else inputs.open[:stop],
+        high=None if inputs.high is None else inputs.high[:stop],
+        low=None if inputs.low is None else inputs.low[:stop],
+        volume=None if inputs.volume is None else inputs.volume[:stop],
+        keep_indicators=keep_indicators,
+    )
+
+
+def evaluate_window(
+    strategy_type: str,
+    index: int,
+    bounds: tuple[int, int, int, int],
+    *,
+    governs_to: int,
+    inputs: RuleInputs,
+    dates: np.ndarray,
+    symbols: Sequence[str],
+    grid: Mapping[str, Sequence[Any]],
+    objective: str,
+    config: EngineConfig,
+    search: OptimizationResult | None = None,
+) -> tuple[WalkForwardWindow, np.ndarray | None]:
+    """One window: its in-sample search (run here, or `search` when it was evaluated elsewhere, e.g.
+    merged from chunks), the optimum's in-sample and out-of-sample backtests, and the optimum's
+    sides on the rows `[test_start, governs_to)` that the window governs in the stitched account
+    (None without an optimum). `inputs` and `dates` hold the bars up to the walk-forward's stop."""
+    tr0, tr1, te0, te1 = bounds
+    prices: dict[str, Any] = {
+        "open": inputs.open,
+        "high": inputs.high,
+        "low": inputs.low,
+        "volume": inputs.volume,
+    }
+    if search is None:
+        search = optimize(
+            strategy_type,
+            close=inputs.close_raw,
+            dates=dates,
+            symbols=symbols,
+            grid=grid,
+            objective=objective,
+            config=config,
+            start=tr0,
+            stop=tr1,
+            **prices,
+        )
+    elif search.n_bars != tr1 - tr0 or search.objective != objective:
+        raise InvalidArgument(
+            f"the in-sample search of window {index} covers {search.n_bars} bars by {search.objective!r}; "
+            f"the window trains on {tr1 - tr0} bars by {objective!r}",
+            field="window_searches",
+        )
+    best = search.best
+    if best is None:
+        reason = f"no parameter set has a defined in-sample {objective}"
+        window = WalkForwardWindow(
+            index=index,
+            train_start=tr0,
+            train_stop=tr1,
+            test_start=te0,
+            test_stop=te1,
+            optimization=search,
+            best=None,
+            best_reason=reason,
+            in_sample=None,
+            out_of_sample=None,
+            performance_ratio=None,
+            performance_ratio_reason="no in-sample optimum",
+            degradation_factor=None,
+            degradation_factor_reason="no in-sample optimum",
+        )
+        return window, None
+    common: dict[str, Any] = {
+        "close": inputs.close_raw,
+        "dates": dates,
+        "symbols": symbols,
+        "config": config,
+        **prices,
+    }
+    in_sample = run_rule_backtest(strategy_type, best.params, start=tr0, stop=tr1, **common)
+    out_sample = run_rule_backtest(strategy_type, best.params, start=te0, stop=te1, **common)
+    perf, perf_reason = _ratio(
+        out_sample.metrics.get("annualized_return"),
+        in_sample.metrics.get("annualized_return"),
+        "annualized return",
+    )
+    sharpe_ratio, sharpe_reason = _ratio(
+        out_sample.metrics.get("sharpe"), in_sample.metrics.get("sharpe"), "Sharpe"
+    )
+    degradation = None if sharpe_ratio is None else 1.0 - sharpe_ratio
+    window = WalkForwardWindow(
+        index=index,
+        train_start=tr0,
+        train_stop=tr1,
+        test_start=te0,
+        test_stop=te1,
+        optimization=search,
+        best=best,
+        best_reason=None,
+        in_sample=in_sample,
+        out_of_sample=out_sample,
+        performance_ratio=perf,
+        performance_ratio_reason=perf_reason,
+        degradation_factor=degradation,
+        degradation_factor_reason=sharpe_reason,
+    )
+    # the stitched account: this window's optimum on the rows it governs, from data up to te1 only.
+    sides = rule_sides(strategy_type, best.params, _cut(inputs, te1, keep_indicators=False))  # one set
+    return window, sides[te0:governs_to]
+
+
 def walk_forward(
     strategy_type: str,
     *,
@@ -184,12 +328,15 @@ def walk_forward(
     volume: Any = None,
     start: int = 0,
     stop: int | None = None,
+    searches: Mapping[int, OptimizationResult] | None = None,
 ) -> WalkForwardResult:
     """Walk-forward test of `strategy_type` over `grid` (module docstring).
 
     The windows tile the rows `[start, stop)` (default: every row); the rows
     before `start` only warm the indicators up, the rows from `stop` on are
-    never read.
+    never read. `searches` maps a window's index to its in-sample search when
+    it was evaluated elsewhere (the chunks of a split walk-forward, merged):
+    those windows are not searched again (`evaluate_window`).
     """
     cfg = config if config is not None else EngineConfig()
     inputs = RuleInputs(close, open=open, high=high, low=low, volume=volume)
@@ -198,117 +345,41 @@ def walk_forward(
     if stamps.shape[0] != n_total:
         raise InvalidArgument(f"has {stamps.shape[0]} dates for {n_total} bars", field="dates")
     stop = n_total if stop is None else stop
-    if not 0 <= start < stop <= n_total:
-        raise InvalidArgument(f"window [{start}, {stop}) is outside the {n_total} bars", field="start")
+    bounds = window_bounds(
+        n_total, in_sample_bars, out_of_sample_bars, step_bars, anchored, start=start, stop=stop
+    )
     if stop < n_total:
-        inputs = RuleInputs(
-            inputs.close_raw[:stop],
-            open=None if inputs.open is None else inputs.open[:stop],
-            high=None if inputs.high is None else inputs.high[:stop],
-            low=None if inputs.low is None else inputs.low[:stop],
-            volume=None if inputs.volume is None else inputs.volume[:stop],
-        )
+        inputs = _cut(inputs, stop)
         stamps = stamps[:stop]
-    bounds = [
-        (a + start, b + start, c + start, d + start)
-        for a, b, c, d in walk_forward_windows(
-            stop - start, in_sample_bars, out_of_sample_bars, step_bars, anchored
+    extra = sorted(set(searches or {}) - set(range(len(bounds))))
+    if extra:
+        raise InvalidArgument(
+            f"window {extra[0]} has a search, the walk-forward has {len(bounds)} windows",
+            field="window_searches",
         )
-    ]
     step = bounds[1][2] - bounds[0][2] if len(bounds) > 1 else (step_bars or out_of_sample_bars)
-    prices: dict[str, Any] = {
-        "open": inputs.open,
-        "high": inputs.high,
-        "low": inputs.low,
-        "volume": inputs.volume,
-    }
     windows: list[WalkForwardWindow] = []
     first, last = bounds[0][2], bounds[-1][3]
     stitched = np.zeros((last - first, n_syms))
-    for i, (tr0, tr1, te0, te1) in enumerate(bounds):
-        result = optimize(
+    for i, window_rows in enumerate(bounds):
+        te0 = window_rows[2]
+        governs_to = bounds[i + 1][2] if i + 1 < len(bounds) else window_rows[3]
+        window, sides = evaluate_window(
             strategy_type,
-            close=inputs.close_raw,
+            i,
+            window_rows,
+            governs_to=governs_to,
+            inputs=inputs,
             dates=stamps,
             symbols=symbols,
             grid=grid,
             objective=objective,
             config=cfg,
-            start=tr0,
-            stop=tr1,
-            **prices,
+            search=(searches or {}).get(i),
         )
-        best = result.best
-        governs_to = bounds[i + 1][2] if i + 1 < len(bounds) else te1
-        if best is None:
-            reason = f"no parameter set has a defined in-sample {objective}"
-            windows.append(
-                WalkForwardWindow(
-                    index=i,
-                    train_start=tr0,
-                    train_stop=tr1,
-                    test_start=te0,
-                    test_stop=te1,
-                    optimization=result,
-                    best=None,
-                    best_reason=reason,
-                    in_sample=None,
-                    out_of_sample=None,
-                    performance_ratio=None,
-                    performance_ratio_reason="no in-sample optimum",
-                    degradation_factor=None,
-                    degradation_factor_reason="no in-sample optimum",
-                )
-            )
-            continue
-        common: dict[str, Any] = {
-            "close": inputs.close_raw,
-            "dates": stamps,
-            "symbols": symbols,
-            "config": cfg,
-            **prices,
-        }
-        in_sample = run_rule_backtest(strategy_type, best.params, start=tr0, stop=tr1, **common)
-        out_sample = run_rule_backtest(strategy_type, best.params, start=te0, stop=te1, **common)
-        perf, perf_reason = _ratio(
-            out_sample.metrics.get("annualized_return"),
-            in_sample.metrics.get("annualized_return"),
-            "annualized return",
-        )
-        sharpe_ratio, sharpe_reason = _ratio(
-            out_sample.metrics.get("sharpe"), in_sample.metrics.get("sharpe"), "Sharpe"
-        )
-        degradation = None if sharpe_ratio is None else 1.0 - sharpe_ratio
-        windows.append(
-            WalkForwardWindow(
-                index=i,
-                train_start=tr0,
-                train_stop=tr1,
-                test_start=te0,
-                test_stop=te1,
-                optimization=result,
-                best=best,
-                best_reason=None,
-                in_sample=in_sample,
-                out_of_sample=out_sample,
-                performance_ratio=perf,
-                performance_ratio_reason=perf_reason,
-                degradation_factor=degradation,
-                degradation_factor_reason=sharpe_reason,
-            )
-        )
-        # the stitched account: this window's optimum on the rows it governs, from data up to te1 only.
-        cut_prices = {k: None if v is None else v[:te1] for k, v in prices.items()}
-        window_inputs = RuleInputs(
-            inputs.close_raw[:te1],
-            open=cut_prices.get("open"),
-            high=cut_prices.get("high"),
-            low=cut_prices.get("low"),
-            volume=cut_prices.get("volume"),
-            keep_indicators=False,  # one parameter set
-        )
-        sides = rule_sides(strategy_type, best.params, window_inputs)
-        stitched[te0 - first : governs_to - first] = sides[te0:governs_to] / n_syms
+        windows.append(window)
+        if sides is not None:
+            stitched[te0 - first : governs_to - first] = sides / n_syms
 
     def cut(arr: np.ndarray | None) -> np.ndarray | None:
         return None if arr is None else arr[first:last]

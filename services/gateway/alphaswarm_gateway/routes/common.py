@@ -13,6 +13,8 @@ a null token on the last page.
 from __future__ import annotations
 
 import math
+import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -123,3 +125,30 @@ def metrics_view(msg: ppb.BacktestRecord | ppb.PortfolioRecord) -> dict[str, Any
 
 def page(items: list[dict[str, Any]], token: str) -> dict[str, Any]:
     return {"items": items, "next_page_token": token or None}
+
+
+async def backtest_rows(
+    gw: Gateway,
+    method: str,
+    request_type: Callable[..., Message],
+    *,
+    parent_field: str,
+    parent_id: uuid.UUID | None,
+    page_size: int,
+    page_token: str,
+    rows: str,
+    view: Callable[[Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """A page of the catalog rows that belong to one backtest (`parent_field` names it; every row,
+    newest first, without it): the `List...` call of `method`, its `rows` in `view`."""
+    request = request_type(**{parent_field: str(parent_id or "")}, page_size=page_size, page_token=page_token)
+    reply = await persistence(gw, method, request)
+    return page([view(r) for r in getattr(reply, rows)], reply.next_page_token)
+
+
+async def one_row(
+    gw: Gateway, method: str, request: Message, field: str, view: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """One catalog row by id: the `Get...` call of `method`, its `field` in `view`."""
+    reply = await persistence(gw, method, request)
+    return view(getattr(reply, field))

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm_common.protoconv import struct_to_dict
 from alphaswarm_gateway.deps import GatewayDep, PageSize
-from alphaswarm_gateway.routes.common import ERRORS, PageToken, View, opt, page, persistence, text, ts
+from alphaswarm_gateway.routes.common import ERRORS, PageToken, View, backtest_rows, one_row, opt, text, ts
 
 __all__ = ["ROUTERS", "Optimization", "OptimizationPage", "optimization_view", "optimizations"]
 
@@ -93,14 +93,17 @@ async def list_optimization_results(
     page_size: PageSize = 50,
     page_token: PageToken = "",
 ) -> dict[str, Any]:
-    reply = await persistence(
+    return await backtest_rows(
         gw,
         "ListOptimizationResults",
-        ppb.ListOptimizationResultsRequest(
-            backtest_id=str(backtest_id or ""), page_size=page_size, page_token=page_token
-        ),
+        ppb.ListOptimizationResultsRequest,
+        parent_field="backtest_id",
+        parent_id=backtest_id,
+        page_size=page_size,
+        page_token=page_token,
+        rows="results",
+        view=optimization_view,
     )
-    return page([optimization_view(r) for r in reply.results], reply.next_page_token)
 
 
 @optimizations.get(
@@ -113,10 +116,13 @@ async def get_optimization_result(
     optimization_id: Annotated[uuid.UUID, Path(description="The optimization row id (UUID).")],
     gw: GatewayDep,
 ) -> dict[str, Any]:
-    reply = await persistence(
-        gw, "GetOptimizationResult", ppb.GetOptimizationResultRequest(optimization_id=str(optimization_id))
+    return await one_row(
+        gw,
+        "GetOptimizationResult",
+        ppb.GetOptimizationResultRequest(optimization_id=str(optimization_id)),
+        "result",
+        optimization_view,
     )
-    return optimization_view(reply.result)
 
 
 ROUTERS: tuple[APIRouter, ...] = (optimizations,)

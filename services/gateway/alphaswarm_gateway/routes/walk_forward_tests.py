@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm_common.protoconv import struct_to_dict
 from alphaswarm_gateway.deps import GatewayDep, PageSize
-from alphaswarm_gateway.routes.common import ERRORS, PageToken, View, opt, page, persistence, ts
+from alphaswarm_gateway.routes.common import ERRORS, PageToken, View, backtest_rows, one_row, opt, ts
 
 __all__ = ["ROUTERS", "WalkForwardPage", "WalkForwardTest", "walk_forward_tests", "walk_forward_view"]
 
@@ -101,14 +101,17 @@ async def list_walk_forward_tests(
     page_size: PageSize = 50,
     page_token: PageToken = "",
 ) -> dict[str, Any]:
-    reply = await persistence(
+    return await backtest_rows(
         gw,
         "ListWalkForwardTests",
-        ppb.ListWalkForwardTestsRequest(
-            parent_backtest_id=str(parent_backtest_id or ""), page_size=page_size, page_token=page_token
-        ),
+        ppb.ListWalkForwardTestsRequest,
+        parent_field="parent_backtest_id",
+        parent_id=parent_backtest_id,
+        page_size=page_size,
+        page_token=page_token,
+        rows="windows",
+        view=walk_forward_view,
     )
-    return page([walk_forward_view(w) for w in reply.windows], reply.next_page_token)
 
 
 @walk_forward_tests.get(
@@ -121,10 +124,13 @@ async def get_walk_forward_test(
     walk_forward_id: Annotated[uuid.UUID, Path(description="The walk-forward window id (UUID).")],
     gw: GatewayDep,
 ) -> dict[str, Any]:
-    reply = await persistence(
-        gw, "GetWalkForwardTest", ppb.GetWalkForwardTestRequest(walk_forward_id=str(walk_forward_id))
+    return await one_row(
+        gw,
+        "GetWalkForwardTest",
+        ppb.GetWalkForwardTestRequest(walk_forward_id=str(walk_forward_id)),
+        "window",
+        walk_forward_view,
     )
-    return walk_forward_view(reply.window)
 
 
 ROUTERS: tuple[APIRouter, ...] = (walk_forward_tests,)

@@ -91,7 +91,7 @@ class OptimizeRequest(_message.Message):
     def __init__(self, source: _Optional[_Union[PriceSource, _Mapping]] = ..., strategy_type: _Optional[str] = ..., grid: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., space: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., method: _Optional[str] = ..., n_samples: _Optional[int] = ..., seed: _Optional[int] = ..., objective: _Optional[str] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., persist: _Optional[bool] = ..., request_id: _Optional[str] = ..., task_id: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[EvaluateParameterSetsResponse, _Mapping]]] = ...) -> None: ...
 
 class EvaluateParameterSetsRequest(_message.Message):
-    __slots__ = ("source", "strategy_type", "grid", "space", "method", "n_samples", "seed", "backtest_cfg", "first", "last")
+    __slots__ = ("source", "strategy_type", "grid", "space", "method", "n_samples", "seed", "backtest_cfg", "first", "last", "window")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_TYPE_FIELD_NUMBER: _ClassVar[int]
     GRID_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,7 @@ class EvaluateParameterSetsRequest(_message.Message):
     BACKTEST_CFG_FIELD_NUMBER: _ClassVar[int]
     FIRST_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     source: PriceSource
     strategy_type: str
     grid: _struct_pb2.Struct
@@ -112,7 +113,22 @@ class EvaluateParameterSetsRequest(_message.Message):
     backtest_cfg: _config_pb2.BacktestConfig
     first: int
     last: int
-    def __init__(self, source: _Optional[_Union[PriceSource, _Mapping]] = ..., strategy_type: _Optional[str] = ..., grid: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., space: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., method: _Optional[str] = ..., n_samples: _Optional[int] = ..., seed: _Optional[int] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., first: _Optional[int] = ..., last: _Optional[int] = ...) -> None: ...
+    window: WalkForwardWindowSelector
+    def __init__(self, source: _Optional[_Union[PriceSource, _Mapping]] = ..., strategy_type: _Optional[str] = ..., grid: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., space: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., method: _Optional[str] = ..., n_samples: _Optional[int] = ..., seed: _Optional[int] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., first: _Optional[int] = ..., last: _Optional[int] = ..., window: _Optional[_Union[WalkForwardWindowSelector, _Mapping]] = ...) -> None: ...
+
+class WalkForwardWindowSelector(_message.Message):
+    __slots__ = ("in_sample_bars", "out_of_sample_bars", "step_bars", "anchored", "index")
+    IN_SAMPLE_BARS_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SAMPLE_BARS_FIELD_NUMBER: _ClassVar[int]
+    STEP_BARS_FIELD_NUMBER: _ClassVar[int]
+    ANCHORED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    in_sample_bars: int
+    out_of_sample_bars: int
+    step_bars: int
+    anchored: bool
+    index: int
+    def __init__(self, in_sample_bars: _Optional[int] = ..., out_of_sample_bars: _Optional[int] = ..., step_bars: _Optional[int] = ..., anchored: _Optional[bool] = ..., index: _Optional[int] = ...) -> None: ...
 
 class EvaluatedSet(_message.Message):
     __slots__ = ("parameter_set", "params", "reasons", "conventions", "failed")
@@ -136,7 +152,7 @@ class EvaluatedSet(_message.Message):
     def __init__(self, parameter_set: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reasons: _Optional[_Mapping[str, str]] = ..., conventions: _Optional[int] = ..., failed: _Optional[_Union[SkippedSet, _Mapping]] = ...) -> None: ...
 
 class EvaluateParameterSetsResponse(_message.Message):
-    __slots__ = ("first", "last", "sets", "metric_names", "values", "conventions_json", "n_bars", "periods_per_year", "evaluation", "execution_time_seconds", "served_by")
+    __slots__ = ("first", "last", "sets", "metric_names", "values", "conventions_json", "n_bars", "periods_per_year", "evaluation", "execution_time_seconds", "served_by", "window_index", "n_windows")
     FIRST_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     SETS_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +164,8 @@ class EvaluateParameterSetsResponse(_message.Message):
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_TIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_INDEX_FIELD_NUMBER: _ClassVar[int]
+    N_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     first: int
     last: int
     sets: _containers.RepeatedCompositeFieldContainer[EvaluatedSet]
@@ -159,7 +177,9 @@ class EvaluateParameterSetsResponse(_message.Message):
     evaluation: str
     execution_time_seconds: float
     served_by: str
-    def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ..., sets: _Optional[_Iterable[_Union[EvaluatedSet, _Mapping]]] = ..., metric_names: _Optional[_Iterable[str]] = ..., values: _Optional[_Union[_arrays_pb2.Array, _Mapping]] = ..., conventions_json: _Optional[_Iterable[str]] = ..., n_bars: _Optional[int] = ..., periods_per_year: _Optional[float] = ..., evaluation: _Optional[str] = ..., execution_time_seconds: _Optional[float] = ..., served_by: _Optional[str] = ...) -> None: ...
+    window_index: int
+    n_windows: int
+    def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ..., sets: _Optional[_Iterable[_Union[EvaluatedSet, _Mapping]]] = ..., metric_names: _Optional[_Iterable[str]] = ..., values: _Optional[_Union[_arrays_pb2.Array, _Mapping]] = ..., conventions_json: _Optional[_Iterable[str]] = ..., n_bars: _Optional[int] = ..., periods_per_year: _Optional[float] = ..., evaluation: _Optional[str] = ..., execution_time_seconds: _Optional[float] = ..., served_by: _Optional[str] = ..., window_index: _Optional[int] = ..., n_windows: _Optional[int] = ...) -> None: ...
 
 class OptimizeResponse(_message.Message):
     __slots__ = ("trials", "best", "p_value", "is_statistically_significant", "backtest_id", "optimization_ids", "execution_time_seconds")
@@ -202,7 +222,7 @@ class WalkForwardWindow(_message.Message):
     def __init__(self, train_start: _Optional[str] = ..., train_end: _Optional[str] = ..., test_start: _Optional[str] = ..., test_end: _Optional[str] = ..., best_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., in_sample_metrics: _Optional[_Union[_arrays_pb2.MetricSet, _Mapping]] = ..., out_of_sample_metrics: _Optional[_Union[_arrays_pb2.MetricSet, _Mapping]] = ..., performance_ratio: _Optional[float] = ..., degradation_factor: _Optional[float] = ...) -> None: ...
 
 class WalkForwardRequest(_message.Message):
-    __slots__ = ("source", "strategy_type", "grid", "objective", "in_sample_bars", "out_of_sample_bars", "step_bars", "anchored", "backtest_cfg", "persist", "request_id", "task_id")
+    __slots__ = ("source", "strategy_type", "grid", "objective", "in_sample_bars", "out_of_sample_bars", "step_bars", "anchored", "backtest_cfg", "persist", "request_id", "task_id", "window_searches")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_TYPE_FIELD_NUMBER: _ClassVar[int]
     GRID_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +235,7 @@ class WalkForwardRequest(_message.Message):
     PERSIST_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SEARCHES_FIELD_NUMBER: _ClassVar[int]
     source: PriceSource
     strategy_type: str
     grid: _struct_pb2.Struct
@@ -227,7 +248,8 @@ class WalkForwardRequest(_message.Message):
     persist: bool
     request_id: str
     task_id: str
-    def __init__(self, source: _Optional[_Union[PriceSource, _Mapping]] = ..., strategy_type: _Optional[str] = ..., grid: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., objective: _Optional[str] = ..., in_sample_bars: _Optional[int] = ..., out_of_sample_bars: _Optional[int] = ..., step_bars: _Optional[int] = ..., anchored: _Optional[bool] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., persist: _Optional[bool] = ..., request_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+    window_searches: _containers.RepeatedCompositeFieldContainer[EvaluateParameterSetsResponse]
+    def __init__(self, source: _Optional[_Union[PriceSource, _Mapping]] = ..., strategy_type: _Optional[str] = ..., grid: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., objective: _Optional[str] = ..., in_sample_bars: _Optional[int] = ..., out_of_sample_bars: _Optional[int] = ..., step_bars: _Optional[int] = ..., anchored: _Optional[bool] = ..., backtest_cfg: _Optional[_Union[_config_pb2.BacktestConfig, _Mapping]] = ..., persist: _Optional[bool] = ..., request_id: _Optional[str] = ..., task_id: _Optional[str] = ..., window_searches: _Optional[_Iterable[_Union[EvaluateParameterSetsResponse, _Mapping]]] = ...) -> None: ...
 
 class WalkForwardResponse(_message.Message):
     __slots__ = ("windows", "out_of_sample_metrics", "parent_backtest_id", "walk_forward_ids")
