@@ -131,7 +131,7 @@ bitwise the same whatever later bars hold.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -149,10 +149,9 @@ __all__ = [
     "decision_schedule",
     "ffill_rows",
     "last_marks",
-    "mark_to_market",
-    "per_bar",
     "scan_values",
     "simulate",
+    "weights_held",
 ]
 
 REASON_STOP_LOSS = 1
@@ -211,32 +210,62 @@ class StopEvents:
 
 @dataclass(frozen=True)
 class Simulation:
-    """Raw result of `simulate` (currency amounts; fractions are derived in `run_backtest`).
+    """Raw result of `simulate`.
 
     - `positions[s]`: signed shares held at the end of bar s (after its fill
-      and stops). `mark_to_market(..., in_place=True)` turns this buffer into
+      and stops). `weights_held(..., in_place=True)` turns this buffer into
       the end-of-bar weights.
-    - `cash[s]`: at the close of bar s.
-    - `weights_target[s]`: the target in force at bar s (the decision row of
-      the last fill at or before s, NaN read as 0, leverage-capped; 0 before
-      the first fill).
-    - `traded_notional[s]`, `cost[s]`: currency traded and paid on bar s.
-    - `fill_bars`: the bars with a rebalance fill; `last_mark`: the last known
-      close of every symbol at the final bar (NaN if it never had one);
-      `fill_prices_clean`: no NaN fill price from the first fill on;
-      `close_clean`: no NaN close at all.
+    - `cash[s]`: at the close of bar s; `equity[s]`: cash plus the holdings
+      at the last known close.
+    - `returns[s]`, `traded[s]`, `costs[s]` (fractions of the equity before
+      the bar), `drawdown[s]`: see "Marking, returns, costs"; `finite`: every
+      return is finite.
+    - `trade_counts[i]`: the number of trades of symbol i (the ledger's rows).
+    - `last_mark`: the last known close of every symbol at the final bar
+      (NaN if it never had one); `fill_prices_clean`: no NaN fill price from
+      the first fill on.
+    - `weights_target()`: the target in force at each bar (the decision row
+      of the last fill at or before s, NaN read as 0, leverage-capped; 0
+      before the first fill); `fill_bars()`: the bars with a rebalance fill.
+      Both are derived on request (the account does not need them).
     """
 
     positions: np.ndarray
     cash: np.ndarray
-    weights_target: np.ndarray
-    traded_notional: np.ndarray
-    cost: np.ndarray
-    fill_bars: np.ndarray
+    equity: np.ndarray
+    returns: np.ndarray
+    traded: np.ndarray
+    costs: np.ndarray
+    drawdown: np.ndarray
+    finite: bool
+    trade_counts: np.ndarray
     last_mark: np.ndarray
     stops: StopEvents
-    fill_prices_clean: bool = False
-    close_clean: bool = False
+    fill_prices_clean: bool
+    schedule: _Schedule = field(repr=False)
+
+    def weights_target(self) -> np.ndarray:
+        return self.schedule.targets()
+
+    def fill_bars(self) -> np.ndarray:
+        return self.schedule.fills
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """The fills of a simulation and what derives its targets in force (see `simulate`)."""
+
+    target_weights: np.ndarray
+    decisions: np.ndarray
+    fills: np.ndarray
+    max_gross: float | None
+    orders: np.ndarray | None
+    capped: np.ndarray | None  # the targets in force, when the account needed them
+
+    def targets(self) -> np.ndarray:
+        if self.capped is not None:
+            return self.capped
+        return _targets_in_force(self.target_weights, self.decisions, self.fills, self.max_gross, self.orders)
 
 
 # ============================================================================= the account
@@ -337,18 +366,46 @@ def _stop_level(
     return px, reason
 
 
+@_inline
+def _close_trade(
+    tr: np.ndarray,
+    i: int,
+    before: float,
+    after: float,
+    price: float,
+    rate: float,
+    fees: float,
+    slippage: float,
+    min_fee: float,
+    pnls: np.ndarray,
+    n_pnl: int,
+) -> int:
+    """Book one order of symbol i in its open trade (`tr[:, i]`, see `_book`); returns the new count
+    of closed trades (the PnL of one this order closes goes to `pnls`, when it fits)."""
+    trade = (tr[0, i], tr[1, i], tr[2, i], tr[3, i], tr[4, i], tr[5, i], tr[6, i])
+    trade, pnl, closed = _book(trade, before, after, price, rate, fees, slippage, min_fee)
+    for k in range(7):
+        tr[k, i] = trade[k]
+    if closed:
+        if n_pnl < pnls.shape[1]:
+            pnls[0, n_pnl] = pnl
+            pnls[1, n_pnl] = i
+        n_pnl += 1
+    return n_pnl
+
+
 @_jit
 def _account(
     tgt: np.ndarray,
-    src_row: np.ndarray,
+    direct: bool,
+    lag: int,
+    every: int,
     scale: float,
     close: np.ndarray,
     fill_px: np.ndarray,
     open_: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
-    is_fill: np.ndarray,
-    fill_row: np.ndarray,
     orders: np.ndarray,
     capital: float,
     growth: float,
@@ -361,25 +418,40 @@ def _account(
     take_profit: float,
     positions: np.ndarray,
     cash_end: np.ndarray,
+    equity: np.ndarray,
+    returns: np.ndarray,
     traded: np.ndarray,
     costs: np.ndarray,
+    drawdown: np.ndarray,
+    counts: np.ndarray,
+    last_mark: np.ndarray,
     track_trades: bool,
     pnls: np.ndarray,
     events: np.ndarray,
-    keep_positions: bool,
-) -> tuple[int, int]:
-    """The account over every bar (module docstring); writes positions, cash, traded and costs.
+) -> tuple[int, int, bool, bool]:
+    """The account over every bar (module docstring) and its per-bar series, in one pass.
 
-    The target of symbol i at fill bar s is `tgt[src_row[s], i] * scale`
-    (`src_row[s] < 0`: 0). `open_` / `high` / `low` / `orders` with no rows
-    mean "not given"; `stop_loss` / `take_profit` NaN mean "none".
+    Fills: decision bars `t = 0, every, 2 every, ...` fill at `s = t + lag`;
+    the target of symbol i there is `tgt[t, i] * scale` (NaN read as 0), or
+    `tgt[s, i] * scale` with `direct` (a panel of targets in force, already
+    capped). `orders` (`(decisions, N)` bool, row `t // every`) says which
+    symbols a decision orders (a row without any is no fill); no rows means
+    "all". `open_` / `high` / `low` with no rows mean "not given";
+    `stop_loss` / `take_profit` NaN mean "none".
+
+    Per bar s it writes `equity` (marked at the last known close), `returns`,
+    `drawdown` and, when they have rows, `traded` / `costs` (fractions of the
+    equity before the bar, see "Marking, returns, costs"); with `positions`
+    rows the end-of-bar shares, `cash_end` the cash and `counts` the number
+    of trades of each symbol (sign changes to a non-zero sign, as the ledger
+    counts them). `last_mark` receives the last known close of every symbol.
     Stop exits go to the columns of `events` (rows: bar, symbol, shares,
     price, reason) and, with `track_trades`, closed trades to `pnls`; both
     buffers are preallocated (no array is created or replaced inside the bar
     loop, which keeps it free of reference counting) and what does not fit
-    is counted, not written. With `keep_positions` False nothing is written
-    to `positions` and `cash_end` receives the end-of-bar equity instead of
-    the cash. Returns `(number of stop exits, number of closed trades)`.
+    is counted, not written. Returns `(number of stop exits, number of
+    closed trades, every return finite, no missing fill price from the first
+    fill on)`.
     """
     n_bars, n_cols = close.shape
     has_open = open_.shape[0] > 0
@@ -387,26 +459,51 @@ def _account(
     has_low = low.shape[0] > 0
     has_orders = orders.shape[0] > 0
     has_stops = not (math.isnan(stop_loss) and math.isnan(take_profit))
+    keep = positions.shape[0] > 0
+    flows = traded.shape[0] > 0
     fill_phase = 0 if by_open else 1  # open fills before the bar's stops, close fills after them
     shares = np.zeros(n_cols)
     tw = np.empty(n_cols)
     mark = np.full(n_cols, np.nan)
+    sign_prev = np.zeros(n_cols, dtype=np.int8)
     blocked = np.zeros(n_cols)  # sign of the last stopped-out position, 0 = free
     ent = np.zeros((2, n_cols))  # entry size and notional of each open trade (for stops)
     tr = np.zeros((7, n_cols))  # each symbol's open trade (`_book`)
+    if keep:
+        counts[:] = 0
     n_pnl = 0
     n_ev = 0
     cash = capital
+    prev = capital
+    peak = capital
+    finite = True
+    filled = False
+    px_clean = True
+    next_fill = lag
+    o = -1
     # The fill is written out here rather than called: a call per bar would count references
     # to every array it is given, which costs more than the arithmetic.
     for s in range(n_bars):
         cash *= growth
-        for phase in range(2):
-            if phase == fill_phase and is_fill[s]:
-                row = src_row[s]
-                o = fill_row[s]
+        bar_traded = 0.0
+        bar_cost = 0.0
+        is_fill = s == next_fill
+        if is_fill:
+            next_fill += every
+            o += 1
+            if has_orders:
+                placed = False
                 for i in range(n_cols):
-                    t = tgt[row, i] * scale if row >= 0 else 0.0
+                    placed = placed or orders[o, i]
+                is_fill = placed
+        for phase in range(2):
+            if phase == fill_phase and is_fill:
+                filled = True
+                row = s if direct else s - lag
+                for i in range(n_cols):
+                    t = tgt[row, i] * scale
+                    if math.isnan(t):
+                        t = 0.0
                     if has_stops and blocked[i] != 0.0 and not (has_orders and not orders[o, i]):
                         # after a stop the symbol stays flat until a target of another sign
                         if _sign(t) == blocked[i]:
@@ -442,15 +539,9 @@ def _account(
                         if min_fee > 0.0:
                             cost += max(ad * rate, min_fee)
                         if track_trades:
-                            trade = (tr[0, i], tr[1, i], tr[2, i], tr[3, i], tr[4, i], tr[5, i], tr[6, i])
-                            trade, pnl, closed = _book(trade, before, q, p, rate, fees, slippage, min_fee)
-                            for k in range(7):
-                                tr[k, i] = trade[k]
-                            if closed:
-                                if n_pnl < pnls.shape[1]:
-                                    pnls[0, n_pnl] = pnl
-                                    pnls[1, n_pnl] = i
-                                n_pnl += 1
+                            n_pnl = _close_trade(
+                                tr, i, before, q, p, rate, fees, slippage, min_fee, pnls, n_pnl
+                            )
                         if has_stops:  # the trade's entry size and notional (its entry price)
                             if before != 0.0 and _sign(before) == _sign(q):
                                 inc = max(abs(q) - abs(before), 0.0)
@@ -463,8 +554,8 @@ def _account(
                     if min_fee == 0.0:
                         cost = rate * notional
                     cash = cash - flow - cost
-                    traded[s] += notional
-                    costs[s] += cost
+                    bar_traded += notional
+                    bar_cost += cost
             elif phase != fill_phase and has_stops:
                 for i in range(n_cols):
                     q = shares[i]
@@ -488,17 +579,10 @@ def _account(
                     if min_fee > 0.0:
                         cost = max(cost, min_fee)
                     cash += q * px - cost
-                    traded[s] += notional
-                    costs[s] += cost
+                    bar_traded += notional
+                    bar_cost += cost
                     if track_trades:
-                        trade = (tr[0, i], tr[1, i], tr[2, i], tr[3, i], tr[4, i], tr[5, i], tr[6, i])
-                        trade, pnl, closed = _book(trade, q, 0.0, px, rate, fees, slippage, min_fee)
-                        for k in range(7):
-                            tr[k, i] = trade[k]
-                        if n_pnl < pnls.shape[1]:
-                            pnls[0, n_pnl] = pnl
-                            pnls[1, n_pnl] = i
-                        n_pnl += 1
+                        n_pnl = _close_trade(tr, i, q, 0.0, px, rate, fees, slippage, min_fee, pnls, n_pnl)
                     if n_ev < events.shape[1]:
                         events[0, n_ev] = s
                         events[1, n_ev] = i
@@ -508,46 +592,53 @@ def _account(
                     n_ev += 1
                     blocked[i] = _sign(q)
                     shares[i] = 0.0
-        if keep_positions:
-            for i in range(n_cols):
-                c = close[s, i]
-                if not math.isnan(c):
-                    mark[i] = c
-                positions[s, i] = shares[i]
-            cash_end[s] = cash
-        else:  # the equity only, marked as `_mark` marks it (the same sum, in the same order)
-            eq = cash
-            for i in range(n_cols):
-                c = close[s, i]
-                if not math.isnan(c):
-                    mark[i] = c
-                m = mark[i]
-                eq += shares[i] * (m if not math.isnan(m) else 0.0)
-            cash_end[s] = eq
-    return n_ev, n_pnl
-
-
-@_jit
-def _mark(
-    positions: np.ndarray, cash: np.ndarray, close: np.ndarray, equity: np.ndarray, turnover: np.ndarray
-) -> None:
-    """Equity, end-of-bar weights (written over `positions`) and turnover, marked at the last known close."""
-    n_bars, n_cols = positions.shape
-    mark = np.zeros(n_cols)
-    prev = np.zeros(n_cols)
-    for s in range(n_bars):
-        eq = cash[s]
+        # the close: marks, equity (cash plus the holdings at the last known close, in symbol order)
+        eq = cash
         for i in range(n_cols):
             c = close[s, i]
             if not math.isnan(c):
                 mark[i] = c
-            v = positions[s, i] * mark[i]
-            positions[s, i] = v
-            eq += v
+            m = mark[i]
+            x = shares[i]
+            eq += x * (m if not math.isnan(m) else 0.0)
+            if keep:
+                positions[s, i] = x
+                sg = np.int8(x > 0.0) - np.int8(x < 0.0)
+                counts[i] += sg != 0 and sg != sign_prev[i]
+                sign_prev[i] = sg
+                if filled and math.isnan(fill_px[s, i]):
+                    px_clean = False
+        if keep:
+            cash_end[s] = cash
         equity[s] = eq
+        r = eq / prev - 1.0
+        returns[s] = r
+        if flows:
+            traded[s] = bar_traded / prev
+            costs[s] = bar_cost / prev
+        finite = finite and math.isfinite(r)
+        prev = eq
+        peak = max(peak, eq)
+        drawdown[s] = eq / peak - 1.0
+    for i in range(n_cols):
+        last_mark[i] = mark[i]
+    return n_ev, n_pnl, finite, px_clean
+
+
+@_jit
+def _weights(positions: np.ndarray, equity: np.ndarray, close: np.ndarray, turnover: np.ndarray) -> None:
+    """End-of-bar weights (written over the share counts `positions`) and turnover, marked at the last known close."""
+    n_bars, n_cols = positions.shape
+    mark = np.zeros(n_cols)
+    prev = np.zeros(n_cols)
+    for s in range(n_bars):
+        eq = equity[s]
         to = 0.0
         for i in range(n_cols):
-            w = positions[s, i] / eq
+            c = close[s, i]
+            if not math.isnan(c):
+                mark[i] = c
+            w = positions[s, i] * mark[i] / eq
             positions[s, i] = w
             to += abs(w - prev[i])
             prev[i] = w
@@ -575,67 +666,19 @@ class SetAccounts:
 
 
 @_jit
-def _one_set(
-    sides: np.ndarray,
-    src_row: np.ndarray,
-    size: float,
-    close: np.ndarray,
-    fill_px: np.ndarray,
-    open_: np.ndarray,
-    high: np.ndarray,
-    low: np.ndarray,
-    is_fill: np.ndarray,
-    fill_row: np.ndarray,
-    orders: np.ndarray,
-    capital: float,
-    growth: float,
-    rate: float,
-    fees: float,
-    slippage: float,
-    min_fee: float,
-    by_open: bool,
-    stop_loss: float,
-    take_profit: float,
-    returns: np.ndarray,
-    equity: np.ndarray,
-    drawdown: np.ndarray,
-    pnls: np.ndarray,
-    rf_p: float,
-    stats: np.ndarray,
-) -> int:
-    n_bars, n_cols = close.shape
-    traded = np.zeros(n_bars)
-    costs = np.zeros(n_bars)
-    n_pnl = _account(
-        sides, src_row, size, close, fill_px, open_, high, low, is_fill, fill_row, orders,
-        capital, growth, rate, fees, slippage, min_fee, by_open, stop_loss, take_profit,
-        np.empty((0, n_cols)), equity, traded, costs, True, pnls, np.empty((5, 0)), False,
-    )[1]  # fmt: skip
-    _set_stats(equity, capital, rf_p, returns, drawdown, stats)
-    return n_pnl
-
-
-@_jit
 def _set_stats(
-    equity: np.ndarray,
-    capital: float,
-    rf_p: float,
-    returns: np.ndarray,
-    drawdown: np.ndarray,
-    out: np.ndarray,
+    returns: np.ndarray, equity: np.ndarray, drawdown: np.ndarray, rf_p: float, out: np.ndarray
 ) -> None:
-    """Returns and drawdown of an equity curve, and the per-bar statistics `BarStats.from_totals` takes.
+    """The per-bar statistics `BarStats.from_totals` takes, from an account's curves.
 
     In `SET_STATS` order: the sum, mean and centred power sums of the
     returns (the two-pass algorithm: the centred sums need the mean, the rest
-    is gathered while the returns are formed), whether they are constant, the
-    downside sum of squares, the drawdown's low, high, longest run below 0
-    and last value, the equity's high and last value. The formulas that turn
-    them into metrics are `alphaswarm_common.metrics.trading`'s.
+    is gathered in the first pass), whether they are constant, the downside
+    sum of squares, the drawdown's low, high, longest run below 0 and last
+    value, the equity's high and last value. The formulas that turn them
+    into metrics are `alphaswarm_common.metrics.trading`'s.
     """
     n = equity.size
-    prev = capital
-    peak = capital
     total = 0.0
     high = -np.inf
     low = np.inf
@@ -645,13 +688,8 @@ def _set_stats(
     run = best = 0
     eq_high = -np.inf
     for s in range(n):
-        e = equity[s]
-        x = e / prev - 1.0
-        returns[s] = x
-        prev = e
-        peak = max(peak, e)
-        dd = e / peak - 1.0
-        drawdown[s] = dd
+        x = returns[s]
+        dd = drawdown[s]
         total += x
         high = max(high, x)
         low = min(low, x)
@@ -664,7 +702,7 @@ def _set_stats(
             best = max(best, run)
         else:
             run = 0
-        eq_high = max(eq_high, e)
+        eq_high = max(eq_high, equity[s])
     mean = total / n if n else 0.0
     m2 = m3 = m4 = 0.0
     for x in returns:
@@ -692,16 +730,14 @@ def _set_stats(
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _sets(
     sides: np.ndarray,
-    src_row: np.ndarray,
+    lag: int,
+    every: int,
     size: float,
     close: np.ndarray,
     fill_px: np.ndarray,
     open_: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
-    is_fill: np.ndarray,
-    fill_row: np.ndarray,
-    orders: np.ndarray,
     capital: float,
     growth: float,
     rate: float,
@@ -719,12 +755,17 @@ def _sets(
     rf_p: float,
     stats: np.ndarray,
 ) -> None:
+    """The account of every set (`_account` on `size * sides[k]`), then its statistics, parallel over the sets."""
+    n_cols = close.shape[1]
     for k in numba.prange(sides.shape[0]):
-        n_pnls[k] = _one_set(
-            sides[k], src_row, size, close, fill_px, open_, high, low, is_fill, fill_row, orders,
-            capital, growth, rate, fees, slippage, min_fee, by_open, stop_loss, take_profit,
-            returns[k], equity[k], drawdown[k], pnls[k], rf_p, stats[k],
-        )  # fmt: skip
+        n_pnls[k] = _account(
+            sides[k], False, lag, every, size, close, fill_px, open_, high, low,
+            np.empty((0, n_cols), dtype=np.bool_), capital, growth, rate, fees, slippage, min_fee,
+            by_open, stop_loss, take_profit, np.empty((0, n_cols)), np.empty(0), equity[k], returns[k],
+            np.empty(0), np.empty(0), drawdown[k], np.empty(0, dtype=np.int64), np.empty(n_cols),
+            True, pnls[k], np.empty((5, 0)),
+        )[1]  # fmt: skip
+        _set_stats(returns[k], equity[k], drawdown[k], rf_p, stats[k])
 
 
 @_jit
@@ -816,6 +857,7 @@ def _targets_in_force(
 
 _NONE2 = np.empty((0, 0))
 _NO_ORDERS = np.empty((0, 0), dtype=np.bool_)
+_NO_PNLS = np.empty((2, 0))
 
 
 def _plain(arr: np.ndarray | None) -> np.ndarray:
@@ -830,77 +872,19 @@ def _level(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def _fill_index(n_bars: int, fills: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    is_fill = np.zeros(n_bars, dtype=np.bool_)
-    is_fill[fills] = True
-    fill_row = np.zeros(n_bars, dtype=np.int64)
-    fill_row[fills] = np.arange(fills.size)
-    return is_fill, fill_row
-
-
-def mark_to_market(
-    positions: np.ndarray,
-    cash: np.ndarray,
-    close: np.ndarray,
-    *,
-    in_place: bool = False,
-    close_clean: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`(equity, weights_held, turnover)` of end-of-bar share counts, marked at the last known close.
+def weights_held(
+    positions: np.ndarray, equity: np.ndarray, close: np.ndarray, *, in_place: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(weights_held, turnover)` of end-of-bar share counts and the account's equity, marked at the last known close.
 
     With `in_place=True` the weights are written over `positions` (which then
     holds weights, not shares): the backtest needs one `(T, N)` buffer less.
-    `close_clean` is accepted for compatibility (the kernel forward-fills as it goes).
     """
-    del close_clean
-    weights_held = positions if in_place else positions.copy()
-    n_bars = positions.shape[0]
-    equity = np.empty(n_bars)
-    turnover = np.empty(n_bars)
+    out = positions if in_place else positions.copy()
+    turnover = np.empty(positions.shape[0])
     with np.errstate(divide="ignore", invalid="ignore"):
-        _mark(weights_held, _plain(cash), _plain(close), equity, turnover)
-    return equity, weights_held, turnover
-
-
-@_jit
-def _per_bar(
-    equity: np.ndarray,
-    notional: np.ndarray,
-    cost: np.ndarray,
-    capital: float,
-    returns: np.ndarray,
-    traded: np.ndarray,
-    costs: np.ndarray,
-    drawdown: np.ndarray,
-) -> bool:
-    """Returns, traded and costs (fractions of the equity before the bar) and drawdown; False if a return is not finite."""
-    prev = capital
-    peak = capital
-    finite = True
-    for s in range(equity.size):
-        e = equity[s]
-        returns[s] = e / prev - 1.0
-        traded[s] = notional[s] / prev
-        costs[s] = cost[s] / prev
-        finite = finite and math.isfinite(returns[s])
-        prev = e
-        peak = max(peak, e)
-        drawdown[s] = e / peak - 1.0
-    return finite
-
-
-def per_bar(
-    equity: np.ndarray, notional: np.ndarray, cost: np.ndarray, capital: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
-    """`(returns, traded, costs, drawdown, all returns finite)` of an account's equity (module docstring).
-
-    `equity[-1]` is the initial capital, which counts as a peak of the drawdown.
-    """
-    n = equity.size
-    returns, traded, costs, drawdown = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        finite = _per_bar(equity, notional, cost, float(capital), returns, traded, costs, drawdown)
-    return returns, traded, costs, drawdown, bool(finite)
+        _weights(out, _plain(equity), _plain(close), turnover)
+    return out, turnover
 
 
 def simulate(
@@ -919,38 +903,48 @@ def simulate(
     `target_weights[t]` is the decision formed at the close of t (before the
     execution lag); `periods_per_year` converts the annual `rf` to a per-bar rate.
     `order_mask` (`(T, N)` bool, or None for all True) says which symbols
-    decision row t orders (see "Order masks"). Inputs are not modified.
+    decision row t orders (see "Order masks"). Inputs are not modified; the
+    result's `weights_target()` reads `target_weights` when called.
     """
     n_bars, n_cols = close.shape
-    decisions, fills = decision_schedule(n_bars, config.execution_lag, config.rebalance_every)
+    lag, every = config.execution_lag, config.rebalance_every
+    decisions, fills = decision_schedule(n_bars, lag, every)
     orders = None
+    capped = None
+    tgt = target_weights
     if order_mask is not None:
-        orders = order_mask[decisions]
+        orders = np.ascontiguousarray(order_mask[decisions])
         placed = orders.any(axis=1)
-        decisions, fills, orders = decisions[placed], fills[placed], orders[placed]
-    wt = _targets_in_force(target_weights, decisions, fills, config.max_gross_leverage, orders)
+        decisions, fills = decisions[placed], fills[placed]
+    if orders is not None or config.max_gross_leverage is not None:
+        # the targets in force (a symbol's last order, capped row by row) are read at the fill bars
+        capped = _targets_in_force(
+            target_weights, decisions, fills, config.max_gross_leverage,
+            None if orders is None else orders[orders.any(axis=1)],
+        )  # fmt: skip
+        tgt = capped
     fill_px = close if config.fill_price == "close" else open
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
-    is_fill, fill_row = _fill_index(n_bars, fills)
     has_stops = config.stop_loss is not None or config.take_profit is not None
     # a stop closes a position a fill opened: at most one per fill and symbol
     room = min(fills.size * n_cols, max(4096, n_bars)) if has_stops else 0
+    last_mark = np.empty(n_cols)
+    counts = np.empty(n_cols, dtype=np.int64)
     while True:
         positions = np.empty((n_bars, n_cols))
-        cash = np.empty(n_bars)
-        traded = np.zeros(n_bars)
-        cost = np.zeros(n_bars)
+        cash, equity, returns = np.empty(n_bars), np.empty(n_bars), np.empty(n_bars)
+        traded, costs, drawdown = np.empty(n_bars), np.empty(n_bars), np.empty(n_bars)
         events = np.empty((5, room))
         with np.errstate(divide="ignore", invalid="ignore"):
-            n_ev, _ = _account(
-                wt, np.arange(n_bars, dtype=np.int64), 1.0, _plain(close), _plain(fill_px),
-                _plain(open), _plain(high), _plain(low),
-                is_fill, fill_row, _NO_ORDERS if orders is None else np.ascontiguousarray(orders),
+            n_ev, _, finite, clean = _account(
+                _plain(tgt), capped is not None, lag, every, 1.0, _plain(close), _plain(fill_px),
+                _plain(open), _plain(high), _plain(low), _NO_ORDERS if orders is None else orders,
                 float(config.initial_capital), 1.0 + config.rf / periods_per_year, float(config.cost_rate),
                 float(config.fees), float(config.slippage), float(config.min_fee), config.fill_price == "open",
                 _level(config.stop_loss), _level(config.take_profit),
-                positions, cash, traded, cost, False, np.empty((2, 0)), events, True,
+                positions, cash, equity, returns, traded, costs, drawdown, counts, last_mark,
+                False, _NO_PNLS, events,
             )  # fmt: skip
         if n_ev <= room:
             break
@@ -964,18 +958,20 @@ def simulate(
             price=events[3, :n_ev].copy(),
             reason=events[4, :n_ev].astype(np.int8),
         )
-    first = int(fills[0]) if fills.size else n_bars
     return Simulation(
         positions=positions,
         cash=cash,
-        weights_target=wt,
-        traded_notional=traded,
-        cost=cost,
-        fill_bars=fills,
-        last_mark=last_marks(close),
+        equity=equity,
+        returns=returns,
+        traded=traded,
+        costs=costs,
+        drawdown=drawdown,
+        finite=bool(finite),
+        trade_counts=counts,
+        last_mark=last_mark,
         stops=stops,
-        fill_prices_clean=bool(np.isfinite(fill_px[first:]).all()),
-        close_clean=bool(np.isfinite(close).all()),
+        fill_prices_clean=bool(clean),
+        schedule=_Schedule(target_weights, decisions, fills, config.max_gross_leverage, orders, capped),
     )
 
 
@@ -996,14 +992,11 @@ def account_sets(
     same returns and equity bit for bit); the sets run in parallel.
     """
     n_sets, n_bars, n_cols = sides.shape
-    decisions, fills = decision_schedule(n_bars, config.execution_lag, config.rebalance_every)
-    src_row = np.full(n_bars, -1, dtype=np.int64)
-    src_row[fills] = decisions
-    np.maximum.accumulate(src_row, out=src_row)
+    lag, every = config.execution_lag, config.rebalance_every
+    fills = decision_schedule(n_bars, lag, every)[1]
     fill_px = close if config.fill_price == "close" else open
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
-    is_fill, fill_row = _fill_index(n_bars, fills)
     returns = np.empty((n_sets, n_bars))
     equity = np.empty((n_sets, n_bars))
     drawdown = np.empty((n_sets, n_bars))
@@ -1015,15 +1008,14 @@ def account_sets(
     cap = min(most, 4096)
     pnls = np.empty((n_sets, 2, cap))
     args = (
-        float(size), _plain(close), _plain(fill_px), _plain(open), _plain(high), _plain(low),
-        is_fill, fill_row, _NO_ORDERS, float(config.initial_capital),
-        1.0 + rf_p, float(config.cost_rate), float(config.fees),
+        lag, every, float(size), _plain(close), _plain(fill_px), _plain(open), _plain(high), _plain(low),
+        float(config.initial_capital), 1.0 + rf_p, float(config.cost_rate), float(config.fees),
         float(config.slippage), float(config.min_fee),
         config.fill_price == "open", _level(config.stop_loss), _level(config.take_profit),
     )  # fmt: skip
     sides = np.require(sides, np.int8, ["C", "W"])
     with np.errstate(divide="ignore", invalid="ignore"):
-        _sets(sides, src_row, *args, returns, equity, drawdown, pnls, n_pnls, rf_p, stats)
+        _sets(sides, *args, returns, equity, drawdown, pnls, n_pnls, rf_p, stats)
     pnl_list = [pnls[k, 0, : min(int(n_pnls[k]), cap)] for k in range(n_sets)]
     over = np.flatnonzero(n_pnls > cap)
     if over.size:  # more closed trades than the buffer held: those sets again, with room for all
@@ -1031,7 +1023,7 @@ def account_sets(
         again = np.zeros(over.size, dtype=np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):
             _sets(
-                sides[over], src_row, *args, returns[over].copy(), equity[over].copy(),
+                sides[over], *args, returns[over].copy(), equity[over].copy(),
                 drawdown[over].copy(), room, again, rf_p, stats[over].copy(),
             )  # fmt: skip
         for j, redone in enumerate(over.tolist()):

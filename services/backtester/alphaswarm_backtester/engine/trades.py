@@ -473,20 +473,6 @@ _N_FIELDS = 14
 
 
 @_jit
-def _count_trades(positions: np.ndarray, counts: np.ndarray) -> None:
-    """The number of trades of every symbol (sign changes to a non-zero sign), the rows read in memory order."""
-    n_bars, n_syms = positions.shape
-    prev = np.zeros(n_syms, dtype=np.int8)
-    counts[:] = 0
-    for b in range(n_bars):
-        for j in range(n_syms):
-            x = positions[b, j]
-            s = np.int8(x > 0.0) - np.int8(x < 0.0)
-            counts[j] += s != 0 and s != prev[j]
-            prev[j] = s
-
-
-@_jit
 def _ledger_pass(
     positions: np.ndarray,
     fill_px: np.ndarray,
@@ -511,7 +497,7 @@ def _ledger_pass(
     and the flip adjustments of `_block_trades` in the same order, so the
     sums are the same bit for bit. A trade is written, when it closes, to
     column `slot[j]` of `out` (rows `_F_*`; `slot[j]` starts at the first
-    column of symbol j, see `_count_trades`), so the columns are in the
+    column of symbol j, from the trade counts of the account), so the columns are in the
     ledger's order: by symbol, then entry time.
     """
     n_bars, n_syms = positions.shape
@@ -670,8 +656,7 @@ def _compiled_trades(
     positions = sim.positions
     n_syms = positions.shape[1]
     simple = high is None and low is None and not by_open
-    counts = np.empty(n_syms, dtype=np.int64)
-    _count_trades(positions, counts)
+    counts = sim.trade_counts
     n = int(counts.sum())
     if n == 0:
         return None
