@@ -132,6 +132,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
@@ -652,15 +653,17 @@ def _weights(positions: np.ndarray, equity: np.ndarray, close: np.ndarray, turno
 class SetAccounts:
     """The accounts of K target sequences on one panel (`account_sets`).
 
-    `returns`, `equity`, `drawdown` `(K, T)` as `run_backtest` computes them;
-    `pnls[k]` the PnL of every closed trade of set k, in the ledger's order;
-    `stats[k]` the per-bar statistics of set k (`SET_STATS`), for
-    `BarStats.from_totals`.
+    `returns`, `equity`, `drawdown` `(K, T)` as `run_backtest` computes them
+    (`equity` and `drawdown` None when not asked for); `finite[k]`: every
+    return of set k is finite; `pnls[k]` the PnL of every closed trade of
+    set k, in the ledger's order; `stats[k]` the per-bar statistics of set k
+    (`SET_STATS`), for `BarStats.from_totals`.
     """
 
     returns: np.ndarray
-    equity: np.ndarray
-    drawdown: np.ndarray
+    equity: np.ndarray | None
+    drawdown: np.ndarray | None
+    finite: np.ndarray
     pnls: list[np.ndarray]
     stats: np.ndarray
 
@@ -754,18 +757,187 @@ def _sets(
     n_pnls: np.ndarray,
     rf_p: float,
     stats: np.ndarray,
+    finite: np.ndarray,
 ) -> None:
     """The account of every set (`_account` on `size * sides[k]`), then its statistics, parallel over the sets."""
     n_cols = close.shape[1]
     for k in numba.prange(sides.shape[0]):
-        n_pnls[k] = _account(
+        _, n_pnls[k], finite[k], _ = _account(
             sides[k], False, lag, every, size, close, fill_px, open_, high, low,
             np.empty((0, n_cols), dtype=np.bool_), capital, growth, rate, fees, slippage, min_fee,
             by_open, stop_loss, take_profit, np.empty((0, n_cols)), np.empty(0), equity[k], returns[k],
             np.empty(0), np.empty(0), drawdown[k], np.empty(0, dtype=np.int64), np.empty(n_cols),
             True, pnls[k], np.empty((5, 0)),
-        )[1]  # fmt: skip
+        )  # fmt: skip
         _set_stats(returns[k], equity[k], drawdown[k], rf_p, stats[k])
+
+
+#: parameter sets advanced together bar by bar in `_sets_one`: independent accounts whose
+#: dependency chains (each bar's fill needs the cash of the bar before) the CPU overlaps.
+_LANES = 4
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _sets_one(
+    sides: np.ndarray,
+    lag: int,
+    every: int,
+    size: float,
+    close: np.ndarray,
+    fill_px: np.ndarray,
+    capital: float,
+    growth: float,
+    rate: float,
+    fees: float,
+    slippage: float,
+    min_fee: float,
+    returns: np.ndarray,
+    equity: np.ndarray,
+    drawdown: np.ndarray,
+    pnls: np.ndarray,
+    n_pnls: np.ndarray,
+    rf_p: float,
+    stats: np.ndarray,
+    finite: np.ndarray,
+) -> None:
+    """`_sets` for one symbol without stops: `_account`'s operations, `_LANES` sets per pass over the bars.
+
+    Each set's numbers are `_account`'s for a panel of one column, operation
+    for operation (so the same bits), and its statistics `_set_stats`'s; the
+    sets of a group share the bar loop, its prices and its schedule, and
+    their accounts advance side by side. `equity` and `drawdown` are written
+    when they have rows.
+    """
+    n_sets, n_bars = sides.shape
+    curves = equity.shape[0] > 0
+    n_groups = (n_sets + _LANES - 1) // _LANES
+    for g in numba.prange(n_groups):
+        k0 = g * _LANES
+        nl = min(_LANES, n_sets - k0)
+        cash = np.full(_LANES, capital)
+        shares = np.zeros(_LANES)
+        prev = np.full(_LANES, capital)
+        peak = np.full(_LANES, capital)
+        tr = np.zeros((7, _LANES))
+        n_pnl = np.zeros(_LANES, dtype=np.int64)
+        # the first pass of `_set_stats`, per set
+        acc = np.zeros((9, _LANES))  # total, high, low, downside, dd low, dd high, run, best, equity high
+        acc[1] = -np.inf
+        acc[2] = np.inf
+        acc[4] = np.inf
+        acc[5] = -np.inf
+        acc[8] = -np.inf
+        ok = np.ones(_LANES, dtype=np.bool_)
+        dd = np.zeros(_LANES)
+        mark = np.nan
+        next_fill = lag
+        for s in range(n_bars):
+            fill = s == next_fill
+            if fill:
+                next_fill += every
+            p = fill_px[s]
+            p_ok = math.isfinite(p)
+            c = close[s]
+            for lane in range(nl):
+                k = k0 + lane
+                cash_l = cash[lane] * growth
+                before = shares[lane]
+                if fill:
+                    t = sides[k, s - lag] * size
+                    if math.isnan(t):
+                        t = 0.0
+                    value = cash_l
+                    if p_ok:
+                        value += before * p
+                    else:
+                        value += before * (mark if math.isfinite(mark) else 0.0)
+                    if value > 0.0:
+                        flow = 0.0
+                        notional = 0.0
+                        cost = 0.0
+                        if p_ok:
+                            q = t * value / p
+                            d = q - before
+                            if d != 0.0:
+                                flow += d * p
+                                ad = abs(d) * p
+                                notional += ad
+                                if min_fee > 0.0:
+                                    cost += max(ad * rate, min_fee)
+                                n_pnl[lane] = _close_trade(
+                                    tr,
+                                    lane,
+                                    before,
+                                    q,
+                                    p,
+                                    rate,
+                                    fees,
+                                    slippage,
+                                    min_fee,
+                                    pnls[k],
+                                    n_pnl[lane],
+                                )
+                                shares[lane] = q
+                        if min_fee == 0.0:
+                            cost = rate * notional
+                        cash_l = cash_l - flow - cost
+                cash[lane] = cash_l
+                m = c if not math.isnan(c) else mark
+                eq = cash_l + shares[lane] * (m if not math.isnan(m) else 0.0)
+                x = eq / prev[lane] - 1.0
+                returns[k, s] = x
+                prev[lane] = eq
+                pk = max(peak[lane], eq)
+                peak[lane] = pk
+                y = eq / pk - 1.0
+                dd[lane] = y
+                if curves:
+                    equity[k, s] = eq
+                    drawdown[k, s] = y
+                ok[lane] = ok[lane] and math.isfinite(x)
+                acc[0, lane] += x
+                acc[1, lane] = max(acc[1, lane], x)
+                acc[2, lane] = min(acc[2, lane], x)
+                v = min(x - rf_p, 0.0)
+                acc[3, lane] += v * v
+                acc[4, lane] = min(acc[4, lane], y)
+                acc[5, lane] = max(acc[5, lane], y)
+                if y < 0.0:
+                    acc[6, lane] += 1.0
+                    acc[7, lane] = max(acc[7, lane], acc[6, lane])
+                else:
+                    acc[6, lane] = 0.0
+                acc[8, lane] = max(acc[8, lane], eq)
+            if not math.isnan(c):
+                mark = c
+        for lane in range(nl):
+            k = k0 + lane
+            n_pnls[k] = n_pnl[lane]
+            finite[k] = ok[lane]
+            out = stats[k]
+            total = acc[0, lane]
+            mean = total / n_bars if n_bars else 0.0
+            m2 = m3 = m4 = 0.0
+            for x in returns[k]:
+                c_ = x - mean
+                c2 = c_ * c_
+                m2 += c2
+                m3 += c2 * c_
+                m4 += c2 * c2
+            out[0] = n_bars
+            out[1] = total
+            out[2] = mean
+            out[3] = m2
+            out[4] = m3
+            out[5] = m4
+            out[6] = 1.0 if acc[1, lane] == acc[2, lane] else 0.0
+            out[7] = acc[3, lane]
+            out[8] = acc[4, lane]
+            out[9] = acc[5, lane]
+            out[10] = acc[7, lane]
+            out[11] = dd[lane] if n_bars else 0.0
+            out[12] = acc[8, lane]
+            out[13] = prev[lane] if n_bars else np.nan
 
 
 @_jit
@@ -985,6 +1157,7 @@ def account_sets(
     open: np.ndarray | None = None,
     high: np.ndarray | None = None,
     low: np.ndarray | None = None,
+    curves: bool = True,
 ) -> SetAccounts:
     """The accounts of K target sequences `size * sides[k]` (`(K, T, N)`, decided at t) on one panel.
 
@@ -997,9 +1170,12 @@ def account_sets(
     fill_px = close if config.fill_price == "close" else open
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
+    one = n_cols == 1 and config.stop_loss is None and config.take_profit is None
+    keep = curves or not one  # the panel kernel forms every curve anyway
     returns = np.empty((n_sets, n_bars))
-    equity = np.empty((n_sets, n_bars))
-    drawdown = np.empty((n_sets, n_bars))
+    equity = np.empty((n_sets if keep else 0, n_bars))
+    drawdown = np.empty((n_sets if keep else 0, n_bars))
+    finite = np.ones(n_sets, dtype=np.bool_)
     n_pnls = np.zeros(n_sets, dtype=np.int64)
     stats = np.empty((n_sets, len(SET_STATS)))
     rf_p = config.rf / periods_per_year
@@ -1014,18 +1190,29 @@ def account_sets(
         config.fill_price == "open", _level(config.stop_loss), _level(config.take_profit),
     )  # fmt: skip
     sides = np.require(sides, np.int8, ["C", "W"])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        _sets(sides, *args, returns, equity, drawdown, pnls, n_pnls, rf_p, stats)
+
+    def run(sides: np.ndarray, *out: Any) -> None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if one:
+                _sets_one(
+                    np.ascontiguousarray(sides[:, :, 0]), lag, every, float(size),
+                    np.ascontiguousarray(close[:, 0], dtype=np.float64),
+                    np.ascontiguousarray(fill_px[:, 0], dtype=np.float64), *args[8:14], *out,
+                )  # fmt: skip
+            else:
+                _sets(sides, *args, *out)
+
+    run(sides, returns, equity, drawdown, pnls, n_pnls, rf_p, stats, finite)
     pnl_list = [pnls[k, 0, : min(int(n_pnls[k]), cap)] for k in range(n_sets)]
     over = np.flatnonzero(n_pnls > cap)
     if over.size:  # more closed trades than the buffer held: those sets again, with room for all
         room = np.empty((over.size, 2, int(n_pnls[over].max())))
         again = np.zeros(over.size, dtype=np.int64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            _sets(
-                sides[over], *args, returns[over].copy(), equity[over].copy(),
-                drawdown[over].copy(), room, again, rf_p, stats[over].copy(),
-            )  # fmt: skip
+        run(
+            sides[over], returns[over].copy(), equity[over].copy() if keep else equity,
+            drawdown[over].copy() if keep else drawdown, room, again, rf_p, stats[over].copy(),
+            finite[over].copy(),
+        )  # fmt: skip
         for j, redone in enumerate(over.tolist()):
             pnl_list[redone] = room[j, 0, : again[j]]
             if n_cols > 1:
@@ -1037,8 +1224,9 @@ def account_sets(
                 pnl_list[k] = pnl_list[k][order]
     return SetAccounts(
         returns=returns,
-        equity=equity,
-        drawdown=drawdown,
+        equity=equity if curves else None,
+        drawdown=drawdown if curves else None,
+        finite=finite,
         pnls=[np.ascontiguousarray(p) for p in pnl_list],
         stats=stats,
     )
