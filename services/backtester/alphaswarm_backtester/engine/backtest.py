@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.kernels import (
     StopEvents,
+    date_order,
     ffill_rows,
     scan_values,
     simulate,
@@ -222,9 +223,10 @@ def _dates(dates: Any, n_bars: int) -> np.ndarray:
         ) from None
     if out.size != n_bars:
         raise DataError(f"has {out.size} dates, target_weights has {n_bars} rows", field="dates")
-    if np.isnat(out).any():
+    nat, increasing = date_order(out)
+    if nat:
         raise DataError("contains a missing date", field="dates")
-    if out.size > 1 and not (np.diff(out.astype(np.int64)) > 0).all():
+    if not increasing:
         raise DataError("dates must be strictly increasing", field="dates")
     return out
 

@@ -147,6 +147,7 @@ __all__ = [
     "Simulation",
     "StopEvents",
     "account_sets",
+    "date_order",
     "decision_schedule",
     "ffill_rows",
     "last_marks",
@@ -485,7 +486,8 @@ def _account(
     # The fill is written out here rather than called: a call per bar would count references
     # to every array it is given, which costs more than the arithmetic.
     for s in range(n_bars):
-        cash *= growth
+        if growth != 1.0:  # x * 1.0 is x: the multiplication only lengthens the bar's dependency chain
+            cash *= growth
         bar_traded = 0.0
         bar_cost = 0.0
         is_fill = s == next_fill
@@ -530,7 +532,8 @@ def _account(
                         if not math.isfinite(p) or (has_orders and not orders[o, i]):
                             continue
                         before = shares[i]
-                        q = tw[i] * value / p
+                        w = tw[i]
+                        q = (value if w == 1.0 else w * value) / p  # 1.0 * value is value
                         d = q - before
                         if d == 0.0:
                             continue
@@ -840,7 +843,9 @@ def _sets_one(
             c = close[s]
             for lane in range(nl):
                 k = k0 + lane
-                cash_l = cash[lane] * growth
+                cash_l = cash[lane]
+                if growth != 1.0:
+                    cash_l *= growth
                 before = shares[lane]
                 if fill:
                     t = sides[k, s - lag] * size
@@ -856,7 +861,7 @@ def _sets_one(
                         notional = 0.0
                         cost = 0.0
                         if p_ok:
-                            q = t * value / p
+                            q = (value if t == 1.0 else t * value) / p
                             d = q - before
                             if d != 0.0:
                                 flow += d * p
@@ -952,7 +957,29 @@ def _scan(flat: np.ndarray) -> tuple[bool, bool]:
     return inf, non_positive
 
 
+_NAT = np.iinfo(np.int64).min
+
+
+@_jit
+def _date_order(stamps: np.ndarray) -> tuple[bool, bool]:
+    """`(has a NaT, strictly increasing)` of int64 nanosecond stamps, in one pass."""
+    nat = False
+    increasing = True
+    for i in range(stamps.size):
+        v = stamps[i]
+        if v == _NAT:
+            nat = True
+        elif i > 0 and v <= stamps[i - 1]:
+            increasing = False
+    return nat, increasing
+
+
 # ============================================================================= Python entry points
+
+
+def date_order(stamps: np.ndarray) -> tuple[bool, bool]:
+    """`(has a NaT, strictly increasing)` of a `datetime64[ns]` array (a NaT makes the order meaningless)."""
+    return _date_order(np.ascontiguousarray(stamps).view(np.int64))
 
 
 def scan_values(arr: np.ndarray) -> tuple[bool, bool]:
