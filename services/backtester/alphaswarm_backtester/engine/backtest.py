@@ -48,11 +48,12 @@ EQUITY_WIPED_OUT = (
 class Extras:
     """`cash`, `weights_target`, `costs` and `fill_bars` of a backtest: stored, or derived on first use.
 
-    The share-and-cash loop produces them as it goes and stores them; the
-    one-symbol closed form (`single`) derives them from the arrays it keeps
-    (they are not needed for the returns, the ledger or the metrics), so a
-    caller that never reads them never pays for them. Either way they are
-    read-only arrays, computed at most once.
+    `run_backtest` derives them on first use: the account loop keeps the
+    cash and costs as it goes, and the targets in force (a `(T, N)` matrix)
+    and the fill bars come from the decision schedule (they are not needed
+    for the returns, the ledger or the metrics), so a caller that never
+    reads them never pays for them. Either way they are read-only arrays,
+    computed at most once.
     """
 
     def __init__(

@@ -3,9 +3,18 @@
 Every backtest of the engine runs through `_account`: one target-weight
 panel (`simulate`, used by `run_backtest` and the portfolio), one symbol (a
 panel of one column), and K parameter sets of a rule at once
-(`account_sets`, used by the optimizer, parallel over the sets). The
-kernels are `numba.njit(cache=True)`: compiled once per signature into the
-numba cache (`alphaswarm warmup` fills it at install; see
+(`account_sets`, used by the optimizer, parallel over the sets). The same
+pass forms the per-bar equity, returns, traded, costs and drawdown, and the
+ledger's trade counts; it reads the targets on the fill bars of the
+schedule (`t + lag` for `t = 0, k, 2k, ...`) without building the targets
+in force, which `run_backtest` derives only when asked (or when a leverage
+cap or an order mask needs them in the loop). The optimizer's common case,
+one symbol without stops, runs `_sets_one`: `_account`'s operations for a
+column, four sets advancing side by side through one bar loop (each bar's
+fill waits on the cash of the bar before; independent sets fill that wait),
+with each set's statistics formed as it goes. The kernels are
+`numba.njit(cache=True)`: compiled once per signature into the numba
+cache (`alphaswarm warmup` fills it at install; see
 `alphaswarm_backtester.engine.warmup`).
 
 Arrays are `(T, N)`, bars by symbols, float64.
