@@ -1232,8 +1232,7 @@ def account_sets(
             if one:
                 _sets_one(
                     np.ascontiguousarray(sides[:, :, 0]), lag, every, float(size),
-                    np.ascontiguousarray(close[:, 0], dtype=np.float64),
-                    np.ascontiguousarray(fill_px[:, 0], dtype=np.float64), *args[8:14], *out,
+                    _plain(close[:, 0]), _plain(fill_px[:, 0]), *args[8:14], *out,
                 )  # fmt: skip
             else:
                 _sets(sides, *args, *out)
