@@ -27,7 +27,7 @@ import pandas as pd
 
 from alphaswarm_backtester.engine.backtest import run_backtest
 from alphaswarm_backtester.engine.config import EngineConfig
-from alphaswarm_backtester.engine.optimize import evaluate_sides
+from alphaswarm_backtester.engine.optimize import evaluate_sides, optimize
 from alphaswarm_backtester.engine.rules import run_rule_backtest
 from alphaswarm_common.metrics import trading_metrics
 
@@ -104,6 +104,17 @@ def warm_up() -> dict[str, Any]:
                 config=cfg,
             )
             runs += 1
+    # the compiled cross rule, on the indicators an optimization keeps (read-only)
+    optimize(
+        "sma_cross",
+        close=frozen_close[:, 0],
+        dates=dates,
+        symbols=["A"],
+        grid={"fast_period": [2, 3], "slow_period": [5]},
+    )
+    for name in ("ema_cross", "macd"):
+        run_rule_backtest(name, {}, close=frozen_close[:, 0], dates=dates, symbols=["A"])
+    runs += 3
     returns = rng.normal(0.0, 0.01, n_bars)
     frozen = returns.copy()
     frozen.flags.writeable = False
