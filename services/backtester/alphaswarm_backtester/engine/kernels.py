@@ -159,7 +159,6 @@ __all__ = [
     "date_order",
     "decision_schedule",
     "ffill_rows",
-    "last_marks",
     "scan_values",
     "simulate",
     "weights_held",
@@ -1017,16 +1016,6 @@ def ffill_rows(block: np.ndarray, carry: np.ndarray) -> tuple[np.ndarray, np.nda
     filled = np.take_along_axis(block, np.maximum(idx, 0), axis=0)
     np.copyto(filled, np.broadcast_to(carry, filled.shape), where=idx < 0)
     return filled, filled[-1].copy()
-
-
-def last_marks(close: np.ndarray) -> np.ndarray:
-    """The last non-NaN close of every symbol (NaN if it never had one)."""
-    mark = close[-1].copy()
-    missing = np.flatnonzero(np.isnan(mark))
-    if missing.size:
-        filled, _ = ffill_rows(close[:, missing], np.full(missing.size, np.nan))
-        mark[missing] = filled[-1]
-    return mark
 
 
 def _targets_in_force(
