@@ -4,7 +4,8 @@
 
 Cases, each engine run `--repeats` times in the same process one after the
 other (same machine load), after one untimed warm-up (vectorbt compiles with
-numba on its first call); the median wall time is reported:
+numba on its first call); the median wall time is reported, and the median
+process CPU time (every thread), which a loaded machine moves least:
 
 1. SMA cross (10, 20) on `--single-bars` bars of one symbol (a geometric
    random walk on minute bars, 98,280 bars a year):
@@ -70,16 +71,31 @@ FAST = list(range(5, 55, 5))
 SLOW = list(range(60, 260, 20))
 
 
-def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+#: process CPU seconds (every thread) of the last `median_time`, by label: the figure a loaded machine
+#: moves least (wall times there move 2-3x from run to run)
+CPU: dict[str, float] = {}
+
+
+def median_time(fn: Callable[[], Any], repeats: int, label: str = "") -> tuple[float, Any]:
     fn()  # warm-up: imports, numba compilation, allocator
-    times, result = [], None
+    times, cpu, result = [], [], None
     for _ in range(repeats):
         result = None
         gc.collect()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    if label:
+        CPU[label] = float(np.median(cpu))
     return float(np.median(times)), result
+
+
+def cpu_row(name: str, label: str, ours: str) -> str:
+    """A table row of the median process CPU seconds of `label` and its ratio to `ours`."""
+    ratio = f"{CPU[label] / CPU[ours]:.2f}x" if label != ours else ""
+    return f"| {name} | {CPU[label]:.3f} | {ratio} |"
 
 
 def prices(n_bars: int, seed: int) -> pd.Series:
@@ -127,9 +143,9 @@ def bench_single(n_bars: int, seed: int, repeats: int) -> None:
         )
         return pf.value(), pf.trades.records, pf.sharpe_ratio(), pf.max_drawdown()
 
-    t_ours, out = median_time(ours, repeats)
-    t_sig, value = median_time(vbt_signals, repeats)
-    t_e2e, _ = median_time(vbt_end_to_end, repeats)
+    t_ours, out = median_time(ours, repeats, "single ours")
+    t_sig, value = median_time(vbt_signals, repeats, "single vbt signals")
+    t_e2e, _ = median_time(vbt_end_to_end, repeats, "single vbt e2e")
     diff = float(np.max(np.abs(out.equity / out.config.initial_capital - value.to_numpy() / 100.0)))
     print(f"\n## 1. SMA cross (10, 20), {n_bars:,} bars of one symbol\n")
     print("| engine | median (s) | vectorbt / ours |")
@@ -139,6 +155,11 @@ def bench_single(n_bars: int, seed: int, repeats: int) -> None:
     print(
         f"| vectorbt MA + signals + from_signals + trades + sharpe + drawdown | {t_e2e:.3f} | {t_e2e / t_ours:.2f}x |"
     )
+    print("\nProcess CPU seconds (median; every thread), the same runs:\n")
+    print("| engine | CPU (s) | vectorbt / ours |\n|---|---|---|")
+    print(cpu_row("ours: run_rule_backtest (ledger + metrics)", "single ours", "single ours"))
+    print(cpu_row("vectorbt from_signals + value (signals given)", "single vbt signals", "single ours"))
+    print(cpu_row("vectorbt MA + ... + drawdown", "single vbt e2e", "single ours"))
     print(
         f"\ntrades: ours {len(out.trades):,}; max |equity difference| / initial capital: {diff:.2e} "
         "(fixed shares vs daily target weight)"
@@ -175,8 +196,11 @@ def bench_backtesting_py(close: pd.Series, t_ours: float, repeats: int) -> None:
             warnings.simplefilter("ignore")
             return Backtest(frame, SmaCross, commission=FEES + SLIPPAGE).run()
 
-    t, _ = median_time(run, max(1, repeats // 2))
-    print(f"\nbacktesting.py SmaCross (`Backtest(...).run()`): {t:.3f} s, {t / t_ours:.2f}x ours")
+    t, _ = median_time(run, max(1, repeats // 2), "single backtesting.py")
+    print(
+        f"\nbacktesting.py SmaCross (`Backtest(...).run()`): {t:.3f} s, {t / t_ours:.2f}x ours; "
+        f"CPU {CPU['single backtesting.py']:.3f} s, {CPU['single backtesting.py'] / CPU['single ours']:.2f}x ours"
+    )
 
 
 def bench_batch(n_bars: int, seed: int, repeats: int) -> None:
@@ -200,8 +224,8 @@ def bench_batch(n_bars: int, seed: int, repeats: int) -> None:
         pf = vbt.Portfolio.from_signals(close, entries, exits, fees=FEES + SLIPPAGE, freq="1min")
         return pf.sharpe_ratio(), pf.total_return(), pf.max_drawdown(), pf.trades.count()
 
-    t_ours, res = median_time(ours, repeats)
-    t_vbt, (sharpe, *_rest) = median_time(vbt_batch, repeats)
+    t_ours, res = median_time(ours, repeats, "batch ours")
+    t_vbt, (sharpe, *_rest) = median_time(vbt_batch, repeats, "batch vbt")
     ours_sharpe = np.array([t.metrics["sharpe"] for t in res.trials], dtype=float)
     theirs = np.asarray(sharpe, dtype=float)
     rank_corr = pd.Series(ours_sharpe).corr(pd.Series(theirs), method="spearman")
@@ -212,6 +236,10 @@ def bench_batch(n_bars: int, seed: int, repeats: int) -> None:
     print(
         f"| vectorbt MA + signals + from_signals (100 columns) + stats | {t_vbt:.3f} | {t_vbt / t_ours:.2f}x |"
     )
+    print("\nProcess CPU seconds (median; every thread: ours runs the sets on every core), the same runs:\n")
+    print("| engine | CPU (s) | vectorbt / ours |\n|---|---|---|")
+    print(cpu_row("ours: optimize", "batch ours", "batch ours"))
+    print(cpu_row("vectorbt MA + signals + from_signals (100 columns) + stats", "batch vbt", "batch ours"))
     print(
         f"\nSpearman correlation of the 100 Sharpe ratios, ours vs vectorbt: {rank_corr:.6f}; "
         f"best set: {res.best.params if res.best else None}"

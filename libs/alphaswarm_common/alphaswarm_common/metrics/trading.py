@@ -684,7 +684,8 @@ def trading_metrics(
     compounded from the returns. `bar_stats`, when given, holds these same
     series already accumulated (`BarStats`, built with the same
     `periods_per_year`, `rf` and `turnover_penalty`), and they are not read
-    again. See the module docstring for every definition.
+    again (nor need they be passed: only `returns`' length is). See the
+    module docstring for every definition.
     """
     # Overflow (absurd returns compounding past 1e308) must not warn: the
     # builder reports any non-finite result as None "not finite".
@@ -730,7 +731,7 @@ def _trading_metrics(
     account = None if account_equity is None else _as_series(account_equity, "account_equity", n)
     capital = math.nan
     peak_growth = math.nan  # the compounded growth's peak, when compounded here
-    if account is not None:
+    if account is not None or (bar_stats is not None and bar_stats.has["account_equity"]):
         if initial_capital is None:
             raise InvalidArgument("needs initial_capital", field="account_equity")
         capital = _finite_float(initial_capital, "initial_capital", minimum=0.0, strict=True)
@@ -774,7 +775,8 @@ def _trading_metrics(
             if value != want
         ]
         given = {"turnover": turnover_arr, "traded": traded_arr, "account_equity": account}
-        mismatch += [name for name, arr in given.items() if (arr is not None) != stats.has[name]]
+        # a series the statistics hold need not be passed again (it is not read)
+        mismatch += [name for name, arr in given.items() if arr is not None and not stats.has[name]]
         if not stats.has["drawdown"]:
             mismatch.append("drawdown")
         if mismatch:

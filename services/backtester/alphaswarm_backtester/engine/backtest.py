@@ -27,11 +27,11 @@ from numpy.typing import ArrayLike
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.kernels import (
     StopEvents,
+    date_order,
     ffill_rows,
-    mark_to_market,
-    per_bar,
     scan_values,
     simulate,
+    weights_held,
 )
 from alphaswarm_backtester.engine.trades import build_trades, closed_trade_stats
 from alphaswarm_common.errors import DataError, InvalidArgument
@@ -48,11 +48,12 @@ EQUITY_WIPED_OUT = (
 class Extras:
     """`cash`, `weights_target`, `costs` and `fill_bars` of a backtest: stored, or derived on first use.
 
-    The share-and-cash loop produces them as it goes and stores them; the
-    one-symbol closed form (`single`) derives them from the arrays it keeps
-    (they are not needed for the returns, the ledger or the metrics), so a
-    caller that never reads them never pays for them. Either way they are
-    read-only arrays, computed at most once.
+    `run_backtest` derives them on first use: the account loop keeps the
+    cash and costs as it goes, and the targets in force (a `(T, N)` matrix)
+    and the fill bars come from the decision schedule (they are not needed
+    for the returns, the ledger or the metrics), so a caller that never
+    reads them never pays for them. Either way they are read-only arrays,
+    computed at most once.
     """
 
     def __init__(
@@ -223,9 +224,10 @@ def _dates(dates: Any, n_bars: int) -> np.ndarray:
         ) from None
     if out.size != n_bars:
         raise DataError(f"has {out.size} dates, target_weights has {n_bars} rows", field="dates")
-    if np.isnat(out).any():
+    nat, increasing = date_order(out)
+    if nat:
         raise DataError("contains a missing date", field="dates")
-    if out.size > 1 and not (np.diff(out.astype(np.int64)) > 0).all():
+    if not increasing:
         raise DataError("dates must be strictly increasing", field="dates")
     return out
 
@@ -316,6 +318,8 @@ def run_backtest(
     ppy = cfg.periods_per_year
     if ppy is None:
         ppy = infer_periods_per_year(stamps)
+    if isinstance(target_weights, np.ndarray) and np.may_share_memory(w, target_weights):
+        w = w.copy()  # the targets in force are derived from it on request, after the caller regains it
     sim = simulate(
         w,
         px_close,
@@ -337,15 +341,11 @@ def run_backtest(
         low=extra["low"],
     )
 
-    # the ledger has read the share counts: their buffer becomes the end-of-bar weights.
-    equity, weights_held, turnover = mark_to_market(
-        sim.positions, sim.cash, px_close, in_place=True, close_clean=sim.close_clean
-    )
-    returns, traded, costs, drawdown, finite = per_bar(
-        equity, sim.traded_notional, sim.cost, cfg.initial_capital
-    )
-    if not finite:
+    if not sim.finite:
         raise DataError(EQUITY_WIPED_OUT, field="target_weights")
+    # the ledger has read the share counts: their buffer becomes the end-of-bar weights.
+    held, turnover = weights_held(sim.positions, sim.equity, px_close, in_place=True)
+    returns, equity, traded, costs, drawdown = sim.returns, sim.equity, sim.traded, sim.costs, sim.drawdown
     closed_pnl, closed_ret = closed_trade_stats(trades)
     metrics = trading_metrics(
         returns,
@@ -361,20 +361,24 @@ def run_backtest(
         drawdown=drawdown,
         account_equity=equity,
     )
-    _readonly(stamps, returns, equity, drawdown, weights_held, traded, turnover)
-    extras = {
-        "cash": sim.cash,
-        "weights_target": sim.weights_target,
-        "costs": costs,
-        "fill_bars": sim.fill_bars,
-    }
+    _readonly(stamps, returns, equity, drawdown, held, traded, turnover)
+    schedule = sim.schedule
+
+    def derive() -> dict[str, np.ndarray]:
+        return {
+            "cash": sim.cash,
+            "weights_target": schedule.targets(),
+            "costs": costs,
+            "fill_bars": schedule.fills,
+        }
+
     return BacktestOutput(
         dates=stamps,
         symbols=names,
         returns=returns,
         equity=equity,
         drawdown=drawdown,
-        weights_held=weights_held,
+        weights_held=held,
         traded=traded,
         turnover=turnover,
         trades=trades,
@@ -382,5 +386,5 @@ def run_backtest(
         metrics=metrics,
         periods_per_year=float(ppy),
         config=cfg,
-        extras=Extras(extras),
+        extras=Extras(derive=derive),
     )

@@ -3,9 +3,18 @@
 Every backtest of the engine runs through `_account`: one target-weight
 panel (`simulate`, used by `run_backtest` and the portfolio), one symbol (a
 panel of one column), and K parameter sets of a rule at once
-(`account_sets`, used by the optimizer, parallel over the sets). The
-kernels are `numba.njit(cache=True)`: compiled once per signature into the
-numba cache (`alphaswarm warmup` fills it at install; see
+(`account_sets`, used by the optimizer, parallel over the sets). The same
+pass forms the per-bar equity, returns, traded, costs and drawdown, and the
+ledger's trade counts; it reads the targets on the fill bars of the
+schedule (`t + lag` for `t = 0, k, 2k, ...`) without building the targets
+in force, which `run_backtest` derives only when asked (or when a leverage
+cap or an order mask needs them in the loop). The optimizer's common case,
+one symbol without stops, runs `_sets_one`: `_account`'s operations for a
+column, four sets advancing side by side through one bar loop (each bar's
+fill waits on the cash of the bar before; independent sets fill that wait),
+with each set's statistics formed as it goes. The kernels are
+`numba.njit(cache=True)`: compiled once per signature into the numba
+cache (`alphaswarm warmup` fills it at install; see
 `alphaswarm_backtester.engine.warmup`).
 
 Arrays are `(T, N)`, bars by symbols, float64.
@@ -131,7 +140,8 @@ bitwise the same whatever later bars hold.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
@@ -146,13 +156,12 @@ __all__ = [
     "Simulation",
     "StopEvents",
     "account_sets",
+    "date_order",
     "decision_schedule",
     "ffill_rows",
-    "last_marks",
-    "mark_to_market",
-    "per_bar",
     "scan_values",
     "simulate",
+    "weights_held",
 ]
 
 REASON_STOP_LOSS = 1
@@ -211,32 +220,62 @@ class StopEvents:
 
 @dataclass(frozen=True)
 class Simulation:
-    """Raw result of `simulate` (currency amounts; fractions are derived in `run_backtest`).
+    """Raw result of `simulate`.
 
     - `positions[s]`: signed shares held at the end of bar s (after its fill
-      and stops). `mark_to_market(..., in_place=True)` turns this buffer into
+      and stops). `weights_held(..., in_place=True)` turns this buffer into
       the end-of-bar weights.
-    - `cash[s]`: at the close of bar s.
-    - `weights_target[s]`: the target in force at bar s (the decision row of
-      the last fill at or before s, NaN read as 0, leverage-capped; 0 before
-      the first fill).
-    - `traded_notional[s]`, `cost[s]`: currency traded and paid on bar s.
-    - `fill_bars`: the bars with a rebalance fill; `last_mark`: the last known
-      close of every symbol at the final bar (NaN if it never had one);
-      `fill_prices_clean`: no NaN fill price from the first fill on;
-      `close_clean`: no NaN close at all.
+    - `cash[s]`: at the close of bar s; `equity[s]`: cash plus the holdings
+      at the last known close.
+    - `returns[s]`, `traded[s]`, `costs[s]` (fractions of the equity before
+      the bar), `drawdown[s]`: see "Marking, returns, costs"; `finite`: every
+      return is finite.
+    - `trade_counts[i]`: the number of trades of symbol i (the ledger's rows).
+    - `last_mark`: the last known close of every symbol at the final bar
+      (NaN if it never had one); `fill_prices_clean`: no NaN fill price from
+      the first fill on.
+    - `weights_target()`: the target in force at each bar (the decision row
+      of the last fill at or before s, NaN read as 0, leverage-capped; 0
+      before the first fill); `fill_bars()`: the bars with a rebalance fill.
+      Both are derived on request (the account does not need them).
     """
 
     positions: np.ndarray
     cash: np.ndarray
-    weights_target: np.ndarray
-    traded_notional: np.ndarray
-    cost: np.ndarray
-    fill_bars: np.ndarray
+    equity: np.ndarray
+    returns: np.ndarray
+    traded: np.ndarray
+    costs: np.ndarray
+    drawdown: np.ndarray
+    finite: bool
+    trade_counts: np.ndarray
     last_mark: np.ndarray
     stops: StopEvents
-    fill_prices_clean: bool = False
-    close_clean: bool = False
+    fill_prices_clean: bool
+    schedule: _Schedule = field(repr=False)
+
+    def weights_target(self) -> np.ndarray:
+        return self.schedule.targets()
+
+    def fill_bars(self) -> np.ndarray:
+        return self.schedule.fills
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """The fills of a simulation and what derives its targets in force (see `simulate`)."""
+
+    target_weights: np.ndarray
+    decisions: np.ndarray
+    fills: np.ndarray
+    max_gross: float | None
+    orders: np.ndarray | None
+    capped: np.ndarray | None  # the targets in force, when the account needed them
+
+    def targets(self) -> np.ndarray:
+        if self.capped is not None:
+            return self.capped
+        return _targets_in_force(self.target_weights, self.decisions, self.fills, self.max_gross, self.orders)
 
 
 # ============================================================================= the account
@@ -337,18 +376,46 @@ def _stop_level(
     return px, reason
 
 
+@_inline
+def _close_trade(
+    tr: np.ndarray,
+    i: int,
+    before: float,
+    after: float,
+    price: float,
+    rate: float,
+    fees: float,
+    slippage: float,
+    min_fee: float,
+    pnls: np.ndarray,
+    n_pnl: int,
+) -> int:
+    """Book one order of symbol i in its open trade (`tr[:, i]`, see `_book`); returns the new count
+    of closed trades (the PnL of one this order closes goes to `pnls`, when it fits)."""
+    trade = (tr[0, i], tr[1, i], tr[2, i], tr[3, i], tr[4, i], tr[5, i], tr[6, i])
+    trade, pnl, closed = _book(trade, before, after, price, rate, fees, slippage, min_fee)
+    for k in range(7):
+        tr[k, i] = trade[k]
+    if closed:
+        if n_pnl < pnls.shape[1]:
+            pnls[0, n_pnl] = pnl
+            pnls[1, n_pnl] = i
+        n_pnl += 1
+    return n_pnl
+
+
 @_jit
 def _account(
     tgt: np.ndarray,
-    src_row: np.ndarray,
+    direct: bool,
+    lag: int,
+    every: int,
     scale: float,
     close: np.ndarray,
     fill_px: np.ndarray,
     open_: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
-    is_fill: np.ndarray,
-    fill_row: np.ndarray,
     orders: np.ndarray,
     capital: float,
     growth: float,
@@ -361,25 +428,40 @@ def _account(
     take_profit: float,
     positions: np.ndarray,
     cash_end: np.ndarray,
+    equity: np.ndarray,
+    returns: np.ndarray,
     traded: np.ndarray,
     costs: np.ndarray,
+    drawdown: np.ndarray,
+    counts: np.ndarray,
+    last_mark: np.ndarray,
     track_trades: bool,
     pnls: np.ndarray,
     events: np.ndarray,
-    keep_positions: bool,
-) -> tuple[int, int]:
-    """The account over every bar (module docstring); writes positions, cash, traded and costs.
+) -> tuple[int, int, bool, bool]:
+    """The account over every bar (module docstring) and its per-bar series, in one pass.
 
-    The target of symbol i at fill bar s is `tgt[src_row[s], i] * scale`
-    (`src_row[s] < 0`: 0). `open_` / `high` / `low` / `orders` with no rows
-    mean "not given"; `stop_loss` / `take_profit` NaN mean "none".
+    Fills: decision bars `t = 0, every, 2 every, ...` fill at `s = t + lag`;
+    the target of symbol i there is `tgt[t, i] * scale` (NaN read as 0), or
+    `tgt[s, i] * scale` with `direct` (a panel of targets in force, already
+    capped). `orders` (`(decisions, N)` bool, row `t // every`) says which
+    symbols a decision orders (a row without any is no fill); no rows means
+    "all". `open_` / `high` / `low` with no rows mean "not given";
+    `stop_loss` / `take_profit` NaN mean "none".
+
+    Per bar s it writes `equity` (marked at the last known close), `returns`,
+    `drawdown` and, when they have rows, `traded` / `costs` (fractions of the
+    equity before the bar, see "Marking, returns, costs"); with `positions`
+    rows the end-of-bar shares, `cash_end` the cash and `counts` the number
+    of trades of each symbol (sign changes to a non-zero sign, as the ledger
+    counts them). `last_mark` receives the last known close of every symbol.
     Stop exits go to the columns of `events` (rows: bar, symbol, shares,
     price, reason) and, with `track_trades`, closed trades to `pnls`; both
     buffers are preallocated (no array is created or replaced inside the bar
     loop, which keeps it free of reference counting) and what does not fit
-    is counted, not written. With `keep_positions` False nothing is written
-    to `positions` and `cash_end` receives the end-of-bar equity instead of
-    the cash. Returns `(number of stop exits, number of closed trades)`.
+    is counted, not written. Returns `(number of stop exits, number of
+    closed trades, every return finite, no missing fill price from the first
+    fill on)`.
     """
     n_bars, n_cols = close.shape
     has_open = open_.shape[0] > 0
@@ -387,26 +469,52 @@ def _account(
     has_low = low.shape[0] > 0
     has_orders = orders.shape[0] > 0
     has_stops = not (math.isnan(stop_loss) and math.isnan(take_profit))
+    keep = positions.shape[0] > 0
+    flows = traded.shape[0] > 0
     fill_phase = 0 if by_open else 1  # open fills before the bar's stops, close fills after them
     shares = np.zeros(n_cols)
     tw = np.empty(n_cols)
     mark = np.full(n_cols, np.nan)
+    sign_prev = np.zeros(n_cols, dtype=np.int8)
     blocked = np.zeros(n_cols)  # sign of the last stopped-out position, 0 = free
     ent = np.zeros((2, n_cols))  # entry size and notional of each open trade (for stops)
     tr = np.zeros((7, n_cols))  # each symbol's open trade (`_book`)
+    if keep:
+        counts[:] = 0
     n_pnl = 0
     n_ev = 0
     cash = capital
+    prev = capital
+    peak = capital
+    finite = True
+    filled = False
+    px_clean = True
+    next_fill = lag
+    o = -1
     # The fill is written out here rather than called: a call per bar would count references
     # to every array it is given, which costs more than the arithmetic.
     for s in range(n_bars):
-        cash *= growth
-        for phase in range(2):
-            if phase == fill_phase and is_fill[s]:
-                row = src_row[s]
-                o = fill_row[s]
+        if growth != 1.0:  # x * 1.0 is x: the multiplication only lengthens the bar's dependency chain
+            cash *= growth
+        bar_traded = 0.0
+        bar_cost = 0.0
+        is_fill = s == next_fill
+        if is_fill:
+            next_fill += every
+            o += 1
+            if has_orders:
+                placed = False
                 for i in range(n_cols):
-                    t = tgt[row, i] * scale if row >= 0 else 0.0
+                    placed = placed or orders[o, i]
+                is_fill = placed
+        for phase in range(2):
+            if phase == fill_phase and is_fill:
+                filled = True
+                row = s if direct else s - lag
+                for i in range(n_cols):
+                    t = tgt[row, i] * scale
+                    if math.isnan(t):
+                        t = 0.0
                     if has_stops and blocked[i] != 0.0 and not (has_orders and not orders[o, i]):
                         # after a stop the symbol stays flat until a target of another sign
                         if _sign(t) == blocked[i]:
@@ -432,7 +540,8 @@ def _account(
                         if not math.isfinite(p) or (has_orders and not orders[o, i]):
                             continue
                         before = shares[i]
-                        q = tw[i] * value / p
+                        w = tw[i]
+                        q = (value if w == 1.0 else w * value) / p  # 1.0 * value is value
                         d = q - before
                         if d == 0.0:
                             continue
@@ -442,15 +551,9 @@ def _account(
                         if min_fee > 0.0:
                             cost += max(ad * rate, min_fee)
                         if track_trades:
-                            trade = (tr[0, i], tr[1, i], tr[2, i], tr[3, i], tr[4, i], tr[5, i], tr[6, i])
-                            trade, pnl, closed = _book(trade, before, q, p, rate, fees, slippage, min_fee)
-                            for k in range(7):
-                                tr[k, i] = trade[k]
-                            if closed:
-                                if n_pnl < pnls.shape[1]:
-                                    pnls[0, n_pnl] = pnl
-                                    pnls[1, n_pnl] = i
-                                n_pnl += 1
+                            n_pnl = _close_trade(
+                                tr, i, before, q, p, rate, fees, slippage, min_fee, pnls, n_pnl
+                            )
                         if has_stops:  # the trade's entry size and notional (its entry price)
                             if before != 0.0 and _sign(before) == _sign(q):
                                 inc = max(abs(q) - abs(before), 0.0)
@@ -463,8 +566,8 @@ def _account(
                     if min_fee == 0.0:
                         cost = rate * notional
                     cash = cash - flow - cost
-                    traded[s] += notional
-                    costs[s] += cost
+                    bar_traded += notional
+                    bar_cost += cost
             elif phase != fill_phase and has_stops:
                 for i in range(n_cols):
                     q = shares[i]
@@ -488,17 +591,10 @@ def _account(
                     if min_fee > 0.0:
                         cost = max(cost, min_fee)
                     cash += q * px - cost
-                    traded[s] += notional
-                    costs[s] += cost
+                    bar_traded += notional
+                    bar_cost += cost
                     if track_trades:
-                        trade = (tr[0, i], tr[1, i], tr[2, i], tr[3, i], tr[4, i], tr[5, i], tr[6, i])
-                        trade, pnl, closed = _book(trade, q, 0.0, px, rate, fees, slippage, min_fee)
-                        for k in range(7):
-                            tr[k, i] = trade[k]
-                        if n_pnl < pnls.shape[1]:
-                            pnls[0, n_pnl] = pnl
-                            pnls[1, n_pnl] = i
-                        n_pnl += 1
+                        n_pnl = _close_trade(tr, i, q, 0.0, px, rate, fees, slippage, min_fee, pnls, n_pnl)
                     if n_ev < events.shape[1]:
                         events[0, n_ev] = s
                         events[1, n_ev] = i
@@ -508,46 +604,53 @@ def _account(
                     n_ev += 1
                     blocked[i] = _sign(q)
                     shares[i] = 0.0
-        if keep_positions:
-            for i in range(n_cols):
-                c = close[s, i]
-                if not math.isnan(c):
-                    mark[i] = c
-                positions[s, i] = shares[i]
-            cash_end[s] = cash
-        else:  # the equity only, marked as `_mark` marks it (the same sum, in the same order)
-            eq = cash
-            for i in range(n_cols):
-                c = close[s, i]
-                if not math.isnan(c):
-                    mark[i] = c
-                m = mark[i]
-                eq += shares[i] * (m if not math.isnan(m) else 0.0)
-            cash_end[s] = eq
-    return n_ev, n_pnl
-
-
-@_jit
-def _mark(
-    positions: np.ndarray, cash: np.ndarray, close: np.ndarray, equity: np.ndarray, turnover: np.ndarray
-) -> None:
-    """Equity, end-of-bar weights (written over `positions`) and turnover, marked at the last known close."""
-    n_bars, n_cols = positions.shape
-    mark = np.zeros(n_cols)
-    prev = np.zeros(n_cols)
-    for s in range(n_bars):
-        eq = cash[s]
+        # the close: marks, equity (cash plus the holdings at the last known close, in symbol order)
+        eq = cash
         for i in range(n_cols):
             c = close[s, i]
             if not math.isnan(c):
                 mark[i] = c
-            v = positions[s, i] * mark[i]
-            positions[s, i] = v
-            eq += v
+            m = mark[i]
+            x = shares[i]
+            eq += x * (m if not math.isnan(m) else 0.0)
+            if keep:
+                positions[s, i] = x
+                sg = np.int8(x > 0.0) - np.int8(x < 0.0)
+                counts[i] += sg != 0 and sg != sign_prev[i]
+                sign_prev[i] = sg
+                if filled and math.isnan(fill_px[s, i]):
+                    px_clean = False
+        if keep:
+            cash_end[s] = cash
         equity[s] = eq
+        r = eq / prev - 1.0
+        returns[s] = r
+        if flows:
+            traded[s] = bar_traded / prev
+            costs[s] = bar_cost / prev
+        finite = finite and math.isfinite(r)
+        prev = eq
+        peak = max(peak, eq)
+        drawdown[s] = eq / peak - 1.0
+    for i in range(n_cols):
+        last_mark[i] = mark[i]
+    return n_ev, n_pnl, finite, px_clean
+
+
+@_jit
+def _weights(positions: np.ndarray, equity: np.ndarray, close: np.ndarray, turnover: np.ndarray) -> None:
+    """End-of-bar weights (written over the share counts `positions`) and turnover, marked at the last known close."""
+    n_bars, n_cols = positions.shape
+    mark = np.zeros(n_cols)
+    prev = np.zeros(n_cols)
+    for s in range(n_bars):
+        eq = equity[s]
         to = 0.0
         for i in range(n_cols):
-            w = positions[s, i] / eq
+            c = close[s, i]
+            if not math.isnan(c):
+                mark[i] = c
+            w = positions[s, i] * mark[i] / eq
             positions[s, i] = w
             to += abs(w - prev[i])
             prev[i] = w
@@ -561,81 +664,35 @@ def _mark(
 class SetAccounts:
     """The accounts of K target sequences on one panel (`account_sets`).
 
-    `returns`, `equity`, `drawdown` `(K, T)` as `run_backtest` computes them;
-    `pnls[k]` the PnL of every closed trade of set k, in the ledger's order;
-    `stats[k]` the per-bar statistics of set k (`SET_STATS`), for
-    `BarStats.from_totals`.
+    `returns`, `equity`, `drawdown` `(K, T)` as `run_backtest` computes them
+    (`equity` and `drawdown` None when not asked for); `finite[k]`: every
+    return of set k is finite; `pnls[k]` the PnL of every closed trade of
+    set k, in the ledger's order; `stats[k]` the per-bar statistics of set k
+    (`SET_STATS`), for `BarStats.from_totals`.
     """
 
     returns: np.ndarray
-    equity: np.ndarray
-    drawdown: np.ndarray
+    equity: np.ndarray | None
+    drawdown: np.ndarray | None
+    finite: np.ndarray
     pnls: list[np.ndarray]
     stats: np.ndarray
 
 
 @_jit
-def _one_set(
-    sides: np.ndarray,
-    src_row: np.ndarray,
-    size: float,
-    close: np.ndarray,
-    fill_px: np.ndarray,
-    open_: np.ndarray,
-    high: np.ndarray,
-    low: np.ndarray,
-    is_fill: np.ndarray,
-    fill_row: np.ndarray,
-    orders: np.ndarray,
-    capital: float,
-    growth: float,
-    rate: float,
-    fees: float,
-    slippage: float,
-    min_fee: float,
-    by_open: bool,
-    stop_loss: float,
-    take_profit: float,
-    returns: np.ndarray,
-    equity: np.ndarray,
-    drawdown: np.ndarray,
-    pnls: np.ndarray,
-    rf_p: float,
-    stats: np.ndarray,
-) -> int:
-    n_bars, n_cols = close.shape
-    traded = np.zeros(n_bars)
-    costs = np.zeros(n_bars)
-    n_pnl = _account(
-        sides, src_row, size, close, fill_px, open_, high, low, is_fill, fill_row, orders,
-        capital, growth, rate, fees, slippage, min_fee, by_open, stop_loss, take_profit,
-        np.empty((0, n_cols)), equity, traded, costs, True, pnls, np.empty((5, 0)), False,
-    )[1]  # fmt: skip
-    _set_stats(equity, capital, rf_p, returns, drawdown, stats)
-    return n_pnl
-
-
-@_jit
 def _set_stats(
-    equity: np.ndarray,
-    capital: float,
-    rf_p: float,
-    returns: np.ndarray,
-    drawdown: np.ndarray,
-    out: np.ndarray,
+    returns: np.ndarray, equity: np.ndarray, drawdown: np.ndarray, rf_p: float, out: np.ndarray
 ) -> None:
-    """Returns and drawdown of an equity curve, and the per-bar statistics `BarStats.from_totals` takes.
+    """The per-bar statistics `BarStats.from_totals` takes, from an account's curves.
 
     In `SET_STATS` order: the sum, mean and centred power sums of the
     returns (the two-pass algorithm: the centred sums need the mean, the rest
-    is gathered while the returns are formed), whether they are constant, the
-    downside sum of squares, the drawdown's low, high, longest run below 0
-    and last value, the equity's high and last value. The formulas that turn
-    them into metrics are `alphaswarm_common.metrics.trading`'s.
+    is gathered in the first pass), whether they are constant, the downside
+    sum of squares, the drawdown's low, high, longest run below 0 and last
+    value, the equity's high and last value. The formulas that turn them
+    into metrics are `alphaswarm_common.metrics.trading`'s.
     """
     n = equity.size
-    prev = capital
-    peak = capital
     total = 0.0
     high = -np.inf
     low = np.inf
@@ -645,13 +702,8 @@ def _set_stats(
     run = best = 0
     eq_high = -np.inf
     for s in range(n):
-        e = equity[s]
-        x = e / prev - 1.0
-        returns[s] = x
-        prev = e
-        peak = max(peak, e)
-        dd = e / peak - 1.0
-        drawdown[s] = dd
+        x = returns[s]
+        dd = drawdown[s]
         total += x
         high = max(high, x)
         low = min(low, x)
@@ -664,7 +716,7 @@ def _set_stats(
             best = max(best, run)
         else:
             run = 0
-        eq_high = max(eq_high, e)
+        eq_high = max(eq_high, equity[s])
     mean = total / n if n else 0.0
     m2 = m3 = m4 = 0.0
     for x in returns:
@@ -692,16 +744,14 @@ def _set_stats(
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _sets(
     sides: np.ndarray,
-    src_row: np.ndarray,
+    lag: int,
+    every: int,
     size: float,
     close: np.ndarray,
     fill_px: np.ndarray,
     open_: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
-    is_fill: np.ndarray,
-    fill_row: np.ndarray,
-    orders: np.ndarray,
     capital: float,
     growth: float,
     rate: float,
@@ -718,13 +768,189 @@ def _sets(
     n_pnls: np.ndarray,
     rf_p: float,
     stats: np.ndarray,
+    finite: np.ndarray,
 ) -> None:
+    """The account of every set (`_account` on `size * sides[k]`), then its statistics, parallel over the sets."""
+    n_cols = close.shape[1]
     for k in numba.prange(sides.shape[0]):
-        n_pnls[k] = _one_set(
-            sides[k], src_row, size, close, fill_px, open_, high, low, is_fill, fill_row, orders,
-            capital, growth, rate, fees, slippage, min_fee, by_open, stop_loss, take_profit,
-            returns[k], equity[k], drawdown[k], pnls[k], rf_p, stats[k],
+        _, n_pnls[k], finite[k], _ = _account(
+            sides[k], False, lag, every, size, close, fill_px, open_, high, low,
+            np.empty((0, n_cols), dtype=np.bool_), capital, growth, rate, fees, slippage, min_fee,
+            by_open, stop_loss, take_profit, np.empty((0, n_cols)), np.empty(0), equity[k], returns[k],
+            np.empty(0), np.empty(0), drawdown[k], np.empty(0, dtype=np.int64), np.empty(n_cols),
+            True, pnls[k], np.empty((5, 0)),
         )  # fmt: skip
+        _set_stats(returns[k], equity[k], drawdown[k], rf_p, stats[k])
+
+
+#: parameter sets advanced together bar by bar in `_sets_one`: independent accounts whose
+#: dependency chains (each bar's fill needs the cash of the bar before) the CPU overlaps.
+_LANES = 4
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _sets_one(
+    sides: np.ndarray,
+    lag: int,
+    every: int,
+    size: float,
+    close: np.ndarray,
+    fill_px: np.ndarray,
+    capital: float,
+    growth: float,
+    rate: float,
+    fees: float,
+    slippage: float,
+    min_fee: float,
+    returns: np.ndarray,
+    equity: np.ndarray,
+    drawdown: np.ndarray,
+    pnls: np.ndarray,
+    n_pnls: np.ndarray,
+    rf_p: float,
+    stats: np.ndarray,
+    finite: np.ndarray,
+) -> None:
+    """`_sets` for one symbol without stops: `_account`'s operations, `_LANES` sets per pass over the bars.
+
+    Each set's numbers are `_account`'s for a panel of one column, operation
+    for operation (so the same bits), and its statistics `_set_stats`'s; the
+    sets of a group share the bar loop, its prices and its schedule, and
+    their accounts advance side by side. `equity` and `drawdown` are written
+    when they have rows.
+    """
+    n_sets, n_bars = sides.shape
+    curves = equity.shape[0] > 0
+    n_groups = (n_sets + _LANES - 1) // _LANES
+    for g in numba.prange(n_groups):
+        k0 = g * _LANES
+        nl = min(_LANES, n_sets - k0)
+        cash = np.full(_LANES, capital)
+        shares = np.zeros(_LANES)
+        prev = np.full(_LANES, capital)
+        peak = np.full(_LANES, capital)
+        tr = np.zeros((7, _LANES))
+        n_pnl = np.zeros(_LANES, dtype=np.int64)
+        # the first pass of `_set_stats`, per set
+        acc = np.zeros((9, _LANES))  # total, high, low, downside, dd low, dd high, run, best, equity high
+        acc[1] = -np.inf
+        acc[2] = np.inf
+        acc[4] = np.inf
+        acc[5] = -np.inf
+        acc[8] = -np.inf
+        ok = np.ones(_LANES, dtype=np.bool_)
+        dd = np.zeros(_LANES)
+        mark = np.nan
+        next_fill = lag
+        for s in range(n_bars):
+            fill = s == next_fill
+            if fill:
+                next_fill += every
+            p = fill_px[s]
+            p_ok = math.isfinite(p)
+            c = close[s]
+            for lane in range(nl):
+                k = k0 + lane
+                cash_l = cash[lane]
+                if growth != 1.0:
+                    cash_l *= growth
+                before = shares[lane]
+                if fill:
+                    t = sides[k, s - lag] * size
+                    if math.isnan(t):
+                        t = 0.0
+                    value = cash_l
+                    if p_ok:
+                        value += before * p
+                    else:
+                        value += before * (mark if math.isfinite(mark) else 0.0)
+                    if value > 0.0:
+                        flow = 0.0
+                        notional = 0.0
+                        cost = 0.0
+                        if p_ok:
+                            q = (value if t == 1.0 else t * value) / p
+                            d = q - before
+                            if d != 0.0:
+                                flow += d * p
+                                ad = abs(d) * p
+                                notional += ad
+                                if min_fee > 0.0:
+                                    cost += max(ad * rate, min_fee)
+                                n_pnl[lane] = _close_trade(
+                                    tr,
+                                    lane,
+                                    before,
+                                    q,
+                                    p,
+                                    rate,
+                                    fees,
+                                    slippage,
+                                    min_fee,
+                                    pnls[k],
+                                    n_pnl[lane],
+                                )
+                                shares[lane] = q
+                        if min_fee == 0.0:
+                            cost = rate * notional
+                        cash_l = cash_l - flow - cost
+                cash[lane] = cash_l
+                m = c if not math.isnan(c) else mark
+                eq = cash_l + shares[lane] * (m if not math.isnan(m) else 0.0)
+                x = eq / prev[lane] - 1.0
+                returns[k, s] = x
+                prev[lane] = eq
+                pk = max(peak[lane], eq)
+                peak[lane] = pk
+                y = eq / pk - 1.0
+                dd[lane] = y
+                if curves:
+                    equity[k, s] = eq
+                    drawdown[k, s] = y
+                ok[lane] = ok[lane] and math.isfinite(x)
+                acc[0, lane] += x
+                acc[1, lane] = max(acc[1, lane], x)
+                acc[2, lane] = min(acc[2, lane], x)
+                v = min(x - rf_p, 0.0)
+                acc[3, lane] += v * v
+                acc[4, lane] = min(acc[4, lane], y)
+                acc[5, lane] = max(acc[5, lane], y)
+                if y < 0.0:
+                    acc[6, lane] += 1.0
+                    acc[7, lane] = max(acc[7, lane], acc[6, lane])
+                else:
+                    acc[6, lane] = 0.0
+                acc[8, lane] = max(acc[8, lane], eq)
+            if not math.isnan(c):
+                mark = c
+        for lane in range(nl):
+            k = k0 + lane
+            n_pnls[k] = n_pnl[lane]
+            finite[k] = ok[lane]
+            out = stats[k]
+            total = acc[0, lane]
+            mean = total / n_bars if n_bars else 0.0
+            m2 = m3 = m4 = 0.0
+            for x in returns[k]:
+                c_ = x - mean
+                c2 = c_ * c_
+                m2 += c2
+                m3 += c2 * c_
+                m4 += c2 * c2
+            out[0] = n_bars
+            out[1] = total
+            out[2] = mean
+            out[3] = m2
+            out[4] = m3
+            out[5] = m4
+            out[6] = 1.0 if acc[1, lane] == acc[2, lane] else 0.0
+            out[7] = acc[3, lane]
+            out[8] = acc[4, lane]
+            out[9] = acc[5, lane]
+            out[10] = acc[7, lane]
+            out[11] = dd[lane] if n_bars else 0.0
+            out[12] = acc[8, lane]
+            out[13] = prev[lane] if n_bars else np.nan
 
 
 @_jit
@@ -739,7 +965,29 @@ def _scan(flat: np.ndarray) -> tuple[bool, bool]:
     return inf, non_positive
 
 
+_NAT = np.iinfo(np.int64).min
+
+
+@_jit
+def _date_order(stamps: np.ndarray) -> tuple[bool, bool]:
+    """`(has a NaT, strictly increasing)` of int64 nanosecond stamps, in one pass."""
+    nat = False
+    increasing = True
+    for i in range(stamps.size):
+        v = stamps[i]
+        if v == _NAT:
+            nat = True
+        elif i > 0 and v <= stamps[i - 1]:
+            increasing = False
+    return nat, increasing
+
+
 # ============================================================================= Python entry points
+
+
+def date_order(stamps: np.ndarray) -> tuple[bool, bool]:
+    """`(has a NaT, strictly increasing)` of a `datetime64[ns]` array (a NaT makes the order meaningless)."""
+    return _date_order(np.ascontiguousarray(stamps).view(np.int64))
 
 
 def scan_values(arr: np.ndarray) -> tuple[bool, bool]:
@@ -768,16 +1016,6 @@ def ffill_rows(block: np.ndarray, carry: np.ndarray) -> tuple[np.ndarray, np.nda
     filled = np.take_along_axis(block, np.maximum(idx, 0), axis=0)
     np.copyto(filled, np.broadcast_to(carry, filled.shape), where=idx < 0)
     return filled, filled[-1].copy()
-
-
-def last_marks(close: np.ndarray) -> np.ndarray:
-    """The last non-NaN close of every symbol (NaN if it never had one)."""
-    mark = close[-1].copy()
-    missing = np.flatnonzero(np.isnan(mark))
-    if missing.size:
-        filled, _ = ffill_rows(close[:, missing], np.full(missing.size, np.nan))
-        mark[missing] = filled[-1]
-    return mark
 
 
 def _targets_in_force(
@@ -816,6 +1054,7 @@ def _targets_in_force(
 
 _NONE2 = np.empty((0, 0))
 _NO_ORDERS = np.empty((0, 0), dtype=np.bool_)
+_NO_PNLS = np.empty((2, 0))
 
 
 def _plain(arr: np.ndarray | None) -> np.ndarray:
@@ -830,77 +1069,19 @@ def _level(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def _fill_index(n_bars: int, fills: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    is_fill = np.zeros(n_bars, dtype=np.bool_)
-    is_fill[fills] = True
-    fill_row = np.zeros(n_bars, dtype=np.int64)
-    fill_row[fills] = np.arange(fills.size)
-    return is_fill, fill_row
-
-
-def mark_to_market(
-    positions: np.ndarray,
-    cash: np.ndarray,
-    close: np.ndarray,
-    *,
-    in_place: bool = False,
-    close_clean: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`(equity, weights_held, turnover)` of end-of-bar share counts, marked at the last known close.
+def weights_held(
+    positions: np.ndarray, equity: np.ndarray, close: np.ndarray, *, in_place: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(weights_held, turnover)` of end-of-bar share counts and the account's equity, marked at the last known close.
 
     With `in_place=True` the weights are written over `positions` (which then
     holds weights, not shares): the backtest needs one `(T, N)` buffer less.
-    `close_clean` is accepted for compatibility (the kernel forward-fills as it goes).
     """
-    del close_clean
-    weights_held = positions if in_place else positions.copy()
-    n_bars = positions.shape[0]
-    equity = np.empty(n_bars)
-    turnover = np.empty(n_bars)
+    out = positions if in_place else positions.copy()
+    turnover = np.empty(positions.shape[0])
     with np.errstate(divide="ignore", invalid="ignore"):
-        _mark(weights_held, _plain(cash), _plain(close), equity, turnover)
-    return equity, weights_held, turnover
-
-
-@_jit
-def _per_bar(
-    equity: np.ndarray,
-    notional: np.ndarray,
-    cost: np.ndarray,
-    capital: float,
-    returns: np.ndarray,
-    traded: np.ndarray,
-    costs: np.ndarray,
-    drawdown: np.ndarray,
-) -> bool:
-    """Returns, traded and costs (fractions of the equity before the bar) and drawdown; False if a return is not finite."""
-    prev = capital
-    peak = capital
-    finite = True
-    for s in range(equity.size):
-        e = equity[s]
-        returns[s] = e / prev - 1.0
-        traded[s] = notional[s] / prev
-        costs[s] = cost[s] / prev
-        finite = finite and math.isfinite(returns[s])
-        prev = e
-        peak = max(peak, e)
-        drawdown[s] = e / peak - 1.0
-    return finite
-
-
-def per_bar(
-    equity: np.ndarray, notional: np.ndarray, cost: np.ndarray, capital: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
-    """`(returns, traded, costs, drawdown, all returns finite)` of an account's equity (module docstring).
-
-    `equity[-1]` is the initial capital, which counts as a peak of the drawdown.
-    """
-    n = equity.size
-    returns, traded, costs, drawdown = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        finite = _per_bar(equity, notional, cost, float(capital), returns, traded, costs, drawdown)
-    return returns, traded, costs, drawdown, bool(finite)
+        _weights(out, _plain(equity), _plain(close), turnover)
+    return out, turnover
 
 
 def simulate(
@@ -919,38 +1100,48 @@ def simulate(
     `target_weights[t]` is the decision formed at the close of t (before the
     execution lag); `periods_per_year` converts the annual `rf` to a per-bar rate.
     `order_mask` (`(T, N)` bool, or None for all True) says which symbols
-    decision row t orders (see "Order masks"). Inputs are not modified.
+    decision row t orders (see "Order masks"). Inputs are not modified; the
+    result's `weights_target()` reads `target_weights` when called.
     """
     n_bars, n_cols = close.shape
-    decisions, fills = decision_schedule(n_bars, config.execution_lag, config.rebalance_every)
+    lag, every = config.execution_lag, config.rebalance_every
+    decisions, fills = decision_schedule(n_bars, lag, every)
     orders = None
+    capped = None
+    tgt = target_weights
     if order_mask is not None:
-        orders = order_mask[decisions]
+        orders = np.ascontiguousarray(order_mask[decisions])
         placed = orders.any(axis=1)
-        decisions, fills, orders = decisions[placed], fills[placed], orders[placed]
-    wt = _targets_in_force(target_weights, decisions, fills, config.max_gross_leverage, orders)
+        decisions, fills = decisions[placed], fills[placed]
+    if orders is not None or config.max_gross_leverage is not None:
+        # the targets in force (a symbol's last order, capped row by row) are read at the fill bars
+        capped = _targets_in_force(
+            target_weights, decisions, fills, config.max_gross_leverage,
+            None if orders is None else orders[orders.any(axis=1)],
+        )  # fmt: skip
+        tgt = capped
     fill_px = close if config.fill_price == "close" else open
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
-    is_fill, fill_row = _fill_index(n_bars, fills)
     has_stops = config.stop_loss is not None or config.take_profit is not None
     # a stop closes a position a fill opened: at most one per fill and symbol
     room = min(fills.size * n_cols, max(4096, n_bars)) if has_stops else 0
+    last_mark = np.empty(n_cols)
+    counts = np.empty(n_cols, dtype=np.int64)
     while True:
         positions = np.empty((n_bars, n_cols))
-        cash = np.empty(n_bars)
-        traded = np.zeros(n_bars)
-        cost = np.zeros(n_bars)
+        cash, equity, returns = np.empty(n_bars), np.empty(n_bars), np.empty(n_bars)
+        traded, costs, drawdown = np.empty(n_bars), np.empty(n_bars), np.empty(n_bars)
         events = np.empty((5, room))
         with np.errstate(divide="ignore", invalid="ignore"):
-            n_ev, _ = _account(
-                wt, np.arange(n_bars, dtype=np.int64), 1.0, _plain(close), _plain(fill_px),
-                _plain(open), _plain(high), _plain(low),
-                is_fill, fill_row, _NO_ORDERS if orders is None else np.ascontiguousarray(orders),
+            n_ev, _, finite, clean = _account(
+                _plain(tgt), capped is not None, lag, every, 1.0, _plain(close), _plain(fill_px),
+                _plain(open), _plain(high), _plain(low), _NO_ORDERS if orders is None else orders,
                 float(config.initial_capital), 1.0 + config.rf / periods_per_year, float(config.cost_rate),
                 float(config.fees), float(config.slippage), float(config.min_fee), config.fill_price == "open",
                 _level(config.stop_loss), _level(config.take_profit),
-                positions, cash, traded, cost, False, np.empty((2, 0)), events, True,
+                positions, cash, equity, returns, traded, costs, drawdown, counts, last_mark,
+                False, _NO_PNLS, events,
             )  # fmt: skip
         if n_ev <= room:
             break
@@ -964,18 +1155,20 @@ def simulate(
             price=events[3, :n_ev].copy(),
             reason=events[4, :n_ev].astype(np.int8),
         )
-    first = int(fills[0]) if fills.size else n_bars
     return Simulation(
         positions=positions,
         cash=cash,
-        weights_target=wt,
-        traded_notional=traded,
-        cost=cost,
-        fill_bars=fills,
-        last_mark=last_marks(close),
+        equity=equity,
+        returns=returns,
+        traded=traded,
+        costs=costs,
+        drawdown=drawdown,
+        finite=bool(finite),
+        trade_counts=counts,
+        last_mark=last_mark,
         stops=stops,
-        fill_prices_clean=bool(np.isfinite(fill_px[first:]).all()),
-        close_clean=bool(np.isfinite(close).all()),
+        fill_prices_clean=bool(clean),
+        schedule=_Schedule(target_weights, decisions, fills, config.max_gross_leverage, orders, capped),
     )
 
 
@@ -989,6 +1182,7 @@ def account_sets(
     open: np.ndarray | None = None,
     high: np.ndarray | None = None,
     low: np.ndarray | None = None,
+    curves: bool = True,
 ) -> SetAccounts:
     """The accounts of K target sequences `size * sides[k]` (`(K, T, N)`, decided at t) on one panel.
 
@@ -996,17 +1190,17 @@ def account_sets(
     same returns and equity bit for bit); the sets run in parallel.
     """
     n_sets, n_bars, n_cols = sides.shape
-    decisions, fills = decision_schedule(n_bars, config.execution_lag, config.rebalance_every)
-    src_row = np.full(n_bars, -1, dtype=np.int64)
-    src_row[fills] = decisions
-    np.maximum.accumulate(src_row, out=src_row)
+    lag, every = config.execution_lag, config.rebalance_every
+    fills = decision_schedule(n_bars, lag, every)[1]
     fill_px = close if config.fill_price == "close" else open
     if fill_px is None:
         raise ValueError("fill_price='open' needs open prices")
-    is_fill, fill_row = _fill_index(n_bars, fills)
+    one = n_cols == 1 and config.stop_loss is None and config.take_profit is None
+    keep = curves or not one  # the panel kernel forms every curve anyway
     returns = np.empty((n_sets, n_bars))
-    equity = np.empty((n_sets, n_bars))
-    drawdown = np.empty((n_sets, n_bars))
+    equity = np.empty((n_sets if keep else 0, n_bars))
+    drawdown = np.empty((n_sets if keep else 0, n_bars))
+    finite = np.ones(n_sets, dtype=np.bool_)
     n_pnls = np.zeros(n_sets, dtype=np.int64)
     stats = np.empty((n_sets, len(SET_STATS)))
     rf_p = config.rf / periods_per_year
@@ -1015,25 +1209,34 @@ def account_sets(
     cap = min(most, 4096)
     pnls = np.empty((n_sets, 2, cap))
     args = (
-        float(size), _plain(close), _plain(fill_px), _plain(open), _plain(high), _plain(low),
-        is_fill, fill_row, _NO_ORDERS, float(config.initial_capital),
-        1.0 + rf_p, float(config.cost_rate), float(config.fees),
+        lag, every, float(size), _plain(close), _plain(fill_px), _plain(open), _plain(high), _plain(low),
+        float(config.initial_capital), 1.0 + rf_p, float(config.cost_rate), float(config.fees),
         float(config.slippage), float(config.min_fee),
         config.fill_price == "open", _level(config.stop_loss), _level(config.take_profit),
     )  # fmt: skip
     sides = np.require(sides, np.int8, ["C", "W"])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        _sets(sides, src_row, *args, returns, equity, drawdown, pnls, n_pnls, rf_p, stats)
+
+    def run(sides: np.ndarray, *out: Any) -> None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if one:
+                _sets_one(
+                    np.ascontiguousarray(sides[:, :, 0]), lag, every, float(size),
+                    _plain(close[:, 0]), _plain(fill_px[:, 0]), *args[8:14], *out,
+                )  # fmt: skip
+            else:
+                _sets(sides, *args, *out)
+
+    run(sides, returns, equity, drawdown, pnls, n_pnls, rf_p, stats, finite)
     pnl_list = [pnls[k, 0, : min(int(n_pnls[k]), cap)] for k in range(n_sets)]
     over = np.flatnonzero(n_pnls > cap)
     if over.size:  # more closed trades than the buffer held: those sets again, with room for all
         room = np.empty((over.size, 2, int(n_pnls[over].max())))
         again = np.zeros(over.size, dtype=np.int64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            _sets(
-                sides[over], src_row, *args, returns[over].copy(), equity[over].copy(),
-                drawdown[over].copy(), room, again, rf_p, stats[over].copy(),
-            )  # fmt: skip
+        run(
+            sides[over], returns[over].copy(), equity[over].copy() if keep else equity,
+            drawdown[over].copy() if keep else drawdown, room, again, rf_p, stats[over].copy(),
+            finite[over].copy(),
+        )  # fmt: skip
         for j, redone in enumerate(over.tolist()):
             pnl_list[redone] = room[j, 0, : again[j]]
             if n_cols > 1:
@@ -1045,8 +1248,9 @@ def account_sets(
                 pnl_list[k] = pnl_list[k][order]
     return SetAccounts(
         returns=returns,
-        equity=equity,
-        drawdown=drawdown,
+        equity=equity if curves else None,
+        drawdown=drawdown if curves else None,
+        finite=finite,
         pnls=[np.ascontiguousarray(p) for p in pnl_list],
         stats=stats,
     )

@@ -397,12 +397,20 @@ def evaluate_sides(
     if config.max_gross_leverage is not None:
         size = min(size, config.max_gross_leverage)
     acc = account_sets(
-        sides, px, config=config, periods_per_year=ppy, size=size, open=opens, high=highs, low=lows
+        sides,
+        px,
+        config=config,
+        periods_per_year=ppy,
+        size=size,
+        open=opens,
+        high=highs,
+        low=lows,
+        curves=False,
     )
     results: list[MetricSet | AlphaSwarmError] = []
     for k in range(n_sets):
         returns = acc.returns[k]
-        if not np.isfinite(returns).all():
+        if not acc.finite[k]:
             results.append(DataError(EQUITY_WIPED_OUT, field="target_weights"))
             continue
         conventions = {"periods_per_year": ppy, "rf": config.rf, "turnover_penalty": config.turnover_penalty}
@@ -412,9 +420,7 @@ def evaluate_sides(
             **conventions,
             trade_pnls=acc.pnls[k],
             initial_capital=config.initial_capital,
-            drawdown=acc.drawdown[k],
-            account_equity=acc.equity[k],
-            bar_stats=stats,
+            bar_stats=stats,  # holds the drawdown and the account's equity
         )
         results.append(_subset(ms, path))
     return results, path

@@ -473,20 +473,6 @@ _N_FIELDS = 14
 
 
 @_jit
-def _count_trades(positions: np.ndarray, counts: np.ndarray) -> None:
-    """The number of trades of every symbol (sign changes to a non-zero sign), the rows read in memory order."""
-    n_bars, n_syms = positions.shape
-    prev = np.zeros(n_syms, dtype=np.int8)
-    counts[:] = 0
-    for b in range(n_bars):
-        for j in range(n_syms):
-            x = positions[b, j]
-            s = np.int8(x > 0.0) - np.int8(x < 0.0)
-            counts[j] += s != 0 and s != prev[j]
-            prev[j] = s
-
-
-@_jit
 def _ledger_pass(
     positions: np.ndarray,
     fill_px: np.ndarray,
@@ -501,8 +487,13 @@ def _ledger_pass(
     min_fee: float,
     slot: np.ndarray,
     out: np.ndarray,
+    j0: int,
+    j1: int,
 ) -> None:
     """The per-trade sums of `_block_trades` in one pass over the rows of the share matrix (no stops).
+
+    Symbols `j0 .. j1 - 1` only: each symbol's trades are its own, so blocks
+    of symbols run in parallel (`_ledger_blocks`) with the same numbers.
 
     The cells are a symbol's bars with a non-zero position at the bar or the
     one before, then a zero pad step after the last bar (`_Cells`, one step
@@ -511,7 +502,7 @@ def _ledger_pass(
     and the flip adjustments of `_block_trades` in the same order, so the
     sums are the same bit for bit. A trade is written, when it closes, to
     column `slot[j]` of `out` (rows `_F_*`; `slot[j]` starts at the first
-    column of symbol j, see `_count_trades`), so the columns are in the
+    column of symbol j, from the trade counts of the account), so the columns are in the
     ledger's order: by symbol, then entry time.
     """
     n_bars, n_syms = positions.shape
@@ -526,7 +517,7 @@ def _ledger_pass(
     win = np.empty((n_syms, 2))  # excursion window high, low
     for b in range(n_bars + 1):
         pad = b == n_bars
-        for j in range(n_syms):
+        for j in range(j0, j1):
             p_sign = prev[j]
             if pad:
                 if p_sign == 0:
@@ -657,6 +648,32 @@ def _ledger_pass(
             break
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _ledger_blocks(
+    positions: np.ndarray,
+    fill_px: np.ndarray,
+    close: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    last_mark: np.ndarray,
+    by_open: bool,
+    clean: bool,
+    simple: bool,
+    cost_rate: float,
+    min_fee: float,
+    slot: np.ndarray,
+    out: np.ndarray,
+    n_blocks: int,
+) -> None:
+    """`_ledger_pass` over `n_blocks` blocks of symbols, in parallel."""
+    n_syms = positions.shape[1]
+    for k in numba.prange(n_blocks):
+        _ledger_pass(
+            positions, fill_px, close, high, low, last_mark, by_open, clean, simple, cost_rate, min_fee,
+            slot, out, k * n_syms // n_blocks, (k + 1) * n_syms // n_blocks,
+        )  # fmt: skip
+
+
 def _compiled_trades(
     sim: Simulation,
     fill_px: np.ndarray,
@@ -670,8 +687,7 @@ def _compiled_trades(
     positions = sim.positions
     n_syms = positions.shape[1]
     simple = high is None and low is None and not by_open
-    counts = np.empty(n_syms, dtype=np.int64)
-    _count_trades(positions, counts)
+    counts = sim.trade_counts
     n = int(counts.sum())
     if n == 0:
         return None
@@ -679,10 +695,11 @@ def _compiled_trades(
     np.cumsum(counts[:-1], out=slot[1:])
     rec = np.empty((_N_FIELDS, n))
     with np.errstate(divide="ignore", invalid="ignore"):
-        _ledger_pass(
+        _ledger_blocks(
             positions, _as_matrix(fill_px), _as_matrix(close), _as_matrix(high), _as_matrix(low),
             np.ascontiguousarray(sim.last_mark, dtype=np.float64), by_open,
             bool(sim.fill_prices_clean), simple, float(cfg.cost_rate), float(cfg.min_fee), slot, rec,
+            min(n_syms, numba.get_num_threads()),
         )  # fmt: skip
     return _finish_trades(
         cfg,

@@ -27,7 +27,8 @@ import pandas as pd
 
 from alphaswarm_backtester.engine.backtest import run_backtest
 from alphaswarm_backtester.engine.config import EngineConfig
-from alphaswarm_backtester.engine.optimize import evaluate_sides
+from alphaswarm_backtester.engine.optimize import evaluate_sides, optimize
+from alphaswarm_backtester.engine.rules import run_rule_backtest
 from alphaswarm_common.metrics import trading_metrics
 
 __all__ = ["warm_up"]
@@ -88,6 +89,32 @@ def warm_up() -> dict[str, Any]:
             weights, close, dates=dates, symbols=["A", "B", "C"], config=cfg, open=opens, order_mask=mask
         )
         runs += 1
+    # the rules hand the engine read-only prices: the signatures of read-only arrays
+    frozen_close, frozen_open = close.copy(), opens.copy()
+    frozen_close.flags.writeable = frozen_open.flags.writeable = False
+    for cfg in _configs()[:2]:
+        for cols in (slice(None), slice(0, 1)):
+            run_rule_backtest(
+                "sma_cross",
+                {"fast_period": 2, "slow_period": 5},
+                close=frozen_close[:, cols],
+                open=frozen_open[:, cols],
+                dates=dates,
+                symbols=["A", "B", "C"][cols],
+                config=cfg,
+            )
+            runs += 1
+    # the compiled cross rule, on the indicators an optimization keeps (read-only)
+    optimize(
+        "sma_cross",
+        close=frozen_close[:, 0],
+        dates=dates,
+        symbols=["A"],
+        grid={"fast_period": [2, 3], "slow_period": [5]},
+    )
+    for name in ("ema_cross", "macd"):
+        run_rule_backtest(name, {}, close=frozen_close[:, 0], dates=dates, symbols=["A"])
+    runs += 3
     returns = rng.normal(0.0, 0.01, n_bars)
     frozen = returns.copy()
     frozen.flags.writeable = False
