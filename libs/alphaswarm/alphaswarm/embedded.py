@@ -87,6 +87,12 @@ def start_services(settings: Settings, tracker: Tracker | None = None) -> tuple[
 def _start_services(settings: Settings, tracker: Tracker | None) -> tuple[Settings, list[Any], Tracker]:
     settings = with_service_secret(settings)
     log.info("embedded stack on loopback; %s", check_exposure(settings, ["127.0.0.1"]))
+    # SciPy's special functions first (the backtester's metrics import them in any case): skops,
+    # which the trainer imports to log a model, names each SciPy ufunc by searching the loaded
+    # modules in import order, so the fewer modules precede SciPy's, the cheaper (~1 s of CPU
+    # when gRPC, SQLAlchemy, MLflow and pandas come first).
+    import scipy.special  # noqa: F401
+
     from alphaswarm_backtester import server as backtester_server
     from alphaswarm_persistence import server as persistence_server
     from alphaswarm_registry import server as registry_server
