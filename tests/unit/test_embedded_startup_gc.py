@@ -1,6 +1,7 @@
 """The embedded stack's start-up holds the garbage collector off and freezes what it built:
 the collector is enabled again afterwards (only if it was), nested start-ups re-enable it once,
-an error still restores it, and objects made during the start-up are out of later collections."""
+an error still restores it, objects made during the start-up are out of later collections until
+the stack stops."""
 
 from __future__ import annotations
 
@@ -49,6 +50,17 @@ def test_a_disabled_collector_stays_disabled() -> None:
     with startup_gc():
         pass
     assert not gc.isenabled()
+
+
+def test_a_stopped_stack_gives_its_objects_back_to_the_collector() -> None:
+    from alphaswarm.embedded import EmbeddedStack
+    from alphaswarm_common.settings import Settings
+
+    with startup_gc():
+        _ = [[i] for i in range(1000)]
+    assert gc.get_freeze_count() > 0
+    EmbeddedStack(Settings()).stop()  # nothing started: stopping only releases what was frozen
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_failed_start_up_enables_the_collector_again() -> None:

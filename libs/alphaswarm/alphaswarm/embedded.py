@@ -214,6 +214,9 @@ class EmbeddedStack:
         for server in self._servers:
             server.stop(1).wait()
         self._servers = []
+        # What the start-up froze is the collector's again: a process that starts stacks one
+        # after another (tests, notebooks) gets the cycles of a stopped one back.
+        gc.unfreeze()
 
     def __enter__(self) -> EmbeddedStack:
         return self.start()
