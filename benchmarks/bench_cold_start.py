@@ -7,7 +7,8 @@ in a fresh process with an empty store folder (`--home` a new temporary
 folder: both SQLite schemas, the gRPC servers, the run), `--repeats` times:
 
 1. warmed cache: the kernels were compiled into numba's cache at install
-   (`alphaswarm warmup`, run here once first), so the run loads them;
+   (`alphaswarm warmup`, run here once first, which also builds the MLflow
+   store's schema template that a new store copies), so the run loads them;
 2. empty cache: `NUMBA_CACHE_DIR` points to a new empty folder for each run,
    so the run compiles every kernel signature it uses (what a cold start
    would cost without the install step).
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--config", default="configs/ml/alpha_backtest/ridge_alpha_backtest.yaml")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     subprocess.run([str(BIN / "alphaswarm"), "warmup"], check=True, cwd=ROOT, capture_output=True)
     rows = {}
     for label, fresh in (("warmed cache (after `alphaswarm warmup`)", False), ("empty numba cache", True)):
@@ -80,7 +82,8 @@ def main() -> None:
     print(f"# command: python benchmarks/bench_cold_start.py {' '.join(sys.argv[1:])}".rstrip())
     print(
         f"# python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, "
-        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}, repeats={args.repeats} (median)"
+        f"load average {' '.join(f'{x:.1f}' for x in load_before)} before, "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} after, repeats={args.repeats} (median)"
     )
     print()
     print("| cold `alphaswarm run` (fresh process, empty store) | wall (s) | CPU (s) | saga (s) |")

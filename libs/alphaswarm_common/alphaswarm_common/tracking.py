@@ -37,7 +37,9 @@ model. For the same reason this module never resolves artifacts through
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import math
 import os
 import re
@@ -81,6 +83,8 @@ __all__ = [
     "validate_alias",
     "validate_model_name",
 ]
+
+log = logging.getLogger(__name__)
 
 # Writes of a model alias before a write that keeps losing to concurrent writers gives up.
 _ALIAS_ATTEMPTS = 5
@@ -305,6 +309,87 @@ def _page_size(page_size: int, *, default: int = 50, maximum: int = 500) -> int:
     return default if page_size == 0 else min(page_size, maximum)
 
 
+def cache_dir() -> Path:
+    """Where AlphaSwarm keeps what it builds once per machine: `$XDG_CACHE_HOME/alphaswarm`
+    (`~/.cache/alphaswarm`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "alphaswarm"
+
+
+def schema_template() -> Path | None:
+    """An empty SQLite MLflow store at the installed MLflow's head schema, built once per MLflow version.
+
+    MLflow creates a new SQLite store by running its whole migration history (seconds of CPU);
+    a new store copies this file instead (`seed_sqlite_store`): the same tables, indexes and
+    Alembic revision, made by the same MLflow call (`_initialize_tables`, what the store runs on
+    an empty database) before anything is written into it (the default experiment, which names
+    the store's own artifact folder, is created by the store itself on first open). None when
+    the cache folder cannot be written (the store then migrates as MLflow does).
+    """
+    import mlflow
+
+    path = cache_dir() / f"mlflow-{mlflow.__version__}-schema.db"
+    if path.is_file():
+        return path
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        import sqlalchemy
+        from mlflow.store.db.utils import _initialize_tables
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(tmp, path)  # atomic: a reader sees no template or a whole one
+    except Exception as exc:  # read-only cache, an MLflow without that call: migrate in place
+        log.info("no MLflow schema template (%s: %s)", type(exc).__name__, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def _forget_engine(uri: str) -> None:
+    """Close and forget the engine MLflow's SQL store keeps per URI (a store file about to be replaced)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engines = getattr(SqlAlchemyStore, "_engine_map", {})
+    engine = engines.pop(uri, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def seed_sqlite_store(db: Path) -> Path | None:
+    """Start a new SQLite MLflow store as a copy of `schema_template()`; the template used, or None.
+
+    Only a missing (or empty) file is seeded; the copy is put in place without overwriting
+    (a store another process created meanwhile is kept).
+    """
+    if db.exists() and db.stat().st_size > 0:
+        return None
+    template = schema_template()
+    if template is None:
+        return None
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        shutil.copyfile(template, tmp)
+        if db.exists():  # empty: SQLite made it, nothing is in it
+            os.replace(tmp, db)
+        else:
+            os.link(tmp, db)  # fails if another process created the store meanwhile
+    except FileExistsError:
+        return None
+    except OSError as exc:  # a folder that refuses links: migrate in place
+        log.info("MLflow store %s not seeded (%s)", db, exc)
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return template
+
+
 @traced_methods("mlflow")  # a span around every call to the tracking server (when tracing is on)
 class Tracker:
     """A thin, thread-safe façade over the MLflow client for one tracking URI."""
@@ -325,21 +410,41 @@ class Tracker:
         if self._client is None:
             with self._init_lock:
                 if self._client is None:
-                    import mlflow
-
-                    if self.tracking_uri.startswith("sqlite:///"):
-                        Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
-                            parents=True, exist_ok=True
-                        )
-                    mlflow.set_tracking_uri(self.tracking_uri)
-                    mlflow.set_registry_uri(self.tracking_uri)
                     try:
-                        self._client = mlflow.MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+                        self._client = self._open()
                     except Exception as exc:  # pragma: no cover - depends on the server
                         raise DependencyUnavailable(
                             f"MLflow at {safe_url(self.tracking_uri)}: {type(exc).__name__}"
                         ) from exc
         return self._client
+
+    def _open(self) -> Any:
+        """The MLflow client; a new SQLite store starts as a copy of the schema template."""
+        import mlflow
+
+        uri = self.tracking_uri
+        if not uri.startswith("sqlite:///"):
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
+            return mlflow.MlflowClient(uri, registry_uri=uri)
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        seeded = seed_sqlite_store(db)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        if seeded is None:
+            return mlflow.MlflowClient(uri, registry_uri=uri)
+        try:
+            client = mlflow.MlflowClient(uri, registry_uri=uri)
+            client.search_experiments(max_results=1)  # MLflow checks the copy's schema revision
+            return client
+        except Exception:
+            # A copy MLflow refuses (a template gone stale): drop both and migrate as MLflow does.
+            log.warning("MLflow refused the schema template %s; migrating %s", seeded, db)
+            seeded.unlink(missing_ok=True)
+            _forget_engine(uri)  # its pooled connections hold the copy open
+            db.unlink(missing_ok=True)
+            return mlflow.MlflowClient(uri, registry_uri=uri)
 
     def warm_up(self) -> None:
         """Open the store (creates the SQLite schema on first use) and import the flavour."""
