@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shlex
@@ -241,7 +242,17 @@ def main() -> None:
         help="seed the large run without its stored page statistics (a run made before they were stored)",
     )
     ap.add_argument("--chromium", default=os.environ.get("ALPHASWARM_CHROMIUM", "/usr/bin/chromium"))
+    ap.add_argument(
+        "--home",
+        type=Path,
+        help="keep the seeded store in this directory and, when it already holds one seeded with the "
+        "same sizes, measure over it without seeding again (a fresh gateway each time)",
+    )
     args = ap.parse_args()
+    if args.home is not None:
+        args.home.mkdir(parents=True, exist_ok=True)
+        _bench(args, args.home)
+        return
     home = Path(tempfile.mkdtemp(prefix="alphaswarm-bench-browser-"))
     try:
         _bench(args, home)
@@ -267,10 +278,19 @@ def _bench(args: argparse.Namespace, home: Path) -> None:
         gateway_addr=None,
         grpc_port=0,
     )
+    marker = home / "bench-seed.json"
+    sizes = {"runs": args.runs, "symbols": args.symbols, "dates": args.dates, "trades": args.trades}
+    sizes["stored"] = not args.no_stored_stats
     with EmbeddedStack(settings) as stack:
-        db = Database(stack.settings.catalog_url())
-        run_id, seeded = seed(CatalogRepository(db), args, stack.tracker)
-        db.dispose()
+        previous = json.loads(marker.read_text()) if marker.is_file() else None
+        if previous is not None and previous["sizes"] == sizes:
+            run_id, seeded = previous["run_id"], previous["seeded"]
+            print(f"store seeded earlier in {home} (run {run_id})", flush=True)
+        else:
+            db = Database(stack.settings.catalog_url())
+            run_id, seeded = seed(CatalogRepository(db), args, stack.tracker)
+            db.dispose()
+            marker.write_text(json.dumps({"sizes": sizes, "run_id": run_id, "seeded": seeded}))
         print(
             f"seeded {args.runs:,} runs in {seeded['runs']:.1f} s; backtest of {args.dates:,} bars and "
             f"{args.trades:,} trades in {seeded['backtest']:.1f} s; audit of {int(seeded['audit_rows']):,} rows "

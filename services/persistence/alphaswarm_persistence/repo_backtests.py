@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -109,6 +110,15 @@ def _exact_mean(units_sum: Any, count: Any, scale: int) -> float | None:
     if n == 0 or units_sum is None:
         return None
     return float(decimal.Decimal(int(units_sum)) / (decimal.Decimal(10) ** scale * n))
+
+
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+
+def dataset_fingerprint_of(params: Any) -> str | None:
+    """The dataset fingerprint a backtest's parameters record (`dataset_fingerprint`, SHA-256 hex)."""
+    fp = params.get("dataset_fingerprint") if isinstance(params, Mapping) else None
+    return fp if isinstance(fp, str) and _FINGERPRINT.match(fp) else None
 
 
 class BacktestsMixin(RepositoryBase):
@@ -231,6 +241,7 @@ class BacktestsMixin(RepositoryBase):
         if reserved:
             params = {**(params or {}), _RESERVED_PARAMETERS_KEY: reserved}
         values["parameters"] = params
+        values["dataset_fingerprint"] = dataset_fingerprint_of(params)
         series_dates = [
             d.isoformat() for d in (_as_date(x, "result.dates") for x in (result.dates or [])) if d
         ]
@@ -468,6 +479,7 @@ class BacktestsMixin(RepositoryBase):
         from_date: dt.date | str | None = None,
         to_date: dt.date | str | None = None,
         status: str | None = None,
+        dataset_fingerprint: str | None = None,
         order_by: str | None = None,
         page_size: int = 0,
         page_token: str = "",
@@ -491,6 +503,8 @@ class BacktestsMixin(RepositoryBase):
             "status": status or None,
             "order_by": f"{'-' if descending else ''}{column_name}",
         }
+        if dataset_fingerprint:
+            filters["dataset"] = dataset_fingerprint
         cursor = _decode_token(page_token, "backtests", filters, 2)
         stmt = sa.select(model).options(defer(model.equity_curve), defer(model.drawdown_series))
         if symbol:
@@ -499,6 +513,8 @@ class BacktestsMixin(RepositoryBase):
             stmt = stmt.where(model.strategy_type == strategy_type)
         if status:
             stmt = stmt.where(model.status == status)
+        if dataset_fingerprint:
+            stmt = stmt.where(model.dataset_fingerprint == dataset_fingerprint)
         if start:
             stmt = stmt.where(model.backtest_date >= dt.datetime.combine(start, dt.time(), dt.UTC))
         if end:

@@ -27,11 +27,11 @@ optimization evaluated (their Sharpes are its rows), and the stitched parent
 of a walk-forward test, which stands for the in-sample evaluations of every
 window (windows x grid sets, whose Sharpes are not kept: they count in N, not
 in the variance). A row's dataset is the `dataset_fingerprint` the backtester
-records in its parameters; for an alpha-backtest run's row written without
-it, the fingerprint of the run's `dataset_cfg` as `load_panel` reads it (the
-trainer's and the workflow's fingerprint). Rows with neither are counted as
-`unfingerprinted` and left out. The grouping is reused while the catalog's newest
-row is unchanged, for at most `INDEX_TTL_SECONDS` (`_DatasetIndex`).
+records in its parameters, which the catalog keeps in an indexed column of its
+own: the leaderboard reads the rows of its dataset with one filtered listing.
+Rows without one are counted as `unfingerprinted` by the datasets listing and
+left out. That listing groups the whole catalog; its grouping is reused while the
+catalog's newest row is unchanged, for at most `INDEX_TTL_SECONDS` (`_DatasetIndex`).
 """
 
 from __future__ import annotations
@@ -48,12 +48,10 @@ from fastapi import APIRouter, Path, Query
 from google.protobuf.message import Message
 
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
-from alphaswarm_common.config import AlphaBacktestConfig, DatasetConfig
 from alphaswarm_common.errors import InvalidArgument, NotFound
 from alphaswarm_common.grpc_client import aio_call
 from alphaswarm_common.protoconv import (
     array_from_proto,
-    config_from_proto,
     metricset_from_proto,
     struct_to_dict,
 )
@@ -423,14 +421,6 @@ async def portfolio_view(
 # --------------------------------------------------------------------------- leaderboard
 
 
-@functools.lru_cache(maxsize=64)
-def _config_fingerprint(dataset_json: str) -> str:
-    """The fingerprint of the panel a dataset config loads (as the trainer and the workflow compute it)."""
-    from alphaswarm_common.data import load_panel
-
-    return load_panel(DatasetConfig.model_validate_json(dataset_json)).fingerprint
-
-
 async def _all_backtests(gw: Gateway) -> list[ppb.BacktestRecord]:
     out: list[ppb.BacktestRecord] = []
     token = ""
@@ -448,7 +438,7 @@ async def _runs_by_backtest(gw: Gateway) -> dict[str, Any]:
     out: dict[str, Any] = {}
     token = ""
     while True:
-        page = await gw.list_runs(page_size=_PAGE, page_token=token)
+        page = await gw.list_runs(page_size=_PAGE, page_token=token, summary=True)
         for run in page.runs:
             if run.backtest_id:
                 out[run.backtest_id] = run
@@ -457,18 +447,9 @@ async def _runs_by_backtest(gw: Gateway) -> dict[str, Any]:
             return out
 
 
-async def _fingerprint_of(rec: ppb.BacktestRecord, params: dict[str, Any], run: Any) -> str | None:
+def _fingerprint_of(params: dict[str, Any]) -> str | None:
     fp = params.get("dataset_fingerprint")
-    if isinstance(fp, str) and fp:
-        return fp
-    if run is None or not run.HasField("config"):
-        return None
-    try:
-        cfg = config_from_proto(run.config, AlphaBacktestConfig)
-        dataset_json = cfg.dataset_cfg.model_dump_json()
-        return await asyncio.to_thread(_config_fingerprint, dataset_json)
-    except Exception:  # a config the data roots no longer resolve: the row stays unfingerprinted
-        return None
+    return fp if isinstance(fp, str) and fp else None
 
 
 def _grid_size(grid: Any) -> int:
@@ -551,23 +532,56 @@ async def _dataset_rows(gw: Gateway) -> tuple[dict[str, list[dict[str, Any]]], i
 
 
 async def _build_dataset_rows(gw: Gateway) -> tuple[dict[str, list[dict[str, Any]]], int]:
-    records, runs = await asyncio.gather(_all_backtests(gw), _runs_by_backtest(gw))
     by_fp: dict[str, list[dict[str, Any]]] = {}
     missing = 0
-    for rec in records:
+    for rec in await _all_backtests(gw):
         if rec.status and rec.status != "completed":
             continue
         params = _params(rec)
-        run = runs.get(rec.backtest_id)
-        fp = await _fingerprint_of(rec, params, run)
+        fp = _fingerprint_of(params)
         if fp is None:
             missing += 1
             continue
-        values, _, conventions = _metrics(rec)
-        by_fp.setdefault(fp, []).append(
-            {"record": rec, "params": params, "run": run, "values": values, "conventions": conventions}
-        )
+        by_fp.setdefault(fp, []).append({"record": rec, "params": params})
     return by_fp, missing
+
+
+async def _trials_of(gw: Gateway, fingerprint: str) -> list[dict[str, Any]]:
+    """The completed backtests on a dataset with their params, metrics and (alpha rows) run: one
+    indexed filter of the catalog (`dataset_fingerprint`), not a pass over every backtest."""
+    records: list[ppb.BacktestRecord] = []
+    token = ""
+    while True:
+        reply = await _call(
+            gw,
+            "ListBacktestResults",
+            ppb.ListBacktestResultsRequest(
+                dataset_fingerprint=fingerprint, status="completed", page_size=_PAGE, page_token=token
+            ),
+        )
+        records.extend(reply.results)
+        token = reply.next_page_token
+        if not token:
+            break
+    rows: list[dict[str, Any]] = []
+    for rec in records:
+        params = _params(rec)
+        values, _, conventions = _metrics(rec)
+        rows.append(
+            {"record": rec, "params": params, "run": None, "values": values, "conventions": conventions}
+        )
+    # an alpha-backtest run's row is labelled with its model: read the runs only when there are some
+    if any(_maybe_run(r["params"]) for r in rows):
+        runs = await _runs_by_backtest(gw)
+        for r in rows:
+            r["run"] = runs.get(r["record"].backtest_id)
+    return rows
+
+
+def _maybe_run(params: dict[str, Any]) -> bool:
+    """Whether a backtest may be an alpha-backtest run's (a rule backtest, an optimization and a
+    walk-forward test say what they are in their parameters)."""
+    return not any(k in params for k in ("capital_per_symbol", "optimization", "walk_forward"))
 
 
 @router.get(
@@ -612,8 +626,7 @@ async def leaderboard(
     ] = 500,
 ) -> dict[str, Any]:
     """All trials count, whatever `limit`; `n_entries` is the number of backtests on the dataset."""
-    by_fp, _ = await _dataset_rows(gw)
-    rows = by_fp.get(fingerprint)
+    rows = await _trials_of(gw, fingerprint)
     if not rows:
         raise NotFound(f"no backtest ran on dataset {fingerprint}", field="fingerprint")
     optimizations = [r for r in rows if isinstance(r["params"].get("optimization"), dict)]

@@ -57,8 +57,10 @@ register({
           page: s.page,
           page_size: s.pageSize,
         }, { signal: ctx.signal });
-        live = res.items.some((r) => LIVE.has(r.status));
-        summary.textContent = `${fmt.int(res.total)} run${res.total === 1 ? "" : "s"}${res.active ? ` · ${res.active} in progress` : ""}`;
+        // while the gateway reads the runs (just started), the count is of those read so far
+        live = res.partial || res.items.some((r) => LIVE.has(r.status));
+        const count = res.partial ? `${fmt.int(res.total)}+ runs` : `${fmt.int(res.total)} run${res.total === 1 ? "" : "s"}`;
+        summary.textContent = `${count}${res.active ? ` · ${res.active} in progress` : ""}`;
         return res;
       },
     });
