@@ -383,15 +383,60 @@ class BacktestsMixin(RepositoryBase):
             if row is None:
                 raise NotFound(f"backtest result {bid} does not exist", field="backtest_id")
             record = self._result_record(row, include_series=True)
-            trades: list[TradeRecord] = []
-            if include_trades:
-                rows = s.scalars(
-                    sa.select(BacktestTradeRow)
-                    .where(BacktestTradeRow.backtest_id == bid)
-                    .order_by(BacktestTradeRow.trade_number)
-                )
-                trades = self._trade_records(s, list(rows))
+            trades = self._all_trades(s, bid) if include_trades else []
             return record, trades
+
+    @staticmethod
+    def _all_trades(s: Session, bid: uuid.UUID) -> list[TradeRecord]:
+        """Every trade of a backtest by trade number, with its details: one joined query of plain
+        rows (no ORM objects: a ledger of tens of thousands of trades reads in a fraction)."""
+        t, d = BacktestTradeRow, TradeDetailRow
+        stmt = (
+            sa.select(
+                t.trade_number,
+                t.direction,
+                t.entry_date,
+                t.entry_price,
+                d.symbol,
+                t.exit_date,
+                t.exit_price,
+                t.position_size,
+                t.pnl,
+                t.pnl_percent,
+                t.mae,
+                t.mfe,
+                d.duration_bars,
+                t.duration_days,
+                t.exit_reason,
+                t.fees_paid,
+                t.slippage_cost,
+            )
+            .outerjoin(d, d.trade_id == t.trade_id)
+            .where(t.backtest_id == bid)
+            .order_by(t.trade_number, t.trade_id)
+        )
+        return [
+            TradeRecord(
+                trade_number=r[0],
+                direction=r[1],
+                entry_date=r[2],
+                entry_price=r[3],
+                symbol=r[4] or None,
+                exit_date=r[5],
+                exit_price=r[6],
+                position_size=r[7],
+                pnl=r[8],
+                pnl_percent=r[9],
+                mae=r[10],
+                mfe=r[11],
+                duration_bars=r[12],
+                duration_days=r[13],
+                exit_reason=r[14],
+                fees_paid=r[15],
+                slippage_cost=r[16],
+            )
+            for r in s.execute(stmt)
+        ]
 
     @staticmethod
     def _trade_records(s: Session, rows: Sequence[BacktestTradeRow]) -> list[TradeRecord]:

@@ -75,11 +75,18 @@ def _index_of(app: Any) -> RunIndex:
 
 
 def _cache(request: Request) -> RunCache:
-    cache = getattr(request.app.state, "browser_run_cache", None)
+    return _cache_of(request.app)
+
+
+def _cache_of(app: Any) -> RunCache:
+    cache = getattr(app.state, "browser_run_cache", None)
     if cache is None:
-        cache = request.app.state.browser_run_cache = RunCache()
+        cache = app.state.browser_run_cache = RunCache()
     return cache  # type: ignore[no-any-return]
 
+
+DEFAULT_POINTS = 800
+"""Points per long series the run page asks for."""
 
 Page = Annotated[int, Query(ge=0, le=1_000_000, description="Page number, from 0.")]
 BrowserPageSize = Annotated[int, Query(ge=1, le=500, description="Rows per page.")]
@@ -129,18 +136,33 @@ async def list_runs(
     }
 
 
+WARM_RUNS = 2
+"""Finished runs (the newest) whose run page data the gateway reads when it starts."""
+
+
 def warm(app: Any) -> asyncio.Task[None]:
-    """Start what the first page loads need, in the background (the gateway is ready meanwhile):
-    the first read of the run index, and the modules of the run page's statistics."""
+    """Read what the first page loads need, in the background (the gateway is ready meanwhile):
+    the run index, the modules of the run page's statistics, and the run page data of the newest
+    finished runs (`WARM_RUNS`: the ones most likely opened next; a finished run never changes,
+    so what is read stays right)."""
 
     async def run() -> None:
         gw = app.state.gateway
         index = _index_of(app)
         try:
             await index.start(gw)
-        except Exception as exc:  # the first page load reads it again
-            log.warning("the run index was not read at start (%s); the first page load reads it", exc)
-        await asyncio.to_thread(_import_run_page_modules)
+            await asyncio.to_thread(_import_run_page_modules)
+            newest = [
+                r["run_id"]
+                for r in (index.rows[k] for k in index.order)
+                if r["status"] == "succeeded" and r["backtest_id"]
+            ][:WARM_RUNS]
+            for run_id in newest:
+                run = await gw.get_run(run_id=run_id)
+                data = await _cache_of(app).get(gw, run)
+                await asyncio.to_thread(series_json, data, DEFAULT_POINTS)
+        except Exception as exc:  # the pages read what they need themselves
+            log.warning("the Strategy Browser's data was not read at start (%s); pages read it on load", exc)
 
     return asyncio.ensure_future(run())
 
@@ -174,18 +196,36 @@ async def get_series(
     gw: GatewayDep,
     points: Annotated[
         int, Query(ge=50, le=20_000, description="About how many points per long series.")
-    ] = 800,
+    ] = DEFAULT_POINTS,
 ) -> Response:
     data = await _finished(request, gw, run_id)
 
-    def body() -> bytes:  # plain JSON of plain values, off the event loop
-        doc = series_view(data, points)
-        try:
-            return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
-        except ValueError:  # a NaN or infinity somewhere: JSON has neither, send null
-            return json.dumps(_finite(doc), separators=(",", ":")).encode()
+    return Response(await asyncio.to_thread(series_json, data, points), media_type="application/json")
 
-    return Response(await asyncio.to_thread(body), media_type="application/json")
+
+def series_json(data: RunData, points: int) -> bytes:
+    """The series document of a finished run as JSON (made once per `points`: the run never
+    changes); plain values, made off the event loop."""
+    key = ("series_json", points)
+    with data.lock:
+        cached = data.cache.get(key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    doc = series_view(data, points)
+    try:
+        out = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError:  # a NaN or infinity somewhere: JSON has neither, send null
+        out = json.dumps(_finite(doc), separators=(",", ":")).encode()
+    with data.lock:
+        kept = [k for k in data.cache if isinstance(k, tuple) and k[0] == "series_json"]
+        for old in kept[: max(0, len(kept) - _SERIES_KEPT + 1)]:
+            del data.cache[old]
+        data.cache[key] = out
+    return out
+
+
+_SERIES_KEPT = 4
+"""Series documents kept per run (one per `points` asked for, the most recent)."""
 
 
 def _finite(value: Any) -> Any:

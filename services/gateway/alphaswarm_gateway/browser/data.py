@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format
 
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
@@ -256,14 +255,19 @@ class RunData:
     # never streamed; the audit table reads one date or one symbol from the catalog
     stored: dict[str, Any] | None = None
     last_rows: dict[str, Any] | None = None
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one computation of `cache` at a time
 
 
+_TRADE_FIELDS = tuple(f.name for f in resources_pb2.Trade.DESCRIPTOR.fields)
+
+
 def _trade(msg: resources_pb2.Trade) -> dict[str, Any]:
-    doc = json_format.MessageToDict(
-        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    """One ledger row: every field of the trade (read directly: a ledger has tens of thousands)."""
+    doc: dict[str, Any] = {name: getattr(msg, name) for name in _TRADE_FIELDS}
+    for key, value in doc.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            doc[key] = None
     if not msg.exit_date:
         doc["exit_date"] = None
         doc["exit_price"] = None
