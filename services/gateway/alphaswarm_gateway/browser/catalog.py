@@ -505,9 +505,12 @@ class _DatasetIndex:
         self.lock = asyncio.Lock()
 
 
-async def _newest(gw: Gateway) -> tuple[str, str]:
+async def _newest(gw: Gateway, fingerprint: str = "") -> tuple[str, str]:
+    """The catalog's (or one dataset's) most recently written row: (id, updated_at)."""
     reply = await _call(
-        gw, "ListBacktestResults", ppb.ListBacktestResultsRequest(order_by="-updated_at", page_size=1)
+        gw,
+        "ListBacktestResults",
+        ppb.ListBacktestResultsRequest(order_by="-updated_at", page_size=1, dataset_fingerprint=fingerprint),
     )
     if not reply.results:
         return ("", "")
@@ -625,7 +628,35 @@ async def leaderboard(
         int, Query(ge=1, le=100_000, description="At most this many entries, the best Deflated Sharpe first.")
     ] = 500,
 ) -> dict[str, Any]:
-    """All trials count, whatever `limit`; `n_entries` is the number of backtests on the dataset."""
+    """All trials count, whatever `limit`; `n_entries` is the number of backtests on the dataset.
+
+    The scored board is kept per dataset while the dataset's most recently written row is the
+    same one, for at most `INDEX_TTL_SECONDS` (one indexed single-row read checks it)."""
+    boards: dict[str, tuple[tuple[str, str], float, dict[str, Any]]] = (
+        getattr(gw, "_leaderboards", None) or {}
+    )
+    gw._leaderboards = boards  # type: ignore[attr-defined]
+    key = await _newest(gw, fingerprint)
+    kept = boards.get(fingerprint)
+    if kept is not None and kept[0] == key and time.monotonic() - kept[1] < INDEX_TTL_SECONDS:
+        board = kept[2]
+    else:
+        board = await _board(gw, fingerprint)
+        boards[fingerprint] = (key, time.monotonic(), board)
+        while len(boards) > _BOARDS_KEPT:
+            boards.pop(next(iter(boards)))
+    return {
+        "fingerprint": fingerprint,
+        **board,
+        "n_entries": len(board["entries"]),
+        "entries": board["entries"][:limit],
+    }
+
+
+_BOARDS_KEPT = 16
+
+
+async def _board(gw: Gateway, fingerprint: str) -> dict[str, Any]:
     rows = await _trials_of(gw, fingerprint)
     if not rows:
         raise NotFound(f"no backtest ran on dataset {fingerprint}", field="fingerprint")
@@ -676,10 +707,7 @@ async def leaderboard(
                 },
             )
         )
-    board = cv.leaderboard(entries, trials)
-    board["n_entries"] = len(board["entries"])
-    board["entries"] = board["entries"][:limit]
-    return {"fingerprint": fingerprint, **board}
+    return cv.leaderboard(entries, trials)
 
 
 def _finite_or_none(value: Any) -> float | None:
