@@ -28,6 +28,7 @@ from alphaswarm_persistence.repository import (
     BacktestResultRecord,
     CatalogRepository,
     PredictionAuditBatch,
+    TradeRecord,
 )
 
 pytestmark = pytest.mark.integration
@@ -224,3 +225,85 @@ def test_the_json_backfill_reads_text_parameters() -> None:
     assert module._fingerprint(json.dumps({"dataset_fingerprint": FP_A})) == FP_A
     assert module._fingerprint({"dataset_fingerprint": FP_A.upper()}) is None
     assert module._fingerprint("[1, 2]") is None and module._fingerprint("{") is None
+
+
+def test_a_backtest_with_its_trades_reads_as_its_pages_do(url: str) -> None:
+    """`get_backtest_result(include_trades=True)` (one joined query) returns the trades, with
+    their details, exactly as the keyset pages of `list_backtest_trades` do."""
+    migrations.upgrade(url)
+    db = Database(url)
+    try:
+        repo = CatalogRepository(db)
+        trades = [
+            TradeRecord(
+                trade_number=k + 1,
+                direction="long" if k % 2 else "short",
+                symbol=None if k % 7 == 0 else f"S{k % 5}",
+                entry_date=dt.date(2024, 1, 2) + dt.timedelta(days=k),
+                entry_price=100.0 + k,
+                exit_date=None if k == 36 else dt.date(2024, 1, 5) + dt.timedelta(days=k),
+                exit_price=None if k == 36 else 101.0 + k,
+                pnl=float(k) - 18.0,
+                mae=-0.01 * (k % 3),
+                duration_bars=None if k % 4 == 0 else k % 9,
+                exit_reason=None if k % 3 == 0 else "rebalance",
+            )
+            for k in reversed(range(37))  # saved out of order
+        ]
+        bid, _ = repo.save_backtest_result(_result(FP_A, 0.5), trades)
+        _, whole = repo.get_backtest_result(bid, include_trades=True)
+        paged = []
+        token = ""
+        while True:
+            page, total = repo.list_backtest_trades(bid, page_size=10, page_token=token)
+            paged += page.items
+            token = page.next_page_token
+            if not token:
+                break
+        assert total == 37 and [t.trade_number for t in whole] == list(range(1, 38))
+        assert whole == paged
+        assert whole[0].symbol is None and whole[1].symbol == "S1" and whole[36].exit_date is None
+    finally:
+        db.dispose()
+
+
+def test_a_run_listing_in_summary_keeps_what_a_listing_shows(url: str) -> None:
+    from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+    from alphaswarm_persistence.servicer import PersistenceServicer
+
+    migrations.upgrade(url)
+    db = Database(url)
+    try:
+        repo = CatalogRepository(db)
+        config = {
+            "model_cfg": {"type": "lightgbm", "params": {"num_leaves": 7}},
+            "dataset_cfg": {
+                "source": "synthetic",
+                "segments": {
+                    "train": {"start": "2020-01-01", "end": "2020-12-31"},
+                    "test": {"start": "2021-01-04", "end": "2021-06-30"},
+                },
+            },
+            "strategy_cfg": {"type": "long_short_topk"},
+        }
+        repo.create_alpha_backtest_run(
+            AlphaBacktestRunRecord(run_name="summary", state="succeeded", config=config, model_name="m")
+        )
+        servicer = PersistenceServicer(repo)
+        full = servicer.ListAlphaBacktestRuns(ppb.ListAlphaBacktestRunsRequest(), None).runs[0]
+        brief = servicer.ListAlphaBacktestRuns(ppb.ListAlphaBacktestRunsRequest(summary=True), None).runs[0]
+        assert full.config.strategy_cfg.type == "long_short_topk" and full.config.dataset_cfg.source
+        assert brief.config.model_cfg.type == "lightgbm"
+        assert (brief.config.dataset_cfg.segments.test.start, brief.config.dataset_cfg.segments.test.end) == (
+            "2021-01-04",
+            "2021-06-30",
+        )
+        assert not brief.config.strategy_cfg.type and not brief.config.dataset_cfg.source
+        assert not brief.config.dataset_cfg.segments.train.start
+        assert (brief.run_id, brief.run_name, brief.model_name) == (
+            full.run_id,
+            full.run_name,
+            full.model_name,
+        )
+    finally:
+        db.dispose()
