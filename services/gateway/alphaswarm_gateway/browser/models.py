@@ -148,21 +148,20 @@ class PromoteBody(BaseModel):
 
 
 async def _act(gw: Gateway, action: str, deployment_id: str, method: str, request: Message) -> dict[str, Any]:
-    """Call the registry's `method` for a deployment action, write it to the audit log (who, what,
-    which deployment, from which version to which) and answer the deployment as it is now."""
+    """One deployment action: call the registry's `method`, write the action to the audit log
+    (who, what, which deployment, from which version to which) and answer the deployment as it is
+    now (with the version it served before, except for a retirement)."""
     reply = await _registry(gw, method, request)
-    previous = getattr(reply, "previous_model_version", "")
-    detail: dict[str, Any] = {"to": reply.deployment.model_version}
-    if action == "retire":
-        detail = {"version": reply.deployment.model_version}
-    else:
-        detail["from"] = previous
-    await auth.record(gw, action, "deployment", deployment_id, detail=detail)
+    now = reply.deployment.model_version
     out: dict[str, Any] = {"deployment": deployment_view(reply.deployment)}
-    if action != "retire":
-        out["previous_model_version"] = previous or None
+    if action == "retire":
+        detail: dict[str, Any] = {"version": now}
+    else:
+        detail = {"from": reply.previous_model_version, "to": now}
+        out["previous_model_version"] = reply.previous_model_version or None
     if action == "roll":
         out["changed"] = reply.rolled
+    await auth.record(gw, action, "deployment", deployment_id, detail=detail)
     return out
 
 
