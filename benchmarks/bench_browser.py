@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_browser.py                       # 10,000 runs; 3,000 symbols x 5,040 dates
     .venv/bin/python benchmarks/bench_browser.py --runs 2000 --symbols 500 --dates 1260 --repeats 3
+    .venv/bin/python benchmarks/bench_browser.py --home /tmp/bench-browser   # seed once, measure again over it
 
 Seeds an embedded catalog (SQLite, the `alphaswarm serve` default) through the persistence
 repository: `--runs` finished alpha-backtest runs with their combined metrics, plus one run with a
