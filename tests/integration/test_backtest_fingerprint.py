@@ -307,3 +307,55 @@ def test_a_run_listing_in_summary_keeps_what_a_listing_shows(url: str) -> None:
         )
     finally:
         db.dispose()
+
+
+def test_the_trials_of_a_dataset_read_as_the_listing_does(url: str) -> None:
+    """`dataset_trials` (the leaderboard's one query) returns the completed backtests of the
+    dataset with the parameters, metrics and conventions `list_backtest_results` gives."""
+    from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
+    from alphaswarm_common.errors import InvalidArgument
+    from alphaswarm_persistence.servicer import PersistenceServicer
+
+    migrations.upgrade(url)
+    db = Database(url)
+    try:
+        repo = CatalogRepository(db)
+        for i in range(9):
+            result = _result((FP_A, FP_B)[i % 2], 0.25 * i - 1.0)
+            result.metrics.update({"skewness": -0.1 * i, "n_periods": 252 + i, "max_drawdown": -0.05 * i})
+            result.conventions = {"periods_per_year": 252, "rf": 0.0}
+            if i == 4:
+                result.status = "failed"
+            repo.save_backtest_result(result)
+        listed = []
+        token = ""
+        while True:
+            page = repo.list_backtest_results(dataset_fingerprint=FP_A, status="completed", page_token=token)
+            listed += page.items
+            token = page.next_page_token
+            if not token:
+                break
+        trials = repo.dataset_trials(FP_A)
+        assert [t["backtest_id"] for t in trials] == sorted(r.backtest_id for r in listed)
+        assert len(trials) == 4  # five on FP_A, one of them failed
+        by_id = {r.backtest_id: r for r in listed}
+        for t in trials:
+            r = by_id[t["backtest_id"]]
+            assert t["parameters"] == r.parameters
+            assert t["metrics"] == r.metrics
+            assert t["conventions"] == r.conventions
+            assert (t["symbol"], t["strategy_type"], t["start_date"]) == (
+                r.symbol,
+                r.strategy_type,
+                r.start_date,
+            )
+        reply = PersistenceServicer(repo).ListDatasetTrials(
+            ppb.ListDatasetTrialsRequest(dataset_fingerprint=FP_A), None
+        )
+        assert list(reply.backtest_ids) == [str(t["backtest_id"]) for t in trials]
+        assert [json.loads(m) for m in reply.metrics_json] == [t["metrics"] for t in trials]
+        assert repo.dataset_trials("f" * 64) == []
+        with pytest.raises(InvalidArgument, match="fingerprint"):
+            repo.dataset_trials("not-hex")
+    finally:
+        db.dispose()

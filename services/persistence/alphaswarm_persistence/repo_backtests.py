@@ -591,6 +591,60 @@ class BacktestsMixin(RepositoryBase):
                 token = _encode_token("backtests", [value, str(last.backtest_id)], filters)
         return Page(items, token)
 
+    def dataset_trials(self, dataset_fingerprint: str) -> list[dict[str, Any]]:
+        """The completed backtests on a dataset, by backtest id, as plain rows: `backtest_id`,
+        `symbol`, `strategy_type`, `start_date`, `end_date`, `parameters`, `metrics` (as
+        `BacktestResultRecord.metrics`) and `conventions`. One indexed query of the columns a
+        leaderboard reads (no series, no ORM objects)."""
+        if not _FINGERPRINT.match(dataset_fingerprint or ""):
+            raise InvalidArgument(
+                "must be a SHA-256 fingerprint (64 lowercase hex)", field="dataset_fingerprint"
+            )
+        model = BacktestResultRow
+        metric_columns = list(METRIC_COLUMNS.items())
+        stmt = (
+            sa.select(
+                model.backtest_id,
+                model.symbol,
+                model.strategy_type,
+                model.start_date,
+                model.end_date,
+                model.parameters,
+                *(getattr(model, column) for _, column in metric_columns),
+            )
+            .where(
+                model.dataset_fingerprint == dataset_fingerprint,
+                sa.func.coalesce(model.status, "completed") == "completed",
+            )
+            .order_by(model.backtest_id)
+        )
+        out: list[dict[str, Any]] = []
+        with self.db.session() as s:
+            for row in s.execute(stmt):
+                params = dict(row[5]) if isinstance(row[5], Mapping) else {}
+                reserved = params.pop(_RESERVED_PARAMETERS_KEY, None) or {}
+                reasons = reserved.get("metric_reasons") or {}
+                metrics: dict[str, Any] = {}
+                for (name, _), value in zip(metric_columns, row[6:], strict=True):
+                    if value is not None:
+                        metrics[name] = float(value) if not isinstance(value, int) else value
+                    elif name in reasons:
+                        metrics[name] = None
+                metrics.update(reserved.get("extra_metrics") or {})
+                out.append(
+                    {
+                        "backtest_id": row[0],
+                        "symbol": row[1],
+                        "strategy_type": row[2],
+                        "start_date": row[3],
+                        "end_date": row[4],
+                        "parameters": params,
+                        "metrics": metrics,
+                        "conventions": dict(reserved.get("conventions") or {}),
+                    }
+                )
+        return out
+
     def delete_backtest_result(self, backtest_id: uuid.UUID | str) -> bool:
         """Delete a result; its trades, optimizations and walk-forward rows go with it (runs keep a NULL link)."""
         bid = _required_uuid(backtest_id, "backtest_id")

@@ -32,6 +32,8 @@ Wire conventions:
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
@@ -112,6 +114,10 @@ _DEPLOYMENT_STATE_ENUMS: dict[str, Any] = {v: k for k, v in _DEPLOYMENT_STATE_NA
 
 
 # --------------------------------------------------------------------------- small conversions
+
+
+def _finite_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in values.items()}
 
 
 def _opt(value: str) -> str | None:
@@ -768,6 +774,22 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
             trades=[trade_to_proto(t) for t in page.items],
             next_page_token=page.next_page_token,
             total_size=total,
+        )
+
+    def ListDatasetTrials(
+        self, request: pb.ListDatasetTrialsRequest, context: Any
+    ) -> pb.ListDatasetTrialsResponse:
+        rows = self.repository.dataset_trials(request.dataset_fingerprint)
+        dumps = json.dumps
+        return pb.ListDatasetTrialsResponse(
+            backtest_ids=[str(r["backtest_id"]) for r in rows],
+            symbols=[r["symbol"] for r in rows],
+            strategy_types=[r["strategy_type"] for r in rows],
+            start_dates=[r["start_date"].isoformat() for r in rows],
+            end_dates=[r["end_date"].isoformat() for r in rows],
+            parameters_json=[dumps(r["parameters"], allow_nan=False) for r in rows],
+            metrics_json=[dumps(_finite_values(r["metrics"])) for r in rows],
+            conventions_json=[dumps(r["conventions"], allow_nan=False) for r in rows],
         )
 
     def ListBacktestResults(

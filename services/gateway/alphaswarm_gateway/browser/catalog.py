@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -549,30 +551,48 @@ async def _build_dataset_rows(gw: Gateway) -> tuple[dict[str, list[dict[str, Any
     return by_fp, missing
 
 
+@dataclass
+class _Trial:
+    """A backtest on a dataset, as the leaderboard reads it (`ListDatasetTrials`)."""
+
+    backtest_id: str
+    symbol: str
+    strategy_type: str
+    start_date: str
+    end_date: str
+
+
 async def _trials_of(gw: Gateway, fingerprint: str) -> list[dict[str, Any]]:
     """The completed backtests on a dataset with their params, metrics and (alpha rows) run: one
-    indexed filter of the catalog (`dataset_fingerprint`), not a pass over every backtest."""
-    records: list[ppb.BacktestRecord] = []
-    token = ""
-    while True:
-        reply = await _call(
-            gw,
-            "ListBacktestResults",
-            ppb.ListBacktestResultsRequest(
-                dataset_fingerprint=fingerprint, status="completed", page_size=_PAGE, page_token=token
-            ),
-        )
-        records.extend(reply.results)
-        token = reply.next_page_token
-        if not token:
-            break
-    rows: list[dict[str, Any]] = []
-    for rec in records:
-        params = _params(rec)
-        values, _, conventions = _metrics(rec)
-        rows.append(
-            {"record": rec, "params": params, "run": None, "values": values, "conventions": conventions}
-        )
+    indexed query of the catalog (`ListDatasetTrials`, columns as JSON text), not a pass over
+    every backtest."""
+    reply = await _call(
+        gw, "ListDatasetTrials", ppb.ListDatasetTrialsRequest(dataset_fingerprint=fingerprint)
+    )
+    loads = json.loads
+
+    def rows_of() -> list[dict[str, Any]]:
+        out = []
+        for i, bid in enumerate(reply.backtest_ids):
+            metrics = loads(reply.metrics_json[i])
+            out.append(
+                {
+                    "record": _Trial(
+                        bid,
+                        reply.symbols[i],
+                        reply.strategy_types[i],
+                        reply.start_dates[i],
+                        reply.end_dates[i],
+                    ),
+                    "params": loads(reply.parameters_json[i]),
+                    "run": None,
+                    "values": {k: (v if v is None else float(v)) for k, v in metrics.items()},
+                    "conventions": loads(reply.conventions_json[i]),
+                }
+            )
+        return out
+
+    rows = await asyncio.to_thread(rows_of)
     # an alpha-backtest run's row is labelled with its model: read the runs only when there are some
     if any(_maybe_run(r["params"]) for r in rows):
         runs = await _runs_by_backtest(gw)

@@ -564,6 +564,32 @@ class ListBacktestResultsRequest(_message.Message):
     dataset_fingerprint: str
     def __init__(self, symbol: _Optional[str] = ..., strategy_type: _Optional[str] = ..., from_date: _Optional[str] = ..., to_date: _Optional[str] = ..., status: _Optional[str] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ...) -> None: ...
 
+class ListDatasetTrialsRequest(_message.Message):
+    __slots__ = ("dataset_fingerprint",)
+    DATASET_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    dataset_fingerprint: str
+    def __init__(self, dataset_fingerprint: _Optional[str] = ...) -> None: ...
+
+class ListDatasetTrialsResponse(_message.Message):
+    __slots__ = ("backtest_ids", "symbols", "strategy_types", "start_dates", "end_dates", "parameters_json", "metrics_json", "conventions_json")
+    BACKTEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_TYPES_FIELD_NUMBER: _ClassVar[int]
+    START_DATES_FIELD_NUMBER: _ClassVar[int]
+    END_DATES_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONVENTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    backtest_ids: _containers.RepeatedScalarFieldContainer[str]
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    strategy_types: _containers.RepeatedScalarFieldContainer[str]
+    start_dates: _containers.RepeatedScalarFieldContainer[str]
+    end_dates: _containers.RepeatedScalarFieldContainer[str]
+    parameters_json: _containers.RepeatedScalarFieldContainer[str]
+    metrics_json: _containers.RepeatedScalarFieldContainer[str]
+    conventions_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, backtest_ids: _Optional[_Iterable[str]] = ..., symbols: _Optional[_Iterable[str]] = ..., strategy_types: _Optional[_Iterable[str]] = ..., start_dates: _Optional[_Iterable[str]] = ..., end_dates: _Optional[_Iterable[str]] = ..., parameters_json: _Optional[_Iterable[str]] = ..., metrics_json: _Optional[_Iterable[str]] = ..., conventions_json: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ListBacktestResultsResponse(_message.Message):
     __slots__ = ("results", "next_page_token")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
