@@ -28,7 +28,8 @@ of a walk-forward test, which stands for the in-sample evaluations of every
 window (windows x grid sets, whose Sharpes are not kept: they count in N, not
 in the variance). A row's dataset is the `dataset_fingerprint` the backtester
 records in its parameters, which the catalog keeps in an indexed column of its
-own: the leaderboard reads the rows of its dataset with one filtered listing.
+own: the leaderboard reads the rows of its dataset with one indexed query
+(`ListDatasetTrials`).
 Rows without one are counted as `unfingerprinted` by the datasets listing and
 left out. That listing groups the whole catalog; its grouping is reused while the
 catalog's newest row is unchanged, for at most `INDEX_TTL_SECONDS` (`_DatasetIndex`).
