@@ -241,11 +241,21 @@ def test_models_deployments_and_leaderboard(site: Site, seeded: dict[str, Any], 
     board = _api(site, f"/catalog-views/leaderboard/{fingerprint}")
     assert page.inner_text("[data-metric='Trials on this data']") == f"{board['n_trials']:,}"
     assert page.inner_text("[data-metric='Backtests']") == f"{board['n_entries']:,}"
-    shown = page.locator("#leaderboard-table tbody tr td:nth-child(6)").all_inner_texts()
+    shown = page.locator("#leaderboard-table tbody tr td[data-col=deflated_sharpe]").all_inner_texts()
     assert shown == [
         "—" if e["deflated_sharpe"] is None else f"{e['deflated_sharpe'] * 100:.1f}%"
         for e in board["entries"]
     ]
+    # an alpha run's entry names its model version, a link to the version's page; others say "—"
+    cells = page.locator("#leaderboard-table tbody td[data-col=model_name]")
+    for i, entry in enumerate(board["entries"][: cells.count()]):
+        link = cells.nth(i).locator("a.model-link")
+        if entry.get("model_name"):
+            assert link.get_attribute("href") == (
+                f"#/models/{entry['model_name']}?version={entry['model_version']}"
+            )
+        else:
+            assert link.count() == 0 and cells.nth(i).inner_text() == "—"
     _shot(page, "browser-leaderboard.png")
     watched.assert_clean()
 

@@ -5,8 +5,10 @@ hide what they may not do. Screenshots of the main views go to docs/img/."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -163,6 +165,31 @@ def test_submit_follow_live_and_check_the_run_page(site: Site, watched: Watched,
     page.wait_for_function(
         "() => [...document.querySelectorAll('#audit-table td[data-col=symbol]')].every(td => td.textContent === 'AAPL')"
     )
+    # Another date: the gateway reads that date alone from the catalog; the rows are the API's.
+    audit_dates = series["audit"]["dates"]
+    middle = (
+        dt.date.fromisoformat(audit_dates[0])
+        + (dt.date.fromisoformat(audit_dates[-1]) - dt.date.fromisoformat(audit_dates[0])) / 2
+    ).isoformat()
+    want = httpx.get(
+        f"{site.url}/browser/runs/{run_id}/audit",
+        params={"date": middle, "page_size": 25},
+        headers=site.headers(),
+        timeout=60,
+    ).json()
+    assert want["date"] <= middle and want["date"] != audit_dates[-1] and want["items"]
+    page.fill("#audit-symbol", "")
+    page.fill("#audit-date", middle)
+    page.dispatch_event("#audit-date", "change")
+    page.wait_for_function(
+        "(d) => { const c = [...document.querySelectorAll('#audit-table td[data-col=date]')];"
+        " return c.length && c.every(td => td.textContent === d); }",
+        arg=want["date"],
+    )
+    shown_symbols = page.eval_on_selector_all(
+        "#audit-table td[data-col=symbol]", "els => els.map(e => e.textContent)"
+    )
+    assert shown_symbols == [r["symbol"] for r in want["items"]]
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "run-full.png"), full_page=True)
@@ -180,9 +207,35 @@ def test_submit_follow_live_and_check_the_run_page(site: Site, watched: Watched,
     row_sharpe = other.page.inner_text(f"#runs-table tr[data-key='{run_id}'] td[data-col=sharpe]")
     assert row_sharpe == _num(tr["sharpe"], 2)
     other.page.screenshot(path=str(SCREENSHOTS / "runs.png"), full_page=True)
+    # The model version in the run list is a link to its page.
+    other.page.click(f"#runs-table tr[data-key='{run_id}'] a.model-link")
+    other.page.wait_for_url(
+        f"**/#/models/{run['links']['model_name']}?version={run['links']['model_version']}"
+    )
+    other.page.wait_for_selector(f"tr.selected[data-version='{run['links']['model_version']}']")
     other.assert_clean()
     other.page.close()
+
+    # On the run page, the model version and the deployment are links to their pages.
+    links = run["links"]
+    assert links["model_version"] and links["deployment_id"]
+    page.click("dl.facts a.model-link")
+    page.wait_for_url(lambda u: u.endswith(_model_hash(links)))
+    page.wait_for_selector(f"table.model-versions tr.selected[data-version='{links['model_version']}']")
+    assert page.locator("table.model-versions tr.selected").count() == 1
+    page.go_back()
+    page.wait_for_selector("dl.facts a.deployment-link")
+    page.click("dl.facts a.deployment-link")
+    page.wait_for_url(f"**/#/deployments/{links['deployment_id']}")
+    page.wait_for_selector(
+        f"#deployment section[data-deployment='{links['deployment_id']}'] table.deployment-history"
+    )
     watched.assert_clean()
+
+
+def _model_hash(links: dict[str, Any]) -> str:
+    name, version = quote(links["model_name"], safe=""), quote(links["model_version"], safe="")
+    return f"#/models/{name}?version={version}"
 
 
 def test_the_run_list_sorts_and_filters_on_the_server(site: Site, watched: Watched) -> None:

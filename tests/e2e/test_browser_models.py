@@ -9,8 +9,10 @@ import httpx
 import pytest
 import yaml
 
+from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
 from alphaswarm_common.config import DatasetConfig
 from alphaswarm_common.data import load_panel
+from alphaswarm_common.protoconv import struct_to_dict
 from tests.e2e.conftest import small_run, sse_events
 
 pytestmark = pytest.mark.e2e
@@ -75,7 +77,7 @@ def test_models_overview_has_versions_aliases_headline_metrics_and_runs(
     assert {a for v in model["versions"] for a in v["aliases"]} == set(model["aliases"])
 
 
-def test_deployment_history_and_actions(rest_url: str, runs: list[dict[str, Any]]) -> None:
+def test_deployment_history_and_actions(rest_url: str, runs: list[dict[str, Any]], persistence: Any) -> None:
     dep_id = runs[0]["links"]["deployment_id"]
     assert runs[1]["links"]["deployment_id"] == dep_id
     listed = _get(rest_url, "/deployments?page_size=500")
@@ -111,6 +113,22 @@ def test_deployment_history_and_actions(rest_url: str, runs: list[dict[str, Any]
     assert not any(retired.json()["deployment"]["actions"].values())
     again = _post(rest_url, f"/deployments/{dep_id}:rollback")
     assert again.status_code == 409, again.text
+
+    # every action is in the audit log, oldest first, with the versions it moved between
+    v0, v1 = runs[0]["links"]["model_version"], runs[1]["links"]["model_version"]
+    entries = persistence.ListAuditLog(
+        ppb.ListAuditLogRequest(target_id=dep_id, page_size=100), timeout=10
+    ).entries
+    logged = sorted(
+        ((e.at.ToDatetime(), e.action, e.target_kind, struct_to_dict(e.detail)) for e in entries),
+        key=lambda e: e[0],
+    )
+    assert [e[1:] for e in logged] == [
+        ("rollback", "deployment", {"from": v1, "to": v0}),
+        ("promote", "deployment", {"from": v0, "to": v1}),
+        ("roll", "deployment", {"from": v1, "to": v0}),
+        ("retire", "deployment", {"version": v0}),
+    ]
 
 
 def test_alias_and_bad_action_bodies(rest_url: str, runs: list[dict[str, Any]]) -> None:

@@ -120,16 +120,15 @@ def test_the_artifact_is_compact_and_round_trips(stack: EmbeddedStack, finished:
     assert [i.path for i in infos] == [stored.ARTIFACT]
 
 
-def test_the_audit_table_reads_a_symbol_from_the_catalog_and_streams_other_dates_once(
+def test_the_audit_table_reads_a_symbol_or_another_date_from_the_catalog(
     stack: EmbeddedStack, finished: Any
 ) -> None:
-    from alphaswarm_gateway.browser.api import _audit_row
-    from alphaswarm_gateway.browser.data import full_audit, symbol_audit_rows
+    from alphaswarm_gateway.browser.api import _audit_row, _date_rows
+    from alphaswarm_gateway.browser.data import date_audit, symbol_audit_rows
 
     gw, run = finished
     counts = {"stream": 0}
     counting = _Counting(gw, counts)
-    data: RunData = _on_loop(stack, RunCache().get(counting, run))
     audit = _on_loop(stack, _audit(gw, run.run_id))
     symbol = audit.symbols[1]
     rows = _on_loop(stack, symbol_audit_rows(counting, run.run_id, symbol))
@@ -139,8 +138,12 @@ def test_the_audit_table_reads_a_symbol_from_the_catalog_and_streams_other_dates
     ]
     assert rows == expected and rows
     assert counts["stream"] == 0
-    # any other date: the whole audit, streamed once and kept
-    for _ in range(2):
-        got = _on_loop(stack, full_audit(counting, data))
-        assert got is not None and got.dates == audit.dates
+    # another date: the catalog sends that date alone, its rows equal the whole audit's
+    at = len(audit.dates) // 2
+    one = _on_loop(stack, date_audit(counting, run.run_id, audit.dates[at]))
     assert counts["stream"] == 1
+    assert one.dates == [audit.dates[at]]
+    assert _date_rows(one, 0) == _date_rows(audit, at) and _date_rows(one, 0)
+    # a date the audit does not hold: nothing
+    none = _on_loop(stack, date_audit(counting, run.run_id, "1990-01-02"))
+    assert none.dates == []

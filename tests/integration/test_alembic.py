@@ -74,6 +74,7 @@ SEED_INDEXES = {
 # Indexes later revisions add to the seed tables (the seed's own names stay as they are).
 ADDED_INDEXES = {
     "mcp_backtest_trades": {"mcp_backtest_trades_keyset_idx"},  # 0010_trades_keyset_index
+    "mcp_backtest_results": {"mcp_backtest_results_dataset_idx"},  # 0011_backtest_fingerprint
 }
 
 

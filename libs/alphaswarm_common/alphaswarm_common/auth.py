@@ -194,6 +194,7 @@ METHOD_ROLES: dict[str, str] = {
             "StreamPredictionAudit": VIEWER,
             "GetBacktestResult": VIEWER,
             "ListBacktestResults": VIEWER,
+            "ListDatasetTrials": VIEWER,
             "GetBestBacktest": VIEWER,
             "CompareBacktests": VIEWER,
             "GetPerformanceSummary": VIEWER,

@@ -395,11 +395,12 @@ class Gateway:
         return resp.run
 
     async def list_runs(
-        self, *, page_size: int = 50, page_token: str = ""
+        self, *, page_size: int = 50, page_token: str = "", summary: bool = False
     ) -> ppb.ListAlphaBacktestRunsResponse:
+        """Runs newest first; with `summary` each config reduced to its model type and test segment."""
         return await aio_call(
             self.clients.persistence.ListAlphaBacktestRuns,
-            ppb.ListAlphaBacktestRunsRequest(page_size=page_size, page_token=page_token),
+            ppb.ListAlphaBacktestRunsRequest(page_size=page_size, page_token=page_token, summary=summary),
             timeout=self.settings.deadline_default_seconds,
             target="persistence",
         )

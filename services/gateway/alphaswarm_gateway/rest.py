@@ -77,9 +77,11 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, serve_grpc
             )
             app.state.grpc_port = port
             log.info("gateway gRPC listening on %s:%d", settings.grpc_host, port)
+        warming = browser_api.warm(app)  # in the background: the gateway is ready meanwhile
         try:
             yield
         finally:
+            warming.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(settings.grpc_shutdown_grace_seconds)
             await gw.close()

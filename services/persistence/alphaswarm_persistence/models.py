@@ -187,10 +187,14 @@ class BacktestResultRow(Base):
     status: Mapped[str | None] = mapped_column(sa.String(length=20), server_default="completed")
     error_message: Mapped[str | None] = mapped_column(sa.Text())
     notes: Mapped[str | None] = mapped_column(sa.Text())
+    # the fingerprint of the data the backtest ran on (`parameters.dataset_fingerprint`), for the
+    # leaderboard's trials of a dataset
+    dataset_fingerprint: Mapped[str | None] = mapped_column(sa.String(length=64))
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
     __table_args__ = (
+        sa.Index("mcp_backtest_results_dataset_idx", "dataset_fingerprint"),
         sa.Index("mcp_backtest_results_symbol_idx", "symbol"),
         sa.Index("mcp_backtest_results_strategy_idx", "strategy_type"),
         sa.Index("mcp_backtest_results_date_idx", "backtest_date"),

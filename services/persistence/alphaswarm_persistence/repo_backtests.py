@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -109,6 +110,15 @@ def _exact_mean(units_sum: Any, count: Any, scale: int) -> float | None:
     if n == 0 or units_sum is None:
         return None
     return float(decimal.Decimal(int(units_sum)) / (decimal.Decimal(10) ** scale * n))
+
+
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+
+def dataset_fingerprint_of(params: Any) -> str | None:
+    """The dataset fingerprint a backtest's parameters record (`dataset_fingerprint`, SHA-256 hex)."""
+    fp = params.get("dataset_fingerprint") if isinstance(params, Mapping) else None
+    return fp if isinstance(fp, str) and _FINGERPRINT.match(fp) else None
 
 
 class BacktestsMixin(RepositoryBase):
@@ -231,6 +241,7 @@ class BacktestsMixin(RepositoryBase):
         if reserved:
             params = {**(params or {}), _RESERVED_PARAMETERS_KEY: reserved}
         values["parameters"] = params
+        values["dataset_fingerprint"] = dataset_fingerprint_of(params)
         series_dates = [
             d.isoformat() for d in (_as_date(x, "result.dates") for x in (result.dates or [])) if d
         ]
@@ -372,15 +383,60 @@ class BacktestsMixin(RepositoryBase):
             if row is None:
                 raise NotFound(f"backtest result {bid} does not exist", field="backtest_id")
             record = self._result_record(row, include_series=True)
-            trades: list[TradeRecord] = []
-            if include_trades:
-                rows = s.scalars(
-                    sa.select(BacktestTradeRow)
-                    .where(BacktestTradeRow.backtest_id == bid)
-                    .order_by(BacktestTradeRow.trade_number)
-                )
-                trades = self._trade_records(s, list(rows))
+            trades = self._all_trades(s, bid) if include_trades else []
             return record, trades
+
+    @staticmethod
+    def _all_trades(s: Session, bid: uuid.UUID) -> list[TradeRecord]:
+        """Every trade of a backtest by trade number, with its details: one joined query of plain
+        rows (no ORM objects: a ledger of tens of thousands of trades reads in a fraction)."""
+        t, d = BacktestTradeRow, TradeDetailRow
+        stmt = (
+            sa.select(
+                t.trade_number,
+                t.direction,
+                t.entry_date,
+                t.entry_price,
+                d.symbol,
+                t.exit_date,
+                t.exit_price,
+                t.position_size,
+                t.pnl,
+                t.pnl_percent,
+                t.mae,
+                t.mfe,
+                d.duration_bars,
+                t.duration_days,
+                t.exit_reason,
+                t.fees_paid,
+                t.slippage_cost,
+            )
+            .outerjoin(d, d.trade_id == t.trade_id)
+            .where(t.backtest_id == bid)
+            .order_by(t.trade_number, t.trade_id)
+        )
+        return [
+            TradeRecord(
+                trade_number=r[0],
+                direction=r[1],
+                entry_date=r[2],
+                entry_price=r[3],
+                symbol=r[4] or None,
+                exit_date=r[5],
+                exit_price=r[6],
+                position_size=r[7],
+                pnl=r[8],
+                pnl_percent=r[9],
+                mae=r[10],
+                mfe=r[11],
+                duration_bars=r[12],
+                duration_days=r[13],
+                exit_reason=r[14],
+                fees_paid=r[15],
+                slippage_cost=r[16],
+            )
+            for r in s.execute(stmt)
+        ]
 
     @staticmethod
     def _trade_records(s: Session, rows: Sequence[BacktestTradeRow]) -> list[TradeRecord]:
@@ -468,6 +524,7 @@ class BacktestsMixin(RepositoryBase):
         from_date: dt.date | str | None = None,
         to_date: dt.date | str | None = None,
         status: str | None = None,
+        dataset_fingerprint: str | None = None,
         order_by: str | None = None,
         page_size: int = 0,
         page_token: str = "",
@@ -491,6 +548,8 @@ class BacktestsMixin(RepositoryBase):
             "status": status or None,
             "order_by": f"{'-' if descending else ''}{column_name}",
         }
+        if dataset_fingerprint:
+            filters["dataset"] = dataset_fingerprint
         cursor = _decode_token(page_token, "backtests", filters, 2)
         stmt = sa.select(model).options(defer(model.equity_curve), defer(model.drawdown_series))
         if symbol:
@@ -499,6 +558,8 @@ class BacktestsMixin(RepositoryBase):
             stmt = stmt.where(model.strategy_type == strategy_type)
         if status:
             stmt = stmt.where(model.status == status)
+        if dataset_fingerprint:
+            stmt = stmt.where(model.dataset_fingerprint == dataset_fingerprint)
         if start:
             stmt = stmt.where(model.backtest_date >= dt.datetime.combine(start, dt.time(), dt.UTC))
         if end:
@@ -529,6 +590,60 @@ class BacktestsMixin(RepositoryBase):
                     value = value.isoformat()
                 token = _encode_token("backtests", [value, str(last.backtest_id)], filters)
         return Page(items, token)
+
+    def dataset_trials(self, dataset_fingerprint: str) -> list[dict[str, Any]]:
+        """The completed backtests on a dataset, by backtest id, as plain rows: `backtest_id`,
+        `symbol`, `strategy_type`, `start_date`, `end_date`, `parameters`, `metrics` (as
+        `BacktestResultRecord.metrics`) and `conventions`. One indexed query of the columns a
+        leaderboard reads (no series, no ORM objects)."""
+        if not _FINGERPRINT.match(dataset_fingerprint or ""):
+            raise InvalidArgument(
+                "must be a SHA-256 fingerprint (64 lowercase hex)", field="dataset_fingerprint"
+            )
+        model = BacktestResultRow
+        metric_columns = list(METRIC_COLUMNS.items())
+        stmt = (
+            sa.select(
+                model.backtest_id,
+                model.symbol,
+                model.strategy_type,
+                model.start_date,
+                model.end_date,
+                model.parameters,
+                *(getattr(model, column) for _, column in metric_columns),
+            )
+            .where(
+                model.dataset_fingerprint == dataset_fingerprint,
+                sa.func.coalesce(model.status, "completed") == "completed",
+            )
+            .order_by(model.backtest_id)
+        )
+        out: list[dict[str, Any]] = []
+        with self.db.session() as s:
+            for row in s.execute(stmt):
+                params = dict(row[5]) if isinstance(row[5], Mapping) else {}
+                reserved = params.pop(_RESERVED_PARAMETERS_KEY, None) or {}
+                reasons = reserved.get("metric_reasons") or {}
+                metrics: dict[str, Any] = {}
+                for (name, _), value in zip(metric_columns, row[6:], strict=True):
+                    if value is not None:
+                        metrics[name] = float(value) if not isinstance(value, int) else value
+                    elif name in reasons:
+                        metrics[name] = None
+                metrics.update(reserved.get("extra_metrics") or {})
+                out.append(
+                    {
+                        "backtest_id": row[0],
+                        "symbol": row[1],
+                        "strategy_type": row[2],
+                        "start_date": row[3],
+                        "end_date": row[4],
+                        "parameters": params,
+                        "metrics": metrics,
+                        "conventions": dict(reserved.get("conventions") or {}),
+                    }
+                )
+        return out
 
     def delete_backtest_result(self, backtest_id: uuid.UUID | str) -> bool:
         """Delete a result; its trades, optimizations and walk-forward rows go with it (runs keep a NULL link)."""

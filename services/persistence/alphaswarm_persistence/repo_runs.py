@@ -25,6 +25,7 @@ from alphaswarm_persistence.models import (
 )
 from alphaswarm_persistence.repo_common import (
     RepositoryBase,
+    _as_date,
     _check_aware,
     _check_json,
     _check_str,
@@ -604,29 +605,55 @@ class RunsMixin(RepositoryBase):
         return Page(items, token, total)
 
     def iter_prediction_audit(
-        self, run_id: uuid.UUID | str, *, rows_per_message: int = 0
+        self,
+        run_id: uuid.UUID | str,
+        *,
+        rows_per_message: int = 0,
+        date: dt.date | str | None = None,
+        symbol: str | None = None,
     ) -> Iterator[tuple[list[str], list[str], dict[str, np.ndarray], int]]:
-        """The whole audit of a run in date order as blocks `(dates, symbols, fields, total_rows)`:
+        """The audit of a run in date order as blocks `(dates, symbols, fields, total_rows)`:
         (dates x symbols) float64 matrices (NaN for NULL or absent cells) over every symbol of the
-        audit, about `rows_per_message` rows per block, a date never split across blocks."""
+        audit, about `rows_per_message` rows per block, a date never split across blocks.
+
+        `date` keeps the rows of that date (over the symbols audited on it), `symbol` those of that
+        symbol (the blocks then carry it alone); `total_rows` counts the rows kept. Both are read
+        through the (run_id, symbol, date) index."""
         rid = _required_uuid(run_id, "run_id")
         size = _page_size(rows_per_message, *_AUDIT_STREAM)
+        day = _as_date(date, "date", required=False) if date else None
         model = PredictionAuditRow
         names = AUDIT_VALUE_FIELDS
         with self.db.session() as s:
             if s.get(AlphaBacktestRunRow, rid) is None:
                 raise NotFound(f"run {rid} does not exist", field="run_id")
-            symbols = sorted(s.scalars(sa.select(model.symbol).where(model.run_id == rid).distinct()))
-            total = int(
-                s.scalar(sa.select(sa.func.count()).select_from(model).where(model.run_id == rid)) or 0
-            )
+            where: list[Any] = [model.run_id == rid]
+            if symbol:
+                symbols = [symbol]
+                where.append(model.symbol == symbol)
+            else:
+                symbols = _audit_symbols(s, rid)
+            columns = (model.date, model.symbol, *(getattr(model, n) for n in names))
+            if day is not None:
+                # one seek per symbol of the (run_id, symbol, date) index instead of a scan of the run
+                where.append(model.date == day)
+                found: list[Any] = []
+                for i in range(0, len(symbols), _SYMBOLS_PER_QUERY):
+                    chunk = symbols[i : i + _SYMBOLS_PER_QUERY]
+                    found.extend(s.execute(sa.select(*columns).where(*where, model.symbol.in_(chunk))))
+                rows_iter: Iterable[Any] = sorted(found, key=lambda r: r[1])
+                total = len(found)
+                if not symbol:
+                    symbols = sorted({r[1] for r in found})
+            else:
+                total = int(s.scalar(sa.select(sa.func.count()).select_from(model).where(*where)) or 0)
+                rows_iter = s.execute(
+                    sa.select(*columns)
+                    .where(*where)
+                    .order_by(model.date, model.symbol)
+                    .execution_options(yield_per=50_000)
+                )
             column = {sym: i for i, sym in enumerate(symbols)}
-            stmt = (
-                sa.select(model.date, model.symbol, *(getattr(model, n) for n in names))
-                .where(model.run_id == rid)
-                .order_by(model.date, model.symbol)
-                .execution_options(yield_per=50_000)
-            )
             block: list[Any] = []
 
             def pack(rows: list[Any]) -> tuple[list[str], list[str], dict[str, np.ndarray], int]:
@@ -642,7 +669,7 @@ class RunsMixin(RepositoryBase):
                     fields[name] = mat
                 return [d.isoformat() for d in days], symbols, fields, total
 
-            for row in s.execute(stmt):
+            for row in rows_iter:
                 if len(block) >= size and row[0] != block[-1][0]:
                     yield pack(block)
                     block = []
@@ -654,6 +681,25 @@ class RunsMixin(RepositoryBase):
                     else ([], symbols, {n: np.zeros((0, len(symbols))) for n in names}, 0)
                 )
 
+
+def _audit_symbols(s: Session, rid: uuid.UUID) -> list[str]:
+    """The symbols of a run's audit, sorted: a loose scan of the (run_id, symbol, date) index (one
+    seek per symbol, not a pass over every row of the run)."""
+    model = PredictionAuditRow
+    out: list[str] = []
+    last: str | None = None
+    while True:
+        stmt = sa.select(sa.func.min(model.symbol)).where(model.run_id == rid)
+        if last is not None:
+            stmt = stmt.where(model.symbol > last)
+        nxt = s.scalar(stmt)
+        if nxt is None:
+            return out
+        out.append(nxt)
+        last = nxt
+
+
+_SYMBOLS_PER_QUERY = 500
 
 _AUDIT_STREAM = (100_000, 1_000_000)
 """Rows per message of StreamPredictionAudit: (default, maximum)."""

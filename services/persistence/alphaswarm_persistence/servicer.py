@@ -32,7 +32,9 @@ Wire conventions:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
 from google.protobuf import json_format
@@ -112,6 +114,10 @@ _DEPLOYMENT_STATE_ENUMS: dict[str, Any] = {v: k for k, v in _DEPLOYMENT_STATE_NA
 
 
 # --------------------------------------------------------------------------- small conversions
+
+
+def _finite_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in values.items()}
 
 
 def _opt(value: str) -> str | None:
@@ -211,7 +217,22 @@ def run_changes_from_proto(msg: resources_pb2.AlphaBacktestRun, paths: list[str]
     return changes
 
 
-def run_to_proto(record: AlphaBacktestRunRecord) -> resources_pb2.AlphaBacktestRun:
+def _summary_config(config: Mapping[str, Any], msg: Any) -> None:
+    model = config.get("model_cfg")
+    if isinstance(model, Mapping) and isinstance(model.get("type"), str):
+        msg.model_cfg.type = model["type"]
+    dataset = config.get("dataset_cfg")
+    segments = dataset.get("segments") if isinstance(dataset, Mapping) else None
+    test = segments.get("test") if isinstance(segments, Mapping) else None
+    if isinstance(test, Mapping):
+        for key in ("start", "end"):
+            if isinstance(test.get(key), str):
+                setattr(msg.dataset_cfg.segments.test, key, test[key])
+
+
+def run_to_proto(record: AlphaBacktestRunRecord, *, summary: bool = False) -> resources_pb2.AlphaBacktestRun:
+    """A run as its message; with `summary` its config is reduced to the model type and the test
+    segment (converting a whole config is most of the cost of a long listing)."""
     msg = resources_pb2.AlphaBacktestRun(
         run_id=str(record.run_id or ""),
         task_id=str(record.task_id or ""),
@@ -229,7 +250,9 @@ def run_to_proto(record: AlphaBacktestRunRecord) -> resources_pb2.AlphaBacktestR
         predictions_captured=record.predictions_captured,
         trace_id=record.trace_id or "",
     )
-    if record.config is not None:
+    if record.config is not None and summary:
+        _summary_config(record.config, msg.config)
+    elif record.config is not None:
         json_format.ParseDict(record.config, msg.config, ignore_unknown_fields=True)
     if record.combined_metrics is not None:
         msg.combined_metrics.CopyFrom(struct_from_dict(record.combined_metrics))
@@ -654,7 +677,8 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
             state=_RUN_STATE_NAMES.get(request.state),
         )
         return pb.ListAlphaBacktestRunsResponse(
-            runs=[run_to_proto(r) for r in page.items], next_page_token=page.next_page_token
+            runs=[run_to_proto(r, summary=request.summary) for r in page.items],
+            next_page_token=page.next_page_token,
         )
 
     # deployments
@@ -709,7 +733,10 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
         self, request: pb.StreamPredictionAuditRequest, context: Any
     ) -> Iterator[pb.StreamPredictionAuditResponse]:
         blocks = self.repository.iter_prediction_audit(
-            request.run_id, rows_per_message=request.rows_per_message
+            request.run_id,
+            rows_per_message=request.rows_per_message,
+            date=_opt(request.date),
+            symbol=_opt(request.symbol),
         )
         for dates, symbols, fields, total in blocks:
             batch = resources_pb2.PredictionAuditBatch(dates=dates, symbols=symbols)
@@ -749,6 +776,22 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
             total_size=total,
         )
 
+    def ListDatasetTrials(
+        self, request: pb.ListDatasetTrialsRequest, context: Any
+    ) -> pb.ListDatasetTrialsResponse:
+        rows = self.repository.dataset_trials(request.dataset_fingerprint)
+        dumps = json.dumps
+        return pb.ListDatasetTrialsResponse(
+            backtest_ids=[str(r["backtest_id"]) for r in rows],
+            symbols=[r["symbol"] for r in rows],
+            strategy_types=[r["strategy_type"] for r in rows],
+            start_dates=[r["start_date"].isoformat() for r in rows],
+            end_dates=[r["end_date"].isoformat() for r in rows],
+            parameters_json=[dumps(r["parameters"], allow_nan=False) for r in rows],
+            metrics_json=[dumps(_finite_values(r["metrics"])) for r in rows],
+            conventions_json=[dumps(r["conventions"], allow_nan=False) for r in rows],
+        )
+
     def ListBacktestResults(
         self, request: pb.ListBacktestResultsRequest, context: Any
     ) -> pb.ListBacktestResultsResponse:
@@ -758,6 +801,7 @@ class PersistenceServicer(pb_grpc.PersistenceServiceServicer):
             from_date=_opt(request.from_date),
             to_date=_opt(request.to_date),
             status=_opt(request.status),
+            dataset_fingerprint=_opt(request.dataset_fingerprint),
             order_by=_opt(request.order_by),
             page_size=request.page_size,
             page_token=request.page_token,

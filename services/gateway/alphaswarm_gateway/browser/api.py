@@ -16,6 +16,7 @@ import asyncio
 import bisect
 import datetime as dt
 import json
+import logging
 import math
 from typing import Annotated, Any
 
@@ -31,16 +32,17 @@ from alphaswarm_gateway.browser.data import (
     RunCache,
     RunData,
     RunIndex,
-    full_audit,
+    date_audit,
     symbol_audit_rows,
 )
 from alphaswarm_gateway.browser.series import series_view
 from alphaswarm_gateway.core import Gateway
 from alphaswarm_gateway.deps import GatewayDep
 
-__all__ = ["router"]
+__all__ = ["router", "warm"]
 
 router = APIRouter(prefix="/browser", tags=["browser"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/session", operation_id="get_browser_session", summary="The caller's identity and role")
@@ -62,18 +64,29 @@ async def get_session() -> dict[str, Any]:
 
 
 def _index(request: Request) -> RunIndex:
-    index = getattr(request.app.state, "browser_run_index", None)
+    return _index_of(request.app)
+
+
+def _index_of(app: Any) -> RunIndex:
+    index = getattr(app.state, "browser_run_index", None)
     if index is None:
-        index = request.app.state.browser_run_index = RunIndex()
+        index = app.state.browser_run_index = RunIndex()
     return index  # type: ignore[no-any-return]
 
 
 def _cache(request: Request) -> RunCache:
-    cache = getattr(request.app.state, "browser_run_cache", None)
+    return _cache_of(request.app)
+
+
+def _cache_of(app: Any) -> RunCache:
+    cache = getattr(app.state, "browser_run_cache", None)
     if cache is None:
-        cache = request.app.state.browser_run_cache = RunCache()
+        cache = app.state.browser_run_cache = RunCache()
     return cache  # type: ignore[no-any-return]
 
+
+DEFAULT_POINTS = 800
+"""Points per long series the run page asks for."""
 
 Page = Annotated[int, Query(ge=0, le=1_000_000, description="Page number, from 0.")]
 BrowserPageSize = Annotated[int, Query(ge=1, le=500, description="Rows per page.")]
@@ -104,16 +117,58 @@ async def list_runs(
     if status and status not in LIVE_STATES | {"succeeded", "failed", "cancelled"}:
         raise InvalidArgument("must be pending, running, succeeded, failed or cancelled", field="status")
     index = _index(request)
-    await index.refresh(gw)
+    index.start(gw)
+    default_view = not status and not q.strip() and sort == "created_at" and desc
+    covered = default_view and not index.complete and await index.wait_covering((page + 1) * page_size)
+    partial = covered and not index.complete
+    if not covered:
+        # the newest-first page the first read already holds is answered at once; any other waits
+        await index.refresh(gw)
     rows = index.query(status=status, q=q.strip(), sort=sort, desc=desc)
     active = sum(1 for r in index.rows.values() if r["status"] in LIVE_STATES)
     return {
         "items": rows[page * page_size : (page + 1) * page_size],
         "total": len(rows),
+        "partial": partial,  # `total` counts the runs read so far; the rest are being read
         "active": active,
         "page": page,
         "page_size": page_size,
     }
+
+
+WARM_RUNS = 2
+"""Finished runs (the newest) whose run page data the gateway reads when it starts."""
+
+
+def warm(app: Any) -> asyncio.Task[None]:
+    """Read what the first page loads need, in the background (the gateway is ready meanwhile):
+    the run index, the modules of the run page's statistics, and the run page data of the newest
+    finished runs (`WARM_RUNS`: the ones most likely opened next; a finished run never changes,
+    so what is read stays right)."""
+
+    async def run() -> None:
+        gw = app.state.gateway
+        index = _index_of(app)
+        try:
+            await index.start(gw)
+            await asyncio.to_thread(_import_run_page_modules)
+            newest = [
+                r["run_id"]
+                for r in (index.rows[k] for k in index.order)
+                if r["status"] == "succeeded" and r["backtest_id"]
+            ][:WARM_RUNS]
+            for run_id in newest:
+                run = await gw.get_run(run_id=run_id)
+                data = await _cache_of(app).get(gw, run)
+                await asyncio.to_thread(series_json, data, DEFAULT_POINTS)
+        except Exception as exc:  # the pages read what they need themselves
+            log.warning("the Strategy Browser's data was not read at start (%s); pages read it on load", exc)
+
+    return asyncio.ensure_future(run())
+
+
+def _import_run_page_modules() -> None:
+    from alphaswarm_gateway.browser import analytics, series, stored  # noqa: F401
 
 
 async def _finished(request: Request, gw: Gateway, run_id: str) -> RunData:
@@ -141,18 +196,36 @@ async def get_series(
     gw: GatewayDep,
     points: Annotated[
         int, Query(ge=50, le=20_000, description="About how many points per long series.")
-    ] = 800,
+    ] = DEFAULT_POINTS,
 ) -> Response:
     data = await _finished(request, gw, run_id)
 
-    def body() -> bytes:  # plain JSON of plain values, off the event loop
-        doc = series_view(data, points)
-        try:
-            return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
-        except ValueError:  # a NaN or infinity somewhere: JSON has neither, send null
-            return json.dumps(_finite(doc), separators=(",", ":")).encode()
+    return Response(await asyncio.to_thread(series_json, data, points), media_type="application/json")
 
-    return Response(await asyncio.to_thread(body), media_type="application/json")
+
+def series_json(data: RunData, points: int) -> bytes:
+    """The series document of a finished run as JSON (made once per `points`: the run never
+    changes); plain values, made off the event loop."""
+    key = ("series_json", points)
+    with data.lock:
+        cached = data.cache.get(key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    doc = series_view(data, points)
+    try:
+        out = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError:  # a NaN or infinity somewhere: JSON has neither, send null
+        out = json.dumps(_finite(doc), separators=(",", ":")).encode()
+    with data.lock:
+        kept = [k for k in data.cache if isinstance(k, tuple) and k[0] == "series_json"]
+        for old in kept[: max(0, len(kept) - _SERIES_KEPT + 1)]:
+            del data.cache[old]
+        data.cache[key] = out
+    return out
+
+
+_SERIES_KEPT = 4
+"""Series documents kept per run (one per `points` asked for, the most recent)."""
 
 
 def _finite(value: Any) -> Any:
@@ -248,21 +321,9 @@ async def list_audit(
             dt.date.fromisoformat(date)
         except ValueError:
             raise InvalidArgument("must be a date YYYY-MM-DD", field="date") from None
-    last = data.last_rows
-    if data.audit is None and last and not symbol and (not date or date >= last["date"]):
-        # the last date, from the statistics the run stored: no need to stream the audit
-        symbols = (data.stored or {}).get("audit_symbols") or []
-        rows = [
-            _last_row(last, c, sym) for c, sym in enumerate(symbols) if math.isfinite(last["prediction"][c])
-        ]
-        return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, "date": last["date"]}
-    if data.audit is None and data.stored is not None and symbol:
-        # one symbol over time: read from the catalog, no need to stream the whole audit
-        if symbol not in (data.stored.get("audit_symbols") or []):
-            raise NotFound(f"symbol {symbol} is not in the audit of run {run_id}", field="symbol")
-        rows = await symbol_audit_rows(gw, run_id, symbol)
-        return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, "symbol": symbol}
-    audit = await full_audit(gw, data)
+    if data.stored is not None and data.audit is None:
+        return await _stored_audit_page(gw, data, run_id, date, symbol, sort, desc, page, page_size)
+    audit = data.audit
     if audit is None:
         return {"items": [], "total": 0, "page": page, "captured": False, "reason": data.audit_reason}
     if symbol:
@@ -274,17 +335,57 @@ async def list_audit(
             for t in range(len(audit.dates))
             if math.isfinite(float(audit.prediction[t, col]))
         ]
-        shown = {"symbol": symbol}
+        shown: dict[str, Any] = {"symbol": symbol}
     else:
         at = bisect.bisect_right(audit.dates, date) - 1 if date else len(audit.dates) - 1
-        at = max(at, 0)
-        rows = [
-            _audit_row(audit, at, c)
-            for c in range(len(audit.symbols))
-            if math.isfinite(float(audit.prediction[at, c]))
-        ]
-        shown = {"date": audit.dates[at]}
+        rows = _date_rows(audit, max(at, 0))
+        shown = {"date": audit.dates[max(at, 0)] if audit.dates else None}
     return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, **shown}
+
+
+async def _stored_audit_page(
+    gw: Gateway,
+    data: RunData,
+    run_id: str,
+    date: str,
+    symbol: str,
+    sort: str,
+    desc: bool,
+    page: int,
+    page_size: int,
+) -> dict[str, Any]:
+    """The audit table of a run that stored its page statistics: the last date from them, another
+    date or one symbol read from the catalog (filtered there, not the whole audit streamed)."""
+    stored = data.stored or {}
+    if symbol:
+        if symbol not in (stored.get("audit_symbols") or []):
+            raise NotFound(f"symbol {symbol} is not in the audit of run {run_id}", field="symbol")
+        rows = await symbol_audit_rows(gw, run_id, symbol)
+        return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, "symbol": symbol}
+    dates: list[str] = stored.get("audit_dates") or []
+    if not dates:
+        return {**_sorted_page([], sort, desc, page, page_size), "captured": True, "date": None}
+    day = dates[max(bisect.bisect_right(dates, date) - 1, 0)] if date else dates[-1]
+    last = data.last_rows
+    if last and day == last["date"]:
+        symbols = stored.get("audit_symbols") or []
+        rows = [
+            _last_row(last, c, sym) for c, sym in enumerate(symbols) if math.isfinite(last["prediction"][c])
+        ]
+    else:
+        one = await date_audit(gw, run_id, day)
+        rows = _date_rows(one, 0) if one.dates else []
+    return {**_sorted_page(rows, sort, desc, page, page_size), "captured": True, "date": day}
+
+
+def _date_rows(audit: Any, at: int) -> list[dict[str, Any]]:
+    if not audit.dates:
+        return []
+    return [
+        _audit_row(audit, at, c)
+        for c in range(len(audit.symbols))
+        if math.isfinite(float(audit.prediction[at, c]))
+    ]
 
 
 def _last_row(last: dict[str, Any], c: int, symbol: str) -> dict[str, Any]:

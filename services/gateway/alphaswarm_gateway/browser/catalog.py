@@ -27,20 +27,23 @@ optimization evaluated (their Sharpes are its rows), and the stitched parent
 of a walk-forward test, which stands for the in-sample evaluations of every
 window (windows x grid sets, whose Sharpes are not kept: they count in N, not
 in the variance). A row's dataset is the `dataset_fingerprint` the backtester
-records in its parameters; for an alpha-backtest run's row written without
-it, the fingerprint of the run's `dataset_cfg` as `load_panel` reads it (the
-trainer's and the workflow's fingerprint). Rows with neither are counted as
-`unfingerprinted` and left out. The grouping is reused while the catalog's newest
-row is unchanged, for at most `INDEX_TTL_SECONDS` (`_DatasetIndex`).
+records in its parameters, which the catalog keeps in an indexed column of its
+own: the leaderboard reads the rows of its dataset with one indexed query
+(`ListDatasetTrials`).
+Rows without one are counted as `unfingerprinted` by the datasets listing and
+left out. That listing groups the whole catalog; its grouping is reused while the
+catalog's newest row is unchanged, for at most `INDEX_TTL_SECONDS` (`_DatasetIndex`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -48,12 +51,10 @@ from fastapi import APIRouter, Path, Query
 from google.protobuf.message import Message
 
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
-from alphaswarm_common.config import AlphaBacktestConfig, DatasetConfig
 from alphaswarm_common.errors import InvalidArgument, NotFound
 from alphaswarm_common.grpc_client import aio_call
 from alphaswarm_common.protoconv import (
     array_from_proto,
-    config_from_proto,
     metricset_from_proto,
     struct_to_dict,
 )
@@ -423,14 +424,6 @@ async def portfolio_view(
 # --------------------------------------------------------------------------- leaderboard
 
 
-@functools.lru_cache(maxsize=64)
-def _config_fingerprint(dataset_json: str) -> str:
-    """The fingerprint of the panel a dataset config loads (as the trainer and the workflow compute it)."""
-    from alphaswarm_common.data import load_panel
-
-    return load_panel(DatasetConfig.model_validate_json(dataset_json)).fingerprint
-
-
 async def _all_backtests(gw: Gateway) -> list[ppb.BacktestRecord]:
     out: list[ppb.BacktestRecord] = []
     token = ""
@@ -448,7 +441,7 @@ async def _runs_by_backtest(gw: Gateway) -> dict[str, Any]:
     out: dict[str, Any] = {}
     token = ""
     while True:
-        page = await gw.list_runs(page_size=_PAGE, page_token=token)
+        page = await gw.list_runs(page_size=_PAGE, page_token=token, summary=True)
         for run in page.runs:
             if run.backtest_id:
                 out[run.backtest_id] = run
@@ -457,18 +450,9 @@ async def _runs_by_backtest(gw: Gateway) -> dict[str, Any]:
             return out
 
 
-async def _fingerprint_of(rec: ppb.BacktestRecord, params: dict[str, Any], run: Any) -> str | None:
+def _fingerprint_of(params: dict[str, Any]) -> str | None:
     fp = params.get("dataset_fingerprint")
-    if isinstance(fp, str) and fp:
-        return fp
-    if run is None or not run.HasField("config"):
-        return None
-    try:
-        cfg = config_from_proto(run.config, AlphaBacktestConfig)
-        dataset_json = cfg.dataset_cfg.model_dump_json()
-        return await asyncio.to_thread(_config_fingerprint, dataset_json)
-    except Exception:  # a config the data roots no longer resolve: the row stays unfingerprinted
-        return None
+    return fp if isinstance(fp, str) and fp else None
 
 
 def _grid_size(grid: Any) -> int:
@@ -524,9 +508,12 @@ class _DatasetIndex:
         self.lock = asyncio.Lock()
 
 
-async def _newest(gw: Gateway) -> tuple[str, str]:
+async def _newest(gw: Gateway, fingerprint: str = "") -> tuple[str, str]:
+    """The catalog's (or one dataset's) most recently written row: (id, updated_at)."""
     reply = await _call(
-        gw, "ListBacktestResults", ppb.ListBacktestResultsRequest(order_by="-updated_at", page_size=1)
+        gw,
+        "ListBacktestResults",
+        ppb.ListBacktestResultsRequest(order_by="-updated_at", page_size=1, dataset_fingerprint=fingerprint),
     )
     if not reply.results:
         return ("", "")
@@ -551,23 +538,74 @@ async def _dataset_rows(gw: Gateway) -> tuple[dict[str, list[dict[str, Any]]], i
 
 
 async def _build_dataset_rows(gw: Gateway) -> tuple[dict[str, list[dict[str, Any]]], int]:
-    records, runs = await asyncio.gather(_all_backtests(gw), _runs_by_backtest(gw))
     by_fp: dict[str, list[dict[str, Any]]] = {}
     missing = 0
-    for rec in records:
+    for rec in await _all_backtests(gw):
         if rec.status and rec.status != "completed":
             continue
         params = _params(rec)
-        run = runs.get(rec.backtest_id)
-        fp = await _fingerprint_of(rec, params, run)
+        fp = _fingerprint_of(params)
         if fp is None:
             missing += 1
             continue
-        values, _, conventions = _metrics(rec)
-        by_fp.setdefault(fp, []).append(
-            {"record": rec, "params": params, "run": run, "values": values, "conventions": conventions}
-        )
+        by_fp.setdefault(fp, []).append({"record": rec, "params": params})
     return by_fp, missing
+
+
+@dataclass
+class _Trial:
+    """A backtest on a dataset, as the leaderboard reads it (`ListDatasetTrials`)."""
+
+    backtest_id: str
+    symbol: str
+    strategy_type: str
+    start_date: str
+    end_date: str
+
+
+async def _trials_of(gw: Gateway, fingerprint: str) -> list[dict[str, Any]]:
+    """The completed backtests on a dataset with their params, metrics and (alpha rows) run: one
+    indexed query of the catalog (`ListDatasetTrials`, columns as JSON text), not a pass over
+    every backtest."""
+    reply = await _call(
+        gw, "ListDatasetTrials", ppb.ListDatasetTrialsRequest(dataset_fingerprint=fingerprint)
+    )
+    loads = json.loads
+
+    def rows_of() -> list[dict[str, Any]]:
+        out = []
+        for i, bid in enumerate(reply.backtest_ids):
+            metrics = loads(reply.metrics_json[i])
+            out.append(
+                {
+                    "record": _Trial(
+                        bid,
+                        reply.symbols[i],
+                        reply.strategy_types[i],
+                        reply.start_dates[i],
+                        reply.end_dates[i],
+                    ),
+                    "params": loads(reply.parameters_json[i]),
+                    "run": None,
+                    "values": {k: (v if v is None else float(v)) for k, v in metrics.items()},
+                    "conventions": loads(reply.conventions_json[i]),
+                }
+            )
+        return out
+
+    rows = await asyncio.to_thread(rows_of)
+    # an alpha-backtest run's row is labelled with its model: read the runs only when there are some
+    if any(_maybe_run(r["params"]) for r in rows):
+        runs = await _runs_by_backtest(gw)
+        for r in rows:
+            r["run"] = runs.get(r["record"].backtest_id)
+    return rows
+
+
+def _maybe_run(params: dict[str, Any]) -> bool:
+    """Whether a backtest may be an alpha-backtest run's (a rule backtest, an optimization and a
+    walk-forward test say what they are in their parameters)."""
+    return not any(k in params for k in ("capital_per_symbol", "optimization", "walk_forward"))
 
 
 @router.get(
@@ -611,9 +649,36 @@ async def leaderboard(
         int, Query(ge=1, le=100_000, description="At most this many entries, the best Deflated Sharpe first.")
     ] = 500,
 ) -> dict[str, Any]:
-    """All trials count, whatever `limit`; `n_entries` is the number of backtests on the dataset."""
-    by_fp, _ = await _dataset_rows(gw)
-    rows = by_fp.get(fingerprint)
+    """All trials count, whatever `limit`; `n_entries` is the number of backtests on the dataset.
+
+    The scored board is kept per dataset while the dataset's most recently written row is the
+    same one, for at most `INDEX_TTL_SECONDS` (one indexed single-row read checks it)."""
+    boards: dict[str, tuple[tuple[str, str], float, dict[str, Any]]] = (
+        getattr(gw, "_leaderboards", None) or {}
+    )
+    gw._leaderboards = boards  # type: ignore[attr-defined]
+    key = await _newest(gw, fingerprint)
+    kept = boards.get(fingerprint)
+    if kept is not None and kept[0] == key and time.monotonic() - kept[1] < INDEX_TTL_SECONDS:
+        board = kept[2]
+    else:
+        board = await _board(gw, fingerprint)
+        boards[fingerprint] = (key, time.monotonic(), board)
+        while len(boards) > _BOARDS_KEPT:
+            boards.pop(next(iter(boards)))
+    return {
+        "fingerprint": fingerprint,
+        **board,
+        "n_entries": len(board["entries"]),
+        "entries": board["entries"][:limit],
+    }
+
+
+_BOARDS_KEPT = 16
+
+
+async def _board(gw: Gateway, fingerprint: str) -> dict[str, Any]:
+    rows = await _trials_of(gw, fingerprint)
     if not rows:
         raise NotFound(f"no backtest ran on dataset {fingerprint}", field="fingerprint")
     optimizations = [r for r in rows if isinstance(r["params"].get("optimization"), dict)]
@@ -663,10 +728,7 @@ async def leaderboard(
                 },
             )
         )
-    board = cv.leaderboard(entries, trials)
-    board["n_entries"] = len(board["entries"])
-    board["entries"] = board["entries"][:limit]
-    return {"fingerprint": fingerprint, **board}
+    return cv.leaderboard(entries, trials)
 
 
 def _finite_or_none(value: Any) -> float | None:

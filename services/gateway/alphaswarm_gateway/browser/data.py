@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format
 
 from alphaswarm.common.v1 import resources_pb2
 from alphaswarm.persistence.v1 import persistence_service_pb2 as ppb
@@ -40,7 +39,7 @@ from alphaswarm_gateway.browser.analytics import Audit
 __all__ = [
     "RunData",
     "RunIndex",
-    "full_audit",
+    "date_audit",
     "load_run_data",
     "read_stored_stats",
     "run_summary",
@@ -52,6 +51,7 @@ log = logging.getLogger(__name__)
 LIVE_STATES = frozenset({"pending", "running"})
 _LIST_PAGE = 500
 _FIRST_PAGE = 10
+_FIRST_PAGE_COLD = 100
 _AUDIT_ROWS_PER_MESSAGE = 200_000
 
 
@@ -123,21 +123,75 @@ SORT_KEYS = frozenset(
 
 
 class RunIndex:
-    """Every run's table row, refreshed incrementally from PersistenceService.ListAlphaBacktestRuns."""
+    """Every run's table row, read from PersistenceService.ListAlphaBacktestRuns (summaries: no
+    whole configs) and refreshed incrementally.
+
+    The first read of every run runs in the background (`start`, called when the gateway starts):
+    until it is `complete`, the newest-first rows read so far answer the pages they cover (`rows`
+    grow page by page, newest first); any other view waits for it."""
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []  # newest first, as listed
+        self.complete = False
         self._lock = asyncio.Lock()
+        self._build: asyncio.Task[None] | None = None
+        self._page = asyncio.Event()  # set (and replaced) each time the first read adds a page
+
+    def start(self, gw: Any) -> asyncio.Task[None]:
+        """The first read of every run, started once (in the background)."""
+        if self._build is None or (self._build.done() and not self.complete):
+            self._build = asyncio.ensure_future(self._read_all(gw))
+        return self._build
+
+    async def _read_all(self, gw: Any) -> None:
+        async with self._lock:
+            try:
+                if self.complete:
+                    return
+                self.rows.clear()
+                self.order.clear()
+                token = ""
+                size = _FIRST_PAGE_COLD  # the first rows quickly, then large pages
+                while True:
+                    page = await gw.list_runs(page_size=size, page_token=token, summary=True)
+                    size = _LIST_PAGE
+                    for run in page.runs:
+                        if run.run_id not in self.rows:
+                            self.rows[run.run_id] = run_summary(run)
+                            self.order.append(run.run_id)
+                    token = page.next_page_token
+                    if not token:
+                        break
+                    self._signal()
+                self.complete = True
+            finally:
+                self._signal()
+
+    def _signal(self) -> None:
+        page, self._page = self._page, asyncio.Event()
+        page.set()
+
+    def covers(self, rows: int) -> bool:
+        """Whether the rows read so far hold the first `rows` of the newest-first listing."""
+        return self.complete or len(self.order) >= rows
+
+    async def wait_covering(self, rows: int) -> bool:
+        """Wait until the first read holds the first `rows` rows, or ends; whether it holds them."""
+        while not self.covers(rows) and self._build is not None and not self._build.done():
+            await self._page.wait()
+        return self.covers(rows)
 
     async def refresh(self, gw: Any) -> None:
+        if not self.complete:
+            await asyncio.shield(self.start(gw))
         async with self._lock:
             fresh: list[str] = []
             token = ""
             # A small first page: usually only the newest runs are new.
-            size = _FIRST_PAGE if self.rows else _LIST_PAGE
+            size = _FIRST_PAGE
             while True:
-                page = await gw.list_runs(page_size=size, page_token=token)
+                page = await gw.list_runs(page_size=size, page_token=token, summary=True)
                 size = _LIST_PAGE
                 seen_known = False
                 for run in page.runs:
@@ -198,18 +252,22 @@ class RunData:
     audit_reason: str | None
     built_seconds: float = 0.0
     # the audit statistics the run stored (`stored.py`), when it did: the audit itself is then
-    # streamed only when the audit table asks for more than its last date (`last_rows`)
+    # never streamed; the audit table reads one date or one symbol from the catalog
     stored: dict[str, Any] | None = None
     last_rows: dict[str, Any] | None = None
-    audit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one computation of `cache` at a time
 
 
+_TRADE_FIELDS = tuple(f.name for f in resources_pb2.Trade.DESCRIPTOR.fields)
+
+
 def _trade(msg: resources_pb2.Trade) -> dict[str, Any]:
-    doc = json_format.MessageToDict(
-        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    """One ledger row: every field of the trade (read directly: a ledger has tens of thousands)."""
+    doc: dict[str, Any] = {name: getattr(msg, name) for name in _TRADE_FIELDS}
+    for key, value in doc.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            doc[key] = None
     if not msg.exit_date:
         doc["exit_date"] = None
         doc["exit_price"] = None
@@ -218,9 +276,10 @@ def _trade(msg: resources_pb2.Trade) -> dict[str, Any]:
     return doc
 
 
-async def _audit(gw: Any, run_id: str) -> Audit:
-    """The audit of a run as (dates x symbols) float32 matrices, streamed as packed blocks of
-    dates (PersistenceService.StreamPredictionAudit)."""
+async def _audit(gw: Any, run_id: str, *, date: str = "") -> Audit:
+    """The audit of a run (of one date when `date` is set: the catalog filters it) as
+    (dates x symbols) float32 matrices, streamed as packed blocks of dates
+    (PersistenceService.StreamPredictionAudit)."""
     names = {
         "prediction": "prediction",
         "realized": "realized_return",
@@ -233,7 +292,7 @@ async def _audit(gw: Any, run_id: str) -> Audit:
     blocks: dict[str, list[np.ndarray]] = {f: [] for f in Audit.FIELDS}
     stream = aio_stream(
         gw.clients.persistence.StreamPredictionAudit,
-        ppb.StreamPredictionAuditRequest(run_id=run_id, rows_per_message=_AUDIT_ROWS_PER_MESSAGE),
+        ppb.StreamPredictionAuditRequest(run_id=run_id, rows_per_message=_AUDIT_ROWS_PER_MESSAGE, date=date),
         timeout=gw.settings.deadline_backtest_seconds,
         target="persistence",
     )
@@ -372,15 +431,9 @@ async def symbol_audit_rows(gw: Any, run_id: str, symbol: str) -> list[dict[str,
 _AUDIT_KEYS = ("prediction", "realized_return", "target_weight", "held_weight", "pnl_contribution")
 
 
-async def full_audit(gw: Any, data: RunData) -> Audit | None:
-    """The run's whole audit, streamed on first need when the page was served from the stored
-    statistics (once, however many requests ask)."""
-    if data.audit is not None or data.stored is None:
-        return data.audit
-    async with data.audit_lock:
-        if data.audit is None:
-            data.audit = await _audit(gw, data.run["run_id"])
-    return data.audit
+async def date_audit(gw: Any, run_id: str, date: str) -> Audit:
+    """The audit of one date of a run (every symbol audited on it), filtered by the catalog."""
+    return await _audit(gw, run_id, date=date)
 
 
 class RunCache:

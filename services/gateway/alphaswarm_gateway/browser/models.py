@@ -147,8 +147,22 @@ class PromoteBody(BaseModel):
     model_alias: str = Field(default="", max_length=100)
 
 
-async def _audit(gw: Gateway, action: str, deployment_id: str, detail: dict[str, Any]) -> None:
+async def _act(gw: Gateway, action: str, deployment_id: str, method: str, request: Message) -> dict[str, Any]:
+    """One deployment action: call the registry's `method`, write the action to the audit log
+    (who, what, which deployment, from which version to which) and answer the deployment as it is
+    now (with the version it served before, except for a retirement)."""
+    reply = await _registry(gw, method, request)
+    now = reply.deployment.model_version
+    out: dict[str, Any] = {"deployment": deployment_view(reply.deployment)}
+    if action == "retire":
+        detail: dict[str, Any] = {"version": now}
+    else:
+        detail = {"from": reply.previous_model_version, "to": now}
+        out["previous_model_version"] = reply.previous_model_version or None
+    if action == "roll":
+        out["changed"] = reply.rolled
     await auth.record(gw, action, "deployment", deployment_id, detail=detail)
+    return out
 
 
 @deployments.post(
@@ -162,8 +176,10 @@ async def roll_deployment(
     current = (
         await _registry(gw, "GetDeployment", rpb.GetDeploymentRequest(deployment_id=deployment_id))
     ).deployment
-    reply = await _registry(
+    return await _act(
         gw,
+        "roll",
+        deployment_id,
         "Deploy",
         rpb.DeployRequest(
             deployment_id=deployment_id,
@@ -174,17 +190,6 @@ async def roll_deployment(
             strategy_cfg=current.strategy_cfg,
         ),
     )
-    await _audit(
-        gw,
-        "roll",
-        deployment_id,
-        {"from": reply.previous_model_version, "to": reply.deployment.model_version},
-    )
-    return {
-        "deployment": deployment_view(reply.deployment),
-        "previous_model_version": reply.previous_model_version or None,
-        "changed": reply.rolled,
-    }
 
 
 @deployments.post(
@@ -197,23 +202,15 @@ async def promote_deployment(
 ) -> dict[str, Any]:
     if bool(body.model_version) == bool(body.model_alias):
         raise InvalidArgument("give model_version or model_alias (exactly one)", field="model_version")
-    reply = await _registry(
+    return await _act(
         gw,
+        "promote",
+        deployment_id,
         "PromoteDeployment",
         rpb.PromoteDeploymentRequest(
             deployment_id=deployment_id, model_version=body.model_version, model_alias=body.model_alias
         ),
     )
-    await _audit(
-        gw,
-        "promote",
-        deployment_id,
-        {"from": reply.previous_model_version, "to": reply.deployment.model_version},
-    )
-    return {
-        "deployment": deployment_view(reply.deployment),
-        "previous_model_version": reply.previous_model_version or None,
-    }
 
 
 @deployments.post(
@@ -222,19 +219,13 @@ async def promote_deployment(
     summary="Serve the version the deployment served before its last change",
 )
 async def rollback_deployment(deployment_id: _DeploymentId, gw: GatewayDep) -> dict[str, Any]:
-    reply = await _registry(
-        gw, "RollbackDeployment", rpb.RollbackDeploymentRequest(deployment_id=deployment_id)
-    )
-    await _audit(
+    return await _act(
         gw,
         "rollback",
         deployment_id,
-        {"from": reply.previous_model_version, "to": reply.deployment.model_version},
+        "RollbackDeployment",
+        rpb.RollbackDeploymentRequest(deployment_id=deployment_id),
     )
-    return {
-        "deployment": deployment_view(reply.deployment),
-        "previous_model_version": reply.previous_model_version or None,
-    }
 
 
 @deployments.post(
@@ -243,9 +234,13 @@ async def rollback_deployment(deployment_id: _DeploymentId, gw: GatewayDep) -> d
     summary="Retire a deployment: kept for history, no longer serving predictions",
 )
 async def retire_deployment(deployment_id: _DeploymentId, gw: GatewayDep) -> dict[str, Any]:
-    reply = await _registry(gw, "RetireDeployment", rpb.RetireDeploymentRequest(deployment_id=deployment_id))
-    await _audit(gw, "retire", deployment_id, {"version": reply.deployment.model_version})
-    return {"deployment": deployment_view(reply.deployment)}
+    return await _act(
+        gw,
+        "retire",
+        deployment_id,
+        "RetireDeployment",
+        rpb.RetireDeploymentRequest(deployment_id=deployment_id),
+    )
 
 
 # --------------------------------------------------------------------------- models
@@ -321,7 +316,7 @@ async def models_overview(gw: GatewayDep) -> dict[str, Any]:
     runs: dict[tuple[str, str], list[Any]] = {}
     token = ""
     while True:
-        page = await gw.list_runs(page_size=_PAGE, page_token=token)
+        page = await gw.list_runs(page_size=_PAGE, page_token=token, summary=True)
         for run in page.runs:
             if run.model_name:
                 runs.setdefault((run.model_name, run.model_version), []).append(run)

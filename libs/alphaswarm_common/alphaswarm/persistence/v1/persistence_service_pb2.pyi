@@ -275,14 +275,16 @@ class GetAlphaBacktestRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[_resources_pb2.AlphaBacktestRun, _Mapping]] = ...) -> None: ...
 
 class ListAlphaBacktestRunsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state")
+    __slots__ = ("page_size", "page_token", "state", "summary")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: _resources_pb2.RunState
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[_resources_pb2.RunState, str]] = ...) -> None: ...
+    summary: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[_resources_pb2.RunState, str]] = ..., summary: _Optional[bool] = ...) -> None: ...
 
 class ListAlphaBacktestRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")
@@ -421,12 +423,16 @@ class ListPredictionAuditResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[_resources_pb2.PredictionAuditRow, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class StreamPredictionAuditRequest(_message.Message):
-    __slots__ = ("run_id", "rows_per_message")
+    __slots__ = ("run_id", "rows_per_message", "date", "symbol")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_PER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     rows_per_message: int
-    def __init__(self, run_id: _Optional[str] = ..., rows_per_message: _Optional[int] = ...) -> None: ...
+    date: str
+    symbol: str
+    def __init__(self, run_id: _Optional[str] = ..., rows_per_message: _Optional[int] = ..., date: _Optional[str] = ..., symbol: _Optional[str] = ...) -> None: ...
 
 class StreamPredictionAuditResponse(_message.Message):
     __slots__ = ("batch", "total_rows")
@@ -537,7 +543,7 @@ class ListBacktestTradesResponse(_message.Message):
     def __init__(self, trades: _Optional[_Iterable[_Union[_resources_pb2.Trade, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class ListBacktestResultsRequest(_message.Message):
-    __slots__ = ("symbol", "strategy_type", "from_date", "to_date", "status", "order_by", "page_size", "page_token")
+    __slots__ = ("symbol", "strategy_type", "from_date", "to_date", "status", "order_by", "page_size", "page_token", "dataset_fingerprint")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_TYPE_FIELD_NUMBER: _ClassVar[int]
     FROM_DATE_FIELD_NUMBER: _ClassVar[int]
@@ -546,6 +552,7 @@ class ListBacktestResultsRequest(_message.Message):
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     strategy_type: str
     from_date: str
@@ -554,7 +561,34 @@ class ListBacktestResultsRequest(_message.Message):
     order_by: str
     page_size: int
     page_token: str
-    def __init__(self, symbol: _Optional[str] = ..., strategy_type: _Optional[str] = ..., from_date: _Optional[str] = ..., to_date: _Optional[str] = ..., status: _Optional[str] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    dataset_fingerprint: str
+    def __init__(self, symbol: _Optional[str] = ..., strategy_type: _Optional[str] = ..., from_date: _Optional[str] = ..., to_date: _Optional[str] = ..., status: _Optional[str] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., dataset_fingerprint: _Optional[str] = ...) -> None: ...
+
+class ListDatasetTrialsRequest(_message.Message):
+    __slots__ = ("dataset_fingerprint",)
+    DATASET_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    dataset_fingerprint: str
+    def __init__(self, dataset_fingerprint: _Optional[str] = ...) -> None: ...
+
+class ListDatasetTrialsResponse(_message.Message):
+    __slots__ = ("backtest_ids", "symbols", "strategy_types", "start_dates", "end_dates", "parameters_json", "metrics_json", "conventions_json")
+    BACKTEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_TYPES_FIELD_NUMBER: _ClassVar[int]
+    START_DATES_FIELD_NUMBER: _ClassVar[int]
+    END_DATES_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONVENTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    backtest_ids: _containers.RepeatedScalarFieldContainer[str]
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    strategy_types: _containers.RepeatedScalarFieldContainer[str]
+    start_dates: _containers.RepeatedScalarFieldContainer[str]
+    end_dates: _containers.RepeatedScalarFieldContainer[str]
+    parameters_json: _containers.RepeatedScalarFieldContainer[str]
+    metrics_json: _containers.RepeatedScalarFieldContainer[str]
+    conventions_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, backtest_ids: _Optional[_Iterable[str]] = ..., symbols: _Optional[_Iterable[str]] = ..., strategy_types: _Optional[_Iterable[str]] = ..., start_dates: _Optional[_Iterable[str]] = ..., end_dates: _Optional[_Iterable[str]] = ..., parameters_json: _Optional[_Iterable[str]] = ..., metrics_json: _Optional[_Iterable[str]] = ..., conventions_json: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListBacktestResultsResponse(_message.Message):
     __slots__ = ("results", "next_page_token")

@@ -110,6 +110,11 @@ class PersistenceServiceStub:
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsRequest.SerializeToString,
                 response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsResponse.FromString,
                 _registered_method=True)
+        self.ListDatasetTrials = channel.unary_unary(
+                '/alphaswarm.persistence.v1.PersistenceService/ListDatasetTrials',
+                request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDatasetTrialsRequest.SerializeToString,
+                response_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDatasetTrialsResponse.FromString,
+                _registered_method=True)
         self.ListBacktestTrades = channel.unary_unary(
                 '/alphaswarm.persistence.v1.PersistenceService/ListBacktestTrades',
                 request_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestTradesRequest.SerializeToString,
@@ -371,6 +376,13 @@ class PersistenceServiceServicer:
 
     def ListBacktestResults(self, request, context):
         """Lists backtest results with filters, ordering and pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasetTrials(self, request, context):
+        """The completed backtests on one dataset as columns: what a leaderboard of its trials reads.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -675,6 +687,11 @@ def add_PersistenceServiceServicer_to_server(servicer, server):
                     servicer.ListBacktestResults,
                     request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsRequest.FromString,
                     response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsResponse.SerializeToString,
+            ),
+            'ListDatasetTrials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasetTrials,
+                    request_deserializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDatasetTrialsRequest.FromString,
+                    response_serializer=alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDatasetTrialsResponse.SerializeToString,
             ),
             'ListBacktestTrades': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBacktestTrades,
@@ -1238,6 +1255,33 @@ class PersistenceService:
             '/alphaswarm.persistence.v1.PersistenceService/ListBacktestResults',
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsRequest.SerializeToString,
             alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListBacktestResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasetTrials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alphaswarm.persistence.v1.PersistenceService/ListDatasetTrials',
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDatasetTrialsRequest.SerializeToString,
+            alphaswarm_dot_persistence_dot_v1_dot_persistence__service__pb2.ListDatasetTrialsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,7 @@ function timed(el, draw) {
   const dispose = draw();
   const ms = performance.now() - start;
   el.dataset.ms = ms.toFixed(1);
+  el.dataset.at = (start + ms).toFixed(0); // drawn at, ms since the page's navigation
   if (el.id) performance.measure(`chart:${el.id}`, { start, duration: ms });
   return dispose;
 }

@@ -139,6 +139,7 @@ export function dataTable(el, { columns, load, pageSize = 50, sort = null, desc 
     });
     clear(table, h("thead", head), h("tbody", body));
     table.removeAttribute("aria-busy");
+    table.dataset.at = performance.now().toFixed(0); // rows drawn at, ms since the page's navigation
     const pages = res.total == null ? null : Math.max(1, Math.ceil(res.total / state.pageSize));
     const hasNext = pages == null ? res.items.length === state.pageSize : state.page + 1 < pages;
     clear(
@@ -186,4 +187,17 @@ function compare(a, b) {
 
 export function section(title, ...children) {
   return h("section.card", h("h2", title), ...children);
+}
+
+/** A link to a model version's page (`#/models/<name>?version=<v>`), shown as "name vV". */
+export function modelLink(name, version, label) {
+  if (!name) return label ?? "—";
+  const href = `#/models/${encodeURIComponent(name)}${version ? `?version=${encodeURIComponent(version)}` : ""}`;
+  return h("a.model-link", { href, on: { click: (e) => e.stopPropagation() } }, label ?? `${name}${version ? ` v${version}` : ""}`);
+}
+
+/** A link to a deployment's page (`#/deployments/<id>`), shown as its id. */
+export function deploymentLink(id) {
+  if (!id) return "—";
+  return h("a.deployment-link", { href: `#/deployments/${encodeURIComponent(id)}`, on: { click: (e) => e.stopPropagation() } }, h("code", id));
 }

@@ -3,7 +3,7 @@
 import { api } from "../core/api.js";
 import { echart, loadCharts } from "../core/charts.js";
 import { register } from "../core/router.js";
-import { badge, clear, errorBox, fmt, h, section } from "../core/ui.js";
+import { badge, clear, deploymentLink, errorBox, fmt, h, modelLink, section } from "../core/ui.js";
 
 register({
   id: "deployments",
@@ -27,25 +27,50 @@ register({
       }
       const versions = await modelVersions(doc.items, ctx);
       await charts;
-      for (const d of doc.items) {
-        const chartEl = h("div.chart-box", { dataset: { deployment: d.deployment_id } });
-        const card = section(
-          `${d.model_name} v${d.model_version}`,
-          h("div.toolbar", badge(d.state), d.model_alias ? h("span.chip", d.model_alias) : null,
-            h("code.muted", d.deployment_id), h("span.muted", `${fmt.text(d.dataset_source)} · ${fmt.text(d.strategy_type)} · updated ${fmt.datetime(d.updated_at)}`)),
-          actions(d, versions[d.model_name] || [], draw),
-          historyTable(d),
-          chartEl
-        );
-        card.dataset.deployment = d.deployment_id;
-        body.append(card);
-        disposers.push(historyChart(chartEl, d));
-      }
+      for (const d of doc.items) body.append(card(d, versions, draw, disposers));
     };
     await draw();
     return () => disposers.forEach((f) => f());
   },
 });
+
+// One deployment's page: what it serves, its history and the actions (`#/deployments/<id>`).
+register({
+  id: "deployment",
+  path: "deployments/:deployment_id",
+  title: (p) => `Deployment ${p.deployment_id.slice(0, 8)}`,
+  async render(el, { deployment_id }, ctx) {
+    const charts = loadCharts();
+    const body = h("div#deployment");
+    el.append(h("div.toolbar", h("h1", "Deployment"), h("span.spacer"), h("a", { href: "#/deployments" }, "all deployments")), body);
+    const disposers = [];
+    const draw = async () => {
+      disposers.splice(0).forEach((f) => f());
+      const d = await api.get(`/deployments/${encodeURIComponent(deployment_id)}`, null, { signal: ctx.signal });
+      const versions = await modelVersions([d], ctx);
+      await charts;
+      clear(body, card(d, versions, draw, disposers));
+    };
+    await draw();
+    return () => disposers.forEach((f) => f());
+  },
+});
+
+function card(d, versions, redraw, disposers) {
+  const chartEl = h("div.chart-box", { dataset: { deployment: d.deployment_id } });
+  const c = section(
+    `${d.model_name} v${d.model_version}`,
+    h("div.toolbar", badge(d.state), d.model_alias ? h("span.chip", d.model_alias) : null,
+      deploymentLink(d.deployment_id), modelLink(d.model_name, d.model_version, "model version"),
+      h("span.muted", `${fmt.text(d.dataset_source)} · ${fmt.text(d.strategy_type)} · updated ${fmt.datetime(d.updated_at)}`)),
+    actions(d, versions[d.model_name] || [], redraw),
+    historyTable(d),
+    chartEl
+  );
+  c.dataset.deployment = d.deployment_id;
+  disposers.push(historyChart(chartEl, d));
+  return c;
+}
 
 async function modelVersions(items, ctx) {
   const names = [...new Set(items.map((d) => d.model_name))];
@@ -93,7 +118,7 @@ function historyTable(d) {
     h(
       "table.data.deployment-history",
       h("thead", h("tr", h("th", "Model"), h("th", "Version"), h("th", "From"), h("th", "To"))),
-      h("tbody", rows.map((r) => h("tr", h("td", r.model_name || d.model_name), h("td", `v${r.version}`), h("td", fmt.datetime(r.from)), h("td", r.to ? fmt.datetime(r.to) : d.state === "active" ? "serving" : "retired"))))
+      h("tbody", rows.map((r) => h("tr", h("td", r.model_name || d.model_name), h("td", modelLink(r.model_name || d.model_name, r.version, `v${r.version}`)), h("td", fmt.datetime(r.from)), h("td", r.to ? fmt.datetime(r.to) : d.state === "active" ? "serving" : "retired"))))
     )
   );
 }

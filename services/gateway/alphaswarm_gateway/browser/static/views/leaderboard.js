@@ -5,7 +5,7 @@ import { api } from "../core/api.js";
 import { pValueColor } from "../core/catalog.js";
 import { echart, loadCharts } from "../core/charts.js";
 import { go, register } from "../core/router.js";
-import { dataTable, fmt, h, localLoader, metricGrid, section } from "../core/ui.js";
+import { dataTable, fmt, h, localLoader, metricGrid, modelLink, section } from "../core/ui.js";
 
 const TOP = 40;
 
@@ -70,6 +70,7 @@ register({
       pageSize: 50,
       columns: [
         { key: "label", label: "Model / strategy", sortable: true, format: (v, r) => (r.run_id ? h("a", { href: `#/runs/${r.run_id}` }, v) : h("a", { href: `#/compare?ids=${r.backtest_id}` }, v)) },
+        { key: "model_name", label: "Model version", sortable: true, format: (v, r) => (v ? modelLink(v, r.model_version) : "—") },
         { key: "kind", label: "Kind", sortable: true, format: (v) => h("span.chip", v) },
         { key: "start_date", label: "Window", format: (v, r) => `${v} → ${r.end_date}` },
         { key: "trials", label: "Trials", sortable: true, num: true, format: fmt.int },

@@ -3,7 +3,7 @@
 import { api, download, followStream, TERMINAL } from "../core/api.js";
 import { echart, loadCharts, pctAxis, timeChart } from "../core/charts.js";
 import { register } from "../core/router.js";
-import { badge, clear, dataTable, errorBox, fmt, h, metricGrid, section } from "../core/ui.js";
+import { badge, clear, dataTable, deploymentLink, errorBox, fmt, h, metricGrid, modelLink, section } from "../core/ui.js";
 
 export const STAGES = ["accepted", "training", "registering", "deploying", "predicting", "backtesting", "persisting", "completed"];
 const POINTS = 800;
@@ -82,13 +82,13 @@ function drawHeader(el, run, ctx) {
     h(
       "dl.facts",
       fact("Run id", h("code", run.run_id)),
-      fact("Model", l.model_name ? `${l.model_name}${l.model_version ? ` v${l.model_version}` : ""}` : cfg.model_cfg?.type),
+      fact("Model", l.model_name ? modelLink(l.model_name, l.model_version) : cfg.model_cfg?.type),
       fact("Strategy", cfg.strategy_cfg ? `${cfg.strategy_cfg.type} ${JSON.stringify(cfg.strategy_cfg.params || {})}` : "—"),
       fact("Window", win ? `${win.start} → ${win.end} (${fmt.int(win.n_dates)} dates, ${fmt.int((win.symbols || []).length)} symbols)` : "—"),
       fact("Costs", cfg.backtest_cfg ? `fees ${fmt.bps(cfg.backtest_cfg.fees)} + slippage ${fmt.bps(cfg.backtest_cfg.slippage)} per side` : "—"),
       fact("Started", fmt.datetime(run.started_at || run.created_at)),
       fact("Duration", fmt.duration(run.duration_seconds)),
-      fact("Deployment", l.deployment_id ? h("code", l.deployment_id) : "—"),
+      fact("Deployment", deploymentLink(l.deployment_id)),
       fact("Backtest", l.backtest_id ? h("code", l.backtest_id) : "—"),
       fact("MLflow", h("span#mlflow-links", mlflowLinks(run)))
     )

@@ -2,7 +2,7 @@
 // server), with runs in progress refreshed live.
 import { api } from "../core/api.js";
 import { go, register } from "../core/router.js";
-import { badge, dataTable, fmt, h } from "../core/ui.js";
+import { badge, dataTable, fmt, h, modelLink } from "../core/ui.js";
 
 const STATES = ["", "pending", "running", "succeeded", "failed", "cancelled"];
 const LIVE = new Set(["pending", "running"]);
@@ -10,7 +10,7 @@ const LIVE = new Set(["pending", "running"]);
 const COLUMNS = [
   { key: "status", label: "State", sortable: true, format: (v, r) => h("span", badge(v), LIVE.has(v) ? h("span.muted.stage", ` ${r.stage || ""}`) : null) },
   { key: "run_name", label: "Run", sortable: true, format: (v, r) => h("a", { href: `#/runs/${r.run_id}`, on: { click: (e) => e.stopPropagation() } }, v || r.run_id.slice(0, 8)) },
-  { key: "model", label: "Model", sortable: true, format: (v, r) => (r.model_name ? `${r.model_name}${r.model_version ? ` v${r.model_version}` : ""}` : fmt.text(r.model_type)) },
+  { key: "model", label: "Model", sortable: true, format: (v, r) => (r.model_name ? modelLink(r.model_name, r.model_version) : fmt.text(r.model_type)) },
   { key: "window_start", label: "Window", sortable: true, format: (v, r) => (r.window_start ? `${fmt.date(r.window_start)} → ${fmt.date(r.window_end)}` : "—") },
   { key: "ic", label: "Rank IC", sortable: true, num: true, format: (v) => fmt.num(v, 4) },
   { key: "icir", label: "ICIR", sortable: true, num: true, format: (v) => fmt.num(v, 3) },
@@ -57,8 +57,10 @@ register({
           page: s.page,
           page_size: s.pageSize,
         }, { signal: ctx.signal });
-        live = res.items.some((r) => LIVE.has(r.status));
-        summary.textContent = `${fmt.int(res.total)} run${res.total === 1 ? "" : "s"}${res.active ? ` · ${res.active} in progress` : ""}`;
+        // while the gateway reads the runs (just started), the count is of those read so far
+        live = res.partial || res.items.some((r) => LIVE.has(r.status));
+        const count = res.partial ? `${fmt.int(res.total)}+ runs` : `${fmt.int(res.total)} run${res.total === 1 ? "" : "s"}`;
+        summary.textContent = `${count}${res.active ? ` · ${res.active} in progress` : ""}`;
         return res;
       },
     });
