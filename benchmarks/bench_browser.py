@@ -288,6 +288,27 @@ def _cold_run_data(stack: Any, run_id: str) -> tuple[float, float]:
     return time.perf_counter() - t0, cpu() - c0
 
 
+def _cold_scatter(stack: Any, run_id: str) -> tuple[float, float]:
+    """(wall, process CPU) seconds the gateway takes, with nothing cached, to read the whole ledger
+    (keyset pages) and sample the MAE / MFE scatter: what the scatter's own request costs once."""
+    import asyncio
+    import resource
+
+    from alphaswarm_gateway.browser.api import _scatter
+    from alphaswarm_gateway.browser.data import RunCache
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    gw = stack._gateway
+    run = asyncio.run_coroutine_threadsafe(gw.get_run(run_id=run_id), stack._loop).result()
+    data = asyncio.run_coroutine_threadsafe(RunCache().get(gw, run), stack._loop).result()
+    c0, t0 = cpu(), time.perf_counter()
+    asyncio.run_coroutine_threadsafe(_scatter(gw, data), stack._loop).result()
+    return time.perf_counter() - t0, cpu() - c0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10_000)
@@ -436,6 +457,7 @@ def _bench(args: argparse.Namespace, home: Path) -> None:
             page.close()
             browser.close()
         cold_data = _cold_run_data(stack, run_id)
+        cold_scatter = _cold_scatter(stack, run_id)
 
     med = statistics.median
     cmd = "python benchmarks/bench_browser.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -491,8 +513,12 @@ def _bench(args: argparse.Namespace, home: Path) -> None:
     print(f"  API requests of an open: {n_api} ({api_bytes / 1024:.0f} KiB)")
     print(f"  open, warm: header, metrics and the equity chart (median)  {med(above_fold) * 1000:8.0f} ms")
     print(
-        f"  gateway, nothing cached: run, backtest + trades, stored statistics, series JSON "
+        f"  gateway, nothing cached: run, backtest, first ledger page, stored statistics, series JSON "
         f"{cold_data[0] * 1000:.0f} ms ({cold_data[1] * 1000:.0f} ms CPU)"
+    )
+    print(
+        f"  gateway, nothing cached: the scatter's sample (whole ledger by keyset pages, sampled) "
+        f"{cold_scatter[0] * 1000:.0f} ms ({cold_scatter[1] * 1000:.0f} ms CPU)"
     )
     print(
         f"  GET /browser/runs/{{id}}/series?points=800 (median)      {med(series) * 1000:8.0f} ms, {payload / 1024:.0f} KiB"
