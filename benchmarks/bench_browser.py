@@ -217,6 +217,7 @@ def _wait_run_page(page: Any) -> None:
     for chart in CHARTS:
         page.wait_for_selector(f"#{chart}[data-drawn='1']", timeout=600_000)
     page.wait_for_selector("#trades-table tbody tr", timeout=600_000)
+    page.wait_for_selector("#run-body[data-drawn='1']", timeout=600_000)
     page.wait_for_selector("#audit-table tbody tr", timeout=600_000)
 
 
@@ -226,26 +227,43 @@ _SPLIT = """(sel) => {
     const path = new URL(e.name).pathname;
     return !path.startsWith("/ui/") && !path.includes("/stream");
   });
-  return [Math.max(0, ...at), api.reduce((n, e) => n + (e.responseEnd - e.requestStart), 0), api.length];
+  return [Math.max(0, ...at), api.reduce((n, e) => n + (e.responseEnd - e.requestStart), 0), api.length,
+          api.reduce((n, e) => n + (e.encodedBodySize || 0), 0)];
 }"""
 
 
-def _timed_load(context: Any, url: str, ready: Any, drawn: str = "") -> float:
+def _cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed_load(context: Any, url: str, ready: Any, drawn: str = "", first: str = "") -> float:
     page = context.new_page()
+    c0 = _cpu()
     start = time.perf_counter()
     page.goto(url)
     ready(page)
     took = time.perf_counter() - start
+    cpu_ms = (_cpu() - c0) * 1000
     if drawn:
-        page_ms, server_ms, _ = page.evaluate(_SPLIT, drawn)
-        SPLITS.setdefault(drawn, []).append((page_ms, server_ms))
+        page_ms, server_ms, n_api, api_bytes = page.evaluate(_SPLIT, drawn)
+        first_ms = page.evaluate(_SPLIT, first)[0] if first else page_ms
+        SPLITS.setdefault(drawn, []).append((page_ms, server_ms, cpu_ms, first_ms))
+        REQUESTS[drawn] = (n_api, api_bytes)
     page.close()
     return took
 
 
-SPLITS: dict[str, list[tuple[float, float]]] = {}
+SPLITS: dict[str, list[tuple[float, float, float, float]]] = {}
 """Per selector: (page clock when the last element drew, time spent waiting on the gateway's API
-answers, summed) of each load timed with it."""
+answers summed, CPU of this process (the gateway and the Playwright client) during the load,
+page clock when the first screen drew) of each load timed with it."""
+REQUESTS: dict[str, tuple[int, int]] = {}
+"""Per selector: (API requests, their bytes) of the last load timed with it (the stream excluded)."""
+FIRST_SCREEN = "#chart-equity"
+"""The run page's first screen: header, metrics and the equity chart (drawn last of the three)."""
 RUN_PAGE_DRAWN = ",".join([*(f"#{c}" for c in CHARTS), "#trades-table", "#audit-table"])
 
 
@@ -267,6 +285,27 @@ def _cold_run_data(stack: Any, run_id: str) -> tuple[float, float]:
     run = asyncio.run_coroutine_threadsafe(gw.get_run(run_id=run_id), stack._loop).result()
     data = asyncio.run_coroutine_threadsafe(RunCache().get(gw, run), stack._loop).result()
     series_json(data, DEFAULT_POINTS)
+    return time.perf_counter() - t0, cpu() - c0
+
+
+def _cold_scatter(stack: Any, run_id: str) -> tuple[float, float]:
+    """(wall, process CPU) seconds the gateway takes, with nothing cached, to read the whole ledger
+    (keyset pages) and sample the MAE / MFE scatter: what the scatter's own request costs once."""
+    import asyncio
+    import resource
+
+    from alphaswarm_gateway.browser.api import _scatter
+    from alphaswarm_gateway.browser.data import RunCache
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    gw = stack._gateway
+    run = asyncio.run_coroutine_threadsafe(gw.get_run(run_id=run_id), stack._loop).result()
+    data = asyncio.run_coroutine_threadsafe(RunCache().get(gw, run), stack._loop).result()
+    c0, t0 = cpu(), time.perf_counter()
+    asyncio.run_coroutine_threadsafe(_scatter(gw, data), stack._loop).result()
     return time.perf_counter() - t0, cpu() - c0
 
 
@@ -389,10 +428,11 @@ def _bench(args: argparse.Namespace, home: Path) -> None:
             page.close()
 
             run_url = f"{url}/#/runs/{run_id}"
-            run_first = _timed_load(context, run_url, _wait_run_page, RUN_PAGE_DRAWN)
+            run_first = _timed_load(context, run_url, _wait_run_page, RUN_PAGE_DRAWN, FIRST_SCREEN)
             run_first_split = SPLITS.pop(RUN_PAGE_DRAWN)[0]
             run_warm = [
-                _timed_load(context, run_url, _wait_run_page, RUN_PAGE_DRAWN) for _ in range(args.repeats)
+                _timed_load(context, run_url, _wait_run_page, RUN_PAGE_DRAWN, FIRST_SCREEN)
+                for _ in range(args.repeats)
             ]
             above_fold = [
                 _timed_load(
@@ -417,6 +457,7 @@ def _bench(args: argparse.Namespace, home: Path) -> None:
             page.close()
             browser.close()
         cold_data = _cold_run_data(stack, run_id)
+        cold_scatter = _cold_scatter(stack, run_id)
 
     med = statistics.median
     cmd = "python benchmarks/bench_browser.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -426,13 +467,21 @@ def _bench(args: argparse.Namespace, home: Path) -> None:
     )
     print(f"run list: {args.runs + 1:,} runs, 50 rows a page")
 
-    def split(pair: tuple[float, float]) -> str:
-        page_ms, server_ms = pair
-        return f"(page clock {page_ms:.0f} ms: gateway {server_ms:.0f} ms, rest of the page {page_ms - server_ms:.0f} ms)"
+    def split(row: tuple[float, float, float, float]) -> str:
+        page_ms, server_ms, cpu_ms, first_ms = row
+        return (
+            f"(page clock: first screen drawn {first_ms:.0f} ms, everything drawn {page_ms:.0f} ms; "
+            f"gateway {server_ms:.0f} ms, gateway process CPU {cpu_ms:.0f} ms)"
+        )
 
-    def med_split(key: str) -> tuple[float, float]:
+    def med_split(key: str) -> tuple[float, float, float, float]:
         rows = SPLITS[key]
-        return med(p for p, _ in rows), med(s for _, s in rows)
+        return (
+            med(r[0] for r in rows),
+            med(r[1] for r in rows),
+            med(r[2] for r in rows),
+            med(r[3] for r in rows),
+        )
 
     print(
         f"  first load after the gateway starts                     {list_first * 1000:8.0f} ms {split(first_split)}"
@@ -440,6 +489,10 @@ def _bench(args: argparse.Namespace, home: Path) -> None:
     print(
         f"  load, warm (median of {args.repeats})                         {med(list_warm) * 1000:8.0f} ms "
         f"{split(med_split('#runs-table'))}"
+    )
+    n_api, api_bytes = REQUESTS["#runs-table"]
+    print(
+        f"  API requests of a load: {n_api} ({api_bytes / 1024:.1f} KiB: the session and one page of 50 runs)"
     )
     print(f"  GET /browser/runs sorted by Sharpe (median)            {med(api) * 1000:8.0f} ms")
     print(f"  click a column to re-sort, rows redrawn (median)        {med(sorts) * 1000:8.0f} ms")
@@ -456,10 +509,16 @@ def _bench(args: argparse.Namespace, home: Path) -> None:
         f"  open, warm: 10 charts + ledger + audit (median of {args.repeats})  {med(run_warm) * 1000:8.0f} ms "
         f"{split(med_split(RUN_PAGE_DRAWN))}"
     )
+    n_api, api_bytes = REQUESTS[RUN_PAGE_DRAWN]
+    print(f"  API requests of an open: {n_api} ({api_bytes / 1024:.0f} KiB)")
     print(f"  open, warm: header, metrics and the equity chart (median)  {med(above_fold) * 1000:8.0f} ms")
     print(
-        f"  gateway, nothing cached: run, backtest + trades, stored statistics, series JSON "
+        f"  gateway, nothing cached: run, backtest, first ledger page, stored statistics, series JSON "
         f"{cold_data[0] * 1000:.0f} ms ({cold_data[1] * 1000:.0f} ms CPU)"
+    )
+    print(
+        f"  gateway, nothing cached: the scatter's sample (whole ledger by keyset pages, sampled) "
+        f"{cold_scatter[0] * 1000:.0f} ms ({cold_scatter[1] * 1000:.0f} ms CPU)"
     )
     print(
         f"  GET /browser/runs/{{id}}/series?points=800 (median)      {med(series) * 1000:8.0f} ms, {payload / 1024:.0f} KiB"

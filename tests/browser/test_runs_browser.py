@@ -50,6 +50,9 @@ def _run_yaml(name: str) -> str:
 def _drawn(page: Any, chart_id: str) -> int:
     box = page.locator(f"#{chart_id}")
     box.wait_for(state="attached")
+    # charts below the first screen draw when they come into view (or in idle time)
+    box.scroll_into_view_if_needed()
+    page.wait_for_selector(f"#{chart_id}[data-chart]", timeout=60_000)
     assert box.get_attribute("data-drawn") == "1", f"{chart_id} did not draw"
     points = int(box.get_attribute("data-points") or 0)
     # The library drew onto a canvas of real size.
@@ -138,7 +141,11 @@ def test_submit_follow_live_and_check_the_run_page(site: Site, watched: Watched,
     assert points["chart-monthly"] == len(series["monthly"])
     assert points["chart-ic-decay"] == 2 * len(series["ic_decay"]) == 8
     assert points["chart-deciles"] == 20
-    assert points["chart-mae-mfe"] == len(series["trades"]["scatter"]) > 0
+    scatter = httpx.get(
+        f"{site.url}/browser/runs/{run_id}/trades/scatter", headers=site.headers(), timeout=60
+    ).json()
+    assert scatter["total"] == series["trades"]["total"] and not scatter["sampled"]
+    assert points["chart-mae-mfe"] == len(scatter["items"]) == scatter["total"] > 0
     # The final growth of 1 is the backtest's total return.
     assert eq["strategy"][-1] - 1 == pytest.approx(tr["total_return"], rel=1e-6, abs=1e-9)
 

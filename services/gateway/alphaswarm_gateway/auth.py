@@ -108,6 +108,7 @@ ROUTE_ROLES: dict[str, str] = {
     "list_browser_runs": VIEWER,
     "get_browser_run_series": VIEWER,
     "list_browser_run_trades": VIEWER,
+    "get_browser_run_trade_scatter": VIEWER,
     "list_browser_run_audit": VIEWER,
     # Strategy Browser views of the catalog, models and deployments.
     "compare_backtest_series": VIEWER,

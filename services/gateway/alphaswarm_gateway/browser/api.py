@@ -7,7 +7,9 @@
 * `GET /browser/runs/{run_id}/series?points=`: a finished run's chart data, long
   series downsampled on the server (`analytics.py`, `series.py`);
 * `GET /browser/runs/{run_id}/trades`, `/audit`: its trade ledger and prediction
-  audit, sorted and paginated.
+  audit, sorted and paginated (the ledger by trade number through the catalog's keyset pages);
+* `GET /browser/runs/{run_id}/trades/scatter`: the trades of the MAE / MFE scatter, every one up
+  to 2,000, else a deterministic stratified sample keeping the extremes (`series.trade_sample`).
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ from alphaswarm_gateway.browser.data import (
     RunCache,
     RunData,
     RunIndex,
+    all_trades,
     date_audit,
     symbol_audit_rows,
+    trade_page,
 )
-from alphaswarm_gateway.browser.series import series_view
+from alphaswarm_gateway.browser.series import SCATTER_LIMIT, SCATTER_NOTE, series_view, trade_sample
 from alphaswarm_gateway.core import Gateway
 from alphaswarm_gateway.deps import GatewayDep
 
@@ -143,7 +147,7 @@ WARM_RUNS = 2
 def warm(app: Any) -> asyncio.Task[None]:
     """Read what the first page loads need, in the background (the gateway is ready meanwhile):
     the run index, the modules of the run page's statistics, and the run page data of the newest
-    finished runs (`WARM_RUNS`: the ones most likely opened next; a finished run never changes,
+    finished runs with their MAE / MFE sample (`WARM_RUNS`: the ones most likely opened next; a finished run never changes,
     so what is read stays right)."""
 
     async def run() -> None:
@@ -161,6 +165,9 @@ def warm(app: Any) -> asyncio.Task[None]:
                 run = await gw.get_run(run_id=run_id)
                 data = await _cache_of(app).get(gw, run)
                 await asyncio.to_thread(series_json, data, DEFAULT_POINTS)
+            for run_id in newest:  # then the scatter's sample (the whole ledger read once)
+                data = await _cache_of(app).get(gw, await gw.get_run(run_id=run_id))
+                await _scatter(gw, data)
         except Exception as exc:  # the pages read what they need themselves
             log.warning("the Strategy Browser's data was not read at start (%s); pages read it on load", exc)
 
@@ -281,9 +288,62 @@ async def list_trades(
     page: Page = 0,
     page_size: BrowserPageSize = 50,
 ) -> dict[str, Any]:
+    """By trade number (the page's default order), the first pages come from the keyset page read
+    with the run's data and later ones from the catalog's keyset pages (ListBacktestTrades); any
+    other order reads the whole ledger once and sorts it here."""
     _sort_key(sort, TRADE_SORT)
     data = await _finished(request, gw, run_id)
-    return _sorted_page(data.trades, sort, desc, page, page_size)
+    if sort == "trade_number" and not desc and data.trades is None:
+        start, end = page * page_size, (page + 1) * page_size
+        if end <= len(data.first_trades) or len(data.first_trades) >= data.trades_total:
+            items = data.first_trades[start:end]
+        else:
+            items = await _trades_slice(gw, data, start, page_size)
+        return {"items": items, "total": data.trades_total, "page": page}
+    return _sorted_page(await all_trades(gw, data), sort, desc, page, page_size)
+
+
+async def _trades_slice(gw: Gateway, data: RunData, start: int, size: int) -> list[dict[str, Any]]:
+    """Trades [start, start + size) by trade number, through the keyset pages: the token of each
+    page boundary met is kept with the run's data, so paging forward reads one page each time."""
+    tokens: dict[int, str] = data.cache.setdefault("trade_tokens", {0: ""})
+    at = max(k for k in tokens if k <= start)
+    rows: list[dict[str, Any]] = []
+    token = tokens[at]
+    while True:
+        want = start + size - at
+        got, token, _ = await trade_page(gw, data.backtest_id, min(max(want, 1), 10_000), token)
+        if at + len(got) > start:
+            rows.extend(got[max(start - at, 0) :])
+        at += len(got)
+        if token:
+            tokens[at] = token
+        if not token or not got or at >= start + size:
+            return rows[:size]
+
+
+@router.get(
+    "/runs/{run_id}/trades/scatter",
+    operation_id="get_browser_run_trade_scatter",
+    summary="A finished run's trades for the MAE / MFE scatter: all, or a sample keeping the extremes",
+)
+async def trade_scatter(run_id: str, request: Request, gw: GatewayDep) -> dict[str, Any]:
+    return await _scatter(gw, await _finished(request, gw, run_id))
+
+
+async def _scatter(gw: Gateway, data: RunData) -> dict[str, Any]:
+    cached = data.cache.get("trade_scatter")
+    if cached is None:
+        trades = await all_trades(gw, data)
+        items = await asyncio.to_thread(trade_sample, trades, SCATTER_LIMIT)
+        cached = data.cache["trade_scatter"] = {
+            "total": len(trades),
+            "sampled": len(items) < len(trades),
+            "limit": SCATTER_LIMIT,
+            "method": SCATTER_NOTE,
+            "items": items,
+        }
+    return cached  # type: ignore[no-any-return]
 
 
 AUDIT_SORT = frozenset(

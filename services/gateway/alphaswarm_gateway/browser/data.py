@@ -39,11 +39,13 @@ from alphaswarm_gateway.browser.analytics import Audit
 __all__ = [
     "RunData",
     "RunIndex",
+    "all_trades",
     "date_audit",
     "load_run_data",
     "read_stored_stats",
     "run_summary",
     "symbol_audit_rows",
+    "trade_page",
 ]
 
 log = logging.getLogger(__name__)
@@ -247,7 +249,10 @@ class RunData:
     drawdown: np.ndarray
     initial_capital: float
     conventions: dict[str, Any]
-    trades: list[dict[str, Any]]
+    trades_total: int
+    # the ledger's first keyset page by trade number (what the run page opens with); the whole
+    # ledger is read only when asked for (another sort order, the MAE / MFE sample): `all_trades`
+    first_trades: list[dict[str, Any]]
     audit: Audit | None
     audit_reason: str | None
     built_seconds: float = 0.0
@@ -255,6 +260,8 @@ class RunData:
     # never streamed; the audit table reads one date or one symbol from the catalog
     stored: dict[str, Any] | None = None
     last_rows: dict[str, Any] | None = None
+    backtest_id: str = ""
+    trades: list[dict[str, Any]] | None = None  # every trade by trade number, once read
     cache: dict[Any, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one computation of `cache` at a time
 
@@ -274,6 +281,54 @@ def _trade(msg: resources_pb2.Trade) -> dict[str, Any]:
     for key in ("symbol", "exit_reason"):
         doc[key] = doc.get(key) or None
     return doc
+
+
+FIRST_TRADES = 100
+"""Trades read with the run's page data: the ledger's first pages by trade number."""
+_TRADE_PAGE = 10_000  # the catalog's largest keyset page
+
+
+async def trade_page(
+    gw: Any, backtest_id: str, page_size: int, page_token: str = ""
+) -> tuple[list[dict[str, Any]], str, int]:
+    """One keyset page of a backtest's trades by trade number (ListBacktestTrades): (ledger rows,
+    the next page's token or "", the number of trades in all pages)."""
+    reply = await aio_call(
+        gw.clients.persistence.ListBacktestTrades,
+        ppb.ListBacktestTradesRequest(backtest_id=backtest_id, page_size=page_size, page_token=page_token),
+        timeout=gw.settings.deadline_default_seconds,
+        target="persistence",
+    )
+    return [_trade(t) for t in reply.trades], reply.next_page_token, int(reply.total_size)
+
+
+async def all_trades(gw: Any, data: RunData) -> list[dict[str, Any]]:
+    """Every trade of the run's backtest by trade number, read once (keyset pages of 10,000) and
+    kept with the run's page data; concurrent callers share the one read."""
+    if data.trades is not None:
+        return data.trades
+    fut: asyncio.Future[list[dict[str, Any]]] | None = data.cache.get("all_trades")
+    if fut is None:
+
+        async def read() -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = []
+            token = ""
+            while True:
+                page, token, _ = await trade_page(gw, data.backtest_id, _TRADE_PAGE, token)
+                rows.extend(page)
+                if not token or not page:
+                    return rows
+
+        fut = asyncio.ensure_future(read())
+        data.cache["all_trades"] = fut
+    try:
+        trades = await asyncio.shield(fut)
+    except BaseException:
+        if fut.done() and data.cache.get("all_trades") is fut:
+            del data.cache["all_trades"]  # a failed read is tried again by the next caller
+        raise
+    data.trades = trades
+    return trades
 
 
 async def _audit(gw: Any, run_id: str, *, date: str = "") -> Audit:
@@ -324,7 +379,7 @@ async def load_run_data(gw: Any, run: resources_pb2.AlphaBacktestRun) -> RunData
     started = time.perf_counter()
     reply = await aio_call(
         gw.clients.persistence.GetBacktestResult,
-        ppb.GetBacktestResultRequest(backtest_id=run.backtest_id, include_trades=True),
+        ppb.GetBacktestResultRequest(backtest_id=run.backtest_id, include_trades=False),
         timeout=gw.settings.deadline_default_seconds,
         target="persistence",
     )
@@ -340,7 +395,7 @@ async def load_run_data(gw: Any, run: resources_pb2.AlphaBacktestRun) -> RunData
         else np.zeros(0)
     )
     _, _, conventions = metricset_from_proto(rec.metrics) if rec.HasField("metrics") else ({}, {}, {})
-    trades = [_trade(t) for t in sorted(reply.trades, key=lambda t: t.trade_number)]
+    first, _, trades_total = await trade_page(gw, run.backtest_id, FIRST_TRADES)
     config = (
         config_from_proto(run.config, AlphaBacktestConfig).model_dump(mode="json")
         if run.HasField("config")
@@ -369,7 +424,9 @@ async def load_run_data(gw: Any, run: resources_pb2.AlphaBacktestRun) -> RunData
         drawdown=drawdown,
         initial_capital=float(rec.initial_capital or (equity[0] if equity.size else 1.0)),
         conventions=conventions,
-        trades=trades,
+        trades_total=trades_total,
+        first_trades=first,
+        backtest_id=run.backtest_id,
         audit=audit,
         audit_reason=reason,
         built_seconds=time.perf_counter() - started,

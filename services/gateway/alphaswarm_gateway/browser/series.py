@@ -176,7 +176,8 @@ def series_view(data: RunData, points: int) -> dict[str, Any]:
         or s["notes"].get("ic")
         or "bars: Rank IC (Spearman) per date; line: cumulative sum of Rank IC",
         "deciles": f"equal-weight decile portfolios by prediction, rebalanced every bar; net subtracts {cost_bps:.0f} bps (fees + slippage) per unit of turnover",
-        "trades": f"{len(data.trades)} trades; MAE / MFE are the worst / best unrealised return while open",
+        "trades": f"{data.trades_total} trades; MAE / MFE are the worst / best unrealised return while open; "
+        f"{SCATTER_NOTE}",
         **{k: v for k, v in s["notes"].items() if k not in ("ic",)},
     }
     doc: dict[str, Any] = {
@@ -208,7 +209,7 @@ def series_view(data: RunData, points: int) -> dict[str, Any]:
         "deciles": None,
         "exposure": None,
         "weights": None,
-        "trades": {"total": len(data.trades), "scatter": _trade_sample(data.trades, 1000)},
+        "trades": {"total": data.trades_total, "scatter_limit": SCATTER_LIMIT},
         "audit": None,
     }
     if "ic" in s:
@@ -248,9 +249,44 @@ def series_view(data: RunData, points: int) -> dict[str, Any]:
     return doc
 
 
-def _trade_sample(trades: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """At most `limit` trades for the MAE / MFE scatter, evenly spread over the ledger."""
-    pick = (
-        trades if len(trades) <= limit else [trades[int(i)] for i in np.linspace(0, len(trades) - 1, limit)]
-    )
-    return [{k: t.get(k) for k in ("trade_number", "mae", "mfe", "pnl_percent", "symbol")} for t in pick]
+SCATTER_LIMIT = 2_000
+"""Trades drawn in the MAE / MFE scatter at most (`trade_sample`)."""
+_EXTREMES = 10  # per end of each of MAE, MFE and P&L
+SCATTER_NOTE = (
+    f"the scatter shows every trade up to {SCATTER_LIMIT:,}; beyond, a deterministic sample: the "
+    f"{_EXTREMES} lowest and highest of MAE, MFE and P&L, and the rest one trade per equal slice of "
+    "the trades ranked by P&L"
+)
+_SCATTER_FIELDS = ("trade_number", "mae", "mfe", "pnl_percent", "symbol")
+
+
+def trade_sample(trades: list[dict[str, Any]], limit: int = SCATTER_LIMIT) -> list[dict[str, Any]]:
+    """The trades of the MAE / MFE scatter, by trade number: every trade when there are at most
+    `limit`; else a deterministic stratified sample of `limit` that keeps the extremes (the
+    `_EXTREMES` lowest and highest MAE, MFE and P&L) and fills the rest with the middle trade of
+    equal slices of the others ranked by P&L, so the P&L distribution keeps its shape."""
+    n = len(trades)
+    if n <= limit:
+        pick = np.arange(n)
+    else:
+
+        def col(key: str) -> np.ndarray:
+            v = np.array([t.get(key) for t in trades], dtype=np.float64)
+            return np.where(np.isfinite(v), v, np.nan)
+
+        keep: set[int] = set()
+        for key in ("mae", "mfe", "pnl_percent"):
+            v = col(key)
+            finite = np.flatnonzero(np.isfinite(v))
+            order = finite[np.argsort(v[finite], kind="stable")]
+            keep.update(order[:_EXTREMES].tolist())
+            keep.update(order[-_EXTREMES:].tolist())
+        pnl = col("pnl_percent")
+        ranked = np.argsort(np.where(np.isfinite(pnl), pnl, np.inf), kind="stable")
+        rest = ranked[~np.isin(ranked, list(keep))]
+        slots = max(limit - len(keep), 0)
+        if slots and rest.size:
+            edges = np.linspace(0, rest.size, slots + 1)
+            keep.update(rest[((edges[:-1] + edges[1:]) / 2).astype(np.int64)].tolist())
+        pick = np.array(sorted(keep), dtype=np.int64)
+    return [{k: trades[int(i)].get(k) for k in _SCATTER_FIELDS} for i in pick]

@@ -175,8 +175,8 @@ async function drawBody(el, run, ctx, disposers) {
     api.get(`/browser/runs/${run.run_id}/series`, { points: POINTS }, { signal: ctx.signal }),
     loadCharts(),
   ]);
-  // The sections first (so the tables start loading), then the charts one by one, yielding
-  // between them so the first ones show while the others draw.
+  // The sections first (so the tables start loading), then the first screen's chart (equity);
+  // the others draw when they come into view, or one at a time in idle time after it.
   const tasks = [];
   const box = (id, title, note) => {
     const c = h(`div.chart-box#${id}`);
@@ -185,7 +185,7 @@ async function drawBody(el, run, ctx, disposers) {
   };
   const chart = (id, title, note, draw) => {
     const c = box(id, title, note);
-    tasks.push(() => disposers.push(draw(c)));
+    tasks.push({ el: c, draw: () => draw(c) });
   };
   clear(el);
   const eq = s.equity;
@@ -234,16 +234,22 @@ async function drawBody(el, run, ctx, disposers) {
   } else {
     el.append(h("section.card#no-audit", h("h2", "Predictions"), h("p.muted", s.notes.ic)));
   }
-  const scatterOf = (win) => s.trades.scatter.filter((t) => (t.pnl_percent > 0) === win).map((t) => [t.mae, t.mfe, t.pnl_percent, t.trade_number]);
-  chart("chart-mae-mfe", "Trades: MAE vs MFE", s.notes.trades, (c) =>
-    echart(c, {
+  // The scatter's trades come from the server: every trade up to its limit, else a sample that
+  // keeps the extremes (the note says how it is drawn); the page never reads the whole ledger.
+  chart("chart-mae-mfe", "Trades: MAE vs MFE", s.notes.trades, async (c) => {
+    const sc = await api.get(`/browser/runs/${run.run_id}/trades/scatter`, null, { signal: ctx.signal });
+    const of = (win) => sc.items.filter((t) => (t.pnl_percent > 0) === win).map((t) => [t.mae, t.mfe, t.pnl_percent, t.trade_number]);
+    const dots = { type: "scatter", symbolSize: 4, large: true, largeThreshold: 500 };
+    c.dataset.sampled = sc.sampled ? "1" : "0";
+    return echart(c, {
       tooltip: { formatter: (p) => `trade ${p.data[3]}: MAE ${fmt.pct(p.data[0])}, MFE ${fmt.pct(p.data[1])}, P&L ${fmt.pct(p.data[2])}` },
       legend: {}, xAxis: { type: "value", name: "MAE", ...pctAxis }, yAxis: { type: "value", name: "MFE", ...pctAxis },
       series: [
-        { name: "winning trades", type: "scatter", symbolSize: 4, itemStyle: { color: "#16a34a" }, data: scatterOf(true) },
-        { name: "losing trades", type: "scatter", symbolSize: 4, itemStyle: { color: "#dc2626" }, data: scatterOf(false) },
+        { ...dots, name: "winning trades", itemStyle: { color: "#16a34a" }, data: of(true) },
+        { ...dots, name: "losing trades", itemStyle: { color: "#dc2626" }, data: of(false) },
       ],
-    }, { emptyMessage: "no trades" }));
+    }, { emptyMessage: "no trades" });
+  });
   const ledger = h("div#trade-ledger");
   el.append(section(`Trade ledger (${fmt.int(s.trades.total)} trades)`, ledger));
   dataTable(ledger, {
@@ -269,12 +275,47 @@ async function drawBody(el, run, ctx, disposers) {
     load: (st) => api.get(`/browser/runs/${run.run_id}/trades`, { sort: st.sort, desc: st.desc, page: st.page, page_size: st.pageSize }, { signal: ctx.signal }),
   });
   if (s.ic) drawAudit(el, run, s, ctx);
-  for (const draw of tasks) {
-    if (ctx.signal.aborted) return;
-    draw();
-    await new Promise((r) => setTimeout(r, 0));
-  }
+  await drawLazily(tasks, ctx, disposers);
   el.dataset.drawn = "1";
+}
+
+/** Draw the first task now, then each other one when it comes into view or, failing that, in
+ * idle time one at a time (so everything is drawn without scrolling, after the first screen). */
+async function drawLazily(tasks, ctx, disposers) {
+  const pending = new Set(tasks.slice(1));
+  const run = async (t) => {
+    if (ctx.signal.aborted) return;
+    const dispose = await t.draw();
+    if (dispose) disposers.push(dispose);
+  };
+  if (tasks.length) await run(tasks[0]);
+  let done;
+  const all = new Promise((resolve) => (done = resolve));
+  let running = 0;
+  const take = (t) => {
+    if (!pending.delete(t)) return;
+    io.unobserve(t.el);
+    running += 1;
+    run(t).catch(() => {}).finally(() => {
+      running -= 1;
+      if (!pending.size && !running) done();
+    });
+  };
+  const io = new IntersectionObserver((entries) => entries.forEach((e) => e.isIntersecting && take(tasks.find((t) => t.el === e.target))), { rootMargin: "200px" });
+  pending.forEach((t) => io.observe(t.el));
+  disposers.push(() => io.disconnect());
+  const idle = window.requestIdleCallback ? (f) => requestIdleCallback(f, { timeout: 200 }) : (f) => setTimeout(f, 16);
+  const next = () => {
+    if (ctx.signal.aborted) return;
+    const [t] = pending;
+    if (!t) return;
+    take(t);
+    idle(next);
+  };
+  if (!pending.size) done();
+  else idle(next);
+  await all;
+  io.disconnect();
 }
 
 function drawAudit(el, run, s, ctx) {
@@ -307,14 +348,17 @@ function drawAudit(el, run, s, ctx) {
 function monthlyHeatmap(el, monthly) {
   const years = [...new Set(monthly.map((m) => m.year))].sort();
   const months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-  const data = monthly.map((m) => [m.month - 1, years.indexOf(m.year), m.ret]);
+  const row = new Map(years.map((y, i) => [y, i]));
+  const data = monthly.map((m) => [m.month - 1, row.get(m.year), m.ret]);
+  const labelled = years.length <= 12 ? data.map((d) => ({ value: d, label: { formatter: d[2] == null ? "" : (d[2] * 100).toFixed(1) } })) : data;
   const lim = Math.max(0.01, ...monthly.map((m) => Math.abs(m.ret || 0)));
   return echart(el, {
-    tooltip: { formatter: (p) => `${years[p.data[1]]} ${months[p.data[0]]}: ${fmt.pct(p.data[2])}` },
+    tooltip: { formatter: (p) => `${years[p.value[1]]} ${months[p.value[0]]}: ${fmt.pct(p.value[2])}` },
     grid: { left: 60, right: 20, top: 10, bottom: 60 },
-    xAxis: { type: "category", data: months, splitArea: { show: true } },
-    yAxis: { type: "category", data: years.map(String), splitArea: { show: true } },
-    visualMap: { min: -lim, max: lim, calculable: true, orient: "horizontal", left: "center", bottom: 0, inRange: { color: ["#dc2626", "#f8fafc", "#16a34a"] }, formatter: (v) => fmt.pct(v, 1) },
-    series: [{ type: "heatmap", data, label: { show: years.length <= 12, formatter: (p) => (p.data[2] * 100).toFixed(1) } }],
+    // no split areas, a fixed legend and labels precomputed (no per-cell formatter call)
+    xAxis: { type: "category", data: months },
+    yAxis: { type: "category", data: years.map(String) },
+    visualMap: { min: -lim, max: lim, orient: "horizontal", left: "center", bottom: 0, itemHeight: 120, inRange: { color: ["#dc2626", "#f8fafc", "#16a34a"] }, text: [fmt.pct(lim, 1), fmt.pct(-lim, 1)] },
+    series: [{ type: "heatmap", progressive: 0, data: labelled, label: { show: years.length <= 12 } }],
   }, { height: Math.max(160, 40 + years.length * 24 + 60) });
 }
