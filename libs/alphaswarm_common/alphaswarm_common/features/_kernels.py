@@ -1,7 +1,7 @@
 """Vectorised window and cross-sectional kernels on `(T, n)` float matrices.
 
 Every kernel works on whole matrices (rows are dates, columns symbols) with
-NumPy only: no loop over symbols and no loop over dates. The loops left run
+NumPy, except the block prefix sums, a compiled loop (`_compiled`). The loops left run
 over the `w` offsets of a window (prefix sums inside blocks of `w` rows,
 `ts_rank`) or over `log2(w)` doubling steps (`rolling_extreme`), each step a
 whole-matrix operation.
@@ -63,24 +63,17 @@ def _window_sums(z: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
     row `t >= w-1` is the head of `t`'s block (block start .. `t`) plus the
     tail of the previous block (`t-w+1` .. its end; empty when `t` ends a
     block). Returns `(head, tail)` of shape `(T-w+1, n)`, row `i` for
-    `t = w-1+i`. The prefix sums run as `w` vectorised steps over every block
-    and column at once (NumPy's `cumsum` along time runs element by element
-    and is several times slower).
+    `t = w-1+i`. The prefix sums run in one compiled pass
+    (`_compiled.window_sums`), the same additions in the same order as `w`
+    whole-matrix steps over every block.
     """
-    t_rows, n = z.shape
-    nb = -(-t_rows // w)
-    upto = np.empty((nb, w, n), dtype=np.float64)  # sum of the block's rows 0..p
-    flat_upto = upto.reshape(nb * w, n)
-    flat_upto[:t_rows] = z
-    flat_upto[t_rows:] = 0.0
-    for p in range(1, w):
-        upto[:, p] += upto[:, p - 1]
-    # after[p] = sum of the block's rows p+1..w-1; the window of row t takes the tail of
-    # block k-1 after row t-w, so tail row i (t = w-1+i) is after-row i-1 with a 0 in front.
-    buf = np.empty((nb * w + 1, n), dtype=np.float64)
-    buf[0] = 0.0
-    np.subtract(upto[:, -1:, :], upto, out=buf[1:].reshape(nb, w, n))
-    return flat_upto[w - 1 : t_rows], buf[: t_rows - w + 1]
+    from alphaswarm_common.features import _compiled  # numba: imported on first use
+
+    t_rows = z.shape[0]
+    if z.dtype != np.float64 or not (z.flags.c_contiguous and z.flags.writeable):
+        z = np.array(z, dtype=np.float64, order="C")
+    upto, buf = _compiled.window_sums(z, w)
+    return upto[w - 1 : t_rows], buf[: t_rows - w + 1]
 
 
 def valid_windows(missing: np.ndarray, w: int) -> np.ndarray:
