@@ -9,7 +9,7 @@ import pytest
 
 from alphaswarm_common.config import FeatureSpec
 from alphaswarm_common.data import Panel
-from alphaswarm_common.features import _compiled, compute_features, cs_rank, store
+from alphaswarm_common.features import _compiled, _kernels, compute_features, cs_rank, store
 
 pytestmark = pytest.mark.unit
 
@@ -49,9 +49,7 @@ def _ranked(x: np.ndarray) -> np.ndarray:
     rows, n = x.shape
     values = np.full((1, n, 2 * rows), 7.0, dtype=np.float32)
     values[0, :, :rows] = x.T
-    keys, count = _compiled.rank_keys(values, values.view(np.uint32), 0, 1, np.arange(rows, dtype=np.intp))
-    keys.sort(axis=1)
-    _compiled.rank_from_sorted(keys, count, values, 0, rows, rows)
+    _compiled.rank_rows(values, values.view(np.uint32), 0, 1, np.arange(rows, dtype=np.intp), rows)
     return np.asarray(values[0, :, rows:].T)
 
 
@@ -186,6 +184,56 @@ def test_float32_features_are_the_rounded_float64_features_on_a_tied_panel() -> 
 def test_warm_up_compiles_every_kernel() -> None:
     done = _compiled.warm_up()
     assert done["runs"] >= 6
-    for kernel in (_compiled.window_sums, _compiled.scatter_columns, _compiled.pack_rows):
+    for kernel in (_compiled.window_sums, _compiled.scatter_columns, _compiled.pack_rows, _compiled.ts_rank):
         assert len(kernel.signatures) >= 1
-    assert len(_compiled.rank_keys.signatures) >= 1 and len(_compiled.rank_from_sorted.signatures) >= 1
+    assert len(_compiled.rank_rows.signatures) >= 1 and len(_compiled.rolling_extreme.signatures) >= 1
+
+
+def _numpy_ts_rank(x: np.ndarray, w: int) -> np.ndarray:
+    """`w` whole-matrix comparisons (the reference of the compiled loop)."""
+    t_rows = x.shape[0]
+    out = np.full(x.shape, np.nan, dtype=np.float64)
+    if t_rows < w:
+        return out
+    cur = x[w - 1 :]
+    below = np.zeros(cur.shape, dtype=np.float64)
+    equal = np.zeros(cur.shape, dtype=np.float64)
+    for k in range(1, w):
+        prev = x[w - 1 - k : t_rows - k]
+        below += prev < cur
+        equal += prev == cur
+    out[w - 1 :] = (below + 1.0 + equal * 0.5) / w
+    out[~_kernels.valid_windows(np.isnan(x), w)] = np.nan
+    return out
+
+
+def _series_with_ties(t: int = 90, n: int = 11) -> np.ndarray:
+    rng = np.random.default_rng(6)
+    x = np.round(rng.normal(0.0, 1.0, (t, n)), 1)  # many ties
+    x[:, 0] = 2.0  # constant
+    x[::3, 1] = -0.0
+    x[1::3, 1] = 0.0
+    x[40:45, 2] = np.nan
+    x[:15, 3] = np.nan
+    x[80:, 4] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("w", [1, 2, 5, 20, 64, 90, 91])
+def test_compiled_window_scans_equal_the_numpy_kernels(w: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = _series_with_ties()
+    scanned = {kind: _kernels.rolling_extreme(x, w, kind, with_position=True) for kind in ("max", "min")}
+    ranks = _kernels.ts_rank(x, w)
+    monkeypatch.setattr(_kernels, "_SCAN_WINDOW", 0)  # the sparse-table doubling steps
+    for kind in ("max", "min"):
+        doubled = _kernels.rolling_extreme(x, w, kind, with_position=True)
+        # equal values and NaN cells; the sign of a zero extreme over -0.0 and 0.0 is not specified
+        # (NumPy's maximum returns either one, depending on its SIMD path)
+        assert np.array_equal(scanned[kind][0], doubled[0], equal_nan=True), kind
+        nonzero = scanned[kind][0] != 0
+        assert np.array_equal(scanned[kind][0][nonzero].view(np.uint64), doubled[0][nonzero].view(np.uint64))
+        assert np.array_equal(scanned[kind][1], doubled[1]), kind
+        assert _kernels.rolling_extreme(x, w, kind)[1] is None
+    assert np.array_equal(ranks.view(np.uint64), _numpy_ts_rank(x, w).view(np.uint64))
+    if w <= x.shape[0]:
+        assert np.isfinite(ranks).any() and (scanned["max"][1] == 0).any()

@@ -51,6 +51,7 @@ base column, ~0.7 s per `_csrank` column; 45 columns (26 + 19 ranks) take
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -653,9 +654,13 @@ def compute_features(
 
     stage_cols = min(n_base, max(_STAGE_COLUMNS, _STAGE_CELLS // max(1, t_rows * block)))
 
+    buffers = threading.local()  # one stage per thread, reused by its blocks (no fresh pages to fault in)
+
     def base_block(c0: int) -> None:
         c1 = min(n_sym, c0 + block)
-        stage = np.empty((stage_cols, t_rows, c1 - c0), dtype=out_dtype)
+        if getattr(buffers, "stage", None) is None:
+            buffers.stage = np.empty(stage_cols * t_rows * block, dtype=out_dtype)
+        stage = buffers.stage[: stage_cols * t_rows * (c1 - c0)].reshape(stage_cols, t_rows, c1 - c0)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # per thread
             bars = _Bars(panel, slice(c0, c1))
             for f0 in range(0, n_base, stage_cols):
@@ -682,13 +687,11 @@ def compute_features(
     rank_rows = max(1, _RANK_CELLS // max(1, n_sym * n_rank))
 
     def _rank_rows(target: np.ndarray, r0: int, r1: int) -> None:
-        keys, count = _compiled.rank_keys(target, target.view(np.uint32), r0, r1, src)
-        keys.sort(axis=1)
-        _compiled.rank_from_sorted(keys, count, target, r0, n_rank, n_base)
+        _compiled.rank_rows(target, target.view(np.uint32), r0, r1, src, n_base)
 
     def rank_block(d0: int) -> None:
         d1 = min(t_rows, d0 + rank_rows)
-        # the ranks `cs_rank` gives, from 64-bit (value order, symbol) keys sorted by NumPy
+        # the ranks `cs_rank` gives, from a compiled radix sort of the float32 values
         if out_dtype == np.float32 and on_disk:  # one pread and one pwrite of the rows: no page faults
             rows = store.read_rows(values, d0, d1)
             _rank_rows(rows, 0, d1 - d0)

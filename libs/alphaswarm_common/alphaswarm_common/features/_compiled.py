@@ -6,18 +6,17 @@ the same bits: the floating-point operations are the same, in the same
 order (no `fastmath`), only the loops are fused.
 
 - `window_sums`: the block prefix sums of `_kernels._window_sums`.
+- `rolling_extreme`, `ts_rank`: a scan of each window instead of the
+  doubling steps / `w` whole-matrix comparisons of `_kernels` (comparisons
+  and counts of 0/1 only, so the same values).
 - `scatter_columns`: the staged copy of a block's columns into the
   `(T, N, F)` output (`values[t, c0+i, f0+j] = part[j, t, i]`), with
   non-finite values stored as NaN; `pack_rows` the same into a buffer of a
   few dates laid out like the output (written to a spilled output with one
   `pwrite` per date instead of page faults).
-- `rank_keys` / `rank_from_sorted`: the cross-sectional percentile ranks of
-  float32 columns (`_kernels.cs_rank`: average ranks for ties over the
-  finite values, `(rank - 1) / (n - 1)`, 0.5 for a lone value). Each
-  (date, column) row becomes 64-bit keys `(order-preserving bits of the
-  value) << 32 | symbol`; NumPy's vectorised `np.sort` orders them; a
-  linear pass reads the tie groups off the sorted keys and writes the ranks
-  straight into the output.
+- `rank_rows`: the cross-sectional percentile ranks of float32 columns
+  (`_kernels.cs_rank`), from a radix sort of order-preserving 32-bit keys,
+  written straight into the output.
 
 All are `njit(cache=True, nogil=True)`: they run on `compute_features`'
 thread pool without the GIL, and `warm_up()` (called by `alphaswarm
@@ -32,7 +31,15 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["pack_rows", "rank_from_sorted", "rank_keys", "scatter_columns", "warm_up", "window_sums"]
+__all__ = [
+    "pack_rows",
+    "rank_rows",
+    "rolling_extreme",
+    "scatter_columns",
+    "ts_rank",
+    "warm_up",
+    "window_sums",
+]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -71,6 +78,65 @@ def window_sums(z: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:  # prag
 
 
 @numba.njit(cache=True, nogil=True)
+def rolling_extreme(
+    x: np.ndarray, w: int, is_max: bool, out: np.ndarray, pos: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Trailing max (`is_max`) or min of `w` rows into `out` and the offset of the oldest extreme
+    from the window's first row into `pos` (`_kernels.rolling_extreme`); NaN / -1 where the window is
+    short or holds a NaN. Comparisons only, so the values are those of the doubling steps."""
+    t_rows, n = x.shape
+    for i in range(n):
+        for t in range(min(w - 1, t_rows)):
+            out[t, i] = np.nan
+            pos[t, i] = -1
+        for t in range(w - 1, t_rows):
+            lo = t - w + 1
+            best = x[lo, i]
+            at = 0
+            bad = np.isnan(best)
+            for k in range(1, w):
+                v = x[lo + k, i]
+                if np.isnan(v):
+                    bad = True
+                    break
+                if (v > best) if is_max else (v < best):
+                    best = v
+                    at = k
+            if bad:
+                out[t, i] = np.nan
+                pos[t, i] = -1
+            else:
+                out[t, i] = best
+                pos[t, i] = at
+
+
+@numba.njit(cache=True, nogil=True)
+def ts_rank(x: np.ndarray, w: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """`(below + 1 + equal / 2) / w` of `x[t]` among the `w - 1` rows before it (`_kernels.ts_rank`,
+    the same sums of 0/1 in float64), for rows `t >= w-1`; NaN elsewhere and where the window holds
+    a NaN."""
+    t_rows, n = x.shape
+    for i in range(n):
+        for t in range(min(w - 1, t_rows)):
+            out[t, i] = np.nan
+        for t in range(w - 1, t_rows):
+            cur = x[t, i]
+            bad = np.isnan(cur)
+            below = 0.0
+            equal = 0.0
+            for k in range(1, w):
+                prev = x[t - k, i]
+                if np.isnan(prev):
+                    bad = True
+                    break
+                if prev < cur:
+                    below += 1.0
+                elif prev == cur:
+                    equal += 1.0
+            out[t, i] = np.nan if bad else (below + 1.0 + equal * 0.5) / w
+
+
+@numba.njit(cache=True, nogil=True)
 def scatter_columns(part: np.ndarray, values: np.ndarray, c0: int, f0: int) -> None:  # pragma: no cover
     """`values[:, c0:c0+n, f0:f0+k] = part.transpose(1, 2, 0)`, non-finite values stored as NaN."""
     k, t_rows, n = part.shape
@@ -94,68 +160,83 @@ def pack_rows(part: np.ndarray, t0: int, t1: int, rows: np.ndarray) -> None:  # 
 
 
 @numba.njit(cache=True, nogil=True)
-def rank_keys(
-    values: np.ndarray, bits: np.ndarray, d0: int, d1: int, src: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Sort keys of the float32 columns `src` of `values[d0:d1]` (`bits` is `values.view(np.uint32)`):
-    row `(d - d0) * R + r` holds, per symbol `i`, `order(values[d, i, src[r]]) << 32 | i`, where
-    `order` maps the float's bits to integers in the floats' order (-0.0 as 0.0) and a non-finite
-    value to `0xFFFFFFFF` (after every finite one); and the count of finite values of each row."""
+def rank_rows(
+    values: np.ndarray, bits: np.ndarray, d0: int, d1: int, src: np.ndarray, f0: int
+) -> None:  # pragma: no cover - compiled
+    """`values[d, :, f0 + r] = ` the percentile ranks of `values[d, :, src[r]]` for `d0 <= d < d1`:
+    `_kernels.cs_rank` (average ranks of ties over the finite values, `(rank - 1) / (n - 1)`, 0.5
+    for a lone value, NaN for a non-finite cell). Each value becomes a 32-bit key ordered like the
+    floats (-0.0 as 0.0; `0xFFFFFFFF`, after every finite value, when non-finite), sorted with its
+    symbol by a stable least-significant-digit radix sort (four passes of 8 bits); ties are the
+    runs of equal keys. Each date's columns are gathered into contiguous rows first and its ranks
+    written back in one pass."""
     n_sym = values.shape[1]
     n_rank = src.size
-    rows = (d1 - d0) * n_rank
-    keys = np.empty((rows, n_sym), dtype=np.uint64)
-    count = np.zeros(rows, dtype=np.int64)
-    sign = np.uint64(0x80000000)
-    low = np.uint64(0xFFFFFFFF)
-    shift = np.uint64(32)
+    sign = np.uint32(0x80000000)
+    low = np.uint32(0xFFFFFFFF)
+    keys = np.empty((n_rank, n_sym), dtype=np.uint32)
+    count = np.zeros(n_rank, dtype=np.int64)
+    ranks = np.empty((n_rank, n_sym), dtype=values.dtype)
+    idx = np.empty(n_sym, dtype=np.int64)
+    key2 = np.empty(n_sym, dtype=np.uint32)
+    idx2 = np.empty(n_sym, dtype=np.int64)
+    key1 = np.empty(n_sym, dtype=np.uint32)
+    hist = np.empty((4, 257), dtype=np.int64)
     for d in range(d0, d1):
-        for r in range(n_rank):
-            row = (d - d0) * n_rank + r
-            f = src[r]
-            c = 0
-            for i in range(n_sym):
+        count[:] = 0
+        for i in range(n_sym):
+            for r in range(n_rank):
+                f = src[r]
                 v = values[d, i, f]
                 if np.isfinite(v):
-                    b = np.uint64(0) if v == 0 else np.uint64(bits[d, i, f])
-                    key = (b ^ low) if (b & sign) else (b | sign)
-                    c += 1
+                    b = np.uint32(0) if v == 0 else bits[d, i, f]
+                    keys[r, i] = (b ^ low) if (b & sign) else (b | sign)
+                    count[r] += 1
                 else:
-                    key = low
-                keys[row, i] = (key << shift) | np.uint64(i)
-            count[row] = c
-    return keys, count
-
-
-@numba.njit(cache=True, nogil=True)
-def rank_from_sorted(
-    keys: np.ndarray, count: np.ndarray, values: np.ndarray, d0: int, n_rank: int, f0: int
-) -> None:  # pragma: no cover - compiled
-    """Write the percentile ranks of the sorted `keys` rows into `values[d0 + row // R, :, f0 + row % R]`
-    (NaN for the non-finite cells)."""
-    rows, n_sym = keys.shape
-    for row in range(rows):
-        d = d0 + row // n_rank
-        f = f0 + row % n_rank
-        c = count[row]
-        denom = np.float64(c - 1) if c > 1 else 1.0
-        j = 0
-        while j < c:
-            high = keys[row, j] >> np.uint64(32)
-            e = j + 1
-            while e < c and (keys[row, e] >> np.uint64(32)) == high:
-                e += 1
-            if c == 1:
-                pct = 0.5
-            elif e - j > 1:
-                pct = (np.float64(j) + np.float64(e - j - 1) * 0.5) / denom
-            else:
-                pct = np.float64(j) / denom
-            for q in range(j, e):
-                values[d, np.intp(keys[row, q] & np.uint64(0xFFFFFFFF)), f] = pct
-            j = e
-        for q in range(c, n_sym):
-            values[d, np.intp(keys[row, q] & np.uint64(0xFFFFFFFF)), f] = np.nan
+                    keys[r, i] = low
+        for r in range(n_rank):
+            c = count[r]
+            hist[:] = 0
+            for i in range(n_sym):
+                k = keys[r, i]
+                key1[i] = k
+                idx[i] = i
+                for p in range(4):
+                    hist[p, ((k >> np.uint32(8 * p)) & np.uint32(0xFF)) + 1] += 1
+            a_key, a_idx, b_key, b_idx = key1, idx, key2, idx2
+            for p in range(4):
+                if hist[p, 1:].max() == n_sym:  # one digit value: this pass moves nothing
+                    continue
+                for q in range(1, 257):
+                    hist[p, q] += hist[p, q - 1]
+                shift = np.uint32(8 * p)
+                for i in range(n_sym):
+                    digit = (a_key[i] >> shift) & np.uint32(0xFF)
+                    at = hist[p, digit]
+                    hist[p, digit] = at + 1
+                    b_key[at] = a_key[i]
+                    b_idx[at] = a_idx[i]
+                a_key, a_idx, b_key, b_idx = b_key, b_idx, a_key, a_idx
+            denom = np.float64(c - 1) if c > 1 else 1.0
+            j = 0
+            while j < c:
+                e = j + 1
+                while e < c and a_key[e] == a_key[j]:
+                    e += 1
+                if c == 1:
+                    pct = 0.5
+                elif e - j > 1:
+                    pct = (np.float64(j) + np.float64(e - j - 1) * 0.5) / denom
+                else:
+                    pct = np.float64(j) / denom
+                for q in range(j, e):
+                    ranks[r, a_idx[q]] = pct
+                j = e
+            for q in range(c, n_sym):
+                ranks[r, a_idx[q]] = np.nan
+        for i in range(n_sym):
+            for r in range(n_rank):
+                values[d, i, f0 + r] = ranks[r, i]
 
 
 def warm_up() -> dict[str, Any]:
@@ -167,15 +248,17 @@ def warm_up() -> dict[str, Any]:
     for arr in (z, np.isnan(z).astype(np.float64)):
         window_sums(arr, 3)
         runs += 1
+    out, pos = np.empty_like(z), np.empty(z.shape, dtype=np.int64)
+    for is_max in (True, False):
+        rolling_extreme(z, 3, is_max, out, pos)
+    ts_rank(z, 3, out)
+    runs += 3
     for dtype in (np.float32, np.float64):
         values = np.zeros((7, 3, 4), dtype=dtype)
         scatter_columns(np.ones((2, 7, 3), dtype=dtype), values, 0, 0)
         pack_rows(np.ones((4, 7, 3), dtype=dtype), 0, 2, values[:2])
         runs += 2
     values32 = rng.normal(size=(7, 3, 4)).astype(np.float32)
-    src = np.array([0, 1], dtype=np.intp)
-    keys, count = rank_keys(values32, values32.view(np.uint32), 0, 7, src)
-    keys.sort(axis=1)
-    rank_from_sorted(keys, count, values32, 0, 2, 2)
-    runs += 2
+    rank_rows(values32, values32.view(np.uint32), 0, 7, np.array([0, 1], dtype=np.intp), 2)
+    runs += 1
     return {"runs": runs, "seconds": time.perf_counter() - started}

@@ -48,6 +48,16 @@ __all__ = [
 _FLAT_TOL = 1e-10  # relative size under which a second moment is checked for an exactly flat window
 
 
+_SCAN_WINDOW = 64  # rolling max/min windows up to this long are scanned (O(w) per cell), longer ones doubled
+
+
+def _writable(x: np.ndarray) -> np.ndarray:
+    """`x` as a writable, C-ordered float64 array (the one array type the compiled loops take)."""
+    if x.dtype == np.float64 and x.flags.c_contiguous and x.flags.writeable:
+        return x
+    return np.array(x, dtype=np.float64, order="C")
+
+
 def lag(x: np.ndarray, k: int) -> np.ndarray:
     """`x` shifted down by `k >= 1` rows (row `t` holds `x[t-k]`), NaN in the first `k` rows."""
     out = np.full(x.shape, np.nan, dtype=np.float64)
@@ -70,9 +80,7 @@ def _window_sums(z: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
     from alphaswarm_common.features import _compiled  # numba: imported on first use
 
     t_rows = z.shape[0]
-    if z.dtype != np.float64 or not (z.flags.c_contiguous and z.flags.writeable):
-        z = np.array(z, dtype=np.float64, order="C")
-    upto, buf = _compiled.window_sums(z, w)
+    upto, buf = _compiled.window_sums(_writable(z), w)
     return upto[w - 1 : t_rows], buf[: t_rows - w + 1]
 
 
@@ -304,9 +312,20 @@ def rolling_extreme(
     The position is the offset of the extreme from the oldest row of the
     window (`0 .. w-1`; `w-1` is the current row); on ties, the oldest row
     (numpy's `argmax` rule). Windows that are short or hold a NaN are NaN
-    (position -1). Sparse-table doubling: `ceil(log2(w))` whole-matrix steps.
+    (position -1). Windows up to `_SCAN_WINDOW` rows are scanned by a compiled
+    loop (`_compiled.rolling_extreme`), longer ones by sparse-table doubling:
+    `ceil(log2(w))` whole-matrix steps; both compare only, so give the same values
+    (a zero extreme of a window holding both -0.0 and 0.0 may come out with either sign).
     """
     t_rows = x.shape[0]
+    if w <= _SCAN_WINDOW:
+        from alphaswarm_common.features import _compiled
+
+        src = _writable(x)
+        out = np.empty(src.shape, dtype=np.float64)
+        pos = np.empty(src.shape, dtype=np.int64)
+        _compiled.rolling_extreme(src, w, kind == "max", out, pos)
+        return out, (pos if with_position else None)
     pick = np.maximum if kind == "max" else np.minimum  # propagates NaN
     prefer_older = np.greater_equal if kind == "max" else np.less_equal
     val = np.array(x, dtype=np.float64, copy=True)
@@ -363,22 +382,13 @@ def ts_rank(x: np.ndarray, w: int) -> np.ndarray:
     """Percentile rank of `x[t]` within its trailing window of `w` rows, as pandas `rolling(w).rank(pct=True)`.
 
     Average rank for ties divided by `w`, so the value is in `[1/w, 1]`; `1`
-    means `x[t]` is the strict maximum of the window. Costs `w` whole-matrix
-    comparisons.
+    means `x[t]` is the strict maximum of the window. A compiled loop
+    (`_compiled.ts_rank`): `w - 1` comparisons per cell.
     """
-    t_rows = x.shape[0]
-    out = np.full(x.shape, np.nan, dtype=np.float64)
-    if t_rows < w:
-        return out
-    cur = x[w - 1 :]
-    below = np.zeros(cur.shape, dtype=np.float64)
-    equal = np.zeros(cur.shape, dtype=np.float64)
-    for k in range(1, w):
-        prev = x[w - 1 - k : t_rows - k]
-        below += prev < cur
-        equal += prev == cur
-    out[w - 1 :] = (below + 1.0 + equal * 0.5) / w
-    out[~valid_windows(np.isnan(x), w)] = np.nan
+    from alphaswarm_common.features import _compiled
+
+    out = np.empty(x.shape, dtype=np.float64)
+    _compiled.ts_rank(_writable(x), w, out)
     return out
 
 
