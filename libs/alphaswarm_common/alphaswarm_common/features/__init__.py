@@ -38,14 +38,18 @@ Conventions
   `dtype=np.float64` for full precision. The array is read-only.
 
 Cost: every family is a few dozen whole-panel NumPy passes (prefix sums for
-window sums and moments, `log2(w)` doubling steps for rolling max/min and
-their positions); `rank` alone costs `w` passes. The panel is processed in
-blocks of symbols (~2 M cells per temporary), so memory is the output plus a
-few hundred MB whatever the panel size. Cross-sectional ranks sort every row
-(`O(N log N)` per date and column) and dominate when many columns are ranked.
-Measured on a shared 2-vCPU VM, T=5040 x N=3000 (15 M cells): ~0.4 s CPU per
-base column, ~0.7 s per `_csrank` column; 45 columns (26 + 19 ranks) take
-~25 s with a peak RSS of 3.8 GB for a 2.7 GB float32 output.
+window sums and moments, compiled in one pass each; rolling max/min and
+their positions scanned by a compiled loop for windows up to 64 bars,
+`log2(w)` doubling steps beyond; `rank` a compiled loop). The panel is processed in blocks of
+symbols (~2 M cells per temporary), so memory is the output plus a few
+hundred MB whatever the panel size. Cross-sectional ranks radix-sort every
+(date, column) row in a compiled loop (`_compiled.rank_rows`, the same
+ranks as `cs_rank`). A spilled output is written with one `pwrite` per date
+and block of symbols and ranked through `pread` / `pwrite` of blocks of
+dates, so no page of the mapping is faulted in while computing. Measured
+on the shared 2-vCPU VM, T=5040 x N=3000 (15 M cells), 51 columns (34 + 17
+ranks): about 19 s of CPU (user + system) on two threads, a peak RSS of
+1.5 GB (panel included) for a 3.1 GB float32 output (benchmarks/bench_features.py).
 """
 
 from __future__ import annotations
