@@ -8,7 +8,9 @@ rank columns = 51 columns, float32 output (what training uses).
 
 Reported, in one process, one after the other (same machine load):
 
-- ours: wall time of `compute_features(panel, SPECS)` and its peak traced
+- ours: wall time of `compute_features(panel, SPECS)` (and its CPU time,
+  user + system over all threads: on a shared machine the comparable figure)
+  and its peak traced
   memory (tracemalloc, to which NumPy reports its buffers; measured in a
   separate call so the timing carries no tracing overhead), against the
   bytes of the output;
@@ -186,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"synthetic panel {t} x {n} with OHLCV generated in {t_gen:.1f} s")
 
     peak = peak_traced(lambda: compute_features(panel, SPECS))
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    load = os.getloadavg()[0]
     t_ours, fs = timed(lambda: compute_features(panel, SPECS))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_ours = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    sys_ours = after.ru_stime - before.ru_stime
     values = fs.values
     names = list(fs.names)
     n_cols = len(names)
@@ -228,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{out_bytes / 1e9:.2f} GB float32 | {t_pandas:.1f}{extrap} | {t_pandas / t_ours:.1f}x |"
     )
     print()
+    print(
+        f"ours: {t_ours:.1f} s wall, {cpu_ours:.1f} s CPU (user + system, all threads; system {sys_ours:.1f} s), "
+        f"load average {load:.1f} at the start"
+    )
     print(
         f"pandas detail: time-series columns {t_pd_ts:.1f} s on {sub} symbols; "
         f"{len(ranked)} cross-sectional ranks {t_pd_cs:.1f} s at full size. Process peak RSS {rss:.1f} GB."

@@ -9,7 +9,7 @@ the features through the process-wide feature cache (cold: computed, and
 above `store.SPILL_BYTES` written to a file-backed float32 array), fitting
 the model on the train segment (`training.train`, evaluation off; features
 from the cache, read in blocks of dates; ridge and OLS from sufficient
-statistics), and predicting the test window (`modeling.predict_window`, as
+statistics, and so are lasso and elastic net), and predicting the test window (`modeling.predict_window`, as
 the registry serves it), with wall time and the process's peak resident
 memory (`getrusage` `ru_maxrss`) after each step, and the CPU time of the
 step (all threads; on a shared machine wall time follows the load, CPU time
@@ -142,7 +142,7 @@ def main() -> int:
     test_ic = result.metrics["test"].get("ic_spearman")
     print(f"\ntest Rank IC {test_ic:.4f} (planted {synth.ic})")
 
-    if args.model in ("ridge", "linear") and args.check != "no":
+    if args.model in ("ridge", "linear", "lasso", "elastic_net") and args.check != "no":
         need = 3 * result.n_train_rows * n_feat * 8
         avail = _mem_available()
         if args.check == "auto" and need > avail // 2:

@@ -1,4 +1,4 @@
-"""Streaming fits: ridge and OLS from sufficient statistics equal the in-memory sklearn fit (predictions
+"""Streaming fits: ridge, OLS, lasso and elastic net from sufficient statistics equal the in-memory sklearn fit (predictions
 to 1e-8), whatever the block size; the result is a normal fitted pipeline (skops round trip); blocks of
 dates read the same design rows as the whole segment; predictions in blocks equal one-shot predictions."""
 
@@ -101,10 +101,90 @@ def test_models_that_cannot_stream_say_so() -> None:
         ("ridge", {"solver": "svd"}),
         ("ridge", {"positive": True, "solver": "lbfgs"}),
         ("linear", {"positive": True}),
-        ("lasso", {}),
+        ("lasso", {"warm_start": True}),
         ("random_forest", {}),
     ]:
         assert not streaming.can_stream(build_model(ModelConfig(type=kind, params=params))), (kind, params)
+
+
+# coordinate descent stops at `tol`: both fits run at a tight tol so that each is the optimum to ~1e-12
+CD_TOL = 1e-10
+CD_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("lasso", {"alpha": 1e-4}),
+    ("lasso", {"alpha": 3e-4}),  # most coefficients exactly 0
+    ("lasso", {"alpha": 1e-4, "fit_intercept": False}),
+    ("lasso", {"alpha": 1e-4, "selection": "random"}),
+    ("lasso", {"alpha": 1e-4, "positive": True}),
+    ("elastic_net", {"alpha": 1e-4}),
+    ("elastic_net", {"alpha": 2e-3, "l1_ratio": 0.2}),
+]
+
+
+@pytest.mark.parametrize(("kind", "params"), CD_CASES)
+@pytest.mark.parametrize("dates_per_block", [1, 1000])
+def test_lasso_and_elastic_net_from_statistics_predict_like_the_in_memory_fit(
+    panel_data: tuple[np.ndarray, np.ndarray], kind: str, params: dict[str, Any], dates_per_block: int
+) -> None:
+    """The coordinate descent runs on an (F+1)-row design with the rows' XᵀX, Xᵀy, yᵀy: the same
+    objective, so the same minimiser (predictions to 1e-8), the same zero pattern and the same stop."""
+    features, labels = panel_data
+    train_rows = np.arange(30, 250)
+    x, y, _ = design_matrix(features[train_rows], labels[train_rows])
+    cfg = ModelConfig(type=kind, params=params | {"tol": CD_TOL, "max_iter": 100_000}, seed=5)
+    reference = build_model(cfg).fit(x, y)
+
+    model = build_model(cfg)
+    assert streaming.can_stream(model) and not streaming.needs_qr(model)
+    stats, _ = streaming.accumulate(features, labels, train_rows, dates_per_block=dates_per_block)
+    streaming.fit_linear(model, stats)
+
+    expected = predict_rows(reference, features[250:])
+    got = streaming.predict_rows(model, features, np.arange(250, features.shape[0]))
+    assert np.array_equal(np.isnan(expected), np.isnan(got))
+    ok = np.isfinite(expected)
+    assert ok.sum() > 1000
+    np.testing.assert_allclose(got[ok], expected[ok], rtol=0, atol=TOL)
+    ref_est, est = reference.steps[1][1], model.steps[1][1]
+    np.testing.assert_allclose(est.coef_, ref_est.coef_, rtol=0, atol=1e-8)
+    # the same zero coefficients (up to a coordinate at the edge of the threshold, below 1e-10)
+    assert np.all(np.abs(est.coef_[ref_est.coef_ == 0]) < 1e-10)
+    assert np.all(np.abs(ref_est.coef_[est.coef_ == 0]) < 1e-10)
+    assert est.intercept_ == pytest.approx(ref_est.intercept_, abs=1e-12)
+    assert est.alpha == params["alpha"] and est.fit_intercept == params.get("fit_intercept", True)
+    assert 0 < (ref_est.coef_ != 0).sum() <= len(ref_est.coef_)
+
+
+def test_lasso_at_its_default_tol_stays_close_to_the_in_memory_fit(
+    panel_data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """At the default tol (1e-4) both fits stop on the same duality-gap threshold (ỹᵀỹ = yᵀy): the
+    predictions differ by what the stopping leaves, far below the spread of the predictions."""
+    features, labels = panel_data
+    train_rows = np.arange(30, 250)
+    x, y, _ = design_matrix(features[train_rows], labels[train_rows])
+    cfg = ModelConfig(type="lasso", seed=5)
+    reference = build_model(cfg).fit(x, y)
+    model = build_model(cfg)
+    stats, _ = streaming.accumulate(features, labels, train_rows)
+    streaming.fit_linear(model, stats)
+    expected = predict_rows(reference, features[250:])
+    got = predict_rows(model, features[250:])
+    ok = np.isfinite(expected)
+    assert np.max(np.abs(got[ok] - expected[ok])) < 1e-3 * np.std(expected[ok])
+
+
+def test_surrogate_design_keeps_the_sufficient_statistics() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 5))
+    x[:, 4] = x[:, 0] - x[:, 1]  # exactly collinear: a zero eigenvalue, dropped
+    y = x @ np.array([1.0, -2.0, 0.5, 0.0, 0.0]) + rng.normal(size=400)
+    sx, sy = streaming.surrogate_design(x.T @ x, x.T @ y, float(y @ y))
+    assert sx.shape == (5, 5)  # 4 independent directions + the residual row
+    np.testing.assert_allclose(sx.T @ sx, x.T @ x, rtol=0, atol=1e-10 * np.abs(x.T @ x).max())
+    np.testing.assert_allclose(sx.T @ sy, x.T @ y, rtol=0, atol=1e-10 * np.abs(x.T @ y).max())
+    assert float(sy @ sy) == pytest.approx(float(y @ y), rel=1e-12)
+    w = rng.normal(size=5)
+    assert float(np.sum((sy - sx @ w) ** 2)) == pytest.approx(float(np.sum((y - x @ w) ** 2)), rel=1e-10)
 
 
 def test_merged_statistics_equal_the_one_shot_statistics() -> None:
@@ -152,14 +232,16 @@ DATA = {
 }
 
 
-@pytest.mark.parametrize("kind", ["ridge", "linear"])
+@pytest.mark.parametrize("kind", ["ridge", "linear", "lasso", "elastic_net"])
 def test_training_a_linear_model_streams_and_matches_the_in_memory_fit(kind: str) -> None:
     cfg = DatasetConfig.model_validate(DATA)
-    result = train(cfg, ModelConfig(type=kind), evaluate=False, plots=False)
+    tight = {"tol": CD_TOL, "max_iter": 100_000} if kind in ("lasso", "elastic_net") else {}
+    model_cfg = ModelConfig(type=kind, params=tight)
+    result = train(cfg, model_cfg, evaluate=False, plots=False)
     prep = prepare(cfg)
     train_rows = prep.rows["train"]
     x, y, _ = design_matrix(prep.features[train_rows], prep.labels[train_rows])
-    reference = build_model(ModelConfig(type=kind)).fit(x, y)
+    reference = build_model(model_cfg).fit(x, y)
     assert result.n_train_rows == len(y)
     np.testing.assert_array_equal(result.example, x[:5])
     for name, rows in prep.rows.items():

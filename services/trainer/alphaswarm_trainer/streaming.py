@@ -33,8 +33,14 @@ serving unchanged) whose predictions equal the in-memory fit to rounding
 (`tests/unit/test_model_streaming.py` checks 1e-8); memory is one block
 plus `F x F` matrices, whatever the number of rows.
 
+`lasso` and `elastic_net` are fitted from the same statistics: their
+objective `‖y - Xw‖²/(2n) + α·pen(w)` depends on the rows only through
+`XᵀX`, `Xᵀy`, `yᵀy` and `n`, so sklearn's own coordinate descent runs on a
+design of at most `F + 1` rows with those statistics (`surrogate_design`,
+`alpha` rescaled by `n / (F + 1)`).
+
 Other models (`gather`) still need their rows in memory (forests, boosting,
-the MLP, lasso / elastic net's coordinate descent); they receive the same
+the MLP); they receive the same
 float64 design matrix as before, built block by block (without a whole-
 segment float32 copy of the features next to it). LightGBM is the
 exception: `fit_lightgbm` builds its `Dataset` from the blocks through
@@ -252,6 +258,8 @@ def can_stream(model: Any) -> bool:
         return est.solver in ("auto", "cholesky") and not est.positive and np.ndim(est.alpha) == 0
     if name == "LinearRegression":
         return not est.positive
+    if name in _COORDINATE_DESCENT:
+        return np.ndim(est.alpha) == 0 and not est.warm_start
     return False
 
 
@@ -332,6 +340,9 @@ def fit_linear(model: Any, stats: LinearStats, r_factor: np.ndarray | None = Non
         est.coef_ = coef.ravel()
         est.n_iter_ = None
         est.solver_ = "cholesky"
+    elif name in _COORDINATE_DESCENT:
+        yy = stats.m_yy if est.fit_intercept else stats.m_yy + stats.n * stats.mean_y**2
+        _fit_coordinate_descent(est, gram, rhs, yy, stats.n)
     else:
         if r_factor is None:
             raise ValueError("ordinary least squares needs the R factor of the scaled rows (`qr_factor`)")
@@ -342,6 +353,48 @@ def fit_linear(model: Any, stats: LinearStats, r_factor: np.ndarray | None = Non
         est.singular_ = np.asarray(singular, dtype=np.float64)
     est.intercept_ = stats.mean_y if est.fit_intercept else 0.0
     est.n_features_in_ = n_feat
+
+
+_COORDINATE_DESCENT = ("Lasso", "ElasticNet")
+
+
+def surrogate_design(gram: np.ndarray, rhs: np.ndarray, yy: float) -> tuple[np.ndarray, np.ndarray]:
+    """A small design `(x̃, ỹ)` with the sufficient statistics of the rows: `x̃ᵀx̃ = gram`, `x̃ᵀỹ = rhs`,
+    `ỹᵀỹ = yy`, at most `F + 1` rows.
+
+    From `gram = V Λ Vᵀ`: `x̃ = Λ^½ Vᵀ` (directions with a numerically zero eigenvalue dropped: a
+    constant or exactly collinear column), `ỹ = Λ^-½ Vᵀ rhs`, and one row `(0, √(yy - ỹᵀỹ))` that
+    carries the part of `y` no column explains. Any objective of the form `f(‖y - Xw‖², w)` has the
+    same value on `(x̃, ỹ)` as on the rows, for every `w`."""
+    evals, evecs = np.linalg.eigh(gram)
+    keep = evals > max(float(evals[-1]), 0.0) * gram.shape[0] * np.finfo(np.float64).eps
+    root = np.sqrt(evals[keep])
+    n_keep = int(keep.sum())
+    x = np.zeros((n_keep + 1, gram.shape[0]))
+    y = np.zeros(n_keep + 1)
+    x[:n_keep] = (evecs[:, keep] * root).T
+    y[:n_keep] = (evecs[:, keep].T @ rhs) / root
+    y[n_keep] = np.sqrt(max(yy - float(y[:n_keep] @ y[:n_keep]), 0.0))
+    return x, y
+
+
+def _fit_coordinate_descent(est: Any, gram: np.ndarray, rhs: np.ndarray, yy: float, n: int) -> None:
+    """Fit a `Lasso` / `ElasticNet` on the scaled, centred rows summarised by `gram`, `rhs`, `yy`, `n`.
+
+    sklearn minimises `‖y - Xw‖² / (2n) + α·pen(w)`; on the `m`-row `surrogate_design` the same
+    objective times `n / m` is `‖ỹ - x̃w‖² / (2m) + (α n / m)·pen(w)`, so sklearn's own coordinate
+    descent runs on `(x̃, ỹ)` with `alpha · n / m` and no intercept (the rows are centred). Its
+    stopping rule compares the duality gap with `tol · ỹᵀỹ`, and `ỹᵀỹ = yᵀy`, so it stops where the
+    fit on the rows would (up to rounding); `dual_gap_` is rescaled to the rows' `1/n`."""
+    x, y = surrogate_design(gram, rhs, yy)
+    m = x.shape[0]
+    alpha, fit_intercept, precompute = est.alpha, est.fit_intercept, est.precompute
+    est.set_params(alpha=float(alpha) * n / m, fit_intercept=False, precompute=False)
+    try:
+        est.fit(x, y)
+    finally:
+        est.set_params(alpha=alpha, fit_intercept=fit_intercept, precompute=precompute)
+    est.dual_gap_ = est.dual_gap_ * m / n
 
 
 # --------------------------------------------------------------------------- lightgbm

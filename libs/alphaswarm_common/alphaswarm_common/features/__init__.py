@@ -38,19 +38,24 @@ Conventions
   `dtype=np.float64` for full precision. The array is read-only.
 
 Cost: every family is a few dozen whole-panel NumPy passes (prefix sums for
-window sums and moments, `log2(w)` doubling steps for rolling max/min and
-their positions); `rank` alone costs `w` passes. The panel is processed in
-blocks of symbols (~2 M cells per temporary), so memory is the output plus a
-few hundred MB whatever the panel size. Cross-sectional ranks sort every row
-(`O(N log N)` per date and column) and dominate when many columns are ranked.
-Measured on a shared 2-vCPU VM, T=5040 x N=3000 (15 M cells): ~0.4 s CPU per
-base column, ~0.7 s per `_csrank` column; 45 columns (26 + 19 ranks) take
-~25 s with a peak RSS of 3.8 GB for a 2.7 GB float32 output.
+window sums and moments, compiled in one pass each; rolling max/min and
+their positions scanned by a compiled loop for windows up to 64 bars,
+`log2(w)` doubling steps beyond; `rank` a compiled loop). The panel is processed in blocks of
+symbols (~2 M cells per temporary), so memory is the output plus a few
+hundred MB whatever the panel size. Cross-sectional ranks radix-sort every
+(date, column) row in a compiled loop (`_compiled.rank_rows`, the same
+ranks as `cs_rank`). A spilled output is written with one `pwrite` per date
+and block of symbols and ranked through `pread` / `pwrite` of blocks of
+dates, so no page of the mapping is faulted in while computing. Measured
+on the shared 2-vCPU VM, T=5040 x N=3000 (15 M cells), 51 columns (34 + 17
+ranks): about 19 s of CPU (user + system) on two threads, a peak RSS of
+1.5 GB (panel included) for a 3.1 GB float32 output (benchmarks/bench_features.py).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,9 +75,10 @@ from alphaswarm_common.features._kernels import cs_rank
 __all__ = ["FEATURE_FAMILIES", "FeatureFamily", "FeatureSet", "compute_features", "cs_rank", "feature_names"]
 
 _BLOCK_CELLS = 1 << 21  # (dates x symbols) cells per block: ~16 MB per float64 temporary
-_STAGE_COLUMNS = 8  # features computed before their block is copied into the output
+_STAGE_COLUMNS = 8  # at least this many features computed before their block is copied into the output
+_STAGE_CELLS = 1 << 25  # and up to this many staged cells (128 MB float32): fewer passes over the output
+_PACK_CELLS = 1 << 18  # cells of the output written at a time from a staged block of a spilled output
 _RANK_CELLS = 1 << 21  # cells ranked per call (bounds the sort temporaries to a few tens of MB)
-_TRANSPOSE_CELLS = 1 << 18  # cells per step of the staged copy into the output
 
 
 class _Bars:
@@ -648,29 +654,59 @@ def compute_features(
     block = block_symbols or max(1, cells // max(1, t_rows))
     block = min(block, n_sym)
 
+    from alphaswarm_common.features import _compiled  # numba: imported on first use
+
+    stage_cols = min(n_base, max(_STAGE_COLUMNS, _STAGE_CELLS // max(1, t_rows * block)))
+
+    buffers = threading.local()  # one stage per thread, reused by its blocks (no fresh pages to fault in)
+
     def base_block(c0: int) -> None:
         c1 = min(n_sym, c0 + block)
-        stage = np.empty((_STAGE_COLUMNS, t_rows, c1 - c0), dtype=out_dtype)
+        if getattr(buffers, "stage", None) is None:
+            buffers.stage = np.empty(stage_cols * t_rows * block, dtype=out_dtype)
+        stage = buffers.stage[: stage_cols * t_rows * (c1 - c0)].reshape(stage_cols, t_rows, c1 - c0)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # per thread
             bars = _Bars(panel, slice(c0, c1))
-            for f0 in range(0, n_base, _STAGE_COLUMNS):
-                f1 = min(n_base, f0 + _STAGE_COLUMNS)
+            for f0 in range(0, n_base, stage_cols):
+                f1 = min(n_base, f0 + stage_cols)
                 part = stage[: f1 - f0]
                 for j, (family, w) in enumerate(base[f0:f1]):
                     np.copyto(part[j], family.compute(bars, w), casting="same_kind")
-                    part[j][~np.isfinite(part[j])] = np.nan
-                _write_transposed(values, part, c0, f0)
+                if on_disk and f1 - f0 == n_base:
+                    # every base column of the block at once: its cells of each date are one run of
+                    # the file (the rank columns in it are written by the rank pass), one pwrite each
+                    step = max(1, _PACK_CELLS // max(1, (c1 - c0) * n_feat))
+                    cells = np.zeros((step, c1 - c0, n_feat), dtype=out_dtype)
+                    for t0 in range(0, t_rows, step):
+                        t1 = min(t_rows, t0 + step)
+                        _compiled.pack_rows(part, t0, t1, cells)
+                        store.write_cells(values, t0, c0, cells[: t1 - t0])
+                    return
+                # values[:, c0:c1, f0:f1] = part.transpose(1, 2, 0), non-finite as NaN
+                _compiled.scatter_columns(part, values, c0, f0)
         store.release_columns(values, c0, c1)  # this block is written: drop its pages (no-op in memory)
 
-    src = np.asarray(ranked_src)
+    src = np.asarray(ranked_src, dtype=np.intp)
     n_rank = len(ranked_src)
     rank_rows = max(1, _RANK_CELLS // max(1, n_sym * n_rank))
 
+    def _rank_rows(target: np.ndarray, r0: int, r1: int) -> None:
+        _compiled.rank_rows(target, target.view(np.uint32), r0, r1, src, n_base)
+
     def rank_block(d0: int) -> None:
         d1 = min(t_rows, d0 + rank_rows)
-        chunk = np.take(values[d0:d1], src, axis=2)  # (rows, N, R)
-        ranked = cs_rank(np.ascontiguousarray(chunk.transpose(0, 2, 1)).reshape(-1, n_sym))
-        values[d0:d1, :, n_base:] = ranked.reshape(d1 - d0, n_rank, n_sym).transpose(0, 2, 1)
+        # the ranks `cs_rank` gives, from a compiled radix sort of the float32 values
+        if out_dtype == np.float32 and on_disk:  # one pread and one pwrite of the rows: no page faults
+            rows = store.read_rows(values, d0, d1)
+            _rank_rows(rows, 0, d1 - d0)
+            store.write_rows(values, d0, rows)
+            return
+        if out_dtype == np.float32:
+            _rank_rows(values, d0, d1)
+        else:
+            chunk = np.take(values[d0:d1], src, axis=2)  # (rows, N, R)
+            ranked = cs_rank(np.ascontiguousarray(chunk.transpose(0, 2, 1)).reshape(-1, n_sym))
+            values[d0:d1, :, n_base:] = ranked.reshape(d1 - d0, n_rank, n_sym).transpose(0, 2, 1)
         store.release(values, d0, d1)
 
     _run(base_block, range(0, n_sym, block), workers)
@@ -699,17 +735,3 @@ def _run(fn: Callable[[int], None], starts: range, threads: int) -> None:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="features") as pool:
         for future in [pool.submit(fn, start) for start in starts]:
             future.result()
-
-
-def _write_transposed(values: np.ndarray, part: np.ndarray, c0: int, f0: int) -> None:
-    """`values[:, c0:c0+n, f0:f0+k] = part.transpose(1, 2, 0)` for `part` of shape `(k, T, n)`.
-
-    Copied a few hundred dates at a time so that source and target stay in
-    cache and the (lazily allocated) output is touched in order; a single
-    strided copy of the whole slab is several times slower.
-    """
-    k, t_rows, n = part.shape
-    step = max(1, _TRANSPOSE_CELLS // max(1, n * k))
-    for t0 in range(0, t_rows, step):
-        t1 = min(t_rows, t0 + step)
-        values[t0:t1, c0 : c0 + n, f0 : f0 + k] = part[:, t0:t1, :].transpose(1, 2, 0)

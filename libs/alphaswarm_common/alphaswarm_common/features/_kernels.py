@@ -1,7 +1,7 @@
 """Vectorised window and cross-sectional kernels on `(T, n)` float matrices.
 
 Every kernel works on whole matrices (rows are dates, columns symbols) with
-NumPy only: no loop over symbols and no loop over dates. The loops left run
+NumPy, except the block prefix sums, a compiled loop (`_compiled`). The loops left run
 over the `w` offsets of a window (prefix sums inside blocks of `w` rows,
 `ts_rank`) or over `log2(w)` doubling steps (`rolling_extreme`), each step a
 whole-matrix operation.
@@ -48,6 +48,16 @@ __all__ = [
 _FLAT_TOL = 1e-10  # relative size under which a second moment is checked for an exactly flat window
 
 
+_SCAN_WINDOW = 64  # rolling max/min windows up to this long are scanned (O(w) per cell), longer ones doubled
+
+
+def _writable(x: np.ndarray) -> np.ndarray:
+    """`x` as a writable, C-ordered float64 array (the one array type the compiled loops take)."""
+    if x.dtype == np.float64 and x.flags.c_contiguous and x.flags.writeable:
+        return x
+    return np.array(x, dtype=np.float64, order="C")
+
+
 def lag(x: np.ndarray, k: int) -> np.ndarray:
     """`x` shifted down by `k >= 1` rows (row `t` holds `x[t-k]`), NaN in the first `k` rows."""
     out = np.full(x.shape, np.nan, dtype=np.float64)
@@ -63,24 +73,15 @@ def _window_sums(z: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
     row `t >= w-1` is the head of `t`'s block (block start .. `t`) plus the
     tail of the previous block (`t-w+1` .. its end; empty when `t` ends a
     block). Returns `(head, tail)` of shape `(T-w+1, n)`, row `i` for
-    `t = w-1+i`. The prefix sums run as `w` vectorised steps over every block
-    and column at once (NumPy's `cumsum` along time runs element by element
-    and is several times slower).
+    `t = w-1+i`. The prefix sums run in one compiled pass
+    (`_compiled.window_sums`), the same additions in the same order as `w`
+    whole-matrix steps over every block.
     """
-    t_rows, n = z.shape
-    nb = -(-t_rows // w)
-    upto = np.empty((nb, w, n), dtype=np.float64)  # sum of the block's rows 0..p
-    flat_upto = upto.reshape(nb * w, n)
-    flat_upto[:t_rows] = z
-    flat_upto[t_rows:] = 0.0
-    for p in range(1, w):
-        upto[:, p] += upto[:, p - 1]
-    # after[p] = sum of the block's rows p+1..w-1; the window of row t takes the tail of
-    # block k-1 after row t-w, so tail row i (t = w-1+i) is after-row i-1 with a 0 in front.
-    buf = np.empty((nb * w + 1, n), dtype=np.float64)
-    buf[0] = 0.0
-    np.subtract(upto[:, -1:, :], upto, out=buf[1:].reshape(nb, w, n))
-    return flat_upto[w - 1 : t_rows], buf[: t_rows - w + 1]
+    from alphaswarm_common.features import _compiled  # numba: imported on first use
+
+    t_rows = z.shape[0]
+    upto, buf = _compiled.window_sums(_writable(z), w)
+    return upto[w - 1 : t_rows], buf[: t_rows - w + 1]
 
 
 def valid_windows(missing: np.ndarray, w: int) -> np.ndarray:
@@ -311,9 +312,20 @@ def rolling_extreme(
     The position is the offset of the extreme from the oldest row of the
     window (`0 .. w-1`; `w-1` is the current row); on ties, the oldest row
     (numpy's `argmax` rule). Windows that are short or hold a NaN are NaN
-    (position -1). Sparse-table doubling: `ceil(log2(w))` whole-matrix steps.
+    (position -1). Windows up to `_SCAN_WINDOW` rows are scanned by a compiled
+    loop (`_compiled.rolling_extreme`), longer ones by sparse-table doubling:
+    `ceil(log2(w))` whole-matrix steps; both compare only, so give the same values
+    (a zero extreme of a window holding both -0.0 and 0.0 may come out with either sign).
     """
     t_rows = x.shape[0]
+    if w <= _SCAN_WINDOW:
+        from alphaswarm_common.features import _compiled
+
+        src = _writable(x)
+        out = np.empty(src.shape, dtype=np.float64)
+        pos = np.empty(src.shape, dtype=np.int64)
+        _compiled.rolling_extreme(src, w, kind == "max", out, pos)
+        return out, (pos if with_position else None)
     pick = np.maximum if kind == "max" else np.minimum  # propagates NaN
     prefer_older = np.greater_equal if kind == "max" else np.less_equal
     val = np.array(x, dtype=np.float64, copy=True)
@@ -370,22 +382,13 @@ def ts_rank(x: np.ndarray, w: int) -> np.ndarray:
     """Percentile rank of `x[t]` within its trailing window of `w` rows, as pandas `rolling(w).rank(pct=True)`.
 
     Average rank for ties divided by `w`, so the value is in `[1/w, 1]`; `1`
-    means `x[t]` is the strict maximum of the window. Costs `w` whole-matrix
-    comparisons.
+    means `x[t]` is the strict maximum of the window. A compiled loop
+    (`_compiled.ts_rank`): `w - 1` comparisons per cell.
     """
-    t_rows = x.shape[0]
-    out = np.full(x.shape, np.nan, dtype=np.float64)
-    if t_rows < w:
-        return out
-    cur = x[w - 1 :]
-    below = np.zeros(cur.shape, dtype=np.float64)
-    equal = np.zeros(cur.shape, dtype=np.float64)
-    for k in range(1, w):
-        prev = x[w - 1 - k : t_rows - k]
-        below += prev < cur
-        equal += prev == cur
-    out[w - 1 :] = (below + 1.0 + equal * 0.5) / w
-    out[~valid_windows(np.isnan(x), w)] = np.nan
+    from alphaswarm_common.features import _compiled
+
+    out = np.empty(x.shape, dtype=np.float64)
+    _compiled.ts_rank(_writable(x), w, out)
     return out
 
 

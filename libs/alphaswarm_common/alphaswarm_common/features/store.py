@@ -37,6 +37,8 @@ __all__ = [
     "read_rows",
     "release",
     "release_columns",
+    "write_cells",
+    "write_rows",
 ]
 
 
@@ -149,3 +151,49 @@ def read_rows(values: np.ndarray, start: int, stop: int) -> np.ndarray:
             raise OSError(f"short read of the feature file at byte {offset + done}")
         done += got
     return out
+
+
+def write_rows(values: np.ndarray, start: int, rows: np.ndarray) -> None:
+    """`values[start:start + len(rows)] = rows`: written to the file with `pwritev` for a `disk_array`
+    (no page of the mapping is touched; the mapping sees the new bytes, they share the page cache),
+    assigned for an in-memory array. `values` must be the whole array `disk_array` returned."""
+    mapping = _mapping(values)
+    stop = start + rows.shape[0]
+    if mapping is None or not isinstance(mapping, _FileMapping):
+        values[start:stop] = rows
+        return
+    if rows.shape[1:] != values.shape[1:] or rows.dtype != values.dtype or stop > values.shape[0]:
+        raise ValueError(f"rows {rows.shape} {rows.dtype} do not fit rows {start}:{stop} of {values.shape}")
+    row = values.nbytes // values.shape[0] if values.shape[0] else 0
+    view = memoryview(np.ascontiguousarray(rows).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    done, offset, fd = 0, start * row, mapping.file.fileno()
+    while done < view.nbytes:
+        put = os.pwritev(fd, [view[done:]], offset + done)
+        if put <= 0:
+            raise OSError(f"short write of the feature file at byte {offset + done}")
+        done += put
+
+
+def write_cells(values: np.ndarray, start: int, col: int, cells: np.ndarray) -> None:
+    """`values[start + r, col:col + n] = cells[r]` for every `r`, with one `pwrite` per row of the
+    first axis for a `disk_array` (no page of the mapping is touched), assigned in memory otherwise.
+    `cells` is `(rows, n, *values.shape[2:])`; `values` must be the whole array `disk_array` returned."""
+    mapping = _mapping(values)
+    rows, n = cells.shape[:2]
+    if mapping is None or not isinstance(mapping, _FileMapping):
+        values[start : start + rows, col : col + n] = cells
+        return
+    if cells.shape[2:] != values.shape[2:] or cells.dtype != values.dtype or start + rows > values.shape[0]:
+        raise ValueError(f"cells {cells.shape} {cells.dtype} do not fit rows from {start} of {values.shape}")
+    row = values.nbytes // values.shape[0]
+    cell = row // values.shape[1]
+    flat = np.ascontiguousarray(cells).reshape(rows, -1).view(np.uint8)
+    fd = mapping.file.fileno()
+    for r in range(rows):
+        view = memoryview(flat[r])  # type: ignore[arg-type]
+        done, offset = 0, (start + r) * row + col * cell
+        while done < view.nbytes:
+            put = os.pwrite(fd, view[done:], offset + done)
+            if put <= 0:
+                raise OSError(f"short write of the feature file at byte {offset + done}")
+            done += put

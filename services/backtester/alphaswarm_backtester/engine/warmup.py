@@ -1,7 +1,8 @@
 """Compile every numba kernel signature the engine uses, so that no run pays for compilation.
 
-The kernels (`kernels`, the ledger pass of `trades`, and the moments pass
-of `alphaswarm_common.metrics.trading`) are `numba.njit(cache=True)`: the
+The kernels (`kernels`, the ledger pass of `trades`, the moments pass
+of `alphaswarm_common.metrics.trading`, and the feature loops of
+`alphaswarm_common.features._compiled`) are `numba.njit(cache=True)`: the
 first call of each signature compiles it (seconds) and writes the machine
 code to numba's cache; every later process loads it from there
 (milliseconds). `warm_up()` makes those first calls on tiny inputs that
@@ -29,6 +30,7 @@ from alphaswarm_backtester.engine.backtest import run_backtest
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.optimize import evaluate_sides, optimize
 from alphaswarm_backtester.engine.rules import run_rule_backtest
+from alphaswarm_common.features._compiled import warm_up as warm_up_features
 from alphaswarm_common.metrics import trading_metrics
 
 __all__ = ["warm_up"]
@@ -121,4 +123,5 @@ def warm_up() -> dict[str, Any]:
     for series in (returns, frozen):
         trading_metrics(series, turnover=np.abs(series), traded=np.abs(series))
         runs += 1
+    runs += warm_up_features()["runs"]
     return {"runs": runs, "seconds": time.perf_counter() - started}
