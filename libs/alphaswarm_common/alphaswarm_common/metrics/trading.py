@@ -79,7 +79,7 @@ from typing import Any
 import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import norm
+from scipy.special import ndtr, ndtri  # the standard normal's CDF and its inverse
 
 from alphaswarm_common.errors import DataError, InvalidArgument
 from alphaswarm_common.metrics._types import MetricSet, _Builder
@@ -271,7 +271,7 @@ def probabilistic_sharpe_ratio(
             "estimator's variance is undefined for these moments",
             field="kurtosis",
         )
-    return float(norm.cdf((sr - sr0) * math.sqrt(int(n_obs) - 1) / math.sqrt(radicand)))
+    return float(ndtr((sr - sr0) * math.sqrt(int(n_obs) - 1) / math.sqrt(radicand)))
 
 
 def expected_max_sharpe(sharpe_trials_variance: float, n_trials: int) -> float:
@@ -288,8 +288,8 @@ def expected_max_sharpe(sharpe_trials_variance: float, n_trials: int) -> float:
     if n == 1 or variance == 0.0:
         return 0.0
     return math.sqrt(variance) * (
-        (1.0 - EULER_MASCHERONI) * float(norm.ppf(1.0 - 1.0 / n))
-        + EULER_MASCHERONI * float(norm.ppf(1.0 - 1.0 / (n * math.e)))
+        (1.0 - EULER_MASCHERONI) * float(ndtri(1.0 - 1.0 / n))
+        + EULER_MASCHERONI * float(ndtri(1.0 - 1.0 / (n * math.e)))
     )
 
 
@@ -859,7 +859,7 @@ def _trading_metrics(
             radicand = _sharpe_radicand(sr, skew, kurt)
             if radicand > 0.0:
                 z = sr * math.sqrt(n - 1) / math.sqrt(radicand)
-                b.put("probabilistic_sharpe", float(norm.cdf(z)))
+                b.put("probabilistic_sharpe", float(ndtr(z)))
             else:
                 b.put(
                     "probabilistic_sharpe",

@@ -1058,11 +1058,25 @@ _NO_PNLS = np.empty((2, 0))
 
 
 def _plain(arr: np.ndarray | None) -> np.ndarray:
-    """A writable C-contiguous float64 array (a copy only when `arr` is not one): the kernels'
-    signature, compiled once (`warmup`); `None` is the empty "not given" matrix."""
+    """A C-contiguous float64 array flagged writable: the kernels' signature, compiled once
+    (`warmup`); `None` is the empty "not given" matrix.
+
+    The kernels only read what goes through here, so a read-only input (a pandas column
+    under copy-on-write) is passed as a writable view of the same memory, not copied; a
+    copy is made only when `arr` is not C-contiguous float64 or its memory cannot be
+    flagged writable.
+    """
     if arr is None:
         return _NONE2
-    return np.require(arr, np.float64, ["C", "W"])
+    out = np.require(arr, np.float64, ["C"])
+    if out.flags.writeable:
+        return out
+    view = out.view()
+    try:
+        view.flags.writeable = True
+    except ValueError:
+        return out.copy()
+    return view
 
 
 def _level(value: float | None) -> float:
