@@ -93,6 +93,12 @@ def _start_services(settings: Settings, tracker: Tracker | None) -> tuple[Settin
     # when gRPC, SQLAlchemy, MLflow and pandas come first).
     import scipy.special  # noqa: F401
 
+    # The charts (evaluation plots, equity.png, tearsheets) are drawn by a worker process, which
+    # imports matplotlib on the other core while this one imports the services.
+    from alphaswarm_common import chart_worker
+
+    chart_worker.start(modules=("alphaswarm_backtester.series",))
+
     from alphaswarm_backtester import server as backtester_server
     from alphaswarm_persistence import server as persistence_server
     from alphaswarm_registry import server as registry_server
@@ -214,6 +220,9 @@ class EmbeddedStack:
         for server in self._servers:
             server.stop(1).wait()
         self._servers = []
+        from alphaswarm_common import chart_worker
+
+        chart_worker.stop()
         # What the start-up froze is the collector's again: a process that starts stacks one
         # after another (tests, notebooks) gets the cycles of a stopped one back.
         gc.unfreeze()

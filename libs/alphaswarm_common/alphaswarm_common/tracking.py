@@ -624,6 +624,16 @@ class Tracker:
             example = np.asarray(example_x)[:5]
             signature = infer_signature(example, np.asarray(model.predict(example)))
         metadata = {"alphaswarm.feature_names": list(feature_names)} if feature_names is not None else None
+        # The logged model is created here with the run's params, as `log_model` would: its own
+        # creation resolves MLflow's run-context tags (git commit, notebook, user, source), which
+        # costs a git subprocess and IPython probes per model and adds nothing the run lacks.
+        run = self.client.get_run(run_id)
+        logged = self.client.create_logged_model(
+            run.info.experiment_id,
+            name=name,
+            source_run_id=run_id,
+            params={key: str(value) for key, value in run.data.params.items()},
+        )
         # MLflow's fluent API reads the process-wide tracking URI: set it to this tracker's for
         # the whole call, so trackers of different stores in one process do not mix.
         with Tracker._fluent_lock:
@@ -639,6 +649,7 @@ class Tracker:
                     signature=signature,
                     input_example=example,
                     metadata=metadata,
+                    model_id=logged.model_id,
                 )
         # `start_run(run_id=...)` resumed the run; leave it RUNNING for the caller to end.
         self.client.update_run(run_id, status="RUNNING")

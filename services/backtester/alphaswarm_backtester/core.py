@@ -97,7 +97,7 @@ from alphaswarm_backtester.engine.portfolio import (
     run_portfolio_backtest,
 )
 from alphaswarm_backtester.engine.walkforward import window_bounds
-from alphaswarm_backtester.series import series_artifacts
+from alphaswarm_backtester.series import draw_series_png, series_artifacts
 from alphaswarm_backtester.sharding import (
     ChunkEvaluation,
     build_search,
@@ -1025,6 +1025,7 @@ class Backtester:
         out: BacktestOutput,
     ) -> str:
         """The tracking run `backtest`: params, defined metrics, `series.parquet` and `equity.png`."""
+        png = draw_series_png(out)  # drawn while the run is created and filled
         dates = _days(out.dates[[0, -1]]) if len(out.dates) else ["", ""]
         run_id = self.tracker.create_run(
             experiment_id,
@@ -1049,7 +1050,7 @@ class Backtester:
                 },
             )
             self.tracker.log_metrics(run_id, out.metrics.values)
-            self.tracker.log_files(run_id, series_artifacts(out))
+            self.tracker.log_files(run_id, series_artifacts(out, png))
             self.tracker.end_run(run_id)
         except BaseException:
             self.tracker.end_run(run_id, failed=True)

@@ -16,14 +16,28 @@ the deepest drawdown survive the thinning).
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from alphaswarm_backtester.engine import BacktestOutput
+from alphaswarm_common import chart_worker
 
-__all__ = ["PLOT_FILE", "PLOT_POINTS", "SERIES_FILE", "series_artifacts", "series_parquet", "series_png"]
+if TYPE_CHECKING:
+    from alphaswarm_backtester.engine import BacktestOutput
+    from alphaswarm_common.chart_worker import Pending
+
+__all__ = [
+    "PLOT_FILE",
+    "PLOT_POINTS",
+    "SERIES_FILE",
+    "draw_series_png",
+    "equity_png",
+    "series_artifacts",
+    "series_parquet",
+    "series_png",
+]
 
 SERIES_FILE = "series.parquet"
 PLOT_FILE = "equity.png"
@@ -72,19 +86,36 @@ def _thin(x: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
 
 def series_png(out: BacktestOutput, *, points: int = PLOT_POINTS) -> bytes:
     """The PNG bytes of `equity.png` (module docstring)."""
+    return equity_png(out.dates, out.equity, out.drawdown, points=points)
+
+
+def draw_series_png(out: BacktestOutput) -> Pending[bytes]:
+    """`series_png(out)` handed to the chart worker (`alphaswarm_common.chart_worker`), drawn in place without one."""
+    return chart_worker.submit(
+        equity_png,
+        np.asarray(out.dates),
+        np.asarray(out.equity, dtype=np.float64),
+        np.asarray(out.drawdown, dtype=np.float64),
+    )
+
+
+def equity_png(
+    dates: np.ndarray, equity: np.ndarray, drawdown: np.ndarray, *, points: int = PLOT_POINTS
+) -> bytes:
+    """`equity.png` of the dates, the equity curve and the drawdown."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure  # the Agg canvas, no pyplot state, no display
     from matplotlib.ticker import MaxNLocator
 
-    dates = np.asarray(out.dates).astype("datetime64[D]")
+    dates = np.asarray(dates).astype("datetime64[D]")
     fig = Figure(figsize=(7.0, 4.0), dpi=80)
     fig.subplots_adjust(left=0.12, right=0.97, top=0.96, bottom=0.1, hspace=0.08)  # fixed: no layout pass
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    i, equity = _thin(np.asarray(out.equity, dtype=np.float64), points)
-    top.plot(dates[i], equity, linewidth=0.8)
+    i, curve = _thin(np.asarray(equity, dtype=np.float64), points)
+    top.plot(dates[i], curve, linewidth=0.8)
     top.set_ylabel("equity")
-    j, drawdown = _thin(np.asarray(out.drawdown, dtype=np.float64), points)
-    bottom.fill_between(dates[j], drawdown, 0.0, step="post", linewidth=0, alpha=0.6, color="tab:red")
+    j, under = _thin(np.asarray(drawdown, dtype=np.float64), points)
+    bottom.fill_between(dates[j], under, 0.0, step="post", linewidth=0, alpha=0.6, color="tab:red")
     bottom.set_ylabel("drawdown")
     locator = AutoDateLocator()
     bottom.xaxis.set_major_locator(locator)
@@ -96,6 +127,8 @@ def series_png(out: BacktestOutput, *, points: int = PLOT_POINTS) -> bytes:
     return sink.getvalue()
 
 
-def series_artifacts(out: BacktestOutput) -> dict[str, bytes]:
-    """`{SERIES_FILE: parquet bytes, PLOT_FILE: png bytes}` for the tracking run."""
-    return {SERIES_FILE: series_parquet(out), PLOT_FILE: series_png(out)}
+def series_artifacts(out: BacktestOutput, png: Pending[bytes] | None = None) -> dict[str, bytes]:
+    """`{SERIES_FILE: parquet bytes, PLOT_FILE: png bytes}` for the tracking run (`png`: `draw_series_png(out)`)."""
+    png = png or draw_series_png(out)
+    parquet = series_parquet(out)
+    return {SERIES_FILE: parquet, PLOT_FILE: png.result()}

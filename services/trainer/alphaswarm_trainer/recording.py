@@ -124,12 +124,13 @@ def log_training(
             },
             "rolling.json",
         )
-    if result.plots:
+    # the model first: the plots may still be drawn meanwhile (`TrainingResult.pending_plots`)
+    model_uri, sha = tracker.log_sklearn_model(run_id, result.model, example_x=result.example)
+    if plots := result.drawn_plots():
         with tempfile.TemporaryDirectory(prefix="alphaswarm-plots-") as tmp:
-            for name, png in result.plots.items():
+            for name, png in plots.items():
                 (Path(tmp) / name).write_bytes(png)
             tracker.client.log_artifacts(run_id, tmp, artifact_path="plots")
-    model_uri, sha = tracker.log_sklearn_model(run_id, result.model, example_x=result.example)
     tracker.set_tags(
         run_id,
         {

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from alphaswarm_common import chart_worker
+from alphaswarm_common.chart_worker import Pending
 from alphaswarm_common.config import DatasetConfig, ModelConfig, RollingConfig
 from alphaswarm_common.data import Panel, load_panel, validate_segments
 from alphaswarm_common.errors import DataError
@@ -148,10 +150,17 @@ class TrainingResult:
     evaluation: EvaluationReport | None = None
     importance: dict[str, Any] = field(default_factory=dict)
     plots: dict[str, bytes] = field(default_factory=dict)
+    pending_plots: Pending[dict[str, bytes]] | None = None  # being drawn (`chart_worker`): see `drawn_plots`
     rolling: RollingResult | None = None
     trained_through: dt.date | None = None
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # segment -> (R, N), by the fit on train
     rows: dict[str, np.ndarray] = field(default_factory=dict)  # segment -> panel rows (purged)
+
+    def drawn_plots(self) -> dict[str, bytes]:
+        """The evaluation plots, waiting for them if they are still being drawn."""
+        if self.pending_plots is not None:
+            self.plots, self.pending_plots = self.pending_plots.result(), None
+        return self.plots
 
 
 def prepare(cfg: DatasetConfig, on_progress: ProgressCallback | None = None) -> Prepared:
@@ -360,7 +369,8 @@ def train(
             model, prep.feature_names, imp_x, imp_y, seed=model_cfg.seed
         ) | {"rows": imp_rows}
         if plots:
-            result.plots = render_plots(report, title=f"{model_cfg.type} test")
+            # drawn beside the rest of the call (a worker process in the embedded stack)
+            result.pending_plots = chart_worker.submit(render_plots, report, title=f"{model_cfg.type} test")
         on_step("evaluated_test", ROLLING_START, "test evaluation and feature importances done")
 
     if model_cfg.rolling is not None:

@@ -109,6 +109,10 @@ class MetricSet:
         object.__setattr__(self, "reasons", MappingProxyType(reasons))
         object.__setattr__(self, "conventions", MappingProxyType(conventions))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the read-only views do not pickle; a copy is rebuilt (and checked) from plain dicts
+        return (type(self), (dict(self.values), dict(self.reasons), dict(self.conventions)))
+
     def get(self, name: str, default: MetricValue = None) -> MetricValue:
         """The value of `name`, or `default` when the metric is absent (an undefined metric is None)."""
         return self.values.get(name, default)

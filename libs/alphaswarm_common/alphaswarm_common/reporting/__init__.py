@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from alphaswarm_common import chart_worker
 from alphaswarm_common.reporting.data import (
     AlphaDiagnostics,
     TearsheetData,
@@ -127,8 +128,11 @@ def log_backtest_tearsheet(
             links={"mlflow_backtest_run_id": run_id},
         )
         data.merge_comparisons(comparisons)
+        page = chart_worker.submit(
+            render_tearsheet, data
+        )  # the charts drawn while the comparisons are logged
         tracker.log_dict(run_id, comparisons, COMPARISONS_ARTIFACT)
-        tracker.log_text(run_id, render_tearsheet(data), TEARSHEET_ARTIFACT)
+        tracker.log_text(run_id, page.result(), TEARSHEET_ARTIFACT)
     except Exception:  # a chart that cannot be drawn must not fail the backtest it describes
         log.exception("could not log the tearsheet of MLflow run %s", run_id)
 
