@@ -115,7 +115,7 @@ CD_CASES: list[tuple[str, dict[str, Any]]] = [
     ("lasso", {"alpha": 1e-4, "fit_intercept": False}),
     ("lasso", {"alpha": 1e-4, "selection": "random"}),
     ("lasso", {"alpha": 1e-4, "positive": True}),
-    ("elastic_net", {"alpha": 1e-4}),
+    ("elastic_net", {"alpha": 1e-3}),
     ("elastic_net", {"alpha": 2e-3, "l1_ratio": 0.2}),
 ]
 
