@@ -68,8 +68,8 @@ import numpy as np
 from alphaswarm_common.config import FeatureSpec
 from alphaswarm_common.data.panel import Panel
 from alphaswarm_common.errors import DataError, InvalidArgument
+from alphaswarm_common.features import _heap, store
 from alphaswarm_common.features import _kernels as k
-from alphaswarm_common.features import store
 from alphaswarm_common.features._kernels import cs_rank
 
 __all__ = ["FEATURE_FAMILIES", "FeatureFamily", "FeatureSet", "compute_features", "cs_rank", "feature_names"]
@@ -709,9 +709,10 @@ def compute_features(
             values[d0:d1, :, n_base:] = ranked.reshape(d1 - d0, n_rank, n_sym).transpose(0, 2, 1)
         store.release(values, d0, d1)
 
-    _run(base_block, range(0, n_sym, block), workers)
-    if ranked_src:
-        _run(rank_block, range(0, t_rows, rank_rows), workers)
+    with _heap.retained_heap():  # the blocks' temporaries reuse freed pages instead of faulting new ones
+        _run(base_block, range(0, n_sym, block), workers)
+        if ranked_src:
+            _run(rank_block, range(0, t_rows, rank_rows), workers)
 
     values.setflags(write=False)
     return FeatureSet(names=names, values=values, dates=panel.dates, symbols=panel.symbols)
