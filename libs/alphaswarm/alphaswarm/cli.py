@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -88,7 +89,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     err = Console(stderr=True)
     cfg = load_config(args.config)
-    experiment = AlphaBacktestExperiment.from_config(cfg, settings=_settings(args), gateway_addr=args.gateway)
+    # one cold run: the embedded stack draws its charts in a worker on the second core
+    settings = _settings(args)
+    if "ALPHASWARM_CHART_WORKER" not in os.environ:
+        settings = settings.model_copy(update={"chart_worker": True})
+    experiment = AlphaBacktestExperiment.from_config(cfg, settings=settings, gateway_addr=args.gateway)
     as_json = args.output == "json"
     progress = Progress(
         TextColumn("[bold]{task.fields[stage]:<12}"),

@@ -93,11 +93,13 @@ def _start_services(settings: Settings, tracker: Tracker | None) -> tuple[Settin
     # when gRPC, SQLAlchemy, MLflow and pandas come first).
     import scipy.special  # noqa: F401
 
-    # The charts (evaluation plots, equity.png, tearsheets) are drawn by a worker process, which
-    # imports matplotlib on the other core while this one imports the services.
-    from alphaswarm_common import chart_worker
+    # With `chart_worker` (what `alphaswarm run` sets), the charts (evaluation plots, equity.png,
+    # tearsheets) are drawn by a worker process, which imports matplotlib on the other core while
+    # this one imports the services; otherwise they are drawn in place, on first use.
+    if settings.chart_worker:
+        from alphaswarm_common import chart_worker
 
-    chart_worker.start(modules=("alphaswarm_backtester.series",))
+        chart_worker.start(modules=("alphaswarm_backtester.series",))
 
     from alphaswarm_backtester import server as backtester_server
     from alphaswarm_persistence import server as persistence_server

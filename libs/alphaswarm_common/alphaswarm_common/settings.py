@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     migrate_on_start: bool = Field(
         default=True, description="The persistence service upgrades the catalog schema when it starts."
     )
+    chart_worker: bool = Field(
+        default=False,
+        description=(
+            "The embedded stack draws its charts (evaluation plots, equity.png, tearsheets) in a spawned"
+            " worker process that imports matplotlib on another core while the services start;"
+            " `alphaswarm run` turns it on (one cold run on two cores), long-lived processes draw in place."
+        ),
+    )
 
     # Trust (docs/security.md): the registry's signing key and the folders data files may come from.
     registry_signing_key: SecretStr | None = Field(
