@@ -34,14 +34,11 @@ import numpy as np
 
 from alphaswarm_backtester.engine.config import EngineConfig
 from alphaswarm_backtester.engine.optimize import (
-    OBJECTIVES,
     OptimizationResult,
     ParameterSet,
     SkippedSet,
-    _check_names,
+    build_search,
     evaluate_sides,
-    grid_parameter_sets,
-    random_parameter_sets,
     rank_trials,
 )
 from alphaswarm_backtester.engine.rules import RuleInputs, rule_sides
@@ -97,45 +94,6 @@ def chunk_bounds(n_sets: int, chunk_sets: int) -> list[tuple[int, int]]:
     if chunk_sets < 1:
         raise InvalidArgument(f"must be >= 1, got {chunk_sets}", field="chunk_sets")
     return [(lo, min(lo + chunk_sets, n_sets)) for lo in range(0, n_sets, chunk_sets)]
-
-
-def build_search(
-    strategy_type: str,
-    *,
-    grid: Mapping[str, Sequence[Any]] | None,
-    space: Mapping[str, Any] | None,
-    method: str,
-    n_samples: int,
-    seed: int,
-    objective: str = "sharpe",
-) -> tuple[list[ParameterSet], list[SkippedSet], str]:
-    """The search's valid and skipped sets and the field that names it, as `engine.optimize` builds them."""
-    if objective not in OBJECTIVES:
-        raise InvalidArgument(
-            f"unknown objective {objective!r}; one of {list(OBJECTIVES)}", field="objective"
-        )
-    if method == "grid":
-        if not grid:
-            raise InvalidArgument("method 'grid' needs a grid", field="grid")
-        sets, skipped = grid_parameter_sets(strategy_type, grid)
-        where = "grid"
-    elif method == "random":
-        if space:
-            sets, skipped = random_parameter_sets(strategy_type, space, n_samples, seed)
-            where = "space"
-        elif grid:
-            _check_names(strategy_type, list(grid), "grid")
-            sets, skipped = random_parameter_sets(strategy_type, dict(grid), n_samples, seed)
-            where = "grid"
-        else:
-            raise InvalidArgument("method 'random' needs a space (or a grid)", field="space")
-    else:
-        raise InvalidArgument(f"unknown method {method!r}; 'grid' or 'random'", field="method")
-    if not sets:
-        first = skipped[0] if skipped else None
-        detail = f": {first.field}: {first.message}" if first else ""
-        raise InvalidArgument(f"no valid parameter set in the search{detail}", field=where)
-    return sets, skipped, where
 
 
 def evaluate_parameter_sets(

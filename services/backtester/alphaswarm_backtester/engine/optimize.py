@@ -527,6 +527,45 @@ class OptimizationResult:
         return top[0] if top else None
 
 
+def build_search(
+    strategy_type: str,
+    *,
+    grid: Mapping[str, Sequence[Any]] | None,
+    space: Mapping[str, Any] | None,
+    method: str,
+    n_samples: int,
+    seed: int,
+    objective: str = "sharpe",
+) -> tuple[list[ParameterSet], list[SkippedSet], str]:
+    """The search's valid and skipped sets and the field that names it (`optimize` and its shards share it)."""
+    if objective not in OBJECTIVES:
+        raise InvalidArgument(
+            f"unknown objective {objective!r}; one of {list(OBJECTIVES)}", field="objective"
+        )
+    if method == "grid":
+        if not grid:
+            raise InvalidArgument("method 'grid' needs a grid", field="grid")
+        sets, skipped = grid_parameter_sets(strategy_type, grid)
+        where = "grid"
+    elif method == "random":
+        if space:
+            sets, skipped = random_parameter_sets(strategy_type, space, n_samples, seed)
+            where = "space"
+        elif grid:
+            _check_names(strategy_type, list(grid), "grid")
+            sets, skipped = random_parameter_sets(strategy_type, dict(grid), n_samples, seed)
+            where = "grid"
+        else:
+            raise InvalidArgument("method 'random' needs a space (or a grid)", field="space")
+    else:
+        raise InvalidArgument(f"unknown method {method!r}; 'grid' or 'random'", field="method")
+    if not sets:
+        first = skipped[0] if skipped else None
+        detail = f": {first.field}: {first.message}" if first else ""
+        raise InvalidArgument(f"no valid parameter set in the search{detail}", field=where)
+    return sets, skipped, where
+
+
 def optimize(
     strategy_type: str,
     *,
@@ -558,31 +597,15 @@ def optimize(
     """
     started = time.perf_counter()
     cfg = config if config is not None else EngineConfig()
-    if objective not in OBJECTIVES:
-        raise InvalidArgument(
-            f"unknown objective {objective!r}; one of {list(OBJECTIVES)}", field="objective"
-        )
-    if method == "grid":
-        if not grid:
-            raise InvalidArgument("method 'grid' needs a grid", field="grid")
-        sets, skipped = grid_parameter_sets(strategy_type, grid)
-        where = "grid"
-    elif method == "random":
-        if space:
-            sets, skipped = random_parameter_sets(strategy_type, space, n_samples, seed)
-            where = "space"
-        elif grid:
-            _check_names(strategy_type, list(grid), "grid")
-            sets, skipped = random_parameter_sets(strategy_type, dict(grid), n_samples, seed)
-            where = "grid"
-        else:
-            raise InvalidArgument("method 'random' needs a space (or a grid)", field="space")
-    else:
-        raise InvalidArgument(f"unknown method {method!r}; 'grid' or 'random'", field="method")
-    if not sets:
-        first = skipped[0] if skipped else None
-        detail = f": {first.field}: {first.message}" if first else ""
-        raise InvalidArgument(f"no valid parameter set in the search{detail}", field=where)
+    sets, skipped, where = build_search(
+        strategy_type,
+        grid=grid,
+        space=space,
+        method=method,
+        n_samples=n_samples,
+        seed=seed,
+        objective=objective,
+    )
     inputs = RuleInputs(close, open=open, high=high, low=low, volume=volume)
     n_total = inputs.shape[0]
     stop = n_total if stop is None else stop
