@@ -717,6 +717,29 @@ def _set_stats(
         else:
             run = 0
         eq_high = max(eq_high, equity[s])
+    last_dd = drawdown[n - 1] if n else 0.0
+    last_eq = equity[n - 1] if n else np.nan
+    _put_stats(
+        out, returns, n, total, high == low, downside, dd_low, dd_high, best, last_dd, eq_high, last_eq
+    )
+
+
+@_jit
+def _put_stats(
+    out: np.ndarray,
+    returns: np.ndarray,
+    n: int,
+    total: float,
+    flat: bool,
+    downside: float,
+    dd_low: float,
+    dd_high: float,
+    longest: float,
+    last_dd: float,
+    eq_high: float,
+    last_eq: float,
+) -> None:
+    """`out` in `SET_STATS` order, the returns' centred power sums taken here (their second pass)."""
     mean = total / n if n else 0.0
     m2 = m3 = m4 = 0.0
     for x in returns:
@@ -731,14 +754,14 @@ def _set_stats(
     out[3] = m2
     out[4] = m3
     out[5] = m4
-    out[6] = 1.0 if high == low else 0.0
+    out[6] = 1.0 if flat else 0.0
     out[7] = downside
     out[8] = dd_low
     out[9] = dd_high
-    out[10] = best
-    out[11] = drawdown[n - 1] if n else 0.0
+    out[10] = longest
+    out[11] = last_dd
     out[12] = eq_high
-    out[13] = equity[n - 1] if n else np.nan
+    out[13] = last_eq
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
@@ -927,30 +950,20 @@ def _sets_one(
             k = k0 + lane
             n_pnls[k] = n_pnl[lane]
             finite[k] = ok[lane]
-            out = stats[k]
-            total = acc[0, lane]
-            mean = total / n_bars if n_bars else 0.0
-            m2 = m3 = m4 = 0.0
-            for x in returns[k]:
-                c_ = x - mean
-                c2 = c_ * c_
-                m2 += c2
-                m3 += c2 * c_
-                m4 += c2 * c2
-            out[0] = n_bars
-            out[1] = total
-            out[2] = mean
-            out[3] = m2
-            out[4] = m3
-            out[5] = m4
-            out[6] = 1.0 if acc[1, lane] == acc[2, lane] else 0.0
-            out[7] = acc[3, lane]
-            out[8] = acc[4, lane]
-            out[9] = acc[5, lane]
-            out[10] = acc[7, lane]
-            out[11] = dd[lane] if n_bars else 0.0
-            out[12] = acc[8, lane]
-            out[13] = prev[lane] if n_bars else np.nan
+            _put_stats(
+                stats[k],
+                returns[k],
+                n_bars,
+                acc[0, lane],
+                acc[1, lane] == acc[2, lane],
+                acc[3, lane],
+                acc[4, lane],
+                acc[5, lane],
+                acc[7, lane],
+                dd[lane] if n_bars else 0.0,
+                acc[8, lane],
+                prev[lane] if n_bars else np.nan,
+            )
 
 
 @_jit
